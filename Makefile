@@ -1,0 +1,54 @@
+# ebind developer commands. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install ebind with its dev tools
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format ebind tests examples bench
+	$(BIN)/ruff check --fix ebind tests examples bench
+
+lint: $(STAMP) ## ruff format check + lint
+	$(BIN)/ruff format --check ebind tests examples bench
+	$(BIN)/ruff check ebind tests examples bench
+
+type: $(STAMP) ## mypy --strict on the package
+	$(BIN)/mypy ebind
+
+test: $(STAMP) ## the whole test suite (what .ci/run and the README call)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## pure unit tests only (no NATS)
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+test-examples: $(STAMP) ## run every example as a subprocess
+	$(BIN)/pytest -q tests/test_examples.py $(PYTEST_ARGS)
+
+check: lint type test ## lint + type + test
+
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings)
+	$(BIN)/python bench/tasks.py
+	$(BIN)/python bench/workflow.py
+
+demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
+	$(BIN)/python -m ebind demo
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+
+.PHONY: help install fmt lint type test test-unit test-examples check bench demo clean

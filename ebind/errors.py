@@ -1,0 +1,241 @@
+"""Every exception ebind raises, under one root.
+
+The tree::
+
+    EbindError
+    ├── InvalidArguments (TypeError, ValueError)   bad input, rejected before anything is published
+    │   └── InvalidName                            an id, task name, target or label that cannot be
+    │                                              used in a subject or KV key
+    ├── PayloadTooLarge (ValueError)               message over the server's max_payload
+    ├── UnknownTask (KeyError)                     name not in the registry
+    ├── TaskFailed                                 a task ended in failure (``.error`` is the TaskError)
+    ├── TaskTimeout (TimeoutError)                 a future's wait ran out
+    ├── PublishFailed                              the server did not confirm a publish in time
+    ├── ServerVersionError                         nats-server older than ebind supports
+    ├── DLQEntryNotFound (KeyError)                no dead letter at that sequence
+    └── WorkflowError                              the seed's sentinels
+        ├── CycleError
+        ├── DAGCanceled
+        ├── DAGNotFound (KeyError)
+        ├── DAGNotPaused
+        ├── DAGNotRunning
+        ├── DuplicateStep
+        ├── StaleRevision
+        ├── StepCanceled
+        ├── StepFailed
+        ├── StepNotFound (KeyError)
+        ├── StepSkipped
+        └── SignalNotFound (KeyError)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ebind.wire import TaskError
+
+__all__ = [
+    "CycleError",
+    "DAGCanceled",
+    "DAGNotFound",
+    "DAGNotPaused",
+    "DAGNotRunning",
+    "DLQEntryNotFound",
+    "DuplicateStep",
+    "EbindError",
+    "InvalidArguments",
+    "InvalidName",
+    "PayloadTooLarge",
+    "PublishFailed",
+    "ServerVersionError",
+    "SignalNotFound",
+    "StaleRevision",
+    "StepCanceled",
+    "StepFailed",
+    "StepNotFound",
+    "StepSkipped",
+    "TaskFailed",
+    "TaskTimeout",
+    "UnknownTask",
+    "WorkflowError",
+]
+
+
+class EbindError(Exception):
+    """Root of every error ebind raises."""
+
+    def __str__(self) -> str:
+        # KeyError subclasses would otherwise repr() their message in quotes.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class InvalidArguments(EbindError, TypeError, ValueError):
+    """Arguments, options or a policy were rejected before anything was published."""
+
+    def __init__(self, message: str, *, task_name: str = "", parameter: str = "") -> None:
+        super().__init__(message)
+        self.task_name = task_name
+        self.parameter = parameter
+
+
+class InvalidName(InvalidArguments):
+    """An identifier cannot be used safely in a NATS subject or KV key."""
+
+    def __init__(self, message: str, *, kind: str = "", value: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.value = value
+
+
+class PayloadTooLarge(EbindError, ValueError):
+    """An encoded message is larger than the server accepts."""
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class UnknownTask(EbindError, KeyError):
+    """No handler is registered under that name."""
+
+    def __init__(self, message: str, *, task_name: str = "") -> None:
+        super().__init__(message)
+        self.task_name = task_name
+
+
+class TaskFailed(EbindError):
+    """A task ended in a terminal failure; ``error`` holds kind and message."""
+
+    def __init__(self, error: TaskError, *, task_id: str = "", task_name: str = "") -> None:
+        super().__init__(f"task {task_name or task_id} failed: {error.kind}: {error.message}")
+        self.error = error
+        self.task_id = task_id
+        self.task_name = task_name
+        self.kind = error.kind
+
+
+class TaskTimeout(EbindError, TimeoutError):
+    """Waiting for a task's result ran out of time (the task may still run)."""
+
+    def __init__(self, message: str, *, task_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class PublishFailed(EbindError):
+    """The server did not confirm a publish; retry with the same task_id to stay idempotent."""
+
+    def __init__(self, message: str, *, task_id: str = "", subject: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.subject = subject
+
+
+class ServerVersionError(EbindError):
+    """The connected nats-server is older than ebind supports."""
+
+
+class DLQEntryNotFound(EbindError, KeyError):
+    """No dead-letter entry exists at the given stream sequence."""
+
+    def __init__(self, message: str, *, seq: int = 0) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+class WorkflowError(EbindError):
+    """Base of the workflow sentinels; carries the DAG and step ids when known."""
+
+    default_message = "workflow error"
+
+    def __init__(self, message: str = "", *, dag_id: str = "", step_id: str = "") -> None:
+        super().__init__(message or self.default_message)
+        self.dag_id = dag_id
+        self.step_id = step_id
+
+
+class CycleError(WorkflowError):
+    """The DAG's dependencies contain a cycle."""
+
+    default_message = "workflow: cycle detected"
+
+
+class DAGCanceled(WorkflowError):
+    """The DAG was canceled and accepts no new work."""
+
+    default_message = "workflow: DAG canceled"
+
+
+class DAGNotFound(WorkflowError, KeyError):
+    """No DAG meta record exists for that id."""
+
+    default_message = "workflow: DAG not found"
+
+
+class DAGNotPaused(WorkflowError):
+    """Resume was called on a DAG that is not paused."""
+
+    default_message = "workflow: DAG not paused"
+
+
+class DAGNotRunning(WorkflowError):
+    """Pause was called on a DAG that is not running."""
+
+    default_message = "workflow: DAG not running"
+
+
+class DuplicateStep(WorkflowError):
+    """A step id is already used in this DAG."""
+
+    default_message = "workflow: duplicate step ID"
+
+
+class StaleRevision(WorkflowError):
+    """A compare-and-set found a newer revision than expected."""
+
+    default_message = "workflow: stale revision"
+
+
+class StepCanceled(WorkflowError):
+    """The awaited step was canceled before it started."""
+
+    default_message = "workflow: step canceled"
+
+
+class StepFailed(WorkflowError):
+    """The awaited step ended failed; ``error_kind`` and ``error_message`` say why."""
+
+    default_message = "workflow: step failed"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        dag_id: str = "",
+        step_id: str = "",
+        error_kind: str = "",
+        error_message: str = "",
+    ) -> None:
+        super().__init__(message, dag_id=dag_id, step_id=step_id)
+        self.error_kind = error_kind
+        self.error_message = error_message
+
+
+class StepNotFound(WorkflowError, KeyError):
+    """No step with that id exists in the DAG."""
+
+    default_message = "workflow: step not found"
+
+
+class StepSkipped(WorkflowError):
+    """The awaited step was skipped because a required upstream failed or was skipped."""
+
+    default_message = "workflow: step skipped"
+
+
+class SignalNotFound(WorkflowError, KeyError):
+    """No signal record exists under that name."""
+
+    default_message = "workflow: signal not found"

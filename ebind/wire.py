@@ -1,0 +1,112 @@
+"""Wire types: the task envelope, responses, errors and dead letters, as msgspec Structs.
+
+JSON field names are the seed's. Times are RFC 3339 UTC; an unset time is omitted.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import msgspec
+
+from ebind.retry import RetryPolicy
+
+__all__ = [
+    "DLQEntry",
+    "ErrorKind",
+    "TaskEnvelope",
+    "TaskError",
+    "TaskResponse",
+    "decode_envelope",
+    "decode_response",
+    "encoder",
+]
+
+
+class ErrorKind(str, enum.Enum):
+    """Error kinds ebind itself produces; handlers may use their own strings too."""
+
+    HANDLER = "handler"
+    DECODE = "decode"
+    UNKNOWN_HANDLER = "unknown_handler"
+    PANIC = "panic"
+    DEADLINE = "deadline"
+    ARG_COUNT = "arg_count"
+    ARG_TYPE = "arg_type"
+    TIMEOUT = "timeout"
+    ENCODE = "encode"
+    WORKER_LOST = "worker_lost"
+
+
+class TaskError(msgspec.Struct, kw_only=True, frozen=True):
+    """Why a task attempt failed: ``kind``, ``message`` and whether a retry may help."""
+
+    kind: str
+    message: str
+    retryable: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The message a producer publishes on the TASKS stream (the seed's ``task.Task``).
+
+    ``attempt`` and ``worker_id`` are filled in memory by the worker on each delivery;
+    the published values are never trusted.
+    """
+
+    id: str
+    name: str
+    payload: msgspec.Raw = msgspec.Raw(b"[]")
+    reply_to: str = ""
+    deadline: datetime | None = None
+    enqueued_at: datetime | None = None
+    attempt: int = 0
+    trace_ctx: dict[str, str] = {}
+    dag_id: str = ""
+    step_id: str = ""
+    retry_policy: RetryPolicy | None = None
+    target: str = ""
+    worker_id: str = ""
+    timeout: float | None = None
+
+
+class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """The terminal outcome of a task, published to its ``reply_to`` subject."""
+
+    task_id: str
+    result: msgspec.Raw | None = None
+    error: TaskError | None = None
+    attempts: int = 0
+    completed_at: datetime | None = None
+
+
+class DLQEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A dead letter: the envelope as the worker saw it, the full error, attempts and time.
+
+    ``task`` is None when the message could not be decoded; ``raw`` then holds its bytes.
+    """
+
+    error: TaskError
+    final_attempt: int
+    dead_lettered_at: datetime
+    task: TaskEnvelope | None = None
+    raw: bytes = b""
+    subject: str = ""
+
+
+encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(TaskEnvelope)
+_response_decoder = msgspec.json.Decoder(TaskResponse)
+
+
+def decode_envelope(data: bytes) -> TaskEnvelope:
+    """Decode a TaskEnvelope; raises msgspec.ValidationError / DecodeError on bad input."""
+    return _envelope_decoder.decode(data)
+
+
+def decode_response(data: bytes) -> TaskResponse:
+    """Decode a TaskResponse."""
+    return _response_decoder.decode(data)

@@ -1,0 +1,29 @@
+"""StepHook: the seam through which the worker reports DAG step outcomes to the workflow."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ebind.wire import TaskEnvelope, TaskError
+
+__all__ = ["StepHook"]
+
+
+class StepHook(Protocol):
+    """Called by the worker for envelopes that carry ``dag_id`` and ``step_id``.
+
+    ``env.attempt`` and ``env.worker_id`` are filled in by the worker. Raising from any
+    method makes the worker nak the message (with the policy's delay) instead of acking.
+    """
+
+    async def on_step_started(self, env: TaskEnvelope) -> bool:
+        """Claim the step for this attempt; False means skip the handler and ack (stale/terminal)."""
+        ...
+
+    async def on_step_done(self, env: TaskEnvelope, result: bytes) -> None:
+        """Persist the result and completion, fenced by ``env.attempt``."""
+        ...
+
+    async def on_step_failed(self, env: TaskEnvelope, error: TaskError) -> None:
+        """Persist a terminal failure, fenced by ``env.attempt``."""
+        ...

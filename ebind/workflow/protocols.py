@@ -1,0 +1,152 @@
+"""The IO seams of the workflow engine, as Protocols: StateStore, EventBus, Enqueuer, LeaderElector.
+
+Each has a ``Mem*`` implementation for unit tests and a ``Nats*`` one for real use; both
+pass the suite in ``tests/contract``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+from ebind.wire import TaskEnvelope
+from ebind.workflow.types import DAGMeta, Event, SignalRecord, StepRecord
+
+__all__ = [
+    "Delivery",
+    "Enqueuer",
+    "EventBus",
+    "EventHandler",
+    "LeaderElector",
+    "StateStore",
+    "Subscription",
+]
+
+
+class StateStore(Protocol):
+    """Persists DAG meta, step, result and signal records with compare-and-set.
+
+    ``put_*(..., expected_rev)`` raises StaleRevision when the stored revision differs;
+    ``expected_rev == 0`` means create-if-absent. Every put returns the new revision, so
+    callers never read back their own write. Missing meta raises DAGNotFound; a missing
+    step or result raises StepNotFound; a missing signal raises SignalNotFound.
+    """
+
+    async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
+        """Meta record and its revision."""
+        ...
+
+    async def put_meta(self, dag_id: str, meta: DAGMeta, expected_rev: int) -> int:
+        """CAS-write the meta record; returns the new revision."""
+        ...
+
+    async def list_dags(self) -> list[DAGMeta]:
+        """Every DAG's meta record."""
+        ...
+
+    async def get_step(self, dag_id: str, step_id: str) -> tuple[StepRecord, int]:
+        """Step record and its revision."""
+        ...
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        """CAS-write a step record; returns the new revision."""
+        ...
+
+    async def list_steps(self, dag_id: str) -> list[tuple[StepRecord, int]]:
+        """All step records of one DAG with their revisions (never a scan of the bucket)."""
+        ...
+
+    async def get_result(self, dag_id: str, step_id: str) -> bytes:
+        """A step's result bytes (JSON)."""
+        ...
+
+    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+        """Write a result once; an identical rewrite is fine, a different one raises StaleRevision."""
+        ...
+
+    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+        """Yield the result once it exists (immediately if it already does), then stop."""
+        ...
+
+    async def get_signal(self, dag_id: str, name: str) -> SignalRecord:
+        """One delivered signal."""
+        ...
+
+    async def put_signal(self, dag_id: str, rec: SignalRecord) -> None:
+        """Create a signal record; raises StaleRevision if one exists (first wins)."""
+        ...
+
+    async def list_signals(self, dag_id: str) -> list[SignalRecord]:
+        """All delivered signals of one DAG."""
+        ...
+
+    async def delete_meta(self, dag_id: str) -> None:
+        """Remove the meta record (idempotent)."""
+        ...
+
+    async def delete_step(self, dag_id: str, step_id: str) -> None:
+        """Remove a step record (idempotent)."""
+        ...
+
+    async def delete_result(self, dag_id: str, step_id: str) -> None:
+        """Remove a result (idempotent)."""
+        ...
+
+    async def delete_signal(self, dag_id: str, name: str) -> None:
+        """Remove a signal record (idempotent)."""
+        ...
+
+
+class Delivery(Protocol):
+    """Acknowledgement handle of one delivered event."""
+
+    async def ack(self) -> None:
+        """The event was handled."""
+        ...
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Redeliver the event after ``delay`` seconds."""
+        ...
+
+    async def term(self) -> None:
+        """Never redeliver (poison event)."""
+        ...
+
+
+EventHandler = Callable[[Event, Delivery], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    """A running event subscription."""
+
+    async def stop(self) -> None:
+        """Stop delivering events."""
+        ...
+
+
+class EventBus(Protocol):
+    """Carries scheduler events between processes; each event reaches one subscriber."""
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Publish one encoded event on ``DAG.<dag>.<kind>.<step>``."""
+        ...
+
+    async def subscribe(self, filter_subject: str, handler: EventHandler) -> Subscription:
+        """Deliver matching events to ``handler``, which must ack, nak or term each."""
+        ...
+
+
+class Enqueuer(Protocol):
+    """Places a ready step's task envelope on the TASKS stream."""
+
+    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> None:
+        """Publish ``envelope`` with ``msg_id`` (default: envelope.id) for dedupe."""
+        ...
+
+
+class LeaderElector(Protocol):
+    """Says whether this process may drive scheduler state changes."""
+
+    def is_leader(self) -> bool:
+        """True while this process holds leadership."""
+        ...

@@ -1,0 +1,220 @@
+"""Workflow wire types: step and DAG records, events, refs and placement; status enums.
+
+JSON names follow the seed (``dag_id``, ``args_json``, ``optional_deps``, ``error_kind``,
+the ref marker key ``__ebind_ref__``). Unset times are omitted rather than written as
+Go's zero time.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import msgspec
+
+from ebind.retry import RetryPolicy
+
+__all__ = [
+    "DAG_EVENTS_STREAM",
+    "DEFAULT_MAX_STEP_ERROR_BYTES",
+    "REF_MARKER",
+    "SIGNAL_MARKER",
+    "BPState",
+    "DAGMeta",
+    "DAGStatus",
+    "Event",
+    "EventKind",
+    "PlacementMode",
+    "PlacementSpec",
+    "Ref",
+    "RefMode",
+    "SignalRecord",
+    "SignalRef",
+    "StepRecord",
+    "StepStatus",
+]
+
+DAG_EVENTS_STREAM = "EBIND_DAG_EVENTS"
+DEFAULT_MAX_STEP_ERROR_BYTES = 4096
+REF_MARKER = "__ebind_ref__"
+SIGNAL_MARKER = "__ebind_signal__"
+
+
+class StepStatus(str, enum.Enum):
+    """Status of one step."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the status can no longer change."""
+        return self in _TERMINAL_STEP
+
+
+_TERMINAL_STEP = frozenset(
+    {StepStatus.DONE, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED}
+)
+
+
+class DAGStatus(str, enum.Enum):
+    """Overall status of a DAG."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the DAG is finished (done, failed or canceled)."""
+        return self in (DAGStatus.DONE, DAGStatus.FAILED, DAGStatus.CANCELED)
+
+
+class EventKind(str, enum.Enum):
+    """Scheduler event kinds (the subject token ``DAG.<dag>.<kind>.<step>``)."""
+
+    COMPLETED = "completed"
+    STEP_ADDED = "step_added"
+    RESUMED = "resumed"
+    SIGNAL = "signal"
+    BP_HIT = "bp_hit"
+    BP_RESUMED = "bp_resumed"
+    SUBMITTED = "submitted"
+
+
+class RefMode(str, enum.Enum):
+    """What a Ref does when its upstream failed or was skipped."""
+
+    REQUIRED = "required"
+    OR_DEFAULT = "or_default"
+
+
+class PlacementMode(str, enum.Enum):
+    """How a step chooses its execution target."""
+
+    DIRECT = "direct"
+    COLOCATE_WITH = "colocate_with"
+    FOLLOW_TARGET_OF = "follow_target_of"
+    COLOCATE_HERE = "colocate_here"
+
+
+class BPState(str, enum.Enum):
+    """Breakpoint instance state: not hit (empty), blocked (advisory mark) or released."""
+
+    NONE = ""
+    BLOCKED = "blocked"
+    RELEASED = "released"
+
+
+class Ref(msgspec.Struct, kw_only=True, frozen=True):
+    """A placeholder for another step's result inside a step's arguments.
+
+    ``default`` is UNSET for a required ref; for ``or_default`` it holds the JSON to use.
+    """
+
+    marker: str = msgspec.field(default=REF_MARKER, name=REF_MARKER)
+    step_id: str
+    mode: RefMode = RefMode.REQUIRED
+    default: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class SignalRef(msgspec.Struct, kw_only=True, frozen=True):
+    """A placeholder for a signal's payload inside a step's arguments."""
+
+    marker: str = msgspec.field(default=SIGNAL_MARKER, name=SIGNAL_MARKER)
+    name: str
+
+
+class PlacementSpec(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """How a step picks its target: ``mode`` plus a ``target`` or a ``step_id``."""
+
+    mode: PlacementMode | None = None
+    target: str = ""
+    step_id: str = ""
+
+
+class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One step's persisted state (KV key ``<dag_id>.step.<step_id>``).
+
+    ``attempt`` is the delivery attempt that currently owns the step (the G5 fence: only
+    that attempt may complete it); ``generation`` counts enqueues, so a reconciliation
+    re-enqueue gets a fresh msg-id ``<dag>:<step>:<generation>``.
+    """
+
+    dag_id: str
+    step_id: str
+    fn_name: str
+    args_json: msgspec.Raw = msgspec.Raw(b"[]")
+    deps: list[str] = []
+    optional_deps: list[str] = []
+    status: StepStatus
+    attempt: int = 0
+    generation: int = 0
+    error_kind: str = ""
+    error_message: str = ""
+    optional: bool = False
+    held: bool = False
+    held_at: datetime | None = None
+    break_before: list[str] = []
+    break_after: list[str] = []
+    bp_before: BPState = BPState.NONE
+    bp_after: BPState = BPState.NONE
+    bp_blocked_at: datetime | None = None
+    wait_signals: list[str] = []
+    policy: RetryPolicy | None = None
+    placement: PlacementSpec | None = None
+    target: str = ""
+    worker_id: str = ""
+    timeout: float | None = None
+    added_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def is_terminal(self) -> bool:
+        """Whether this step's status can no longer change."""
+        return self.status.terminal
+
+
+class DAGMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A DAG's meta record (KV key ``<dag_id>.meta``)."""
+
+    id: str
+    status: DAGStatus
+    created_at: datetime | None = None
+    default_policy: RetryPolicy | None = None
+    paused_at: datetime | None = None
+    finished_at: datetime | None = None
+    terminal_steps: list[str] = []
+    active_breakpoints: list[str] = []
+    labels: list[str] = []
+
+
+class SignalRecord(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A delivered signal (KV key ``<dag_id>.signal.<b64url(name)>``), immutable once written."""
+
+    dag_id: str
+    name: str
+    payload: msgspec.Raw | None = None
+    delivered_at: datetime | None = None
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A scheduler event, published on ``DAG.<dag_id>.<kind>.<step_id>``."""
+
+    kind: EventKind
+    dag_id: str
+    step_id: str = ""
+    status: StepStatus | None = None
+    error_kind: str = ""
+    error_message: str = ""
+    attempt: int = 0
+    bp_position: str = ""
+    bp_labels: list[str] = []
+    signal_name: str = ""
