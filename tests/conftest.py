@@ -1,0 +1,63 @@
+"""Shared fixtures: real nats-server processes owned by the test (STYLE §3 rule 13).
+
+Every server runs on 127.0.0.1 with an OS-picked port read from its log, stores under the
+test's tmp dir, and is stopped by PID in ``finally``. Nothing is skipped and no port is
+assumed. Pass ``start_node`` keyword arguments through indirect parametrization, e.g.
+``@pytest.mark.parametrize("nats_node", [{"sync_interval": "default"}], indirect=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ebind.embed import Cluster, Node, start_cluster, start_node
+
+
+def _node_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
+    param = getattr(request, "param", None)
+    return dict(param) if param else {}
+
+
+@pytest.fixture
+def nats_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """A fresh JetStream node for one test (sync_interval always unless parametrized)."""
+    kwargs = {"store_dir": tmp_path_factory.mktemp("nats-store"), **_node_kwargs(request)}
+    node = start_node(**kwargs)
+    try:
+        yield node
+    finally:
+        node.shutdown()
+
+
+@pytest.fixture
+def nats_url(nats_node: Node) -> str:
+    """Client URL of this test's ``nats_node``."""
+    return nats_node.client_url
+
+
+@pytest.fixture(scope="module")
+def nats_node_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """One node shared by a whole module, for suites where server startup dominates."""
+    kwargs = {"store_dir": tmp_path_factory.mktemp("nats-store-mod"), **_node_kwargs(request)}
+    node = start_node(**kwargs)
+    try:
+        yield node
+    finally:
+        node.shutdown()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-node JetStream cluster with a meta leader that sees all peers."""
+    cluster = start_cluster(3, store_dir=tmp_path_factory.mktemp("nats-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
