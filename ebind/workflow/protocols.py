@@ -61,11 +61,15 @@ class StateStore(Protocol):
         ...
 
     async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
-        """Write a result once; an identical rewrite is fine, a different one raises StaleRevision."""
+        """Write a result once; identical bytes are fine, different ones raise StaleRevision."""
         ...
 
-    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
-        """Yield the result once it exists (immediately if it already does), then stop."""
+    def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+        """Yield the result once it exists (immediately if it already does), then stop.
+
+        An async generator (``async for data in store.watch_result(...)``), not a coroutine;
+        cancel the loop (e.g. with ``asyncio.timeout``) to give up waiting.
+        """
         ...
 
     async def get_signal(self, dag_id: str, name: str) -> SignalRecord:

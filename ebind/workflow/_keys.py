@@ -1,0 +1,89 @@
+"""KV key layout of the ``ebind-dags`` bucket, shared by MemStore and NatsStore.
+
+Keys use dots (``<dag>.meta``, ``<dag>.step.<step>``, ``<dag>.result.<step>``,
+``<dag>.signal.<b64url(name)>``) so one DAG's steps are the subject filter
+``$KV.ebind-dags.<dag>.step.>``. Ids are checked with ``check_id`` so no id can hold a
+dot or a wildcard; signal names are free-form and always base64url-encoded.
+"""
+
+from __future__ import annotations
+
+from ebind.errors import InvalidName
+from ebind.streams import b64_token, check_id
+
+__all__ = [
+    "check_dag",
+    "check_signal_name",
+    "check_step",
+    "meta_key",
+    "result_key",
+    "signal_key",
+    "signal_prefix",
+    "step_key",
+    "step_prefix",
+]
+
+# A KV key with a 3-token suffix must stay well under the 4096-byte control-line limit;
+# base64 grows 4/3, so cap the encoded name instead of the raw one.
+_MAX_SIGNAL_TOKEN = 1024
+
+
+def check_dag(dag_id: str) -> str:
+    """Validate a DAG id for use in a key."""
+    return check_id(dag_id, "DAG id")
+
+
+def check_step(step_id: str) -> str:
+    """Validate a step id for use in a key."""
+    return check_id(step_id, "step id")
+
+
+def check_signal_name(name: str) -> str:
+    """Validate a signal name (any non-empty string of bounded size); returns its key token."""
+    if not name:
+        raise InvalidName("signal name must be a non-empty string", kind="signal name")
+    try:
+        token = b64_token(name)
+    except UnicodeEncodeError as exc:  # lone surrogates cannot be UTF-8 encoded
+        raise InvalidName(
+            f"signal name {name[:64]!r} is not valid UTF-8: {exc.reason}",
+            kind="signal name",
+            value=name[:64],
+        ) from exc
+    if len(token) > _MAX_SIGNAL_TOKEN:
+        raise InvalidName(
+            f"signal name is too long ({len(name)} characters)",
+            kind="signal name",
+            value=name[:64],
+        )
+    return token
+
+
+def meta_key(dag_id: str) -> str:
+    """``<dag>.meta``."""
+    return f"{check_dag(dag_id)}.meta"
+
+
+def step_key(dag_id: str, step_id: str) -> str:
+    """``<dag>.step.<step>``."""
+    return f"{check_dag(dag_id)}.step.{check_step(step_id)}"
+
+
+def step_prefix(dag_id: str) -> str:
+    """``<dag>.step.`` — every step key of one DAG starts with it."""
+    return f"{check_dag(dag_id)}.step."
+
+
+def result_key(dag_id: str, step_id: str) -> str:
+    """``<dag>.result.<step>``."""
+    return f"{check_dag(dag_id)}.result.{check_step(step_id)}"
+
+
+def signal_key(dag_id: str, name: str) -> str:
+    """``<dag>.signal.<b64url(name)>``."""
+    return f"{check_dag(dag_id)}.signal.{check_signal_name(name)}"
+
+
+def signal_prefix(dag_id: str) -> str:
+    """``<dag>.signal.`` — every signal key of one DAG starts with it."""
+    return f"{check_dag(dag_id)}.signal."

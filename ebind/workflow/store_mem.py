@@ -1,0 +1,263 @@
+"""MemStore: an in-memory StateStore with the exact contract of NatsStore, for tests.
+
+Records are stored encoded (so a caller mutating a returned record changes nothing), each
+key has its own revision counter that starts at 1 and keeps counting across deletes (so
+a delete + re-create never re-issues an old revision), and every operation yields to the
+event loop once before its atomic section, so concurrent callers interleave the way
+they would against a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
+from ebind.workflow import _keys
+from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
+
+__all__ = ["FaultHook", "MemStore"]
+
+FaultHook = Callable[[str, str], None]
+"""Called as ``hook(operation, key)`` before each operation; raise to inject a fault."""
+
+_enc = msgspec.json.Encoder()
+_meta_dec = msgspec.json.Decoder(DAGMeta)
+_step_dec = msgspec.json.Decoder(StepRecord)
+_signal_dec = msgspec.json.Decoder(SignalRecord)
+
+
+@dataclass
+class _Slot:
+    """One key: its current value (None once deleted) and its revision counter."""
+
+    value: bytes | None = None
+    rev: int = 0
+
+
+@dataclass
+class _DagKeys:
+    """Every key of one DAG, indexed so per-DAG listings never touch other DAGs."""
+
+    meta: _Slot = field(default_factory=_Slot)
+    steps: dict[str, _Slot] = field(default_factory=dict)
+    results: dict[str, _Slot] = field(default_factory=dict)
+    signals: dict[str, _Slot] = field(default_factory=dict)
+    result_waiters: dict[str, list[asyncio.Future[bytes]]] = field(default_factory=dict)
+
+
+def _cas(slot: _Slot, data: bytes, expected_rev: int, *, dag_id: str, step_id: str = "") -> int:
+    current = slot.rev if slot.value is not None else 0
+    if current != expected_rev:
+        raise StaleRevision(
+            f"workflow: stale revision (expected {expected_rev}, found {current})",
+            dag_id=dag_id,
+            step_id=step_id,
+        )
+    slot.value = data
+    slot.rev += 1
+    return slot.rev
+
+
+class MemStore:
+    """In-memory StateStore: per-key revisions, CAS, create-only results and signals.
+
+    Args:
+        faults: optional hook called as ``faults(operation, key)`` before every operation
+            (``operation`` is the method name); whatever it raises is raised to the caller,
+            which lets simulations inject StaleRevision or IO errors.
+    """
+
+    def __init__(self, *, faults: FaultHook | None = None) -> None:
+        self._dags: dict[str, _DagKeys] = {}
+        self._faults = faults
+
+    async def _enter(self, op: str, key: str) -> None:
+        # One scheduling point per call, like a network round trip, so that concurrent
+        # read-modify-write cycles interleave and lost updates would show up in tests.
+        await asyncio.sleep(0)
+        if self._faults is not None:
+            self._faults(op, key)
+
+    def _dag(self, dag_id: str) -> _DagKeys:
+        keys = self._dags.get(dag_id)
+        if keys is None:
+            keys = self._dags[dag_id] = _DagKeys()
+        return keys
+
+    # -- meta --------------------------------------------------------------------------
+
+    async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
+        """Meta record and its revision."""
+        await self._enter("get_meta", _keys.meta_key(dag_id))
+        keys = self._dags.get(dag_id)
+        if keys is None or keys.meta.value is None:
+            raise DAGNotFound(dag_id=dag_id)
+        return _meta_dec.decode(keys.meta.value), keys.meta.rev
+
+    async def put_meta(self, dag_id: str, meta: DAGMeta, expected_rev: int) -> int:
+        """CAS-write the meta record; returns the new revision."""
+        await self._enter("put_meta", _keys.meta_key(dag_id))
+        return _cas(self._dag(dag_id).meta, _enc.encode(meta), expected_rev, dag_id=dag_id)
+
+    async def list_dags(self) -> list[DAGMeta]:
+        """Every DAG's meta record, sorted by DAG id."""
+        await self._enter("list_dags", "*.meta")
+        return [
+            _meta_dec.decode(keys.meta.value)
+            for _, keys in sorted(self._dags.items())
+            if keys.meta.value is not None
+        ]
+
+    async def delete_meta(self, dag_id: str) -> None:
+        """Remove the meta record (idempotent)."""
+        await self._enter("delete_meta", _keys.meta_key(dag_id))
+        keys = self._dags.get(dag_id)
+        if keys is not None:
+            keys.meta.value = None
+
+    # -- steps -------------------------------------------------------------------------
+
+    async def get_step(self, dag_id: str, step_id: str) -> tuple[StepRecord, int]:
+        """Step record and its revision."""
+        await self._enter("get_step", _keys.step_key(dag_id, step_id))
+        keys = self._dags.get(dag_id)
+        slot = keys.steps.get(step_id) if keys is not None else None
+        if slot is None or slot.value is None:
+            raise StepNotFound(dag_id=dag_id, step_id=step_id)
+        return _step_dec.decode(slot.value), slot.rev
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        """CAS-write a step record; returns the new revision."""
+        await self._enter("put_step", _keys.step_key(dag_id, step_id))
+        steps = self._dag(dag_id).steps
+        slot = steps.get(step_id)
+        if slot is None:
+            slot = steps[step_id] = _Slot()
+        return _cas(slot, _enc.encode(rec), expected_rev, dag_id=dag_id, step_id=step_id)
+
+    async def list_steps(self, dag_id: str) -> list[tuple[StepRecord, int]]:
+        """All step records of one DAG with their revisions, sorted by step id."""
+        await self._enter("list_steps", _keys.step_prefix(dag_id) + ">")
+        keys = self._dags.get(dag_id)
+        if keys is None:
+            return []
+        return [
+            (_step_dec.decode(slot.value), slot.rev)
+            for _, slot in sorted(keys.steps.items())
+            if slot.value is not None
+        ]
+
+    async def delete_step(self, dag_id: str, step_id: str) -> None:
+        """Remove a step record (idempotent)."""
+        await self._enter("delete_step", _keys.step_key(dag_id, step_id))
+        keys = self._dags.get(dag_id)
+        slot = keys.steps.get(step_id) if keys is not None else None
+        if slot is not None:
+            slot.value = None
+
+    # -- results -----------------------------------------------------------------------
+
+    async def get_result(self, dag_id: str, step_id: str) -> bytes:
+        """A step's result bytes (JSON)."""
+        await self._enter("get_result", _keys.result_key(dag_id, step_id))
+        keys = self._dags.get(dag_id)
+        slot = keys.results.get(step_id) if keys is not None else None
+        if slot is None or slot.value is None:
+            raise StepNotFound(
+                f"workflow: no result for step {step_id!r}", dag_id=dag_id, step_id=step_id
+            )
+        return slot.value
+
+    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+        """Write a result once; identical bytes are fine, different ones raise StaleRevision."""
+        await self._enter("put_result", _keys.result_key(dag_id, step_id))
+        data = bytes(data)
+        keys = self._dag(dag_id)
+        slot = keys.results.get(step_id)
+        if slot is None:
+            slot = keys.results[step_id] = _Slot()
+        if slot.value is not None:
+            if slot.value == data:
+                return
+            raise StaleRevision(
+                "workflow: a different result is already stored", dag_id=dag_id, step_id=step_id
+            )
+        slot.value = data
+        slot.rev += 1
+        for fut in keys.result_waiters.pop(step_id, []):
+            if not fut.done():
+                fut.set_result(data)
+
+    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+        """Yield the result once it exists (immediately if it already does), then stop."""
+        await self._enter("watch_result", _keys.result_key(dag_id, step_id))
+        keys = self._dag(dag_id)
+        slot = keys.results.get(step_id)
+        if slot is not None and slot.value is not None:
+            yield slot.value
+            return
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiters = keys.result_waiters.setdefault(step_id, [])
+        waiters.append(fut)
+        try:
+            data = await fut
+        finally:
+            # Unregister before yielding, so a consumer that never closes the generator
+            # leaves nothing behind.
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters:
+                keys.result_waiters.pop(step_id, None)
+        yield data
+
+    async def delete_result(self, dag_id: str, step_id: str) -> None:
+        """Remove a result (idempotent)."""
+        await self._enter("delete_result", _keys.result_key(dag_id, step_id))
+        keys = self._dags.get(dag_id)
+        slot = keys.results.get(step_id) if keys is not None else None
+        if slot is not None:
+            slot.value = None
+
+    # -- signals -----------------------------------------------------------------------
+
+    async def get_signal(self, dag_id: str, name: str) -> SignalRecord:
+        """One delivered signal."""
+        await self._enter("get_signal", _keys.signal_key(dag_id, name))
+        keys = self._dags.get(dag_id)
+        slot = keys.signals.get(name) if keys is not None else None
+        if slot is None or slot.value is None:
+            raise SignalNotFound(f"workflow: signal {name!r} not found", dag_id=dag_id)
+        return _signal_dec.decode(slot.value)
+
+    async def put_signal(self, dag_id: str, rec: SignalRecord) -> None:
+        """Create a signal record; raises StaleRevision if one exists (first wins)."""
+        await self._enter("put_signal", _keys.signal_key(dag_id, rec.name))
+        signals = self._dag(dag_id).signals
+        slot = signals.get(rec.name)
+        if slot is None:
+            slot = signals[rec.name] = _Slot()
+        _cas(slot, _enc.encode(rec), 0, dag_id=dag_id)
+
+    async def list_signals(self, dag_id: str) -> list[SignalRecord]:
+        """All delivered signals of one DAG, sorted by name."""
+        await self._enter("list_signals", _keys.signal_prefix(dag_id) + ">")
+        keys = self._dags.get(dag_id)
+        if keys is None:
+            return []
+        return [
+            _signal_dec.decode(slot.value)
+            for _, slot in sorted(keys.signals.items())
+            if slot.value is not None
+        ]
+
+    async def delete_signal(self, dag_id: str, name: str) -> None:
+        """Remove a signal record (idempotent)."""
+        await self._enter("delete_signal", _keys.signal_key(dag_id, name))
+        keys = self._dags.get(dag_id)
+        slot = keys.signals.get(name) if keys is not None else None
+        if slot is not None:
+            slot.value = None
