@@ -25,7 +25,9 @@ The tree::
         ├── StepFailed
         ├── StepNotFound (KeyError)
         ├── StepSkipped
-        └── SignalNotFound (KeyError)
+        ├── SignalNotFound (KeyError)
+        ├── ResolveError                           a step's Ref/SignalRef args cannot be resolved
+        └── PlacementError                         a step's execution target cannot be resolved
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ __all__ = [
     "InvalidArguments",
     "InvalidName",
     "PayloadTooLarge",
+    "PlacementError",
     "PublishFailed",
+    "ResolveError",
     "ServerVersionError",
     "SignalNotFound",
     "StaleRevision",
@@ -239,3 +243,21 @@ class SignalNotFound(WorkflowError, KeyError):
     """No signal record exists under that name."""
 
     default_message = "workflow: signal not found"
+
+
+class ResolveError(WorkflowError):
+    """A step's Ref or SignalRef arguments cannot be resolved; ``upstream`` names the source."""
+
+    default_message = "workflow: cannot resolve step arguments"
+
+    def __init__(
+        self, message: str = "", *, dag_id: str = "", step_id: str = "", upstream: str = ""
+    ) -> None:
+        super().__init__(message, dag_id=dag_id, step_id=step_id)
+        self.upstream = upstream
+
+
+class PlacementError(WorkflowError):
+    """A step's execution target cannot be resolved from its placement."""
+
+    default_message = "workflow: cannot resolve step placement"
