@@ -13,6 +13,8 @@ The tree::
     ├── PublishFailed                              the server did not confirm a publish in time
     ├── ServerVersionError                         nats-server older than ebind supports
     ├── DLQEntryNotFound (KeyError)                no dead letter at that sequence
+    ├── NotConnected (RuntimeError)                an App was used before connect() / after close()
+    ├── NonRetryable                               raised by a handler: fail now, never retry
     └── WorkflowError                              the seed's sentinels
         ├── CycleError
         ├── DAGCanceled
@@ -48,6 +50,8 @@ __all__ = [
     "EbindError",
     "InvalidArguments",
     "InvalidName",
+    "NonRetryable",
+    "NotConnected",
     "PayloadTooLarge",
     "PlacementError",
     "PublishFailed",
@@ -147,6 +151,21 @@ class DLQEntryNotFound(EbindError, KeyError):
     def __init__(self, message: str, *, seq: int = 0) -> None:
         super().__init__(message)
         self.seq = seq
+
+
+class NotConnected(EbindError, RuntimeError):
+    """The App is not connected; call ``await app.connect()`` or use ``async with app``."""
+
+
+class NonRetryable(EbindError):
+    """Raised by a handler to fail the task at once, without retries.
+
+    ``kind`` becomes the TaskError kind (default ``handler``) and the message its message.
+    """
+
+    def __init__(self, message: str = "", *, kind: str = "handler") -> None:
+        super().__init__(message or "non-retryable failure")
+        self.kind = kind
 
 
 class WorkflowError(EbindError):
