@@ -79,7 +79,23 @@ def check_server_version(info_version: str, minimum: tuple[int, int, int] = (2, 
         )
 
 
-class Node:
+class _ShutdownOnExit:
+    """``with`` support: leaving the block shuts the server(s) down."""
+
+    def shutdown(self) -> None:
+        """Stop and clean up; subclasses implement it."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+
+class Node(_ShutdownOnExit):
     """One ``nats-server`` child process; use ``start_node`` to create it."""
 
     def __init__(
@@ -174,6 +190,8 @@ class Node:
                 stderr=subprocess.STDOUT,
                 preexec_fn=pdeathsig_preexec(os.getpid()),  # prctl + getppid only: fork-safe
                 close_fds=True,
+                # Own session: a terminal's Ctrl-C reaches only us, and we stop it by PID.
+                start_new_session=True,
             )
         track(self._proc)
         log.debug("nats.started", pid=self._proc.pid, config=str(self.config_path))
@@ -291,14 +309,6 @@ class Node:
         doc: dict[str, Any] = json.loads(body)
         return doc
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.shutdown()
-
 
 def start_node(
     *,
@@ -342,7 +352,7 @@ def start_node(
         raise
 
 
-class Cluster:
+class Cluster(_ShutdownOnExit):
     """A fixed-membership cluster of ``Node``s; use ``start_cluster`` to create it."""
 
     def __init__(self, nodes: list[Node], *, base_dir: Path, owns_base: bool, ready_timeout: float):
@@ -428,14 +438,6 @@ class Cluster:
                 node.shutdown()
         if self._owns_base:
             shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.shutdown()
 
 
 def start_cluster(

@@ -9,16 +9,21 @@ assumed. Pass ``start_node`` keyword arguments through indirect parametrization,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 
 from ebind.embed import Cluster, Node, start_cluster, start_node
 
 
-def _node_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
+def _owned_node(request: pytest.FixtureRequest, store: Path) -> Iterator[Node]:
+    """Start a node with the test's parametrized options and shut it down by PID after."""
     param = getattr(request, "param", None)
-    return dict(param) if param else {}
+    node = start_node(store_dir=store, **(dict(param) if param else {}))
+    try:
+        yield node
+    finally:
+        node.shutdown()
 
 
 @pytest.fixture
@@ -26,12 +31,7 @@ def nats_node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
     """A fresh JetStream node for one test (sync_interval always unless parametrized)."""
-    kwargs = {"store_dir": tmp_path_factory.mktemp("nats-store"), **_node_kwargs(request)}
-    node = start_node(**kwargs)
-    try:
-        yield node
-    finally:
-        node.shutdown()
+    yield from _owned_node(request, tmp_path_factory.mktemp("nats-store"))
 
 
 @pytest.fixture
@@ -45,12 +45,7 @@ def nats_node_module(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
     """One node shared by a whole module, for suites where server startup dominates."""
-    kwargs = {"store_dir": tmp_path_factory.mktemp("nats-store-mod"), **_node_kwargs(request)}
-    node = start_node(**kwargs)
-    try:
-        yield node
-    finally:
-        node.shutdown()
+    yield from _owned_node(request, tmp_path_factory.mktemp("nats-store-mod"))
 
 
 @pytest.fixture

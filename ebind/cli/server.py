@@ -1,0 +1,90 @@
+"""``ebind server``: run an embedded nats-server (or a local cluster) until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from ebind.embed import Cluster, EmbedError, Node, start_cluster, start_node
+
+__all__ = ["server"]
+
+_DURABILITY = {
+    "always": "sync_interval=always (every JetStream write is fsynced before it is acknowledged)",
+    "default": "sync_interval=default (NATS fsyncs every 2 min; an OS crash can lose acked writes)",
+}
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM arrives."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # A timed wait keeps the main thread responsive to signals.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@click.command("server")
+@click.option(
+    "--cluster",
+    "size",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Run N routed nodes instead of one (0 = a single node).",
+)
+@click.option(
+    "--store-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="JetStream store directory (default: a temporary one removed on exit).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=4222,
+    show_default=True,
+    help="Client port of a single node; 0 picks a free one. Clusters always pick free ports.",
+)
+@click.option(
+    "--sync-interval",
+    type=click.Choice(["always", "default"]),
+    default="always",
+    show_default=True,
+    help="JetStream fsync policy: 'always' (durable, G1) or the NATS default.",
+)
+def server(size: int, store_dir: Path | None, port: int, sync_interval: str) -> None:
+    """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
+    running: Node | Cluster
+    try:
+        if size > 0:
+            running = start_cluster(size, store_dir=store_dir, sync_interval=sync_interval)
+            urls = running.client_urls
+        else:
+            running = start_node(
+                port=port or None, store_dir=store_dir, sync_interval=sync_interval
+            )
+            urls = [running.client_url]
+    except EmbedError as err:
+        raise click.ClickException(str(err)) from err
+    try:
+        click.echo(f"nats-server ready: {','.join(urls)}")
+        click.echo(f"durability: {_DURABILITY[sync_interval]}")
+        click.echo(f"store: {store_dir if store_dir is not None else 'temporary'}")
+        click.echo("press Ctrl-C to stop")
+        _wait_for_signal()
+    finally:
+        running.shutdown()
+        click.echo("nats-server stopped")
