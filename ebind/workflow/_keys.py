@@ -8,13 +8,19 @@ dot or a wildcard; signal names are free-form and always base64url-encoded.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import msgspec
+
 from ebind.errors import InvalidName
 from ebind.streams import b64_token, check_id
+from ebind.workflow.types import SignalRecord
 
 __all__ = [
     "check_dag",
     "check_signal_name",
     "check_step",
+    "decode_signal",
     "meta_key",
     "result_key",
     "signal_key",
@@ -87,3 +93,22 @@ def signal_key(dag_id: str, name: str) -> str:
 def signal_prefix(dag_id: str) -> str:
     """``<dag>.signal.`` — every signal key of one DAG starts with it."""
     return f"{check_dag(dag_id)}.signal."
+
+
+class _SignalWire(msgspec.Struct, kw_only=True):
+    """SignalRecord as stored; msgspec cannot decode ``Raw | None``, so decode via UNSET."""
+
+    dag_id: str
+    name: str
+    payload: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    delivered_at: datetime | None = None
+
+
+_signal_wire_dec = msgspec.json.Decoder(_SignalWire)
+
+
+def decode_signal(data: bytes) -> SignalRecord:
+    """Decode a stored SignalRecord (an absent payload becomes None)."""
+    w = _signal_wire_dec.decode(data)
+    payload = None if isinstance(w.payload, msgspec.UnsetType) else w.payload
+    return SignalRecord(dag_id=w.dag_id, name=w.name, payload=payload, delivered_at=w.delivered_at)

@@ -27,7 +27,6 @@ FaultHook = Callable[[str, str], None]
 _enc = msgspec.json.Encoder()
 _meta_dec = msgspec.json.Decoder(DAGMeta)
 _step_dec = msgspec.json.Decoder(StepRecord)
-_signal_dec = msgspec.json.Decoder(SignalRecord)
 
 
 @dataclass
@@ -231,7 +230,7 @@ class MemStore:
         slot = keys.signals.get(name) if keys is not None else None
         if slot is None or slot.value is None:
             raise SignalNotFound(f"workflow: signal {name!r} not found", dag_id=dag_id)
-        return _signal_dec.decode(slot.value)
+        return _keys.decode_signal(slot.value)
 
     async def put_signal(self, dag_id: str, rec: SignalRecord) -> None:
         """Create a signal record; raises StaleRevision if one exists (first wins)."""
@@ -249,7 +248,7 @@ class MemStore:
         if keys is None:
             return []
         return [
-            _signal_dec.decode(slot.value)
+            _keys.decode_signal(slot.value)
             for _, slot in sorted(keys.signals.items())
             if slot.value is not None
         ]

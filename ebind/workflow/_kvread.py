@@ -1,0 +1,186 @@
+"""Reading the last value of every key under a subject filter without scanning the bucket.
+
+``last_per_subject`` asks the stream for the newest message of each subject matching one
+filter (``$KV.ebind-dags.<dag>.step.>``) with a batched direct get (``multi_last``), which
+costs one request per 1024 keys and never touches other DAGs' keys. The server refuses a
+``multi_last`` matching more than 1024 subjects (status 413) and a bucket without
+``allow_direct`` has no direct-get responder; both fall back to a short-lived ordered
+pull consumer filtered the same way, deleted as soon as it has been read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+__all__ = ["DirectReader", "KVMessage"]
+
+_log = structlog.get_logger("ebind.workflow.store")
+
+# The server's cap on subjects one multi_last request may match (nats-server 2.11-2.15).
+MULTI_LAST_LIMIT = 1024
+_TOMBSTONE_OPS = frozenset({"DEL", "PURGE"})
+
+
+@dataclass(frozen=True, slots=True)
+class KVMessage:
+    """The newest message of one subject: its subject, stream sequence and body."""
+
+    subject: str
+    seq: int
+    data: bytes
+
+
+class _FallbackError(Exception):
+    """multi_last cannot serve this filter; use a consumer."""
+
+
+def _is_tombstone(headers: dict[str, str] | None) -> bool:
+    if not headers:
+        return False
+    if headers.get("KV-Operation") in _TOMBSTONE_OPS:
+        return True
+    # Server-placed markers (TTL / max-age expiry) carry a reason instead of an operation.
+    return "Nats-Marker-Reason" in headers
+
+
+class DirectReader:
+    """Batched direct gets against one stream, multiplexed over a single inbox subscription.
+
+    Args:
+        js: a nats-py JetStream context.
+        stream: the stream to read (``KV_ebind-dags``).
+        direct: whether the stream has ``allow_direct`` (else the consumer path is used).
+        timeout: seconds to wait for each reply message.
+    """
+
+    def __init__(self, js: Any, stream: str, *, direct: bool, timeout: float = 5.0) -> None:
+        self._js = js
+        # nats-py keeps the connection on the JetStream context; the direct-get API is a
+        # plain request/reply on it.
+        self._nc: Any = js._nc
+        self._stream = stream
+        self._direct = direct
+        self._timeout = timeout
+        self._prefix = ""
+        self._sub: Any = None
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
+        self._ids = itertools.count()
+        self._lock = asyncio.Lock()
+
+    async def _ensure_sub(self) -> None:
+        if self._sub is not None:
+            return
+        async with self._lock:
+            if self._sub is not None:
+                return
+            self._prefix = f"_INBOX.{secrets.token_hex(8)}"
+
+            async def route(msg: Any) -> None:
+                queue = self._queues.get(msg.subject.rsplit(".", 1)[-1])
+                if queue is not None:
+                    queue.put_nowait(msg)
+
+            # One wildcard subscription for every request, so a listing costs no SUB/UNSUB.
+            self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=route)
+
+    async def close(self) -> None:
+        """Drop the reply subscription."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+
+    async def last_per_subject(self, filter_subject: str) -> list[KVMessage]:
+        """Newest live (non-tombstone) message of every subject matching ``filter_subject``."""
+        if self._direct:
+            try:
+                return await self._multi_last(filter_subject)
+            except _FallbackError as why:
+                _log.debug("kv.list_fallback", filter=filter_subject, reason=str(why))
+        return await self._consume(filter_subject)
+
+    async def _multi_last(self, filter_subject: str) -> list[KVMessage]:
+        await self._ensure_sub()
+        token = str(next(self._ids))
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues[token] = queue
+        out: list[KVMessage] = []
+        req: dict[str, Any] = {"multi_last": [filter_subject], "batch": MULTI_LAST_LIMIT}
+        try:
+            while True:
+                await self._nc.publish(
+                    f"$JS.API.DIRECT.GET.{self._stream}",
+                    json.dumps(req).encode(),
+                    reply=f"{self._prefix}.{token}",
+                )
+                last_seq, status = await self._read_batch(queue, out)
+                if status.get("Status") == "404":
+                    return out
+                if status.get("Status") != "204":
+                    raise _FallbackError(
+                        f"status {status.get('Status')} {status.get('Description')}"
+                    )
+                if int(status.get("Nats-Num-Pending", "0")) == 0:
+                    return out
+                # Next page: same snapshot (up_to_seq), continuing after the last sequence.
+                req["seq"] = last_seq + 1
+                req["up_to_seq"] = int(status["Nats-UpTo-Sequence"])
+        finally:
+            self._queues.pop(token, None)
+
+    async def _read_batch(
+        self, queue: asyncio.Queue[Any], out: list[KVMessage]
+    ) -> tuple[int, dict[str, str]]:
+        last_seq = 0
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), self._timeout)
+            except TimeoutError as exc:
+                raise _FallbackError("direct get timed out") from exc
+            headers: dict[str, str] = msg.headers or {}
+            if "Status" in headers:
+                return last_seq, headers
+            last_seq = int(headers["Nats-Sequence"])
+            if not _is_tombstone(headers):
+                out.append(KVMessage(headers["Nats-Subject"], last_seq, msg.data))
+
+    async def _consume(self, filter_subject: str) -> list[KVMessage]:
+        config = ConsumerConfig(
+            filter_subject=filter_subject,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            mem_storage=True,
+            num_replicas=1,
+            # Deleted below; the threshold only matters if this process dies mid-read.
+            inactive_threshold=30.0,
+        )
+        info = await self._js.add_consumer(self._stream, config)
+        out: list[KVMessage] = []
+        try:
+            remaining = int(info.num_pending)
+            if remaining == 0:
+                return out
+            psub = await self._js.pull_subscribe_bind(consumer=info.name, stream=self._stream)
+            try:
+                while remaining > 0:
+                    msgs = await psub.fetch(min(remaining, 1024), timeout=self._timeout)
+                    for msg in msgs:
+                        meta = msg.metadata
+                        remaining = int(meta.num_pending)
+                        if not _is_tombstone(msg.headers):
+                            out.append(KVMessage(msg.subject, int(meta.sequence.stream), msg.data))
+            finally:
+                await psub.unsubscribe()
+        finally:
+            try:
+                await self._js.delete_consumer(self._stream, info.name)
+            except Exception as exc:  # the inactive threshold removes it anyway
+                _log.warning("kv.consumer_delete_failed", consumer=info.name, error=str(exc))
+        return out

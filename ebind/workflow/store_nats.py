@@ -1,0 +1,281 @@
+"""NatsStore: the StateStore over the JetStream KV bucket ``ebind-dags``.
+
+Keys: ``<dag>.meta``, ``<dag>.step.<step>``, ``<dag>.result.<step>``,
+``<dag>.signal.<b64url(name)>``. CAS is KV create (expected revision 0) / update
+(expected revision = the KV revision); "wrong last sequence" becomes StaleRevision, and
+every put returns the revision the server assigned, so nobody reads back their own write
+(a direct get may be answered by a lagging replica). Per-DAG listings read only that
+DAG's keys with a batched direct get (see ``_kvread``); ``list_dags`` reads only the
+``*.meta`` keys. ``watch_result`` creates no consumer at all: a core subscription on the
+result key plus direct gets, so any number of waiters costs the server nothing (a
+consumer per wait exhausts the stream's consumer limit, PERFORMANCE fact 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Self, TypeVar
+
+import msgspec
+import nats.js.errors
+import structlog
+from nats.js.api import KeyValueConfig
+
+from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
+from ebind.streams import KV_DAGS
+from ebind.workflow import _keys
+from ebind.workflow._kvread import DirectReader, KVMessage
+from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
+
+__all__ = ["NatsStore"]
+
+_log = structlog.get_logger("ebind.workflow.store")
+_enc = msgspec.json.Encoder()
+_meta_dec = msgspec.json.Decoder(DAGMeta)
+_step_dec = msgspec.json.Decoder(StepRecord)
+
+_T = TypeVar("_T")
+
+# How often a result waiter re-reads the key in case its subscription missed the write
+# (reconnect, or a lagging replica answered the first read).
+_WATCH_RECHECK = 5.0
+
+
+class NatsStore:
+    """JetStream-KV StateStore; construct synchronously, the bucket is bound on first use.
+
+    Args:
+        js: a nats-py JetStream context.
+        bucket: KV bucket name.
+        replicas: replicas used if this store has to create the bucket.
+    """
+
+    def __init__(self, js: Any, *, bucket: str = KV_DAGS, replicas: int = 1) -> None:
+        self._js = js
+        self._bucket = bucket
+        self._stream = f"KV_{bucket}"
+        self._pre = f"$KV.{bucket}."
+        self._replicas = replicas
+        self._kv: Any = None
+        self._reader: DirectReader | None = None
+        self._bind_lock = asyncio.Lock()
+
+    @classmethod
+    async def create(cls, js: Any, *, bucket: str = KV_DAGS, replicas: int = 1) -> Self:
+        """Create-or-open the bucket and return a bound store."""
+        store = cls(js, bucket=bucket, replicas=replicas)
+        await store._bind()
+        return store
+
+    async def _bind(self) -> Any:
+        if self._kv is not None:
+            return self._kv
+        async with self._bind_lock:
+            if self._kv is None:
+                try:
+                    kv = await self._js.key_value(self._bucket)
+                except nats.js.errors.BucketNotFoundError:
+                    # Identical configs make a concurrent create by another process a no-op.
+                    kv = await self._js.create_key_value(
+                        KeyValueConfig(
+                            bucket=self._bucket,
+                            history=1,
+                            replicas=self._replicas,
+                            direct=True,
+                        )
+                    )
+                    _log.info("kv.bucket_created", bucket=self._bucket, replicas=self._replicas)
+                # nats-py records whether the bucket allows direct gets; multi_last needs it.
+                self._reader = DirectReader(self._js, self._stream, direct=bool(kv._direct))
+                self._kv = kv
+        return self._kv
+
+    async def _reader_(self) -> DirectReader:
+        await self._bind()
+        assert self._reader is not None
+        return self._reader
+
+    async def close(self) -> None:
+        """Release the listing subscription (the connection stays open)."""
+        if self._reader is not None:
+            await self._reader.close()
+
+    # -- primitives --------------------------------------------------------------------
+
+    async def _get(self, key: str) -> tuple[bytes, int] | None:
+        kv = await self._bind()
+        try:
+            entry = await kv.get(key, validate_keys=False)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return bytes(entry.value or b""), int(entry.revision)
+
+    async def _cas(self, key: str, data: bytes, expected_rev: int, *, dag: str, step: str) -> int:
+        kv = await self._bind()
+        try:
+            if expected_rev == 0:
+                return int(await kv.create(key, data, validate_keys=False))
+            return int(await kv.update(key, data, last=expected_rev, validate_keys=False))
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise StaleRevision(
+                f"workflow: stale revision (expected {expected_rev}): {exc.description}",
+                dag_id=dag,
+                step_id=step,
+            ) from exc
+
+    async def _delete(self, key: str) -> None:
+        kv = await self._bind()
+        await kv.delete(key, validate_keys=False)
+
+    async def _list(self, filter_key: str) -> list[KVMessage]:
+        reader = await self._reader_()
+        return await reader.last_per_subject(self._pre + filter_key)
+
+    @staticmethod
+    def _decode_all(
+        msgs: list[KVMessage], decode: Callable[[bytes], _T], kind: str
+    ) -> list[tuple[_T, int]]:
+        out: list[tuple[_T, int]] = []
+        for m in msgs:
+            try:
+                out.append((decode(m.data), m.seq))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # One corrupt record must not stop a sweep over every other DAG.
+                _log.warning("kv.record_undecodable", kind=kind, subject=m.subject, error=str(exc))
+        return out
+
+    # -- meta --------------------------------------------------------------------------
+
+    async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
+        """Meta record and its revision."""
+        got = await self._get(_keys.meta_key(dag_id))
+        if got is None:
+            raise DAGNotFound(dag_id=dag_id)
+        return _meta_dec.decode(got[0]), got[1]
+
+    async def put_meta(self, dag_id: str, meta: DAGMeta, expected_rev: int) -> int:
+        """CAS-write the meta record; returns the new revision."""
+        key = _keys.meta_key(dag_id)
+        return await self._cas(key, _enc.encode(meta), expected_rev, dag=dag_id, step="")
+
+    async def list_dags(self) -> list[DAGMeta]:
+        """Every DAG's meta record, sorted by DAG id (reads only ``*.meta`` keys)."""
+        metas = self._decode_all(await self._list("*.meta"), _meta_dec.decode, "meta")
+        return sorted((m for m, _ in metas), key=lambda m: m.id)
+
+    async def delete_meta(self, dag_id: str) -> None:
+        """Remove the meta record (idempotent)."""
+        await self._delete(_keys.meta_key(dag_id))
+
+    # -- steps -------------------------------------------------------------------------
+
+    async def get_step(self, dag_id: str, step_id: str) -> tuple[StepRecord, int]:
+        """Step record and its revision."""
+        got = await self._get(_keys.step_key(dag_id, step_id))
+        if got is None:
+            raise StepNotFound(dag_id=dag_id, step_id=step_id)
+        return _step_dec.decode(got[0]), got[1]
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        """CAS-write a step record; returns the new revision."""
+        key = _keys.step_key(dag_id, step_id)
+        return await self._cas(key, _enc.encode(rec), expected_rev, dag=dag_id, step=step_id)
+
+    async def list_steps(self, dag_id: str) -> list[tuple[StepRecord, int]]:
+        """All step records of one DAG with their revisions, sorted by step id."""
+        msgs = await self._list(_keys.step_prefix(dag_id) + ">")
+        steps = self._decode_all(msgs, _step_dec.decode, "step")
+        return sorted(steps, key=lambda pair: pair[0].step_id)
+
+    async def delete_step(self, dag_id: str, step_id: str) -> None:
+        """Remove a step record (idempotent)."""
+        await self._delete(_keys.step_key(dag_id, step_id))
+
+    # -- results -----------------------------------------------------------------------
+
+    async def get_result(self, dag_id: str, step_id: str) -> bytes:
+        """A step's result bytes (JSON)."""
+        got = await self._get(_keys.result_key(dag_id, step_id))
+        if got is None:
+            raise StepNotFound(
+                f"workflow: no result for step {step_id!r}", dag_id=dag_id, step_id=step_id
+            )
+        return got[0]
+
+    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+        """Write a result once; identical bytes are fine, different ones raise StaleRevision."""
+        key = _keys.result_key(dag_id, step_id)
+        data = bytes(data)
+        try:
+            await self._cas(key, data, 0, dag=dag_id, step=step_id)
+        except StaleRevision:
+            got = await self._get(key)
+            if got is not None and got[0] == data:
+                return
+            raise StaleRevision(
+                "workflow: a different result is already stored", dag_id=dag_id, step_id=step_id
+            ) from None
+
+    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+        """Yield the result once it exists (immediately if it already does), then stop."""
+        key = _keys.result_key(dag_id, step_id)
+        await self._bind()
+        nc = self._js._nc
+        wake = asyncio.Event()
+
+        async def on_msg(_msg: Any) -> None:
+            wake.set()
+
+        # Subscribe before the first read: a write landing between the two is then seen
+        # either by the read or by the subscription.
+        sub = await nc.subscribe(self._pre + key, cb=on_msg)
+        data = b""
+        try:
+            delay = 0.0
+            while True:
+                got = await self._get(key)
+                if got is not None:
+                    data = got[0]
+                    break
+                try:
+                    async with asyncio.timeout(_WATCH_RECHECK):
+                        await wake.wait()
+                except TimeoutError:
+                    continue
+                wake.clear()
+                # The message may be a rejected write or reach us before a lagging replica
+                # has it, so re-read shortly, backing off, until the stored value shows.
+                await asyncio.sleep(delay)
+                delay = min(max(delay * 2, 0.05), 1.0)
+        finally:
+            await sub.unsubscribe()
+        yield data
+
+    async def delete_result(self, dag_id: str, step_id: str) -> None:
+        """Remove a result (idempotent)."""
+        await self._delete(_keys.result_key(dag_id, step_id))
+
+    # -- signals -----------------------------------------------------------------------
+
+    async def get_signal(self, dag_id: str, name: str) -> SignalRecord:
+        """One delivered signal."""
+        got = await self._get(_keys.signal_key(dag_id, name))
+        if got is None:
+            raise SignalNotFound(f"workflow: signal {name!r} not found", dag_id=dag_id)
+        return _keys.decode_signal(got[0])
+
+    async def put_signal(self, dag_id: str, rec: SignalRecord) -> None:
+        """Create a signal record; raises StaleRevision if one exists (first wins)."""
+        key = _keys.signal_key(dag_id, rec.name)
+        await self._cas(key, _enc.encode(rec), 0, dag=dag_id, step="")
+
+    async def list_signals(self, dag_id: str) -> list[SignalRecord]:
+        """All delivered signals of one DAG, sorted by name."""
+        msgs = await self._list(_keys.signal_prefix(dag_id) + ">")
+        signals = self._decode_all(msgs, _keys.decode_signal, "signal")
+        return sorted((s for s, _ in signals), key=lambda s: s.name)
+
+    async def delete_signal(self, dag_id: str, name: str) -> None:
+        """Remove a signal record (idempotent)."""
+        await self._delete(_keys.signal_key(dag_id, name))
