@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import msgspec
 import pytest
-from wf_pure_helpers import T0, meta, signal, step
+from wf_pure_helpers import T0, C, D, F, P, R, S, meta, signal, step
 
 from ebind.workflow.debug import (
     DAGDebug,
@@ -22,14 +22,6 @@ from ebind.workflow.debug import (
 )
 from ebind.workflow.types import BPState, DAGStatus, StepRecord, StepStatus
 
-P, R, D, F, S, C = (
-    StepStatus.PENDING,
-    StepStatus.RUNNING,
-    StepStatus.DONE,
-    StepStatus.FAILED,
-    StepStatus.SKIPPED,
-    StepStatus.CANCELED,
-)
 MS = timedelta(milliseconds=1)
 
 

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from wf_pure_helpers import T0, signal, state, statuses, step
+from wf_pure_helpers import T0, C, D, F, P, R, S, signal, state, statuses, step
 
 from ebind.errors import DuplicateStep, StepNotFound
 from ebind.workflow.ref import make_ref, make_ref_or_default, signal_ref
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import BPState, DAGStatus, StepStatus
-
-P, R, D, F, S, C = (
-    StepStatus.PENDING,
-    StepStatus.RUNNING,
-    StepStatus.DONE,
-    StepStatus.FAILED,
-    StepStatus.SKIPPED,
-    StepStatus.CANCELED,
-)
 
 
 def chain() -> DAGState:

@@ -13,6 +13,16 @@ from ebind.workflow.types import DAGMeta, DAGStatus, SignalRecord, StepRecord, S
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
+P, R, D, F, S, C = (
+    StepStatus.PENDING,
+    StepStatus.RUNNING,
+    StepStatus.DONE,
+    StepStatus.FAILED,
+    StepStatus.SKIPPED,
+    StepStatus.CANCELED,
+)
+BAD = frozenset({F, S})
+
 
 def enc(value: Any) -> bytes:
     return msgspec.json.encode(value)
