@@ -1,0 +1,28 @@
+"""The worker: consumes task messages, runs handlers, reports outcomes.
+
+``Worker`` is normally created with ``app.worker(...)`` or the ``ebind worker`` command.
+"""
+
+from ebind.worker.hook import StepHook
+from ebind.worker.middleware import (
+    Handler,
+    Middleware,
+    add_outcome_listener,
+    chain,
+    log_middleware,
+    recover_middleware,
+)
+from ebind.worker.outcome import AttemptError
+from ebind.worker.worker import Worker
+
+__all__ = [
+    "AttemptError",
+    "Handler",
+    "Middleware",
+    "StepHook",
+    "Worker",
+    "add_outcome_listener",
+    "chain",
+    "log_middleware",
+    "recover_middleware",
+]

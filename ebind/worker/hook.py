@@ -17,7 +17,7 @@ class StepHook(Protocol):
     """
 
     async def on_step_started(self, env: TaskEnvelope) -> bool:
-        """Claim the step for this attempt; False means skip the handler and ack (stale/terminal)."""
+        """Claim the step for this attempt; False = skip the handler and ack (stale/terminal)."""
         ...
 
     async def on_step_done(self, env: TaskEnvelope, result: bytes) -> None:

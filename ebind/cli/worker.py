@@ -1,0 +1,162 @@
+"""``ebind worker -A pkg.module:app``: run a worker process (the only place uvloop is installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["load_app", "worker"]
+
+
+def load_app(path: str) -> Any:
+    """Import ``pkg.module:attr`` (``attr`` defaults to ``app``) from the current directory."""
+    module_name, _, attr = path.partition(":")
+    if not module_name:
+        raise click.BadParameter(f"expected 'pkg.module:app', got {path!r}", param_hint="-A")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like celery/uvicorn: apps next to the shell's cwd
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise click.BadParameter(
+                f"cannot import module {module_name!r} (cwd {os.getcwd()})", param_hint="-A"
+            ) from exc
+        raise
+    obj = module
+    for part in (attr or "app").split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attr or 'app'!r}", param_hint="-A"
+            ) from None
+    return obj
+
+
+def _configure_logging(fmt: str | None, level: str) -> None:
+    try:
+        from ebind.logging import configure
+    except ImportError:  # pragma: no cover - until ebind.logging lands
+        _fallback_logging(fmt, level)
+        return
+    configure(format=fmt or ("console" if sys.stderr.isatty() else "json"), level=level)
+
+
+def _fallback_logging(fmt: str | None, level: str) -> None:  # pragma: no cover
+    import logging
+
+    import structlog
+
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if (fmt or ("console" if sys.stderr.isatty() else "json")) == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _point_at(app: Any, url: str) -> None:
+    """Make a not-yet-connected App use ``url``."""
+    setter = getattr(app, "set_nats_url", None)
+    if callable(setter):
+        setter(url)
+    else:
+        app.nats_url = url
+
+
+async def _serve(app: Any, options: dict[str, Any]) -> None:
+    from ebind.worker.middleware import log_middleware
+    from ebind.worker.shutdown import run_until_signalled
+    from ebind.worker.worker import Worker
+
+    await app.connect()
+    try:
+        make = getattr(app, "worker", None)
+        kwargs = dict(options, middleware=[log_middleware])
+        w = make(**kwargs) if callable(make) else Worker(app, **kwargs)
+        await run_until_signalled(w)
+    finally:
+        await app.close()
+
+
+@click.command("worker")
+@click.option("-A", "--app", "app_path", required=True, help="The App to serve, as pkg.module:app.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--claim", "claims", multiple=True, help="A target to execute (repeatable).")
+@click.option("--worker-id", default=None, help="Worker identity (default: random).")
+@click.option("--nats", "nats_url", default=None, help="NATS URL (overrides the App's).")
+@click.option("--embedded", is_flag=True, help="Start an embedded nats-server for this worker.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the workflow scheduler here.")
+@click.option("--ack-wait", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option("--shutdown-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True)
+@click.option("--log-format", type=click.Choice(["console", "json"]), default=None)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_path: str,
+    concurrency: int,
+    claims: tuple[str, ...],
+    worker_id: str | None,
+    nats_url: str | None,
+    embedded: bool,
+    no_scheduler: bool,
+    ack_wait: float,
+    shutdown_grace: float,
+    log_format: str | None,
+    log_level: str | None,
+) -> None:
+    """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
+    obj: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
+    _configure_logging(
+        log_format or obj.get("log_format"), log_level or obj.get("log_level") or "info"
+    )
+    app = load_app(app_path)
+    url = nats_url or obj.get("nats_url")
+    node = None
+    if embedded:
+        from ebind.embed import start_node
+
+        node = start_node()
+        url = node.client_url
+        click.echo(f"embedded nats-server at {url}", err=True)
+    if url:
+        _point_at(app, url)
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "claims": list(claims),
+        "worker_id": worker_id,
+        "scheduler": not no_scheduler,
+        "ack_wait": ack_wait,
+        "shutdown_grace": shutdown_grace,
+    }
+    try:
+        runner = _runner()
+        with runner:
+            runner.run(_serve(app, options))
+    finally:
+        if node is not None:
+            node.shutdown()
+
+
+def _runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)

@@ -1,0 +1,147 @@
+"""Handler and Middleware types, ``chain()``, and the built-in ``recover`` and ``log`` middlewares.
+
+A middleware wraps a :data:`Handler`: ``mw(next) -> handler``. In ``chain(mws, base)`` the
+first middleware is the outermost and :func:`recover_middleware` is always the innermost,
+so every middleware sees a failure as :class:`~ebind.worker.outcome.AttemptError`
+(the Go seed had it outermost, hiding panics from logging and metrics).
+
+Whether a failed attempt is retried or dead-lettered is decided *after* the chain returns,
+so a middleware that wants the final outcome registers a listener with
+:func:`add_outcome_listener`; the worker calls it exactly once per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+
+from ebind.context import Context
+from ebind.errors import NonRetryable
+from ebind.wire import TaskEnvelope, TaskError
+from ebind.worker.outcome import AttemptError, classify
+
+__all__ = [
+    "OUTCOME_LISTENERS",
+    "Handler",
+    "Middleware",
+    "OutcomeListener",
+    "add_outcome_listener",
+    "chain",
+    "log_middleware",
+    "notify_outcome",
+    "recover_middleware",
+]
+
+Handler = Callable[[Context, TaskEnvelope], Awaitable[bytes]]
+"""Runs one attempt of a task and returns the JSON-encoded result."""
+
+Middleware = Callable[[Handler], Handler]
+"""Wraps a Handler in another Handler."""
+
+OutcomeListener = Callable[[str, "TaskError | None"], None]
+"""Called once per attempt with the outcome (``succeeded``, ``retrying``, ``dead_lettered``,
+``failed`` or ``skipped``) and the attempt's error (None on success)."""
+
+OUTCOME_LISTENERS = "ebind.outcome_listeners"
+"""``Context.extras`` key holding the attempt's outcome listeners."""
+
+LOG_CLAIMED = "ebind.log_claimed"
+"""``Context.extras`` key set when a middleware writes the attempt's canonical log line."""
+
+_NON_RETRYABLE: tuple[type[BaseException], ...] = (NonRetryable,)
+
+log = structlog.get_logger("ebind.worker")
+
+_LEVELS = {
+    "succeeded": "info",
+    "skipped": "info",
+    "retrying": "warning",
+    "dead_lettered": "error",
+    "failed": "error",
+}
+
+
+def add_outcome_listener(ctx: Context, listener: OutcomeListener) -> None:
+    """Ask the worker to call ``listener(outcome, error)`` once this attempt's outcome is known."""
+    listeners: list[OutcomeListener] = ctx.extras.setdefault(OUTCOME_LISTENERS, [])
+    listeners.append(listener)
+
+
+def notify_outcome(ctx: Context, outcome: str, error: TaskError | None) -> None:
+    """Call every listener registered for this attempt; a failing listener is logged, not raised."""
+    for listener in ctx.extras.get(OUTCOME_LISTENERS, ()):
+        try:
+            listener(outcome, error)
+        except Exception:
+            log.exception("worker.outcome_listener_failed", task_id=ctx.task_id)
+
+
+def chain(middlewares: Sequence[Middleware], base: Handler) -> Handler:
+    """Compose ``middlewares`` around ``base``: first = outermost, ``recover`` innermost."""
+    handler = recover_middleware(base)
+    for mw in reversed(middlewares):
+        if mw is recover_middleware:  # already innermost; a second copy would be a no-op
+            continue
+        handler = mw(handler)
+    return handler
+
+
+def recover_middleware(next_handler: Handler) -> Handler:
+    """Turn anything the handler raises into ``AttemptError`` (cancellation passes through)."""
+
+    async def recovering(ctx: Context, env: TaskEnvelope) -> bytes:
+        try:
+            return await next_handler(ctx, env)
+        except AttemptError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            raise AttemptError(classify(exc, non_retryable=_NON_RETRYABLE)) from exc
+
+    return recovering
+
+
+def log_middleware(next_handler: Handler) -> Handler:
+    """Emit one structlog event per attempt, once its outcome is known.
+
+    Events: ``task.succeeded`` / ``task.retrying`` / ``task.dead_lettered`` / ``task.failed``
+    (and ``task.skipped`` for stale DAG deliveries) with task_id, task_name, attempt,
+    duration_ms, worker_id and error_kind.
+    """
+
+    async def logged(ctx: Context, env: TaskEnvelope) -> bytes:
+        start = time.perf_counter()
+        ctx.extras[LOG_CLAIMED] = True
+
+        def emit(outcome: str, error: TaskError | None) -> None:
+            emit_attempt_line(ctx, outcome, error, (time.perf_counter() - start) * 1000.0)
+
+        add_outcome_listener(ctx, emit)
+        return await next_handler(ctx, env)
+
+    return logged
+
+
+def emit_attempt_line(
+    ctx: Context, outcome: str, error: TaskError | None, duration_ms: float | None
+) -> None:
+    """Write the canonical ``task.<outcome>`` line for one attempt."""
+    fields: dict[str, Any] = {
+        "task_id": ctx.task_id,
+        "task_name": ctx.name,
+        "attempt": ctx.attempt,
+        "duration_ms": None if duration_ms is None else round(duration_ms, 3),
+        "worker_id": ctx.worker_id,
+        "error_kind": error.kind if error is not None else None,
+    }
+    if ctx.dag_id:
+        fields["dag_id"] = ctx.dag_id
+        fields["step_id"] = ctx.step_id
+    if error is not None:
+        fields["error"] = error.message[:2000]
+    getattr(log, _LEVELS.get(outcome, "info"))(f"task.{outcome}", **fields)

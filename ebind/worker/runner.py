@@ -1,0 +1,488 @@
+"""One delivery, start to finish: decode → checks → middleware chain → respond → ack / nak / term.
+
+The decisions come from :mod:`ebind.worker.outcome`; this module only does the IO. On the
+hot path the only awaits that can suspend are the handler itself (responses, acks and naks
+are core publishes that only buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from ebind.context import Context, set_current
+from ebind.retry import RetryPolicy
+from ebind.streams import dlq_subject
+from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError, TaskResponse, encoder
+from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
+from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
+from ebind.worker.outcome import effective_policy as _effective_policy
+
+if TYPE_CHECKING:
+    from ebind.signature import HandlerSpec
+    from ebind.worker.hook import StepHook
+
+__all__ = ["AttemptRunner", "delivery_count"]
+
+log = structlog.get_logger("ebind.worker")
+task_log = structlog.get_logger("ebind.task")
+
+UNKNOWN_HANDLER_DELIVERIES = 3
+"""Deliveries of an unknown task name nak'd (for rolling deploys) before it is dead-lettered."""
+UNKNOWN_HANDLER_DELAY = 2.0
+HOOK_RETRY_DELAY = 1.0
+"""Minimum delay before a delivery whose step hook or DLQ publish failed comes back."""
+HOOK_EXTRA_DELIVERIES = 5
+"""Deliveries past the attempt cap after which a failing ``on_step_failed`` stops holding the
+message: the DLQ entry is written and the message terminated (the sweep reconciles the step)."""
+RESULT_OVERHEAD = 1024
+"""Room kept for the TaskResponse / KV framing around a result when checking max_payload."""
+DLQ_PUBLISH_TIMEOUT = 5.0
+
+_NO_RETRY = RetryPolicy.none()
+
+
+def delivery_count(msg: Any) -> int:
+    """``num_delivered`` from the ack subject (1-based), parsed without building Metadata."""
+    reply: str = msg.reply or ""
+    tokens = reply.split(".")
+    try:
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+            return int(tokens[4])
+        if len(tokens) >= 11:  # $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>...
+            return int(tokens[6])
+    except ValueError:
+        pass
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _raw_subject_name(subject: str) -> str:
+    # TASKS.<name> / TASKS_TARGET.<token>.<name>: the name part is already a valid subject tail.
+    if subject.startswith("TASKS_TARGET."):
+        parts = subject.split(".", 2)
+        return parts[2] if len(parts) == 3 and parts[2] else "_undecodable"
+    name = subject.partition(".")[2]
+    return name or "_undecodable"
+
+
+class AttemptRunner:
+    """Processes deliveries for one worker (holds no per-message state)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        worker_id: str,
+        chain: Handler,
+        hook: StepHook | None,
+        default_policy: RetryPolicy,
+        executor: ThreadPoolExecutor,
+        max_payload: int,
+    ) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self.chain = chain
+        self.hook = hook
+        self.default_policy = default_policy
+        self.executor = executor
+        self.max_payload = max_payload
+        self._registry = app.registry
+        self._nc = app.nc
+        self._js = app.js
+        from ebind.codec import decode_args, encode_result  # L1 module, imported once
+
+        self._decode_args: Callable[[HandlerSpec, Any], list[Any]] = decode_args
+        self._encode_result: Callable[[HandlerSpec, Any], bytes] = encode_result
+
+    # ------------------------------------------------------------------ the delivery
+    async def process(self, msg: Any) -> None:
+        """Handle one delivery; only cancellation (shutdown past its grace) escapes."""
+        attempt = delivery_count(msg)
+        try:
+            env = msgspec.json.decode(msg.data, type=TaskEnvelope)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._dead_letter_raw(msg, attempt, exc)
+            return
+        env = msgspec.structs.replace(env, attempt=attempt, worker_id=self.worker_id)
+        ctx = self._context(env)
+        spec: HandlerSpec | None = self._registry.get(env.name)
+        if spec is None:
+            await self._unknown_handler(msg, env, ctx)
+            return
+        policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
+        early = self._precheck(env, policy)
+        if early is not None:
+            await self._fail_before_run(msg, env, ctx, policy, early)
+            return
+        is_step = self.hook is not None and bool(env.dag_id and env.step_id)
+        if is_step and not await self._step_started(msg, env, ctx, policy):
+            return
+        set_current(ctx)
+        try:
+            result = await self.chain(ctx, env)
+        except AttemptError as exc:
+            await self._failed(msg, env, ctx, policy, exc.error, is_step)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a middleware outside `recover` raised
+            from ebind.worker.outcome import classify
+
+            await self._failed(msg, env, ctx, policy, classify(exc), is_step)
+            return
+        await self._succeeded(msg, env, ctx, policy, result, is_step)
+
+    def _context(self, env: TaskEnvelope) -> Context:
+        return Context(
+            task_id=env.id,
+            name=env.name,
+            attempt=env.attempt,
+            dag_id=env.dag_id,
+            step_id=env.step_id,
+            worker_id=self.worker_id,
+            target=env.target,
+            deadline=env.deadline,
+            # get_logger with initial values is a lazy proxy: nothing is built unless used.
+            log=structlog.get_logger(
+                "ebind.task", task_id=env.id, task_name=env.name, attempt=env.attempt
+            ),
+        )
+
+    def _precheck(self, env: TaskEnvelope, policy: RetryPolicy) -> TaskError | None:
+        if env.deadline is not None and env.deadline <= _now():
+            return TaskError(
+                kind=ErrorKind.DEADLINE.value,
+                message=f"deadline {env.deadline.isoformat()} passed before the task started",
+                retryable=False,
+            )
+        return crash_looped(policy, env.attempt)
+
+    # ------------------------------------------------------------------ base handler
+    def base_handler(self) -> Handler:
+        """The innermost handler: decode args, call the function, encode the result."""
+        registry = self._registry
+        decode_args = self._decode_args
+        encode_result = self._encode_result
+        executor = self.executor
+
+        async def call(ctx: Context, env: TaskEnvelope) -> bytes:
+            spec: HandlerSpec = registry.get(env.name)
+            try:
+                args = decode_args(spec, bytes(env.payload))
+            except Exception as exc:
+                kind = getattr(exc, "kind", None) or ErrorKind.DECODE.value
+                raise AttemptError(TaskError(kind=kind, message=str(exc), retryable=False)) from exc
+            if spec.wants_context:
+                args.insert(0, ctx)
+            timeout, by_deadline = _time_limit(spec, env)
+            try:
+                value = await _invoke(spec, args, timeout, executor)
+            except TimeoutError as exc:
+                if timeout is None or not getattr(exc, "_ebind_limit", False):
+                    raise
+                raise AttemptError(_timeout_error(timeout, by_deadline)) from exc
+            except spec.dont_retry as exc:
+                from ebind.worker.outcome import classify
+
+                raise AttemptError(classify(exc, dont_retry=spec.dont_retry)) from exc
+            try:
+                return encode_result(spec, value)
+            except Exception as exc:
+                raise AttemptError(
+                    TaskError(
+                        kind=ErrorKind.ENCODE.value,
+                        message=f"result of {spec.name} could not be encoded as JSON: {exc}",
+                        retryable=False,
+                    )
+                ) from exc
+
+        return call
+
+    # ------------------------------------------------------------------ outcomes
+    async def _succeeded(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        policy: RetryPolicy,
+        result: bytes,
+        is_step: bool,
+    ) -> None:
+        if len(result) + RESULT_OVERHEAD > self.max_payload:
+            err = TaskError(
+                kind=ErrorKind.ENCODE.value,
+                message=(
+                    f"result of {env.name} is {len(result)} bytes; the server's max_payload is "
+                    f"{self.max_payload} bytes (return a reference, e.g. an object-store key)"
+                ),
+                retryable=False,
+            )
+            await self._failed(msg, env, ctx, policy, err, is_step)
+            return
+        if is_step and self.hook is not None:
+            try:
+                await self.hook.on_step_done(env, result)
+            except Exception as exc:
+                await self._hook_failed(msg, env, ctx, policy, "on_step_done", exc)
+                return
+        if env.reply_to:
+            await self._respond(env, result=result, error=None)
+        await msg.ack()
+        self._outcome(ctx, "succeeded", None)
+
+    async def _failed(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        policy: RetryPolicy,
+        error: TaskError,
+        is_step: bool,
+    ) -> None:
+        decision = decide(error, policy, env.attempt)
+        if isinstance(decision, Retry):
+            await msg.nak(delay=decision.delay)
+            self._outcome(ctx, "retrying", error)
+            return
+        assert isinstance(decision, DeadLetter)
+        await self._terminal(msg, env, ctx, policy, error, is_step)
+
+    async def _terminal(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        policy: RetryPolicy,
+        error: TaskError,
+        is_step: bool,
+    ) -> None:
+        """Hook (fenced), response, DLQ entry (awaited), then term — in that order."""
+        if is_step and self.hook is not None:
+            try:
+                await self.hook.on_step_failed(env, error)
+            except Exception as exc:
+                cap = max(policy.maximum_attempts, 1) + HOOK_EXTRA_DELIVERIES
+                if policy.maximum_attempts == 0 or env.attempt < cap:
+                    await self._hook_failed(msg, env, ctx, policy, "on_step_failed", exc)
+                    return
+                log.error(
+                    "worker.hook_gave_up",
+                    task_id=env.id,
+                    dag_id=env.dag_id,
+                    step_id=env.step_id,
+                    attempt=env.attempt,
+                    error=str(exc),
+                )
+        if env.reply_to:
+            await self._respond(env, result=None, error=error)
+        entry = DLQEntry(
+            error=error,
+            final_attempt=env.attempt,
+            dead_lettered_at=_now(),
+            task=env,
+            subject=msg.subject,
+        )
+        if not await self._publish_dlq(env.name, entry, ctx):
+            await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+            self._outcome(ctx, "failed", error)
+            return
+        await msg.term()
+        self._outcome(ctx, "dead_lettered", error)
+
+    async def _fail_before_run(
+        self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, error: TaskError
+    ) -> None:
+        is_step = self.hook is not None and bool(env.dag_id and env.step_id)
+        # A DAG step claims its record for this attempt first, so the attempt-fenced failure
+        # below is accepted (and a stale message for a finished step is just dropped).
+        if is_step and not await self._step_started(msg, env, ctx, policy):
+            return
+        await self._terminal(msg, env, ctx, policy, error, is_step)
+
+    async def _unknown_handler(self, msg: Any, env: TaskEnvelope, ctx: Context) -> None:
+        error = TaskError(
+            kind=ErrorKind.UNKNOWN_HANDLER.value,
+            message=(
+                f"no handler registered for {env.name!r} on worker {self.worker_id} "
+                f"(after {env.attempt} deliveries)"
+            ),
+            retryable=False,
+        )
+        if env.attempt < UNKNOWN_HANDLER_DELIVERIES:
+            # Rolling deploys: give a worker that knows the name a chance to take it.
+            await msg.nak(delay=UNKNOWN_HANDLER_DELAY)
+            self._outcome(ctx, "retrying", error)
+            return
+        await self._fail_before_run(msg, env, ctx, _NO_RETRY, error)
+
+    async def _step_started(
+        self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy
+    ) -> bool:
+        assert self.hook is not None
+        try:
+            started = await self.hook.on_step_started(env)
+        except Exception as exc:
+            await self._hook_failed(msg, env, ctx, policy, "on_step_started", exc)
+            return False
+        if not started:
+            # Stale delivery (step finished, or owned by a newer attempt): drop it.
+            await msg.ack()
+            self._outcome(ctx, "skipped", None)
+        return bool(started)
+
+    async def _hook_failed(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        policy: RetryPolicy,
+        where: str,
+        exc: Exception,
+    ) -> None:
+        error = TaskError(kind="hook", message=f"step hook {where} failed: {exc}", retryable=True)
+        await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+        self._outcome(ctx, "failed", error)
+
+    # ------------------------------------------------------------------ publishing
+    async def _respond(
+        self, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
+    ) -> None:
+        resp = TaskResponse(
+            task_id=env.id,
+            result=msgspec.Raw(result) if result is not None else None,
+            error=error,
+            attempts=env.attempt,
+            completed_at=_now(),
+        )
+        try:
+            await self._nc.publish(env.reply_to, encoder.encode(resp))
+        except Exception as exc:
+            # The EBIND_RESP stream is best effort from here; the DLQ keeps failures.
+            log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
+
+    async def _publish_dlq(self, name: str, entry: DLQEntry, ctx: Context | None) -> bool:
+        try:
+            await self._js.publish(
+                dlq_subject(name), encoder.encode(entry), timeout=DLQ_PUBLISH_TIMEOUT
+            )
+        except Exception as exc:
+            log.error(
+                "worker.dlq_publish_failed",
+                task_id=ctx.task_id if ctx else None,
+                task_name=name,
+                error=str(exc),
+            )
+            return False
+        return True
+
+    async def _dead_letter_raw(self, msg: Any, attempt: int, exc: Exception) -> None:
+        error = TaskError(
+            kind=ErrorKind.DECODE.value,
+            message=f"task envelope is not valid: {exc}",
+            retryable=False,
+        )
+        entry = DLQEntry(
+            error=error,
+            final_attempt=attempt,
+            dead_lettered_at=_now(),
+            raw=bytes(msg.data),
+            subject=msg.subject,
+        )
+        name = _raw_subject_name(msg.subject)
+        if not await self._publish_dlq(name, entry, None):
+            await msg.nak(delay=HOOK_RETRY_DELAY)
+            return
+        await msg.term()
+        log.error(
+            "task.dead_lettered",
+            task_id=None,
+            task_name=None,
+            attempt=attempt,
+            duration_ms=None,
+            worker_id=self.worker_id,
+            error_kind=error.kind,
+            error=error.message[:500],
+            subject=msg.subject,
+        )
+
+    def _outcome(self, ctx: Context, outcome: str, error: TaskError | None) -> None:
+        notify_outcome(ctx, outcome, error)
+        if not ctx.extras.get(LOG_CLAIMED) and outcome != "succeeded":
+            # No log middleware wrote the line: failures are still reported, once.
+            emit_attempt_line(ctx, outcome, error, None)
+
+
+def _time_limit(spec: HandlerSpec, env: TaskEnvelope) -> tuple[float | None, bool]:
+    """Seconds the handler may run and whether the task's deadline (not its timeout) binds."""
+    timeout = env.timeout if env.timeout else spec.timeout
+    if env.deadline is None:
+        return timeout, False
+    remaining = (env.deadline - _now()).total_seconds()
+    if timeout is None or remaining < timeout:
+        return max(remaining, 0.001), True
+    return timeout, False
+
+
+def _timeout_error(limit: float, by_deadline: bool) -> TaskError:
+    if by_deadline:
+        return TaskError(
+            kind=ErrorKind.DEADLINE.value,
+            message="the task's deadline passed while its handler was running",
+            retryable=False,
+        )
+    return TaskError(
+        kind=ErrorKind.TIMEOUT.value,
+        message=f"handler did not finish within its timeout of {limit:g}s",
+        retryable=True,
+    )
+
+
+class _LimitExceededError(TimeoutError):
+    _ebind_limit = True
+
+
+async def _invoke(
+    spec: HandlerSpec, args: list[Any], limit: float | None, executor: ThreadPoolExecutor
+) -> Any:
+    if spec.is_async:
+        if limit is None:
+            return await spec.fn(*args)
+        cm = asyncio.timeout(limit)
+        try:
+            async with cm:
+                return await spec.fn(*args)
+        except TimeoutError as exc:
+            if cm.expired():
+                raise _LimitExceededError() from exc
+            raise
+    loop = asyncio.get_running_loop()
+    # copy_context() after set_current(): the thread sees current_context() and contextvars.
+    fut = loop.run_in_executor(executor, contextvars.copy_context().run, spec.fn, *args)
+    if limit is None:
+        return await fut
+    try:
+        return await asyncio.wait_for(fut, limit)
+    except TimeoutError as exc:
+        if fut.done() and not fut.cancelled() and fut.exception() is not None:
+            raise  # the handler itself raised TimeoutError
+        log.warning(
+            "worker.sync_handler_overran",
+            task_name=spec.name,
+            timeout=limit,
+            note="the thread keeps running; it cannot be interrupted",
+        )
+        raise _LimitExceededError() from exc

@@ -1,0 +1,354 @@
+"""Worker: pulls task messages, runs them with bounded concurrency, and stops gracefully.
+
+One shared durable (``ebind-worker``) carries untargeted tasks for every worker; each claim
+has its own durable (``ebind-targets-<b64(claim)>``) shared by the workers holding it. All
+consumers of a worker draw from one concurrency budget, so no message is requested before
+a slot can take it, and every message held is kept alive with in-progress acks every
+``ack_wait / 3`` until it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ebind.retry import RetryPolicy
+from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
+from ebind.worker.claims import Claims, ClaimSource
+from ebind.worker.middleware import Middleware, chain
+from ebind.worker.pull import Budget, Puller
+from ebind.worker.runner import AttemptRunner
+
+if TYPE_CHECKING:
+    from ebind.worker.hook import StepHook
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("ebind.worker")
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+TARGET_INACTIVE_THRESHOLD = 3600.0
+"""A claim durable nobody pulls from for this long is removed by the server."""
+
+
+class Worker:
+    """Consumes tasks for ``app``; ``await run()`` until ``await stop()`` or cancellation.
+
+    Args:
+        app: a connected ``ebind.App``.
+        concurrency: handlers running at once (also the most messages held at once).
+        claims: extra targets to execute, or a (sync/async) callable re-read every
+            ``claims_refresh`` seconds. The worker always claims its ``worker_id`` and
+            ``worker:<worker_id>``.
+        worker_id: identity; a random one when None.
+        middleware: wrapped around every handler, first = outermost.
+        scheduler: run the workflow scheduler (and its context middleware) in this worker.
+        ack_wait: seconds the server waits for an ack before redelivering.
+        shutdown_grace: seconds ``stop()`` lets running handlers finish.
+        default_retry: policy for tasks whose envelope and handler name none.
+        hook: StepHook for DAG steps; defaults to the app's workflow hook when available.
+        pull_expires: lifetime of each pull request (short, so a lost one costs little).
+        claims_refresh: seconds between reads of a callable ``claims``.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        concurrency: int = 16,
+        claims: ClaimSource = (),
+        worker_id: str | None = None,
+        middleware: Sequence[Middleware] = (),
+        scheduler: bool = True,
+        ack_wait: float = 30.0,
+        shutdown_grace: float = 30.0,
+        default_retry: RetryPolicy | None = None,
+        hook: StepHook | None = None,
+        pull_expires: float = 5.0,
+        claims_refresh: float = 2.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if ack_wait <= 0 or shutdown_grace < 0:
+            raise ValueError("ack_wait must be > 0 and shutdown_grace >= 0 (seconds)")
+        self.app = app
+        self.worker_id = check_target(worker_id) if worker_id else uuid.uuid4().hex
+        self.concurrency = concurrency
+        self.ack_wait = float(ack_wait)
+        self.shutdown_grace = float(shutdown_grace)
+        self.scheduler = scheduler
+        self.default_retry = default_retry or RetryPolicy()
+        self.pull_expires = min(pull_expires, max(self.ack_wait, 1.0))
+        self.claims_refresh = claims_refresh
+        self._claims = Claims(claims, self.worker_id)
+        self._middleware = list(middleware)
+        self._hook = hook
+        # id(message) -> (message, monotonic arrival); nats-py's Msg is an unhashable dataclass
+        self._held: dict[int, tuple[Any, float]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pullers: dict[str, Puller] = {}
+        self._stopping = False
+        self._stop_requested: asyncio.Event | None = None
+        self._running = False
+        self._runner: AttemptRunner | None = None
+        self._budget: Budget | None = None
+
+    @property
+    def claims(self) -> frozenset[str]:
+        """The claims currently consumed."""
+        return frozenset(c for c in self._pullers if c != "")
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (graceful) or cancellation (in-flight work nak'd)."""
+        if self._running:
+            raise RuntimeError("this Worker is already running")
+        self._running = True
+        self._stop_requested = asyncio.Event()
+        background: list[asyncio.Task[Any]] = []
+        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ebind-task")
+        try:
+            await self._setup(executor)
+            background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
+            if self._claims.dynamic:
+                background.append(asyncio.create_task(self._claims_loop(), name="ebind-claims"))
+            sched = self._scheduler_coro()
+            if sched is not None:
+                background.append(asyncio.create_task(sched, name="ebind-scheduler"))
+            log.info(
+                "worker.ready",
+                worker_id=self.worker_id,
+                concurrency=self.concurrency,
+                claims=sorted(self.claims),
+                ack_wait=self.ack_wait,
+                scheduler=sched is not None,
+            )
+            await self._stop_requested.wait()
+            await self._shutdown(self.shutdown_grace, background)
+        except asyncio.CancelledError:
+            # Cancelled: no grace, but still hand every held message back promptly.
+            await asyncio.shield(self._shutdown(0.0, background))
+            raise
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._running = False
+            log.info("worker.stopped", worker_id=self.worker_id)
+
+    async def stop(self) -> None:
+        """Stop fetching, let running handlers finish within ``shutdown_grace``, then return."""
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Synchronous :meth:`stop` for signal handlers."""
+        self._stopping = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def _setup(self, executor: ThreadPoolExecutor) -> None:
+        app = self.app
+        hook = self._hook
+        middleware = list(self._middleware)
+        wf = _workflow(app)
+        if wf is not None:
+            if hook is None:
+                hook = wf.hook()
+            if self.scheduler:
+                middleware.insert(0, wf.context_middleware())
+        self._hook = hook
+        runner = AttemptRunner(
+            app,
+            worker_id=self.worker_id,
+            chain=_placeholder,
+            hook=hook,
+            default_policy=self.default_retry,
+            executor=executor,
+            max_payload=int(getattr(app, "max_payload", 0) or DEFAULT_MAX_PAYLOAD),
+        )
+        runner.chain = chain(middleware, runner.base_handler())
+        self._runner = runner
+        self._budget = Budget(self.concurrency)
+        self._sem = asyncio.Semaphore(self.concurrency)
+        await self._consume("", WORKER_DURABLE, "TASKS.>")
+        await self._claims.refresh(strict=True)
+        await self._sync_claims()
+
+    def _scheduler_coro(self) -> Any:
+        if not self.scheduler:
+            return None
+        wf = _workflow(self.app)
+        if wf is None:
+            log.warning(
+                "worker.scheduler_unavailable",
+                reason="ebind.workflow does not provide run_scheduler yet; running tasks only",
+            )
+            return None
+        return wf.run_scheduler()
+
+    # ------------------------------------------------------------------ consumers
+    async def _consume(self, claim: str, durable: str, filter_subject: str) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        config = ConsumerConfig(
+            durable_name=durable,
+            name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            filter_subject=filter_subject,
+            inactive_threshold=TARGET_INACTIVE_THRESHOLD if claim else None,
+        )
+        await self.app.js.add_consumer(TASKS_STREAM, config=config)
+        assert self._budget is not None
+        puller = Puller(
+            self.app.nc,
+            stream=TASKS_STREAM,
+            durable=durable,
+            budget=self._budget,
+            on_msg=self._received,
+            expires=self.pull_expires,
+            min_one=bool(claim),
+        )
+        await puller.start()
+        self._pullers[claim] = puller
+
+    async def _sync_claims(self) -> None:
+        wanted = self._claims.current
+        for claim in sorted(wanted - self._pullers.keys()):
+            try:
+                await self._consume(claim, target_durable(claim), target_filter(claim))
+            except Exception:
+                log.exception("worker.claim_consume_failed", worker_id=self.worker_id, claim=claim)
+        for claim in sorted(set(self._pullers) - wanted - {""}):
+            puller = self._pullers.pop(claim)
+            await puller.stop()
+            log.info("worker.claim_dropped", worker_id=self.worker_id, claim=claim)
+
+    async def _claims_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.claims_refresh)
+            if self._stopping:
+                return
+            await self._claims.refresh()
+            await self._sync_claims()
+
+    # ------------------------------------------------------------------ messages
+    def _received(self, msg: Any) -> None:
+        if self._stopping:
+            # Arrived after stop began: hand it straight back for another worker.
+            self._nak_now(msg)
+            return
+        assert self._budget is not None
+        self._budget.held += 1
+        self._held[id(msg)] = (msg, time.monotonic())
+        task = asyncio.create_task(self._run_one(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, msg: Any) -> None:
+        assert self._runner is not None and self._budget is not None
+        try:
+            async with self._sem:
+                await self._runner.process(msg)
+        except asyncio.CancelledError:
+            pass  # shutdown past its grace: the message was nak'd before cancelling
+        except Exception:
+            log.exception("worker.delivery_crashed", worker_id=self.worker_id, subject=msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+        finally:
+            self._held.pop(id(msg), None)
+            self._budget.release()
+
+    def _nak_now(self, msg: Any) -> None:
+        async def nak() -> None:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+        task = asyncio.create_task(nak())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keepalive(self) -> None:
+        """In-progress acks every ack_wait/3 for every held message (A4); reports loop stalls."""
+        interval = self.ack_wait / 3.0
+        next_tick = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            now = time.monotonic()
+            late = now - next_tick
+            if late > interval:
+                # Something blocked the event loop (a sync call inside an async handler, or
+                # a GIL-holding C call); keepalives were late and messages may be redelivered.
+                log.warning(
+                    "worker.loop_stalled",
+                    worker_id=self.worker_id,
+                    stalled_ms=round(late * 1000),
+                    held=len(self._held),
+                )
+            next_tick = now + interval
+            for msg, since in list(self._held.values()):
+                if now - since >= interval / 2:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    # ------------------------------------------------------------------ shutdown
+    async def _shutdown(self, grace: float, background: list[asyncio.Task[Any]]) -> None:
+        self._stopping = True
+        for puller in list(self._pullers.values()):
+            await puller.stop()
+        for task in background:
+            if task.get_name() != "ebind-keepalive":
+                task.cancel()
+        pending = {t for t in self._tasks if not t.done()}
+        if pending and grace > 0:
+            log.info(
+                "worker.draining", worker_id=self.worker_id, in_flight=len(pending), grace=grace
+            )
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        if pending:
+            unfinished = [m for m, _ in self._held.values()]
+            log.warning(
+                "worker.shutdown_abandoned",
+                worker_id=self.worker_id,
+                unfinished=len(unfinished),
+                grace=grace,
+            )
+            # Nak first (no delay) so the messages are redelivered promptly elsewhere, then
+            # cancel the handlers: their late ack/respond must not race the redelivery.
+            for msg in unfinished:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await self.app.nc.flush(timeout=2)
+
+
+async def _placeholder(ctx: Any, env: Any) -> bytes:  # replaced in _setup
+    raise RuntimeError("worker chain not built")
+
+
+def _workflow(app: Any) -> Any:
+    """``app.workflow`` when the workflow engine provides the worker seams, else None."""
+    try:
+        wf = app.workflow
+    except (AttributeError, ImportError, NotImplementedError):
+        return None
+    if wf is None or not all(
+        callable(getattr(wf, n, None)) for n in ("hook", "context_middleware", "run_scheduler")
+    ):
+        return None
+    return wf
