@@ -1,0 +1,262 @@
+"""NatsBus: the EventBus over the work-queue stream EBIND_DAG_EVENTS.
+
+Publishing awaits the PubAck. Subscribing binds the shared durable pull consumer
+``ebind-scheduler`` (explicit ack, ack_wait 30 s, unlimited deliveries), so each event
+is handled by one scheduler cluster-wide; the fetch loop asks for no more events than it
+has free handler slots and every fetch expires quickly, so ``stop()`` returns within
+about one expiry. Undecodable bodies are terminated and logged once (RELIABILITY D6).
+``tap()`` watches events live through a core subscription, which takes nothing from the
+work queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Self
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from ebind.errors import PublishFailed
+from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE
+from ebind.workflow.protocols import EventHandler
+from ebind.workflow.types import Event
+
+__all__ = ["NatsBus", "NatsDelivery", "NatsSubscription"]
+
+_log = structlog.get_logger("ebind.workflow.bus")
+_event_dec = msgspec.json.Decoder(Event)
+
+EVENTS_MAX_AGE = 24 * 3600.0
+# The durable plus a few operator consumers; an explicit cap (PERFORMANCE fact 1).
+EVENTS_MAX_CONSUMERS = 16
+
+
+class NatsDelivery:
+    """Acknowledgement handle of one JetStream message; only the first ack/nak/term counts."""
+
+    def __init__(self, msg: Any) -> None:
+        self._msg = msg
+        self.subject: str = msg.subject
+        self.num_delivered: int = int(msg.metadata.num_delivered)
+        self.settled = False
+
+    async def ack(self) -> None:
+        """The event was handled."""
+        if not self.settled:
+            self.settled = True
+            await self._msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Redeliver the event after ``delay`` seconds."""
+        if not self.settled:
+            self.settled = True
+            await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        """Never redeliver (poison event)."""
+        if not self.settled:
+            self.settled = True
+            await self._msg.term()
+
+
+class NatsSubscription:
+    """A running fetch loop on the shared durable."""
+
+    def __init__(self, bus: NatsBus, psub: Any, handler: EventHandler, concurrency: int) -> None:
+        self._bus = bus
+        self._psub = psub
+        self._handler = handler
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop().create_task(self._fetch_loop())
+
+    async def stop(self) -> None:
+        """Stop fetching, let running handlers finish, then drop the subscription."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        # The loop notices the flag after its current fetch expires; cancelling it mid-fetch
+        # could drop messages the server already handed out (redelivered only after ack_wait).
+        await self._loop
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()
+
+    def _free(self) -> int:
+        return self._concurrency - len(self._running)
+
+    async def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self._free()
+            if free <= 0:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._psub.fetch(free, timeout=self._bus.fetch_expiry)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: back off, the durable keeps state
+                _log.warning("bus.fetch_failed", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._stopping.wait()
+                continue
+            for msg in msgs:
+                task = asyncio.get_running_loop().create_task(self._dispatch(msg))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _dispatch(self, msg: Any) -> None:
+        delivery = NatsDelivery(msg)
+        try:
+            event = _event_dec.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _log.error(
+                "bus.event_undecodable",
+                subject=msg.subject,
+                error=str(exc),
+                size=len(msg.data),
+                num_delivered=delivery.num_delivered,
+            )
+            await self._settle(delivery.term())
+            return
+        try:
+            await self._handler(event, delivery)
+        except Exception:
+            _log.exception("bus.handler_failed", subject=msg.subject)
+            await self._settle(delivery.nak(self._bus.error_delay))
+
+    @staticmethod
+    async def _settle(coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:  # an ack lost to a disconnect means a later redelivery
+            _log.warning("bus.settle_failed", error=repr(exc))
+
+
+class NatsBus:
+    """JetStream EventBus: durable work-queue events, one handler per event cluster-wide.
+
+    Args:
+        js: a nats-py JetStream context.
+        replicas: replicas used if this bus has to create the stream.
+        stream: stream name.
+        durable: shared durable consumer name.
+        ack_wait: seconds before an unsettled event is redelivered.
+        concurrency: most events handled at once per subscription.
+        fetch_expiry: seconds each fetch waits for events (bounds ``stop()``).
+        error_delay: redelivery delay after a handler raised.
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        *,
+        replicas: int = 1,
+        stream: str = DAG_EVENTS_STREAM,
+        durable: str = SCHEDULER_DURABLE,
+        ack_wait: float = 30.0,
+        concurrency: int = 64,
+        fetch_expiry: float = 1.0,
+        error_delay: float = 1.0,
+    ) -> None:
+        self._js = js
+        self._replicas = replicas
+        self.stream = stream
+        self.durable = durable
+        self.ack_wait = ack_wait
+        self.concurrency = concurrency
+        self.fetch_expiry = fetch_expiry
+        self.error_delay = error_delay
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def create(cls, js: Any, *, replicas: int = 1, **options: Any) -> Self:
+        """Create-or-open the events stream and return the bus."""
+        bus = cls(js, replicas=replicas, **options)
+        await bus.ensure_stream()
+        return bus
+
+    async def ensure_stream(self) -> None:
+        """Create the events stream unless it exists (an existing one is used as it is)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            try:
+                await self._js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                config = StreamConfig(
+                    name=self.stream,
+                    subjects=["DAG.>"],
+                    retention=RetentionPolicy.WORK_QUEUE,
+                    storage=StorageType.FILE,
+                    max_age=EVENTS_MAX_AGE,
+                    num_replicas=self._replicas,
+                    max_consumers=EVENTS_MAX_CONSUMERS,
+                )
+                try:
+                    await self._js.add_stream(config)
+                    _log.info("bus.stream_created", stream=self.stream, replicas=self._replicas)
+                except nats.js.errors.BadRequestError:
+                    # Lost a creation race to another process with another config: use theirs.
+                    await self._js.stream_info(self.stream)
+            self._ready = True
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Publish one encoded event on ``DAG.<dag>.<kind>.<step>`` and await the PubAck."""
+        await self.ensure_stream()
+        try:
+            await self._js.publish(subject, data, stream=self.stream)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise PublishFailed(
+                f"event on {subject} was not confirmed: {exc!r}", subject=subject
+            ) from exc
+
+    async def subscribe(self, filter_subject: str, handler: EventHandler) -> NatsSubscription:
+        """Bind the shared durable and deliver matching events to ``handler``."""
+        await self.ensure_stream()
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max(self.concurrency * 4, 256),
+        )
+        await self._js.add_consumer(self.stream, config)
+        psub = await self._js.pull_subscribe_bind(consumer=self.durable, stream=self.stream)
+        return NatsSubscription(self, psub, handler, self.concurrency)
+
+    async def tap(self, filter_subject: str = "DAG.>") -> AsyncIterator[Event]:
+        """Yield events live as they are published (core subscription; takes nothing)."""
+        nc = self._js._nc  # nats-py keeps the connection on the JetStream context
+        sub = await nc.subscribe(filter_subject)
+        try:
+            async for msg in sub.messages:
+                try:
+                    yield _event_dec.decode(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    _log.warning("bus.tap_undecodable", subject=msg.subject, error=str(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
