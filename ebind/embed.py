@@ -112,7 +112,6 @@ class Node(_ShutdownOnExit):
         sync_line(sync_interval)  # validate before anything touches the disk
         self._binary = server_binary()
         self._run_dir = Path(tempfile.mkdtemp(prefix="ebind-node-"))
-        self._owns_store = store_dir is None
         self.store_dir: Path = self._run_dir / "store" if store_dir is None else Path(store_dir)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.config_path: Path = self._run_dir / "nats.conf"
@@ -122,8 +121,9 @@ class Node(_ShutdownOnExit):
         self.ready_timeout = ready_timeout
         self._cluster = cluster
         self._extra = extra_config
-        # -1 asks the server for a free port; the real one is read back from its log.
-        self.port: int = -1 if port is None else port
+        # -1 asks the server for a free port (0 would mean its default 4222); the real one
+        # is read back from its log.
+        self.port: int = port if port else -1
         self.http_port: int = -1
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -229,7 +229,7 @@ class Node(_ShutdownOnExit):
         detail = "no failure detail reported"
         try:
             while time.monotonic() < deadline:
-                detail = self._poll_ready() or ""
+                detail = self._poll_ready()
                 if not detail:
                     log.info(
                         "nats.ready", url=self.client_url, pid=self.pid, store=str(self.store_dir)
@@ -323,7 +323,7 @@ def start_node(
     """Start a JetStream ``nats-server`` on 127.0.0.1 and wait until it accepts clients.
 
     Args:
-        port: client port; None lets the OS pick one (read back from the server log).
+        port: client port; None or 0 lets the OS pick one (read back from the server log).
         store_dir: JetStream store; None uses a temporary directory removed on shutdown.
         sync_interval: ``"always"`` (default, G1) fsyncs every write before acking it;
             ``"default"``/None keeps the NATS default (2 min); a duration such as ``"10s"``.

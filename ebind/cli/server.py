@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -19,8 +21,9 @@ _DURABILITY = {
 }
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM arrives."""
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[threading.Event]:
+    """Yield an event set by SIGINT or SIGTERM; the previous handlers come back on exit."""
     stop = threading.Event()
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -28,9 +31,7 @@ def _wait_for_signal() -> None:
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        # A timed wait keeps the main thread responsive to signals.
-        while not stop.wait(0.5):
-            pass
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -67,24 +68,27 @@ def _wait_for_signal() -> None:
 )
 def server(size: int, store_dir: Path | None, port: int, sync_interval: str) -> None:
     """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
-    running: Node | Cluster
+    # Handlers go in first so a signal during startup still ends in a clean shutdown.
+    with _stop_on_signal() as stop:
+        running = _start(size, store_dir, port, sync_interval)
+        try:
+            urls = running.client_urls if isinstance(running, Cluster) else [running.client_url]
+            click.echo(f"nats-server ready: {','.join(urls)}")
+            click.echo(f"durability: {_DURABILITY[sync_interval]}")
+            click.echo(f"store: {store_dir if store_dir is not None else 'temporary'}")
+            click.echo("press Ctrl-C to stop")
+            # A timed wait keeps the main thread responsive to signals.
+            while not stop.wait(0.5):
+                pass
+        finally:
+            running.shutdown()
+            click.echo("nats-server stopped")
+
+
+def _start(size: int, store_dir: Path | None, port: int, sync_interval: str) -> Node | Cluster:
     try:
         if size > 0:
-            running = start_cluster(size, store_dir=store_dir, sync_interval=sync_interval)
-            urls = running.client_urls
-        else:
-            running = start_node(
-                port=port or None, store_dir=store_dir, sync_interval=sync_interval
-            )
-            urls = [running.client_url]
+            return start_cluster(size, store_dir=store_dir, sync_interval=sync_interval)
+        return start_node(port=port or None, store_dir=store_dir, sync_interval=sync_interval)
     except EmbedError as err:
         raise click.ClickException(str(err)) from err
-    try:
-        click.echo(f"nats-server ready: {','.join(urls)}")
-        click.echo(f"durability: {_DURABILITY[sync_interval]}")
-        click.echo(f"store: {store_dir if store_dir is not None else 'temporary'}")
-        click.echo("press Ctrl-C to stop")
-        _wait_for_signal()
-    finally:
-        running.shutdown()
-        click.echo("nats-server stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,7 +158,7 @@ class TestNode:
             "import sys, time\n"
             "from ebind.embed import start_node\n"
             "n = start_node()\n"
-            "print('PID', n.pid, flush=True)\n"
+            "print('PID', n.pid, n.config_path.parent, flush=True)\n"
             "time.sleep(60)\n"
         )
         parent = subprocess.Popen(
@@ -166,7 +167,8 @@ class TestNode:
         assert parent.stdout is not None
         with parent.stdout:
             try:
-                server_pid = int(_line_starting(parent.stdout, "PID ").split()[1])
+                _, pid_text, run_dir = _line_starting(parent.stdout, "PID ").split()
+                server_pid = int(pid_text)
                 assert _alive(server_pid)
             finally:
                 parent.kill()
@@ -174,6 +176,7 @@ class TestNode:
         deadline = time.monotonic() + 5
         while _alive(server_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        shutil.rmtree(run_dir, ignore_errors=True)  # the killed parent could not clean up
         assert not _alive(server_pid)
 
 
