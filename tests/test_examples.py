@@ -38,6 +38,10 @@ def test_example_runs(path: Path) -> None:
         stdin=subprocess.DEVNULL,
         cwd=path.parent.parent,
     )
-    assert proc.returncode == 0, f"{path.name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"{path.name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
     for line in expected:
-        assert line in proc.stdout, f"{path.name} did not print {line!r}\n--- stdout:\n{proc.stdout}"
+        assert line in proc.stdout, (
+            f"{path.name} did not print {line!r}\n--- stdout:\n{proc.stdout}"
+        )
