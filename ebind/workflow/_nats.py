@@ -1,0 +1,67 @@
+"""Wiring a Workflow to NATS: from a bare connection or from a connected App."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ebind.streams import task_subject
+from ebind.wire import TaskEnvelope
+from ebind.workflow.enqueuer import NatsEnqueuer
+from ebind.workflow.liveness import NatsLiveness
+from ebind.workflow.store_nats import NatsStore
+
+if TYPE_CHECKING:
+    from ebind.workflow.workflow import Workflow
+
+__all__ = ["build_from_app", "build_from_nats"]
+
+_enc = msgspec.json.Encoder()
+
+
+def _js_publisher(js: Any) -> Any:
+    async def publish(env: TaskEnvelope, *, msg_id: str) -> None:
+        await js.publish(
+            task_subject(env.name, env.target), _enc.encode(env), headers={"Nats-Msg-Id": msg_id}
+        )
+
+    return publish
+
+
+def _bus(js: Any, replicas: int) -> Any:
+    from ebind.workflow.bus_nats import NatsBus
+
+    return NatsBus(js, replicas=replicas)
+
+
+def _elector(js: Any) -> Any:
+    try:
+        from ebind.workflow.leader import KVLeaseElector
+    except ImportError:
+        return None
+    return KVLeaseElector(js)
+
+
+async def build_from_nats(cls: type[Workflow], nc: Any, replicas: int, **options: Any) -> Workflow:
+    """Workflow over ``nc``: NatsStore, NatsBus, a JetStream enqueuer, NatsLiveness."""
+    js = nc.jetstream()
+    store = await NatsStore.create(js, replicas=replicas)
+    options.setdefault("liveness", NatsLiveness(js))
+    return cls(store, _bus(js, replicas), NatsEnqueuer(_js_publisher(js)), **options)
+
+
+def build_from_app(cls: type[Workflow], app: Any, **options: Any) -> Workflow:
+    """Workflow over a connected App: its JetStream, its publish path, its registry."""
+    js = app.js
+    replicas = int(getattr(app, "replicas", 1) or 1)
+    options.setdefault("liveness", NatsLiveness(js))
+    options.setdefault("registry", getattr(app, "registry", None))
+    if "elector" not in options:
+        options["elector"] = _elector(js)
+    return cls(
+        NatsStore(js, replicas=replicas),
+        _bus(js, replicas),
+        NatsEnqueuer(app.publish_task),
+        **options,
+    )

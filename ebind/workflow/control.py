@@ -1,0 +1,183 @@
+"""Operator actions on a DAG: cancel, pause, resume, delete — CAS with bounded retries.
+
+Pause fences pending steps (``held``) before it flips the meta, so a scheduler that read
+the DAG as running can no longer CAS a fenced step to running; the scheduler turns
+``pausing`` into ``paused`` when the last in-flight step completes. Cancel turns pending
+steps, and steps dispatched but not yet started, into ``canceled``; running steps may
+finish, but nothing further is scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from ebind.errors import DAGNotFound, DAGNotPaused, DAGNotRunning, StaleRevision
+from ebind.workflow.protocols import StateStore
+from ebind.workflow.types import DAGStatus, StepRecord, StepStatus
+
+__all__ = ["cancel", "delete_dag", "fence_pending", "pause", "release_holds", "resume"]
+
+_log = structlog.get_logger("ebind.workflow.control")
+_ATTEMPTS = 5
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _update_step(
+    store: StateStore,
+    rec: StepRecord,
+    rev: int,
+    change: Callable[[StepRecord], StepRecord | None],
+) -> bool:
+    """CAS ``change(rec)`` onto a step, re-reading on conflict; False if change declined."""
+    for i in range(_ATTEMPTS):
+        new = change(rec)
+        if new is None:
+            return False
+        try:
+            await store.put_step(rec.dag_id, rec.step_id, new, rev)
+            return True
+        except StaleRevision:
+            await asyncio.sleep(0.01 * (i + 1))
+            rec, rev = await store.get_step(rec.dag_id, rec.step_id)
+    raise StaleRevision(dag_id=rec.dag_id, step_id=rec.step_id)
+
+
+async def cancel(store: StateStore, dag_id: str) -> None:
+    """Cancel a DAG: meta canceled at once, pending / not-yet-started steps canceled."""
+    for _ in range(_ATTEMPTS):
+        meta, rev = await store.get_meta(dag_id)
+        if meta.status.terminal:
+            return
+        new = msgspec.structs.replace(meta, status=DAGStatus.CANCELED, finished_at=_now())
+        try:
+            await store.put_meta(dag_id, new, rev)
+            break
+        except StaleRevision:
+            continue
+    else:
+        raise StaleRevision(f"workflow: could not cancel DAG {dag_id!r}", dag_id=dag_id)
+
+    def to_canceled(r: StepRecord) -> StepRecord | None:
+        waiting = r.status is StepStatus.PENDING or (
+            r.status is StepStatus.RUNNING and r.attempt == 0
+        )
+        if not waiting:
+            return None
+        return msgspec.structs.replace(r, status=StepStatus.CANCELED, finished_at=_now())
+
+    for rec, srev in await store.list_steps(dag_id):
+        await _update_step(store, rec, srev, to_canceled)
+    _log.info("dag.canceled", dag_id=dag_id)
+
+
+async def fence_pending(store: StateStore, dag_id: str) -> bool:
+    """Hold every pending step; returns whether any step is in flight (re-lists up to 5x)."""
+
+    def hold(r: StepRecord) -> StepRecord | None:
+        if r.status is not StepStatus.PENDING or r.held:
+            return None
+        return msgspec.structs.replace(r, held=True, held_at=_now())
+
+    for _ in range(_ATTEMPTS):
+        changed, in_flight = False, False
+        for rec, rev in await store.list_steps(dag_id):
+            if rec.status is StepStatus.RUNNING:
+                in_flight = True
+            elif await _update_step(store, rec, rev, hold):
+                changed = True
+        if not changed:
+            return in_flight
+    return True
+
+
+async def release_holds(store: StateStore, dag_id: str) -> int:
+    """Clear the pause fence of every held step; returns how many were released."""
+
+    def release(r: StepRecord) -> StepRecord | None:
+        if not r.held:
+            return None
+        return msgspec.structs.replace(r, held=False, held_at=None)
+
+    n = 0
+    for rec, rev in await store.list_steps(dag_id):
+        if rec.held and await _update_step(store, rec, rev, release):
+            n += 1
+    return n
+
+
+async def pause(store: StateStore, dag_id: str) -> None:
+    """Request a graceful pause (pausing while steps run, paused when none do).
+
+    Raises:
+        DAGNotRunning: the DAG is not running (also when already pausing or paused).
+    """
+    for _ in range(_ATTEMPTS):
+        meta, rev = await store.get_meta(dag_id)
+        if meta.status is not DAGStatus.RUNNING:
+            raise DAGNotRunning(
+                f"ebind: cannot pause DAG {dag_id}: status is {meta.status.value}: "
+                "workflow: DAG not running",
+                dag_id=dag_id,
+            )
+        in_flight = await fence_pending(store, dag_id)
+        status = DAGStatus.PAUSING if in_flight else DAGStatus.PAUSED
+        new = msgspec.structs.replace(meta, status=status, paused_at=None if in_flight else _now())
+        try:
+            await store.put_meta(dag_id, new, rev)
+        except StaleRevision:
+            continue
+        _log.info("dag.pause_requested", dag_id=dag_id, status=status.value)
+        return
+    raise StaleRevision(f"workflow: could not pause DAG {dag_id!r}", dag_id=dag_id)
+
+
+async def resume(store: StateStore, dag_id: str) -> None:
+    """Resume a paused DAG (meta running, holds released); the caller publishes ``resumed``.
+
+    Raises:
+        DAGNotPaused: the DAG is not paused (running, pausing, or finished).
+    """
+    for _ in range(_ATTEMPTS):
+        meta, rev = await store.get_meta(dag_id)
+        if meta.status is not DAGStatus.PAUSED:
+            raise DAGNotPaused(
+                f"ebind: cannot resume DAG {dag_id}: status is {meta.status.value}: "
+                "workflow: DAG not paused",
+                dag_id=dag_id,
+            )
+        new = msgspec.structs.replace(meta, status=DAGStatus.RUNNING, paused_at=None)
+        try:
+            await store.put_meta(dag_id, new, rev)
+        except StaleRevision:
+            continue
+        await release_holds(store, dag_id)
+        _log.info("dag.resumed", dag_id=dag_id)
+        return
+    raise StaleRevision(f"workflow: could not resume DAG {dag_id!r}", dag_id=dag_id)
+
+
+async def delete_dag(store: StateStore, dag_id: str) -> None:
+    """Delete every record of a DAG (results, steps, signals, then meta).
+
+    Raises:
+        DAGNotFound: the DAG had no meta record (cleanup was still attempted).
+    """
+    for rec, _ in await store.list_steps(dag_id):
+        await store.delete_result(dag_id, rec.step_id)
+        await store.delete_step(dag_id, rec.step_id)
+    for sig in await store.list_signals(dag_id):
+        await store.delete_signal(dag_id, sig.name)
+    try:
+        await store.get_meta(dag_id)
+    except DAGNotFound:
+        raise DAGNotFound(f"workflow: DAG {dag_id!r} not found", dag_id=dag_id) from None
+    await store.delete_meta(dag_id)
+    _log.info("dag.deleted", dag_id=dag_id)

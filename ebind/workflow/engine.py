@@ -1,0 +1,298 @@
+"""The imperative shell around DAGState: load one DAG, advance it, persist exactly what changed.
+
+``Engine.advance`` is the one routine behind submit, every scheduler event and every sweep,
+so all paths apply the same rules: re-apply cascades, fence pending steps while pausing,
+dispatch ready steps, flip pausing → paused when nothing is in flight, finalize a DAG
+whose steps are all terminal, and mark breakpoints that were hit. Dispatch resolves a
+step's arguments and target *before* it CASes the step to ``running`` (no phantom
+running, §11.2), bumps its generation and publishes with msg-id
+``<dag>:<step>:<generation>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from ebind.errors import PlacementError, ResolveError, StaleRevision, StepNotFound
+from ebind.wire import TaskEnvelope
+from ebind.workflow.events import event_subject, marshal_event
+from ebind.workflow.hook import GENERATION_KEY
+from ebind.workflow.placement import resolve_placement
+from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
+from ebind.workflow.ref import find_refs, resolve_args
+from ebind.workflow.state import DAGState
+from ebind.workflow.types import (
+    BPState,
+    DAGMeta,
+    DAGStatus,
+    Event,
+    EventKind,
+    Ref,
+    StepRecord,
+    StepStatus,
+)
+
+__all__ = ["Engine", "Loaded", "TransientError"]
+
+_log = structlog.get_logger("ebind.workflow.scheduler")
+_MAX_ROUNDS = 32
+
+
+class TransientError(Exception):
+    """Something that a later retry of the same evaluation is expected to get past."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Loaded:
+    """One DAG as read from the store: state, revisions and the meta revision."""
+
+    state: DAGState
+    revs: dict[str, int]
+    meta_rev: int
+    enqueued: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Loads, advances and persists one DAG at a time (callers serialize per DAG)."""
+
+    def __init__(
+        self, store: StateStore, bus: EventBus, enqueuer: Enqueuer, *, lanes: int = 64
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.enqueuer = enqueuer
+        self._lanes = asyncio.Semaphore(lanes)
+
+    async def load(self, dag_id: str) -> Loaded:
+        """Read meta, the DAG's steps (one filtered listing) and, when awaited, its signals."""
+        meta, meta_rev = await self.store.get_meta(dag_id)
+        listed = await self.store.list_steps(dag_id)
+        steps = {rec.step_id: rec for rec, _ in listed}
+        revs = {rec.step_id: rev for rec, rev in listed}
+        signals = []
+        if any(r.wait_signals and not r.is_terminal() for r in steps.values()):
+            signals = await self.store.list_signals(dag_id)
+        state = DAGState(meta, steps, {s.name: s for s in signals})
+        return Loaded(state, revs, meta_rev)
+
+    async def publish(self, ev: Event) -> None:
+        """Publish one scheduler event."""
+        await self.bus.publish(event_subject(ev), marshal_event(ev))
+
+    async def persist_changed(self, ld: Loaded) -> int:
+        """CAS-write every record DAGState changed; returns how many were written."""
+        ids = ld.state.take_changed()
+        for sid in ids:
+            rec = ld.state.steps[sid]
+            ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, rec, ld.revs.get(sid, 0))
+        return len(ids)
+
+    async def advance(self, ld: Loaded) -> None:
+        """Apply every rule until nothing changes, then finalize and mark breakpoints."""
+        st = ld.state
+        for _ in range(_MAX_ROUNDS):
+            st.apply_cascades()
+            changed = await self.persist_changed(ld)
+            if st.meta.status in (DAGStatus.PAUSING, DAGStatus.PAUSED):
+                changed += await self._fence(ld)
+                await self._maybe_paused(ld)
+            elif st.meta.status is DAGStatus.RUNNING:
+                changed += await self._dispatch_ready(ld)
+            if not changed:
+                break
+        await self._maybe_finalize(ld)
+        if st.meta.status is DAGStatus.RUNNING:
+            await self._mark_breakpoints(ld)
+
+    # -- pause -------------------------------------------------------------------------
+
+    async def _fence(self, ld: Loaded) -> int:
+        st, n = ld.state, 0
+        for sid, rec in list(st.steps.items()):
+            if rec.status is StepStatus.PENDING and not rec.held:
+                new = msgspec.structs.replace(rec, held=True, held_at=_now())
+                ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
+                st.steps[sid] = new
+                n += 1
+        return n
+
+    async def _maybe_paused(self, ld: Loaded) -> None:
+        st = ld.state
+        if st.meta.status is not DAGStatus.PAUSING or st.has_in_flight_steps():
+            return
+        meta = msgspec.structs.replace(st.meta, status=DAGStatus.PAUSED, paused_at=_now())
+        ld.meta_rev = await self.store.put_meta(meta.id, meta, ld.meta_rev)
+        st.meta = meta
+        _log.info("dag.paused", dag_id=meta.id)
+
+    # -- finalize ----------------------------------------------------------------------
+
+    async def _maybe_finalize(self, ld: Loaded) -> None:
+        st = ld.state
+        if st.meta.status.terminal or not st.all_steps_terminal():
+            return
+        final = st.derive_final_status()
+        meta = msgspec.structs.replace(st.meta, status=final, finished_at=_now())
+        ld.meta_rev = await self.store.put_meta(meta.id, meta, ld.meta_rev)
+        st.meta = meta
+        _log.info("dag.finished", dag_id=meta.id, status=final.value)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def _dispatch_ready(self, ld: Loaded) -> int:
+        ready = ld.state.ready_to_run()
+        if not ready:
+            return 0
+        outcomes = await asyncio.gather(
+            *(self._dispatch_one(ld, sid) for sid in ready), return_exceptions=True
+        )
+        failure: BaseException | None = None
+        for sid, out in zip(ready, outcomes, strict=True):
+            if isinstance(out, BaseException):
+                failure = failure or out
+            elif isinstance(out, tuple):
+                self._apply_unrunnable(ld, sid, *out)
+        await self.persist_changed(ld)
+        if failure is not None:
+            raise failure
+        return len(ready)
+
+    def _apply_unrunnable(self, ld: Loaded, sid: str, kind: str, message: str) -> None:
+        if kind == "skip":
+            ld.state.mark_skipped(sid)
+            return
+        _log.error(
+            "step.unrunnable", dag_id=ld.state.meta.id, step_id=sid, kind=kind, error=message
+        )
+        ld.state.mark_failed(sid, kind, message)
+
+    async def _dispatch_one(self, ld: Loaded, sid: str) -> tuple[str, str] | None:
+        async with self._lanes:
+            rec = ld.state.steps[sid]
+            try:
+                env = await self.build_envelope(ld, rec, rec.generation + 1)
+            except PlacementError as exc:
+                return ("placement", str(exc))
+            except ResolveError as exc:
+                return ("resolve", str(exc))
+            if env is None:
+                return ("skip", "")
+            new = msgspec.structs.replace(
+                rec,
+                status=StepStatus.RUNNING,
+                generation=rec.generation + 1,
+                attempt=0,
+                worker_id="",
+                target=env.target,
+                started_at=_now(),
+                error_kind="",
+                error_message="",
+            )
+            ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
+            ld.state.steps[sid] = new
+            await self.send(env, new.generation)
+            ld.enqueued.append(sid)
+            return None
+
+    async def send(self, env: TaskEnvelope, generation: int) -> None:
+        """Publish a step's envelope; a failure leaves it dispatched for the sweep to resend."""
+        msg_id = f"{env.dag_id}:{env.step_id}:{generation}"
+        try:
+            await self.enqueuer.enqueue(env, msg_id=msg_id)
+        except Exception as exc:
+            _log.warning(
+                "step.enqueue_failed", dag_id=env.dag_id, step_id=env.step_id, error=str(exc)
+            )
+            raise TransientError(f"enqueue {msg_id}: {exc}") from exc
+        _log.debug("step.enqueued", dag_id=env.dag_id, step_id=env.step_id, generation=generation)
+
+    async def build_envelope(
+        self, ld: Loaded, rec: StepRecord, generation: int
+    ) -> TaskEnvelope | None:
+        """Resolve args and target of ``rec``; None when a required upstream dooms it."""
+        st = ld.state
+        refs = {
+            p.step_id
+            for p in find_refs(bytes(rec.args_json))
+            if isinstance(p, Ref)
+            and p.step_id in st.steps
+            and st.steps[p.step_id].status is StepStatus.DONE
+        }
+        results: dict[str, bytes] = {}
+        for up in refs:
+            try:
+                results[up] = await self.store.get_result(rec.dag_id, up)
+            except StepNotFound as exc:
+                # The upstream's record says done, so its result was written first; a
+                # lagging replica can still miss it: retry rather than fail the step.
+                raise TransientError(f"result of {up!r} not readable yet") from exc
+        statuses = {k: v.status for k, v in st.steps.items()}
+        resolved, skip = resolve_args(
+            rec.args_json, results, statuses, st.signals, step_id=rec.step_id
+        )
+        if skip:
+            return None
+        target = resolve_placement(rec.step_id, st.steps, dag_id=rec.dag_id)
+        return TaskEnvelope(
+            id=f"{rec.dag_id}:{rec.step_id}",
+            name=rec.fn_name,
+            payload=msgspec.Raw(resolved),
+            enqueued_at=_now(),
+            dag_id=rec.dag_id,
+            step_id=rec.step_id,
+            retry_policy=rec.policy or st.meta.default_policy,
+            target=target,
+            timeout=rec.timeout,
+            trace_ctx={GENERATION_KEY: str(generation)},
+        )
+
+    # -- breakpoints -------------------------------------------------------------------
+
+    async def _mark_breakpoints(self, ld: Loaded) -> None:
+        st = ld.state
+        todo = [
+            (s, "before") for s in st.blocked_at_before() if st.steps[s].bp_before is BPState.NONE
+        ]
+        todo += [
+            (s, "after") for s in st.holding_at_after() if st.steps[s].bp_after is BPState.NONE
+        ]
+        for sid, pos in todo:
+            rec = st.steps[sid]
+            field_name = "bp_before" if pos == "before" else "bp_after"
+            new = msgspec.structs.replace(
+                rec, **{field_name: BPState.BLOCKED}, bp_blocked_at=rec.bp_blocked_at or _now()
+            )
+            try:
+                ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
+            except StaleRevision:
+                continue  # advisory only: someone else wrote the record, maybe the mark
+            st.steps[sid] = new
+            labels = rec.break_before if pos == "before" else rec.break_after
+            ev = Event(
+                kind=EventKind.BP_HIT,
+                dag_id=rec.dag_id,
+                step_id=sid,
+                bp_position=pos,
+                bp_labels=list(labels),
+            )
+            try:
+                await self.publish(ev)
+            except Exception as exc:  # informational event: never fail the evaluation
+                _log.warning(
+                    "bp.hit_publish_failed", dag_id=rec.dag_id, step_id=sid, error=str(exc)
+                )
+            _log.info("bp.hit", dag_id=rec.dag_id, step_id=sid, position=pos)
+
+
+def meta_is_live(meta: DAGMeta) -> bool:
+    """Whether a DAG may still change (not done, failed or canceled)."""
+    return not meta.status.terminal

@@ -1,0 +1,286 @@
+"""StepHook: the worker → workflow bridge, fenced by attempt and generation (G5).
+
+The worker calls ``on_step_started`` before a DAG step's handler, ``on_step_done`` /
+``on_step_failed`` before it acks / terminates the message. Ownership of a step is the
+triple (generation, attempt, worker_id): ``generation`` travels in the envelope's
+``trace_ctx`` (``ebind-generation``) and changes when the sweep re-enqueues a step, the
+attempt is the message's delivery count. A completion from anyone but the current owner
+is dropped and logged, and a result is written create-only *before* the record turns
+``done``, so downstream steps never read a result that is later replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from ebind.errors import StaleRevision, StepNotFound
+from ebind.wire import TaskEnvelope, TaskError
+from ebind.workflow.events import event_subject, marshal_event
+from ebind.workflow.liveness import Liveness
+from ebind.workflow.protocols import EventBus, StateStore
+from ebind.workflow.types import (
+    DEFAULT_MAX_STEP_ERROR_BYTES,
+    Event,
+    EventKind,
+    StepRecord,
+    StepStatus,
+)
+
+__all__ = ["GENERATION_KEY", "StepHook", "envelope_generation", "truncate_error"]
+
+GENERATION_KEY = "ebind-generation"
+"""``trace_ctx`` key carrying the step generation a task message was enqueued for."""
+
+_log = structlog.get_logger("ebind.workflow.hook")
+_CAS_ATTEMPTS = 5
+_NULL = b"null"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def truncate_error(message: str, limit: int) -> str:
+    """Cut ``message`` to ``limit`` UTF-8 bytes on a character boundary, adding "…".
+
+    ``limit == 0`` means DEFAULT_MAX_STEP_ERROR_BYTES; a negative limit keeps nothing.
+    """
+    if limit < 0:
+        return ""
+    limit = limit or DEFAULT_MAX_STEP_ERROR_BYTES
+    raw = message.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return message
+    # errors="ignore" drops a trailing partial character, i.e. cuts at a rune start.
+    return raw[:limit].decode("utf-8", "ignore") + "…"
+
+
+def envelope_generation(env: TaskEnvelope) -> int | None:
+    """The step generation an envelope was enqueued for (None for foreign envelopes)."""
+    raw = env.trace_ctx.get(GENERATION_KEY)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def owns(rec: StepRecord, env: TaskEnvelope) -> bool:
+    """Whether ``env``'s delivery is the step's current owner (the G5 fence)."""
+    gen = envelope_generation(env)
+    return (
+        rec.status is StepStatus.RUNNING
+        and rec.attempt in (0, env.attempt)
+        and (not rec.worker_id or rec.worker_id == env.worker_id)
+        and (gen is None or gen == rec.generation)
+    )
+
+
+class _Tracker:
+    """Steps this process runs, announced to the liveness store every ``interval``."""
+
+    def __init__(self, liveness: Liveness | None, interval: float) -> None:
+        self.liveness = liveness
+        self.interval = interval
+        self.running: dict[str, dict[str, None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, worker_id: str, key: str) -> None:
+        if self.liveness is None or not worker_id:
+            return
+        self.running.setdefault(worker_id, {})[key] = None
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    def discard(self, worker_id: str, key: str) -> None:
+        self.running.get(worker_id, {}).pop(key, None)
+
+    async def _loop(self) -> None:
+        assert self.liveness is not None
+        while True:
+            for worker_id, steps in list(self.running.items()):
+                try:
+                    await self.liveness.beat(worker_id, list(steps))
+                except Exception as exc:
+                    _log.warning("liveness.beat_failed", worker_id=worker_id, error=str(exc))
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class StepHook:
+    """Persists step starts and outcomes to the store and publishes completion events.
+
+    Args:
+        store: the state store.
+        bus: the event bus.
+        max_step_error_bytes: cap for persisted failure messages (0 → default, <0 → none).
+        liveness: where to announce running steps (None disables the announcements).
+        liveness_interval: seconds between announcements.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        bus: EventBus,
+        *,
+        max_step_error_bytes: int = DEFAULT_MAX_STEP_ERROR_BYTES,
+        liveness: Liveness | None = None,
+        liveness_interval: float = 3.0,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._max_err = max_step_error_bytes
+        self._tracker = _Tracker(liveness, liveness_interval)
+
+    async def close(self) -> None:
+        """Stop the liveness announcements."""
+        await self._tracker.close()
+
+    async def on_step_started(self, env: TaskEnvelope) -> bool:
+        """Claim the step for this delivery; False means skip the handler and ack."""
+        if not (env.dag_id and env.step_id):
+            return True
+        gen = envelope_generation(env)
+        for i in range(_CAS_ATTEMPTS):
+            try:
+                rec, rev = await self._store.get_step(env.dag_id, env.step_id)
+            except StepNotFound:
+                _log.warning("step.orphan_message", dag_id=env.dag_id, step_id=env.step_id)
+                return False
+            if rec.is_terminal():
+                await self._republish(rec)
+                return False
+            if (gen is not None and gen != rec.generation) or rec.held:
+                _log.info(
+                    "step.stale_message",
+                    dag_id=env.dag_id,
+                    step_id=env.step_id,
+                    generation=gen,
+                    current=rec.generation,
+                )
+                return False
+            new = msgspec.structs.replace(
+                rec,
+                status=StepStatus.RUNNING,
+                attempt=env.attempt,
+                worker_id=env.worker_id,
+                started_at=_now(),
+            )
+            try:
+                await self._store.put_step(env.dag_id, env.step_id, new, rev)
+            except StaleRevision:
+                await asyncio.sleep(0.05 * (i + 1))
+                continue
+            self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
+            return True
+        raise StaleRevision(dag_id=env.dag_id, step_id=env.step_id)
+
+    async def on_step_done(self, env: TaskEnvelope, result: bytes) -> None:
+        """Write the result (create-only), mark the step done, publish ``completed``."""
+        if not (env.dag_id and env.step_id):
+            return
+        data = bytes(result).strip() or _NULL
+        await self._finish(env, StepStatus.DONE, data, "", "")
+
+    async def on_step_failed(self, env: TaskEnvelope, error: TaskError) -> None:
+        """Mark the step failed with its error kind and truncated message, publish ``completed``."""
+        if not (env.dag_id and env.step_id):
+            return
+        message = truncate_error(error.message, self._max_err)
+        await self._finish(env, StepStatus.FAILED, None, error.kind, message)
+
+    async def _finish(
+        self, env: TaskEnvelope, status: StepStatus, data: bytes | None, kind: str, message: str
+    ) -> None:
+        dag_id, step_id = env.dag_id, env.step_id
+        wrote_result = False
+        for i in range(_CAS_ATTEMPTS):
+            try:
+                rec, rev = await self._store.get_step(dag_id, step_id)
+            except StepNotFound:
+                _log.warning("step.orphan_result", dag_id=dag_id, step_id=step_id)
+                return
+            if (
+                rec.status is status
+                and rec.attempt == env.attempt
+                and rec.worker_id
+                in (
+                    "",
+                    env.worker_id,
+                )
+            ):
+                # Our own earlier write landed but the event may not have: publish again.
+                await self._republish(rec)
+                return
+            if not owns(rec, env):
+                _log.warning(
+                    "step.outcome_fenced",
+                    dag_id=dag_id,
+                    step_id=step_id,
+                    attempt=env.attempt,
+                    owner_attempt=rec.attempt,
+                    status=rec.status.value,
+                    outcome=status.value,
+                )
+                self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
+                return
+            if data is not None and not wrote_result:
+                await self._put_result(dag_id, step_id, data)
+                wrote_result = True
+            new = msgspec.structs.replace(
+                rec,
+                status=status,
+                error_kind=kind,
+                error_message=message,
+                worker_id=env.worker_id,
+                attempt=env.attempt,
+                finished_at=_now(),
+            )
+            try:
+                await self._store.put_step(dag_id, step_id, new, rev)
+            except StaleRevision:
+                await asyncio.sleep(0.05 * (i + 1))
+                continue
+            self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
+            await self._republish(new)
+            return
+        raise StaleRevision(dag_id=dag_id, step_id=step_id)
+
+    async def _put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+        try:
+            await self._store.put_result(dag_id, step_id, data)
+        except StaleRevision:
+            # An earlier owner's result is already stored; first write wins so that every
+            # reader (and every downstream step) sees one value.
+            _log.warning("step.result_kept", dag_id=dag_id, step_id=step_id)
+
+    async def _republish(self, rec: StepRecord) -> None:
+        if rec.status not in (StepStatus.DONE, StepStatus.FAILED):
+            return
+        ev = Event(
+            kind=EventKind.COMPLETED,
+            dag_id=rec.dag_id,
+            step_id=rec.step_id,
+            status=rec.status,
+            error_kind=rec.error_kind,
+            error_message=rec.error_message,
+            attempt=rec.attempt,
+        )
+        await self._bus.publish(event_subject(ev), marshal_event(ev))
+
+
+def monotonic() -> float:
+    """Monotonic seconds (patched in tests)."""
+    return time.monotonic()

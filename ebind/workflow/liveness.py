@@ -1,0 +1,141 @@
+"""Worker liveness for the reconciliation sweep: who is still running which steps.
+
+Design (G4, D7): the StepHook of every process that runs DAG steps keeps a small record
+per worker id, ``alive.<b64url(worker_id)>`` in the ``ebind-leases`` bucket, rewritten
+every ``interval`` seconds while the process lives, listing the steps it is running. The
+sweep decides a ``running`` step is orphaned when its worker's record is missing, or has
+not changed for ``ttl`` seconds of the *reader's* monotonic clock (so clock skew between
+hosts does not matter), or no longer lists the step. Only then is the step re-enqueued as
+a new generation; a live worker's long step is left alone, and JetStream's own redelivery
+after ``ack_wait`` still handles the ordinary crash.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from ebind.streams import KV_LEASES, b64_token
+
+__all__ = ["Liveness", "LivenessView", "MemLiveness", "NatsLiveness"]
+
+_log = structlog.get_logger("ebind.workflow.liveness")
+
+
+class _Beat(msgspec.Struct, kw_only=True):
+    worker_id: str
+    steps: list[str] = []
+    at: float = 0.0
+
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder(_Beat)
+
+
+class LivenessView(msgspec.Struct, kw_only=True, frozen=True):
+    """What the sweep knows about one worker: whether it lives and the steps it runs."""
+
+    alive: bool
+    steps: frozenset[str] = frozenset()
+    known: bool = True
+
+
+class Liveness(Protocol):
+    """Where step-running processes announce themselves and the sweep looks them up."""
+
+    async def beat(self, worker_id: str, steps: list[str]) -> None:
+        """Announce that ``worker_id`` lives and runs ``steps`` (``<dag>:<step>``)."""
+        ...
+
+    async def view(self, worker_id: str) -> LivenessView:
+        """The sweep's judgement of ``worker_id``."""
+        ...
+
+
+class _Observer:
+    """Tracks (revision, first-seen time) per worker on the reader's monotonic clock."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def judge(self, worker_id: str, rev: int | None, steps: list[str]) -> LivenessView:
+        now = time.monotonic()
+        if rev is None:
+            self._seen.pop(worker_id, None)
+            return LivenessView(alive=False, known=False)
+        last = self._seen.get(worker_id)
+        if last is None or last[0] != rev:
+            self._seen[worker_id] = (rev, now)
+            return LivenessView(alive=True, steps=frozenset(steps))
+        # Same revision as before: the writer has not beaten since we first saw it.
+        return LivenessView(alive=now - last[1] < self.ttl, steps=frozenset(steps))
+
+
+class MemLiveness:
+    """In-memory liveness for unit tests (one process plays every worker)."""
+
+    def __init__(self, *, ttl: float = 15.0) -> None:
+        self._records: dict[str, tuple[int, list[str]]] = {}
+        self._rev = 0
+        self._observer = _Observer(ttl)
+
+    async def beat(self, worker_id: str, steps: list[str]) -> None:
+        """Announce ``worker_id`` with its running steps."""
+        self._rev += 1
+        self._records[worker_id] = (self._rev, list(steps))
+
+    def forget(self, worker_id: str) -> None:
+        """Drop a worker's record, as if it died long ago (tests)."""
+        self._records.pop(worker_id, None)
+
+    async def view(self, worker_id: str) -> LivenessView:
+        """The sweep's judgement of ``worker_id``."""
+        rec = self._records.get(worker_id)
+        if rec is None:
+            return self._observer.judge(worker_id, None, [])
+        return self._observer.judge(worker_id, rec[0], rec[1])
+
+
+class NatsLiveness:
+    """Liveness records in the ``ebind-leases`` KV bucket (created if missing)."""
+
+    def __init__(self, js: Any, *, bucket: str = KV_LEASES, ttl: float = 15.0) -> None:
+        self._js = js
+        self._bucket = bucket
+        self._kv: Any = None
+        self._observer = _Observer(ttl)
+
+    async def _store(self) -> Any:
+        if self._kv is None:
+            try:
+                self._kv = await self._js.key_value(self._bucket)
+            except Exception:
+                self._kv = await self._js.create_key_value(bucket=self._bucket, history=1)
+        return self._kv
+
+    async def beat(self, worker_id: str, steps: list[str]) -> None:
+        """Rewrite ``alive.<b64(worker_id)>`` with the running steps."""
+        kv = await self._store()
+        data = _enc.encode(_Beat(worker_id=worker_id, steps=steps, at=time.time()))
+        await kv.put(f"alive.{b64_token(worker_id)}", data)
+
+    async def view(self, worker_id: str) -> LivenessView:
+        """The sweep's judgement of ``worker_id`` (a read error counts as alive)."""
+        from nats.js.errors import KeyNotFoundError
+
+        kv = await self._store()
+        try:
+            entry = await kv.get(f"alive.{b64_token(worker_id)}")
+        except KeyNotFoundError:
+            return self._observer.judge(worker_id, None, [])
+        except Exception as exc:
+            _log.warning("liveness.read_failed", worker_id=worker_id, error=str(exc))
+            return LivenessView(alive=True, known=False)
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return self._observer.judge(worker_id, None, [])
+        beat = _dec.decode(entry.value)
+        return self._observer.judge(worker_id, int(entry.revision or 0), beat.steps)

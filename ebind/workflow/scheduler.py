@@ -1,0 +1,311 @@
+"""Scheduler: consumes ``DAG.>`` events, advances DAGs, and reconciles them periodically.
+
+Only the leader handles events; others nak them with ``nak_delay``. Events are handled in
+one *lane* per DAG: while a DAG is being evaluated, further events for it wait and are
+covered together by the next evaluation (each evaluation re-reads the DAG from KV, so one
+pass settles any number of events), and their deliveries are acked only after that pass
+succeeded. DAGs advance concurrently (PERFORMANCE fact 5). A failed pass naks its events
+for redelivery; an event that keeps failing is terminated and logged (poison).
+
+Reconciliation (G4): on every false → true leader edge and every ``sweep_interval`` the
+leader re-evaluates each live DAG through the same lanes and, in addition, rescues
+``running`` steps that nothing will finish: a step dispatched but never started is
+re-published (same msg-id while inside the stream's duplicate window, a new generation
+after ``redispatch_after``), and a started step whose worker is gone (liveness record
+missing, stale, or no longer listing the step) is re-enqueued as a new generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from ebind.errors import DAGNotFound, StaleRevision
+from ebind.workflow.engine import Engine, Loaded, TransientError
+from ebind.workflow.events import EVENTS_FILTER
+from ebind.workflow.liveness import Liveness
+from ebind.workflow.protocols import Delivery, LeaderElector, Subscription
+from ebind.workflow.types import Event, EventKind, StepRecord, StepStatus
+
+__all__ = ["Scheduler", "SchedulerConfig"]
+
+_log = structlog.get_logger("ebind.workflow.scheduler")
+_POISON_LIMIT = 20
+_INFO_KINDS = (EventKind.BP_HIT, EventKind.BP_RESUMED)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Timing knobs of the scheduler (seconds)."""
+
+    nak_delay: float = 1.0
+    sweep_check_interval: float = 5.0
+    sweep_interval: float = 30.0
+    sweep_timeout: float = 60.0
+    dispatch_grace: float = 10.0
+    redispatch_after: float = 240.0
+    liveness_ttl: float = 15.0
+
+
+@dataclass
+class _Lane:
+    """Deliveries of one DAG waiting for the next evaluation."""
+
+    waiting: list[tuple[Event | None, Delivery]] = field(default_factory=list)
+    sweep: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class _Waiter:
+    """A Delivery stand-in for sweep passes: resolves a future instead of acking."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def ack(self) -> None:
+        if not self.done.done():
+            self.done.set_result(True)
+
+    async def nak(self, delay: float | None = None) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+
+    async def term(self) -> None:
+        await self.nak()
+
+
+def _age(at: datetime | None) -> float:
+    return (datetime.now(UTC) - at).total_seconds() if at is not None else float("inf")
+
+
+class Scheduler:
+    """Advances DAGs from bus events; sweeps on leadership edges and periodically."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        elector: LeaderElector,
+        *,
+        config: SchedulerConfig | None = None,
+        liveness: Liveness | None = None,
+    ) -> None:
+        self.engine = engine
+        self.elector = elector
+        self.config = config or SchedulerConfig()
+        self.liveness = liveness
+        self._lanes: dict[str, _Lane] = {}
+        self._failures: dict[tuple[str, bytes], int] = {}
+        self._sweep_task: asyncio.Task[int] | None = None
+        self.sweeps = 0
+
+    async def run(self) -> None:
+        """Subscribe to ``DAG.>`` and watch leadership until cancelled."""
+        sub: Subscription = await self.engine.bus.subscribe(EVENTS_FILTER, self.on_event)
+        _log.info("scheduler.started")
+        try:
+            await self._watch_leadership()
+        finally:
+            await sub.stop()
+            if self._sweep_task is not None:
+                self._sweep_task.cancel()
+            lanes = [ln.task for ln in self._lanes.values() if ln.task is not None]
+            for t in lanes:
+                t.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+            _log.info("scheduler.stopped")
+
+    async def _watch_leadership(self) -> None:
+        was_leader, last_sweep = False, float("-inf")
+        while True:
+            leader = self.elector.is_leader()
+            if leader != was_leader:
+                _log.info("leader.acquired" if leader else "leader.lost")
+            due = leader and (
+                not was_leader or time.monotonic() - last_sweep >= self.config.sweep_interval
+            )
+            was_leader = leader
+            if due and (self._sweep_task is None or self._sweep_task.done()):
+                last_sweep = time.monotonic()
+                self._sweep_task = asyncio.get_running_loop().create_task(self.sweep())
+            await asyncio.sleep(self.config.sweep_check_interval)
+
+    # -- events --------------------------------------------------------------------------
+
+    async def on_event(self, ev: Event, delivery: Delivery) -> None:
+        """Bus handler: nak when not leader, else queue the delivery on its DAG's lane."""
+        if not self.elector.is_leader():
+            await delivery.nak(self.config.nak_delay)
+            return
+        if ev.kind in _INFO_KINDS:
+            await delivery.ack()
+            return
+        self._enqueue(ev.dag_id, ev, delivery, sweep=False)
+
+    def _enqueue(self, dag_id: str, ev: Event | None, delivery: Delivery, *, sweep: bool) -> None:
+        lane = self._lanes.get(dag_id)
+        if lane is None:
+            lane = self._lanes[dag_id] = _Lane()
+        lane.waiting.append((ev, delivery))
+        lane.sweep = lane.sweep or sweep
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.get_running_loop().create_task(self._drain(dag_id, lane))
+
+    async def _drain(self, dag_id: str, lane: _Lane) -> None:
+        while lane.waiting:
+            batch, sweep = lane.waiting, lane.sweep
+            lane.waiting, lane.sweep = [], False
+            try:
+                await self.evaluate(dag_id, [e for e, _ in batch if e is not None], sweep=sweep)
+            except DAGNotFound:
+                _log.info("scheduler.dag_gone", dag_id=dag_id)
+                await _settle(batch, "ack")
+            except (StaleRevision, TransientError) as exc:
+                _log.debug("scheduler.retry", dag_id=dag_id, error=str(exc))
+                await _settle(batch, "nak", 0.02 + random.random() * 0.1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(dag_id, batch, exc)
+            else:
+                for ev, _ in batch:
+                    if ev is not None:
+                        self._failures.pop(_event_key(ev), None)
+                await _settle(batch, "ack")
+        if self._lanes.get(dag_id) is lane and not lane.waiting:
+            del self._lanes[dag_id]
+
+    async def _failed(
+        self, dag_id: str, batch: list[tuple[Event | None, Delivery]], exc: Exception
+    ) -> None:
+        _log.warning("scheduler.evaluation_failed", dag_id=dag_id, error=repr(exc))
+        for ev, delivery in batch:
+            if ev is None:
+                await delivery.nak()
+                continue
+            key = _event_key(ev)
+            n = self._failures[key] = self._failures.get(key, 0) + 1
+            if n >= _POISON_LIMIT:
+                self._failures.pop(key, None)
+                _log.error(
+                    "scheduler.event_poisoned",
+                    dag_id=dag_id,
+                    kind=ev.kind.value,
+                    step_id=ev.step_id,
+                    error=repr(exc),
+                )
+                await delivery.term()
+            else:
+                await delivery.nak(self.config.nak_delay)
+
+    async def evaluate(self, dag_id: str, events: list[Event], *, sweep: bool = False) -> None:
+        """Load one DAG and advance it (in a sweep, also rescue orphaned running steps)."""
+        ld = await self.engine.load(dag_id)
+        st = ld.state
+        if st.meta.status.terminal:
+            return
+        for ev in events:
+            rec = st.steps.get(ev.step_id)
+            if ev.kind is EventKind.COMPLETED and rec is not None and not rec.is_terminal():
+                # The hook writes the record before it publishes, so this is a lagging read.
+                raise TransientError(f"step {ev.step_id!r} completion not visible yet")
+        if sweep and st.meta.status.value in ("running", "pausing"):
+            await self._rescue_running(ld)
+        await self.engine.advance(ld)
+
+    # -- reconciliation ------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Re-evaluate every live DAG through the lanes; returns how many were swept."""
+        self.sweeps += 1
+        try:
+            async with asyncio.timeout(self.config.sweep_timeout):
+                metas = await self.engine.store.list_dags()
+                waiters: list[_Waiter] = []
+                for meta in metas:
+                    if meta.status.terminal:
+                        continue
+                    w = _Waiter()
+                    waiters.append(w)
+                    self._enqueue(meta.id, None, w, sweep=True)
+                results = await asyncio.gather(*(w.done for w in waiters))
+        except TimeoutError:
+            _log.warning("sweep.timed_out", timeout=self.config.sweep_timeout)
+            return 0
+        except Exception as exc:
+            _log.warning("sweep.failed", error=repr(exc))
+            return 0
+        _log.debug("sweep.done", dags=len(results), failed=results.count(False))
+        return len(results)
+
+    async def _rescue_running(self, ld: Loaded) -> None:
+        for sid, rec in list(ld.state.steps.items()):
+            if rec.status is not StepStatus.RUNNING:
+                continue
+            if rec.attempt == 0:
+                await self._rescue_dispatched(ld, rec)
+            elif await self._orphaned(rec):
+                _log.warning(
+                    "step.orphaned",
+                    dag_id=rec.dag_id,
+                    step_id=sid,
+                    worker_id=rec.worker_id,
+                    attempt=rec.attempt,
+                )
+                await self._redispatch(ld, rec, bump=True)
+
+    async def _rescue_dispatched(self, ld: Loaded, rec: StepRecord) -> None:
+        age = _age(rec.started_at)
+        if age < self.config.dispatch_grace:
+            return
+        bump = age >= self.config.redispatch_after
+        _log.info("step.redispatched", dag_id=rec.dag_id, step_id=rec.step_id, new_generation=bump)
+        await self._redispatch(ld, rec, bump=bump)
+
+    async def _orphaned(self, rec: StepRecord) -> bool:
+        if self.liveness is None or not rec.worker_id:
+            return False
+        view = await self.liveness.view(rec.worker_id)
+        age = _age(rec.started_at)
+        ttl = self.config.liveness_ttl
+        if not view.known:
+            return not view.alive and age > ttl
+        if not view.alive:
+            return True
+        return f"{rec.dag_id}:{rec.step_id}" not in view.steps and age > 2 * ttl
+
+    async def _redispatch(self, ld: Loaded, rec: StepRecord, *, bump: bool) -> None:
+        gen = rec.generation + 1 if bump else rec.generation
+        env = await self.engine.build_envelope(ld, rec, gen)
+        if env is None:
+            return  # doomed: the cascade in advance() settles it
+        if bump:
+            new = msgspec.structs.replace(
+                rec, generation=gen, attempt=0, worker_id="", started_at=datetime.now(UTC)
+            )
+            ld.revs[rec.step_id] = await self.engine.store.put_step(
+                rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]
+            )
+            ld.state.steps[rec.step_id] = new
+        await self.engine.send(env, gen)
+
+
+def _event_key(ev: Event) -> tuple[str, bytes]:
+    return (ev.dag_id, msgspec.json.encode(ev))
+
+
+async def _settle(
+    batch: list[tuple[Event | None, Delivery]], how: str, delay: float | None = None
+) -> None:
+    for _, delivery in batch:
+        with contextlib.suppress(Exception):
+            if how == "ack":
+                await delivery.ack()
+            else:
+                await delivery.nak(delay)

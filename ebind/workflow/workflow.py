@@ -1,0 +1,322 @@
+"""Workflow: the facade bundling store, bus and enqueuer — submit target, results, operations."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+
+import structlog
+
+from ebind.codec import decode_result
+from ebind.errors import (
+    DAGNotFound,
+    StepCanceled,
+    StepFailed,
+    StepNotFound,
+    StepSkipped,
+)
+from ebind.workflow import control
+from ebind.workflow.breakpoints import list_breakpoints, resume_breakpoint
+from ebind.workflow.context import context_middleware
+from ebind.workflow.dag import Step
+from ebind.workflow.debug import BreakpointInfo, DAGDebug, SignalInfo, build_debug, write_debug
+from ebind.workflow.engine import Engine
+from ebind.workflow.hook import StepHook
+from ebind.workflow.liveness import Liveness
+from ebind.workflow.protocols import Enqueuer, EventBus, LeaderElector, StateStore
+from ebind.workflow.query import list_dags
+from ebind.workflow.scheduler import Scheduler, SchedulerConfig
+from ebind.workflow.signals import MAX_SIGNAL_PAYLOAD, list_signals, send_signal
+from ebind.workflow.types import (
+    DEFAULT_MAX_STEP_ERROR_BYTES,
+    DAGMeta,
+    Event,
+    EventKind,
+    StepRecord,
+    StepStatus,
+)
+
+if TYPE_CHECKING:
+    from ebind.worker.middleware import Middleware
+
+__all__ = ["Workflow"]
+
+_log = structlog.get_logger("ebind.workflow")
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+class _AlwaysLeader:
+    def is_leader(self) -> bool:
+        return True
+
+
+class Workflow:
+    """Store + bus + enqueuer (+ elector): what DAGs are submitted to and queried through.
+
+    Args:
+        store: state store (MemStore, NatsStore).
+        bus: event bus (MemBus, NatsBus).
+        enqueuer: places step tasks on the TASKS stream.
+        elector: scheduler leadership (None: always leader).
+        nak_delay: redelivery delay for events seen by a non-leader.
+        sweep_check_interval: how often the scheduler polls leadership.
+        sweep_timeout: bound of one reconciliation sweep.
+        sweep_interval: period of the reconciliation sweep while leader (G4).
+        max_step_error_bytes: cap of persisted failure messages (<0: keep only the kind).
+        liveness: worker liveness records for orphaned-step detection (None: off).
+        liveness_interval: seconds between a worker's liveness announcements.
+        liveness_ttl: silence after which a worker counts as gone.
+        dispatch_grace: age after which a dispatched, unstarted step is re-published.
+        redispatch_after: age after which it is re-enqueued as a new generation.
+        registry: task registry for typed result decoding (optional).
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        bus: EventBus,
+        enqueuer: Enqueuer,
+        *,
+        elector: LeaderElector | None = None,
+        nak_delay: float = 1.0,
+        sweep_check_interval: float = 5.0,
+        sweep_timeout: float = 60.0,
+        sweep_interval: float = 30.0,
+        max_step_error_bytes: int = DEFAULT_MAX_STEP_ERROR_BYTES,
+        liveness: Liveness | None = None,
+        liveness_interval: float = 3.0,
+        liveness_ttl: float = 15.0,
+        dispatch_grace: float = 10.0,
+        redispatch_after: float = 240.0,
+        registry: Any = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.enqueuer = enqueuer
+        self.elector: LeaderElector = elector or _AlwaysLeader()
+        self.max_step_error_bytes = max_step_error_bytes
+        self.max_signal_payload = MAX_SIGNAL_PAYLOAD
+        self.liveness = liveness
+        self.liveness_interval = liveness_interval
+        self.registry = registry
+        self.engine = Engine(store, bus, enqueuer)
+        self.config = SchedulerConfig(
+            nak_delay=nak_delay,
+            sweep_check_interval=sweep_check_interval,
+            sweep_interval=sweep_interval,
+            sweep_timeout=sweep_timeout,
+            dispatch_grace=dispatch_grace,
+            redispatch_after=redispatch_after,
+            liveness_ttl=liveness_ttl,
+        )
+        self.scheduler = Scheduler(self.engine, self.elector, config=self.config, liveness=liveness)
+        self._hook: StepHook | None = None
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    async def from_nats(cls, nc: Any, replicas: int = 1, **options: Any) -> Workflow:
+        """A Workflow on NATS: NatsStore, NatsBus, an enqueuer publishing to EBIND_TASKS."""
+        from ebind.workflow._nats import build_from_nats
+
+        return await build_from_nats(cls, nc, replicas, **options)
+
+    @classmethod
+    def from_app(cls, app: Any, **options: Any) -> Workflow:
+        """The Workflow behind ``app.workflow`` (the app must be connected)."""
+        from ebind.workflow._nats import build_from_app
+
+        return build_from_app(cls, app, **options)
+
+    def with_elector(self, elector: LeaderElector) -> Workflow:
+        """Replace the leader elector; returns self."""
+        self.elector = elector
+        self.scheduler.elector = elector
+        return self
+
+    # -- worker seams --------------------------------------------------------------------
+
+    def hook(self) -> StepHook:
+        """The StepHook for the worker (one per Workflow)."""
+        if self._hook is None:
+            self._hook = StepHook(
+                self.store,
+                self.bus,
+                max_step_error_bytes=self.max_step_error_bytes,
+                liveness=self.liveness,
+                liveness_interval=self.liveness_interval,
+            )
+        return self._hook
+
+    def context_middleware(self) -> Middleware:
+        """Worker middleware that makes ``from_context(ctx)`` work in DAG steps."""
+        return context_middleware(self)
+
+    async def run_scheduler(self) -> None:
+        """Run the scheduler (and the elector's lease loop, if it has one) until cancelled."""
+        run_elector = getattr(self.elector, "run", None)
+        if not callable(run_elector):
+            await self.scheduler.run()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(run_elector())
+            tg.create_task(self.scheduler.run())
+
+    async def close(self) -> None:
+        """Stop background work started by the hook (liveness announcements)."""
+        if self._hook is not None:
+            await self._hook.close()
+
+    # -- results -------------------------------------------------------------------------
+
+    async def result(
+        self,
+        dag_id: str,
+        step: Step | str,
+        timeout: float | None = None,  # noqa: ASYNC109 - SPEC §4 names it
+    ) -> Any:
+        """Wait for a step's result, from any process; typed when the handler is known.
+
+        Raises:
+            StepFailed / StepSkipped / StepCanceled: the step ended without a result.
+            DAGNotFound: no such DAG.  StepNotFound: no such step in a finished DAG.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        step_id = step.id if isinstance(step, Step) else step
+        async with asyncio.timeout(timeout):
+            await self.store.get_meta(dag_id)
+            watch = asyncio.ensure_future(_first(self.store.watch_result(dag_id, step_id)))
+            try:
+                raw, rec = await self._wait_done(dag_id, step_id, watch)
+            finally:
+                watch.cancel()
+        return self._decode(rec, step, raw)
+
+    async def _wait_done(
+        self, dag_id: str, step_id: str, watch: asyncio.Future[bytes]
+    ) -> tuple[bytes, StepRecord]:
+        delay = 0.01
+        while True:
+            rec = await self._step_or_none(dag_id, step_id)
+            if rec is not None:
+                if rec.status is StepStatus.DONE:
+                    raw = watch.result() if watch.done() else await self._read_result(rec)
+                    if raw is not None:
+                        return raw, rec
+                _raise_for(rec)
+            if not watch.done():
+                await asyncio.wait({watch}, timeout=delay)
+            else:
+                await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _step_or_none(self, dag_id: str, step_id: str) -> StepRecord | None:
+        try:
+            rec, _ = await self.store.get_step(dag_id, step_id)
+            return rec
+        except StepNotFound:
+            meta, _ = await self.store.get_meta(dag_id)
+            if meta.status.terminal:
+                raise StepNotFound(
+                    f"workflow: step {step_id!r} not found in DAG {dag_id!r}",
+                    dag_id=dag_id,
+                    step_id=step_id,
+                ) from None
+            return None  # maybe a dynamic step not added yet
+
+    async def _read_result(self, rec: StepRecord) -> bytes | None:
+        try:
+            return await self.store.get_result(rec.dag_id, rec.step_id)
+        except StepNotFound:
+            return None
+
+    def _decode(self, rec: StepRecord, step: Step | str, raw: bytes) -> Any:
+        spec = getattr(step.fn, "spec", None) if isinstance(step, Step) else None
+        if spec is None and self.registry is not None:
+            spec = self.registry.get(rec.fn_name)
+        tp = getattr(spec, "return_type", Any)
+        return decode_result(tp, raw)
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def cancel(self, dag_id: str) -> None:
+        """Cancel a DAG: pending steps canceled now, running ones may finish."""
+        await control.cancel(self.store, dag_id)
+
+    async def pause(self, dag_id: str) -> None:
+        """Pause a running DAG gracefully (DAGNotRunning otherwise)."""
+        await control.pause(self.store, dag_id)
+
+    async def resume(self, dag_id: str) -> None:
+        """Resume a paused DAG (DAGNotPaused otherwise)."""
+        await control.resume(self.store, dag_id)
+        await self.engine.publish(Event(kind=EventKind.RESUMED, dag_id=dag_id, step_id=dag_id))
+
+    async def delete_dag(self, dag_id: str) -> None:
+        """Delete every record of a DAG (DAGNotFound if it had no meta)."""
+        await control.delete_dag(self.store, dag_id)
+
+    async def info(self, dag_id: str) -> tuple[DAGMeta, list[StepRecord]]:
+        """The DAG's meta and step records (by added_at, then id)."""
+        meta, _ = await self.store.get_meta(dag_id)
+        steps = [r for r, _ in await self.store.list_steps(dag_id)]
+        steps.sort(key=lambda r: (r.added_at or _EPOCH, r.step_id))
+        return meta, steps
+
+    async def debug(self, dag_id: str) -> DAGDebug:
+        """A structured snapshot of the DAG (DAGNotFound if missing)."""
+        meta, steps = await self.info(dag_id)
+        sigs = await self.store.list_signals(dag_id)
+        return build_debug(meta, steps, sigs, datetime.now(UTC))
+
+    async def debug_print(self, dag_id: str, file: IO[str] | None = None) -> None:
+        """Write a human-readable report of the DAG (stdout by default)."""
+        write_debug(file or sys.stdout, await self.debug(dag_id))
+
+    async def list_dags(self, labels: Iterable[str] | str = ()) -> list[DAGMeta]:
+        """DAGs carrying every label in ``labels``, newest first."""
+        return await list_dags(self.store, labels)
+
+    async def signal(self, dag_id: str, name: str, payload: Any = None) -> bool:
+        """Deliver a signal; False if it was already delivered (first wins) or the DAG ended."""
+        return await send_signal(self.engine, dag_id, name, payload, limit=self.max_signal_payload)
+
+    async def list_signals(self, dag_id: str) -> list[SignalInfo]:
+        """Delivered and awaited signals of a DAG."""
+        return await list_signals(self.engine, dag_id)
+
+    async def resume_breakpoint(self, dag_id: str, label: str) -> int:
+        """Release the stopped breakpoints carrying ``label``; returns how many."""
+        return await resume_breakpoint(self.engine, dag_id, label)
+
+    async def list_breakpoints(self, dag_id: str) -> list[BreakpointInfo]:
+        """Every declared breakpoint of the DAG and its state."""
+        return await list_breakpoints(self.engine, dag_id)
+
+
+def _raise_for(rec: StepRecord) -> None:
+    if rec.status is StepStatus.FAILED:
+        raise StepFailed(
+            f"workflow: step failed: {rec.error_kind}: {rec.error_message}",
+            dag_id=rec.dag_id,
+            step_id=rec.step_id,
+            error_kind=rec.error_kind,
+            error_message=rec.error_message,
+        )
+    if rec.status is StepStatus.SKIPPED:
+        raise StepSkipped(
+            f"workflow: step {rec.step_id!r} skipped", dag_id=rec.dag_id, step_id=rec.step_id
+        )
+    if rec.status is StepStatus.CANCELED:
+        raise StepCanceled(
+            f"workflow: step {rec.step_id!r} canceled", dag_id=rec.dag_id, step_id=rec.step_id
+        )
+
+
+async def _first(it: Any) -> bytes:
+    async for data in it:
+        return bytes(data)
+    raise DAGNotFound("workflow: result watch ended")

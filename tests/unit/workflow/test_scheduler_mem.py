@@ -1,0 +1,404 @@
+"""Scheduler + hook + submit over MemStore / MemBus / CaptureEnqueuer (the worker is simulated)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from simworker import SimCtx, SimWorker, make_wf
+
+from ebind.errors import (
+    CycleError,
+    DAGCanceled,
+    DAGNotFound,
+    DAGNotPaused,
+    DAGNotRunning,
+    DuplicateStep,
+    InvalidArguments,
+    InvalidName,
+    PayloadTooLarge,
+    StaleRevision,
+    StepCanceled,
+    StepFailed,
+    StepSkipped,
+)
+from ebind.wire import TaskError
+from ebind.workflow import DAG, DAGStatus, StepStatus, Workflow, truncate_error
+
+
+def _add(ctx: SimCtx, a: int, b: int) -> int:
+    return a + b
+
+
+def _total(ctx: SimCtx, xs: list[int]) -> int:
+    return sum(xs)
+
+
+def _boom(ctx: SimCtx, *args: Any) -> int:
+    raise RuntimeError("boom")
+
+
+def _echo(ctx: SimCtx, *args: Any) -> Any:
+    return list(args)
+
+
+HANDLERS = {"add": _add, "total": _total, "boom": _boom, "echo": _echo}
+
+
+@contextlib.asynccontextmanager
+async def running(wf: Workflow) -> AsyncIterator[None]:
+    task = asyncio.create_task(wf.run_scheduler())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await wf.close()
+
+
+async def test_linear_chain_runs_in_order_and_results_are_typed_json() -> None:
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="chain")
+    a = dag.step("a", "add", 1, 2)
+    b = dag.step("b", "add", a.ref(), 10)
+    c = dag.step("c", "add", b.ref(), 100)
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        assert await wf.result(dag.id, c, timeout=1) == 113
+        assert await wf.result(dag.id, "a", timeout=1) == 3
+    assert enq.step_ids() == ["a", "b", "c"]
+    assert all(e.id == f"chain:{e.step_id}" for e in enq.envelopes)
+    assert [mid for _, mid in enq.calls] == ["chain:a:1", "chain:b:1", "chain:c:1"]
+    await bus.close()
+
+
+async def test_fan_out_fan_in_with_refs_nested_in_a_list() -> None:
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="fan")
+    leaves = [dag.step(f"l{i}", "add", i, 0) for i in range(20)]
+    total = dag.step("total", "total", [s.ref() for s in leaves])
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        assert await wf.result(dag.id, total, timeout=1) == sum(range(20))
+    await bus.close()
+
+
+async def test_failure_cascades_skip_and_optional_default_substitutes() -> None:
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="opt")
+    bad = dag.step("bad", "boom", optional=True)
+    dep = dag.step("dep", "echo", bad.ref())
+    dflt = dag.step("dflt", "echo", bad.ref_or_default({"x": 1}))
+    after = dag.step("after", "echo", 5, after=[bad])
+    any_ = dag.step("any", "echo", 6, after_any=[bad])
+    async with running(wf):
+        await dag.submit(wf)
+        status = await w.run_until_terminal(dag.id)
+        with pytest.raises(StepFailed, match="boom"):
+            await wf.result(dag.id, bad, timeout=1)
+        with pytest.raises(StepSkipped):
+            await wf.result(dag.id, dep, timeout=1)
+        with pytest.raises(StepSkipped):
+            await wf.result(dag.id, after, timeout=1)
+        assert await wf.result(dag.id, dflt, timeout=1) == [{"x": 1}]
+        assert await wf.result(dag.id, any_, timeout=1) == [6]
+    # dep and after are required-skipped non-optional steps, so the DAG failed.
+    assert status is DAGStatus.FAILED
+    await bus.close()
+
+
+async def test_all_failures_optional_means_done() -> None:
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="optok")
+    bad = dag.step("bad", "boom", optional=True)
+    dag.step("dflt", "echo", bad.ref_or_default(0))
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+    await bus.close()
+
+
+async def test_submit_validation_rejects_before_anything_is_persisted() -> None:
+    wf, store, bus, _ = make_wf()
+    dag = DAG(id="cyc")
+    dag.step("a", "echo", after=["b"])
+    dag.step("b", "echo", after=["a"])
+    with pytest.raises(CycleError):
+        await dag.submit(wf)
+    assert await store.list_steps("cyc") == []
+    with pytest.raises(DAGNotFound):
+        await store.get_meta("cyc")
+    d2 = DAG(id="dup")
+    d2.step("a", "echo")
+    with pytest.raises(DuplicateStep):
+        d2.step("a", "echo")
+    for bad in ("a.b", "", "*", "café", "x" * 200):
+        with pytest.raises(InvalidName):
+            d2.step(bad, "echo")
+    with pytest.raises(InvalidName):
+        DAG(id="a b")
+    d3 = DAG(id="unknown")
+    d3.step("a", "echo", after=["ghost"])
+    with pytest.raises(InvalidArguments, match="ghost"):
+        await d3.submit(wf)
+    await bus.close()
+
+
+async def test_second_submit_of_an_id_is_stale_revision() -> None:
+    wf, _, bus, enq = make_wf()
+    d1 = DAG(id="same")
+    d1.step("a", "echo", 1)
+    await d1.submit(wf)
+    with pytest.raises(StaleRevision):
+        await d1.submit(wf)
+    d2 = DAG(id="same")
+    d2.step("a", "echo", 1)
+    with pytest.raises(StaleRevision):
+        await d2.submit(wf)
+    assert enq.step_ids() == ["a"]
+    await bus.close()
+
+
+async def test_stale_attempt_result_is_fenced_out() -> None:
+    wf, store, bus, enq = make_wf()
+    dag = DAG(id="fence")
+    dag.step("a", "echo", 1)
+    await dag.submit(wf)
+    env = enq.envelopes[0]
+    hook = wf.hook()
+    first = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+    second = msgspec.structs.replace(env, attempt=2, worker_id="w2")
+    assert await hook.on_step_started(first)
+    assert await hook.on_step_started(second)  # redelivery after w1 stalled past ack_wait
+    await hook.on_step_done(first, b'"stale"')  # dropped: w1 no longer owns the step
+    rec, _ = await store.get_step("fence", "a")
+    assert rec.status is StepStatus.RUNNING and rec.worker_id == "w2"
+    await hook.on_step_done(second, b'"fresh"')
+    assert await store.get_result("fence", "a") == b'"fresh"'
+    rec, _ = await store.get_step("fence", "a")
+    assert rec.status is StepStatus.DONE and rec.attempt == 2
+    # A late duplicate delivery of a finished step is not run.
+    assert not await hook.on_step_started(msgspec.structs.replace(env, attempt=3, worker_id="w3"))
+    await wf.close()
+    await bus.close()
+
+
+async def test_failed_step_message_is_truncated_on_a_utf8_boundary() -> None:
+    assert truncate_error("abcdef", 4) == "abcd…"
+    assert truncate_error("ééé", 3) == "é…"
+    assert truncate_error("short", 4096) == "short"
+    assert truncate_error("anything", -1) == ""
+    wf, store, bus, enq = make_wf(max_step_error_bytes=5)
+    dag = DAG(id="trunc")
+    dag.step("a", "boom")
+    await dag.submit(wf)
+    env = msgspec.structs.replace(enq.envelopes[0], attempt=1, worker_id="w1")
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    await hook.on_step_failed(env, TaskError(kind="handler", message="x" * 100))
+    rec, _ = await store.get_step("trunc", "a")
+    assert (rec.error_kind, rec.error_message) == ("handler", "xxxxx…")
+    await wf.close()
+    await bus.close()
+
+
+async def test_result_errors_are_prompt() -> None:
+    wf, _, bus, enq = make_wf()
+    with pytest.raises(DAGNotFound):
+        await wf.result("nope", "a", timeout=5)
+    dag = DAG(id="slow")
+    dag.step("a", "echo")
+    await dag.submit(wf)
+    with pytest.raises(TimeoutError):
+        await wf.result("slow", "a", timeout=0.05)
+    await bus.close()
+
+
+async def test_cancel_cancels_pending_and_schedules_nothing_more() -> None:
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="cx")
+    a = dag.step("a", "echo", 1)
+    b = dag.step("b", "echo", a.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        env = w.take_new()[0]
+        await w.deliver(env, run=False)  # a is running on w1
+        await wf.cancel(dag.id)
+        meta, _ = await store.get_meta(dag.id)
+        assert meta.status is DAGStatus.CANCELED
+        with pytest.raises(StepCanceled):
+            await wf.result(dag.id, b, timeout=1)
+        live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+        await w.finish(live)  # a may still finish
+        assert await wf.result(dag.id, a, timeout=1) == [1]
+        await asyncio.sleep(0.2)
+    assert enq.step_ids() == ["a"]
+    await wf.cancel(dag.id)  # idempotent
+    with pytest.raises(DAGCanceled):
+        await _dynamic_on_canceled(wf, dag.id)
+    await bus.close()
+
+
+async def _dynamic_on_canceled(wf: Workflow, dag_id: str) -> None:
+    from ebind.workflow import ContextDAG
+
+    await ContextDAG(wf, dag_id, "a", "", "w1").step("late", "echo", 1)
+
+
+async def test_pause_fences_and_resume_continues() -> None:
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="pz")
+    a = dag.step("a", "echo", 1)
+    b = dag.step("b", "echo", a.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        env = w.take_new()[0]
+        await w.deliver(env, run=False)
+        await wf.pause(dag.id)
+        assert (await store.get_meta(dag.id))[0].status is DAGStatus.PAUSING
+        with pytest.raises(DAGNotRunning):
+            await wf.pause(dag.id)
+        with pytest.raises(DAGNotPaused):
+            await wf.resume(dag.id)
+        await w.finish(msgspec.structs.replace(env, attempt=1, worker_id="w1"))
+        for _ in range(200):
+            if (await store.get_meta(dag.id))[0].status is DAGStatus.PAUSED:
+                break
+            await asyncio.sleep(0.01)
+        assert (await store.get_meta(dag.id))[0].status is DAGStatus.PAUSED
+        await asyncio.sleep(0.2)  # sweeps run; nothing may be dispatched while paused
+        assert enq.step_ids() == ["a"]
+        await wf.resume(dag.id)
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        assert await wf.result(dag.id, b, timeout=1) == [[1]]
+    await bus.close()
+
+
+async def test_dynamic_steps_depend_on_parent_and_readd_is_idempotent() -> None:
+    async def spawn(ctx: SimCtx, n: int) -> int:
+        steps = [await ctx.dag.step(f"page-{i}", "add", i, 100) for i in range(n)]
+        await ctx.dag.step("page-0", "add", 0, 100)  # parent retry re-adds: no-op
+        with pytest.raises(DuplicateStep):
+            await ctx.dag.step("page-0", "echo")
+        with pytest.raises(InvalidArguments, match="ghost"):
+            await ctx.dag.step("x", "echo", after=["ghost"])
+        await ctx.dag.step("sum", "total", [s.ref() for s in steps])
+        return n
+
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, {**HANDLERS, "spawn": spawn})
+    dag = DAG(id="dyn")
+    dag.step("root", "spawn", 3)
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        assert await wf.result(dag.id, "sum", timeout=1) == 303
+    await bus.close()
+
+
+async def test_signals_are_buffered_first_wins_and_checked() -> None:
+    from ebind.workflow import signal_ref
+
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="sig")
+    a = dag.step("a", "echo", 1)
+    gated = dag.step("gated", "echo", a.ref(), signal_ref("approve me?"))
+    waits = dag.step("waits", "echo", 2, wait_for_signals=["go"])
+    async with running(wf):
+        await dag.submit(wf)
+        assert await wf.signal(dag.id, "go", None) is True  # before anything waits for it
+        assert await wf.signal(dag.id, "go", "again") is False
+        await asyncio.sleep(0.1)
+        await w.pump()
+        await asyncio.sleep(0.1)
+        await w.pump()
+        assert await wf.result(dag.id, waits, timeout=1) == [2]
+        assert "gated" not in enq.step_ids()
+        assert await wf.signal(dag.id, "approve me?", {"ok": True}) is True
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        assert await wf.result(dag.id, gated, timeout=1) == [[1], {"ok": True}]
+        with pytest.raises(DAGNotFound):
+            await wf.signal("nope", "go")
+        wf.max_signal_payload = 10
+        with pytest.raises(PayloadTooLarge):
+            await wf.signal(dag.id, "big", "x" * 100)
+        assert await wf.signal(dag.id, "late") is False  # finished DAG takes no signals
+    await bus.close()
+
+
+async def test_breakpoints_stop_release_and_stay_armed() -> None:
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="bp")
+    a = dag.step("a", "echo", 1, break_after=["inspect"])
+    b = dag.step("b", "echo", a.ref(), break_before=["inspect"])
+    dag.step("free", "echo", 3)
+    unarmed = dag.step("unarmed", "echo", 4, break_before=["other"])
+    async with running(wf):
+        await dag.submit(wf, active_breakpoints=["inspect"])
+        await asyncio.sleep(0.1)
+        await w.pump()
+        await asyncio.sleep(0.1)
+        assert set(enq.step_ids()) == {"a", "free", "unarmed"}
+        assert await wf.result(dag.id, unarmed, timeout=1) == [4]
+        infos = {(i.step_id, i.position): i for i in await wf.list_breakpoints(dag.id)}
+        assert infos[("a", "after")].state.value == "blocked"
+        assert await wf.resume_breakpoint(dag.id, "inspect") == 1  # a's after-bp
+        await asyncio.sleep(0.1)
+        assert "b" not in enq.step_ids()  # b's own before-bp now stops it
+        assert await wf.resume_breakpoint(dag.id, "inspect") == 1
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        assert await wf.result(dag.id, b, timeout=1) == [[1]]
+    await bus.close()
+
+
+async def test_labels_and_list_dags_newest_first() -> None:
+    wf, _, bus, _ = make_wf()
+    for i, labels in enumerate([("billing",), ("billing", "nightly"), ("nightly",)]):
+        d = DAG(id=f"l{i}", labels=labels)
+        d.step("a", "echo", i)
+        await d.submit(wf)
+        await asyncio.sleep(0.002)
+    assert [m.id for m in await wf.list_dags()] == ["l2", "l1", "l0"]
+    assert [m.id for m in await wf.list_dags(["billing"])] == ["l1", "l0"]
+    assert [m.id for m in await wf.list_dags(["billing", "nightly"])] == ["l1"]
+    with pytest.raises(InvalidArguments):
+        DAG(labels=[""])
+    await bus.close()
+
+
+async def test_info_debug_and_delete() -> None:
+    import io
+
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="dbg")
+    dag.step("a", "echo", 1)
+    async with running(wf):
+        await dag.submit(wf)
+        await w.run_until_terminal(dag.id)
+    meta, steps = await wf.info(dag.id)
+    assert meta.status is DAGStatus.DONE and [s.step_id for s in steps] == ["a"]
+    out = io.StringIO()
+    await wf.debug_print(dag.id, file=out)
+    assert "DAG dbg" in out.getvalue()
+    await wf.delete_dag(dag.id)
+    with pytest.raises(DAGNotFound):
+        await wf.info(dag.id)
+    with pytest.raises(DAGNotFound):
+        await wf.delete_dag(dag.id)
+    await bus.close()
