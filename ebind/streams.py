@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any, cast
 
-from ebind.errors import InvalidName
+from ebind.errors import InvalidArguments, InvalidName
 
 __all__ = [
     "DAG_EVENTS_STREAM",
@@ -18,6 +19,7 @@ __all__ = [
     "DUPLICATE_WINDOW",
     "KV_DAGS",
     "KV_LEASES",
+    "MAX_CONSUMERS",
     "MAX_ID_LEN",
     "MAX_TARGET_LEN",
     "MAX_TASK_NAME_LEN",
@@ -26,8 +28,10 @@ __all__ = [
     "WORKER_DURABLE",
     "b64_token",
     "check_id",
+    "check_target",
     "check_task_name",
     "dlq_subject",
+    "ensure_streams",
     "resp_subject",
     "target_durable",
     "target_filter",
@@ -85,8 +89,8 @@ def check_id(value: str, kind: str = "id") -> str:
 
 
 def check_task_name(name: str) -> str:
-    """Return ``name`` if it is dot-separated tokens of ``[A-Za-z0-9_-]``, else raise InvalidName."""
-    if not isinstance(name, str) or not name:
+    """Return ``name`` if it is dot-separated ``[A-Za-z0-9_-]`` tokens, else raise InvalidName."""
+    if not isinstance(cast(object, name), str) or not name:
         raise InvalidName("task name must be a non-empty string", kind="task name", value=str(name))
     if len(name) > MAX_TASK_NAME_LEN:
         raise InvalidName(
@@ -119,7 +123,7 @@ def unb64_token(token: str) -> str:
 
 def check_target(target: str) -> str:
     """Validate a placement target / claim (any non-blank string up to MAX_TARGET_LEN)."""
-    if not isinstance(target, str) or not target.strip():
+    if not isinstance(cast(object, target), str) or not target.strip():
         raise InvalidName("target must be a non-empty string", kind="target", value=str(target))
     if len(target.encode("utf-8")) > MAX_TARGET_LEN:
         raise InvalidName(
@@ -155,3 +159,181 @@ def resp_subject(client_id: str, task_id: str) -> str:
 def dlq_subject(name: str) -> str:
     """Subject a dead letter for task ``name`` is published to."""
     return f"DLQ.{name}"
+
+
+# ---------------------------------------------------------------------------- provisioning
+# Explicit consumer caps (PERFORMANCE fact 1). They cannot be changed on an existing stream,
+# so they are generous where consumers are legitimately many (one durable per worker claim,
+# result watches on the DAG bucket) and small where ebind never creates any (RESP: results
+# come through one core subscription and direct gets).
+MAX_CONSUMERS = {
+    TASKS_STREAM: 4096,
+    RESP_STREAM: 64,
+    DLQ_STREAM: 64,
+    DAG_EVENTS_STREAM: 256,
+    f"KV_{KV_DAGS}": 4096,
+    f"KV_{KV_LEASES}": 256,
+}
+SCHEDULED_SUBJECTS = "TASKS_SCHEDULED.>"
+
+
+def _stream_configs(replicas: int) -> list[Any]:
+    from nats.js import api
+
+    file = api.StorageType.FILE
+    work_queue = api.RetentionPolicy.WORK_QUEUE
+    limits = api.RetentionPolicy.LIMITS
+    return [
+        # Discard "old" is forced: the server rejects message schedules with discard "new"
+        # (err 10052). With no max_msgs/max_bytes set, only max_age ever removes messages.
+        api.StreamConfig(
+            name=TASKS_STREAM,
+            subjects=["TASKS.>", "TASKS_TARGET.>", SCHEDULED_SUBJECTS],
+            retention=work_queue,
+            storage=file,
+            max_age=TASKS_MAX_AGE,
+            duplicate_window=DUPLICATE_WINDOW,
+            allow_msg_schedules=True,
+            max_consumers=MAX_CONSUMERS[TASKS_STREAM],
+            num_replicas=replicas,
+        ),
+        api.StreamConfig(
+            name=RESP_STREAM,
+            subjects=["RESP.>"],
+            retention=limits,
+            storage=file,
+            max_age=RESP_MAX_AGE,
+            allow_direct=True,
+            max_consumers=MAX_CONSUMERS[RESP_STREAM],
+            num_replicas=replicas,
+        ),
+        api.StreamConfig(
+            name=DLQ_STREAM,
+            subjects=["DLQ.>"],
+            retention=limits,
+            storage=file,
+            max_age=DLQ_MAX_AGE,
+            max_consumers=MAX_CONSUMERS[DLQ_STREAM],
+            num_replicas=replicas,
+        ),
+        api.StreamConfig(
+            name=DAG_EVENTS_STREAM,
+            subjects=["DAG.>"],
+            retention=work_queue,
+            storage=file,
+            max_age=TASKS_MAX_AGE,
+            max_consumers=MAX_CONSUMERS[DAG_EVENTS_STREAM],
+            num_replicas=replicas,
+        ),
+        _kv_config(KV_DAGS, replicas),
+        _kv_config(KV_LEASES, replicas),
+    ]
+
+
+def _kv_config(bucket: str, replicas: int) -> Any:
+    # The same stream nats-py's create_key_value builds (so js.key_value() binds to it), plus
+    # an explicit consumer cap; allow_msg_ttl gives per-key TTLs (the scheduler lease).
+    from nats.js import api
+
+    return api.StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        allow_msg_ttl=True,
+        deny_delete=True,
+        discard=api.DiscardPolicy.NEW,
+        duplicate_window=120.0,
+        max_msgs_per_subject=1,
+        max_consumers=MAX_CONSUMERS[f"KV_{bucket}"],
+        num_replicas=replicas,
+    )
+
+
+# Fields ensure_streams keeps in line with the wanted config on an existing stream.
+_UPDATABLE = ("max_age", "duplicate_window", "allow_msg_schedules", "allow_direct", "allow_msg_ttl")
+
+
+def _drift(have: Any, want: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if set(have.subjects or ()) != set(want.subjects or ()):
+        changes["subjects"] = sorted(set(have.subjects or ()) | set(want.subjects or ()))
+    for field_name in _UPDATABLE:
+        wanted = getattr(want, field_name)
+        if wanted is not None and wanted != getattr(have, field_name):
+            changes[field_name] = wanted
+    # Never lower replicas: a tool run with the default of 1 must not shrink an R3 deployment.
+    if (want.num_replicas or 1) > (have.num_replicas or 1):
+        changes["num_replicas"] = want.num_replicas
+    return changes
+
+
+async def _dag_keys(js: Any) -> int:
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(f"KV_{KV_DAGS}")
+    except NotFoundError:
+        return 0
+    return int(info.state.messages or 0)
+
+
+async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
+    import structlog
+    from nats.js.errors import APIError, NotFoundError
+
+    log = structlog.get_logger("ebind.streams")
+    try:
+        info = await js.stream_info(want.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(want)
+        except APIError as exc:
+            if exc.err_code != 10058:  # 10058 = created concurrently by another process
+                raise
+            return
+        if dag_keys and want.name != f"KV_{KV_DAGS}":
+            # G3: creating a stream while the DAG bucket holds records means it vanished
+            # under live state (nats-server #6888/#7556), not a first start.
+            log.warning(
+                "streams.created_missing",
+                stream=want.name,
+                dag_keys=dag_keys,
+                hint="the stream was missing while ebind-dags holds DAG records; "
+                "tasks published before may be lost, the workflow sweep re-enqueues DAG steps",
+            )
+        else:
+            log.debug("streams.created", stream=want.name)
+        return
+    changes = _drift(info.config, want)
+    if not changes:
+        return
+    try:
+        await js.update_stream(info.config.evolve(**changes))
+        log.info("streams.updated", stream=want.name, changes=sorted(changes))
+    except APIError as exc:
+        # Least-privileged clients (no STREAM.UPDATE) keep working on what exists.
+        log.warning(
+            "streams.update_failed", stream=want.name, changes=sorted(changes), error=str(exc)
+        )
+
+
+def _valid_replicas(replicas: object) -> bool:
+    return isinstance(replicas, int) and not isinstance(replicas, bool) and 1 <= replicas <= 5
+
+
+async def ensure_streams(js: Any, replicas: int = 1) -> None:
+    """Create or update every ebind stream and KV bucket (idempotent).
+
+    Existing streams are read first, so a client without create permission works against
+    pre-provisioned streams; settings that drifted are updated when permitted, replicas
+    are never lowered. Logs ``streams.created_missing`` (warning) when it has to create a
+    stream while the ``ebind-dags`` bucket holds records (RELIABILITY G3).
+    """
+    if not _valid_replicas(replicas):
+        raise InvalidArguments(f"replicas must be an integer from 1 to 5, got {replicas!r}")
+    dag_keys = await _dag_keys(js)
+    for want in _stream_configs(replicas):
+        await _ensure_one(js, want, dag_keys)

@@ -97,9 +97,19 @@ class DLQEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     subject: str = ""
 
 
+class _TaskResponseIn(msgspec.Struct, kw_only=True, frozen=True):
+    # msgspec cannot decode ``Raw | None`` (it only accepts null there), so responses are
+    # decoded through this twin whose ``result`` is a plain Raw, empty when absent.
+    task_id: str
+    result: msgspec.Raw = msgspec.Raw(b"")
+    error: TaskError | None = None
+    attempts: int = 0
+    completed_at: datetime | None = None
+
+
 encoder = msgspec.json.Encoder()
 _envelope_decoder = msgspec.json.Decoder(TaskEnvelope)
-_response_decoder = msgspec.json.Decoder(TaskResponse)
+_response_decoder = msgspec.json.Decoder(_TaskResponseIn)
 
 
 def decode_envelope(data: bytes) -> TaskEnvelope:
@@ -108,5 +118,12 @@ def decode_envelope(data: bytes) -> TaskEnvelope:
 
 
 def decode_response(data: bytes) -> TaskResponse:
-    """Decode a TaskResponse."""
-    return _response_decoder.decode(data)
+    """Decode a TaskResponse (``result`` is None when the message has none)."""
+    r = _response_decoder.decode(data)
+    return TaskResponse(
+        task_id=r.task_id,
+        result=r.result if len(r.result) else None,
+        error=r.error,
+        attempts=r.attempts,
+        completed_at=r.completed_at,
+    )

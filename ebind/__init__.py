@@ -1,0 +1,46 @@
+"""ebind: Celery-style tasks and durable DAG workflows on NATS JetStream only."""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ebind.app import App
+from ebind.context import Context, current_context
+from ebind.errors import (
+    EbindError,
+    InvalidArguments,
+    NonRetryable,
+    PayloadTooLarge,
+    PublishFailed,
+    TaskFailed,
+    TaskTimeout,
+    UnknownTask,
+)
+from ebind.future import Future
+from ebind.retry import RetryPolicy
+from ebind.task import Task
+from ebind.wire import TaskEnvelope, TaskError
+
+try:
+    __version__ = _version("ebind")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "App",
+    "Context",
+    "EbindError",
+    "Future",
+    "InvalidArguments",
+    "NonRetryable",
+    "PayloadTooLarge",
+    "PublishFailed",
+    "RetryPolicy",
+    "Task",
+    "TaskEnvelope",
+    "TaskError",
+    "TaskFailed",
+    "TaskTimeout",
+    "UnknownTask",
+    "__version__",
+    "current_context",
+]

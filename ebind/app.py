@@ -1,0 +1,455 @@
+"""App: the connection, the task registry, and the producer API (enqueue, send, futures)."""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, TypeVar, overload
+
+import msgspec
+import structlog
+
+from ebind.client import Publisher, ResponseRouter
+from ebind.codec import encode_args, encode_raw_args
+from ebind.context import Context
+from ebind.errors import InvalidArguments, NotConnected
+from ebind.future import Future
+from ebind.logging import redact
+from ebind.registry import Registry
+from ebind.retry import RetryPolicy
+from ebind.signature import HandlerSpec, inspect_handler
+from ebind.streams import check_id, check_target, check_task_name, ensure_streams, resp_subject
+from ebind.task import Task, TaskOptions
+from ebind.wire import TaskEnvelope
+
+if TYPE_CHECKING:
+    from ebind.dlq import DeadLetters
+    from ebind.worker import Worker
+    from ebind.workflow.workflow import Workflow
+
+__all__ = ["DEFAULT_NATS_URL", "App", "resolve_servers"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger("ebind.app")
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+ENV_NATS_URL = "EBIND_NATS_URL"
+MIN_SERVER_VERSION = (2, 12, 0)  # message schedules (countdown/eta) need 2.12
+
+
+def resolve_servers(nats_url: str | Sequence[str] | None) -> list[str]:
+    """``nats_url`` → ``$EBIND_NATS_URL`` → ``nats://127.0.0.1:4222``; commas separate URLs."""
+    if nats_url is None:
+        nats_url = os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL
+    urls = nats_url.split(",") if isinstance(nats_url, str) else list(nats_url)
+    servers = [u.strip() for u in urls if u and u.strip()]
+    if not servers:
+        raise InvalidArguments(
+            "nats_url is empty; pass a URL like 'nats://127.0.0.1:4222' or set $EBIND_NATS_URL",
+            parameter="nats_url",
+        )
+    return servers
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` with options returns."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Context, P], R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class App:
+    """An ebind application: register tasks with ``@app.task``, connect, enqueue.
+
+    Args:
+        name: application name (shown in logs and as the NATS client name).
+        nats_url: URL, list of URLs or comma-separated URLs; None reads ``$EBIND_NATS_URL``
+            and falls back to ``nats://127.0.0.1:4222``.
+        replicas: replicas of every stream and KV bucket ebind creates (3 in a cluster).
+        publish_timeout: seconds to wait for the server to confirm a publish.
+        **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
+    """
+
+    def __init__(
+        self,
+        name: str = "ebind",
+        *,
+        nats_url: str | Sequence[str] | None = None,
+        replicas: int = 1,
+        publish_timeout: float = 5.0,
+        **nats_connect_options: Any,
+    ) -> None:
+        _check_settings(name, replicas, publish_timeout)
+        self.name = name
+        self.replicas = replicas
+        self.publish_timeout = float(publish_timeout)
+        self.servers = resolve_servers(nats_url)
+        self.client_id = uuid.uuid4().hex
+        self.registry = Registry()
+        self._options = nats_connect_options
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._nc: Any = None
+        self._js: Any = None
+        self._router: ResponseRouter | None = None
+        self._publisher: Publisher | None = None
+        self._dlq: DeadLetters | None = None
+        self._workflow: Workflow | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "not connected"
+        return f"<ebind.App {self.name!r} {state}, {len(self.registry)} task names>"
+
+    # ------------------------------------------------------------------ connection
+    @property
+    def is_connected(self) -> bool:
+        """True between a successful ``connect()`` and ``close()``."""
+        return self._nc is not None and bool(self._nc.is_connected)
+
+    @property
+    def nc(self) -> Any:
+        """The nats-py client; raises NotConnected before ``connect()``."""
+        if self._nc is None:
+            raise NotConnected(self._not_connected())
+        return self._nc
+
+    @property
+    def js(self) -> Any:
+        """The JetStream context; raises NotConnected before ``connect()``."""
+        if self._js is None:
+            raise NotConnected(self._not_connected())
+        return self._js
+
+    @property
+    def max_payload(self) -> int:
+        """Largest message the server accepts, headers included."""
+        return int(self.nc.max_payload)
+
+    def _not_connected(self) -> str:
+        return (
+            f"App {self.name!r} is not connected; call `await app.connect()` or use "
+            "`async with app:` first"
+        )
+
+    async def connect(self) -> None:
+        """Connect, check the server version, ensure streams/buckets, subscribe to responses."""
+        if self._nc is not None:
+            return
+        import nats
+
+        from ebind.embed import check_server_version
+
+        options = {"name": f"ebind:{self.name}", **self._options, **self._callbacks()}
+        nc = await nats.connect(servers=self.servers, **options)
+        try:
+            v = nc.connected_server_version
+            check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
+            js = nc.jetstream()
+            await ensure_streams(js, self.replicas)
+            router = ResponseRouter(nc, js, self.client_id)
+            await router.start()
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js, self._router = nc, js, router
+        self._publisher = Publisher(nc, js, timeout=self.publish_timeout)
+        log.debug("app.connected", app=self.name, client_id=self.client_id)
+
+    def _callbacks(self) -> dict[str, Callable[..., Awaitable[None]]]:
+        # Log connection events through structlog (URLs redacted) and wake result waiters
+        # whenever responses may have been dropped; the caller's own callbacks still run.
+        user = self._options
+
+        def wrap(key: str, event: str, level: str, wake: bool) -> Callable[..., Awaitable[None]]:
+            async def callback(*args: Any) -> None:
+                detail = {"error": redact(repr(args[0]))} if args else {}
+                # An intentional close() disconnects too; that is not worth a warning.
+                lvl = "debug" if self._closing else level
+                getattr(log, lvl)(event, app=self.name, **detail)
+                if wake and self._router is not None:
+                    self._router.missed()
+                if user.get(key) is not None:
+                    await user[key](*args)
+
+            return callback
+
+        return {
+            "error_cb": wrap("error_cb", "nats.error", "warning", True),
+            "disconnected_cb": wrap("disconnected_cb", "nats.disconnected", "warning", False),
+            "reconnected_cb": wrap("reconnected_cb", "nats.reconnected", "info", True),
+            "closed_cb": wrap("closed_cb", "nats.closed", "debug", False),
+        }
+
+    async def close(self) -> None:
+        """Flush pending publishes and close the connection (idempotent)."""
+        nc, router = self._nc, self._router
+        self._nc = self._js = self._router = self._publisher = None
+        if nc is None:
+            return
+        self._closing = True
+        try:
+            if router is not None:
+                await router.stop()
+            try:
+                await nc.flush(timeout=self.publish_timeout)
+            except Exception as exc:  # closing anyway
+                log.debug("app.flush_failed", error=repr(exc))
+            await nc.close()
+        finally:
+            self._closing = False
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ registration
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[Concatenate[Context, P], R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        aliases: Iterable[str] = (),
+        dont_retry: Iterable[type[BaseException]] = (),
+    ) -> TaskDecorator: ...
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        aliases: Iterable[str] = (),
+        dont_retry: Iterable[type[BaseException]] = (),
+    ) -> Any:
+        """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``)."""
+
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            spec = inspect_handler(
+                f, name=name, retry=retry, timeout=timeout, aliases=aliases, dont_retry=dont_retry
+            )
+            self.registry.register(spec)
+            handle: Task[Any, Any] = Task(self, spec)
+            for n in spec.names:
+                self._tasks[n] = handle
+            return handle
+
+        return register if fn is None else register(fn)
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """Every registered name and alias mapped to its Task handle (read-only)."""
+        return MappingProxyType(self._tasks)
+
+    # ------------------------------------------------------------------ producing
+    async def enqueue(
+        self, task: str | Task[Any, Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
+        """Enqueue by handle or name; a name not registered here is sent unvalidated."""
+        spec, name = self._lookup(task)
+        return await self._submit(spec, name, args, kwargs, TaskOptions())
+
+    async def send(self, task: str | Task[Any, Any], /, *args: Any, **kwargs: Any) -> str:
+        """Enqueue fire-and-forget by handle or name; returns the task id."""
+        spec, name = self._lookup(task)
+        fut = await self._submit(spec, name, args, kwargs, TaskOptions(ignore_result=True))
+        return fut.id
+
+    async def apply_async(
+        self,
+        task: str | Task[Any, Any],
+        /,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Future[Any]:
+        """``Task.apply_async`` by handle or name (same options)."""
+        spec, name = self._lookup(task)
+        try:
+            opts = TaskOptions(**options)
+        except TypeError as exc:
+            raise InvalidArguments(f"unknown apply_async option: {exc}") from exc
+        return await self._submit(spec, name, args, kwargs or {}, opts)
+
+    def future(
+        self, task_id: str, *, name: str | None = None, client_id: str | None = None
+    ) -> Future[Any]:
+        """A Future for a task enqueued earlier (by this App, or by ``client_id``'s App)."""
+        if self._router is None:
+            raise NotConnected(self._not_connected())
+        spec = self.registry.get(name) if name else None
+        return Future(
+            self._router,
+            task_id,
+            name=name,
+            result_type=spec.return_type if spec else Any,
+            client_id=client_id,
+            check_stream_first=True,
+        )
+
+    def _lookup(self, task: str | Task[Any, Any]) -> tuple[HandlerSpec | None, str]:
+        if isinstance(task, Task):
+            return task.spec, task.spec.name
+        if not isinstance(task, str):
+            raise InvalidArguments(f"expected a task handle or name, got {type(task).__name__}")
+        spec = self.registry.get(task)
+        # Producers without the code may enqueue any well-formed name (no client validation).
+        return spec, spec.name if spec else check_task_name(task)
+
+    async def _submit(
+        self,
+        spec: HandlerSpec | None,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: TaskOptions,
+    ) -> Future[Any]:
+        if spec is not None:
+            payload = encode_args(spec, args, kwargs)
+        elif kwargs:
+            raise InvalidArguments(
+                f"task {name!r} is not registered in this process, so keyword arguments "
+                f"{sorted(kwargs)} cannot be bound to positions; pass them positionally",
+                task_name=name,
+            )
+        else:
+            payload = encode_raw_args(name, args)
+        if self._router is None or self._publisher is None:
+            raise NotConnected(self._not_connected())
+        task_id = check_id(options.task_id, "task_id") if options.task_id else str(uuid.uuid4())
+        env = TaskEnvelope(
+            id=task_id,
+            name=name,
+            payload=msgspec.Raw(payload),
+            reply_to="" if options.ignore_result else resp_subject(self.client_id, task_id),
+            deadline=_deadline(options.deadline),
+            enqueued_at=datetime.now(UTC),
+            retry_policy=_retry(options.retry) or (spec.retry if spec else None),
+            target=check_target(options.target) if options.target is not None else "",
+            timeout=spec.timeout if spec else None,
+        )
+        fut: Future[Any] = Future(
+            self._router, task_id, name=name, result_type=spec.return_type if spec else Any
+        )
+        await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
+        return fut
+
+    async def publish_task(
+        self,
+        env: TaskEnvelope,
+        *,
+        msg_id: str | None = None,
+        countdown: float | timedelta | None = None,
+        eta: datetime | None = None,
+    ) -> None:
+        """The one publish path: size check, pipelined publish, PubAck awaited with a bound.
+
+        Raises:
+            PayloadTooLarge: envelope plus headers exceed the server's max_payload.
+            PublishFailed: no confirmation in time; retrying with the same id/msg_id is safe.
+        """
+        if self._publisher is None:
+            raise NotConnected(self._not_connected())
+        await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
+
+    # ------------------------------------------------------------------ other parts
+    @property
+    def dlq(self) -> DeadLetters:
+        """The dead-letter queue (list/show/requeue/purge)."""
+        if self._dlq is None:
+            from ebind.dlq import DeadLetters
+
+            self._dlq = DeadLetters(self)
+        return self._dlq
+
+    @property
+    def workflow(self) -> Workflow:
+        """The workflow engine bound to this App (created on first use; needs a connection)."""
+        if self._workflow is None:
+            from ebind.workflow.workflow import Workflow
+
+            self._workflow = Workflow.from_app(self)
+        return self._workflow
+
+    def worker(self, **options: Any) -> Worker:
+        """A Worker for this App (see ``ebind.worker.Worker`` for the options)."""
+        from ebind.worker import Worker
+
+        return Worker(self, **options)
+
+
+def _check_settings(name: object, replicas: object, publish_timeout: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArguments(f"App name must be a non-empty string, got {name!r}")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
+        raise InvalidArguments(
+            f"replicas must be an integer from 1 to 5, got {replicas!r} (3 for a cluster)"
+        )
+    if not (isinstance(publish_timeout, int | float) and 0 < publish_timeout < math.inf):
+        raise InvalidArguments(f"publish_timeout must be > 0 seconds, got {publish_timeout!r}")
+
+
+def _deadline(deadline: datetime | float | None) -> datetime | None:
+    if deadline is None:
+        return None
+    if isinstance(deadline, datetime):
+        if deadline.tzinfo is None or deadline.utcoffset() is None:
+            raise InvalidArguments(
+                f"deadline {deadline.isoformat()} has no time zone; pass an aware datetime "
+                "or seconds from now",
+                parameter="deadline",
+            )
+        return deadline.astimezone(UTC)
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        raise InvalidArguments(
+            f"deadline must be an aware datetime or seconds from now, got {deadline!r}",
+            parameter="deadline",
+        )
+    if not math.isfinite(deadline) or deadline <= 0:
+        raise InvalidArguments(
+            f"deadline must be > 0 seconds from now, got {deadline!r}", parameter="deadline"
+        )
+    return datetime.now(UTC) + timedelta(seconds=deadline)
+
+
+def _retry(policy: object) -> RetryPolicy | None:
+    if policy is None or isinstance(policy, RetryPolicy):
+        return policy
+    raise InvalidArguments(
+        f"retry must be an ebind.RetryPolicy, got {type(policy).__name__}", parameter="retry"
+    )

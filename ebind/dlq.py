@@ -1,0 +1,135 @@
+"""The dead-letter queue: list, show, requeue and purge entries of EBIND_DLQ.
+
+Entries may hold secrets or personal data from task arguments and error messages; the
+stream keeps them 7 days. Reads are message gets by sequence, never a consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from ebind.errors import DLQEntryNotFound, InvalidArguments
+from ebind.streams import DLQ_STREAM
+from ebind.wire import DLQEntry, TaskEnvelope
+
+if TYPE_CHECKING:
+    from ebind.app import App
+
+__all__ = ["DeadLetter", "DeadLetters", "requeue_msg_id"]
+
+log = structlog.get_logger("ebind.dlq")
+_decoder = msgspec.json.Decoder(DLQEntry)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def requeue_msg_id(task_id: str, seq: int) -> str:
+    """A fresh ``Nats-Msg-Id`` for a requeue, so dedupe does not swallow it (E2)."""
+    return f"{task_id}:requeue:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One DLQ message: its stream sequence, subject, and the decoded entry."""
+
+    seq: int
+    subject: str
+    entry: DLQEntry
+
+    @property
+    def task(self) -> TaskEnvelope | None:
+        """The dead task's envelope (None when the original message was undecodable)."""
+        return self.entry.task
+
+
+class DeadLetters:
+    """``app.dlq``: the dead-letter queue of an App's NATS account."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def _to_letter(self, raw: Any) -> DeadLetter:
+        seq = int(raw.seq)
+        try:
+            entry = _decoder.decode(raw.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DLQEntryNotFound(
+                f"DLQ message {seq} is not a dead-letter entry ({exc}); inspect it with "
+                "`ebind stream peek EBIND_DLQ`",
+                seq=seq,
+            ) from exc
+        return DeadLetter(seq=seq, subject=str(raw.subject), entry=entry)
+
+    async def list(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` entries, oldest first."""
+        from nats.js.errors import NotFoundError
+
+        if not _positive_int(limit):
+            raise InvalidArguments(f"limit must be a positive integer, got {limit!r}")
+        js = self._app.js
+        info = await js.stream_info(DLQ_STREAM)
+        seq = int(info.state.first_seq or 1)
+        out: list[DeadLetter] = []
+        while len(out) < limit and info.state.messages:
+            try:
+                raw = await js.get_msg(DLQ_STREAM, seq=seq, subject="DLQ.>", next=True)
+            except NotFoundError:
+                break
+            try:
+                out.append(self._to_letter(raw))
+            except DLQEntryNotFound as exc:
+                log.warning("dlq.undecodable", seq=raw.seq, error=str(exc))
+            seq = int(raw.seq) + 1
+        return out
+
+    async def show(self, seq: int) -> DeadLetter:
+        """The entry at stream sequence ``seq``; raises DLQEntryNotFound."""
+        from nats.js.errors import NotFoundError
+
+        if not _positive_int(seq):
+            raise InvalidArguments(f"seq must be a positive integer, got {seq!r}")
+        try:
+            raw = await self._app.js.get_msg(DLQ_STREAM, seq=seq)
+        except NotFoundError as exc:
+            raise DLQEntryNotFound(
+                f"no dead letter at sequence {seq} in {DLQ_STREAM}; list them with "
+                "`await app.dlq.list()` or `ebind dlq ls`",
+                seq=seq,
+            ) from exc
+        return self._to_letter(raw)
+
+    async def requeue(self, seq: int) -> str:
+        """Publish the dead task again (attempts reset) and delete the entry; returns its id.
+
+        Raises:
+            DLQEntryNotFound: no entry at ``seq``.
+            InvalidArguments: the entry holds no decodable task to requeue.
+        """
+        letter = await self.show(seq)
+        env = letter.task
+        if env is None:
+            raise InvalidArguments(
+                f"dead letter {seq} holds an undecodable message, not a task; nothing to "
+                "requeue (purge it or publish a corrected task)"
+            )
+        env = msgspec.structs.replace(env, attempt=0, worker_id="", enqueued_at=datetime.now(UTC))
+        await self._app.publish_task(env, msg_id=requeue_msg_id(env.id, seq))
+        await self._app.js.delete_msg(DLQ_STREAM, seq)
+        log.info("dlq.requeued", task_id=env.id, task_name=env.name, seq=seq)
+        return env.id
+
+    async def purge(self) -> int:
+        """Delete every entry; returns how many there were."""
+        js = self._app.js
+        info = await js.stream_info(DLQ_STREAM)
+        await js.purge_stream(DLQ_STREAM)
+        count = int(info.state.messages or 0)
+        log.info("dlq.purged", count=count)
+        return count

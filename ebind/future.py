@@ -1,0 +1,115 @@
+"""Future[R]: the handle on a task's eventual result."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+import structlog
+
+from ebind.codec import decode_result
+from ebind.errors import TaskFailed, TaskTimeout
+from ebind.wire import ErrorKind, TaskError, TaskResponse
+
+if TYPE_CHECKING:
+    from ebind.client import ResponseRouter
+
+__all__ = ["Future"]
+
+R = TypeVar("R")
+log = structlog.get_logger("ebind.client")
+
+# How long a waiter trusts the subscription before asking the stream; doubles up to the cap.
+# Reconnects and slow-consumer drops wake waiters at once, so this is only a last resort.
+_FIRST_CHECK = 5.0
+_MAX_CHECK = 60.0
+
+
+class Future(Generic[R]):
+    """A task's pending result: ``await fut.result(timeout=None)``."""
+
+    def __init__(
+        self,
+        router: ResponseRouter,
+        task_id: str,
+        *,
+        name: str | None = None,
+        result_type: Any = Any,
+        client_id: str | None = None,
+        check_stream_first: bool = False,
+    ) -> None:
+        self._router = router
+        self._id = task_id
+        self._name = name
+        self._result_type = result_type
+        self._client_id = client_id
+        self._check_first = check_stream_first
+        self._waiter = router.waiter(task_id)
+        weakref.finalize(self, router.forget, task_id, self._waiter)
+
+    @property
+    def id(self) -> str:
+        """The task id."""
+        return self._id
+
+    @property
+    def name(self) -> str | None:
+        """The task name, when known."""
+        return self._name
+
+    def done(self) -> bool:
+        """True once the response has arrived (``result()`` then returns at once)."""
+        return self._waiter.done()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<ebind.Future {self._name or '?'} {self._id} {state}>"
+
+    # The spec fixes result(timeout=...), the Celery/concurrent.futures shape.
+    async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109
+        """Wait for the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if not self._waiter.done() and self._check_first:
+            await self._check_stream()
+        check = _FIRST_CHECK
+        while not self._waiter.done():
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TaskTimeout(
+                    f"no result for task {self._name or ''} {self._id} within {timeout}s; it may "
+                    "still run: wait again with fut.result() or app.future(task_id)",
+                    task_id=self._id,
+                )
+            slice_ = check if remaining is None else min(check, remaining)
+            wake: set[asyncio.Future[Any]] = {self._waiter, self._router.epoch}
+            await asyncio.wait(wake, timeout=slice_)
+            if not self._waiter.done():
+                await self._check_stream()
+                check = min(check * 2, _MAX_CHECK)
+        return self._decode(self._waiter.result())
+
+    async def _check_stream(self) -> None:
+        try:
+            resp = await self._router.fetch(self._id, self._client_id)
+        except Exception as exc:  # the server may be away; the next check retries
+            log.debug("task.response_check_failed", task_id=self._id, error=repr(exc))
+            return
+        if resp is not None and not self._waiter.done():
+            self._waiter.set_result(resp)
+
+    def _decode(self, resp: TaskResponse) -> R:
+        if resp.error is not None:
+            raise TaskFailed(resp.error, task_id=self._id, task_name=self._name or "")
+        raw = None if resp.result is None else bytes(resp.result)
+        try:
+            value: R = decode_result(self._result_type, raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            error = TaskError(
+                kind=ErrorKind.DECODE.value,
+                message=f"result does not match the return annotation: {exc}",
+            )
+            raise TaskFailed(error, task_id=self._id, task_name=self._name or "") from exc
+        return value
