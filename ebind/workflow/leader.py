@@ -210,28 +210,29 @@ class KVLeaseElector:
     # -- loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Acquire and renew until ``stop()`` (which releases) or cancellation (which does not).
+        """Acquire and renew until ``stop()`` or cancellation; either releases the lease.
 
-        Cancelling behaves like a crash: renewals stop, ``is_leader()`` turns false at once
-        and the key expires on the server one TTL later.
+        Releasing (a CAS delete of our own revision, bounded to one second) lets a follower
+        take over at once instead of after the TTL; ``is_leader()`` turns false first. A
+        process that dies without running this keeps the key until its TTL runs out.
         """
         self._stop.clear()
         watch = await self._watch_releases()
         try:
             while not self._stop.is_set():
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception as exc:  # e.g. no connection yet: keep trying, never die
+                    _log.warning("leader.tick_failed", key=self.key, error=repr(exc))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.renew_interval):
                         await self._wake.wait()
-        except asyncio.CancelledError:
-            self._set(False, reason="cancelled")
-            raise
         finally:
             if watch is not None:
                 with contextlib.suppress(Exception):
                     await watch.unsubscribe()
-        await self._release()
+            await self._release()
 
     async def stop(self) -> None:
         """Make ``run()`` release the lease and return."""
@@ -243,11 +244,12 @@ class KVLeaseElector:
             return
         rev = self._rev
         self._set(False, reason="released")
-        kv = await self._js.key_value(self.bucket)
         try:
-            # Delete only our own revision, never a successor's lease.
-            await kv.delete(self.key, last=rev)
-        except Exception as exc:
+            async with asyncio.timeout(1.0):
+                kv = await self._js.key_value(self.bucket)
+                # Delete only our own revision, never a successor's lease.
+                await kv.delete(self.key, last=rev)
+        except Exception as exc:  # the TTL removes the key anyway
             _log.warning("leader.release_failed", key=self.key, error=repr(exc))
 
     async def _watch_releases(self) -> Any:
