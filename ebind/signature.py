@@ -97,12 +97,16 @@ def _is_context_type(annotation: Any) -> bool:
     )
 
 
-def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def _type_hints(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn, include_extras=False)
-    except Exception:
-        # Unresolvable forward references: fall back to the raw annotations (strings kept).
-        return dict(getattr(fn, "__annotations__", {}))
+    except Exception as exc:
+        # Silently dropping to Any would turn off validation for every parameter.
+        raise InvalidArguments(
+            f"task {name!r}: cannot resolve the annotations of {fn.__qualname__} ({exc}); "
+            "define the types at module level (or import them outside TYPE_CHECKING)",
+            task_name=name,
+        ) from exc
 
 
 def _check_timeout(timeout: float | None) -> float | None:
@@ -169,7 +173,7 @@ def _params(name: str, fn: Callable[..., Any]) -> tuple[bool, tuple[Param, ...],
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise InvalidArguments(f"task {name!r}: cannot read the signature: {exc}") from exc
-    hints = _type_hints(fn)
+    hints = _type_hints(name, fn)
     plist = list(sig.parameters.values())
     wants_context = bool(plist) and _is_context_type(hints.get(plist[0].name, plist[0].annotation))
     if wants_context:
