@@ -33,6 +33,7 @@ from ebind.workflow.debug import (
 from ebind.workflow.enqueuer import CaptureEnqueuer, NatsEnqueuer
 from ebind.workflow.events import event_subject, marshal_event, unmarshal_event
 from ebind.workflow.hook import StepHook, truncate_error
+from ebind.workflow.leader import AlwaysLeader, KVLeaseElector
 from ebind.workflow.liveness import Liveness, MemLiveness, NatsLiveness
 from ebind.workflow.protocols import (
     Delivery,
@@ -70,6 +71,7 @@ __all__ = [
     "DAG",
     "DAG_EVENTS_STREAM",
     "DEFAULT_MAX_STEP_ERROR_BYTES",
+    "AlwaysLeader",
     "BPState",
     "BreakpointInfo",
     "CaptureEnqueuer",
@@ -83,6 +85,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventKind",
+    "KVLeaseElector",
     "LeaderElector",
     "Liveness",
     "MemBus",

@@ -1,4 +1,4 @@
-"""A simulated worker for scheduler tests: takes envelopes from a CaptureEnqueuer, calls the hook."""
+"""A simulated worker for scheduler tests: runs captured envelopes through the StepHook."""
 
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ Handler = Callable[..., Any]
 
 class SimWorker:
     def __init__(
-        self, wf: Workflow, enq: CaptureEnqueuer, handlers: dict[str, Handler], worker_id: str = "w1"
+        self,
+        wf: Workflow,
+        enq: CaptureEnqueuer,
+        handlers: dict[str, Handler],
+        worker_id: str = "w1",
     ) -> None:
         self.wf = wf
         self.enq = enq
@@ -44,7 +48,9 @@ class SimWorker:
         self.seen = len(self.enq.envelopes)
         return new
 
-    async def deliver(self, env: TaskEnvelope, *, worker_id: str | None = None, run: bool = True) -> None:
+    async def deliver(
+        self, env: TaskEnvelope, *, worker_id: str | None = None, run: bool = True
+    ) -> None:
         key = f"{env.id}:{env.trace_ctx.get('ebind-generation')}"
         self.deliveries[key] += 1
         live = msgspec.structs.replace(
@@ -60,7 +66,9 @@ class SimWorker:
         self.executions[live.id] += 1
         fn = self.handlers[live.name]
         args = msgspec.json.decode(live.payload)
-        ctx = SimCtx(live, ContextDAG(self.wf, live.dag_id, live.step_id, live.target, live.worker_id))
+        ctx = SimCtx(
+            live, ContextDAG(self.wf, live.dag_id, live.step_id, live.target, live.worker_id)
+        )
         try:
             out = fn(ctx, *args)
             if inspect.isawaitable(out):
@@ -76,8 +84,8 @@ class SimWorker:
             await self.deliver(env)
         return len(new)
 
-    async def run_until_terminal(self, dag_id: str, timeout: float = 5.0) -> DAGStatus:
-        async with asyncio.timeout(timeout):
+    async def run_until_terminal(self, dag_id: str, limit: float = 5.0) -> DAGStatus:
+        async with asyncio.timeout(limit):
             while True:
                 await self.pump()
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -214,7 +215,7 @@ async def test_failed_step_message_is_truncated_on_a_utf8_boundary() -> None:
 
 
 async def test_result_errors_are_prompt() -> None:
-    wf, _, bus, enq = make_wf()
+    wf, _, bus, _ = make_wf()
     with pytest.raises(DAGNotFound):
         await wf.result("nope", "a", timeout=5)
     dag = DAG(id="slow")
@@ -384,7 +385,7 @@ async def test_labels_and_list_dags_newest_first() -> None:
 async def test_info_debug_and_delete() -> None:
     import io
 
-    wf, store, bus, enq = make_wf()
+    wf, _, bus, enq = make_wf()
     w = SimWorker(wf, enq, HANDLERS)
     dag = DAG(id="dbg")
     dag.step("a", "echo", 1)
@@ -401,4 +402,248 @@ async def test_info_debug_and_delete() -> None:
         await wf.info(dag.id)
     with pytest.raises(DAGNotFound):
         await wf.delete_dag(dag.id)
+    await bus.close()
+
+
+# -- reconciliation (G4, D3, D7) ------------------------------------------------------------
+
+
+async def test_sweep_dispatches_roots_when_submit_enqueue_failed() -> None:
+    wf, store, bus, enq = make_wf()
+    enq.fail_next(ConnectionError("nats down"), count=1)
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="d3")
+    dag.step("a", "echo", 1)
+    with pytest.raises(Exception, match="nats down"):
+        await dag.submit(wf)  # meta committed, root CAS'd to running, publish failed
+    rec, _ = await store.get_step("d3", "a")
+    assert rec.status is StepStatus.RUNNING and rec.attempt == 0
+    async with running(wf):
+        assert await w.run_until_terminal("d3") is DAGStatus.DONE
+    await bus.close()
+
+
+async def test_sweep_rescues_pending_roots_after_a_crash_before_dispatch() -> None:
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="crash")
+    a = dag.step("a", "echo", 1)
+    dag.step("b", "echo", a.ref())
+    # Simulate submit.after_meta: the records exist, the process died before dispatching.
+    for rec in dag.records:
+        await store.put_step("crash", rec.step_id, rec, 0)
+    from datetime import UTC, datetime
+
+    from ebind.workflow import DAGMeta
+
+    await store.put_meta(
+        "crash", DAGMeta(id="crash", status=DAGStatus.RUNNING, created_at=datetime.now(UTC)), 0
+    )
+    async with running(wf):
+        assert await w.run_until_terminal("crash") is DAGStatus.DONE
+    await bus.close()
+
+
+async def test_started_step_of_a_dead_worker_is_reenqueued_as_a_new_generation() -> None:
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="d7")
+    dag.step("a", "echo", 1)
+    async with running(wf):
+        await dag.submit(wf)
+        env = w.take_new()[0]
+        await w.deliver(env, worker_id="ghost", run=False)  # ghost dies; its message is gone
+        assert wf.liveness is not None
+        await asyncio.sleep(0.05)
+        wf.liveness.forget("ghost")  # type: ignore[attr-defined]
+        wf.hook()._tracker.running.pop("ghost", None)
+        assert await w.run_until_terminal("d7") is DAGStatus.DONE
+    rec, _ = await store.get_step("d7", "a")
+    assert rec.generation == 2 and rec.worker_id == "w1"
+    assert [mid for _, mid in enq.calls][-1] == "d7:a:2"
+    # The dead generation's message, if it ever shows up, is not run.
+    assert not await wf.hook().on_step_started(
+        msgspec.structs.replace(env, attempt=5, worker_id="w9")
+    )
+    await bus.close()
+
+
+async def test_poison_events_do_not_stop_the_scheduler() -> None:
+    wf, _, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    async with running(wf):
+        await bus.publish("DAG.x.completed.y", b"\x00garbage")
+        await bus.publish("DAG.gone.completed.a", b'{"kind":"completed","dag_id":"gone"}')
+        dag = DAG(id="after-poison")
+        dag.step("a", "echo", 1)
+        await dag.submit(wf)
+        assert await w.run_until_terminal(dag.id) is DAGStatus.DONE
+        async with asyncio.timeout(2):
+            await bus.join()
+    await bus.close()
+
+
+# -- seeded simulation (P2) and operator races (P3) -----------------------------------------
+
+
+class FlipElector:
+    def __init__(self) -> None:
+        self.leader = True
+
+    def is_leader(self) -> bool:
+        return self.leader
+
+
+def _random_dag(rng: random.Random, dag_id: str) -> DAG:
+    dag = DAG(id=dag_id)
+    steps: list[Any] = []
+    for i in range(rng.randint(2, 9)):
+        args: list[Any] = [i]
+        after: list[Any] = []
+        after_any: list[Any] = []
+        for up in rng.sample(steps, k=min(len(steps), rng.randint(0, 3))):
+            kind = rng.random()
+            if kind < 0.4:
+                args.append(up.ref())
+            elif kind < 0.6:
+                args.append([up.ref_or_default(-1)])
+            elif kind < 0.8:
+                after.append(up)
+            else:
+                after_any.append(up)
+        fn = "boom" if rng.random() < 0.15 else "echo"
+        steps.append(
+            dag.step(
+                f"s{i}", fn, *args, optional=rng.random() < 0.3, after=after, after_any=after_any
+            )
+        )
+    return dag
+
+
+async def _simulate(
+    seed: int, wf: Workflow, enq: Any, elector: FlipElector, dags: list[DAG]
+) -> None:
+    rng = random.Random(seed)
+    w = SimWorker(wf, enq, HANDLERS)
+    queue: list[Any] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while loop.time() < deadline:
+        for env in w.take_new():
+            queue.append(env)
+            if rng.random() < 0.1:
+                queue.append(env)  # duplicate delivery
+        if rng.random() < 0.03:
+            elector.leader = not elector.leader
+        elif not elector.leader and rng.random() < 0.2:
+            elector.leader = True
+        if queue:
+            env = queue.pop(rng.randrange(len(queue)))  # reordered deliveries
+            run = rng.random() > 0.05
+            try:
+                await w.deliver(env, run=run)
+            except StaleRevision:
+                queue.append(env)  # the worker naks; JetStream redelivers
+            else:
+                if not run or rng.random() < 0.05:
+                    queue.append(env)  # died mid-step (redelivered) or a late duplicate
+        else:
+            await asyncio.sleep(0.005)
+        metas = [(await wf.store.get_meta(d.id))[0] for d in dags]
+        if all(m.status.terminal for m in metas) and elector.leader:
+            return
+        await asyncio.sleep(0)
+    pytest.fail(f"seed {seed}: DAGs not terminal: {[m.status for m in metas]}")
+
+
+async def _check_outcomes(wf: Workflow, dag: DAG) -> None:
+    meta, steps = await wf.info(dag.id)
+    by_id = {s.step_id: s for s in steps}
+    for rec in steps:
+        assert rec.is_terminal(), rec
+        bad_deps = [d for d in rec.deps if by_id[d].status is not StepStatus.DONE]
+        if rec.status is StepStatus.DONE:
+            assert rec.fn_name == "echo"
+            value = await wf.result(dag.id, rec.step_id, timeout=1)
+            assert value[0] == int(rec.step_id[1:])
+        elif rec.status is StepStatus.SKIPPED:
+            assert bad_deps, rec
+        elif rec.status is StepStatus.FAILED:
+            assert rec.fn_name == "boom" and rec.error_message == "boom"
+    failed = any(
+        s.status in (StepStatus.FAILED, StepStatus.SKIPPED) and not s.optional for s in steps
+    )
+    assert meta.status is (DAGStatus.FAILED if failed else DAGStatus.DONE)
+
+
+@pytest.mark.parametrize("seed", range(6), ids=lambda s: f"seed={s}")
+async def test_seeded_simulation_with_faults_converges(seed: int) -> None:
+    rng = random.Random(seed * 7919)
+    faults_on = False
+
+    def faults(op: str, key: str) -> None:
+        if faults_on and op in ("put_step", "put_meta") and rng.random() < 0.05:
+            raise StaleRevision(f"injected on {key}")
+
+    from ebind.workflow import MemStore
+
+    elector = FlipElector()
+    wf, _, bus, enq = make_wf(store=MemStore(faults=faults), elector=elector)
+    dags = [_random_dag(rng, f"sim{seed}-{i}") for i in range(4)]
+    async with running(wf):
+        for d in dags:
+            await d.submit(wf)
+        faults_on = True
+        await _simulate(seed, wf, enq, elector, dags)
+        faults_on = False
+        for d in dags:
+            await _check_outcomes(wf, d)
+    await bus.close()
+
+
+@pytest.mark.parametrize("seed", range(4), ids=lambda s: f"seed={s}")
+async def test_pause_resume_cancel_races_keep_seed_semantics(seed: int) -> None:
+    rng = random.Random(seed)
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dags = [_random_dag(rng, f"race{seed}-{i}") for i in range(3)]
+    canceled: set[str] = set()
+    async with running(wf):
+        for d in dags:
+            await d.submit(wf)
+        for _ in range(60):
+            await w.pump()
+            d = rng.choice(dags)
+            op = rng.random()
+            with contextlib.suppress(DAGNotRunning, DAGNotPaused):
+                if op < 0.2:
+                    await wf.pause(d.id)
+                elif op < 0.4:
+                    await wf.resume(d.id)
+                elif op < 0.43 and len(canceled) < 1:
+                    await wf.cancel(d.id)
+                    if (await store.get_meta(d.id))[0].status is DAGStatus.CANCELED:
+                        canceled.add(d.id)  # (a finished DAG ignores cancel)
+            await asyncio.sleep(0.005)
+        for d in dags:  # settle: a paused DAG makes no progress, then resume it
+            meta = (await store.get_meta(d.id))[0]
+            if meta.status in (DAGStatus.PAUSING, DAGStatus.PAUSED):
+                for _ in range(100):
+                    await w.pump()
+                    if (await store.get_meta(d.id))[0].status is not DAGStatus.PAUSING:
+                        break
+                    await asyncio.sleep(0.01)
+                if (await store.get_meta(d.id))[0].status is DAGStatus.PAUSED:
+                    before = [(r.step_id, r.status) for r in (await wf.info(d.id))[1]]
+                    await asyncio.sleep(0.15)
+                    await w.pump()
+                    assert [(r.step_id, r.status) for r in (await wf.info(d.id))[1]] == before
+                    with contextlib.suppress(DAGNotPaused):
+                        await wf.resume(d.id)
+        for d in dags:
+            status = await w.run_until_terminal(d.id)
+            if d.id in canceled:
+                assert status is DAGStatus.CANCELED
+            else:
+                await _check_outcomes(wf, d)
     await bus.close()
