@@ -40,43 +40,20 @@ def load_app(path: str) -> Any:
 
 
 def _configure_logging(fmt: str | None, level: str) -> None:
-    try:
-        from ebind.logging import configure
-    except ImportError:  # pragma: no cover - until ebind.logging lands
-        _fallback_logging(fmt, level)
-        return
-    configure(format=fmt or ("console" if sys.stderr.isatty() else "json"), level=level)
+    from ebind.logging import configure
+
+    configure(format="json" if (fmt or _default_format()) == "json" else "console", level=level)
 
 
-def _fallback_logging(fmt: str | None, level: str) -> None:  # pragma: no cover
-    import logging
-
-    import structlog
-
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer()
-        if (fmt or ("console" if sys.stderr.isatty() else "json")) == "console"
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+def _default_format() -> str:
+    return "console" if sys.stderr.isatty() else "json"
 
 
 def _point_at(app: Any, url: str) -> None:
-    """Make a not-yet-connected App use ``url``."""
-    setter = getattr(app, "set_nats_url", None)
-    if callable(setter):
-        setter(url)
-    else:
-        app.nats_url = url
+    """Make a not-yet-connected App use ``url`` (comma-separated URLs allowed)."""
+    from ebind.app import resolve_servers
+
+    app.servers = resolve_servers(url)
 
 
 async def _serve(app: Any, options: dict[str, Any]) -> None:
