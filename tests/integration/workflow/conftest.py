@@ -1,0 +1,73 @@
+"""Fixtures for workflow integration tests: Apps and in-process workers on the test's node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from wf_app import app as shared_app  # noqa: E402
+
+from ebind.app import App  # noqa: E402
+from ebind.workflow import Workflow  # noqa: E402
+
+FAST = {
+    "sweep_check_interval": 0.2,
+    "sweep_interval": 0.5,
+    "dispatch_grace": 0.5,
+    "redispatch_after": 1.5,
+    "liveness_interval": 0.2,
+    "liveness_ttl": 1.5,
+    "nak_delay": 0.1,
+}
+
+
+async def connected_app(url: str, **wf_options: Any) -> App:
+    """A connected App sharing the test tasks' registry, with a fast-sweeping workflow."""
+    a = App("wftest", nats_url=url)
+    a.registry = shared_app.registry
+    await a.connect()
+    a._workflow = Workflow.from_app(a, **{**FAST, **wf_options})
+    return a
+
+
+@pytest.fixture
+async def app(nats_url: str) -> AsyncIterator[App]:
+    a = await connected_app(nats_url)
+    try:
+        yield a
+    finally:
+        await a.workflow.close()
+        await a.close()
+
+
+@pytest.fixture
+async def start_worker(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """Start in-process workers (each with its own App/connection); all stopped at teardown."""
+    running: list[tuple[App, Any, asyncio.Task[None]]] = []
+
+    async def start(worker_id: str, **options: Any) -> Any:
+        a = await connected_app(nats_url)
+        options.setdefault("ack_wait", 2.0)
+        options.setdefault("shutdown_grace", 1.0)
+        w = a.worker(worker_id=worker_id, **options)
+        task = asyncio.create_task(w.run())
+        running.append((a, w, task))
+        return w
+
+    try:
+        yield start
+    finally:
+        for a, w, task in running:
+            await w.stop()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+            await a.workflow.close()
+            await a.close()
