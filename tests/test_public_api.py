@@ -1,0 +1,73 @@
+"""The public names of ebind and ebind.errors are pinned (changing them is an API change)."""
+
+from __future__ import annotations
+
+import ebind
+import ebind.errors
+
+
+def test_ebind_all_is_pinned_and_sorted() -> None:
+    assert ebind.__all__ == [
+        "App",
+        "Context",
+        "EbindError",
+        "Future",
+        "InvalidArguments",
+        "NonRetryable",
+        "PayloadTooLarge",
+        "PublishFailed",
+        "RetryPolicy",
+        "Task",
+        "TaskEnvelope",
+        "TaskError",
+        "TaskFailed",
+        "TaskTimeout",
+        "UnknownTask",
+        "__version__",
+        "current_context",
+    ]
+    assert ebind.__all__ == sorted(ebind.__all__)
+
+
+def test_ebind_names_resolve() -> None:
+    for name in ebind.__all__:
+        assert getattr(ebind, name) is not None
+    assert isinstance(ebind.__version__, str) and ebind.__version__
+
+
+def test_errors_all_is_pinned() -> None:
+    assert sorted(ebind.errors.__all__) == ebind.errors.__all__
+    assert ebind.errors.__all__ == [
+        "CycleError",
+        "DAGCanceled",
+        "DAGNotFound",
+        "DAGNotPaused",
+        "DAGNotRunning",
+        "DLQEntryNotFound",
+        "DuplicateStep",
+        "EbindError",
+        "InvalidArguments",
+        "InvalidName",
+        "NonRetryable",
+        "NotConnected",
+        "PayloadTooLarge",
+        "PlacementError",
+        "PublishFailed",
+        "ResolveError",
+        "ServerVersionError",
+        "SignalNotFound",
+        "StaleRevision",
+        "StepCanceled",
+        "StepFailed",
+        "StepNotFound",
+        "StepSkipped",
+        "TaskFailed",
+        "TaskTimeout",
+        "UnknownTask",
+        "WorkflowError",
+    ]
+
+
+def test_every_error_derives_from_the_root() -> None:
+    for name in ebind.errors.__all__:
+        assert issubclass(getattr(ebind.errors, name), ebind.errors.EbindError)
