@@ -1,0 +1,169 @@
+"""`ebind worker` as a real process: serving, SIGTERM drain, and SIGKILL redelivery (A1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from worker_helpers import running, wait_for
+
+from ebind.app import App
+from ebind.cli import main
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent.parent
+
+
+def _spawn(nats_url: str, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+        "EBIND_TEST_LEDGER": str(ledger),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [sys.executable, "-m", "ebind", "worker", "-A", "cli_app:app", "--nats", nats_url]
+    return subprocess.Popen(
+        [*cmd, "--no-scheduler", "--log-format", "json", *args],
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes started by the test, killed by PID afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> list[dict[str, object]]:
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read() or b""
+        buf += chunk
+        for line in buf.splitlines():
+            if b'"worker.ready"' in line:
+                return [json.loads(line)]
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited {proc.returncode}:\n{buf.decode(errors='replace')}"
+            )
+        time.sleep(0.05)
+    raise AssertionError(f"worker not ready:\n{buf.decode(errors='replace')}")
+
+
+def _ledger(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_cli_help_lists_worker_and_server() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "worker" in result.output and "server" in result.output
+
+
+def test_worker_help_shows_every_option() -> None:
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    assert result.exit_code == 0, result.output
+    for opt in (
+        "-A",
+        "--concurrency",
+        "--claim",
+        "--worker-id",
+        "--nats",
+        "--embedded",
+        "--no-scheduler",
+        "--ack-wait",
+        "--shutdown-grace",
+        "--log-format",
+    ):
+        assert opt in result.output
+
+
+def test_worker_rejects_an_app_path_that_does_not_import() -> None:
+    result = CliRunner().invoke(main, ["worker", "-A", "no_such_module_xyz:app"])
+    assert result.exit_code != 0
+    assert "cannot import module 'no_such_module_xyz'" in result.output
+
+
+async def test_killed_worker_task_is_redelivered_and_completes_elsewhere(
+    app: App,
+    nats_url: str,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A1: SIGKILL mid-task; the task runs again after ~ack_wait on another worker, once done."""
+    import cli_app
+
+    ledger = tmp_path / "ledger.jsonl"
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("EBIND_TEST_LEDGER", str(ledger))  # for the in-process second worker
+    w1 = _spawn(nats_url, ledger, "--worker-id", "W1", "--ack-wait", "1", "-c", "2")
+    procs.append(w1)
+    _wait_ready(w1)
+    producer = App("producer", nats_url=nats_url)
+    producer.registry.register(cli_app.barrier.spec)
+    await producer.connect()
+    try:
+        fut = await producer.enqueue("cli.barrier", str(gate))
+        await wait_for(lambda: any(e["phase"] == "start" for e in _ledger(ledger)), 20)
+        os.kill(w1.pid, signal.SIGKILL)
+        w1.wait(10)
+        gate.touch()
+        app.registry.register(cli_app.barrier.spec)
+        async with running(app, worker_id="W2", ack_wait=1.0):
+            assert await fut.result(20) == "W2"
+    finally:
+        await producer.close()
+    entries = [e for e in _ledger(ledger) if e["task_id"] == fut.id]
+    starts = [(e["worker_id"], e["attempt"]) for e in entries if e["phase"] == "start"]
+    ends = [(e["worker_id"], e["attempt"]) for e in entries if e["phase"] == "end"]
+    assert starts == [("W1", 1), ("W2", 2)]
+    assert ends == [("W2", 2)]
+
+
+async def test_sigterm_stops_the_worker_process_gracefully(
+    app: App, nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """SIGTERM: the in-flight task finishes and is acked, then the process exits 0."""
+    import cli_app
+
+    ledger = tmp_path / "ledger.jsonl"
+    gate = tmp_path / "gate"
+    w = _spawn(nats_url, ledger, "--worker-id", "T1", "--shutdown-grace", "20")
+    procs.append(w)
+    _wait_ready(w)
+    app.registry.register(cli_app.barrier.spec)
+    fut = await app.enqueue("cli.barrier", str(gate))
+    await wait_for(lambda: any(e["phase"] == "start" for e in _ledger(ledger)), 20)
+    w.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    assert w.poll() is None  # still draining
+    gate.touch()
+    assert await fut.result(20) == "T1"
+    assert w.wait(20) == 0
