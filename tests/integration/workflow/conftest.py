@@ -13,10 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from wf_app import app as shared_app  # noqa: E402
+from wf_app import app as shared_app
 
-from ebind.app import App  # noqa: E402
-from ebind.workflow import Workflow  # noqa: E402
+from ebind.app import App
+from ebind.workflow import Workflow
 
 FAST = {
     "sweep_check_interval": 0.2,

@@ -207,7 +207,9 @@ async def test_breakpoints(app: App, start_worker: Any) -> None:
     await dag.submit(wf, active_breakpoints=["check"])
     assert await wf.result(dag.id, side, timeout=20) == 2
     async with asyncio.timeout(20):
-        while not [i for i in await wf.list_breakpoints(dag.id) if i.state.value == "blocked"]:
+        while True:
+            if [i for i in await wf.list_breakpoints(dag.id) if i.state.value == "blocked"]:
+                break
             await asyncio.sleep(0.05)
     assert await wf.resume_breakpoint(dag.id, "check") == 1
     assert await wf.result(dag.id, b, timeout=20) == 1
