@@ -28,6 +28,7 @@ from ebind.wire import TaskEnvelope
 
 if TYPE_CHECKING:
     from ebind.dlq import DeadLetters
+    from ebind.periodic import ScheduleInfo
     from ebind.worker import Worker
     from ebind.workflow.workflow import Workflow
 
@@ -108,6 +109,9 @@ class App:
         self._dlq: DeadLetters | None = None
         self._workflow: Workflow | None = None
         self._closing = False
+        # --- envelope hooks (contrib.otel injects trace context): applied in order to every
+        # envelope right before it is published, by _submit and publish_task alike ---
+        self.publish_hooks: list[Callable[[TaskEnvelope], TaskEnvelope]] = []
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "not connected"
@@ -366,6 +370,8 @@ class App:
         fut: Future[Any] = Future(
             self._router, task_id, name=name, result_type=spec.return_type if spec else Any
         )
+        for hook in self.publish_hooks:  # envelope hooks (see __init__)
+            env = hook(env)
         await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
         return fut
 
@@ -385,6 +391,8 @@ class App:
         """
         if self._publisher is None:
             raise NotConnected(self._not_connected())
+        for hook in self.publish_hooks:  # envelope hooks (see __init__)
+            env = hook(env)
         await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
 
     # ------------------------------------------------------------------ other parts
@@ -411,6 +419,40 @@ class App:
         from ebind.worker import Worker
 
         return Worker(self, **options)
+
+    # --- periodic schedules: thin delegates, the logic lives in ebind/periodic.py ---
+    async def schedule(
+        self,
+        name: str,
+        task: str | Task[Any, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        every: timedelta | float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        target: str | None = None,
+    ) -> ScheduleInfo:
+        """Create or replace the server-side periodic schedule ``name`` (see ebind.periodic)."""
+        from ebind.periodic import create_schedule
+
+        return await create_schedule(
+            self, name, task, args, kwargs, every=every, cron=cron, tz=tz, target=target
+        )
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every periodic schedule, sorted by name."""
+        from ebind.periodic import list_schedules
+
+        return await list_schedules(self)
+
+    list_schedules = schedules
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove the periodic schedule ``name``; False when there was none."""
+        from ebind.periodic import remove_schedule
+
+        return await remove_schedule(self, name)
 
 
 def _check_settings(name: object, replicas: object, publish_timeout: object) -> None:

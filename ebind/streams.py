@@ -175,6 +175,8 @@ MAX_CONSUMERS = {
     f"KV_{KV_LEASES}": 256,
 }
 SCHEDULED_SUBJECTS = "TASKS_SCHEDULED.>"
+# periodic schedules (ebind/periodic.py): one schedule message per TASKS_SCHEDULES.<name>
+PERIODIC_SUBJECTS = "TASKS_SCHEDULES.>"
 
 
 def _stream_configs(replicas: int) -> list[Any]:
@@ -188,12 +190,14 @@ def _stream_configs(replicas: int) -> list[Any]:
         # (err 10052). With no max_msgs/max_bytes set, only max_age ever removes messages.
         api.StreamConfig(
             name=TASKS_STREAM,
-            subjects=["TASKS.>", "TASKS_TARGET.>", SCHEDULED_SUBJECTS],
+            subjects=["TASKS.>", "TASKS_TARGET.>", SCHEDULED_SUBJECTS, PERIODIC_SUBJECTS],
             retention=work_queue,
             storage=file,
             max_age=TASKS_MAX_AGE,
             duplicate_window=DUPLICATE_WINDOW,
             allow_msg_schedules=True,
+            # periodic schedules carry Nats-TTL: never so max_age cannot delete them
+            allow_msg_ttl=True,
             max_consumers=MAX_CONSUMERS[TASKS_STREAM],
             num_replicas=replicas,
         ),

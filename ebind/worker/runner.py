@@ -18,6 +18,7 @@ import msgspec
 import structlog
 
 from ebind.context import Context, set_current
+from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import dlq_subject
 from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError, TaskResponse, encoder
@@ -118,6 +119,9 @@ class AttemptRunner:
             await self._dead_letter_raw(msg, attempt, exc)
             return
         env = msgspec.structs.replace(env, attempt=attempt, worker_id=self.worker_id)
+        # --- periodic schedules (ebind/periodic.py): every firing carries the schedule's
+        # body, so it gets its own id here (<name>-<stream seq>); other messages unchanged ---
+        env = firing_envelope(env, msg)
         ctx = self._context(env)
         spec: HandlerSpec | None = self._registry.get(env.name)
         if spec is None:
