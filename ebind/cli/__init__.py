@@ -18,9 +18,9 @@ _COMMANDS: dict[str, str] = {
     "worker": "ebind.cli.worker:worker",
     "server": "ebind.cli.server:server",
     # --- spots for the commands other engineers add (uncomment when the module lands) ---
-    # "dag": "ebind.cli.dag:dag",            # ebind dag ls|get|tree|watch|step|cancel|...
-    # "dlq": "ebind.cli.dlq:dlq",            # ebind dlq ls|show|requeue|purge
-    # "stream": "ebind.cli.stream:stream",   # ebind stream ls|info|peek|purge
+    "dag": "ebind.cli.dag:dag",  # ebind dag ls|get|tree|watch|step|cancel|...
+    "dlq": "ebind.cli.dlq:dlq",  # ebind dlq ls|show|requeue|purge
+    "stream": "ebind.cli.stream:stream",  # ebind stream ls|info|peek|purge
     # "schedule": "ebind.cli.schedule:schedule",
     # "demo": "ebind.cli.demo:demo",         # make demo
 }

@@ -1,0 +1,410 @@
+"""``ebind dag``: inspect and operate DAG workflows (ls, get, tree, watch, step, control).
+
+Signals and breakpoints live in ``ebind.cli.dag_ops``; every command connects through
+``run_async`` so errors end as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from io import StringIO
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ebind.cli.dag_ops import bp, signal
+from ebind.cli.dag_render import event_line, step_counts, step_detail_lines, steps_cell, tree_lines
+from ebind.cli.output import (
+    age,
+    confirm,
+    echo_json,
+    echo_json_line,
+    echo_table,
+    is_json,
+    json_option,
+    progress,
+    run_async,
+    status_style,
+    to_builtins,
+    yes_option,
+)
+from ebind.errors import StepNotFound
+from ebind.workflow.debug import compute_breakpoints, compute_signals, count_blocked
+from ebind.workflow.debug import count_waiting_steps as count_waiting
+from ebind.workflow.types import BPState, DAGMeta, DAGStatus, StepRecord, StepStatus
+
+if TYPE_CHECKING:
+    from ebind.app import App
+    from ebind.workflow.workflow import Workflow
+
+__all__ = ["dag"]
+
+_POLL = 0.2  # seconds between status checks of `dag watch --until-done`
+
+
+@click.group("dag")
+def dag() -> None:
+    """Inspect and operate DAG workflows."""
+
+
+dag.add_command(signal)
+dag.add_command(bp)
+
+
+# --- ls -------------------------------------------------------------------------------
+
+
+async def _summary(wf: Workflow, meta: DAGMeta) -> dict[str, Any]:
+    recs = [r for r, _ in await wf.store.list_steps(meta.id)]
+    blocked = count_blocked(compute_breakpoints(meta, recs))
+    waiting = 0
+    # Signals are read only when some pending step waits for one (most DAGs: no read).
+    if any(r.wait_signals and r.status is StepStatus.PENDING for r in recs):
+        sigs = await wf.store.list_signals(meta.id)
+        waiting = count_waiting(compute_signals(meta, recs, sigs))
+    return {
+        "id": meta.id,
+        "status": meta.status.value,
+        "created_at": to_builtins(meta.created_at),
+        "labels": list(meta.labels),
+        "steps": step_counts(recs),
+        "at_breakpoint": blocked,
+        "waiting_on_signal": waiting,
+    }
+
+
+def _status_filter(value: str | None) -> DAGStatus | None:
+    if value is None:
+        return None
+    try:
+        return DAGStatus(value.lower())
+    except ValueError:
+        choices = ", ".join(s.value for s in DAGStatus)
+        raise click.BadParameter(f"unknown status {value!r}; use one of {choices}") from None
+
+
+@dag.command("ls")
+@click.option("--label", "labels", multiple=True, help="Only DAGs with this label (repeat: AND).")
+@click.option("--status", default=None, help="Only DAGs in this status (running, done, ...).")
+@click.option("--sig-waiting", is_flag=True, help="Only DAGs with steps waiting on a signal.")
+@click.option("--bp-blocked", is_flag=True, help="Only DAGs stopped at a breakpoint.")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0: all.")
+@json_option
+@click.pass_context
+def ls(
+    ctx: click.Context,
+    labels: tuple[str, ...],
+    status: str | None,
+    sig_waiting: bool,
+    bp_blocked: bool,
+    limit: int,
+) -> None:
+    """List DAGs, newest first, with step counts and ⦿ breakpoint / ⚑ signal badges."""
+    want = _status_filter(status)
+
+    async def run(app: App) -> list[dict[str, Any]]:
+        wf = app.workflow
+        metas = [m for m in await wf.list_dags(labels) if want is None or m.status is want]
+        rows: list[dict[str, Any]] = []
+        with progress(len(metas), "reading DAGs") as advance:
+            for meta in metas:
+                row = await _summary(wf, meta)
+                advance(1)
+                if (sig_waiting and not row["waiting_on_signal"]) or (
+                    bp_blocked and not row["at_breakpoint"]
+                ):
+                    continue
+                rows.append(row)
+                if limit and len(rows) >= limit:
+                    break
+        return rows
+
+    rows = run_async(ctx, run)
+    if rows is None:
+        return
+    if is_json(ctx):
+        echo_json(rows)
+    elif not rows:
+        click.echo("no DAGs")
+    else:
+        now = datetime.now(UTC)
+        echo_table(
+            ["ID", "STATUS", "STEPS", "LABELS", "AGE"],
+            [_ls_row(r, now) for r in rows],
+        )
+
+
+def _ls_row(row: dict[str, Any], now: datetime) -> list[str]:
+    created = datetime.fromisoformat(row["created_at"]) if row["created_at"] else None
+    return [
+        row["id"],
+        status_style(row["status"]),
+        steps_cell(row["steps"], row["at_breakpoint"], row["waiting_on_signal"]),
+        ", ".join(row["labels"]) or "-",
+        age(created, now),
+    ]
+
+
+# --- get / tree -----------------------------------------------------------------------
+
+
+@dag.command("get")
+@click.argument("dag_id")
+@json_option
+@click.pass_context
+def get(ctx: click.Context, dag_id: str) -> None:
+    """Show the debug report of a DAG: steps, durations, blockers, breakpoints, signals."""
+    from ebind.workflow.debug import write_debug
+
+    dbg = run_async(ctx, lambda app: app.workflow.debug(dag_id))
+    if dbg is None:
+        return
+    if is_json(ctx):
+        echo_json(dbg)
+        return
+    buf = StringIO()
+    write_debug(buf, dbg)
+    click.echo(buf.getvalue(), nl=False)
+
+
+@dag.command("tree")
+@click.argument("dag_id")
+@json_option
+@click.pass_context
+def tree(ctx: click.Context, dag_id: str) -> None:
+    """Draw the DAG as a tree: roots at the top, children indented under each parent."""
+    got = run_async(ctx, lambda app: app.workflow.info(dag_id))
+    if got is None:
+        return
+    meta, recs = got
+    if is_json(ctx):
+        steps = [
+            {
+                "id": r.step_id,
+                "status": r.status.value,
+                "deps": list(r.deps),
+                "optional_deps": list(r.optional_deps),
+            }
+            for r in recs
+        ]
+        echo_json({"dag": meta, "steps": steps})
+        return
+    blocked = {i.step_id for i in compute_breakpoints(meta, recs) if i.state is BPState.BLOCKED}
+    for line in tree_lines(meta, recs, blocked):
+        click.echo(line)
+
+
+# --- watch ----------------------------------------------------------------------------
+
+
+async def _until_terminal(wf: Workflow, dag_id: str) -> DAGMeta:
+    while True:
+        meta, _ = await wf.store.get_meta(dag_id)
+        if meta.status.terminal:
+            return meta
+        await asyncio.sleep(_POLL)
+
+
+async def _feed(wf: Workflow, subject: str, as_json: bool) -> None:
+    tap = getattr(wf.bus, "tap", None)
+    if tap is None:
+        raise click.ClickException("this event bus cannot be watched (no tap())")
+    async for ev in tap(subject):
+        now = datetime.now(UTC)
+        if as_json:
+            echo_json_line({"at": now, "event": ev})
+        else:
+            click.echo(event_line(ev, now))
+
+
+async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) -> None:
+    wf = app.workflow
+    if dag_id is not None:
+        await wf.store.get_meta(dag_id)  # unknown id: a clear error, not a silent feed
+    feed = asyncio.ensure_future(_feed(wf, f"DAG.{dag_id}.>" if dag_id else "DAG.>", as_json))
+    try:
+        if not until_done or dag_id is None:
+            await feed
+            return
+        done = asyncio.ensure_future(_until_terminal(wf, dag_id))
+        await asyncio.wait({feed, done}, return_when=asyncio.FIRST_COMPLETED)
+        if feed.done():
+            feed.result()  # the feed only ends by failing; surface why
+        meta = done.result()
+        await asyncio.sleep(_POLL)  # let the last events (published before the meta) print
+        _finished(meta, as_json)
+    finally:
+        feed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feed
+
+
+def _finished(meta: DAGMeta, as_json: bool) -> None:
+    now = datetime.now(UTC)
+    if as_json:
+        echo_json_line({"at": now, "finished": {"dag_id": meta.id, "status": meta.status.value}})
+    else:
+        click.echo(f"{event_line_time(now)}  DAG {meta.id}  finished  {meta.status.value}")
+
+
+def event_line_time(now: datetime) -> str:
+    """The timestamp format of watch lines (RFC 3339, UTC, milliseconds)."""
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dag.command("watch")
+@click.argument("dag_id", required=False)
+@click.option("--all", "all_dags", is_flag=True, help="Watch every DAG.")
+@click.option("--until-done", is_flag=True, help="Exit once the DAG is done/failed/canceled.")
+@json_option
+@click.pass_context
+def watch(ctx: click.Context, dag_id: str | None, all_dags: bool, until_done: bool) -> None:
+    """Follow DAG events live (completions, step_added, signals, breakpoints); Ctrl-C ends.
+
+    The feed is a plain subscription: it never takes events from the scheduler.
+    """
+    if (dag_id is None) == (not all_dags):
+        raise click.UsageError("pass a DAG id or --all (not both)")
+    if until_done and dag_id is None:
+        raise click.UsageError("--until-done needs a DAG id")
+    as_json = is_json(ctx)
+    run_async(ctx, lambda app: _watch(app, dag_id, until_done, as_json))
+
+
+# --- step -----------------------------------------------------------------------------
+
+
+@dag.group("step")
+def step() -> None:
+    """Inspect one step of a DAG."""
+
+
+@step.command("get")
+@click.argument("dag_id")
+@click.argument("step_id")
+@json_option
+@click.pass_context
+def step_get(ctx: click.Context, dag_id: str, step_id: str) -> None:
+    """Show a step record: status, attempt, times, worker, error, deps, args."""
+
+    async def run(app: App) -> tuple[StepRecord, int]:
+        await app.workflow.store.get_meta(dag_id)
+        return await app.workflow.store.get_step(dag_id, step_id)
+
+    got = run_async(ctx, run)
+    if got is None:
+        return
+    rec, rev = got
+    if is_json(ctx):
+        echo_json({**to_builtins(rec), "revision": rev})
+        return
+    for line in step_detail_lines(rec, rev, datetime.now(UTC)):
+        click.echo(line)
+
+
+def _no_result(rec: StepRecord) -> str:
+    where = f"no result for {rec.dag_id}/{rec.step_id}"
+    if rec.status is StepStatus.FAILED:
+        err = ": ".join(p for p in (rec.error_kind, rec.error_message) if p)
+        return f"{where}: step failed ({err or 'no error recorded'})"
+    if rec.status in (StepStatus.SKIPPED, StepStatus.CANCELED):
+        return f"{where}: step was {rec.status.value}"
+    return f"{where}: step is {rec.status.value} (not done yet)"
+
+
+@step.command("result")
+@click.argument("dag_id")
+@click.argument("step_id")
+@click.pass_context
+def step_result(ctx: click.Context, dag_id: str, step_id: str) -> None:
+    """Print a done step's result (JSON, as stored)."""
+
+    async def run(app: App) -> bytes:
+        store = app.workflow.store
+        await store.get_meta(dag_id)
+        rec, _ = await store.get_step(dag_id, step_id)
+        try:
+            return await store.get_result(dag_id, step_id)
+        except StepNotFound:
+            raise click.ClickException(_no_result(rec)) from None
+
+    raw = run_async(ctx, run)
+    if raw is not None:
+        click.echo(raw.decode(errors="replace"))
+
+
+# --- control --------------------------------------------------------------------------
+
+
+@dag.command("cancel")
+@click.argument("dag_id")
+@yes_option
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, dag_id: str, yes: bool) -> None:
+    """Cancel a DAG: pending steps are canceled now, running ones may finish."""
+    confirm(f"Cancel DAG {dag_id}?", yes)
+    run_async(ctx, lambda app: app.workflow.cancel(dag_id))
+    _report(ctx, "canceled", dag_id)
+
+
+@dag.command("pause")
+@click.argument("dag_id")
+@json_option
+@click.pass_context
+def pause(ctx: click.Context, dag_id: str) -> None:
+    """Pause a running DAG (running steps finish; nothing new starts)."""
+
+    async def run(app: App) -> str:
+        await app.workflow.pause(dag_id)
+        meta, _ = await app.workflow.store.get_meta(dag_id)
+        return meta.status.value
+
+    status = run_async(ctx, run)
+    if status is not None:
+        _report(ctx, status, dag_id)
+
+
+@dag.command("resume")
+@click.argument("dag_id")
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, dag_id: str) -> None:
+    """Resume a paused DAG."""
+    run_async(ctx, lambda app: app.workflow.resume(dag_id))
+    _report(ctx, "resumed", dag_id)
+
+
+@dag.command("rm")
+@click.argument("dag_id")
+@click.option("--finished-only", is_flag=True, help="Refuse unless the DAG has finished.")
+@yes_option
+@json_option
+@click.pass_context
+def rm(ctx: click.Context, dag_id: str, finished_only: bool, yes: bool) -> None:
+    """Delete a DAG with all its steps, results and signals."""
+    meta = run_async(ctx, lambda app: _meta(app, dag_id))
+    if meta is None:
+        return
+    if finished_only and not meta.status.terminal:
+        raise click.ClickException(
+            f"refusing to rm {dag_id} (status={meta.status.value}); "
+            "pass without --finished-only to force"
+        )
+    confirm(f"Delete DAG {dag_id} (status={meta.status.value}) and all its records?", yes)
+    run_async(ctx, lambda app: app.workflow.delete_dag(dag_id))
+    _report(ctx, "deleted", dag_id)
+
+
+async def _meta(app: App, dag_id: str) -> DAGMeta:
+    meta, _ = await app.workflow.store.get_meta(dag_id)
+    return meta
+
+
+def _report(ctx: click.Context, what: str, dag_id: str) -> None:
+    if is_json(ctx):
+        echo_json({"dag_id": dag_id, "result": what})
+    else:
+        click.echo(f"{what} {dag_id}")

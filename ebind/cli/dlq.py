@@ -1,0 +1,187 @@
+"""``ebind dlq``: list, show, requeue, purge and watch dead letters (stream EBIND_DLQ)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+
+from ebind.cli.output import (
+    age,
+    confirm,
+    echo_json,
+    echo_json_line,
+    echo_table,
+    is_json,
+    json_option,
+    run_async,
+    style,
+    to_builtins,
+    truncate,
+    yes_option,
+)
+from ebind.wire import DLQEntry
+
+if TYPE_CHECKING:
+    from ebind.app import App
+    from ebind.dlq import DeadLetter
+
+__all__ = ["dlq"]
+
+_ERROR_WIDTH = 60
+_decoder = msgspec.json.Decoder(DLQEntry)
+
+
+@click.group("dlq")
+def dlq() -> None:
+    """Inspect and act on dead letters (tasks that failed for good)."""
+
+
+def _row(letter: DeadLetter) -> dict[str, Any]:
+    e = letter.entry
+    return {
+        "seq": letter.seq,
+        "fn": e.task.name if e.task else "",
+        "task_id": e.task.id if e.task else "",
+        "dag_id": e.task.dag_id if e.task else "",
+        "step_id": e.task.step_id if e.task else "",
+        "error_kind": e.error.kind,
+        "error_message": e.error.message,
+        "final_attempt": e.final_attempt,
+        "dead_at": to_builtins(e.dead_lettered_at),
+    }
+
+
+@dlq.command("ls")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@click.pass_context
+def ls(ctx: click.Context, limit: int) -> None:
+    """List dead letters, oldest first."""
+    letters = run_async(ctx, lambda app: app.dlq.list(limit))
+    if letters is None:
+        return
+    rows = [_row(x) for x in letters]
+    if is_json(ctx):
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("DLQ is empty")
+        return
+    now = datetime.now(UTC)
+    echo_table(
+        ["SEQ", "FN", "ERROR", "ATTEMPT", "AGE", "TASK-ID"],
+        [
+            [
+                str(r["seq"]),
+                r["fn"] or "?",
+                style(truncate(f"{r['error_kind']}: {r['error_message']}", _ERROR_WIDTH), fg="red"),
+                str(r["final_attempt"]),
+                age(datetime.fromisoformat(r["dead_at"]), now),
+                r["task_id"] or "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@dlq.command("show")
+@click.argument("seq", type=click.IntRange(min=1))
+@json_option
+@click.pass_context
+def show(ctx: click.Context, seq: int) -> None:
+    """Show one dead letter: task, error, attempts, payload."""
+    letter = run_async(ctx, lambda app: app.dlq.show(seq))
+    if letter is None:
+        return
+    if is_json(ctx):
+        echo_json({"seq": letter.seq, "subject": letter.subject, **to_builtins(letter.entry)})
+        return
+    e, t = letter.entry, letter.entry.task
+    lines = [
+        ("fn", t.name if t else "?"),
+        ("task_id", t.id if t else "-"),
+        ("target", (t.target if t else "") or "-"),
+        ("dag/step", f"{t.dag_id}/{t.step_id}" if t and t.dag_id else "-"),
+        ("final_attempt", str(e.final_attempt)),
+        ("dead_at", e.dead_lettered_at.isoformat()),
+        ("error_kind", e.error.kind),
+        ("error_message", e.error.message),
+        ("retryable", str(e.error.retryable).lower()),
+        ("payload", bytes(t.payload).decode(errors="replace") if t else repr(e.raw)),
+    ]
+    click.echo(f"DLQ seq {letter.seq}")
+    for key, value in lines:
+        click.echo(f"  {(key + ':').ljust(15)}{value}")
+
+
+@dlq.command("requeue")
+@click.argument("seq", type=click.IntRange(min=1))
+@yes_option
+@json_option
+@click.pass_context
+def requeue(ctx: click.Context, seq: int, yes: bool) -> None:
+    """Publish a dead task again (attempts reset) and remove its dead letter."""
+    confirm(f"Requeue DLQ seq {seq}?", yes)
+    task_id = run_async(ctx, lambda app: app.dlq.requeue(seq))
+    if task_id is None:
+        return
+    if is_json(ctx):
+        echo_json({"seq": seq, "task_id": task_id, "requeued": True})
+    else:
+        click.echo(f"requeued seq {seq} (task {task_id})")
+
+
+@dlq.command("purge")
+@yes_option
+@json_option
+@click.pass_context
+def purge(ctx: click.Context, yes: bool) -> None:
+    """Delete every dead letter."""
+    confirm("Purge the entire DLQ?", yes)
+    count = run_async(ctx, lambda app: app.dlq.purge())
+    if count is None:
+        return
+    if is_json(ctx):
+        echo_json({"purged": count})
+    else:
+        click.echo(f"DLQ purged ({count} entries)")
+
+
+def _watch_line(subject: str, data: bytes, now: datetime) -> tuple[str, Any]:
+    stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        e = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"{stamp}  {subject}  undecodable: {exc}", {"at": now, "subject": subject}
+    fn = e.task.name if e.task else "?"
+    err = truncate(f"{e.error.kind}: {e.error.message}", 100)
+    line = f"{stamp}  fn={fn}  err={style(err, fg='red')}  attempts={e.final_attempt}"
+    if e.task is not None:
+        line += f"  task={e.task.id}"
+    return line, {"at": now, "subject": subject, "entry": e}
+
+
+async def _watch(app: App, as_json: bool) -> None:
+    # A core subscription sees each dead letter as it is published and takes nothing.
+    sub = await app.nc.subscribe("DLQ.>")
+    try:
+        async for msg in sub.messages:
+            line, obj = _watch_line(msg.subject, msg.data, datetime.now(UTC))
+            if as_json:
+                echo_json_line(obj)
+            else:
+                click.echo(line)
+    finally:
+        await sub.unsubscribe()
+
+
+@dlq.command("watch")
+@json_option
+@click.pass_context
+def watch(ctx: click.Context) -> None:
+    """Print new dead letters as they arrive (Ctrl-C ends)."""
+    as_json = is_json(ctx)
+    run_async(ctx, lambda app: _watch(app, as_json))

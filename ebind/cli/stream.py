@@ -1,0 +1,296 @@
+"""``ebind stream``: list, inspect, peek into and purge JetStream streams (KV buckets too).
+
+Read-only commands use stream info and direct message gets; nothing here creates a
+consumer or acknowledges a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ebind.cli.output import (
+    age,
+    confirm,
+    echo_json,
+    echo_table,
+    is_json,
+    json_option,
+    progress,
+    run_async,
+    truncate,
+    yes_option,
+)
+from ebind.errors import EbindError
+
+if TYPE_CHECKING:
+    from ebind.app import App
+
+__all__ = ["human_bytes", "stream"]
+
+T = TypeVar("T")
+_BODY_WIDTH = 60
+_RETENTION = {"limits": "limits", "interest": "interest", "workqueue": "workq"}
+
+
+@click.group("stream")
+def stream() -> None:
+    """Inspect the JetStream streams ebind uses (EBIND_TASKS, EBIND_DLQ, KV_..., ...)."""
+
+
+def human_bytes(n: int) -> str:
+    """``512B``, ``1.5KB``, ``3.2MB`` (base 1024)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{int(size)}B" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retention(info: Any) -> str:
+    value = getattr(info.config.retention, "value", info.config.retention)
+    return _RETENTION.get(str(value), str(value or "?"))
+
+
+def _summary(info: Any) -> dict[str, Any]:
+    s, c = info.state, info.config
+    return {
+        "name": c.name,
+        "messages": s.messages,
+        "bytes": s.bytes,
+        "consumers": s.consumer_count,
+        "first_seq": s.first_seq,
+        "last_seq": s.last_seq,
+        "subjects": list(c.subjects or []),
+        "retention": _retention(info),
+    }
+
+
+def _named(name: str, fn: Callable[[App], Awaitable[T]]) -> Callable[[App], Awaitable[T]]:
+    """Wrap ``fn`` so a missing or malformed stream name is a clear one-line error."""
+
+    async def run(app: App) -> T:
+        from nats.js.errors import NotFoundError
+
+        try:
+            return await fn(app)
+        except EbindError:
+            raise
+        except NotFoundError:
+            raise click.ClickException(
+                f"stream {name!r} not found; list streams with `ebind stream ls`"
+            ) from None
+        except ValueError as exc:  # nats-py rejects names with dots, spaces, wildcards
+            raise click.ClickException(f"bad stream name {name!r}: {exc}") from None
+
+    return run
+
+
+@stream.command("ls")
+@json_option
+@click.pass_context
+def ls(ctx: click.Context) -> None:
+    """List every stream on the server with message, byte and consumer counts."""
+
+    async def run(app: App) -> list[dict[str, Any]]:
+        infos = await app.js.streams_info()
+        return sorted((_summary(i) for i in infos), key=lambda r: r["name"])
+
+    rows = run_async(ctx, run)
+    if rows is None:
+        return
+    if is_json(ctx):
+        echo_json(rows)
+        return
+    echo_table(
+        ["NAME", "MSGS", "BYTES", "CONS", "FIRST", "LAST", "SUBJECTS", "RETENTION"],
+        [
+            [
+                r["name"],
+                str(r["messages"]),
+                human_bytes(r["bytes"]),
+                str(r["consumers"]),
+                str(r["first_seq"]),
+                str(r["last_seq"]),
+                _subjects(r["subjects"]),
+                r["retention"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _subjects(subjects: list[str]) -> str:
+    if not subjects:
+        return "-"
+    return subjects[0] + (f" (+{len(subjects) - 1})" if len(subjects) > 1 else "")
+
+
+def _consumer(ci: Any) -> dict[str, Any]:
+    cfg = ci.config
+    return {
+        "name": ci.name,
+        "durable": bool(cfg.durable_name),
+        "filter": cfg.filter_subject or ", ".join(cfg.filter_subjects or []) or "",
+        "num_pending": ci.num_pending or 0,
+        "num_ack_pending": ci.num_ack_pending or 0,
+        "num_redelivered": ci.num_redelivered or 0,
+        "num_waiting": ci.num_waiting or 0,
+    }
+
+
+@stream.command("info")
+@click.argument("name")
+@json_option
+@click.pass_context
+def info(ctx: click.Context, name: str) -> None:
+    """Show a stream: config summary, state, and its consumers' pending counts."""
+
+    async def run(app: App) -> dict[str, Any]:
+        si = await app.js.stream_info(name)
+        consumers = await app.js.consumers_info(name)
+        row = _summary(si)
+        row["storage"] = str(getattr(si.config.storage, "value", si.config.storage))
+        row["replicas"] = si.config.num_replicas or 1
+        row["max_age_seconds"] = si.config.max_age or 0
+        row["consumer_info"] = sorted((_consumer(c) for c in consumers), key=lambda c: c["name"])
+        return row
+
+    row = run_async(ctx, _named(name, run))
+    if row is None:
+        return
+    if is_json(ctx):
+        echo_json(row)
+        return
+    click.echo(f"Stream {row['name']}")
+    for key in ("messages", "bytes", "first_seq", "last_seq", "retention", "storage", "replicas"):
+        value = human_bytes(row[key]) if key == "bytes" else row[key]
+        click.echo(f"  {(key + ':').ljust(11)} {value}")
+    click.echo(f"  {'subjects:'.ljust(11)} {', '.join(row['subjects']) or '-'}")
+    click.echo("")
+    if not row["consumer_info"]:
+        click.echo("  no consumers")
+        return
+    echo_table(
+        ["  CONSUMER", "DURABLE", "PENDING", "ACK-PENDING", "REDELIVERED", "WAITING", "FILTER"],
+        [
+            [
+                "  " + c["name"],
+                "yes" if c["durable"] else "no",
+                str(c["num_pending"]),
+                str(c["num_ack_pending"]),
+                str(c["num_redelivered"]),
+                str(c["num_waiting"]),
+                c["filter"] or "-",
+            ]
+            for c in row["consumer_info"]
+        ],
+    )
+
+
+async def _peek(app: App, name: str, last: int, subject: str | None) -> list[dict[str, Any]]:
+    from nats.js.errors import NotFoundError
+
+    si = await app.js.stream_info(name)
+    out: list[dict[str, Any]] = []
+    seq, first = int(si.state.last_seq or 0), int(si.state.first_seq or 0)
+    with progress(min(last, max(seq - first + 1, 0)), f"reading {name}") as advance:
+        # Walk back from the newest message; deleted sequences (work queues) are skipped.
+        while seq >= max(first, 1) and len(out) < last:
+            try:
+                msg = await app.js.get_msg(name, seq=seq)
+            except NotFoundError:
+                seq -= 1
+                continue
+            seq -= 1
+            if subject is not None and not _matches(subject, msg.subject or ""):
+                continue
+            out.append(_message(msg))
+            advance(1)
+    out.reverse()
+    return out
+
+
+def _message(msg: Any) -> dict[str, Any]:
+    data = bytes(msg.data or b"")
+    return {
+        "seq": msg.seq,
+        "subject": msg.subject,
+        "time": msg.time.astimezone(UTC).isoformat() if msg.time else None,
+        "size": len(data),
+        "headers": dict(msg.headers or {}),
+        "data": data.decode(errors="replace"),
+    }
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    want, have = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(want):
+        if tok == ">":
+            return len(have) > i
+        if i >= len(have) or (tok != "*" and tok != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+@stream.command("peek")
+@click.argument("name")
+@click.option("--last", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--subject", default=None, help="Only messages on this subject (wildcards ok).")
+@json_option
+@click.pass_context
+def peek(ctx: click.Context, name: str, last: int, subject: str | None) -> None:
+    """Show the last messages of a stream (read-only: nothing is consumed or acked)."""
+    rows = run_async(ctx, _named(name, lambda app: _peek(app, name, last, subject)))
+    if rows is None:
+        return
+    if is_json(ctx):
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"{name}: no messages")
+        return
+    now = datetime.now(UTC)
+    echo_table(
+        ["SEQ", "AGE", "SUBJECT", "SIZE", "BODY"],
+        [
+            [
+                str(r["seq"]),
+                age(datetime.fromisoformat(r["time"]), now) if r["time"] else "-",
+                r["subject"],
+                human_bytes(r["size"]),
+                truncate(r["data"], _BODY_WIDTH),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@stream.command("purge")
+@click.argument("name")
+@click.option("--subject", default=None, help="Purge only this subject.")
+@yes_option
+@json_option
+@click.pass_context
+def purge(ctx: click.Context, name: str, subject: str | None, yes: bool) -> None:
+    """Delete every message of a stream (or of one subject in it)."""
+    what = f"subject {subject} from {name}" if subject else f"all messages from {name}"
+    confirm(f"Purge {what}?", yes)
+
+    async def run(app: App) -> int:
+        before = (await app.js.stream_info(name)).state.messages
+        await app.js.purge_stream(name, subject=subject)
+        after = (await app.js.stream_info(name)).state.messages
+        return int(before - after)
+
+    count = run_async(ctx, _named(name, run))
+    if count is None:
+        return
+    if is_json(ctx):
+        echo_json({"stream": name, "purged": count})
+    else:
+        click.echo(f"purged {count} messages from {name}")
