@@ -66,7 +66,17 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
         make = getattr(app, "worker", None)
         kwargs = dict(options, middleware=[log_middleware])
         w = make(**kwargs) if callable(make) else Worker(app, **kwargs)
-        await run_until_signalled(w)
+
+        async def announce() -> None:
+            await w.wait_ready()
+            # Printed whatever the log level, so supervisors and tests can wait for it.
+            click.echo(f"ebind worker {w.worker_id} ready", err=True)
+
+        ready = asyncio.create_task(announce())
+        try:
+            await run_until_signalled(w)
+        finally:
+            ready.cancel()
     finally:
         await app.close()
 

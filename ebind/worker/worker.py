@@ -97,6 +97,7 @@ class Worker:
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
         self._running = False
+        self._ready = asyncio.Event()
         self._runner: AttemptRunner | None = None
         self._budget: Budget | None = None
 
@@ -122,6 +123,7 @@ class Worker:
             sched = self._scheduler_coro()
             if sched is not None:
                 background.append(asyncio.create_task(sched, name="ebind-scheduler"))
+            self._ready.set()
             log.info(
                 "worker.ready",
                 worker_id=self.worker_id,
@@ -139,7 +141,12 @@ class Worker:
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             self._running = False
+            self._ready.clear()
             log.info("worker.stopped", worker_id=self.worker_id)
+
+    async def wait_ready(self) -> None:
+        """Return once the worker's consumers exist and it is taking tasks."""
+        await self._ready.wait()
 
     async def stop(self) -> None:
         """Stop fetching, let running handlers finish within ``shutdown_grace``, then return."""
