@@ -21,7 +21,7 @@ _COMMANDS: dict[str, str] = {
     "dag": "ebind.cli.dag:dag",  # ebind dag ls|get|tree|watch|step|cancel|...
     "dlq": "ebind.cli.dlq:dlq",  # ebind dlq ls|show|requeue|purge
     "stream": "ebind.cli.stream:stream",  # ebind stream ls|info|peek|purge
-    # "schedule": "ebind.cli.schedule:schedule",
+    "schedule": "ebind.cli.schedule:schedule",
     # "demo": "ebind.cli.demo:demo",         # make demo
 }
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -55,14 +54,14 @@ async def _produced(app: App) -> int:
 async def test_every_second_runs_each_tick_exactly_once_with_two_workers(nats_url: str) -> None:
     runs: list[str] = []
     app = _make_app(nats_url, runs)
-    async with app:
-        async with _workers(app, 2):
-            info = await app.schedule("tick-1s", "tick", ["x"], every=timedelta(seconds=1))
-            assert info.every == timedelta(seconds=1)
-            await asyncio.sleep(4.3)
-            removed = await app.unschedule("tick-1s")
-            await asyncio.sleep(0.5)  # let the last firing finish
+    async with app, _workers(app, 2):
+        info = await app.schedule("tick-1s", "tick", ["x"], every=timedelta(seconds=1))
+        assert info.every == timedelta(seconds=1)
+        await asyncio.sleep(4.3)
+        removed = await app.unschedule("tick-1s")
         produced = await _produced(app)
+        await asyncio.sleep(1.5)  # no firing after the removal; the last one finishes
+        assert await _produced(app) == produced
     assert removed
     assert 3 <= len(runs) <= 5
     assert len(runs) == produced
@@ -117,3 +116,27 @@ async def test_bad_arguments_publish_nothing(nats_url: str) -> None:
         with pytest.raises(InvalidArguments, match="exactly one of every= or cron="):
             await app.schedule("bad", "tick", ["x"])
         assert await app.schedules() == []
+
+
+async def test_connect_upgrades_an_existing_tasks_stream(nats_url: str) -> None:
+    """A stream made before periodic schedules gains their subject and message TTLs."""
+    import nats
+    from nats.js import api
+
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().add_stream(
+            api.StreamConfig(
+                name=TASKS_STREAM,
+                subjects=["TASKS.>", "TASKS_TARGET.>", "TASKS_SCHEDULED.>"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                max_age=24 * 3600.0,
+                allow_msg_schedules=True,
+            )
+        )
+    finally:
+        await nc.close()
+    app = _make_app(nats_url, [])
+    async with app:
+        await app.schedule("after-upgrade", "tick", ["x"], every=60)
+        assert [s.name for s in await app.schedules()] == ["after-upgrade"]
