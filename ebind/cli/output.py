@@ -93,11 +93,15 @@ def is_json(ctx: click.Context) -> bool:
     return bool(isinstance(obj, dict) and obj.get("json"))
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
 def confirm(question: str, yes: bool) -> None:
     """Ask ``question`` on a terminal; without one, require ``--yes`` instead of blocking."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not _interactive():
         raise click.ClickException(
             "refusing a destructive operation without --yes: stdin is not a terminal, "
             "so nobody can confirm it (pass --yes)"
@@ -205,8 +209,12 @@ def _log_level(ctx: click.Context) -> str:
 
 
 def _configure_logging(ctx: click.Context) -> None:
+    import structlog
+
     from ebind.logging import configure
 
+    if structlog.is_configured():
+        return  # a host that embeds the CLI (tests, a shell) keeps its own setup
     obj = ctx.find_root().obj
     fmt = obj.get("log_format") if isinstance(obj, dict) else None
     configure(format=fmt or ("console" if sys.stderr.isatty() else "json"), level=_log_level(ctx))
