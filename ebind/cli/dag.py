@@ -1,13 +1,12 @@
 """``ebind dag``: inspect and operate DAG workflows (ls, get, tree, watch, step, control).
 
-Signals and breakpoints live in ``ebind.cli.dag_ops``; every command connects through
+Signals and breakpoints live in ``ebind.cli.dag_ops``, the live feed in
+``ebind.cli.dag_watch``, text layouts in ``ebind.cli.dag_render``; every command connects through
 ``run_async`` so errors end as one line on stderr.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime
 from io import StringIO
 from typing import TYPE_CHECKING, Any
@@ -15,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ebind.cli.dag_ops import bp, signal
-from ebind.cli.dag_render import event_line, step_counts, step_detail_lines, steps_cell, tree_lines
+from ebind.cli.dag_render import step_counts, step_detail_lines, steps_cell, tree_lines
+from ebind.cli.dag_watch import watch
 from ebind.cli.output import (
     age,
     confirm,
     echo_json,
-    echo_json_line,
     echo_table,
+    emit,
     is_json,
     json_option,
     progress,
@@ -31,7 +31,13 @@ from ebind.cli.output import (
     yes_option,
 )
 from ebind.errors import StepNotFound
-from ebind.workflow.debug import compute_breakpoints, compute_signals, count_blocked
+from ebind.workflow.debug import (
+    DAGDebug,
+    compute_breakpoints,
+    compute_signals,
+    count_blocked,
+    write_debug,
+)
 from ebind.workflow.debug import count_waiting_steps as count_waiting
 from ebind.workflow.types import BPState, DAGMeta, DAGStatus, StepRecord, StepStatus
 
@@ -41,8 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["dag"]
 
-_POLL = 0.2  # seconds between status checks of `dag watch --until-done`
-
 
 @click.group("dag")
 def dag() -> None:
@@ -51,6 +55,7 @@ def dag() -> None:
 
 dag.add_command(signal)
 dag.add_command(bp)
+dag.add_command(watch)
 
 
 # --- ls -------------------------------------------------------------------------------
@@ -121,19 +126,15 @@ def ls(
                     break
         return rows
 
-    rows = run_async(ctx, run)
-    if rows is None:
-        return
-    if is_json(ctx):
-        echo_json(rows)
-    elif not rows:
+    emit(ctx, run_async(ctx, run), _ls_table)
+
+
+def _ls_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
         click.echo("no DAGs")
-    else:
-        now = datetime.now(UTC)
-        echo_table(
-            ["ID", "STATUS", "STEPS", "LABELS", "AGE"],
-            [_ls_row(r, now) for r in rows],
-        )
+        return
+    now = datetime.now(UTC)
+    echo_table(["ID", "STATUS", "STEPS", "LABELS", "AGE"], [_ls_row(r, now) for r in rows])
 
 
 def _ls_row(row: dict[str, Any], now: datetime) -> list[str]:
@@ -156,17 +157,13 @@ def _ls_row(row: dict[str, Any], now: datetime) -> list[str]:
 @click.pass_context
 def get(ctx: click.Context, dag_id: str) -> None:
     """Show the debug report of a DAG: steps, durations, blockers, breakpoints, signals."""
-    from ebind.workflow.debug import write_debug
 
-    dbg = run_async(ctx, lambda app: app.workflow.debug(dag_id))
-    if dbg is None:
-        return
-    if is_json(ctx):
-        echo_json(dbg)
-        return
-    buf = StringIO()
-    write_debug(buf, dbg)
-    click.echo(buf.getvalue(), nl=False)
+    def render(dbg: DAGDebug) -> None:
+        buf = StringIO()
+        write_debug(buf, dbg)
+        click.echo(buf.getvalue(), nl=False)
+
+    emit(ctx, run_async(ctx, lambda app: app.workflow.debug(dag_id)), render)
 
 
 @dag.command("tree")
@@ -175,102 +172,28 @@ def get(ctx: click.Context, dag_id: str) -> None:
 @click.pass_context
 def tree(ctx: click.Context, dag_id: str) -> None:
     """Draw the DAG as a tree: roots at the top, children indented under each parent."""
-    got = run_async(ctx, lambda app: app.workflow.info(dag_id))
-    if got is None:
-        return
+    emit(ctx, run_async(ctx, lambda app: app.workflow.info(dag_id)), _tree, _tree_json)
+
+
+def _tree(got: tuple[DAGMeta, list[StepRecord]]) -> None:
     meta, recs = got
-    if is_json(ctx):
-        steps = [
-            {
-                "id": r.step_id,
-                "status": r.status.value,
-                "deps": list(r.deps),
-                "optional_deps": list(r.optional_deps),
-            }
-            for r in recs
-        ]
-        echo_json({"dag": meta, "steps": steps})
-        return
     blocked = {i.step_id for i in compute_breakpoints(meta, recs) if i.state is BPState.BLOCKED}
     for line in tree_lines(meta, recs, blocked):
         click.echo(line)
 
 
-# --- watch ----------------------------------------------------------------------------
-
-
-async def _until_terminal(wf: Workflow, dag_id: str) -> DAGMeta:
-    while True:
-        meta, _ = await wf.store.get_meta(dag_id)
-        if meta.status.terminal:
-            return meta
-        await asyncio.sleep(_POLL)
-
-
-async def _feed(wf: Workflow, subject: str, as_json: bool) -> None:
-    tap = getattr(wf.bus, "tap", None)
-    if tap is None:
-        raise click.ClickException("this event bus cannot be watched (no tap())")
-    async for ev in tap(subject):
-        now = datetime.now(UTC)
-        if as_json:
-            echo_json_line({"at": now, "event": ev})
-        else:
-            click.echo(event_line(ev, now))
-
-
-async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) -> None:
-    wf = app.workflow
-    if dag_id is not None:
-        await wf.store.get_meta(dag_id)  # unknown id: a clear error, not a silent feed
-    feed = asyncio.ensure_future(_feed(wf, f"DAG.{dag_id}.>" if dag_id else "DAG.>", as_json))
-    try:
-        if not until_done or dag_id is None:
-            await feed
-            return
-        done = asyncio.ensure_future(_until_terminal(wf, dag_id))
-        await asyncio.wait({feed, done}, return_when=asyncio.FIRST_COMPLETED)
-        if feed.done():
-            feed.result()  # the feed only ends by failing; surface why
-        meta = done.result()
-        await asyncio.sleep(_POLL)  # let the last events (published before the meta) print
-        _finished(meta, as_json)
-    finally:
-        feed.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feed
-
-
-def _finished(meta: DAGMeta, as_json: bool) -> None:
-    now = datetime.now(UTC)
-    if as_json:
-        echo_json_line({"at": now, "finished": {"dag_id": meta.id, "status": meta.status.value}})
-    else:
-        click.echo(f"{event_line_time(now)}  DAG {meta.id}  finished  {meta.status.value}")
-
-
-def event_line_time(now: datetime) -> str:
-    """The timestamp format of watch lines (RFC 3339, UTC, milliseconds)."""
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dag.command("watch")
-@click.argument("dag_id", required=False)
-@click.option("--all", "all_dags", is_flag=True, help="Watch every DAG.")
-@click.option("--until-done", is_flag=True, help="Exit once the DAG is done/failed/canceled.")
-@json_option
-@click.pass_context
-def watch(ctx: click.Context, dag_id: str | None, all_dags: bool, until_done: bool) -> None:
-    """Follow DAG events live (completions, step_added, signals, breakpoints); Ctrl-C ends.
-
-    The feed is a plain subscription: it never takes events from the scheduler.
-    """
-    if (dag_id is None) == (not all_dags):
-        raise click.UsageError("pass a DAG id or --all (not both)")
-    if until_done and dag_id is None:
-        raise click.UsageError("--until-done needs a DAG id")
-    as_json = is_json(ctx)
-    run_async(ctx, lambda app: _watch(app, dag_id, until_done, as_json))
+def _tree_json(got: tuple[DAGMeta, list[StepRecord]]) -> dict[str, Any]:
+    meta, recs = got
+    steps = [
+        {
+            "id": r.step_id,
+            "status": r.status.value,
+            "deps": list(r.deps),
+            "optional_deps": list(r.optional_deps),
+        }
+        for r in recs
+    ]
+    return {"dag": meta, "steps": steps}
 
 
 # --- step -----------------------------------------------------------------------------
@@ -293,15 +216,11 @@ def step_get(ctx: click.Context, dag_id: str, step_id: str) -> None:
         await app.workflow.store.get_meta(dag_id)
         return await app.workflow.store.get_step(dag_id, step_id)
 
-    got = run_async(ctx, run)
-    if got is None:
-        return
-    rec, rev = got
-    if is_json(ctx):
-        echo_json({**to_builtins(rec), "revision": rev})
-        return
-    for line in step_detail_lines(rec, rev, datetime.now(UTC)):
-        click.echo(line)
+    def render(got: tuple[StepRecord, int]) -> None:
+        for line in step_detail_lines(got[0], got[1], datetime.now(UTC)):
+            click.echo(line)
+
+    emit(ctx, run_async(ctx, run), render, lambda got: {**to_builtins(got[0]), "revision": got[1]})
 
 
 def _no_result(rec: StepRecord) -> str:

@@ -16,13 +16,13 @@ import click
 
 from ebind.cli.output import (
     age,
-    echo_json,
     echo_table,
-    is_json,
+    emit,
     json_option,
     run_async,
     truncate,
 )
+from ebind.workflow.debug import BreakpointInfo, SignalInfo
 from ebind.workflow.types import BPState
 
 if TYPE_CHECKING:
@@ -79,18 +79,21 @@ def send(ctx: click.Context, dag_id: str, name: str, payload: str | None) -> Non
         meta, _ = await app.workflow.store.get_meta(dag_id)
         return delivered, meta.status.value
 
-    got = run_async(ctx, run)
-    if got is None:
-        return
-    delivered, status = got
-    if is_json(ctx):
-        echo_json({"dag_id": dag_id, "name": name, "delivered": delivered})
-    elif delivered:
-        click.echo(f'delivered signal "{name}" to {dag_id}')
-    elif status in ("done", "failed", "canceled"):
-        click.echo(f'not delivered: DAG {dag_id} is {status}; signal "{name}" dropped')
-    else:
-        click.echo(f'duplicate: signal "{name}" was already delivered to {dag_id} (first kept)')
+    def render(got: tuple[bool, str]) -> None:
+        delivered, status = got
+        if delivered:
+            click.echo(f'delivered signal "{name}" to {dag_id}')
+        elif status in ("done", "failed", "canceled"):
+            click.echo(f'not delivered: DAG {dag_id} is {status}; signal "{name}" dropped')
+        else:
+            click.echo(f'duplicate: signal "{name}" was already delivered to {dag_id} (first kept)')
+
+    emit(
+        ctx,
+        run_async(ctx, run),
+        render,
+        lambda got: {"dag_id": dag_id, "name": name, "delivered": got[0]},
+    )
 
 
 @signal.command("ls")
@@ -99,12 +102,10 @@ def send(ctx: click.Context, dag_id: str, name: str, payload: str | None) -> Non
 @click.pass_context
 def signal_ls(ctx: click.Context, dag_id: str) -> None:
     """List a DAG's signals: delivered or awaited, when, who waits, the payload."""
-    infos = run_async(ctx, lambda app: app.workflow.list_signals(dag_id))
-    if infos is None:
-        return
-    if is_json(ctx):
-        echo_json(infos)
-        return
+    emit(ctx, run_async(ctx, lambda app: app.workflow.list_signals(dag_id)), _signal_table)
+
+
+def _signal_table(infos: list[SignalInfo]) -> None:
     if not infos:
         click.echo("no signals referenced or delivered")
         return
@@ -137,12 +138,10 @@ def bp() -> None:
 @click.pass_context
 def bp_ls(ctx: click.Context, dag_id: str) -> None:
     """List declared breakpoints: position, labels, armed, blocked/released, holding."""
-    infos = run_async(ctx, lambda app: app.workflow.list_breakpoints(dag_id))
-    if infos is None:
-        return
-    if is_json(ctx):
-        echo_json(infos)
-        return
+    emit(ctx, run_async(ctx, lambda app: app.workflow.list_breakpoints(dag_id)), _bp_table)
+
+
+def _bp_table(infos: list[BreakpointInfo]) -> None:
     if not infos:
         click.echo("no breakpoints declared")
         return
@@ -173,10 +172,9 @@ def bp_ls(ctx: click.Context, dag_id: str) -> None:
 @click.pass_context
 def bp_resume(ctx: click.Context, dag_id: str, label: str) -> None:
     """Release the breakpoints labelled LABEL where the DAG stopped (the label stays armed)."""
-    released = run_async(ctx, lambda app: app.workflow.resume_breakpoint(dag_id, label))
-    if released is None:
-        return
-    if is_json(ctx):
-        echo_json({"dag_id": dag_id, "label": label, "released": released})
-    else:
-        click.echo(f'released {released} breakpoint(s) for label "{label}" in {dag_id}')
+    emit(
+        ctx,
+        run_async(ctx, lambda app: app.workflow.resume_breakpoint(dag_id, label)),
+        lambda n: click.echo(f'released {n} breakpoint(s) for label "{label}" in {dag_id}'),
+        lambda n: {"dag_id": dag_id, "label": label, "released": n},
+    )

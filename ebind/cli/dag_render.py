@@ -15,6 +15,7 @@ from ebind.workflow.types import BPState, DAGMeta, Event, EventKind, StepRecord,
 __all__ = [
     "GLYPHS",
     "event_line",
+    "fmt_time",
     "glyph",
     "step_counts",
     "step_detail_lines",
@@ -137,15 +138,16 @@ def _bp_suffix(rec: StepRecord, state: BPState, now: datetime) -> str:
     return ""
 
 
-def _fmt_time(t: datetime | None) -> str:
+def fmt_time(t: datetime | None) -> str:
+    """RFC 3339 in UTC with milliseconds (empty when unset)."""
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") if t else ""
 
 
 def step_detail_lines(rec: StepRecord, rev: int, now: datetime) -> list[str]:
     """``dag step get``: a header line, then one ``key: value`` line per set field."""
-    rows: list[tuple[str, str]] = [("fn", rec.fn_name), ("added_at", _fmt_time(rec.added_at))]
-    rows += [("started_at", _fmt_time(rec.started_at))] if rec.started_at else []
-    rows += [("finished_at", _fmt_time(rec.finished_at))] if rec.finished_at else []
+    rows: list[tuple[str, str]] = [("fn", rec.fn_name), ("added_at", fmt_time(rec.added_at))]
+    rows += [("started_at", fmt_time(rec.started_at))] if rec.started_at else []
+    rows += [("finished_at", fmt_time(rec.finished_at))] if rec.finished_at else []
     rows += [("worker", rec.worker_id)] if rec.worker_id else []
     rows += [("target", rec.target)] if rec.target else []
     rows += [("error_kind", rec.error_kind)] if rec.error_kind else []
@@ -174,7 +176,7 @@ def step_detail_lines(rec: StepRecord, rev: int, now: datetime) -> list[str]:
 
 def event_line(ev: Event, at: datetime) -> str:
     """One ``dag watch`` line: time, DAG, step, event kind and what the kind carries."""
-    stamp = _fmt_time(at)
+    stamp = fmt_time(at)
     line = f"{stamp}  DAG {ev.dag_id}"
     if ev.step_id and ev.step_id != ev.dag_id:
         line += f"  step {ev.step_id}"

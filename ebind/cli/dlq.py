@@ -11,9 +11,9 @@ import msgspec
 from ebind.cli.output import (
     age,
     confirm,
-    echo_json,
     echo_json_line,
     echo_table,
+    emit,
     is_json,
     json_option,
     run_async,
@@ -61,12 +61,10 @@ def _row(letter: DeadLetter) -> dict[str, Any]:
 def ls(ctx: click.Context, limit: int) -> None:
     """List dead letters, oldest first."""
     letters = run_async(ctx, lambda app: app.dlq.list(limit))
-    if letters is None:
-        return
-    rows = [_row(x) for x in letters]
-    if is_json(ctx):
-        echo_json(rows)
-        return
+    emit(ctx, None if letters is None else [_row(x) for x in letters], _ls_table)
+
+
+def _ls_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("DLQ is empty")
         return
@@ -93,12 +91,15 @@ def ls(ctx: click.Context, limit: int) -> None:
 @click.pass_context
 def show(ctx: click.Context, seq: int) -> None:
     """Show one dead letter: task, error, attempts, payload."""
-    letter = run_async(ctx, lambda app: app.dlq.show(seq))
-    if letter is None:
-        return
-    if is_json(ctx):
-        echo_json({"seq": letter.seq, "subject": letter.subject, **to_builtins(letter.entry)})
-        return
+    emit(
+        ctx,
+        run_async(ctx, lambda app: app.dlq.show(seq)),
+        _show,
+        lambda x: {"seq": x.seq, "subject": x.subject, **to_builtins(x.entry)},
+    )
+
+
+def _show(letter: DeadLetter) -> None:
     e, t = letter.entry, letter.entry.task
     lines = [
         ("fn", t.name if t else "?"),
@@ -125,13 +126,12 @@ def show(ctx: click.Context, seq: int) -> None:
 def requeue(ctx: click.Context, seq: int, yes: bool) -> None:
     """Publish a dead task again (attempts reset) and remove its dead letter."""
     confirm(f"Requeue DLQ seq {seq}?", yes)
-    task_id = run_async(ctx, lambda app: app.dlq.requeue(seq))
-    if task_id is None:
-        return
-    if is_json(ctx):
-        echo_json({"seq": seq, "task_id": task_id, "requeued": True})
-    else:
-        click.echo(f"requeued seq {seq} (task {task_id})")
+    emit(
+        ctx,
+        run_async(ctx, lambda app: app.dlq.requeue(seq)),
+        lambda task_id: click.echo(f"requeued seq {seq} (task {task_id})"),
+        lambda task_id: {"seq": seq, "task_id": task_id, "requeued": True},
+    )
 
 
 @dlq.command("purge")
@@ -141,13 +141,12 @@ def requeue(ctx: click.Context, seq: int, yes: bool) -> None:
 def purge(ctx: click.Context, yes: bool) -> None:
     """Delete every dead letter."""
     confirm("Purge the entire DLQ?", yes)
-    count = run_async(ctx, lambda app: app.dlq.purge())
-    if count is None:
-        return
-    if is_json(ctx):
-        echo_json({"purged": count})
-    else:
-        click.echo(f"DLQ purged ({count} entries)")
+    emit(
+        ctx,
+        run_async(ctx, lambda app: app.dlq.purge()),
+        lambda n: click.echo(f"DLQ purged ({n} entries)"),
+        lambda n: {"purged": n},
+    )
 
 
 def _watch_line(subject: str, data: bytes, now: datetime) -> tuple[str, Any]:

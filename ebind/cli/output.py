@@ -31,6 +31,7 @@ __all__ = [
     "echo_json",
     "echo_json_line",
     "echo_table",
+    "emit",
     "human_duration",
     "is_json",
     "json_option",
@@ -154,6 +155,25 @@ def to_builtins(value: Any) -> Any:
 def echo_json(value: Any) -> None:
     """Print ``value`` as indented JSON (Structs, enums, datetimes, Raw all supported)."""
     click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def emit(
+    ctx: click.Context,
+    value: T | None,
+    render: Callable[[T], None],
+    to_json: Callable[[T], Any] | None = None,
+) -> None:
+    """Print a command's result: JSON for scripts, ``render(value)`` for people.
+
+    ``value`` None (the command was interrupted) prints nothing; ``to_json`` reshapes the
+    value for JSON output when it is not already what scripts should see.
+    """
+    if value is None:
+        return
+    if is_json(ctx):
+        echo_json(to_json(value) if to_json is not None else value)
+    else:
+        render(value)
 
 
 def echo_json_line(value: Any) -> None:

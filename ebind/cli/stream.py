@@ -15,9 +15,8 @@ import click
 from ebind.cli.output import (
     age,
     confirm,
-    echo_json,
     echo_table,
-    is_json,
+    emit,
     json_option,
     progress,
     run_async,
@@ -100,12 +99,10 @@ def ls(ctx: click.Context) -> None:
         infos = await app.js.streams_info()
         return sorted((_summary(i) for i in infos), key=lambda r: r["name"])
 
-    rows = run_async(ctx, run)
-    if rows is None:
-        return
-    if is_json(ctx):
-        echo_json(rows)
-        return
+    emit(ctx, run_async(ctx, run), _ls_table)
+
+
+def _ls_table(rows: list[dict[str, Any]]) -> None:
     echo_table(
         ["NAME", "MSGS", "BYTES", "CONS", "FIRST", "LAST", "SUBJECTS", "RETENTION"],
         [
@@ -160,12 +157,10 @@ def info(ctx: click.Context, name: str) -> None:
         row["consumer_info"] = sorted((_consumer(c) for c in consumers), key=lambda c: c["name"])
         return row
 
-    row = run_async(ctx, _named(name, run))
-    if row is None:
-        return
-    if is_json(ctx):
-        echo_json(row)
-        return
+    emit(ctx, run_async(ctx, _named(name, run)), _info)
+
+
+def _info(row: dict[str, Any]) -> None:
     click.echo(f"Stream {row['name']}")
     for key in ("messages", "bytes", "first_seq", "last_seq", "retention", "storage", "replicas"):
         value = human_bytes(row[key]) if key == "bytes" else row[key]
@@ -246,11 +241,10 @@ def _matches(pattern: str, subject: str) -> bool:
 def peek(ctx: click.Context, name: str, last: int, subject: str | None) -> None:
     """Show the last messages of a stream (read-only: nothing is consumed or acked)."""
     rows = run_async(ctx, _named(name, lambda app: _peek(app, name, last, subject)))
-    if rows is None:
-        return
-    if is_json(ctx):
-        echo_json(rows)
-        return
+    emit(ctx, rows, lambda found: _peek_table(name, found))
+
+
+def _peek_table(name: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo(f"{name}: no messages")
         return
@@ -287,10 +281,9 @@ def purge(ctx: click.Context, name: str, subject: str | None, yes: bool) -> None
         after = (await app.js.stream_info(name)).state.messages
         return int(before - after)
 
-    count = run_async(ctx, _named(name, run))
-    if count is None:
-        return
-    if is_json(ctx):
-        echo_json({"stream": name, "purged": count})
-    else:
-        click.echo(f"purged {count} messages from {name}")
+    emit(
+        ctx,
+        run_async(ctx, _named(name, run)),
+        lambda n: click.echo(f"purged {n} messages from {name}"),
+        lambda n: {"stream": name, "purged": n},
+    )
