@@ -33,6 +33,7 @@ from ebind.workflow.signals import MAX_SIGNAL_PAYLOAD, list_signals, send_signal
 from ebind.workflow.types import (
     DEFAULT_MAX_STEP_ERROR_BYTES,
     DAGMeta,
+    DAGStatus,
     Event,
     EventKind,
     StepRecord,
@@ -192,7 +193,7 @@ class Workflow:
             try:
                 raw, rec = await self._wait_done(dag_id, step_id, watch)
             finally:
-                watch.cancel()
+                await _stop_watch(watch)
         return self._decode(rec, step, raw)
 
     async def _wait_done(
@@ -239,6 +240,27 @@ class Workflow:
             spec = self.registry.get(rec.fn_name)
         tp = getattr(spec, "return_type", Any)
         return decode_result(tp, raw)
+
+    async def wait(
+        self,
+        dag_id: str,
+        until: Iterable[DAGStatus] = (DAGStatus.DONE, DAGStatus.FAILED, DAGStatus.CANCELED),
+        timeout: float | None = None,  # noqa: ASYNC109 - mirrors result(timeout=)
+    ) -> DAGMeta:
+        """Wait until the DAG's status is one of ``until`` (default: finished); returns its meta.
+
+        Raises:
+            DAGNotFound: no such DAG.  TimeoutError: ``timeout`` seconds passed first.
+        """
+        want = frozenset(until)
+        delay = 0.01
+        async with asyncio.timeout(timeout):
+            while True:
+                meta, _ = await self.store.get_meta(dag_id)
+                if meta.status in want:
+                    return meta
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     # -- operations ----------------------------------------------------------------------
 
@@ -314,6 +336,25 @@ def _raise_for(rec: StepRecord) -> None:
         raise StepCanceled(
             f"workflow: step {rec.step_id!r} canceled", dag_id=rec.dag_id, step_id=rec.step_id
         )
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _stop_watch(watch: asyncio.Future[bytes]) -> None:
+    """Cancel the result watch and let it unsubscribe while the connection is open.
+
+    A cancel can be lost inside a client request that completes at the same moment
+    (asyncio.wait_for in 3.11), so it is repeated until the watch has really ended.
+    """
+    watch.add_done_callback(_retrieve)
+    for _ in range(5):
+        watch.cancel()
+        done, _ = await asyncio.wait({watch}, timeout=0.05)
+        if done:
+            return
 
 
 async def _first(it: Any) -> bytes:
