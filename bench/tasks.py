@@ -162,6 +162,7 @@ async def _floor(url: str, n: int, lat_n: int) -> dict[str, float]:
 
         await nc.subscribe("floor.reply", cb=on_reply)
         cpu0 = _cpu_seconds(proc.pid)
+        pcpu0 = time.process_time()
         t0 = time.perf_counter()
         for i in range(n):
             await js.publish_async("floor.task", b"%d" % i)
@@ -169,6 +170,7 @@ async def _floor(url: str, n: int, lat_n: int) -> dict[str, float]:
         await asyncio.wait_for(done, 120)
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(proc.pid) - cpu0
+        pcpu = time.process_time() - pcpu0
         lat: list[float] = []
         for i in range(lat_n):
             key = b"lat%d" % i
@@ -183,6 +185,7 @@ async def _floor(url: str, n: int, lat_n: int) -> dict[str, float]:
             "p50_ms": statistics.median(lat),
             "p99_ms": _pct(lat, 0.99),
             "cpu_us_per_task": cpu / n * 1e6,
+            "producer_cpu_us_per_task": pcpu / n * 1e6,
             "idle_rss_mb": rss,
         }
     finally:
@@ -232,6 +235,7 @@ async def _ebind(url: str, n: int, lat_n: int, concurrency: int) -> dict[str, fl
         # Warm up (imports, first consumer round trips) outside the measurement.
         await asyncio.gather(*[_result(await enqueue("bench.noop")) for _ in range(200)])
         cpu0 = _cpu_seconds(proc.pid)
+        pcpu0 = time.process_time()
         t0 = time.perf_counter()
         futs: list[Any] = []
 
@@ -244,6 +248,7 @@ async def _ebind(url: str, n: int, lat_n: int, concurrency: int) -> dict[str, fl
         await asyncio.gather(*[_result(f) for f in futs])
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(proc.pid) - cpu0
+        pcpu = time.process_time() - pcpu0
         lat: list[float] = []
         for _ in range(lat_n):
             s = time.perf_counter()
@@ -254,6 +259,7 @@ async def _ebind(url: str, n: int, lat_n: int, concurrency: int) -> dict[str, fl
             "p50_ms": statistics.median(lat),
             "p99_ms": _pct(lat, 0.99),
             "cpu_us_per_task": cpu / n * 1e6,
+            "producer_cpu_us_per_task": pcpu / n * 1e6,
             "idle_rss_mb": rss,
         }
     finally:
@@ -279,7 +285,7 @@ async def _setting(sync: str, n: int, lat_n: int, concurrency: int) -> dict[str,
 def _table(results: dict[str, dict[str, dict[str, float]]]) -> None:
     head = (
         f"{'setting':<9} {'system':<7} {'tasks/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'cpu µs/task':>12} {'idle RSS MB':>12}"
+        f"{'cpu µs/task':>12} {'producer µs':>12} {'idle RSS MB':>12}"
     )
     print(head)
     print("-" * len(head))
@@ -287,7 +293,8 @@ def _table(results: dict[str, dict[str, dict[str, float]]]) -> None:
         for system, r in rows.items():
             print(
                 f"{sync:<9} {system:<7} {r['tasks_per_s']:>9.0f} {r['p50_ms']:>8.2f} "
-                f"{r['p99_ms']:>8.2f} {r['cpu_us_per_task']:>12.1f} {r['idle_rss_mb']:>12.1f}"
+                f"{r['p99_ms']:>8.2f} {r['cpu_us_per_task']:>12.1f} "
+                f"{r['producer_cpu_us_per_task']:>12.1f} {r['idle_rss_mb']:>12.1f}"
             )
         e, f = rows["ebind"], rows["floor"]
         print(
@@ -325,6 +332,8 @@ def main() -> None:
             "floor_p99_ms": round(f["p99_ms"], 3),
             "worker_cpu_us_per_task": round(e["cpu_us_per_task"], 1),
             "floor_cpu_us_per_task": round(f["cpu_us_per_task"], 1),
+            "producer_cpu_us_per_task": round(e["producer_cpu_us_per_task"], 1),
+            "floor_producer_cpu_us_per_task": round(f["producer_cpu_us_per_task"], 1),
             "worker_idle_rss_mb": round(e["idle_rss_mb"], 1),
         }
     main_key = "always" if "always" in summary else next(iter(summary))

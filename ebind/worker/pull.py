@@ -37,16 +37,47 @@ class Budget:
         self.capacity = capacity
         self.held = 0  # messages received and not yet finished (running or waiting for a slot)
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
-        self.changed = asyncio.Event()
+        # (threshold, future) of pullers waiting until at least `threshold` slots are free.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def free(self) -> int:
         """Slots neither running a message nor promised to an open pull request."""
         return self.capacity - self.held - self.requested
 
     def release(self) -> None:
-        """A received message is finished."""
+        """A received message is finished; wake pullers whose threshold is now met."""
         self.held -= 1
-        self.changed.set()
+        if self._waiters:
+            self.wake(self.free())
+
+    def wake(self, free: int | None = None) -> None:
+        """Wake waiting pullers (all of them when ``free`` is None)."""
+        keep = []
+        for threshold, fut in self._waiters:
+            if fut.done():
+                continue
+            if free is None or free >= threshold:
+                fut.set_result(None)
+            else:
+                keep.append((threshold, fut))
+        self._waiters = keep
+
+    async def wait(self, threshold: int, within: float) -> None:
+        """Wait until ``threshold`` slots are free, ``wake()`` is called, or ``within`` s pass."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append((threshold, fut))
+        # A timer plus one future is far cheaper than asyncio.wait_for (a Task per call).
+        handle = loop.call_later(within, _resolve, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Puller:
@@ -92,7 +123,7 @@ class Puller:
     async def stop(self) -> None:
         """Stop requesting and drain the inbox; late deliveries still reach ``on_msg``."""
         self._stopping = True
-        self._budget.changed.set()
+        self._budget.wake()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,24 +141,25 @@ class Puller:
 
     async def _loop(self) -> None:
         budget = self._budget
+        batch = max(1, budget.capacity // 4)
         while not self._stopping:
-            self._retire_expired()
-            n = budget.free()
-            mine = self.outstanding
-            if n <= 0 and self._min_one and mine == 0:
-                n = 1
-            # Batch requests while other requests are still open, so a busy worker sends one
-            # request per few messages instead of one per message.
-            threshold = 1 if mine == 0 else max(1, budget.capacity // 4)
-            if n >= threshold:
-                await self._request(n)
-                continue
-            budget.changed.clear()
-            timeout = self._next_expiry_in()
             try:
-                await asyncio.wait_for(budget.changed.wait(), timeout)
-            except TimeoutError:
-                pass
+                self._retire_expired()
+                n = budget.free()
+                mine = self.outstanding
+                if n <= 0 and self._min_one and mine == 0:
+                    n = 1
+                # Batch requests while another request is still open, so a busy worker sends
+                # one request per few messages instead of one per message.
+                threshold = 1 if mine == 0 else batch
+                if n >= threshold:
+                    await self._request(n)
+                    continue
+                await budget.wait(
+                    1 if self._min_one and mine == 0 else threshold, self._next_expiry_in()
+                )
+            except asyncio.CancelledError:
+                raise
             except Exception:  # pragma: no cover - defensive: never let the loop die
                 log.exception("worker.pull_loop_error", durable=self.durable)
                 await asyncio.sleep(0.5)
@@ -183,4 +215,4 @@ class Puller:
             log.info(
                 "worker.pull_status", durable=self.durable, status=status, description=description
             )
-        self._budget.changed.set()
+        self._budget.wake()

@@ -21,7 +21,15 @@ from ebind.context import Context, set_current
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import dlq_subject
-from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError, TaskResponse, encoder
+from ebind.wire import (
+    DLQEntry,
+    ErrorKind,
+    TaskEnvelope,
+    TaskError,
+    TaskResponse,
+    decode_envelope,
+    encoder,
+)
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
@@ -114,7 +122,7 @@ class AttemptRunner:
         """Handle one delivery; only cancellation (shutdown past its grace) escapes."""
         attempt = delivery_count(msg)
         try:
-            env = msgspec.json.decode(msg.data, type=TaskEnvelope)
+            env = decode_envelope(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._dead_letter_raw(msg, attempt, exc)
             return
