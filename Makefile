@@ -29,6 +29,7 @@ lint: $(STAMP) ## ruff format check + lint
 
 type: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy ebind
+	$(BIN)/mypy tests/typing
 
 test: $(STAMP) ## the whole test suite (what .ci/run and the README call)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
