@@ -49,7 +49,7 @@ class DefaultGroup(click.Group):
 
 @click.group("signal", cls=DefaultGroup, default_cmd="send")
 def signal() -> None:
-    """Deliver a signal (``signal <dag> <name> [json]``) or list them (``signal ls <dag>``)."""
+    """Send: ebind dag signal DAG NAME [JSON]. List: ebind dag signal ls DAG."""
 
 
 def _payload(text: str | None) -> Any:
