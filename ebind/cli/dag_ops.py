@@ -49,7 +49,7 @@ class DefaultGroup(click.Group):
 
 @click.group("signal", cls=DefaultGroup, default_cmd="send")
 def signal() -> None:
-    """Send: ebind dag signal DAG NAME [JSON]. List: ebind dag signal ls DAG."""
+    """Send a signal (DAG NAME [JSON]) or list them (ls DAG)."""
 
 
 def _payload(text: str | None) -> Any:
