@@ -22,7 +22,7 @@ _COMMANDS: dict[str, str] = {
     "dlq": "ebind.cli.dlq:dlq",  # ebind dlq ls|show|requeue|purge
     "stream": "ebind.cli.stream:stream",  # ebind stream ls|info|peek|purge
     "schedule": "ebind.cli.schedule:schedule",
-    # "demo": "ebind.cli.demo:demo",         # make demo
+    "demo": "ebind.cli.demo:demo",
 }
 
 
