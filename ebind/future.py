@@ -85,7 +85,9 @@ class Future(Generic[R]):
                 )
             slice_ = check if remaining is None else min(check, remaining)
             wake: set[asyncio.Future[Any]] = {self._waiter, self._router.epoch}
-            await asyncio.wait(wake, timeout=slice_)
+            # FIRST_COMPLETED (fix by the periodic/contrib engineer): the default ALL_COMPLETED
+            # also waited for the epoch, so every result arrived only after the 5 s check.
+            await asyncio.wait(wake, timeout=slice_, return_when=asyncio.FIRST_COMPLETED)
             if not self._waiter.done():
                 await self._check_stream()
                 check = min(check * 2, _MAX_CHECK)
