@@ -101,7 +101,8 @@ def test_next_after_in_a_time_zone() -> None:
     paris = ZoneInfo("Europe/Paris")
     got = parse_cron("0 9 * * *").next_after(NOW, paris)
     assert got == datetime(2026, 3, 5, 9, tzinfo=paris)
-    assert got is not None and got.astimezone(UTC).hour == 8
+    assert got is not None
+    assert got.astimezone(UTC).hour == 8
 
 
 # ---------------------------------------------------------------------------- intervals

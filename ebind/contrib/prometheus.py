@@ -1,0 +1,205 @@
+"""Prometheus metrics for ebind workers (extra: ``pip install 'ebind[prometheus]'``).
+
+.. code-block:: python
+
+    from ebind.contrib.prometheus import prometheus_middleware, start_metrics_server
+
+    metrics = prometheus_middleware(app=app)  # a Middleware; app= enables the DLQ gauge
+    server = start_metrics_server(9464)
+    await app.worker(middleware=[metrics]).run()
+
+Or ``ebind worker -A pkg.app:app --metrics-port 9464``. Exported series:
+
+- ``ebind_tasks_total{task,outcome}``: attempts by outcome (``succeeded``, ``retrying``,
+  ``dead_lettered``, ``failed``), counted once the worker has decided it.
+- ``ebind_task_duration_seconds{task}``: handler run time per attempt (histogram).
+- ``ebind_task_retries_total{task}``: attempts that will be retried.
+- ``ebind_tasks_in_flight{task}``: handlers running now.
+- ``ebind_dlq_messages``: dead letters stored in EBIND_DLQ, read from the stream when the
+  endpoint is scraped (bounded wait; the last value is served if NATS is slow), or
+  refreshed explicitly with :meth:`PrometheusMetrics.refresh_dlq`.
+
+Attempts that fail before the handler chain runs (unknown task, deadline passed before
+start) do not pass through middlewares; they show in the DLQ gauge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import prometheus_client
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
+    raise ImportError(
+        "ebind.contrib.prometheus needs prometheus-client; install ebind[prometheus] "
+        "(pip install 'ebind[prometheus]')"
+    ) from exc
+
+import structlog
+
+from ebind.context import Context
+from ebind.streams import DLQ_STREAM
+from ebind.wire import TaskEnvelope, TaskError
+from ebind.worker.middleware import Handler, add_outcome_listener
+
+__all__ = ["MetricsServer", "PrometheusMetrics", "prometheus_middleware", "start_metrics_server"]
+
+log = structlog.get_logger("ebind.contrib.prometheus")
+
+DLQ_SCRAPE_TIMEOUT = 2.0
+"""Seconds a scrape waits for EBIND_DLQ's message count before serving the last value."""
+
+# One metrics object per registry: registering the same series twice in one registry fails.
+_by_registry: dict[int, PrometheusMetrics] = {}
+_lock = threading.Lock()
+
+
+class _DLQCollector(Collector):
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return [GaugeMetricFamily("ebind_dlq_messages", "Dead letters stored in EBIND_DLQ.")]
+
+    def collect(self) -> Iterator[Any]:
+        value = self._metrics.dlq_for_scrape()
+        if value is not None:
+            yield GaugeMetricFamily(
+                "ebind_dlq_messages", "Dead letters stored in EBIND_DLQ.", value=value
+            )
+
+
+class PrometheusMetrics:
+    """Worker metrics; the instance is a Middleware (``app.worker(middleware=[metrics])``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, app: Any = None) -> None:
+        self.registry = registry if registry is not None else prometheus_client.REGISTRY
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dlq: int | None = None
+        reg = self.registry
+        self.tasks = prometheus_client.Counter(
+            "ebind_tasks", "Task attempts by outcome.", ["task", "outcome"], registry=reg
+        )
+        self.duration = prometheus_client.Histogram(
+            "ebind_task_duration_seconds", "Handler run time per attempt.", ["task"], registry=reg
+        )
+        self.retries = prometheus_client.Counter(
+            "ebind_task_retries", "Attempts that will be retried.", ["task"], registry=reg
+        )
+        self.in_flight = prometheus_client.Gauge(
+            "ebind_tasks_in_flight", "Handlers running now.", ["task"], registry=reg
+        )
+        reg.register(_DLQCollector(self))
+
+    def bind(self, app: Any) -> None:
+        """Read the DLQ size through ``app`` (a connected ebind App)."""
+        self.app = app
+
+    def __call__(self, next_handler: Handler) -> Handler:
+        """Wrap ``next_handler`` (this makes the instance a Middleware)."""
+
+        async def measured(ctx: Context, env: TaskEnvelope) -> bytes:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()  # scrapes hop onto this loop
+            name = env.name
+
+            def on_outcome(outcome: str, error: TaskError | None) -> None:
+                self.tasks.labels(name, outcome).inc()
+                if outcome == "retrying":
+                    self.retries.labels(name).inc()
+
+            add_outcome_listener(ctx, on_outcome)
+            gauge = self.in_flight.labels(name)
+            gauge.inc()
+            start = time.perf_counter()
+            try:
+                return await next_handler(ctx, env)
+            finally:
+                gauge.dec()
+                self.duration.labels(name).observe(time.perf_counter() - start)
+
+        return measured
+
+    async def refresh_dlq(self) -> int | None:
+        """Read EBIND_DLQ's message count now (None without an app)."""
+        if self.app is None:
+            return None
+        info = await self.app.js.stream_info(DLQ_STREAM)
+        self._dlq = int(info.state.messages or 0)
+        return self._dlq
+
+    def dlq_for_scrape(self) -> int | None:
+        """The DLQ size for a scrape: fresh when reachable in time, else the last value."""
+        loop = self._loop
+        if self.app is None or loop is None or loop.is_closed():
+            return self._dlq
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            return self._dlq  # blocking here would deadlock the loop we wait on
+        fut = asyncio.run_coroutine_threadsafe(self.refresh_dlq(), loop)
+        try:
+            fut.result(DLQ_SCRAPE_TIMEOUT)
+        except FutureTimeout:
+            fut.cancel()
+            log.warning("metrics.dlq_refresh_slow", timeout=DLQ_SCRAPE_TIMEOUT)
+        except Exception as exc:
+            log.warning("metrics.dlq_refresh_failed", error=str(exc))
+        return self._dlq
+
+
+def prometheus_middleware(
+    registry: CollectorRegistry | None = None, *, app: Any = None
+) -> PrometheusMetrics:
+    """The metrics Middleware for ``registry`` (default: the global one), one per registry."""
+    reg = registry if registry is not None else prometheus_client.REGISTRY
+    with _lock:
+        metrics = _by_registry.get(id(reg))
+        if metrics is None or metrics.registry is not reg:
+            metrics = _by_registry[id(reg)] = PrometheusMetrics(reg, app=app)
+    if app is not None:
+        metrics.bind(app)
+    return metrics
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` HTTP endpoint; ``close()`` stops it."""
+
+    port: int
+    _httpd: Any
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        """The scrape URL."""
+        host, _ = self._httpd.server_address[:2]
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int, addr: str = "0.0.0.0", registry: CollectorRegistry | None = None
+) -> MetricsServer:
+    """Serve ``/metrics`` from a daemon thread; port 0 picks a free port (see ``.port``)."""
+    reg = registry if registry is not None else prometheus_client.REGISTRY
+    httpd, thread = prometheus_client.start_http_server(port, addr=addr, registry=reg)
+    bound = int(httpd.server_address[1])
+    log.info("metrics.serving", addr=addr, port=bound)
+    return MetricsServer(bound, httpd, thread)

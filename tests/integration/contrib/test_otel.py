@@ -1,0 +1,100 @@
+"""OpenTelemetry: producer span -> worker CONSUMER span, exceptions, nested enqueues."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from ebind.app import App
+from ebind.contrib.otel import instrument_app, otel_middleware, uninstrument_app
+from ebind.errors import TaskFailed
+from ebind.retry import RetryPolicy
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def _by_name(finished: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in finished if s.name == name]
+
+
+async def test_worker_span_is_a_child_of_the_producer_span(
+    app: App, run_worker: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    tracer = provider.get_tracer("test")
+
+    @app.task(name="child")
+    async def child(x: int) -> int:
+        return x + 1
+
+    @app.task(name="parent")
+    async def parent(x: int) -> int:
+        # enqueued inside the handler: continues the same trace
+        return await (await child.delay(x)).result(timeout=10)
+
+    instrument_app(app, tracer_provider=provider)
+    instrument_app(app, tracer_provider=provider)  # idempotent
+    assert len(app.publish_hooks) == 1
+    async with run_worker(app, middleware=[otel_middleware(provider)], concurrency=4):
+        with tracer.start_as_current_span("checkout"):
+            assert await (await parent.delay(1)).result(timeout=10) == 2
+    uninstrument_app(app)
+    assert app.publish_hooks == []
+
+    done = exporter.get_finished_spans()
+    (root,) = _by_name(done, "checkout")
+    (send_parent,) = _by_name(done, "send parent")
+    (run_parent,) = _by_name(done, "process parent")
+    (send_child,) = _by_name(done, "send child")
+    (run_child,) = _by_name(done, "process child")
+    trace_ids = {s.context.trace_id for s in (root, send_parent, run_parent, send_child, run_child)}
+    assert trace_ids == {root.context.trace_id}
+    assert send_parent.kind is SpanKind.PRODUCER and run_parent.kind is SpanKind.CONSUMER
+    assert send_parent.parent is not None and send_parent.parent.span_id == root.context.span_id
+    assert (
+        run_parent.parent is not None and run_parent.parent.span_id == send_parent.context.span_id
+    )
+    assert send_child.parent is not None and send_child.parent.span_id == run_parent.context.span_id
+    assert run_child.parent is not None and run_child.parent.span_id == send_child.context.span_id
+    attrs = run_parent.attributes or {}
+    assert attrs["ebind.task.name"] == "parent" and attrs["ebind.task.attempt"] == 1
+    assert attrs["messaging.system"] == "nats"
+
+
+async def test_failed_attempts_record_the_exception(
+    app: App, run_worker: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+
+    @app.task(name="fails", retry=RetryPolicy(initial_interval=0.1, maximum_attempts=2))
+    async def fails() -> None:
+        raise ValueError("bad input")
+
+    instrument_app(app, tracer_provider=provider)
+    async with run_worker(app, middleware=[otel_middleware(provider)]):
+        with pytest.raises(TaskFailed):
+            await (await fails.delay()).result(timeout=10)
+
+    runs = _by_name(exporter.get_finished_spans(), "process fails")
+    assert [(s.attributes or {})["ebind.task.attempt"] for s in runs] == [1, 2]
+    for span in runs:
+        assert span.status.status_code is StatusCode.ERROR
+        assert (span.attributes or {})["ebind.error_kind"] == "handler"
+        (event,) = span.events
+        assert event.name == "exception"
+        assert (event.attributes or {})["exception.type"] == "ValueError"
+    (send,) = _by_name(exporter.get_finished_spans(), "send fails")
+    assert {s.context.trace_id for s in runs} == {send.context.trace_id}
