@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ebind.app import App
+from ebind.context import Context
 from ebind.contrib.otel import instrument_app, otel_middleware, uninstrument_app
 from ebind.errors import TaskFailed
 from ebind.retry import RetryPolicy
@@ -98,3 +99,40 @@ async def test_failed_attempts_record_the_exception(
         assert (event.attributes or {})["exception.type"] == "ValueError"
     (send,) = _by_name(exporter.get_finished_spans(), "send fails")
     assert {s.context.trace_id for s in runs} == {send.context.trace_id}
+
+
+async def test_dynamic_dag_steps_are_children_of_the_step_that_added_them(
+    app: App, run_worker: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    from ebind.workflow import DAG, from_context
+
+    provider, exporter = spans
+
+    @app.task(name="leaf")
+    async def leaf(i: int) -> int:
+        return i
+
+    @app.task(name="fan")
+    async def fan(ctx: Context) -> int:
+        dag = from_context(ctx)
+        assert dag is not None
+        for i in range(2):
+            await dag.step(f"leaf-{i}", leaf, i)
+        return 2
+
+    instrument_app(app, tracer_provider=provider)
+    async with run_worker(app, middleware=[otel_middleware(provider)], scheduler=True):
+        dag = DAG()
+        dag.step("fan", fan)
+        await dag.submit(app.workflow)
+        for i in range(2):
+            assert await app.workflow.result(dag.id, f"leaf-{i}", timeout=20) == i
+
+    done = exporter.get_finished_spans()
+    (run_fan,) = _by_name(done, "process fan")
+    leaves = _by_name(done, "process leaf")
+    sends = _by_name(done, "send leaf")
+    assert len(leaves) == 2 and len(sends) == 2
+    for send in sends:  # the scheduler's send span continues the adding step's span
+        assert send.parent is not None and send.parent.span_id == run_fan.context.span_id
+    assert {s.context.trace_id for s in leaves} == {run_fan.context.trace_id}
