@@ -65,6 +65,9 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
     try:
         make = getattr(app, "worker", None)
         kwargs = dict(options, middleware=[log_middleware])
+        # --- --metrics-port (ebind.contrib.prometheus, needs ebind[prometheus]) ---
+        metrics_server = _start_metrics(app, kwargs)
+        # --- end --metrics-port ---
         w = make(**kwargs) if callable(make) else Worker(app, **kwargs)
 
         async def announce() -> None:
@@ -77,8 +80,25 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
             await run_until_signalled(w)
         finally:
             ready.cancel()
+            if metrics_server is not None:  # --metrics-port
+                metrics_server.close()
     finally:
         await app.close()
+
+
+def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
+    """--metrics-port: add the Prometheus middleware (outermost) and serve /metrics."""
+    port, addr = kwargs.pop("metrics_port", None), kwargs.pop("metrics_addr", "0.0.0.0")
+    if port is None:
+        return None
+    try:
+        from ebind.contrib.prometheus import prometheus_middleware, start_metrics_server
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    kwargs["middleware"].insert(0, prometheus_middleware(app=app))
+    server = start_metrics_server(port, addr=addr)
+    click.echo(f"metrics at http://{addr}:{server.port}/metrics", err=True)
+    return server
 
 
 @click.command("worker")
@@ -93,6 +113,13 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
 @click.option("--shutdown-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True)
 @click.option("--log-format", type=click.Choice(["console", "json"]), default=None)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (needs ebind[prometheus]).",
+)
+@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Metrics bind address.")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -107,6 +134,8 @@ def worker(
     shutdown_grace: float,
     log_format: str | None,
     log_level: str | None,
+    metrics_port: int | None,
+    metrics_addr: str,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
     obj: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
@@ -131,6 +160,8 @@ def worker(
         "scheduler": not no_scheduler,
         "ack_wait": ack_wait,
         "shutdown_grace": shutdown_grace,
+        "metrics_port": metrics_port,  # both consumed by _start_metrics, not Worker options
+        "metrics_addr": metrics_addr,
     }
     try:
         runner = _runner()
