@@ -30,8 +30,22 @@ async def square(ctx: ebind.Context, n: int) -> tuple[int, str]:
     return n * n, ctx.worker_id
 
 
+async def submit(n: int) -> ebind.Future[tuple[int, str]]:
+    # While a stream elects a new leader, publishes fail fast with PublishFailed. Retrying
+    # with the same task_id is safe: a copy that was stored after all is dropped as a duplicate.
+    task_id = f"square-{n}"
+    for attempt in range(20):
+        try:
+            return await square.apply_async(args=(n,), task_id=task_id)
+        except ebind.PublishFailed:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 async def batch(start: int) -> list[tuple[int, str]]:
-    futs = [await square.delay(n) for n in range(start, start + 10)]
+    futs = [await submit(n) for n in range(start, start + 10)]
     return [tuple(await f.result(timeout=60)) for f in futs]  # type: ignore[misc]
 
 
