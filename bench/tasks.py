@@ -201,12 +201,6 @@ def _child_env() -> dict[str, str]:
 
 
 async def _result(fut: Any) -> Any:
-    waiter = getattr(fut, "_waiter", None)
-    if waiter is not None and not waiter.done():
-        # ebind.Future.result() in this tree waits for *all* of {response, reconnect epoch}
-        # (asyncio.wait without return_when=FIRST_COMPLETED), so a response that arrives
-        # after the call costs a 5 s poll; wait on the response itself until that is fixed.
-        await asyncio.wait_for(asyncio.shield(waiter), 30)
     return await fut.result(30)
 
 
