@@ -73,7 +73,7 @@ class _DLQCollector(Collector):
         value = self._metrics.dlq_for_scrape()
         if value is not None:
             yield GaugeMetricFamily(
-                "ebind_dlq_messages", "Dead letters stored in EBIND_DLQ.", value=value
+                "ebind_dlq_messages", "Dead letters stored in EBIND_DLQ.", value=float(value)
             )
 
 
