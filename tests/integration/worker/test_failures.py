@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from worker_helpers import dlq_entries, running, tasks_pending, wait_for
+from worker_helpers import dlq_entries, running, tasks_empty, wait_for
 
 from ebind.app import App
 from ebind.errors import NonRetryable, TaskFailed
@@ -49,7 +49,7 @@ async def test_poison_task_retries_with_backoff_then_dead_letters(app: App) -> N
     assert entry.final_attempt == 3
     assert entry.task is not None and entry.task.name == "f.poison"
     assert entry.error.kind == "handler"
-    assert await tasks_pending(app) == 0
+    await wait_for(lambda: tasks_empty(app), 5)
 
 
 async def _count(entries: Any, n: int) -> bool:
@@ -124,7 +124,7 @@ async def test_malformed_envelope_goes_to_dlq_with_its_raw_bytes(app: App) -> No
             assert entry.raw == raw
             assert entry.final_attempt == 1
             assert entry.task is None
-    assert await tasks_pending(app) == 0
+    await wait_for(lambda: tasks_empty(app), 5)
 
 
 async def test_wrong_arguments_reaching_the_worker_fail_without_retry(app: App) -> None:
@@ -257,4 +257,4 @@ async def test_crash_loop_guard_dead_letters_before_running(app: App) -> None:
     assert runs == 0
     (entry,) = await dlq_entries(app, "f.crashy")
     assert entry.final_attempt == 3
-    assert await tasks_pending(app) == 0
+    await wait_for(lambda: tasks_empty(app), 5)

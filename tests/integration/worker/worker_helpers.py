@@ -76,3 +76,8 @@ async def tasks_pending(app: App) -> int:
 async def worker_consumer(app: App) -> Any:
     """ConsumerInfo of the shared ``ebind-worker`` durable."""
     return await app.js.consumer_info(TASKS_STREAM, WORKER_DURABLE)
+
+
+async def tasks_empty(app: App) -> bool:
+    """EBIND_TASKS holds nothing (acks/terms are applied by the server asynchronously)."""
+    return await tasks_pending(app) == 0
