@@ -66,13 +66,19 @@ def _validate(p: RetryPolicy) -> None:
     checks = (
         (p.initial_interval < 0, f"initial_interval must be >= 0, got {p.initial_interval}"),
         (p.maximum_interval < 0, f"maximum_interval must be >= 0, got {p.maximum_interval}"),
-        (p.maximum_attempts < 0, f"maximum_attempts must be >= 0 (0 = unlimited), got {p.maximum_attempts}"),
+        (
+            p.maximum_attempts < 0,
+            f"maximum_attempts must be >= 0 (0 = unlimited), got {p.maximum_attempts}",
+        ),
         (
             p.backoff_coefficient < 1 and p.maximum_attempts != 1,
             f"backoff_coefficient must be >= 1, got {p.backoff_coefficient}",
         ),
         (
-            any(not math.isfinite(v) for v in (p.initial_interval, p.maximum_interval, p.backoff_coefficient)),
+            any(
+                not math.isfinite(v)
+                for v in (p.initial_interval, p.maximum_interval, p.backoff_coefficient)
+            ),
             "retry intervals and coefficient must be finite numbers",
         ),
     )
