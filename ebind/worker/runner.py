@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ from ebind.wire import (
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
+
+_STARTED = "ebind.started_monotonic"
 
 if TYPE_CHECKING:
     from ebind.signature import HandlerSpec
@@ -172,6 +175,8 @@ class AttemptRunner:
             log=structlog.get_logger(
                 "ebind.task", task_id=env.id, task_name=env.name, attempt=env.attempt
             ),
+            # Lets the fallback attempt line report a duration when no log middleware ran.
+            extras={_STARTED: time.monotonic()},
         )
 
     def _precheck(self, env: TaskEnvelope, policy: RetryPolicy) -> TaskError | None:
@@ -435,7 +440,9 @@ class AttemptRunner:
         notify_outcome(ctx, outcome, error)
         if not ctx.extras.get(LOG_CLAIMED) and outcome != "succeeded":
             # No log middleware wrote the line: failures are still reported, once.
-            emit_attempt_line(ctx, outcome, error, None)
+            started = ctx.extras.get(_STARTED)
+            elapsed = None if started is None else (time.monotonic() - started) * 1000
+            emit_attempt_line(ctx, outcome, error, elapsed)
 
 
 def _time_limit(spec: HandlerSpec, env: TaskEnvelope) -> tuple[float | None, bool]:
