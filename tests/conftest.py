@@ -8,12 +8,28 @@ assumed. Pass ``start_node`` keyword arguments through indirect parametrization,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from ebind.embed import Cluster, Node, start_cluster, start_node
+
+
+@pytest.fixture(autouse=True)
+def _baseline_logging() -> Iterator[None]:
+    """Each test starts with library logs on stderr (captured by pytest, shown on failure).
+
+    structlog.testing.capture_logs restores the previous processors with configure(),
+    which flips is_configured() on with structlog's stdout defaults; without a baseline a
+    later CLI test would print log lines into the stdout it parses. No level filter here:
+    capture_logs keeps the wrapper class, so a filter would hide events tests assert on.
+    """
+    structlog.reset_defaults()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    yield
 
 
 def _owned_node(request: pytest.FixtureRequest, store: Path) -> Iterator[Node]:

@@ -256,10 +256,12 @@ class AttemptRunner:
             except Exception as exc:
                 await self._hook_failed(msg, env, ctx, policy, "on_step_done", exc)
                 return
+        # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
+        # result also sees the attempt recorded.
+        self._outcome(ctx, "succeeded", None)
         if env.reply_to:
             await self._respond(env, result=result, error=None)
         await msg.ack()
-        self._outcome(ctx, "succeeded", None)
 
     async def _failed(
         self,
@@ -287,7 +289,11 @@ class AttemptRunner:
         error: TaskError,
         is_step: bool,
     ) -> None:
-        """Hook (fenced), response, DLQ entry (awaited), then term — in that order."""
+        """Hook (fenced), DLQ entry (awaited), outcome, response, then term — in that order.
+
+        The response goes out only once the dead letter is stored: a client that sees
+        TaskFailed finds the entry, and a failed DLQ publish (nak, rerun) never answers twice.
+        """
         if is_step and self.hook is not None:
             try:
                 await self.hook.on_step_failed(env, error)
@@ -304,8 +310,6 @@ class AttemptRunner:
                     attempt=env.attempt,
                     error=str(exc),
                 )
-        if env.reply_to:
-            await self._respond(env, result=None, error=error)
         entry = DLQEntry(
             error=error,
             final_attempt=env.attempt,
@@ -317,8 +321,10 @@ class AttemptRunner:
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             self._outcome(ctx, "failed", error)
             return
-        await msg.term()
         self._outcome(ctx, "dead_lettered", error)
+        if env.reply_to:
+            await self._respond(env, result=None, error=error)
+        await msg.term()
 
     async def _fail_before_run(
         self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, error: TaskError

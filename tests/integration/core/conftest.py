@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from core_helpers import RunWorker
 
 from ebind.app import App
 
@@ -19,9 +20,6 @@ async def app(nats_url: str) -> AsyncIterator[App]:
         yield a
     finally:
         await a.close()
-
-
-RunWorker = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture
@@ -39,9 +37,3 @@ async def run_worker(app: App) -> AsyncIterator[RunWorker]:
     for w, task in running:
         await w.stop()  # type: ignore[attr-defined]
         await asyncio.wait_for(task, 10)
-
-
-async def tasks_count(app: App) -> int:
-    """Messages currently stored in EBIND_TASKS."""
-    info = await app.js.stream_info("EBIND_TASKS")
-    return int(info.state.messages)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from conftest import RunWorker, tasks_count
+from core_helpers import RunWorker, tasks_count
 
 import ebind
 from ebind.app import App

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import RunWorker, tasks_count
+from core_helpers import RunWorker, tasks_count
 from structlog.testing import capture_logs
 
 import ebind
