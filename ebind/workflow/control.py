@@ -3,8 +3,8 @@
 Pause fences pending steps (``held``) before it flips the meta, so a scheduler that read
 the DAG as running can no longer CAS a fenced step to running; the scheduler turns
 ``pausing`` into ``paused`` when the last in-flight step completes. Cancel turns pending
-steps, and steps dispatched but not yet started, into ``canceled``; running steps may
-finish, but nothing further is scheduled.
+steps into ``canceled``; running steps may finish, but nothing further is scheduled (a
+dispatched step that no worker has started yet is canceled by the hook when it arrives).
 """
 
 from __future__ import annotations
@@ -66,10 +66,9 @@ async def cancel(store: StateStore, dag_id: str) -> None:
         raise StaleRevision(f"workflow: could not cancel DAG {dag_id!r}", dag_id=dag_id)
 
     def to_canceled(r: StepRecord) -> StepRecord | None:
-        waiting = r.status is StepStatus.PENDING or (
-            r.status is StepStatus.RUNNING and r.attempt == 0
-        )
-        if not waiting:
+        # Running steps (dispatched ones included) may finish; a dispatched step whose
+        # message is picked up later is canceled by the hook instead of run.
+        if r.status is not StepStatus.PENDING:
             return None
         return msgspec.structs.replace(r, status=StepStatus.CANCELED, finished_at=_now())
 

@@ -12,6 +12,8 @@ running, §11.2), bumps its generation and publishes with msg-id
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +22,7 @@ import structlog
 
 from ebind.errors import PlacementError, ResolveError, StaleRevision, StepNotFound
 from ebind.wire import TaskEnvelope
+from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.hook import GENERATION_KEY
 from ebind.workflow.placement import resolve_placement
@@ -71,11 +74,41 @@ class Engine:
         self.bus = bus
         self.enqueuer = enqueuer
         self._lanes = asyncio.Semaphore(lanes)
+        self.states = StateCache()
+        self.results = ResultCache()
 
-    async def load(self, dag_id: str) -> Loaded:
-        """Read meta, the DAG's steps (one filtered listing) and, when awaited, its signals."""
-        meta, meta_rev = await self.store.get_meta(dag_id)
-        listed = await self.store.list_steps(dag_id)
+    async def load(self, dag_id: str, events: Sequence[Event] = ()) -> Loaded:
+        """The DAG's state, from the cache when ``events`` are completions of known steps.
+
+        The cached path re-reads only the meta and the steps the events name; anything
+        else reads the DAG in full (one filtered listing).
+        """
+        cached = self.states.get(dag_id)
+        ids = list(dict.fromkeys(e.step_id for e in events))
+        if (
+            cached is None
+            or not ids
+            or any(e.kind is not EventKind.COMPLETED for e in events)
+            or any(sid not in cached.state.steps for sid in ids)
+        ):
+            return await self._load_full(dag_id)
+        done = [e.step_id for e in events if e.status is StepStatus.DONE]
+        meta_t = asyncio.ensure_future(self.store.get_meta(dag_id))
+        pre_t = asyncio.ensure_future(self._prefetch(dag_id, done))
+        try:
+            records = await asyncio.gather(*(self.store.get_step(dag_id, sid) for sid in ids))
+        finally:
+            (meta, meta_rev), _ = await asyncio.gather(meta_t, pre_t)
+        cached.state.meta, cached.meta_rev = meta, meta_rev
+        for rec, rev in records:
+            cached.state.steps[rec.step_id] = rec
+            cached.revs[rec.step_id] = rev
+        cached.enqueued = []
+        return cached
+
+    async def _load_full(self, dag_id: str) -> Loaded:
+        meta_f = self.store.get_meta(dag_id)
+        (meta, meta_rev), listed = await asyncio.gather(meta_f, self.store.list_steps(dag_id))
         steps = {rec.step_id: rec for rec, _ in listed}
         revs = {rec.step_id: rev for rec, rev in listed}
         signals = []
@@ -83,6 +116,41 @@ class Engine:
             signals = await self.store.list_signals(dag_id)
         state = DAGState(meta, steps, {s.name: s for s in signals})
         return Loaded(state, revs, meta_rev)
+
+    async def _prefetch(self, dag_id: str, step_ids: list[str]) -> None:
+        # The completed step's result is what its dependents will need next.
+        for sid in step_ids:
+            if self.results.get(dag_id, sid) is None:
+                with contextlib.suppress(StepNotFound):
+                    self.results.put(dag_id, sid, await self.store.get_result(dag_id, sid))
+
+    async def results_for(self, dag_id: str, step_ids: Iterable[str]) -> dict[str, bytes]:
+        """Results of ``step_ids`` (cached, the rest read concurrently).
+
+        Raises:
+            TransientError: a result is not readable yet (lagging replica).
+        """
+        out: dict[str, bytes] = {}
+        missing = []
+        for sid in step_ids:
+            hit = self.results.get(dag_id, sid)
+            if hit is None:
+                missing.append(sid)
+            else:
+                out[sid] = hit
+        got = await asyncio.gather(
+            *(self.store.get_result(dag_id, sid) for sid in missing), return_exceptions=True
+        )
+        for sid, item in zip(missing, got, strict=True):
+            if isinstance(item, StepNotFound):
+                # The record says done, so the result was written first; a lagging replica
+                # can still miss it: retry rather than fail the step.
+                raise TransientError(f"result of {sid!r} not readable yet") from item
+            if isinstance(item, BaseException):
+                raise item
+            self.results.put(dag_id, sid, item)
+            out[sid] = item
+        return out
 
     async def publish(self, ev: Event) -> None:
         """Publish one scheduler event."""
@@ -140,6 +208,11 @@ class Engine:
         st = ld.state
         if st.meta.status.terminal or not st.all_steps_terminal():
             return
+        # Memory may lag (a dynamic step whose step_added event was lost): confirm with
+        # one listing that the store holds no other live step before finishing the DAG.
+        listed = await self.store.list_steps(st.meta.id)
+        if any(not rec.is_terminal() for rec, _ in listed) or len(listed) != len(st.steps):
+            raise TransientError(f"DAG {st.meta.id!r} changed under the scheduler; reloading")
         final = st.derive_final_status()
         meta = msgspec.structs.replace(st.meta, status=final, finished_at=_now())
         ld.meta_rev = await self.store.put_meta(meta.id, meta, ld.meta_rev)
@@ -227,14 +300,7 @@ class Engine:
             and p.step_id in st.steps
             and st.steps[p.step_id].status is StepStatus.DONE
         }
-        results: dict[str, bytes] = {}
-        for up in refs:
-            try:
-                results[up] = await self.store.get_result(rec.dag_id, up)
-            except StepNotFound as exc:
-                # The upstream's record says done, so its result was written first; a
-                # lagging replica can still miss it: retry rather than fail the step.
-                raise TransientError(f"result of {up!r} not readable yet") from exc
+        results = await self.results_for(rec.dag_id, refs)
         statuses = {k: v.status for k, v in st.steps.items()}
         resolved, skip = resolve_args(
             rec.args_json, results, statuses, st.signals, step_id=rec.step_id

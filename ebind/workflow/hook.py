@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
 import structlog
 
-from ebind.errors import StaleRevision, StepNotFound
+from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
 from ebind.wire import TaskEnvelope, TaskError
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.liveness import Liveness
 from ebind.workflow.protocols import EventBus, StateStore
 from ebind.workflow.types import (
     DEFAULT_MAX_STEP_ERROR_BYTES,
+    DAGStatus,
     Event,
     EventKind,
     StepRecord,
@@ -119,6 +120,23 @@ class _Tracker:
                 await self.task
 
 
+@dataclass
+class _Claim:
+    """A started delivery whose ``running`` record may not be written yet."""
+
+    rec: StepRecord
+    rev: int
+    attempt: int
+    worker_id: str
+    lost: bool = False
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 class StepHook:
     """Persists step starts and outcomes to the store and publishes completion events.
 
@@ -128,6 +146,10 @@ class StepHook:
         max_step_error_bytes: cap for persisted failure messages (0 → default, <0 → none).
         liveness: where to announce running steps (None disables the announcements).
         liveness_interval: seconds between announcements.
+        start_write_delay: a step's ``running`` record (attempt, worker) is written only
+            if it has not finished after this many seconds; a fast step goes straight
+            from dispatched to done in one CAS from the revision read at start, which
+            keeps the fence and saves a write on the critical path (0: always write).
     """
 
     def __init__(
@@ -138,15 +160,58 @@ class StepHook:
         max_step_error_bytes: int = DEFAULT_MAX_STEP_ERROR_BYTES,
         liveness: Liveness | None = None,
         liveness_interval: float = 3.0,
+        start_write_delay: float = 0.05,
     ) -> None:
         self._store = store
         self._bus = bus
         self._max_err = max_step_error_bytes
         self._tracker = _Tracker(liveness, liveness_interval)
+        self._start_delay = start_write_delay
+        self._claims: dict[tuple[str, str], _Claim] = {}
 
     async def close(self) -> None:
-        """Stop the liveness announcements."""
+        """Stop the liveness announcements and pending start writes."""
+        for claim in self._claims.values():
+            claim.cancel()
+        self._claims.clear()
         await self._tracker.close()
+
+    def _claim(self, env: TaskEnvelope, rec: StepRecord, rev: int) -> None:
+        """Remember this delivery's start; write it only if the step outlives the delay."""
+        key = (env.dag_id, env.step_id)
+        old = self._claims.pop(key, None)
+        if old is not None:
+            old.cancel()
+        claim = _Claim(rec=rec, rev=rev, attempt=env.attempt, worker_id=env.worker_id)
+        loop = asyncio.get_running_loop()
+        claim.timer = loop.call_later(self._start_delay, self._write_start, key, claim)
+        self._claims[key] = claim
+        self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
+
+    def _write_start(self, key: tuple[str, str], claim: _Claim) -> None:
+        if self._claims.get(key) is claim:
+            claim.task = asyncio.get_running_loop().create_task(self._start_write(claim))
+
+    async def _start_write(self, claim: _Claim) -> None:
+        rec = claim.rec
+        try:
+            claim.rev = await self._store.put_step(rec.dag_id, rec.step_id, rec, claim.rev)
+        except Exception as exc:  # stale: someone else owns it now; the finish path fences
+            claim.lost = True
+            _log.info(
+                "step.start_write_failed", dag_id=rec.dag_id, step_id=rec.step_id, error=repr(exc)
+            )
+
+    async def _settle_claim(self, env: TaskEnvelope) -> _Claim | None:
+        claim = self._claims.get((env.dag_id, env.step_id))
+        if claim is None or (claim.attempt, claim.worker_id) != (env.attempt, env.worker_id):
+            return None
+        del self._claims[(env.dag_id, env.step_id)]
+        if claim.timer is not None:
+            claim.timer.cancel()
+        if claim.task is not None:
+            await asyncio.gather(claim.task, return_exceptions=True)
+        return None if claim.lost else claim
 
     async def on_step_started(self, env: TaskEnvelope) -> bool:
         """Claim the step for this delivery; False means skip the handler and ack."""
@@ -155,12 +220,18 @@ class StepHook:
         gen = envelope_generation(env)
         for i in range(_CAS_ATTEMPTS):
             try:
-                rec, rev = await self._store.get_step(env.dag_id, env.step_id)
+                (rec, rev), meta = await asyncio.gather(
+                    self._store.get_step(env.dag_id, env.step_id),
+                    self._meta_status(env.dag_id),
+                )
             except StepNotFound:
                 _log.warning("step.orphan_message", dag_id=env.dag_id, step_id=env.step_id)
                 return False
             if rec.is_terminal():
                 await self._republish(rec)
+                return False
+            if meta is DAGStatus.CANCELED:
+                await self._cancel_unstarted(rec, rev)
                 return False
             if (gen is not None and gen != rec.generation) or rec.held:
                 _log.info(
@@ -178,6 +249,9 @@ class StepHook:
                 worker_id=env.worker_id,
                 started_at=_now(),
             )
+            if self._start_delay > 0:
+                self._claim(env, new, rev)
+                return True
             try:
                 await self._store.put_step(env.dag_id, env.step_id, new, rev)
             except StaleRevision:
@@ -186,6 +260,21 @@ class StepHook:
             self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
             return True
         raise StaleRevision(dag_id=env.dag_id, step_id=env.step_id)
+
+    async def _meta_status(self, dag_id: str) -> DAGStatus | None:
+        try:
+            meta, _ = await self._store.get_meta(dag_id)
+        except DAGNotFound:
+            return None
+        return meta.status
+
+    async def _cancel_unstarted(self, rec: StepRecord, rev: int) -> None:
+        new = msgspec.structs.replace(rec, status=StepStatus.CANCELED, finished_at=_now())
+        try:
+            await self._store.put_step(rec.dag_id, rec.step_id, new, rev)
+        except StaleRevision:
+            return  # someone else moved it; the redelivery or the sweep settles it
+        _log.info("step.canceled_before_start", dag_id=rec.dag_id, step_id=rec.step_id)
 
     async def on_step_done(self, env: TaskEnvelope, result: bytes) -> None:
         """Write the result (create-only), mark the step done, publish ``completed``."""
@@ -206,6 +295,28 @@ class StepHook:
     ) -> None:
         dag_id, step_id = env.dag_id, env.step_id
         wrote_result = False
+        claim = await self._settle_claim(env)
+        if claim is not None:
+            # Fast path: CAS from the revision this delivery saw (or wrote) at start; any
+            # change since (a takeover, a cancel) makes it fail and the read below fences.
+            if data is not None:
+                await self._put_result(dag_id, step_id, data)
+                wrote_result = True
+            new = msgspec.structs.replace(
+                claim.rec,
+                status=status,
+                error_kind=kind,
+                error_message=message,
+                finished_at=_now(),
+            )
+            try:
+                await self._store.put_step(dag_id, step_id, new, claim.rev)
+            except StaleRevision:
+                pass
+            else:
+                self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
+                await self._republish(new)
+                return
         for i in range(_CAS_ATTEMPTS):
             try:
                 rec, rev = await self._store.get_step(dag_id, step_id)
@@ -279,8 +390,3 @@ class StepHook:
             attempt=rec.attempt,
         )
         await self._bus.publish(event_subject(ev), marshal_event(ev))
-
-
-def monotonic() -> float:
-    """Monotonic seconds (patched in tests)."""
-    return time.monotonic()

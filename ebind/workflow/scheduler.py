@@ -1,6 +1,7 @@
 """Scheduler: consumes ``DAG.>`` events, advances DAGs, and reconciles them periodically.
 
-Only the leader handles events; others nak them with ``nak_delay``. Events are handled in
+Only the leader subscribes to the shared durable (an event that still reaches a
+non-leader during a handover is nak'd with ``nak_delay``). Events are handled in
 one *lane* per DAG: while a DAG is being evaluated, further events for it wait and are
 covered together by the next evaluation (each evaluation re-reads the DAG from KV, so one
 pass settles any number of events), and their deliveries are acked only after that pass
@@ -103,16 +104,18 @@ class Scheduler:
         self._lanes: dict[str, _Lane] = {}
         self._failures: dict[tuple[str, bytes], int] = {}
         self._sweep_task: asyncio.Task[int] | None = None
+        self._sub: Subscription | None = None
         self.sweeps = 0
 
     async def run(self) -> None:
-        """Subscribe to ``DAG.>`` and watch leadership until cancelled."""
-        sub: Subscription = await self.engine.bus.subscribe(EVENTS_FILTER, self.on_event)
+        """Consume ``DAG.>`` while leader, sweep on leadership edges and periodically."""
         _log.info("scheduler.started")
         try:
             await self._watch_leadership()
         finally:
-            await sub.stop()
+            if self._sub is not None:
+                await self._sub.stop()
+                self._sub = None
             if self._sweep_task is not None:
                 self._sweep_task.cancel()
             lanes = [ln.task for ln in self._lanes.values() if ln.task is not None]
@@ -121,20 +124,48 @@ class Scheduler:
             await asyncio.gather(*lanes, return_exceptions=True)
             _log.info("scheduler.stopped")
 
+    def _wake_on_change(self) -> asyncio.Event:
+        """An event set on every leadership edge when the elector reports them."""
+        wake = asyncio.Event()
+        if hasattr(self.elector, "on_change"):
+            previous = self.elector.on_change
+
+            def changed(leader: bool) -> None:
+                wake.set()
+                if previous is not None:
+                    previous(leader)
+
+            self.elector.on_change = changed
+        return wake
+
+    async def _follow(self, leader: bool) -> None:
+        # Only the leader pulls from the shared durable: a non-leader holding events
+        # would have to nak them, delaying every other event by nak_delay.
+        if leader and self._sub is None:
+            self._sub = await self.engine.bus.subscribe(EVENTS_FILTER, self.on_event)
+        elif not leader and self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.stop()
+            self.engine.states.clear()  # another leader may change records meanwhile
+
     async def _watch_leadership(self) -> None:
         was_leader, last_sweep = False, float("-inf")
+        wake = self._wake_on_change()
         while True:
             leader = self.elector.is_leader()
             if leader != was_leader:
                 _log.info("leader.acquired" if leader else "leader.lost")
-            due = leader and (
-                not was_leader or time.monotonic() - last_sweep >= self.config.sweep_interval
-            )
+            await self._follow(leader)
+            cfg = self.config
+            due = leader and (not was_leader or time.monotonic() - last_sweep >= cfg.sweep_interval)
             was_leader = leader
             if due and (self._sweep_task is None or self._sweep_task.done()):
                 last_sweep = time.monotonic()
                 self._sweep_task = asyncio.get_running_loop().create_task(self.sweep())
-            await asyncio.sleep(self.config.sweep_check_interval)
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(cfg.sweep_check_interval):
+                    await wake.wait()
 
     # -- events --------------------------------------------------------------------------
 
@@ -206,18 +237,28 @@ class Scheduler:
 
     async def evaluate(self, dag_id: str, events: list[Event], *, sweep: bool = False) -> None:
         """Load one DAG and advance it (in a sweep, also rescue orphaned running steps)."""
-        ld = await self.engine.load(dag_id)
-        st = ld.state
-        if st.meta.status.terminal:
-            return
-        for ev in events:
-            rec = st.steps.get(ev.step_id)
-            if ev.kind is EventKind.COMPLETED and rec is not None and not rec.is_terminal():
-                # The hook writes the record before it publishes, so this is a lagging read.
-                raise TransientError(f"step {ev.step_id!r} completion not visible yet")
-        if sweep and st.meta.status.value in ("running", "pausing"):
-            await self._rescue_running(ld)
-        await self.engine.advance(ld)
+        cache = self.engine.states
+        try:
+            ld = await self.engine.load(dag_id, () if sweep else events)
+            st = ld.state
+            if st.meta.status.terminal:
+                cache.forget(dag_id)
+                return
+            for ev in events:
+                rec = st.steps.get(ev.step_id)
+                if ev.kind is EventKind.COMPLETED and rec is not None and not rec.is_terminal():
+                    # The hook writes the record before it publishes: a lagging read.
+                    raise TransientError(f"step {ev.step_id!r} completion not visible yet")
+            if sweep and st.meta.status.value in ("running", "pausing"):
+                await self._rescue_running(ld)
+            await self.engine.advance(ld)
+        except BaseException:
+            cache.forget(dag_id)
+            raise
+        if ld.state.meta.status.terminal:
+            cache.forget(dag_id)
+        else:
+            cache.put(dag_id, ld)
 
     # -- reconciliation ------------------------------------------------------------------
 

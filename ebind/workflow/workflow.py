@@ -73,6 +73,8 @@ class Workflow:
         dispatch_grace: age after which a dispatched, unstarted step is re-published.
         redispatch_after: age after which it is re-enqueued as a new generation.
         registry: task registry for typed result decoding (optional).
+        start_write_delay: steps finishing sooner skip the separate ``running`` write
+            (see StepHook); 0 writes it before every handler.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Workflow:
         dispatch_grace: float = 10.0,
         redispatch_after: float = 240.0,
         registry: Any = None,
+        start_write_delay: float = 0.05,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -103,6 +106,7 @@ class Workflow:
         self.liveness = liveness
         self.liveness_interval = liveness_interval
         self.registry = registry
+        self.start_write_delay = start_write_delay
         self.engine = Engine(store, bus, enqueuer)
         self.config = SchedulerConfig(
             nak_delay=nak_delay,
@@ -149,6 +153,7 @@ class Workflow:
                 max_step_error_bytes=self.max_step_error_bytes,
                 liveness=self.liveness,
                 liveness_interval=self.liveness_interval,
+                start_write_delay=self.start_write_delay,
             )
         return self._hook
 

@@ -22,7 +22,7 @@ FAST = {
     "sweep_check_interval": 0.2,
     "sweep_interval": 0.5,
     "dispatch_grace": 0.5,
-    "redispatch_after": 1.5,
+    "redispatch_after": 5.0,
     "liveness_interval": 0.2,
     "liveness_ttl": 1.5,
     "nak_delay": 0.1,

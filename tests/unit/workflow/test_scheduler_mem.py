@@ -172,7 +172,7 @@ async def test_second_submit_of_an_id_is_stale_revision() -> None:
 
 
 async def test_stale_attempt_result_is_fenced_out() -> None:
-    wf, store, bus, enq = make_wf()
+    wf, store, bus, enq = make_wf(start_write_delay=0)
     dag = DAG(id="fence")
     dag.step("a", "echo", 1)
     await dag.submit(wf)
@@ -646,4 +646,39 @@ async def test_pause_resume_cancel_races_keep_seed_semantics(seed: int) -> None:
                 assert status is DAGStatus.CANCELED
             else:
                 await _check_outcomes(wf, d)
+    await bus.close()
+
+
+async def test_fast_steps_skip_the_running_write_slow_ones_record_their_owner() -> None:
+    wf, store, bus, enq = make_wf(start_write_delay=0.05)
+    dag = DAG(id="lazy")
+    dag.step("fast", "echo", 1)
+    dag.step("slow", "echo", 2)
+    await dag.submit(wf)
+    hook = wf.hook()
+    fast, slow = (msgspec.structs.replace(e, attempt=1, worker_id="w1") for e in enq.envelopes)
+    revs = {s: (await store.get_step("lazy", s))[1] for s in ("fast", "slow")}
+    assert await hook.on_step_started(fast)
+    await hook.on_step_done(fast, b"1")
+    rec, rev = await store.get_step("lazy", "fast")
+    assert rec.status is StepStatus.DONE and rec.worker_id == "w1" and rev == revs["fast"] + 1
+    assert await hook.on_step_started(slow)
+    await asyncio.sleep(0.15)
+    rec, _ = await store.get_step("lazy", "slow")
+    assert (rec.status, rec.attempt, rec.worker_id) == (StepStatus.RUNNING, 1, "w1")
+    await hook.on_step_done(slow, b"2")
+    assert (await store.get_step("lazy", "slow"))[0].status is StepStatus.DONE
+    await wf.close()
+    await bus.close()
+
+
+async def test_dispatched_step_of_a_canceled_dag_is_canceled_on_arrival() -> None:
+    wf, store, bus, enq = make_wf()
+    dag = DAG(id="cx2")
+    dag.step("a", "echo", 1)
+    await dag.submit(wf)
+    await wf.cancel("cx2")
+    env = msgspec.structs.replace(enq.envelopes[0], attempt=1, worker_id="w1")
+    assert not await wf.hook().on_step_started(env)
+    assert (await store.get_step("cx2", "a"))[0].status is StepStatus.CANCELED
     await bus.close()

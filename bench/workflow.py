@@ -1,0 +1,212 @@
+"""Workflow benchmark: a 1,000-leaf fan-out + fan-in DAG and a 200-step chain, two workers.
+
+For each sync setting (``always``, the embedded default, and the server ``default``) a
+fresh node and two worker *processes* are started. Reported:
+
+* no-op task round trip (``delay`` + ``result``, one at a time) — the yardstick;
+* chain: seconds per step and the scheduling overhead per step (chain time per step
+  minus the no-op round trip measured in the same run), and that overhead as a multiple
+  of the round trip (target <= 3);
+* fan-out/fan-in: steps per second from submit to the fan-in result;
+* KV operations per step (every StateStore call made by the workers' hooks and
+  schedulers, counted in the worker processes) and worker RSS.
+
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ebind
+import ebind.logging
+from ebind.embed import start_node
+from ebind.workflow import DAG
+
+app = ebind.App("bench-wf")
+CHAIN = int(os.environ.get("BENCH_CHAIN", "200"))
+LEAVES = int(os.environ.get("BENCH_LEAVES", "1000"))
+NOOPS = 200
+
+
+@app.task(name="bench.noop")
+async def noop() -> None:
+    return None
+
+
+@app.task(name="bench.inc")
+async def inc(x: int) -> int:
+    return x + 1
+
+
+@app.task(name="bench.sum")
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+# -- worker process ---------------------------------------------------------------------------
+
+
+class CountingStore:
+    """Counts every StateStore call (reads and writes) made through it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+async def serve(url: str, worker_id: str, count_file: str) -> None:
+    from ebind.workflow import KVLeaseElector, NatsBus, NatsEnqueuer, NatsLiveness, NatsStore
+    from ebind.workflow.workflow import Workflow
+
+    ebind.logging.configure(level="error")
+    app.servers = [url]
+    await app.connect()
+    store = CountingStore(NatsStore(app.js))
+    wf = Workflow(
+        store,  # type: ignore[arg-type]
+        NatsBus(app.js),
+        NatsEnqueuer(app.publish_task),
+        elector=KVLeaseElector(app.js),
+        liveness=NatsLiveness(app.js),
+        registry=app.registry,
+    )
+    app._workflow = wf
+    worker = app.worker(worker_id=worker_id, concurrency=64, shutdown_grace=2)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, worker.request_stop)
+    await worker.run()
+    Path(count_file).write_text(json.dumps(store.calls), encoding="utf-8")
+    await app.close()
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def noop_round_trip(client: ebind.App) -> float:
+    for _ in range(20):  # warm up connections and consumers
+        await (await client.enqueue(noop.name)).result(timeout=30)
+    samples = []
+    for _ in range(NOOPS):
+        t0 = time.perf_counter()
+        await (await client.enqueue(noop.name)).result(timeout=30)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+async def run_chain(client: ebind.App) -> float:
+    wf = client.workflow
+    dag = DAG()
+    prev = dag.step("s0", inc, 0)
+    for i in range(1, CHAIN):
+        prev = dag.step(f"s{i}", inc, prev.ref())
+    t0 = time.perf_counter()
+    await dag.submit(wf)
+    assert await wf.result(dag.id, prev, timeout=300) == CHAIN
+    return time.perf_counter() - t0
+
+
+async def run_fan(client: ebind.App) -> float:
+    wf = client.workflow
+    dag = DAG()
+    leaves = [dag.step(f"l{i}", inc, i) for i in range(LEAVES)]
+    out = dag.step("sum", total, [s.ref() for s in leaves])
+    t0 = time.perf_counter()
+    await dag.submit(wf)
+    assert await wf.result(dag.id, out, timeout=300) == sum(range(1, LEAVES + 1))
+    return time.perf_counter() - t0
+
+
+async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
+    opts: dict[str, Any] = {} if sync == "always" else {"sync_interval": sync}
+    with start_node(**opts) as node:
+        client = ebind.App("bench-wf-client", nats_url=node.client_url)
+        client.registry = app.registry
+        counts = [tmp / f"{sync}-w{i}.json" for i in (1, 2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", node.client_url, f"w{i}", str(c)],
+                stdout=subprocess.DEVNULL,
+            )
+            for i, c in zip((1, 2), counts, strict=True)
+        ]
+        try:
+            async with client:
+                rtt = await noop_round_trip(client)
+                chain = await run_chain(client)
+                fan = await run_fan(client)
+                rss = [rss_mb(p.pid) for p in procs]
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(30)
+    ops = sum(sum(json.loads(c.read_text()).values()) for c in counts if c.exists())
+    steps = CHAIN + LEAVES + 1
+    per_step = chain / CHAIN
+    return {
+        "sync": sync,
+        "noop_rtt_ms": round(rtt * 1e3, 3),
+        "chain_ms_per_step": round(per_step * 1e3, 3),
+        "chain_overhead_ms_per_step": round((per_step - rtt) * 1e3, 3),
+        "chain_overhead_x_rtt": round((per_step - rtt) / rtt, 2),
+        "chain_steps_per_s": round(CHAIN / chain, 1),
+        "fan_steps_per_s": round((LEAVES + 1) / fan, 1),
+        "fan_seconds": round(fan, 3),
+        "kv_ops_per_step": round(ops / steps, 2),
+        "worker_rss_mb": [round(r, 1) for r in rss],
+    }
+
+
+async def main() -> None:
+    ebind.logging.configure(level="error")
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"ebind-bench-wf-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    results = []
+    for sync in ("always", "default"):
+        r = await one_setting(sync, tmp)
+        results.append(r)
+        print(
+            f"[sync={sync}] no-op rtt {r['noop_rtt_ms']} ms | chain {r['chain_ms_per_step']} "
+            f"ms/step, overhead {r['chain_overhead_ms_per_step']} ms/step "
+            f"({r['chain_overhead_x_rtt']}x rtt, target <= 3) | fan-out/in "
+            f"{r['fan_steps_per_s']} steps/s | {r['kv_ops_per_step']} KV ops/step | "
+            f"worker RSS {r['worker_rss_mb']} MB"
+        )
+    print(
+        json.dumps({"bench": "workflow", "chain_steps": CHAIN, "leaves": LEAVES, "runs": results})
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        asyncio.run(serve(sys.argv[2], sys.argv[3], sys.argv[4]))
+    else:
+        asyncio.run(main())
