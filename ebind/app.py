@@ -165,11 +165,13 @@ class App:
             await ensure_streams(js, self.replicas)
             router = ResponseRouter(nc, js, self.client_id)
             await router.start()
+            publisher = Publisher(nc, js, timeout=self.publish_timeout)
+            await publisher.start()
         except BaseException:
             await nc.close()
             raise
         self._nc, self._js, self._router = nc, js, router
-        self._publisher = Publisher(nc, js, timeout=self.publish_timeout)
+        self._publisher = publisher
         log.debug("app.connected", app=self.name, client_id=self.client_id)
 
     def _callbacks(self) -> dict[str, Callable[..., Awaitable[None]]]:
@@ -412,6 +414,17 @@ class App:
             from ebind.workflow.workflow import Workflow
 
             self._workflow = Workflow.from_app(self)
+        return self._workflow
+
+    def configure_workflow(self, **options: Any) -> Workflow:
+        """Build ``app.workflow`` with non-default options (e.g. ``sweep_interval=5.0``).
+
+        Call it after ``connect()`` and before starting workers; the options are those of
+        ``ebind.workflow.Workflow``.
+        """
+        from ebind.workflow.workflow import Workflow
+
+        self._workflow = Workflow.from_app(self, **options)
         return self._workflow
 
     def worker(self, **options: Any) -> Worker:

@@ -1,0 +1,104 @@
+"""3-node cluster: every ebind asset is R3 (G2) and work survives losing a stream leader (C1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+import ebind
+from ebind.embed import Cluster
+from ebind.streams import DLQ_STREAM, RESP_STREAM, TASKS_STREAM
+from ebind.workflow import DAG
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(150)]
+
+ASSETS = (
+    TASKS_STREAM,
+    RESP_STREAM,
+    DLQ_STREAM,
+    "EBIND_DAG_EVENTS",
+    "KV_ebind-dags",
+    "KV_ebind-leases",
+)
+
+
+@pytest.fixture
+async def ha_app(nats_cluster: Cluster) -> AsyncIterator[ebind.App]:
+    app = ebind.App("ha-test", nats_url=nats_cluster.client_urls, replicas=3)
+    await app.connect()
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+async def _publish_with_retry(coro_factory: object, attempts: int = 40) -> object:
+    # A publish during a stream leader election fails fast; the same task_id makes a retry safe.
+    for _ in range(attempts):
+        try:
+            return await coro_factory()  # type: ignore[operator]
+        except ebind.PublishFailed:
+            await asyncio.sleep(0.25)
+    raise AssertionError("publish kept failing after the cluster should have recovered")
+
+
+async def test_every_stream_and_bucket_has_three_replicas(ha_app: ebind.App) -> None:
+    _ = ha_app.workflow  # the workflow's stores are bound too
+    for name in ASSETS:
+        info = await ha_app.js.stream_info(name)
+        assert info.config.num_replicas == 3, f"{name} has {info.config.num_replicas} replicas"
+
+
+async def test_tasks_and_a_dag_survive_losing_the_tasks_stream_leader(
+    ha_app: ebind.App, nats_cluster: Cluster
+) -> None:
+    @ha_app.task(name="ha.slow_square")
+    async def slow_square(n: int) -> int:
+        await asyncio.sleep(0.05)
+        return n * n
+
+    @ha_app.task(name="ha.total")
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    ha_app.configure_workflow(sweep_interval=2.0, sweep_check_interval=0.5)
+    worker = ha_app.worker(concurrency=8, ack_wait=3.0, shutdown_grace=5.0)
+    running = asyncio.create_task(worker.run())
+    try:
+        dag = DAG()
+        leaves = [dag.step(f"sq-{i}", slow_square, i) for i in range(12)]
+        out = dag.step("total", total, [s.ref() for s in leaves])
+        await dag.submit(ha_app.workflow)
+        futures = [
+            await _publish_with_retry(
+                lambda i=i: slow_square.apply_async(args=(i,), task_id=f"t{i}")
+            )
+            for i in range(6)
+        ]
+
+        info = await ha_app.js.stream_info(TASKS_STREAM)
+        leader = info.cluster.leader
+        victim = next(i for i, n in enumerate(nats_cluster.nodes) if n.server_name == leader)
+        await asyncio.to_thread(nats_cluster.kill_node, victim)
+
+        more = [
+            await _publish_with_retry(
+                lambda i=i: slow_square.apply_async(args=(i,), task_id=f"after{i}")
+            )
+            for i in range(6)
+        ]
+        results = [await f.result(timeout=60) for f in [*futures, *more]]  # type: ignore[attr-defined]
+        assert results == [i * i for i in range(6)] * 2
+        assert await ha_app.workflow.result(dag.id, out, timeout=90) == sum(
+            i * i for i in range(12)
+        )
+        meta = await ha_app.workflow.wait(dag.id, timeout=30)
+        assert meta.status.value == "done"
+
+        await asyncio.to_thread(nats_cluster.restart_node, victim)
+        await asyncio.to_thread(nats_cluster.wait_healthy, victim, 30.0)
+    finally:
+        await worker.stop()
+        await running
