@@ -154,14 +154,18 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
             subprocess.Popen(
                 [sys.executable, __file__, "--worker", node.client_url, f"w{i}", str(c)],
                 stdout=subprocess.DEVNULL,
+                stderr=open(tmp / f"{sync}-w{i}.log", "wb"),  # noqa: SIM115 - closed with the process
             )
             for i, c in zip((1, 2), counts, strict=True)
         ]
         try:
             async with client:
                 rtt = await noop_round_trip(client)
+                print(f"  [{sync}] no-op round trip {rtt * 1e3:.3f} ms", flush=True)
                 chain = await run_chain(client)
+                print(f"  [{sync}] chain {chain:.3f} s", flush=True)
                 fan = await run_fan(client)
+                print(f"  [{sync}] fan-out/in {fan:.3f} s", flush=True)
                 rss = [rss_mb(p.pid) for p in procs]
         finally:
             for p in procs:

@@ -296,7 +296,11 @@ class DAG:
         if any(r.wait_signals for r in self._records.values()):
             signals = await wf.store.list_signals(self._id)
         state = DAGState(meta, dict(self._records), {s.name: s for s in signals})
-        await wf.engine.advance(Loaded(state, revs, meta_rev))
+        try:
+            await wf.engine.advance(Loaded(state, revs, meta_rev))
+        except StaleRevision:
+            # The scheduler (or a sweep) is already driving the DAG; it owns the rest.
+            _log.debug("dag.submit_handover", dag_id=self._id)
 
 
 def _same_definition(a: StepRecord, b: StepRecord) -> bool:

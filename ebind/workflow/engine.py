@@ -229,15 +229,19 @@ class Engine:
             *(self._dispatch_one(ld, sid) for sid in ready), return_exceptions=True
         )
         failure: BaseException | None = None
+        settled = 0
         for sid, out in zip(ready, outcomes, strict=True):
             if isinstance(out, BaseException):
                 failure = failure or out
             elif isinstance(out, tuple):
                 self._apply_unrunnable(ld, sid, *out)
+                settled += 1
         await self.persist_changed(ld)
         if failure is not None:
             raise failure
-        return len(ready)
+        # Dispatched steps are running, which readies nothing else; a step skipped or
+        # failed here may, so only then is another round needed.
+        return settled
 
     def _apply_unrunnable(self, ld: Loaded, sid: str, kind: str, message: str) -> None:
         if kind == "skip":
@@ -325,6 +329,8 @@ class Engine:
 
     async def _mark_breakpoints(self, ld: Loaded) -> None:
         st = ld.state
+        if not st.meta.active_breakpoints:
+            return  # nothing armed: no step can be stopped
         todo = [
             (s, "before") for s in st.blocked_at_before() if st.steps[s].bp_before is BPState.NONE
         ]

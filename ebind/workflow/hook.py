@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import structlog
@@ -297,26 +298,13 @@ class StepHook:
         wrote_result = False
         claim = await self._settle_claim(env)
         if claim is not None:
-            # Fast path: CAS from the revision this delivery saw (or wrote) at start; any
-            # change since (a takeover, a cancel) makes it fail and the read below fences.
-            if data is not None:
-                await self._put_result(dag_id, step_id, data)
-                wrote_result = True
             new = msgspec.structs.replace(
-                claim.rec,
-                status=status,
-                error_kind=kind,
-                error_message=message,
-                finished_at=_now(),
+                claim.rec, status=status, error_kind=kind, error_message=message, finished_at=_now()
             )
-            try:
-                await self._store.put_step(dag_id, step_id, new, claim.rev)
-            except StaleRevision:
-                pass
-            else:
+            if await self._finish_fast(claim, new, data):
                 self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
-                await self._republish(new)
                 return
+            wrote_result = data is not None
         for i in range(_CAS_ATTEMPTS):
             try:
                 rec, rev = await self._store.get_step(dag_id, step_id)
@@ -369,6 +357,48 @@ class StepHook:
             return
         raise StaleRevision(dag_id=dag_id, step_id=step_id)
 
+    async def _finish_fast(self, claim: _Claim, new: StepRecord, data: bytes | None) -> bool:
+        """Result, record and event in one pipelined round trip; False: use the slow path.
+
+        The three writes leave in this order on one connection, so the result is stored
+        before the record says done, and the record before the event (a clustered store
+        may apply them out of order: readers re-read briefly, and retry). The CAS from the
+        start revision is the fence: if it fails nothing was completed by this delivery.
+        """
+        dag_id, step_id = new.dag_id, new.step_id
+        writes: list[Any] = []
+        if data is not None:
+            writes.append(self._put_result(dag_id, step_id, data))
+        writes.append(self._store.put_step(dag_id, step_id, new, claim.rev))
+        writes.append(self._bus.publish(*_completed(new)))
+        got = await asyncio.gather(*writes, return_exceptions=True)
+        res_err = got[0] if data is not None else None
+        step_out, pub_out = got[-2], got[-1]
+        if isinstance(step_out, StaleRevision):
+            return False
+        if isinstance(step_out, BaseException):
+            raise step_out
+        if isinstance(res_err, BaseException):
+            await self._result_lost(new, step_out, res_err)
+        elif isinstance(pub_out, BaseException):
+            raise pub_out  # the worker naks; the redelivery republishes for the done record
+        return True
+
+    async def _result_lost(self, rec: StepRecord, rev: int, exc: BaseException) -> None:
+        # The record turned done but its result could not be stored (e.g. too large for
+        # the bucket): fail the step so no dependent waits for a result that never comes.
+        _log.error(
+            "step.result_not_stored", dag_id=rec.dag_id, step_id=rec.step_id, error=repr(exc)
+        )
+        failed = msgspec.structs.replace(
+            rec,
+            status=StepStatus.FAILED,
+            error_kind="result_store",
+            error_message=truncate_error(f"result not stored: {exc}", self._max_err),
+        )
+        await self._store.put_step(rec.dag_id, rec.step_id, failed, rev)
+        await self._republish(failed)
+
     async def _put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
         try:
             await self._store.put_result(dag_id, step_id, data)
@@ -378,15 +408,19 @@ class StepHook:
             _log.warning("step.result_kept", dag_id=dag_id, step_id=step_id)
 
     async def _republish(self, rec: StepRecord) -> None:
-        if rec.status not in (StepStatus.DONE, StepStatus.FAILED):
-            return
-        ev = Event(
-            kind=EventKind.COMPLETED,
-            dag_id=rec.dag_id,
-            step_id=rec.step_id,
-            status=rec.status,
-            error_kind=rec.error_kind,
-            error_message=rec.error_message,
-            attempt=rec.attempt,
-        )
-        await self._bus.publish(event_subject(ev), marshal_event(ev))
+        if rec.status in (StepStatus.DONE, StepStatus.FAILED):
+            await self._bus.publish(*_completed(rec))
+
+
+def _completed(rec: StepRecord) -> tuple[str, bytes]:
+    """Subject and body of the ``completed`` event for a terminal record."""
+    ev = Event(
+        kind=EventKind.COMPLETED,
+        dag_id=rec.dag_id,
+        step_id=rec.step_id,
+        status=rec.status,
+        error_kind=rec.error_kind,
+        error_message=rec.error_message,
+        attempt=rec.attempt,
+    )
+    return event_subject(ev), marshal_event(ev)

@@ -244,11 +244,7 @@ class Scheduler:
             if st.meta.status.terminal:
                 cache.forget(dag_id)
                 return
-            for ev in events:
-                rec = st.steps.get(ev.step_id)
-                if ev.kind is EventKind.COMPLETED and rec is not None and not rec.is_terminal():
-                    # The hook writes the record before it publishes: a lagging read.
-                    raise TransientError(f"step {ev.step_id!r} completion not visible yet")
+            await self._await_completions(ld, events)
             if sweep and st.meta.status.value in ("running", "pausing"):
                 await self._rescue_running(ld)
             await self.engine.advance(ld)
@@ -259,6 +255,24 @@ class Scheduler:
             cache.forget(dag_id)
         else:
             cache.put(dag_id, ld)
+
+    async def _await_completions(self, ld: Loaded, events: list[Event]) -> None:
+        """Make sure the records of completed events read as terminal (re-read briefly).
+
+        The hook pipelines record and event; a clustered store may show the event first.
+        """
+        for ev in events:
+            rec = ld.state.steps.get(ev.step_id)
+            if ev.kind is not EventKind.COMPLETED or rec is None:
+                continue
+            for delay in (0.002, 0.01, 0.05):
+                if rec.is_terminal():
+                    break
+                await asyncio.sleep(delay)
+                rec, rev = await self.engine.store.get_step(rec.dag_id, rec.step_id)
+                ld.state.steps[rec.step_id], ld.revs[rec.step_id] = rec, rev
+            if not rec.is_terminal():
+                raise TransientError(f"step {ev.step_id!r} completion not visible yet")
 
     # -- reconciliation ------------------------------------------------------------------
 
