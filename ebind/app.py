@@ -23,7 +23,7 @@ from ebind.registry import Registry
 from ebind.retry import RetryPolicy
 from ebind.signature import HandlerSpec, inspect_handler
 from ebind.streams import check_id, check_target, check_task_name, ensure_streams, resp_subject
-from ebind.task import Task, TaskOptions
+from ebind.task import DEFAULT_OPTIONS, FIRE_AND_FORGET, Task, TaskOptions
 from ebind.wire import TaskEnvelope
 
 if TYPE_CHECKING:
@@ -288,12 +288,12 @@ class App:
     ) -> Future[Any]:
         """Enqueue by handle or name; a name not registered here is sent unvalidated."""
         spec, name = self._lookup(task)
-        return await self._submit(spec, name, args, kwargs, TaskOptions())
+        return await self._submit(spec, name, args, kwargs, DEFAULT_OPTIONS)
 
     async def send(self, task: str | Task[Any, Any], /, *args: Any, **kwargs: Any) -> str:
         """Enqueue fire-and-forget by handle or name; returns the task id."""
         spec, name = self._lookup(task)
-        fut = await self._submit(spec, name, args, kwargs, TaskOptions(ignore_result=True))
+        fut = await self._submit(spec, name, args, kwargs, FIRE_AND_FORGET)
         return fut.id
 
     async def apply_async(
@@ -357,7 +357,7 @@ class App:
             payload = encode_raw_args(name, args)
         if self._router is None or self._publisher is None:
             raise NotConnected(self._not_connected())
-        task_id = check_id(options.task_id, "task_id") if options.task_id else str(uuid.uuid4())
+        task_id = check_id(options.task_id, "task_id") if options.task_id else new_task_id()
         env = TaskEnvelope(
             id=task_id,
             name=name,
@@ -477,6 +477,15 @@ def _check_settings(name: object, replicas: object, publish_timeout: object) -> 
         )
     if not (isinstance(publish_timeout, int | float) and 0 < publish_timeout < math.inf):
         raise InvalidArguments(f"publish_timeout must be > 0 seconds, got {publish_timeout!r}")
+
+
+def new_task_id() -> str:
+    """A random UUID4 string, built from one urandom call (``str(uuid.uuid4())`` costs ~3×)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _deadline(deadline: datetime | float | None) -> datetime | None:

@@ -1,15 +1,18 @@
 """The producer's IO: the one task publish path and the one response subscription.
 
-Publishing pipelines (PERFORMANCE fact 3): every publish goes out with ``publish_async``
-and its PubAck future is awaited with a bound, so concurrent ``delay()`` calls share round
-trips while no accepted task goes unconfirmed. Results (fact 1) arrive on a single core
-subscription per App, ``RESP.<client_id>.>``; a waiter that may have missed its message
-asks the EBIND_RESP stream with a direct get — no consumer is ever created for a result.
+Publishing pipelines (PERFORMANCE fact 3): every publish goes out as a core publish whose
+reply subject is the App's PubAck inbox, and its PubAck future is awaited with a bound, so
+concurrent ``delay()`` calls share round trips while no accepted task goes unconfirmed.
+Results (fact 1) arrive on a single core subscription per App, ``RESP.<client_id>.>``; a
+waiter that may have missed its message asks the EBIND_RESP stream with a direct get — no
+consumer is ever created for a result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +31,8 @@ log = structlog.get_logger("ebind.client")
 HEADER_MSG_ID = "Nats-Msg-Id"
 # "NATS/1.0\r\n" + the blank line closing the header block.
 _HEADER_FRAME = len(b"NATS/1.0\r\n") + 2
+# The header block of an ordinary task publish, minus the id: "Nats-Msg-Id: <id>\r\n".
+_MSG_ID_FRAME = len(HEADER_MSG_ID) + 4 + _HEADER_FRAME
 
 
 def message_size(subject: str, payload: bytes, headers: dict[str, str]) -> int:
@@ -36,13 +41,63 @@ def message_size(subject: str, payload: bytes, headers: dict[str, str]) -> int:
     return len(payload) + (header_bytes + _HEADER_FRAME if headers else 0)
 
 
-class Publisher:
-    """Publishes task envelopes to EBIND_TASKS and checks every PubAck."""
+class _ApiError(msgspec.Struct, frozen=True):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
 
-    def __init__(self, nc: Any, js: Any, *, timeout: float) -> None:
+
+class _PubAck(msgspec.Struct, frozen=True):
+    # The server's reply to a JetStream publish; decoded with msgspec instead of nats-py's
+    # json.loads + dataclass construction (a measurable share of the producer's CPU).
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_puback_decoder = msgspec.json.Decoder(_PubAck)
+_STATUS = "Status"
+_NO_RESPONDERS = "503"
+DEFAULT_WINDOW = 4000
+"""PubAcks awaited at once per App before a publish waits for a free slot (nats-py's default)."""
+
+
+class _PubAckTimeout(TimeoutError):
+    """The PubAck did not arrive within the publish timeout."""
+
+
+class Publisher:
+    """Publishes task envelopes to EBIND_TASKS and checks every PubAck.
+
+    The pipeline is ebind's own rather than ``js.publish_async``: each publish is a core
+    publish with a reply subject under one wildcard inbox subscription, its PubAck future
+    lives in a dict, and one timer per App (re-armed for the oldest publish) bounds every
+    wait. ``publish_async(wait_stall=...)`` plus ``asyncio.wait_for`` cost two Tasks per
+    enqueue; this costs one future and a dict entry.
+    """
+
+    def __init__(self, nc: Any, js: Any, *, timeout: float, window: int = DEFAULT_WINDOW) -> None:
         self._nc = nc
         self._js = js
         self._timeout = timeout
+        self._window = window
+        self._prefix = ""
+        self._sub: Any = None
+        self._ids = itertools.count(1)
+        # token -> (PubAck future, monotonic deadline); insertion order is deadline order
+        # because every publish waits the same timeout, so the sweep stops at the first
+        # live entry.
+        self._acks: dict[str, tuple[asyncio.Future[_PubAck], float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def start(self) -> None:
+        """Subscribe the PubAck inbox; call once after connecting."""
+        self._prefix = self._nc.new_inbox() + "."
+        self._sub = await self._nc.subscribe(
+            self._prefix + "*", cb=self._on_ack, pending_msgs_limit=1_000_000
+        )
 
     def _frame(
         self,
@@ -54,11 +109,16 @@ class Publisher:
         data = encoder.encode(env)
         subject = task_subject(env.name, env.target)
         headers = {HEADER_MSG_ID: msg_id}
-        at = resolve_at(countdown, eta, datetime.now(UTC))
-        if at is not None:
-            headers.update(schedule_headers(at, subject))
-            subject = scheduled_subject(env.id)
-        size = message_size(subject, data, headers)
+        if countdown is None and eta is None:
+            # The common case: one header whose framing is known (message_size, unrolled).
+            id_len = len(msg_id) if msg_id.isascii() else len(msg_id.encode())
+            size = len(data) + _MSG_ID_FRAME + id_len
+        else:
+            at = resolve_at(countdown, eta, datetime.now(UTC))
+            if at is not None:
+                headers.update(schedule_headers(at, subject))
+                subject = scheduled_subject(env.id)
+            size = message_size(subject, data, headers)
         limit = int(self._nc.max_payload)
         if size > limit:
             raise PayloadTooLarge(
@@ -85,11 +145,24 @@ class Publisher:
         """
         mid = msg_id or env.id
         subject, data, headers = self._frame(env, mid, countdown, eta)
+        acks = self._acks
         try:
-            fut = await self._js.publish_async(
-                subject, data, headers=headers, wait_stall=self._timeout
-            )
-            ack = await asyncio.wait_for(fut, self._timeout)
+            if len(acks) >= self._window:
+                await self._wait_slot()
+            loop = asyncio.get_running_loop()
+            token = str(next(self._ids))
+            fut: asyncio.Future[_PubAck] = loop.create_future()
+            deadline = loop.time() + self._timeout
+            acks[token] = (fut, deadline)
+            if self._sweeper is None:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+            try:
+                await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+                ack = await fut
+            finally:
+                del acks[token]
+                if self._slots:
+                    _wake_one(self._slots)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -111,6 +184,75 @@ class Publisher:
         if ack.duplicate:
             log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=mid, seq=ack.seq)
 
+    async def _wait_slot(self) -> None:
+        # Rare: the window of unconfirmed publishes is full. Wait for a PubAck, bounded like
+        # the PubAck itself (nats-py's wait_stall); a timer, not wait_for, so no Task.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while len(self._acks) >= self._window:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _PubAckTimeout(f"{len(self._acks)} publishes awaiting confirmation")
+            slot: asyncio.Future[None] = loop.create_future()
+            self._slots.append(slot)
+            handle = loop.call_later(remaining, _resolve, slot)
+            try:
+                await slot
+            finally:
+                handle.cancel()
+
+    def _sweep(self) -> None:
+        """Fail every PubAck wait past its deadline; re-arm for the oldest one still live."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for fut, deadline in self._acks.values():
+            if deadline > now:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+                return
+            if not fut.done():
+                fut.set_exception(_PubAckTimeout())
+
+    async def _on_ack(self, msg: Any) -> None:
+        entry = self._acks.get(msg.subject[len(self._prefix) :])
+        if entry is None or entry[0].done():
+            return  # a late PubAck for a publish that already timed out
+        fut = entry[0]
+        headers = msg.headers
+        if headers and headers.get(_STATUS) == _NO_RESPONDERS:
+            from nats.js.errors import NoStreamResponseError
+
+            fut.set_exception(NoStreamResponseError())
+            return
+        try:
+            ack = _puback_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            fut.set_exception(exc)
+            return
+        if ack.error is not None:
+            from nats.js.errors import APIError
+
+            try:  # from_error raises the specific subclass for known codes
+                err: BaseException = APIError.from_error(msgspec.structs.asdict(ack.error))
+            except APIError as exc:
+                err = exc
+            fut.set_exception(err)
+            return
+        fut.set_result(ack)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _wake_one(slots: collections.deque[asyncio.Future[None]]) -> None:
+    while slots:
+        slot = slots.popleft()
+        if not slot.done():
+            slot.set_result(None)
+            return
+
 
 class ResponseRouter:
     """The App's one subscription on ``RESP.<client_id>.>``, resolving waiters by task id."""
@@ -121,7 +263,10 @@ class ResponseRouter:
         self.client_id = client_id
         self._pending: dict[str, asyncio.Future[TaskResponse]] = {}
         self._sub: Any = None
-        self._epoch: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Wake futures of result() calls currently waiting; missed() resolves them all. A set
+        # (O(1) add/discard) instead of one shared epoch future, whose remove_done_callback
+        # scanned every other waiter's callback (O(n²) with thousands of waiting results).
+        self._sleepers: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Subscribe; call once after connecting."""
@@ -162,16 +307,33 @@ class ResponseRouter:
         if self._pending.get(task_id) is fut:
             del self._pending[task_id]
 
-    @property
-    def epoch(self) -> asyncio.Future[None]:
-        """Resolves when responses may have been missed (reconnect, slow consumer)."""
-        return self._epoch
+    async def sleep(self, waiter: asyncio.Future[TaskResponse], within: float) -> None:
+        """Return once ``waiter`` is done, :meth:`missed` is called, or ``within`` s pass."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def on_done(_: object) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        waiter.add_done_callback(on_done)
+        # A timer plus one future: asyncio.wait built a set, a callback per future and its
+        # own timer on every call.
+        handle = loop.call_later(within, on_done, None)
+        self._sleepers.add(wake)
+        try:
+            await wake
+        finally:
+            handle.cancel()
+            self._sleepers.discard(wake)
+            waiter.remove_done_callback(on_done)
 
     def missed(self) -> None:
         """Wake every waiter so it checks the stream for a response it may have missed."""
-        old, self._epoch = self._epoch, asyncio.get_running_loop().create_future()
-        if not old.done():
-            old.set_result(None)
+        sleepers, self._sleepers = self._sleepers, set()
+        for wake in sleepers:
+            if not wake.done():
+                wake.set_result(None)
 
     async def fetch(self, task_id: str, client_id: str | None = None) -> TaskResponse | None:
         """The stored response of ``task_id`` from EBIND_RESP (direct get), or None."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -27,10 +28,11 @@ __all__ = [
 ]
 
 _encoder = msgspec.json.Encoder()
-_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw] | None)
 _any = msgspec.json.Decoder()
 _PATH_RE = re.compile(r" - at `\$(.*)`$")
 _MAX_SHOWN = 60
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class ArgumentError(EbindError):
@@ -51,15 +53,20 @@ def _type_name(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
+def _expected(spec: HandlerSpec) -> str:
+    # Built only when an error is raised: describe_params() is too costly per call.
+    return f"task {spec.name!r} takes ({spec.describe_params()})"
+
+
 def _bind(spec: HandlerSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Any]:
     params = spec.params
-    expected = f"task {spec.name!r} takes ({spec.describe_params()})"
     if len(args) > len(params):
         raise InvalidArguments(
-            f"{expected}: expected at most {len(params)} positional argument(s), got {len(args)}",
+            f"{_expected(spec)}: expected at most {len(params)} positional argument(s), "
+            f"got {len(args)}",
             task_name=spec.name,
         )
-    by_name = {p.name: i for i, p in enumerate(params)}
+    by_name = spec.positions
     values: list[Any] = list(args) + [p.default for p in params[len(args) :]]
     for key, value in kwargs.items():
         index = by_name.get(key)
@@ -67,13 +74,13 @@ def _bind(spec: HandlerSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
             close = difflib.get_close_matches(key, list(by_name), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidArguments(
-                f"{expected}: unknown keyword argument {key!r}{hint}",
+                f"{_expected(spec)}: unknown keyword argument {key!r}{hint}",
                 task_name=spec.name,
                 parameter=key,
             )
         if index < len(args):
             raise InvalidArguments(
-                f"{expected}: got multiple values for argument {key!r}",
+                f"{_expected(spec)}: got multiple values for argument {key!r}",
                 task_name=spec.name,
                 parameter=key,
             )
@@ -81,7 +88,7 @@ def _bind(spec: HandlerSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
     missing = [p.name for p, v in zip(params, values, strict=True) if v is NO_DEFAULT]
     if missing:
         raise InvalidArguments(
-            f"{expected}: missing required argument(s) {', '.join(map(repr, missing))}",
+            f"{_expected(spec)}: missing required argument(s) {', '.join(map(repr, missing))}",
             task_name=spec.name,
             parameter=missing[0],
         )
@@ -102,12 +109,19 @@ def _encode_one(spec: HandlerSpec, param: Param, value: Any) -> bytes:
 
 def encode_args(spec: HandlerSpec, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> bytes:
     """Bind, validate and encode arguments as a JSON array; raises InvalidArguments."""
-    values = _bind(spec, args, kwargs or {})
+    values: Sequence[Any] = args
+    if kwargs or len(args) != len(spec.params):  # else all positional: nothing to bind
+        values = _bind(spec, args, kwargs or _NO_KWARGS)
+    if not values:
+        return b"[]"
     parts: list[bytes] = []
-    for param, decoder, value in zip(spec.params, spec.decoders, values, strict=True):
+    for param, validator, value in zip(spec.params, spec.validators, values, strict=True):
         raw = _encode_one(spec, param, value)
+        if validator is None:  # annotated Any: every JSON value is accepted
+            parts.append(raw)
+            continue
         try:
-            decoder.decode(raw)
+            validator.decode(raw)
         except msgspec.ValidationError as exc:
             raise InvalidArguments(
                 f"task {spec.name!r}: argument {param.name!r} expects "
@@ -131,16 +145,19 @@ def encode_raw_args(name: str, args: Sequence[Any]) -> bytes:
 
 def decode_args(spec: HandlerSpec, payload: bytes | msgspec.Raw) -> list[Any]:
     """Decode a payload into the handler's positional arguments; raises ArgumentError."""
-    if not isinstance(payload, bytes):
-        payload = bytes(payload)
-    if not payload or payload.strip() == b"null":
-        raws: list[msgspec.Raw] = []
-    else:
+    params = spec.params
+    # msgspec decodes from any buffer (Raw included), so the payload is never copied.
+    size = len(payload)
+    if size == 2 and not spec.required_count and bytes(payload) == b"[]":
+        return [p.default for p in params]  # the common no-argument task
+    raws: list[msgspec.Raw] | None = None
+    if size:
         try:
-            raws = _raw_list.decode(payload)
+            raws = _raw_list.decode(payload)  # JSON null (any whitespace) decodes as None
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise ArgumentError("decode", f"payload is not a JSON array: {exc}") from exc
-    params = spec.params
+    if raws is None:
+        raws = []
     if not spec.required_count <= len(raws) <= len(params):
         raise ArgumentError(
             "arg_count",

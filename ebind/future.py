@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -47,7 +46,14 @@ class Future(Generic[R]):
         self._client_id = client_id
         self._check_first = check_stream_first
         self._waiter = router.waiter(task_id)
-        weakref.finalize(self, router.forget, task_id, self._waiter)
+
+    def __del__(self) -> None:
+        # Drop the router's waiter of a Future nobody holds (send(), or a result never
+        # awaited). __del__ costs nothing until then; a weakref.finalize per Future cost
+        # a finalizer object and registry entry on every enqueue.
+        waiter = getattr(self, "_waiter", None)
+        if waiter is not None and not waiter.done():
+            self._router.forget(self._id, waiter)
 
     @property
     def id(self) -> str:
@@ -84,10 +90,8 @@ class Future(Generic[R]):
                     task_id=self._id,
                 )
             slice_ = check if remaining is None else min(check, remaining)
-            wake: set[asyncio.Future[Any]] = {self._waiter, self._router.epoch}
-            # FIRST_COMPLETED (fix by the periodic/contrib engineer): the default ALL_COMPLETED
-            # also waited for the epoch, so every result arrived only after the 5 s check.
-            await asyncio.wait(wake, timeout=slice_, return_when=asyncio.FIRST_COMPLETED)
+            # Wakes on the response, on a possible miss (reconnect) or after the slice.
+            await self._router.sleep(self._waiter, slice_)
             if not self._waiter.done():
                 await self._check_stream()
                 check = min(check * 2, _MAX_CHECK)

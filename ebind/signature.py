@@ -10,8 +10,9 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -56,20 +57,43 @@ class HandlerSpec:
     aliases: tuple[str, ...] = ()
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
+    # Derived in __post_init__ so the per-call codec paths never recompute them.
+    required_count: int = field(init=False, repr=False, compare=False)
+    """How many leading parameters have no default."""
+    positions: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    """Parameter name -> position, for binding keyword arguments."""
+    validators: tuple[msgspec.json.Decoder[Any] | None, ...] = field(
+        init=False, repr=False, compare=False
+    )
+    """``decoders`` with None where the annotation accepts any JSON (nothing to validate)."""
+
+    def __post_init__(self) -> None:
+        # frozen: object.__setattr__ is the documented way to fill derived fields.
+        set_ = object.__setattr__
+        set_(self, "required_count", sum(1 for p in self.params if p.required))
+        set_(self, "positions", MappingProxyType({p.name: i for i, p in enumerate(self.params)}))
+        set_(
+            self,
+            "validators",
+            tuple(
+                None if _accepts_any_json(p.annotation) else d
+                for p, d in zip(self.params, self.decoders, strict=False)
+            ),
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
         """The primary name followed by every alias."""
         return (self.name, *self.aliases)
 
-    @property
-    def required_count(self) -> int:
-        """How many leading parameters have no default."""
-        return sum(1 for p in self.params if p.required)
-
     def describe_params(self) -> str:
         """``image_id, width=800`` — for error messages."""
         return ", ".join(p.name if p.required else f"{p.name}={p.default!r}" for p in self.params)
+
+
+def _accepts_any_json(annotation: Any) -> bool:
+    # Unresolved string annotations decode as Any too (see _decoder).
+    return annotation is Any or annotation is object or isinstance(annotation, str)
 
 
 def default_name(fn: Callable[..., Any]) -> str:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ebind.future import Future
     from ebind.signature import HandlerSpec
 
-__all__ = ["Task", "TaskOptions"]
+__all__ = ["DEFAULT_OPTIONS", "FIRE_AND_FORGET", "Task", "TaskOptions"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,6 +34,12 @@ class TaskOptions:
     retry: RetryPolicy | None = None
     target: str | None = None
     ignore_result: bool = False
+
+
+DEFAULT_OPTIONS = TaskOptions()
+"""Options of a plain ``delay``/``enqueue`` (shared: TaskOptions is frozen)."""
+FIRE_AND_FORGET = TaskOptions(ignore_result=True)
+"""Options of ``send``."""
 
 
 class Task(Generic[P, R]):
@@ -70,12 +76,12 @@ class Task(Generic[P, R]):
 
     async def delay(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Enqueue with these arguments and return a Future for the result."""
-        return await self.app._submit(self.spec, self.spec.name, args, kwargs, TaskOptions())
+        return await self.app._submit(self.spec, self.spec.name, args, kwargs, DEFAULT_OPTIONS)
 
     async def send(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue fire-and-forget (no response is published); returns the task id."""
         fut: Future[R] = await self.app._submit(
-            self.spec, self.spec.name, args, kwargs, TaskOptions(ignore_result=True)
+            self.spec, self.spec.name, args, kwargs, FIRE_AND_FORGET
         )
         return fut.id
 
