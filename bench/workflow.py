@@ -96,11 +96,19 @@ async def serve(url: str, worker_id: str, count_file: str) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.request_stop)
     await worker.run()
-    Path(count_file).write_text(json.dumps(store.calls), encoding="utf-8")
+    _write(Path(count_file), json.dumps(store.calls))
     await app.close()
 
 
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
 # -- driver -----------------------------------------------------------------------------------
+
+
+def _count_ops(files: list[Path]) -> int:
+    return sum(sum(json.loads(f.read_text()).values()) for f in files if f.exists())
 
 
 def rss_mb(pid: int) -> float:
@@ -151,10 +159,15 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
         client.registry = app.registry
         counts = [tmp / f"{sync}-w{i}.json" for i in (1, 2)]
         procs = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--worker", node.client_url, f"w{i}", str(c)],
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--worker",
+                node.client_url,
+                f"w{i}",
+                str(c),
                 stdout=subprocess.DEVNULL,
-                stderr=open(tmp / f"{sync}-w{i}.log", "wb"),  # noqa: SIM115 - closed with the process
+                stderr=subprocess.DEVNULL,
             )
             for i, c in zip((1, 2), counts, strict=True)
         ]
@@ -171,8 +184,8 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
             for p in procs:
                 p.send_signal(signal.SIGTERM)
             for p in procs:
-                p.wait(30)
-    ops = sum(sum(json.loads(c.read_text()).values()) for c in counts if c.exists())
+                await asyncio.wait_for(p.wait(), 30)
+    ops = _count_ops(counts)
     steps = CHAIN + LEAVES + 1
     per_step = chain / CHAIN
     return {

@@ -45,10 +45,13 @@ def _elector(js: Any) -> Any:
 
 async def build_from_nats(cls: type[Workflow], nc: Any, replicas: int, **options: Any) -> Workflow:
     """Workflow over ``nc``: NatsStore, NatsBus, a JetStream enqueuer, NatsLiveness."""
+    from ebind.workflow.bus_nats import NatsBus
+
     js = nc.jetstream()
     store = await NatsStore.create(js, replicas=replicas)
+    bus = await NatsBus.create(js, replicas=replicas)
     options.setdefault("liveness", NatsLiveness(js))
-    return cls(store, _bus(js, replicas), NatsEnqueuer(_js_publisher(js)), **options)
+    return cls(store, bus, NatsEnqueuer(_js_publisher(js)), **options)
 
 
 def build_from_app(cls: type[Workflow], app: Any, **options: Any) -> Workflow:

@@ -261,3 +261,33 @@ async def test_bad_input_is_rejected_and_nothing_persisted(app: App) -> None:
 
 def test_examples_env_is_clean() -> None:
     assert "EBIND_CRASHPOINT" not in os.environ
+
+
+async def test_from_nats_workflow_shares_state_with_the_app(
+    app: App, start_worker: Any, nats_url: str
+) -> None:
+    import io
+
+    import nats
+
+    from ebind.workflow import Workflow
+
+    nc = await nats.connect(nats_url)
+    try:
+        wf = await Workflow.from_nats(nc)
+        await start_worker("w1")
+        dag = DAG(id="from-nats")
+        a = dag.step("a", add, 2, 3)
+        await dag.submit(wf)
+        assert await wf.result(dag.id, a, timeout=20) == 5
+        assert (await wf.wait(dag.id, timeout=20)).status is DAGStatus.DONE
+        out = io.StringIO()
+        await app.workflow.debug_print(dag.id, file=out)
+        assert "✓  a" in out.getvalue()
+        dbg = await wf.debug(dag.id)
+        assert dbg.counts[StepStatus.DONE] == 1
+        await wf.delete_dag(dag.id)
+        with pytest.raises(DAGNotFound):
+            await app.workflow.info(dag.id)
+    finally:
+        await nc.close()
