@@ -27,6 +27,9 @@ log = structlog.get_logger("ebind.worker")
 
 _STATUS = "Status"
 _LOCAL_EXPIRY_SLACK = 1.0  # seconds after `expires` before a silent request is written off
+# 503 "no responders": the consumer has no leader (election after a node loss). Requesting
+# again at once would spin; back off, doubling up to the cap, until a request is served.
+_UNAVAILABLE_BACKOFF = (0.1, 2.0)
 _request_encoder = msgspec.json.Encoder()
 
 
@@ -107,6 +110,7 @@ class Puller:
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._backoff = 0.0  # current 503 backoff (0 = none)
 
     @property
     def outstanding(self) -> int:
@@ -152,6 +156,9 @@ class Puller:
                 # Batch requests while another request is still open, so a busy worker sends
                 # one request per few messages instead of one per message.
                 threshold = 1 if mine == 0 else batch
+                if self._backoff and mine == 0:
+                    await asyncio.sleep(self._backoff)
+                    threshold = 1
                 if n >= threshold:
                     await self._request(n)
                     continue
@@ -193,6 +200,7 @@ class Puller:
         if headers and _STATUS in headers and not msg.data:
             self._on_status(headers)
             return
+        self._backoff = 0.0
         if self._requests:
             head = self._requests[0]
             head[0] -= 1
@@ -211,6 +219,14 @@ class Puller:
         elif self._requests:
             # 408 Request Timeout (and other 409s) end the oldest open request.
             self._budget.requested -= int(self._requests.popleft()[0])
+        if status == "503":
+            first, cap = _UNAVAILABLE_BACKOFF
+            if not self._backoff:
+                log.warning("worker.consumer_unavailable", durable=self.durable)
+            self._backoff = min(cap, self._backoff * 2) if self._backoff else first
+            self._budget.wake()
+            return
+        self._backoff = 0.0
         if status not in ("404", "408"):
             log.info(
                 "worker.pull_status", durable=self.durable, status=status, description=description
