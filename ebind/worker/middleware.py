@@ -13,6 +13,7 @@ so a middleware that wants the final outcome registers a listener with
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -63,6 +64,8 @@ _LEVELS = {
     "dead_lettered": "error",
     "failed": "error",
 }
+
+_LEVEL_NUMBERS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def add_outcome_listener(ctx: Context, listener: OutcomeListener) -> None:
@@ -127,10 +130,23 @@ def log_middleware(next_handler: Handler) -> Handler:
     return logged
 
 
+def _enabled(level: str) -> bool:
+    # Asked per line (the configuration may change at run time), and cheaper than building
+    # the fields of a line the filtering logger would drop: at --log-level warning every
+    # success line used to cost a dict, a rounding and a structlog call for nothing.
+    check = getattr(log, "is_enabled_for", None)
+    if check is None:
+        return True  # a wrapper class without the method (stdlib BoundLogger...): emit
+    return bool(check(_LEVEL_NUMBERS[level]))
+
+
 def emit_attempt_line(
     ctx: Context, outcome: str, error: TaskError | None, duration_ms: float | None
 ) -> None:
     """Write the canonical ``task.<outcome>`` line for one attempt."""
+    level = _LEVELS.get(outcome, "info")
+    if not _enabled(level):
+        return
     fields: dict[str, Any] = {
         "task_id": ctx.task_id,
         "task_name": ctx.name,
@@ -144,4 +160,4 @@ def emit_attempt_line(
         fields["step_id"] = ctx.step_id
     if error is not None:
         fields["error"] = error.message[:2000]
-    getattr(log, _LEVELS.get(outcome, "info"))(f"task.{outcome}", **fields)
+    getattr(log, level)(f"task.{outcome}", **fields)
