@@ -22,7 +22,14 @@ from ebind.wire import TaskEnvelope
 from ebind.workflow.dag import Step, build_record, placement_of
 from ebind.workflow.graph import check_dynamic_step, graph_of
 from ebind.workflow.placement import rewrite_colocate_here
-from ebind.workflow.types import DAGStatus, Event, EventKind, PlacementMode, PlacementSpec
+from ebind.workflow.types import (
+    DAGStatus,
+    Event,
+    EventKind,
+    PlacementMode,
+    PlacementSpec,
+    StepRecord,
+)
 
 if TYPE_CHECKING:
     from ebind.worker.middleware import Handler, Middleware
@@ -78,8 +85,7 @@ class ContextDAG:
             InvalidArguments: bad arguments, or a dependency on an unknown step.
             CycleError: the step would close a cycle.
         """
-        store = self._wf.store
-        meta, _ = await store.get_meta(self.dag_id)
+        meta, _ = await self._wf.store.get_meta(self.dag_id)
         if meta.status is DAGStatus.CANCELED:
             raise DAGCanceled(
                 f"workflow: DAG {self.dag_id!r} is canceled; step {step_id!r} not added",
@@ -109,6 +115,11 @@ class ContextDAG:
         )
         if meta.status in (DAGStatus.PAUSING, DAGStatus.PAUSED):
             rec = msgspec.structs.replace(rec, held=True, held_at=rec.added_at)
+        return await self._add(rec, fn)
+
+    async def _add(self, rec: StepRecord, fn: object) -> Step:
+        """Create the record (checked against the DAG as stored) and announce it."""
+        store, step_id = self._wf.store, rec.step_id
         listed = [r for r, _ in await store.list_steps(self.dag_id)]
         existing = {r.step_id: r for r in listed}
         if step_id in existing:
@@ -125,7 +136,7 @@ class ContextDAG:
         await self._announce(step_id)
         return Step(self.dag_id, step_id, fn)
 
-    def _readd(self, existing: Any, fn_name: str, fn: object) -> Step:
+    def _readd(self, existing: StepRecord, fn_name: str, fn: object) -> Step:
         if existing.fn_name != fn_name:
             raise DuplicateStep(
                 f"workflow: step {existing.step_id!r} already exists in DAG {self.dag_id!r} "

@@ -12,7 +12,6 @@ is dropped and logged, and a result is written create-only *before* the record t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ import structlog
 from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
 from ebind.wire import TaskEnvelope, TaskError
 from ebind.workflow.events import event_subject, marshal_event
-from ebind.workflow.liveness import Liveness
+from ebind.workflow.liveness import Announcer, Liveness
 from ebind.workflow.protocols import EventBus, StateStore
 from ebind.workflow.types import (
     DEFAULT_MAX_STEP_ERROR_BYTES,
@@ -85,42 +84,6 @@ def owns(rec: StepRecord, env: TaskEnvelope) -> bool:
     )
 
 
-class _Tracker:
-    """Steps this process runs, announced to the liveness store every ``interval``."""
-
-    def __init__(self, liveness: Liveness | None, interval: float) -> None:
-        self.liveness = liveness
-        self.interval = interval
-        self.running: dict[str, dict[str, None]] = {}
-        self.task: asyncio.Task[None] | None = None
-
-    def add(self, worker_id: str, key: str) -> None:
-        if self.liveness is None or not worker_id:
-            return
-        self.running.setdefault(worker_id, {})[key] = None
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._loop())
-
-    def discard(self, worker_id: str, key: str) -> None:
-        self.running.get(worker_id, {}).pop(key, None)
-
-    async def _loop(self) -> None:
-        assert self.liveness is not None
-        while True:
-            for worker_id, steps in list(self.running.items()):
-                try:
-                    await self.liveness.beat(worker_id, list(steps))
-                except Exception as exc:
-                    _log.warning("liveness.beat_failed", worker_id=worker_id, error=str(exc))
-            await asyncio.sleep(self.interval)
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-
 @dataclass
 class _Claim:
     """A started delivery whose ``running`` record may not be written yet."""
@@ -166,7 +129,7 @@ class StepHook:
         self._store = store
         self._bus = bus
         self._max_err = max_step_error_bytes
-        self._tracker = _Tracker(liveness, liveness_interval)
+        self._tracker = Announcer(liveness, liveness_interval)
         self._start_delay = start_write_delay
         self._claims: dict[tuple[str, str], _Claim] = {}
 
@@ -294,32 +257,29 @@ class StepHook:
     async def _finish(
         self, env: TaskEnvelope, status: StepStatus, data: bytes | None, kind: str, message: str
     ) -> None:
-        dag_id, step_id = env.dag_id, env.step_id
-        wrote_result = False
+        fields = {"status": status, "error_kind": kind, "error_message": message}
         claim = await self._settle_claim(env)
         if claim is not None:
-            new = msgspec.structs.replace(
-                claim.rec, status=status, error_kind=kind, error_message=message, finished_at=_now()
-            )
+            new = msgspec.structs.replace(claim.rec, **fields, finished_at=_now())
             if await self._finish_fast(claim, new, data):
-                self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
+                self._tracker.discard(env.worker_id, f"{env.dag_id}:{env.step_id}")
                 return
-            wrote_result = data is not None
+            data = None  # the fast path already wrote (or kept) the result
+        await self._finish_slow(env, fields, data)
+
+    async def _finish_slow(
+        self, env: TaskEnvelope, fields: dict[str, Any], data: bytes | None
+    ) -> None:
+        """Read, fence by ownership, write the result once, CAS the outcome (5 tries)."""
+        dag_id, step_id, status = env.dag_id, env.step_id, fields["status"]
         for i in range(_CAS_ATTEMPTS):
             try:
                 rec, rev = await self._store.get_step(dag_id, step_id)
             except StepNotFound:
                 _log.warning("step.orphan_result", dag_id=dag_id, step_id=step_id)
                 return
-            if (
-                rec.status is status
-                and rec.attempt == env.attempt
-                and rec.worker_id
-                in (
-                    "",
-                    env.worker_id,
-                )
-            ):
+            mine = rec.attempt == env.attempt and rec.worker_id in ("", env.worker_id)
+            if rec.status is status and mine:
                 # Our own earlier write landed but the event may not have: publish again.
                 await self._republish(rec)
                 return
@@ -335,17 +295,11 @@ class StepHook:
                 )
                 self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
                 return
-            if data is not None and not wrote_result:
+            if data is not None:
                 await self._put_result(dag_id, step_id, data)
-                wrote_result = True
+                data = None
             new = msgspec.structs.replace(
-                rec,
-                status=status,
-                error_kind=kind,
-                error_message=message,
-                worker_id=env.worker_id,
-                attempt=env.attempt,
-                finished_at=_now(),
+                rec, **fields, worker_id=env.worker_id, attempt=env.attempt, finished_at=_now()
             )
             try:
                 await self._store.put_step(dag_id, step_id, new, rev)

@@ -12,6 +12,8 @@ after ``ack_wait`` still handles the ordinary crash.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -20,7 +22,7 @@ import structlog
 
 from ebind.streams import KV_LEASES, b64_token
 
-__all__ = ["Liveness", "LivenessView", "MemLiveness", "NatsLiveness"]
+__all__ = ["Announcer", "Liveness", "LivenessView", "MemLiveness", "NatsLiveness"]
 
 _log = structlog.get_logger("ebind.workflow.liveness")
 
@@ -139,3 +141,42 @@ class NatsLiveness:
             return self._observer.judge(worker_id, None, [])
         beat = _dec.decode(entry.value)
         return self._observer.judge(worker_id, int(entry.revision or 0), beat.steps)
+
+
+class Announcer:
+    """Steps this process runs, announced to the liveness store every ``interval``."""
+
+    def __init__(self, liveness: Liveness | None, interval: float) -> None:
+        self.liveness = liveness
+        self.interval = interval
+        self.running: dict[str, dict[str, None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, worker_id: str, key: str) -> None:
+        """Start announcing ``key`` (``<dag>:<step>``) for ``worker_id``."""
+        if self.liveness is None or not worker_id:
+            return
+        self.running.setdefault(worker_id, {})[key] = None
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    def discard(self, worker_id: str, key: str) -> None:
+        """Stop announcing ``key``."""
+        self.running.get(worker_id, {}).pop(key, None)
+
+    async def _loop(self) -> None:
+        assert self.liveness is not None
+        while True:
+            for worker_id, steps in list(self.running.items()):
+                try:
+                    await self.liveness.beat(worker_id, list(steps))
+                except Exception as exc:
+                    _log.warning("liveness.beat_failed", worker_id=worker_id, error=str(exc))
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        """Stop the announcement loop."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task

@@ -119,6 +119,8 @@ class Workflow:
         )
         self.scheduler = Scheduler(self.engine, self.elector, config=self.config, liveness=liveness)
         self._hook: StepHook | None = None
+        self._sched_task: asyncio.Task[None] | None = None
+        self._sched_users = 0
 
     # -- construction --------------------------------------------------------------------
 
@@ -162,7 +164,24 @@ class Workflow:
         return context_middleware(self)
 
     async def run_scheduler(self) -> None:
-        """Run the scheduler (and the elector's lease loop, if it has one) until cancelled."""
+        """Run the scheduler (and the elector's lease loop) until cancelled.
+
+        Several workers of one App share its Workflow: concurrent calls share one
+        scheduler, which stops when the last caller is cancelled.
+        """
+        self._sched_users += 1
+        try:
+            if self._sched_task is None or self._sched_task.done():
+                self._sched_task = asyncio.get_running_loop().create_task(self._run_scheduler())
+            await asyncio.shield(self._sched_task)
+        finally:
+            self._sched_users -= 1
+            task = self._sched_task
+            if self._sched_users == 0 and task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=5.0)
+
+    async def _run_scheduler(self) -> None:
         run_elector = getattr(self.elector, "run", None)
         if not callable(run_elector):
             await self.scheduler.run()
