@@ -31,7 +31,6 @@ from ebind.workflow.ref import find_refs, resolve_args
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
     BPState,
-    DAGMeta,
     DAGStatus,
     Event,
     EventKind,
@@ -62,6 +61,9 @@ class Loaded:
     revs: dict[str, int]
     meta_rev: int
     enqueued: list[str] = field(default_factory=list)
+    hint: set[str] | None = None
+    """Steps that just completed: only their dependents can have become ready."""
+    dependents: dict[str, list[str]] | None = None
 
 
 class Engine:
@@ -104,6 +106,7 @@ class Engine:
             cached.state.steps[rec.step_id] = rec
             cached.revs[rec.step_id] = rev
         cached.enqueued = []
+        cached.hint = set(ids)
         return cached
 
     async def _load_full(self, dag_id: str) -> Loaded:
@@ -221,8 +224,36 @@ class Engine:
 
     # -- dispatch ----------------------------------------------------------------------
 
+    def _ready(self, ld: Loaded) -> list[str]:
+        """``ready_to_run()``, narrowed to the dependents of ``ld.hint`` when it is set.
+
+        Each event then costs the readiness checks of a step's dependents instead of a
+        scan of the whole DAG (a 1,000-leaf fan-in would otherwise be quadratic).
+        """
+        st, hint = ld.state, ld.hint
+        ld.hint = None  # later rounds follow cascades, which may reach anything
+        if hint is None:
+            return st.ready_to_run()
+        if ld.dependents is None:
+            index: dict[str, list[str]] = {}
+            for sid, rec in st.steps.items():
+                for dep in dict.fromkeys([*rec.deps, *rec.optional_deps]):
+                    index.setdefault(dep, []).append(sid)
+            ld.dependents = index
+        candidates = dict.fromkeys(d for h in hint for d in ld.dependents.get(h, ()))
+        return [
+            s
+            for s in candidates
+            if st.steps[s].status is StepStatus.PENDING
+            and not st.steps[s].held
+            and not st.before_bp_blocked(s)
+            and not st.signal_blocked(s)
+            and st.deps_satisfied(s)
+            and not st.doomed(s)
+        ]
+
     async def _dispatch_ready(self, ld: Loaded) -> int:
-        ready = ld.state.ready_to_run()
+        ready = self._ready(ld)
         if not ready:
             return 0
         outcomes = await asyncio.gather(
@@ -363,8 +394,3 @@ class Engine:
                     "bp.hit_publish_failed", dag_id=rec.dag_id, step_id=sid, error=str(exc)
                 )
             _log.info("bp.hit", dag_id=rec.dag_id, step_id=sid, position=pos)
-
-
-def meta_is_live(meta: DAGMeta) -> bool:
-    """Whether a DAG may still change (not done, failed or canceled)."""
-    return not meta.status.terminal
