@@ -22,7 +22,14 @@ from ebind.logging import redact
 from ebind.registry import Registry
 from ebind.retry import RetryPolicy
 from ebind.signature import HandlerSpec, inspect_handler
-from ebind.streams import check_id, check_target, check_task_name, ensure_streams, resp_subject
+from ebind.streams import (
+    RESP_STREAM,
+    check_id,
+    check_target,
+    check_task_name,
+    ensure_streams,
+    resp_subject,
+)
 from ebind.task import DEFAULT_OPTIONS, FIRE_AND_FORGET, Task, TaskOptions
 from ebind.wire import TaskEnvelope
 
@@ -396,6 +403,20 @@ class App:
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)
         await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
+
+    async def publish_response(self, subject: str, data: bytes) -> None:
+        """Publish an encoded TaskResponse and wait until EBIND_RESP stored it (for workers).
+
+        Waiters receive it through their core subscription as soon as the server has it;
+        the confirmation only gates the worker's ack, so a response lost in a stream leader
+        election makes the task run again instead of vanishing.
+
+        Raises:
+            PublishFailed: EBIND_RESP did not confirm in time.
+        """
+        if self._publisher is None:
+            raise NotConnected(self._not_connected())
+        await self._publisher.publish_stored(subject, data, stream=RESP_STREAM)
 
     # ------------------------------------------------------------------ other parts
     @property

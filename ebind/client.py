@@ -145,24 +145,8 @@ class Publisher:
         """
         mid = msg_id or env.id
         subject, data, headers = self._frame(env, mid, countdown, eta)
-        acks = self._acks
         try:
-            if len(acks) >= self._window:
-                await self._wait_slot()
-            loop = asyncio.get_running_loop()
-            token = str(next(self._ids))
-            fut: asyncio.Future[_PubAck] = loop.create_future()
-            deadline = loop.time() + self._timeout
-            acks[token] = (fut, deadline)
-            if self._sweeper is None:
-                self._sweeper = loop.call_at(deadline, self._sweep)
-            try:
-                await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-                ack = await fut
-            finally:
-                del acks[token]
-                if self._slots:
-                    _wake_one(self._slots)
+            ack = await self._confirmed(subject, data, headers)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -183,6 +167,46 @@ class Publisher:
             )
         if ack.duplicate:
             log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=mid, seq=ack.seq)
+
+    async def publish_stored(self, subject: str, data: bytes, *, stream: str) -> None:
+        """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed)."""
+        try:
+            ack = await self._confirmed(subject, data, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise PublishFailed(
+                f"publish to {subject!r} was not confirmed by {stream} within {self._timeout}s "
+                f"({exc!r})",
+                subject=subject,
+            ) from exc
+        if ack.stream != stream:
+            raise PublishFailed(
+                f"{subject!r} was stored in stream {ack.stream!r}, not {stream}",
+                subject=subject,
+            )
+
+    async def _confirmed(
+        self, subject: str, data: bytes, headers: dict[str, str] | None
+    ) -> _PubAck:
+        """One publish through the PubAck pipeline; raises on timeout or a server error."""
+        acks = self._acks
+        if len(acks) >= self._window:
+            await self._wait_slot()
+        loop = asyncio.get_running_loop()
+        token = str(next(self._ids))
+        fut: asyncio.Future[_PubAck] = loop.create_future()
+        deadline = loop.time() + self._timeout
+        acks[token] = (fut, deadline)
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadline, self._sweep)
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            return await fut
+        finally:
+            del acks[token]
+            if self._slots:
+                _wake_one(self._slots)
 
     async def _wait_slot(self) -> None:
         # Rare: the window of unconfirmed publishes is full. Wait for a PubAck, bounded like

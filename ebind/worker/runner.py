@@ -259,8 +259,11 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
-        if env.reply_to:
-            await self._respond(env, result=result, error=None)
+        if env.reply_to and not await self._respond(env, result=result, error=None):
+            # Acking now would lose the result (e.g. EBIND_RESP electing a leader): run the
+            # task again instead; the crash-loop guard bounds how often.
+            await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+            return
         await msg.ack()
 
     async def _failed(
@@ -383,7 +386,8 @@ class AttemptRunner:
     # ------------------------------------------------------------------ publishing
     async def _respond(
         self, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
-    ) -> None:
+    ) -> bool:
+        """Publish the response and wait until EBIND_RESP stored it; False if it did not."""
         resp = TaskResponse(
             task_id=env.id,
             result=msgspec.Raw(result) if result is not None else None,
@@ -392,10 +396,11 @@ class AttemptRunner:
             completed_at=_now(),
         )
         try:
-            await self._nc.publish(env.reply_to, encoder.encode(resp))
+            await self.app.publish_response(env.reply_to, encoder.encode(resp))
         except Exception as exc:
-            # The EBIND_RESP stream is best effort from here; the DLQ keeps failures.
             log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
+            return False
+        return True
 
     async def _publish_dlq(self, name: str, entry: DLQEntry, ctx: Context | None) -> bool:
         try:

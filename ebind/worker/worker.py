@@ -118,8 +118,9 @@ class Worker:
         try:
             await self._setup(executor)
             background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
-            if self._claims.dynamic:
-                background.append(asyncio.create_task(self._claims_loop(), name="ebind-claims"))
+            # Always: besides re-reading dynamic claims it re-creates claim consumers whose
+            # creation failed (e.g. during a cluster leader election).
+            background.append(asyncio.create_task(self._claims_loop(), name="ebind-claims"))
             sched = self._scheduler_coro()
             if sched is not None:
                 background.append(asyncio.create_task(sched, name="ebind-scheduler"))
@@ -182,7 +183,7 @@ class Worker:
         self._runner = runner
         self._budget = Budget(self.concurrency)
         self._sem = asyncio.Semaphore(self.concurrency)
-        await self._consume("", WORKER_DURABLE, "TASKS.>")
+        await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
         await self._claims.refresh(strict=True)
         await self._sync_claims()
 
@@ -225,6 +226,30 @@ class Worker:
         await puller.start()
         self._pullers[claim] = puller
 
+    async def _consume_retrying(self, claim: str, durable: str, filter_subject: str) -> None:
+        """:meth:`_consume`, retried with backoff while the server cannot answer.
+
+        A worker started while a node is down or a stream elects its leader must wait for
+        the cluster rather than die.
+        """
+        delay = 0.2
+        while True:
+            try:
+                await self._consume(claim, durable, filter_subject)
+                return
+            except Exception as exc:
+                if self._stopping:
+                    raise
+                log.warning(
+                    "worker.consumer_setup_retrying",
+                    worker_id=self.worker_id,
+                    durable=durable,
+                    error=repr(exc),
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _sync_claims(self) -> None:
         wanted = self._claims.current
         for claim in sorted(wanted - self._pullers.keys()):
@@ -242,7 +267,8 @@ class Worker:
             await asyncio.sleep(self.claims_refresh)
             if self._stopping:
                 return
-            await self._claims.refresh()
+            if self._claims.dynamic:
+                await self._claims.refresh()
             await self._sync_claims()
 
     # ------------------------------------------------------------------ messages
