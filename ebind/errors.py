@@ -8,7 +8,7 @@ The tree::
     │                                              used in a subject or KV key
     ├── PayloadTooLarge (ValueError)               message over the server's max_payload
     ├── UnknownTask (KeyError)                     name not in the registry
-    ├── TaskFailed                                 a task ended in failure (``.error`` is the TaskError)
+    ├── TaskFailed                                 a task ended in failure (``.error``: TaskError)
     ├── TaskTimeout (TimeoutError)                 a future's wait ran out
     ├── PublishFailed                              the server did not confirm a publish in time
     ├── ServerVersionError                         nats-server older than ebind supports

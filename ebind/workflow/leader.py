@@ -267,5 +267,5 @@ class KVLeaseElector:
             return None
 
 
-class _Taken(Exception):  # noqa: N818 - a control-flow signal, not an error for callers
+class _Taken(Exception):
     """The lease key is held by someone else (or changed under us)."""
