@@ -7,6 +7,14 @@ server hands messages over as they arrive, and the puller tops its requests up a
 free. Requests are tracked in FIFO order (the server serves a subscriber's requests in
 order), so deliveries and ``408 Request Timeout`` statuses retire them; requests whose
 status was lost (reconnect) are retired locally shortly after their expiry.
+
+Claim pullers (targeted work) must not wait behind the shared consumer's open requests,
+which on an idle worker promise every slot. So a claim puller may *overdraft*: with no
+request open and none of its own messages running, it keeps one request for one message
+open while some slot is not running anything. Over-subscription is thus bounded by the
+number of claims (one message each), and such a message is kept alive by in-progress acks
+like any held one. A claim puller also reports its consumer's backlog (the ``pending``
+count every delivery carries), and the shared puller leaves that many free slots to it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ _LOCAL_EXPIRY_SLACK = 1.0  # seconds after `expires` before a silent request is 
 # 503 "no responders": the consumer has no leader (election after a node loss). Requesting
 # again at once would spin; back off, doubling up to the cap, until a request is served.
 _UNAVAILABLE_BACKOFF = (0.1, 2.0)
+# Backoff past which repeated 503s make the worker check whether the consumer still exists
+# (a deleted consumer answers every request with "no responders", like a leaderless one).
+_CHECK_AFTER_BACKOFF = 0.4
 _request_encoder = msgspec.json.Encoder()
 
 
@@ -40,8 +51,15 @@ class Budget:
         self.capacity = capacity
         self.held = 0  # messages received and not yet finished (running or waiting for a slot)
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
-        # (threshold, future) of pullers waiting until at least `threshold` slots are free.
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Backlog reported by claim pullers: slots the shared puller leaves to targeted work.
+        self.reserved: dict[str, int] = {}
+        # (threshold, overdraft, future) of pullers waiting until at least `threshold` slots
+        # are free, or (overdraft) until some slot runs nothing.
+        self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
+
+    def claim_demand(self) -> int:
+        """Messages known to wait on claim consumers (the shared puller leaves them room)."""
+        return sum(self.reserved.values()) if self.reserved else 0
 
     def free(self) -> int:
         """Slots neither running a message nor promised to an open pull request."""
@@ -56,22 +74,31 @@ class Budget:
     def wake(self, free: int | None = None) -> None:
         """Wake waiting pullers (all of them when ``free`` is None)."""
         keep = []
-        for threshold, fut in self._waiters:
+        idle_slot = self.held < self.capacity
+        for entry in self._waiters:
+            threshold, overdraft, fut = entry
             if fut.done():
                 continue
-            if free is None or free >= threshold:
+            if free is None or free >= threshold or (overdraft and idle_slot):
                 fut.set_result(None)
             else:
-                keep.append((threshold, fut))
+                keep.append(entry)
         self._waiters = keep
 
-    async def wait(self, threshold: int, within: float) -> None:
-        """Wait until ``threshold`` slots are free, ``wake()`` is called, or ``within`` s pass."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append((threshold, fut))
+    def waiter(self, threshold: int, *, overdraft: bool = False) -> asyncio.Future[None]:
+        """A future resolved once ``threshold`` slots are free, or when ``wake()`` is called.
+
+        With ``overdraft`` it also resolves once some slot runs nothing.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((threshold, overdraft, fut))
+        return fut
+
+    @staticmethod
+    async def wait(fut: asyncio.Future[None], within: float) -> None:
+        """Wait for ``fut`` (from :meth:`waiter`) at most ``within`` seconds."""
         # A timer plus one future is far cheaper than asyncio.wait_for (a Task per call).
-        handle = loop.call_later(within, _resolve, fut)
+        handle = asyncio.get_running_loop().call_later(within, _resolve, fut)
         try:
             await fut
         finally:
@@ -84,7 +111,13 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 class Puller:
-    """Keeps pull requests open on one durable and hands each delivered message to ``on_msg``."""
+    """Keeps pull requests open on one durable and hands each delivered message to ``on_msg``.
+
+    ``on_msg(msg, puller)`` takes the message; the worker calls :meth:`finished` once it is
+    done with it. ``on_gone(puller)`` is called when the server says the consumer is gone
+    (deleted, or the stream recreated) or keeps answering "no responders", so the worker
+    can check and re-create it.
+    """
 
     def __init__(
         self,
@@ -93,24 +126,30 @@ class Puller:
         stream: str,
         durable: str,
         budget: Budget,
-        on_msg: Callable[[Any], None],
+        on_msg: Callable[[Any, Puller], None],
         expires: float,
         min_one: bool = False,
+        on_gone: Callable[[Puller], None] | None = None,
     ) -> None:
         self.durable = durable
         self._nc = nc
         self._budget = budget
         self._on_msg = on_msg
+        self._on_gone = on_gone
         self._expires = expires
-        # Claim pullers may keep one request open even when the budget is spent, so a
-        # targeted task is never stuck behind the shared consumer's open request.
+        # Claim pullers may overdraft (see the module docstring), so a targeted task is
+        # never stuck behind the shared consumer's open requests.
         self._min_one = min_one
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        # Open requests, oldest first: [messages still due, local deadline, counted], where
+        # counted is 0.0 for an overdraft request (beyond the budget, so not in `requested`).
         self._requests: collections.deque[list[float]] = collections.deque()
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._backoff = 0.0  # current 503 backoff (0 = none)
+        self._inflight = 0  # messages delivered here and not yet finished
+        self._waiting: asyncio.Future[None] | None = None
 
     @property
     def outstanding(self) -> int:
@@ -138,50 +177,98 @@ class Puller:
             with contextlib.suppress(Exception):
                 await self._sub.drain()
         self._retire_all()
+        self._clear_backlog()
+
+    def finished(self) -> None:
+        """A message this puller delivered is done (call after ``Budget.release``)."""
+        self._inflight -= 1
+        if self._min_one and self._inflight == 0:
+            self._kick()  # may overdraft again
+
+    def revived(self) -> None:
+        """The consumer was re-created: forget the 503 backoff and request at once."""
+        self._backoff = 0.0
+        self._retire_all()
+        self._kick()
+
+    def _kick(self) -> None:
+        fut = self._waiting
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def _retire_all(self) -> None:
-        self._budget.requested -= self.outstanding
-        self._requests.clear()
+        while self._requests:
+            self._retire_head()
+
+    def _retire_head(self) -> None:
+        due, _, counted = self._requests.popleft()
+        self._budget.requested -= int(due * counted)
 
     async def _loop(self) -> None:
-        budget = self._budget
-        batch = max(1, budget.capacity // 4)
         while not self._stopping:
             try:
                 self._retire_expired()
-                n = budget.free()
-                mine = self.outstanding
-                if n <= 0 and self._min_one and mine == 0:
-                    n = 1
-                # Batch requests while another request is still open, so a busy worker sends
-                # one request per few messages instead of one per message.
-                threshold = 1 if mine == 0 else batch
-                if self._backoff and mine == 0:
+                if self._backoff and self.outstanding == 0:
                     await asyncio.sleep(self._backoff)
-                    threshold = 1
-                if n >= threshold:
-                    await self._request(n)
-                    continue
-                await budget.wait(
-                    1 if self._min_one and mine == 0 else threshold, self._next_expiry_in()
-                )
+                if self._min_one:
+                    await self._step_claim()
+                else:
+                    await self._step_shared()
             except asyncio.CancelledError:
                 raise
             except Exception:  # pragma: no cover - defensive: never let the loop die
                 log.exception("worker.pull_loop_error", durable=self.durable)
                 await asyncio.sleep(0.5)
 
-    async def _request(self, n: int) -> None:
+    async def _step_shared(self) -> None:
+        budget = self._budget
+        demand = budget.claim_demand()
+        n = budget.free() - demand  # targeted backlog goes first
+        # Batch requests while another request is still open, so a busy worker sends one
+        # request per few messages instead of one per message.
+        threshold = 1 if self.outstanding == 0 or self._backoff else max(1, budget.capacity // 4)
+        if n >= threshold:
+            await self._request(n)
+            return
+        self._waiting = budget.waiter(threshold + demand)
+        await budget.wait(self._waiting, self._next_expiry_in())
+
+    async def _step_claim(self) -> None:
+        # A claim asks for counted slots only for the backlog it has seen (so an idle claim
+        # never sits on free slots); otherwise it overdrafts one message at a time.
+        budget = self._budget
+        mine = self.outstanding
+        backlog = budget.reserved.get(self.durable, 0) - mine
+        n = min(budget.free(), backlog)
+        if n >= 1:
+            await self._request(n)
+            return
+        overdraft = mine == 0 and self._inflight == 0
+        if overdraft and budget.held < budget.capacity:
+            # Bounded: one request or one running message per claim, and only while a slot
+            # runs nothing. Not counted in the budget, so an idle claim does not shrink the
+            # shared puller's requests.
+            await self._request(1, counted=False)
+            return
+        # Deliveries and finished messages kick this wait; the budget wakes it for free
+        # slots (when there is a backlog) or an idle slot (when it may overdraft).
+        threshold = 1 if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
+        self._waiting = budget.waiter(threshold, overdraft=overdraft)
+        await budget.wait(self._waiting, self._next_expiry_in())
+
+    async def _request(self, n: int, *, counted: bool = True) -> None:
         body = _request_encoder.encode({"batch": n, "expires": int(self._expires * 1e9)})
         deadline = time.monotonic() + self._expires + _LOCAL_EXPIRY_SLACK
-        self._requests.append([float(n), deadline])
-        self._budget.requested += n
+        self._requests.append([float(n), deadline, 1.0 if counted else 0.0])
+        if counted:
+            self._budget.requested += n
         try:
             await self._nc.publish(self._next_subject, body, reply=self._inbox)
         except Exception as exc:
             # Disconnected: forget the request and wait a little; nats-py reconnects.
             self._requests.pop()
-            self._budget.requested -= n
+            if counted:
+                self._budget.requested -= n
             log.warning("worker.pull_request_failed", durable=self.durable, error=str(exc))
             await asyncio.sleep(0.5)
 
@@ -193,7 +280,7 @@ class Puller:
     def _retire_expired(self) -> None:
         now = time.monotonic()
         while self._requests and self._requests[0][1] <= now:
-            self._budget.requested -= int(self._requests.popleft()[0])
+            self._retire_head()
 
     async def _deliver(self, msg: Any) -> None:
         headers = msg.headers
@@ -204,30 +291,67 @@ class Puller:
         if self._requests:
             head = self._requests[0]
             head[0] -= 1
-            self._budget.requested -= 1
+            self._budget.requested -= int(head[2])
             if head[0] <= 0:
                 self._requests.popleft()
-        self._on_msg(msg)
+        self._inflight += 1
+        if self._min_one:
+            self._note_backlog(msg)
+            self._kick()  # re-evaluate now, not when the shared budget next moves
+        self._on_msg(msg, self)
+
+    def _note_backlog(self, msg: Any) -> None:
+        # The ack subject ends with the consumer's pending count after this delivery:
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        reply = msg.reply or ""
+        _, _, tail = reply.rpartition(".")
+        pending = int(tail) if tail.isdigit() else 0
+        budget = self._budget
+        if pending:
+            before = budget.reserved.get(self.durable, 0)
+            budget.reserved[self.durable] = min(pending, budget.capacity)
+            if pending < before:
+                budget.wake()  # the shared puller may take the slots no longer needed
+        else:
+            self._clear_backlog()
+
+    def _clear_backlog(self) -> None:
+        if self._budget.reserved.pop(self.durable, None):
+            self._budget.wake()  # the shared puller may take those slots again
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get(_STATUS, "")
         if status == "100":  # idle heartbeat
             return
         description = headers.get("Description", "")
-        if status == "409" and ("Leadership" in description or "Deleted" in description):
+        gone = status == "409" and "Deleted" in description
+        if status == "409" and ("Leadership" in description or gone):
             self._retire_all()  # every open request is gone with the old leader / consumer
         elif self._requests:
             # 408 Request Timeout (and other 409s) end the oldest open request.
-            self._budget.requested -= int(self._requests.popleft()[0])
-        if status == "503":
+            self._retire_head()
+        if status == "408" and self._min_one:
+            self._clear_backlog()  # the backlog went elsewhere after all
+        # 404 "No Messages" answers only no_wait requests (never sent); a 404 naming the
+        # consumer means it is gone.
+        gone = gone or (status == "404" and "consumer" in description.lower())
+        if status == "503" or gone:
             first, cap = _UNAVAILABLE_BACKOFF
             if not self._backoff:
-                log.warning("worker.consumer_unavailable", durable=self.durable)
+                log.warning(
+                    "worker.consumer_unavailable",
+                    durable=self.durable,
+                    status=status,
+                    description=description,
+                )
             self._backoff = min(cap, self._backoff * 2) if self._backoff else first
+            # No leader (an election) or no consumer at all: the worker checks which.
+            if self._on_gone is not None and (gone or self._backoff >= _CHECK_AFTER_BACKOFF):
+                self._on_gone(self)
             self._budget.wake()
             return
         self._backoff = 0.0
-        if status not in ("404", "408"):
+        if status != "408":
             log.info(
                 "worker.pull_status", durable=self.durable, status=status, description=description
             )

@@ -36,6 +36,11 @@ log = structlog.get_logger("ebind.worker")
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 TARGET_INACTIVE_THRESHOLD = 3600.0
 """A claim durable nobody pulls from for this long is removed by the server."""
+SHARED_PULL_EXPIRES = 1.0
+"""Longest lifetime of the shared puller's requests: while open they promise free slots, so
+claim pullers wait on them for at most this long when targeted work arrives in a burst."""
+RECREATE_BACKOFF = (0.2, 5.0)
+"""First and largest delay between attempts to re-create a vanished consumer (seconds)."""
 
 
 class Worker:
@@ -94,6 +99,7 @@ class Worker:
         self._held: dict[int, tuple[Any, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pullers: dict[str, Puller] = {}
+        self._recovering: dict[str, asyncio.Task[None]] = {}  # durable -> re-create task
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
         self._running = False
@@ -200,10 +206,10 @@ class Worker:
         return wf.run_scheduler()
 
     # ------------------------------------------------------------------ consumers
-    async def _consume(self, claim: str, durable: str, filter_subject: str) -> None:
+    def _consumer_config(self, claim: str, durable: str, filter_subject: str) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig
 
-        config = ConsumerConfig(
+        return ConsumerConfig(
             durable_name=durable,
             name=durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -212,6 +218,9 @@ class Worker:
             filter_subject=filter_subject,
             inactive_threshold=TARGET_INACTIVE_THRESHOLD if claim else None,
         )
+
+    async def _consume(self, claim: str, durable: str, filter_subject: str) -> None:
+        config = self._consumer_config(claim, durable, filter_subject)
         await self.app.js.add_consumer(TASKS_STREAM, config=config)
         assert self._budget is not None
         puller = Puller(
@@ -220,11 +229,63 @@ class Worker:
             durable=durable,
             budget=self._budget,
             on_msg=self._received,
-            expires=self.pull_expires,
+            # Claim requests promise at most one slot each, so they may live long; the
+            # shared one promises every free slot, so it is kept short (see the constant).
+            expires=self.pull_expires if claim else min(self.pull_expires, SHARED_PULL_EXPIRES),
             min_one=bool(claim),
+            on_gone=lambda p: self._consumer_gone(p, config),
         )
         await puller.start()
         self._pullers[claim] = puller
+
+    def _consumer_gone(self, puller: Puller, config: Any) -> None:
+        """The server says ``puller``'s consumer is gone or unreachable: check, re-create."""
+        durable = puller.durable
+        running = self._recovering.get(durable)
+        if self._stopping or (running is not None and not running.done()):
+            return
+        task = asyncio.create_task(self._recreate(puller, config), name=f"ebind-recreate-{durable}")
+        self._recovering[durable] = task
+
+    async def _recreate(self, puller: Puller, config: Any) -> None:
+        """Re-create a deleted consumer (B5: deleted by hand, or its stream recreated).
+
+        Repeated "no responders" also land here; then the consumer still exists (its
+        stream elects a leader) and the puller just keeps backing off. A missing stream is
+        not re-created here (RELIABILITY G3): the worker logs loudly and keeps retrying.
+        """
+        from nats.js.errors import NotFoundError
+
+        durable = config.durable_name
+        delay, cap = RECREATE_BACKOFF
+        # Stop once the puller is dropped (its claim went away) or the worker stops.
+        while not self._stopping and puller in self._pullers.values():
+            try:
+                try:
+                    await self.app.js.consumer_info(TASKS_STREAM, durable)
+                    return  # it exists: a leader election, the puller's backoff handles it
+                except NotFoundError:
+                    pass
+                await self.app.js.add_consumer(TASKS_STREAM, config=config)
+                log.warning(
+                    "worker.consumer_recreated",
+                    worker_id=self.worker_id,
+                    durable=durable,
+                    reason="the consumer was deleted while the worker ran",
+                )
+                puller.revived()
+                return
+            except Exception as exc:
+                log.error(
+                    "worker.consumer_recreate_failed",
+                    worker_id=self.worker_id,
+                    durable=durable,
+                    stream=TASKS_STREAM,
+                    error=repr(exc),
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, cap)
 
     async def _consume_retrying(self, claim: str, durable: str, filter_subject: str) -> None:
         """:meth:`_consume`, retried with backoff while the server cannot answer.
@@ -272,19 +333,20 @@ class Worker:
             await self._sync_claims()
 
     # ------------------------------------------------------------------ messages
-    def _received(self, msg: Any) -> None:
+    def _received(self, msg: Any, puller: Puller) -> None:
         if self._stopping:
             # Arrived after stop began: hand it straight back for another worker.
+            puller.finished()
             self._nak_now(msg)
             return
         assert self._budget is not None
         self._budget.held += 1
         self._held[id(msg)] = (msg, time.monotonic())
-        task = asyncio.create_task(self._run_one(msg))
+        task = asyncio.create_task(self._run_one(msg, puller))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_one(self, msg: Any) -> None:
+    async def _run_one(self, msg: Any, puller: Puller) -> None:
         assert self._runner is not None and self._budget is not None
         try:
             async with self._sem:
@@ -298,6 +360,7 @@ class Worker:
         finally:
             self._held.pop(id(msg), None)
             self._budget.release()
+            puller.finished()
 
     def _nak_now(self, msg: Any) -> None:
         async def nak() -> None:
@@ -334,6 +397,8 @@ class Worker:
     # ------------------------------------------------------------------ shutdown
     async def _shutdown(self, grace: float, background: list[asyncio.Task[Any]]) -> None:
         self._stopping = True
+        for task in self._recovering.values():
+            task.cancel()
         for puller in list(self._pullers.values()):
             await puller.stop()
         for task in background:
