@@ -207,13 +207,24 @@ class App:
         }
 
     async def close(self) -> None:
-        """Flush pending publishes and close the connection (idempotent)."""
-        nc, router = self._nc, self._router
+        """Flush pending publishes and close the connection (idempotent).
+
+        The workflow engine is bound to this connection, so it is closed too and
+        ``app.workflow`` builds a new one after the next ``connect()``.
+        """
+        nc, router, wf = self._nc, self._router, self._workflow
         self._nc = self._js = self._router = self._publisher = None
+        self._workflow = None
         if nc is None:
             return
         self._closing = True
         try:
+            if wf is not None:
+                # Its background tasks (liveness announcements) use this connection.
+                try:
+                    await wf.close()
+                except Exception as exc:  # closing anyway
+                    log.warning("app.workflow_close_failed", error=repr(exc))
             if router is not None:
                 await router.stop()
             try:
