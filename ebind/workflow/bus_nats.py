@@ -91,7 +91,11 @@ class NatsSubscription:
         self._stopping.set()
         # The loop notices the flag after its current fetch expires; cancelling it mid-fetch
         # could drop messages the server already handed out (redelivered only after ack_wait).
-        await self._loop
+        # A fetch stuck in the client past its expiry is cancelled after all.
+        done, _ = await asyncio.wait({self._loop}, timeout=self._bus.fetch_expiry + 1.0)
+        if not done:
+            self._loop.cancel()
+            await asyncio.wait({self._loop}, timeout=1.0)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         with contextlib.suppress(Exception):
@@ -106,6 +110,11 @@ class NatsSubscription:
             if free <= 0:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            if self._bus.closed():
+                # Nothing will ever be fetched again: end quietly instead of logging a
+                # failed fetch every second until someone calls stop().
+                _log.info("bus.fetch_stopped", reason="connection closed")
+                return
             try:
                 msgs = await self._psub.fetch(free, timeout=self._bus.fetch_expiry)
             except nats.errors.TimeoutError:
@@ -113,6 +122,8 @@ class NatsSubscription:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection trouble: back off, the durable keeps state
+                if self._bus.closed() or self._stopping.is_set():
+                    continue  # the loop's condition ends it; nothing worth a warning
                 _log.warning("bus.fetch_failed", error=repr(exc))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -187,6 +198,11 @@ class NatsBus:
         self.error_delay = error_delay
         self._ready = False
         self._lock = asyncio.Lock()
+
+    def closed(self) -> bool:
+        """Whether the underlying connection is closed for good (not just reconnecting)."""
+        nc = getattr(self._js, "_nc", None)  # nats-py keeps the connection on the context
+        return bool(getattr(nc, "is_closed", False))
 
     @classmethod
     async def create(cls, js: Any, *, replicas: int = 1, **options: Any) -> Self:

@@ -10,10 +10,11 @@ with StaleRevision.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import structlog
@@ -23,6 +24,7 @@ from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
 from ebind.workflow import _keys
 from ebind.workflow._args import bind_step_args, spec_of, task_name_of
+from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Loaded
 from ebind.workflow.graph import graph_of, validate_graph
 from ebind.workflow.ref import find_refs, make_ref, make_ref_or_default
@@ -45,6 +47,9 @@ __all__ = ["DAG", "Step", "build_record", "clean_labels", "placement_of"]
 
 _log = structlog.get_logger("ebind.workflow.dag")
 _enc = msgspec.json.Encoder()
+_T = TypeVar("_T")
+# Tries of each submit write while the store elects a leader (backing off to 2 s: ~20 s).
+_SUBMIT_ATTEMPTS = 14
 
 
 class Step:
@@ -290,7 +295,7 @@ class DAG:
             active_breakpoints=armed,
             labels=list(self._labels),
         )
-        meta_rev = await wf.store.put_meta(self._id, meta, 0)
+        meta_rev = await _create_meta(wf, meta)
         _log.info("dag.submitted", dag_id=self._id, steps=len(self._records))
         signals = []
         if any(r.wait_signals for r in self._records.values()):
@@ -310,11 +315,41 @@ def _same_definition(a: StepRecord, b: StepRecord) -> bool:
     return key(a) == key(b)
 
 
+async def _transient_retry(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()``, retried with backoff while the store has no leader or times out.
+
+    Only for create-only writes: a retry of one that landed after all meets the record
+    and the caller recognizes it as its own.
+    """
+    for i in range(_SUBMIT_ATTEMPTS):
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or i == _SUBMIT_ATTEMPTS - 1:
+                raise
+            _log.info("dag.submit_retry", error=repr(exc))
+            await asyncio.sleep(min(0.1 * 2**i, 2.0))
+    raise AssertionError("unreachable")
+
+
+async def _create_meta(wf: Workflow, meta: DAGMeta) -> int:
+    """Create the meta record (the commit point), tolerating our own landed retry."""
+    try:
+        return await _transient_retry(lambda: wf.store.put_meta(meta.id, meta, 0))
+    except StaleRevision:
+        existing, rev = await wf.store.get_meta(meta.id)
+        if existing != meta:
+            raise
+        return rev
+
+
 async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) -> dict[str, int]:
     revs: dict[str, int] = {}
     for rec in records:
         try:
-            revs[rec.step_id] = await wf.store.put_step(dag_id, rec.step_id, rec, 0)
+            revs[rec.step_id] = await _transient_retry(
+                lambda rec=rec: wf.store.put_step(dag_id, rec.step_id, rec, 0)  # type: ignore[misc]
+            )
         except StaleRevision:
             existing, rev = await wf.store.get_step(dag_id, rec.step_id)
             if existing.status is not StepStatus.PENDING or not _same_definition(existing, rec):

@@ -22,6 +22,7 @@ import structlog
 
 from ebind.errors import PlacementError, ResolveError, StaleRevision, StepNotFound
 from ebind.wire import TaskEnvelope
+from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.hook import GENERATION_KEY
@@ -43,6 +44,8 @@ __all__ = ["Engine", "Loaded", "TransientError"]
 
 _log = structlog.get_logger("ebind.workflow.scheduler")
 _MAX_ROUNDS = 32
+# Tries of one enqueue while the tasks stream has no leader (backing off to 1 s: ~5 s).
+_LEADERLESS_RETRIES = 8
 
 
 class TransientError(Exception):
@@ -315,7 +318,16 @@ class Engine:
         """Publish a step's envelope; a failure leaves it dispatched for the sweep to resend."""
         msg_id = f"{env.dag_id}:{env.step_id}:{generation}"
         try:
-            await self.enqueuer.enqueue(env, msg_id=msg_id)
+            for i in range(_LEADERLESS_RETRIES):
+                try:
+                    await self.enqueuer.enqueue(env, msg_id=msg_id)
+                    break
+                except Exception as exc:
+                    # No stream leader (a new R3 stream, an election): nothing was stored,
+                    # and a retry in a moment usually lands; the msg-id dedupes anyway.
+                    if i == _LEADERLESS_RETRIES - 1 or not is_leaderless(exc):
+                        raise
+                    await asyncio.sleep(min(0.1 * 2**i, 1.0))
         except Exception as exc:
             _log.warning(
                 "step.enqueue_failed", dag_id=env.dag_id, step_id=env.step_id, error=str(exc)

@@ -21,6 +21,7 @@ import structlog
 
 from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
 from ebind.wire import TaskEnvelope, TaskError
+from ebind.workflow._transient import is_transient
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.liveness import Announcer, Liveness
 from ebind.workflow.protocols import EventBus, StateStore
@@ -40,6 +41,9 @@ GENERATION_KEY = "ebind-generation"
 
 _log = structlog.get_logger("ebind.workflow.hook")
 _CAS_ATTEMPTS = 5
+# Extra tries (backing off to 2 s, about 20 s in all) when the store times out or has no
+# leader: a JetStream leader election takes seconds (RELIABILITY C1).
+_TRANSIENT_ATTEMPTS = 12
 _NULL = b"null"
 
 
@@ -74,14 +78,20 @@ def envelope_generation(env: TaskEnvelope) -> int | None:
 
 
 def owns(rec: StepRecord, env: TaskEnvelope) -> bool:
-    """Whether ``env``'s delivery is the step's current owner (the G5 fence)."""
+    """Whether ``env``'s delivery is the step's current owner (the G5 fence).
+
+    Within one generation (one task message) the delivery count only grows, so a later
+    delivery supersedes an earlier one: the record may still name the earlier attempt
+    when this delivery's own ``running`` write never landed (a timeout during a leader
+    election, or the fast path that skips it). An earlier attempt than the record's, or
+    another generation, is always refused.
+    """
     gen = envelope_generation(env)
-    return (
-        rec.status is StepStatus.RUNNING
-        and rec.attempt in (0, env.attempt)
-        and (not rec.worker_id or rec.worker_id == env.worker_id)
-        and (gen is None or gen == rec.generation)
-    )
+    if rec.status is not StepStatus.RUNNING or (gen is not None and gen != rec.generation):
+        return False
+    if rec.attempt < env.attempt:
+        return True
+    return rec.attempt == env.attempt and rec.worker_id in ("", env.worker_id)
 
 
 @dataclass
@@ -258,58 +268,94 @@ class StepHook:
         self, env: TaskEnvelope, status: StepStatus, data: bytes | None, kind: str, message: str
     ) -> None:
         fields = {"status": status, "error_kind": kind, "error_message": message}
-        claim = await self._settle_claim(env)
-        if claim is not None:
-            new = msgspec.structs.replace(claim.rec, **fields, finished_at=_now())
-            if await self._finish_fast(claim, new, data):
-                self._tracker.discard(env.worker_id, f"{env.dag_id}:{env.step_id}")
-                return
-            data = None  # the fast path already wrote (or kept) the result
-        await self._finish_slow(env, fields, data)
+        key = f"{env.dag_id}:{env.step_id}"
+        try:
+            claim = await self._settle_claim(env)
+            if claim is not None:
+                new = msgspec.structs.replace(claim.rec, **fields, finished_at=_now())
+                if await self._finish_fast(claim, new, data):
+                    self._tracker.discard(env.worker_id, key)
+                    return
+            # The slow path writes the result again: create-only with identical bytes is a
+            # no-op if the fast path stored it, and stores it if that write was lost.
+            await self._finish_slow(env, fields, data)
+        except BaseException:
+            # The worker naks this delivery: stop announcing the step, so that if no
+            # redelivery ever comes (message terminated or lost) the sweep sees it
+            # orphaned instead of running forever. A redelivery announces it again.
+            self._tracker.discard(env.worker_id, key)
+            raise
 
     async def _finish_slow(
         self, env: TaskEnvelope, fields: dict[str, Any], data: bytes | None
     ) -> None:
-        """Read, fence by ownership, write the result once, CAS the outcome (5 tries)."""
-        dag_id, step_id, status = env.dag_id, env.step_id, fields["status"]
-        for i in range(_CAS_ATTEMPTS):
+        """Read, fence by ownership, write the result once, CAS the outcome.
+
+        Five tries against concurrent writers (StaleRevision); timeouts and leaderless
+        moments (a cluster election) earn more, backing off, since each try re-reads
+        the record and so settles whatever the previous one left half-written.
+        """
+        last: Exception | None = None
+        for i in range(_CAS_ATTEMPTS + _TRANSIENT_ATTEMPTS):
+            if i >= _CAS_ATTEMPTS and last is not None and not is_transient(last):
+                break  # out of CAS retries; only transient trouble earns more
+            if i:
+                await asyncio.sleep(min(0.05 * 2**i, 2.0))
             try:
-                rec, rev = await self._store.get_step(dag_id, step_id)
-            except StepNotFound:
-                _log.warning("step.orphan_result", dag_id=dag_id, step_id=step_id)
+                await self._finish_once(env, fields, data)
+            except StaleRevision as exc:
+                last = exc
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                last = exc  # the write may have landed: the next read tells
+            else:
                 return
-            mine = rec.attempt == env.attempt and rec.worker_id in ("", env.worker_id)
-            if rec.status is status and mine:
-                # Our own earlier write landed but the event may not have: publish again.
-                await self._republish(rec)
-                return
-            if not owns(rec, env):
-                _log.warning(
-                    "step.outcome_fenced",
-                    dag_id=dag_id,
-                    step_id=step_id,
-                    attempt=env.attempt,
-                    owner_attempt=rec.attempt,
-                    status=rec.status.value,
-                    outcome=status.value,
-                )
-                self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
-                return
+        if last is not None and not isinstance(last, StaleRevision):
+            raise last
+        raise StaleRevision(dag_id=env.dag_id, step_id=env.step_id)
+
+    async def _finish_once(
+        self, env: TaskEnvelope, fields: dict[str, Any], data: bytes | None
+    ) -> None:
+        """One read-fence-write round of the slow path; raises to ask for another."""
+        dag_id, step_id, status = env.dag_id, env.step_id, fields["status"]
+        key = f"{dag_id}:{step_id}"
+        try:
+            rec, rev = await self._store.get_step(dag_id, step_id)
+        except StepNotFound:
+            _log.warning("step.orphan_result", dag_id=dag_id, step_id=step_id)
+            return
+        mine = rec.attempt == env.attempt and rec.worker_id in ("", env.worker_id)
+        if rec.status is status and mine:
+            # Our own earlier write landed (its reply may have been lost) but the result
+            # or the event may not have: write the result again (identical bytes are
+            # accepted) and publish the event again.
             if data is not None:
                 await self._put_result(dag_id, step_id, data)
-                data = None
-            new = msgspec.structs.replace(
-                rec, **fields, worker_id=env.worker_id, attempt=env.attempt, finished_at=_now()
-            )
-            try:
-                await self._store.put_step(dag_id, step_id, new, rev)
-            except StaleRevision:
-                await asyncio.sleep(0.05 * (i + 1))
-                continue
-            self._tracker.discard(env.worker_id, f"{dag_id}:{step_id}")
-            await self._republish(new)
+            self._tracker.discard(env.worker_id, key)
+            await self._republish(rec)
             return
-        raise StaleRevision(dag_id=dag_id, step_id=step_id)
+        if not owns(rec, env):
+            _log.warning(
+                "step.outcome_fenced",
+                dag_id=dag_id,
+                step_id=step_id,
+                attempt=env.attempt,
+                owner_attempt=rec.attempt,
+                status=rec.status.value,
+                outcome=status.value,
+            )
+            self._tracker.discard(env.worker_id, key)
+            return
+        if data is not None:
+            await self._put_result(dag_id, step_id, data)
+        new = msgspec.structs.replace(
+            rec, **fields, worker_id=env.worker_id, attempt=env.attempt, finished_at=_now()
+        )
+        await self._store.put_step(dag_id, step_id, new, rev)
+        self._tracker.discard(env.worker_id, key)
+        await self._republish(new)
 
     async def _finish_fast(self, claim: _Claim, new: StepRecord, data: bytes | None) -> bool:
         """Result, record and event in one pipelined round trip; False: use the slow path.
@@ -330,13 +376,38 @@ class StepHook:
         step_out, pub_out = got[-2], got[-1]
         if isinstance(step_out, StaleRevision):
             return False
+        if isinstance(step_out, Exception) and is_transient(step_out):
+            # Unknown outcome (the CAS may have landed): the slow path re-reads the record
+            # and finishes whichever way it went, writing the result again if needed.
+            _log.info("step.finish_retry", dag_id=dag_id, step_id=step_id, error=repr(step_out))
+            return False
         if isinstance(step_out, BaseException):
             raise step_out
+        if isinstance(res_err, Exception) and is_transient(res_err):
+            assert data is not None
+            # The record says done, so the result must be stored: retry the create-only
+            # write (identical bytes are accepted if the first one landed after all).
+            res_err = await self._retry_result(dag_id, step_id, data)
         if isinstance(res_err, BaseException):
             await self._result_lost(new, step_out, res_err)
         elif isinstance(pub_out, BaseException):
             raise pub_out  # the worker naks; the redelivery republishes for the done record
         return True
+
+    async def _retry_result(self, dag_id: str, step_id: str, data: bytes) -> Exception | None:
+        """Write a result until it is stored or the error is not transient; None: stored."""
+        exc: Exception | None = None
+        for i in range(_TRANSIENT_ATTEMPTS):
+            await asyncio.sleep(min(0.05 * 2**i, 2.0))
+            try:
+                await self._put_result(dag_id, step_id, data)
+            except Exception as err:
+                exc = err
+                if not is_transient(err):
+                    return err
+                continue
+            return None
+        return exc
 
     async def _result_lost(self, rec: StepRecord, rev: int, exc: BaseException) -> None:
         # The record turned done but its result could not be stored (e.g. too large for

@@ -29,6 +29,7 @@ import msgspec
 import structlog
 
 from ebind.errors import DAGNotFound, StaleRevision
+from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError
 from ebind.workflow.events import EVENTS_FILTER
 from ebind.workflow.liveness import Liveness
@@ -39,6 +40,9 @@ __all__ = ["Scheduler", "SchedulerConfig"]
 
 _log = structlog.get_logger("ebind.workflow.scheduler")
 _POISON_LIMIT = 20
+# Redeliveries of a completion event whose record still is not terminal before it is
+# dropped (with nak_delay between them: ample for a lagging replica or a redelivered step).
+_UNSEEN_LIMIT = 10
 _INFO_KINDS = (EventKind.BP_HIT, EventKind.BP_RESUMED)
 
 
@@ -155,8 +159,14 @@ class Scheduler:
             leader = self.elector.is_leader()
             if leader != was_leader:
                 _log.info("leader.acquired" if leader else "leader.lost")
-            await self._follow(leader)
             cfg = self.config
+            try:
+                await self._follow(leader)
+            except Exception as exc:
+                # E.g. the consumer cannot be created while the events stream elects a
+                # leader: the scheduler must outlive that, so try again on the next tick
+                # (sweeps still run meanwhile and advance every DAG from KV).
+                _log.warning("scheduler.subscribe_failed", error=repr(exc))
             due = leader and (not was_leader or time.monotonic() - last_sweep >= cfg.sweep_interval)
             was_leader = leader
             if due and (self._sweep_task is None or self._sweep_task.done()):
@@ -193,7 +203,9 @@ class Scheduler:
             batch, sweep = lane.waiting, lane.sweep
             lane.waiting, lane.sweep = [], False
             try:
-                await self.evaluate(dag_id, [e for e, _ in batch if e is not None], sweep=sweep)
+                unseen = await self.evaluate(
+                    dag_id, [e for e, _ in batch if e is not None], sweep=sweep
+                )
             except DAGNotFound:
                 _log.info("scheduler.dag_gone", dag_id=dag_id)
                 await _settle(batch, "ack")
@@ -203,14 +215,45 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._failed(dag_id, batch, exc)
+                if is_transient(exc):
+                    # Store or bus trouble (a cluster election), not this event's fault:
+                    # retry without counting towards the poison limit.
+                    _log.info("scheduler.retry_later", dag_id=dag_id, error=repr(exc))
+                    await _settle(batch, "nak", self.config.nak_delay)
+                else:
+                    await self._failed(dag_id, batch, exc)
             else:
-                for ev, _ in batch:
-                    if ev is not None:
-                        self._failures.pop(_event_key(ev), None)
-                await _settle(batch, "ack")
+                await self._settle_evaluated(dag_id, batch, unseen)
         if self._lanes.get(dag_id) is lane and not lane.waiting:
             del self._lanes[dag_id]
+
+    async def _settle_evaluated(
+        self,
+        dag_id: str,
+        batch: list[tuple[Event | None, Delivery]],
+        unseen: list[Event],
+    ) -> None:
+        """Ack a successful pass; nak events whose completion the store did not show yet.
+
+        Such an event comes back after ``nak_delay`` a bounded number of times, then is
+        dropped: the record is the truth (a completion whose CAS failed or has not landed
+        publishes its event again when it is written), and the sweep re-reads the DAG.
+        """
+        pending = {id(ev) for ev in unseen}
+        for ev, delivery in batch:
+            if ev is None or id(ev) not in pending:
+                if ev is not None:
+                    self._failures.pop(_event_key(ev), None)
+                await _settle([(ev, delivery)], "ack")
+                continue
+            key = _event_key(ev)
+            n = self._failures[key] = self._failures.get(key, 0) + 1
+            if n >= _UNSEEN_LIMIT:
+                self._failures.pop(key, None)
+                _log.info("scheduler.completion_unseen", dag_id=dag_id, step_id=ev.step_id)
+                await _settle([(ev, delivery)], "ack")
+            else:
+                await _settle([(ev, delivery)], "nak", self.config.nak_delay)
 
     async def _failed(
         self, dag_id: str, batch: list[tuple[Event | None, Delivery]], exc: Exception
@@ -235,16 +278,22 @@ class Scheduler:
             else:
                 await delivery.nak(self.config.nak_delay)
 
-    async def evaluate(self, dag_id: str, events: list[Event], *, sweep: bool = False) -> None:
-        """Load one DAG and advance it (in a sweep, also rescue orphaned running steps)."""
+    async def evaluate(
+        self, dag_id: str, events: list[Event], *, sweep: bool = False
+    ) -> list[Event]:
+        """Load one DAG and advance it (in a sweep, also rescue orphaned running steps).
+
+        Returns the completion events whose record did not read as terminal: the DAG was
+        still advanced on what the store shows, and the caller retries those events.
+        """
         cache = self.engine.states
         try:
             ld = await self.engine.load(dag_id, () if sweep else events)
             st = ld.state
             if st.meta.status.terminal:
                 cache.forget(dag_id)
-                return
-            await self._await_completions(ld, events)
+                return []
+            unseen = await self._await_completions(ld, events)
             if sweep and st.meta.status.value in ("running", "pausing"):
                 await self._rescue_running(ld)
             await self.engine.advance(ld)
@@ -255,12 +304,17 @@ class Scheduler:
             cache.forget(dag_id)
         else:
             cache.put(dag_id, ld)
+        return unseen
 
-    async def _await_completions(self, ld: Loaded, events: list[Event]) -> None:
-        """Make sure the records of completed events read as terminal (re-read briefly).
+    async def _await_completions(self, ld: Loaded, events: list[Event]) -> list[Event]:
+        """Completion events whose record does not read as terminal (after brief re-reads).
 
         The hook pipelines record and event; a clustered store may show the event first.
+        An event whose record never turns terminal (its CAS failed, or timed out without
+        landing) must not block the DAG: failing the whole pass would also fail every
+        sweep of this DAG while the event keeps coming back.
         """
+        unseen: list[Event] = []
         for ev in events:
             rec = ld.state.steps.get(ev.step_id)
             if ev.kind is not EventKind.COMPLETED or rec is None:
@@ -272,7 +326,8 @@ class Scheduler:
                 rec, rev = await self.engine.store.get_step(rec.dag_id, rec.step_id)
                 ld.state.steps[rec.step_id], ld.revs[rec.step_id] = rec, rev
             if not rec.is_terminal():
-                raise TransientError(f"step {ev.step_id!r} completion not visible yet")
+                unseen.append(ev)
+        return unseen
 
     # -- reconciliation ------------------------------------------------------------------
 

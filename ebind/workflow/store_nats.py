@@ -14,6 +14,7 @@ consumer per wait exhausts the stream's consumer limit, PERFORMANCE fact 1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Self, TypeVar
 
@@ -26,6 +27,7 @@ from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFoun
 from ebind.streams import KV_DAGS
 from ebind.workflow import _keys
 from ebind.workflow._kvread import DirectReader, KVMessage
+from ebind.workflow._transient import is_transient
 from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
 
 __all__ = ["NatsStore"]
@@ -230,27 +232,41 @@ class NatsStore:
         # Subscribe before the first read: a write landing between the two is then seen
         # either by the read or by the subscription.
         sub = await nc.subscribe(self._pre + key, cb=on_msg)
-        data = b""
         try:
-            delay = 0.0
-            while True:
-                got = await self._get(key)
-                if got is not None:
-                    data = got[0]
-                    break
-                try:
-                    async with asyncio.timeout(_WATCH_RECHECK):
-                        await wake.wait()
-                except TimeoutError:
-                    continue
-                wake.clear()
-                # The message may be a rejected write or reach us before a lagging replica
-                # has it, so re-read shortly, backing off, until the stored value shows.
-                await asyncio.sleep(delay)
-                delay = min(max(delay * 2, 0.05), 1.0)
+            data = await self._await_key(key, wake)
         finally:
-            await sub.unsubscribe()
+            # Cleanup must never replace the exception in flight (a CancelledError above
+            # all): once the connection is closed, unsubscribing raises and is moot.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         yield data
+
+    async def _await_key(self, key: str, wake: asyncio.Event) -> bytes:
+        """Read ``key`` until it exists, re-reading when ``wake`` fires or every few seconds."""
+        delay = 0.0
+        while True:
+            try:
+                got = await self._get(key)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # A leader election or reconnect: the key will be readable again soon.
+                got = None
+                wake.set()
+            if got is not None:
+                return got[0]
+            try:
+                # asyncio.timeout raises TimeoutError only for its own expiry; a cancel
+                # from outside arriving meanwhile still propagates as CancelledError.
+                async with asyncio.timeout(_WATCH_RECHECK):
+                    await wake.wait()
+            except TimeoutError:
+                continue
+            wake.clear()
+            # The message may be a rejected write or reach us before a lagging replica
+            # has it, so re-read shortly, backing off, until the stored value shows.
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, 0.05), 1.0)
 
     async def delete_result(self, dag_id: str, step_id: str) -> None:
         """Remove a result (idempotent)."""

@@ -19,6 +19,7 @@ from ebind.errors import (
     StepSkipped,
 )
 from ebind.workflow import control
+from ebind.workflow._transient import is_transient
 from ebind.workflow.breakpoints import list_breakpoints, resume_breakpoint
 from ebind.workflow.context import context_middleware
 from ebind.workflow.dag import Step
@@ -225,12 +226,19 @@ class Workflow:
     ) -> tuple[bytes, StepRecord]:
         delay = 0.01
         while True:
-            rec = await self._step_or_none(dag_id, step_id)
+            raw: bytes | None = None
+            try:
+                rec = await self._step_or_none(dag_id, step_id)
+                if rec is not None and rec.status is StepStatus.DONE:
+                    raw = _watched(watch) or await self._read_result(rec)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # A cluster election or reconnect: the caller's timeout bounds the wait.
+                rec = None
             if rec is not None:
-                if rec.status is StepStatus.DONE:
-                    raw = watch.result() if watch.done() else await self._read_result(rec)
-                    if raw is not None:
-                        return raw, rec
+                if raw is not None:
+                    return raw, rec
                 _raise_for(rec)
             if not watch.done():
                 await asyncio.wait({watch}, timeout=delay)
@@ -360,6 +368,13 @@ def _raise_for(rec: StepRecord) -> None:
         raise StepCanceled(
             f"workflow: step {rec.step_id!r} canceled", dag_id=rec.dag_id, step_id=rec.step_id
         )
+
+
+def _watched(watch: asyncio.Future[bytes]) -> bytes | None:
+    """The watch's result if it delivered one (a failed watch falls back to reading)."""
+    if watch.done() and not watch.cancelled() and watch.exception() is None:
+        return watch.result()
+    return None
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -44,6 +44,42 @@ async def _publish_with_retry(coro_factory: object, attempts: int = 40) -> objec
     raise AssertionError("publish kept failing after the cluster should have recovered")
 
 
+async def _dump_dag(app: ebind.App, dag_id: str) -> None:
+    """Print what a stuck DAG looks like: its steps, the events stream, lease and liveness."""
+    wf = app.workflow
+    print(f"\n===== diagnostics for DAG {dag_id} =====")
+    try:
+        await wf.debug_print(dag_id)
+        for rec, rev in await wf.store.list_steps(dag_id):  # type: ignore[attr-defined]
+            print(
+                f"step {rec.step_id}: rev={rev} status={rec.status.value} gen={rec.generation}"
+                f" attempt={rec.attempt} worker={rec.worker_id} started={rec.started_at}"
+                f" finished={rec.finished_at} error={rec.error_kind}:{rec.error_message}"
+            )
+    except Exception as exc:
+        print(f"dag records unreadable: {exc!r}")
+    for stream in ("EBIND_DAG_EVENTS", TASKS_STREAM):
+        try:
+            info = await app.js.stream_info(stream)
+            print(f"{stream}: msgs={info.state.messages} leader={info.cluster.leader}")
+            for ci in (await app.js.consumers_info(stream)) or []:
+                print(
+                    f"  consumer {ci.name}: pending={ci.num_pending}"
+                    f" ack_pending={ci.num_ack_pending} redelivered={ci.num_redelivered}"
+                )
+        except Exception as exc:
+            print(f"{stream} unreadable: {exc!r}")
+    try:
+        kv = await app.js.key_value("ebind-leases")
+        for key in await kv.keys():
+            entry = await kv.get(key)
+            print(f"lease {key}: rev={entry.revision} value={entry.value!r}")
+    except Exception as exc:
+        print(f"leases unreadable: {exc!r}")
+    sched = wf.scheduler
+    print(f"scheduler: leader={wf.elector.is_leader()} sweeps={sched.sweeps}")
+
+
 async def test_every_stream_and_bucket_has_three_replicas(ha_app: ebind.App) -> None:
     _ = ha_app.workflow  # the workflow's stores are bound too
     for name in ASSETS:
@@ -91,9 +127,12 @@ async def test_tasks_and_a_dag_survive_losing_the_tasks_stream_leader(
         ]
         results = [await f.result(timeout=60) for f in [*futures, *more]]  # type: ignore[attr-defined]
         assert results == [i * i for i in range(6)] * 2
-        assert await ha_app.workflow.result(dag.id, out, timeout=90) == sum(
-            i * i for i in range(12)
-        )
+        try:
+            got = await ha_app.workflow.result(dag.id, out, timeout=90)
+        except TimeoutError:
+            await _dump_dag(ha_app, dag.id)
+            raise
+        assert got == sum(i * i for i in range(12))
         meta = await ha_app.workflow.wait(dag.id, timeout=30)
         assert meta.status.value == "done"
 
