@@ -1,0 +1,110 @@
+"""The step hook settles half-landed writes on retry and redelivery (RELIABILITY C1, G5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from simworker import make_wf
+
+from ebind.workflow import DAG, StepStatus
+from ebind.workflow.hook import owns
+from ebind.workflow.store_mem import MemStore
+from ebind.workflow.types import StepRecord
+
+
+class LostReplyStore(MemStore):
+    """Applies the next N writes of one kind, then raises TimeoutError (reply lost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose: dict[str, int] = {}
+        self.drop: dict[str, int] = {}
+
+    def _should(self, table: dict[str, int], op: str) -> bool:
+        if table.get(op, 0) > 0:
+            table[op] -= 1
+            return True
+        return False
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        if self._should(self.drop, "put_step"):
+            raise TimeoutError("nats: timeout (not applied)")
+        rev = await super().put_step(dag_id, step_id, rec, expected_rev)
+        if rec.is_terminal() and self._should(self.lose, "put_step"):
+            raise TimeoutError("nats: timeout (applied)")
+        return rev
+
+    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+        if self._should(self.drop, "put_result"):
+            raise TimeoutError("nats: timeout (not applied)")
+        await super().put_result(dag_id, step_id, data)
+
+
+async def _one_step(store: MemStore, **options: Any) -> tuple[Any, Any, Any]:
+    wf, _, bus, enq = make_wf(store=store, **options)
+    dag = DAG(id="d")
+    dag.step("a", "echo", 1)
+    await dag.submit(wf)
+    env = msgspec.structs.replace(enq.envelopes[0], attempt=1, worker_id="w1")
+    return wf, bus, env
+
+
+async def test_a_done_write_whose_reply_was_lost_is_settled_without_error() -> None:
+    store = LostReplyStore()
+    wf, bus, env = await _one_step(store, start_write_delay=0)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    store.lose["put_step"] = 1
+    await hook.on_step_done(env, b'"x"')  # re-reads, finds its own done record, republishes
+    rec, _ = await store.get_step("d", "a")
+    assert (rec.status, rec.attempt, rec.worker_id) == (StepStatus.DONE, 1, "w1")
+    assert await store.get_result("d", "a") == b'"x"'
+    await wf.close()
+    await bus.close()
+
+
+async def test_a_timed_out_result_write_on_the_fast_path_is_retried_not_failed() -> None:
+    store = LostReplyStore()
+    wf, bus, env = await _one_step(store, start_write_delay=0.5)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    store.drop["put_result"] = 1
+    await hook.on_step_done(env, b'"x"')
+    rec, _ = await store.get_step("d", "a")
+    assert rec.status is StepStatus.DONE, rec.error_message
+    assert await store.get_result("d", "a") == b'"x"'
+    await wf.close()
+    await bus.close()
+
+
+async def test_an_unknown_fast_path_outcome_is_settled_by_the_slow_path() -> None:
+    store = LostReplyStore()
+    wf, bus, env = await _one_step(store, start_write_delay=0.5)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    store.drop["put_step"] = 1  # the fast CAS times out without landing
+    await hook.on_step_done(env, b'"x"')
+    rec, _ = await store.get_step("d", "a")
+    assert (rec.status, rec.attempt) == (StepStatus.DONE, 1)
+    assert await store.get_result("d", "a") == b'"x"'
+    await wf.close()
+    await bus.close()
+
+
+async def test_a_later_delivery_supersedes_an_earlier_attempt_but_not_the_reverse() -> None:
+    store = LostReplyStore()
+    wf, bus, env = await _one_step(store, start_write_delay=0)
+    rec, _ = await store.get_step("d", "a")
+    running = msgspec.structs.replace(rec, status=StepStatus.RUNNING, attempt=1, worker_id="w1")
+    later = msgspec.structs.replace(env, attempt=2)
+    assert owns(running, later)  # attempt 2's running write never landed
+    assert owns(running, msgspec.structs.replace(later, worker_id="w2"))
+    newer = msgspec.structs.replace(running, attempt=2, worker_id="w2")
+    assert not owns(newer, env)  # attempt 1 is stale once attempt 2 is recorded
+    assert not owns(newer, msgspec.structs.replace(env, attempt=2))  # same attempt, other worker
+    gen = int(env.trace_ctx["ebind-generation"])
+    other_gen = msgspec.structs.replace(running, generation=gen + 1)
+    assert not owns(other_gen, later)  # a newer generation fences every older message
+    await wf.close()
+    await bus.close()
