@@ -20,6 +20,7 @@ from ebind.signature import NO_DEFAULT, HandlerSpec, Param
 
 __all__ = [
     "ArgumentError",
+    "bind_args",
     "decode_args",
     "decode_result",
     "encode_args",
@@ -93,6 +94,18 @@ def _bind(spec: HandlerSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
             parameter=missing[0],
         )
     return values
+
+
+def bind_args(
+    spec: HandlerSpec, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Bind positional and keyword arguments to ``spec``'s parameters, defaults filled in.
+
+    Returns one value per parameter, in order, without validating or encoding them
+    (``encode_args`` does both). Raises InvalidArguments for too many positional
+    arguments, an unknown or repeated keyword, or a missing required argument.
+    """
+    return _bind(spec, args, kwargs or _NO_KWARGS)
 
 
 def _encode_one(spec: HandlerSpec, param: Param, value: Any) -> bytes:

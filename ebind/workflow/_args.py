@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ebind.codec import _bind
+from ebind.codec import bind_args
 from ebind.errors import InvalidArguments
 from ebind.signature import HandlerSpec
 from ebind.streams import check_task_name
@@ -64,7 +64,7 @@ def bind_step_args(fn: object, args: Sequence[Any], kwargs: Mapping[str, Any] | 
         for i, value in enumerate(args):
             _encode(name, f"#{i}", value)
         return list(args)
-    values = _bind(spec, args, kwargs or {})
+    values = bind_args(spec, args, kwargs)
     decoders = spec.decoders or tuple(msgspec.json.Decoder(p.annotation) for p in spec.params)
     for param, decoder, value in zip(spec.params, decoders, values, strict=True):
         raw = _encode(name, param.name, value)
