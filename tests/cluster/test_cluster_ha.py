@@ -99,7 +99,17 @@ async def test_tasks_and_a_dag_survive_losing_the_tasks_stream_leader(
     def total(xs: list[int]) -> int:
         return sum(xs)
 
-    ha_app.configure_workflow(sweep_interval=2.0, sweep_check_interval=0.5)
+    # What a user who wants a lost node's steps rescued within seconds would set: sweep
+    # every 2 s, re-send a dispatched-but-unstarted step after 3 s and re-enqueue it as a
+    # new generation after 20 s, presume a worker gone after 6 s without a liveness beat.
+    ha_app.configure_workflow(
+        sweep_interval=2.0,
+        sweep_check_interval=0.5,
+        dispatch_grace=3.0,
+        redispatch_after=20.0,
+        liveness_interval=1.0,
+        liveness_ttl=6.0,
+    )
     worker = ha_app.worker(concurrency=8, ack_wait=3.0, shutdown_grace=5.0)
     running = asyncio.create_task(worker.run())
     try:

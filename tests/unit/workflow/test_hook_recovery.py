@@ -10,7 +10,7 @@ from simworker import make_wf
 from ebind.workflow import DAG, StepStatus
 from ebind.workflow.hook import owns
 from ebind.workflow.store_mem import MemStore
-from ebind.workflow.types import StepRecord
+from ebind.workflow.types import Event, EventKind, StepRecord
 
 
 class LostReplyStore(MemStore):
@@ -106,5 +106,26 @@ async def test_a_later_delivery_supersedes_an_earlier_attempt_but_not_the_revers
     gen = int(env.trace_ctx["ebind-generation"])
     other_gen = msgspec.structs.replace(running, generation=gen + 1)
     assert not owns(other_gen, later)  # a newer generation fences every older message
+    await wf.close()
+    await bus.close()
+
+
+async def test_a_completion_whose_record_is_not_terminal_does_not_block_the_dag() -> None:
+    wf, store, bus, enq = make_wf()
+    dag = DAG(id="u")
+    a = dag.step("a", "echo", 1)
+    dag.step("b", "echo", a.ref())
+    await dag.submit(wf)
+    # A completion whose CAS never landed: the event exists, the record is still pending.
+    bogus = Event(kind=EventKind.COMPLETED, dag_id="u", step_id="b", status=StepStatus.DONE)
+    assert await wf.scheduler.evaluate("u", [bogus]) == [bogus]  # reported, not raised
+    env = msgspec.structs.replace(enq.envelopes[0], attempt=1, worker_id="w1")
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    await hook.on_step_done(env, b"[1]")
+    done = Event(kind=EventKind.COMPLETED, dag_id="u", step_id="a", status=StepStatus.DONE)
+    # The same pass still advances the DAG on what the store shows: b is dispatched.
+    assert await wf.scheduler.evaluate("u", [done, bogus]) == [bogus]
+    assert (await store.get_step("u", "b"))[0].status is StepStatus.RUNNING
     await wf.close()
     await bus.close()
