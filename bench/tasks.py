@@ -305,6 +305,9 @@ def _table(results: dict[str, dict[str, dict[str, float]]]) -> None:
 
 
 def main() -> None:
+    import ebind.logging
+
+    ebind.logging.configure(level="warning")  # stderr; stdout holds the report
     """Run both settings and print the table and the JSON summary line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
