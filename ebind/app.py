@@ -231,7 +231,12 @@ class App:
                 await nc.flush(timeout=self.publish_timeout)
             except Exception as exc:  # closing anyway
                 log.debug("app.flush_failed", error=repr(exc))
-            await nc.close()
+            try:
+                await nc.close()
+            except (ConnectionError, OSError) as exc:
+                # nats-py drains the socket on close; a connection already lost (its server
+                # was killed) raises here although there is nothing left to close.
+                log.debug("app.close_connection_lost", error=repr(exc))
         finally:
             self._closing = False
 
