@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from ebind.cli.output import age, status_style, style, truncate
+from ebind.workflow.debug import STEP_GLYPHS
 from ebind.workflow.types import BPState, DAGMeta, Event, EventKind, StepRecord, StepStatus
 
 __all__ = [
@@ -23,14 +24,7 @@ __all__ = [
     "tree_lines",
 ]
 
-GLYPHS = {
-    StepStatus.DONE: "✓",
-    StepStatus.FAILED: "✗",
-    StepStatus.SKIPPED: "⊘",
-    StepStatus.CANCELED: "■",
-    StepStatus.RUNNING: "▶",
-    StepStatus.PENDING: "⋯",
-}
+GLYPHS = STEP_GLYPHS  # the write_debug report and the tables use one set
 _CELL_ORDER = (
     StepStatus.DONE,
     StepStatus.FAILED,

@@ -18,6 +18,7 @@ from ebind.workflow.state import DAGState
 from ebind.workflow.types import BPState, DAGMeta, SignalRecord, StepRecord, StepStatus
 
 __all__ = [
+    "STEP_GLYPHS",
     "BreakpointInfo",
     "DAGDebug",
     "SignalInfo",
@@ -290,7 +291,8 @@ class _TextSink(Protocol):
     def write(self, s: str, /) -> object: ...
 
 
-_GLYPHS = {
+STEP_GLYPHS = {
+    # one glyph per status, shared by write_debug and the ebind CLI tables
     StepStatus.DONE: "✓",
     StepStatus.FAILED: "✗",
     StepStatus.SKIPPED: "⊘",
@@ -374,7 +376,7 @@ def _when(d: timedelta, later: datetime | None) -> str:
 def _step_rows(dbg: DAGDebug) -> list[str]:
     rows = [
         [
-            _GLYPHS.get(sd.record.status, "?"),
+            STEP_GLYPHS.get(sd.record.status, "?"),
             sd.record.step_id,
             sd.record.status.value,
             f"queue {_when(sd.queue_duration, sd.record.started_at)}",
