@@ -293,7 +293,7 @@ class Worker:
         A worker started while a node is down or a stream elects its leader must wait for
         the cluster rather than die.
         """
-        delay = 0.2
+        delay, cap = RECREATE_BACKOFF
         while True:
             try:
                 await self._consume(claim, durable, filter_subject)
@@ -309,7 +309,7 @@ class Worker:
                     retry_in=delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, cap)
 
     async def _sync_claims(self) -> None:
         wanted = self._claims.current
