@@ -5,8 +5,8 @@ so all paths apply the same rules: re-apply cascades, fence pending steps while 
 dispatch ready steps, flip pausing → paused when nothing is in flight, finalize a DAG
 whose steps are all terminal, and mark breakpoints that were hit. Dispatch resolves a
 step's arguments and target *before* it CASes the step to ``running`` (no phantom
-running, §11.2), bumps its generation and publishes with msg-id
-``<dag>:<step>:<generation>``.
+running, §11.2), sets its generation to the revision it dispatches from, and publishes
+with msg-id ``<dag>:<step>:<generation>`` in the same round trip as the CAS.
 """
 
 from __future__ import annotations
@@ -289,8 +289,13 @@ class Engine:
     async def _dispatch_one(self, ld: Loaded, sid: str) -> tuple[str, str] | None:
         async with self._lanes:
             rec = ld.state.steps[sid]
+            # The generation is the revision the dispatch CAS starts from: unique per
+            # dispatch even when the CAS loses, so a lost dispatch's message never shares
+            # a msg-id with a later one, and a worker can tell "my dispatch's write has not
+            # landed yet" (record still at that revision) from "stale" (it moved on).
+            gen = ld.revs[sid]
             try:
-                env = await self.build_envelope(ld, rec, rec.generation + 1)
+                env = await self.build_envelope(ld, rec, gen)
             except PlacementError as exc:
                 return ("placement", str(exc))
             except ResolveError as exc:
@@ -300,7 +305,7 @@ class Engine:
             new = msgspec.structs.replace(
                 rec,
                 status=StepStatus.RUNNING,
-                generation=rec.generation + 1,
+                generation=gen,
                 attempt=0,
                 worker_id="",
                 target=env.target,
@@ -308,9 +313,20 @@ class Engine:
                 error_kind="",
                 error_message="",
             )
-            ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
+            # Record and message leave together (one round trip instead of two); the
+            # record is sent first, and a worker that still reads it pending at ``gen``
+            # adopts the dispatch itself (StepHook.on_step_started).
+            wrote, sent = await asyncio.gather(
+                self.store.put_step(rec.dag_id, sid, new, gen),
+                self.send(env, gen),
+                return_exceptions=True,
+            )
+            if isinstance(wrote, BaseException):
+                raise wrote  # the pass is retried from a fresh read; the message is fenced
+            ld.revs[sid] = wrote
             ld.state.steps[sid] = new
-            await self.send(env, new.generation)
+            if isinstance(sent, BaseException):
+                raise sent
             ld.enqueued.append(sid)
             return None
 

@@ -207,7 +207,14 @@ class StepHook:
             if meta is DAGStatus.CANCELED:
                 await self._cancel_unstarted(rec, rev)
                 return False
-            if (gen is not None and gen != rec.generation) or rec.held:
+            # A generation is the record revision its dispatch was written from, so a
+            # record still at that revision means the dispatch's CAS has not landed yet.
+            newer = gen is not None and gen != rec.generation and not rec.held
+            adopt = newer and rec.status is StepStatus.PENDING and gen == rev
+            if newer and not adopt and gen is not None and gen >= rev:
+                await asyncio.sleep(0.01 * (i + 1))  # a replica behind the dispatch: re-read
+                continue
+            if not adopt and ((gen is not None and gen != rec.generation) or rec.held):
                 _log.info(
                     "step.stale_message",
                     dag_id=env.dag_id,
@@ -223,6 +230,12 @@ class StepHook:
                 worker_id=env.worker_id,
                 started_at=_now(),
             )
+            if adopt:
+                # The dispatch's own CAS from ``rev`` has not landed yet (it travels beside
+                # the message): take its place. Whichever of the two CASes loses re-reads.
+                new = msgspec.structs.replace(
+                    new, generation=rev, target=env.target, error_kind="", error_message=""
+                )
             if self._start_delay > 0:
                 self._claim(env, new, rev)
                 return True

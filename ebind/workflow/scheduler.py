@@ -391,7 +391,8 @@ class Scheduler:
         return f"{rec.dag_id}:{rec.step_id}" not in view.steps and age > 2 * ttl
 
     async def _redispatch(self, ld: Loaded, rec: StepRecord, *, bump: bool) -> None:
-        gen = rec.generation + 1 if bump else rec.generation
+        # A new generation is the revision it is written from (see Engine._dispatch_one).
+        gen = ld.revs[rec.step_id] if bump else rec.generation
         env = await self.engine.build_envelope(ld, rec, gen)
         if env is None:
             return  # doomed: the cascade in advance() settles it

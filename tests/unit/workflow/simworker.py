@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +113,16 @@ def make_wf(**options: Any) -> tuple[Workflow, MemStore, MemBus, CaptureEnqueuer
     options.setdefault("liveness_ttl", 0.2)
     wf = Workflow(store, bus, enq, **options)
     return wf, store, bus, enq
+
+
+@contextlib.asynccontextmanager
+async def running(wf: Workflow) -> AsyncIterator[None]:
+    """Run ``wf``'s scheduler for the block, then stop it and close the Workflow."""
+    task = asyncio.create_task(wf.run_scheduler())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await wf.close()

@@ -1,0 +1,185 @@
+"""Dispatch sends the ``running`` CAS and the task message together (one round trip).
+
+A worker may therefore read the step before the dispatch's write lands. The generation is
+the revision the dispatch was written from, so the worker can tell "not landed yet"
+(adopt the dispatch), "read from behind" (read again) and "stale" (drop) apart, and a
+dispatch whose CAS lost never shares a msg-id with a later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import msgspec
+from simworker import SimWorker, make_wf, running
+
+from ebind.errors import StaleRevision
+from ebind.workflow import DAG, DAGStatus, StepStatus
+from ebind.workflow.store_mem import MemStore
+from ebind.workflow.types import StepRecord
+
+
+def _gen(env: object) -> int:
+    return int(env.trace_ctx["ebind-generation"])  # type: ignore[attr-defined]
+
+
+class GatedDispatchStore(MemStore):
+    """Holds every dispatch CAS (pending → running, attempt 0) until ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.held = 0
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        if rec.status is StepStatus.RUNNING and rec.attempt == 0 and not self.gate.is_set():
+            self.held += 1
+            await self.gate.wait()
+        return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+
+async def _wait_for(cond: Callable[[], object], limit: float = 2.0) -> None:
+    for _ in range(int(limit / 0.002)):
+        if cond():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"condition not met within {limit}s")
+
+
+async def test_a_message_that_outruns_its_dispatch_write_is_adopted_and_run_once() -> None:
+    store = GatedDispatchStore()
+    wf, _, bus, enq = make_wf(store=store, start_write_delay=0)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="p1")
+    a = dag.step("a", "inc", 1)
+    dag.step("b", "inc", a.ref())
+    async with running(wf):
+        submit = asyncio.create_task(dag.submit(wf))  # its dispatch CAS is held
+        await _wait_for(lambda: enq.envelopes and store.held)
+        env = w.take_new()[0]
+        rec, rev = await store.get_step("p1", "a")
+        assert rec.status is StepStatus.PENDING and _gen(env) == rev  # write not landed
+        await w.deliver(env)  # adopts the dispatch: runs and completes the step
+        rec, _ = await store.get_step("p1", "a")
+        assert (rec.status, rec.generation, rec.worker_id) == (StepStatus.DONE, rev, "w1")
+        store.gate.set()  # the dispatch's own CAS now loses; the scheduler re-reads
+        with contextlib.suppress(StaleRevision):
+            await submit
+        assert await w.run_until_terminal("p1") is DAGStatus.DONE
+    assert msgspec.json.decode(await store.get_result("p1", "b")) == 3
+    assert w.executions == {"p1:a": 1, "p1:b": 1}
+    await bus.close()
+
+
+async def test_a_dispatch_that_lands_while_the_adopter_runs_does_not_double_complete() -> None:
+    store = GatedDispatchStore()
+    wf, _, bus, enq = make_wf(store=store, start_write_delay=0.5)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="p2")
+    dag.step("a", "inc", 1)
+    async with running(wf):
+        submit = asyncio.create_task(dag.submit(wf))  # its dispatch CAS is held
+        await _wait_for(lambda: enq.envelopes and store.held)
+        env = w.take_new()[0]
+        live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+        assert await wf.hook().on_step_started(live)  # adopted, start write deferred
+        store.gate.set()
+        await submit
+        await _wait_for(lambda: store._dag("p2").steps["a"].rev > _gen(env))
+        rec, _ = await store.get_step("p2", "a")
+        assert rec.status is StepStatus.RUNNING and rec.attempt == 0  # dispatch landed
+        await w.finish(live)  # the fast CAS is stale; the slow path owns and completes
+        assert await w.run_until_terminal("p2") is DAGStatus.DONE
+    rec, _ = await store.get_step("p2", "a")
+    assert (rec.status, rec.attempt, rec.worker_id) == (StepStatus.DONE, 1, "w1")
+    assert w.executions == {"p2:a": 1}
+    await bus.close()
+
+
+async def test_a_message_whose_dispatch_lost_its_cas_is_dropped_and_redispatched() -> None:
+    wf, store, bus, enq = make_wf(start_write_delay=0)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="p3")
+    a = dag.step("a", "inc", 1)
+    dag.step("b", "inc", 2, after=[a])
+    await dag.submit(wf)
+    rec, rev = await store.get_step("p3", "b")
+    assert rec.status is StepStatus.PENDING
+    env = await wf.engine.build_envelope(await wf.engine.load("p3"), rec, rev)
+    assert env is not None
+    # Someone else writes the pending record first: a dispatch from ``rev`` is lost.
+    await store.put_step("p3", "b", msgspec.structs.replace(rec, timeout=5.0), rev)
+    live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+    assert not await wf.hook().on_step_started(live)
+    assert (await store.get_step("p3", "b"))[0].status is StepStatus.PENDING
+    async with running(wf):
+        assert await w.run_until_terminal("p3") is DAGStatus.DONE
+    mids = [mid for _, mid in enq.calls]
+    assert f"p3:b:{rev}" not in mids  # the real dispatch got a fresh msg-id
+    assert w.executions == {"p3:a": 1, "p3:b": 1}
+    await bus.close()
+
+
+class LaggingStore(MemStore):
+    """Serves the next ``lag`` step reads from a snapshot taken before the last write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lag = 0
+        self.snapshot: tuple[StepRecord, int] | None = None
+        self.reads = 0
+
+    async def get_step(self, dag_id: str, step_id: str) -> tuple[StepRecord, int]:
+        self.reads += 1
+        if self.lag > 0 and self.snapshot is not None:
+            self.lag -= 1
+            return self.snapshot
+        return await super().get_step(dag_id, step_id)
+
+
+async def test_a_read_from_behind_the_dispatch_is_retried_not_dropped() -> None:
+    store = LaggingStore()
+    wf, _, bus, enq = make_wf(store=store, start_write_delay=0)
+    dag = DAG(id="p4")
+    dag.step("a", "inc", 1)  # dispatched at submit: running
+    await dag.submit(wf)
+    store.snapshot = await store.get_step("p4", "a")  # what a replica behind shows
+    async with running(wf):
+        await _wait_for(lambda: enq.envelopes)
+        # The sweep-style new generation: the record moved on twice since the snapshot.
+        rec, rev = await store.get_step("p4", "a")
+        bumped = msgspec.structs.replace(rec, generation=rev, attempt=0)
+        await store.put_step("p4", "a", bumped, rev)
+        env = await wf.engine.build_envelope(await wf.engine.load("p4"), bumped, rev)
+        assert env is not None
+        store.lag, store.reads = 2, 0
+        live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+        assert await wf.hook().on_step_started(live)
+        assert store.reads == 3  # two reads from behind, then the current record
+    await bus.close()
+
+
+async def test_a_replica_that_never_catches_up_makes_the_start_fail_retryably() -> None:
+    store = LaggingStore()
+    wf, _, bus, _ = make_wf(store=store, start_write_delay=0)
+    dag = DAG(id="p5")
+    a = dag.step("a", "inc", 1)
+    dag.step("b", "inc", 2, after=[a])
+    await dag.submit(wf)
+    rec, rev = await store.get_step("p5", "b")
+    store.snapshot = (rec, rev)
+    env = await wf.engine.build_envelope(await wf.engine.load("p5"), rec, rev + 7)
+    assert env is not None
+    store.lag = 1000
+    live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+    try:
+        await wf.hook().on_step_started(live)
+    except StaleRevision:
+        pass  # the worker naks: a redelivery reads again
+    else:
+        raise AssertionError("a start against a record behind the message must not run")
+    assert (await MemStore.get_step(store, "p5", "b"))[0].status is StepStatus.PENDING
+    await wf.close()
+    await bus.close()
