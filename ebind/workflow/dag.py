@@ -50,6 +50,8 @@ _enc = msgspec.json.Encoder()
 _T = TypeVar("_T")
 # Tries of each submit write while the store elects a leader (backing off to 2 s: ~20 s).
 _SUBMIT_ATTEMPTS = 14
+# Step records written at once by submit (a bound on requests in flight, not on size).
+_SUBMIT_IN_FLIGHT = 256
 
 
 class Step:
@@ -344,19 +346,33 @@ async def _create_meta(wf: Workflow, meta: DAGMeta) -> int:
 
 
 async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) -> dict[str, int]:
+    """Create every step record (create-only), many in flight at once.
+
+    The writes are independent and nothing reads them before the meta record exists, so
+    their order does not matter; one at a time would cost a round trip per step.
+    """
+    slots = asyncio.Semaphore(_SUBMIT_IN_FLIGHT)
+
+    async def create(rec: StepRecord) -> int:
+        async with slots:
+            try:
+                return await _transient_retry(
+                    lambda: wf.store.put_step(dag_id, rec.step_id, rec, 0)
+                )
+            except StaleRevision:
+                existing, rev = await wf.store.get_step(dag_id, rec.step_id)
+                if existing.status is not StepStatus.PENDING or not _same_definition(existing, rec):
+                    raise StaleRevision(
+                        f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
+                        dag_id=dag_id,
+                        step_id=rec.step_id,
+                    ) from None
+                return rev
+
+    got = await asyncio.gather(*(create(rec) for rec in records), return_exceptions=True)
     revs: dict[str, int] = {}
-    for rec in records:
-        try:
-            revs[rec.step_id] = await _transient_retry(
-                lambda rec=rec: wf.store.put_step(dag_id, rec.step_id, rec, 0)  # type: ignore[misc]
-            )
-        except StaleRevision:
-            existing, rev = await wf.store.get_step(dag_id, rec.step_id)
-            if existing.status is not StepStatus.PENDING or not _same_definition(existing, rec):
-                raise StaleRevision(
-                    f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
-                    dag_id=dag_id,
-                    step_id=rec.step_id,
-                ) from None
-            revs[rec.step_id] = rev
+    for rec, out in zip(records, got, strict=True):
+        if isinstance(out, BaseException):
+            raise out  # the first failing step in definition order
+        revs[rec.step_id] = out
     return revs
