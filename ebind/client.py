@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from ebind._jsreq import PubAck, decode_ack
 from ebind.errors import PayloadTooLarge, PublishFailed
 from ebind.schedule import resolve_at, schedule_headers, scheduled_subject
 from ebind.streams import RESP_STREAM, TASKS_STREAM, resp_subject, task_subject
@@ -41,24 +42,6 @@ def message_size(subject: str, payload: bytes, headers: dict[str, str]) -> int:
     return len(payload) + (header_bytes + _HEADER_FRAME if headers else 0)
 
 
-class _ApiError(msgspec.Struct, frozen=True):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
-class _PubAck(msgspec.Struct, frozen=True):
-    # The server's reply to a JetStream publish; decoded with msgspec instead of nats-py's
-    # json.loads + dataclass construction (a measurable share of the producer's CPU).
-    stream: str = ""
-    seq: int = 0
-    duplicate: bool = False
-    error: _ApiError | None = None
-
-
-_puback_decoder = msgspec.json.Decoder(_PubAck)
-_STATUS = "Status"
-_NO_RESPONDERS = "503"
 DEFAULT_WINDOW = 4000
 """PubAcks awaited at once per App before a publish waits for a free slot (nats-py's default)."""
 
@@ -88,7 +71,7 @@ class Publisher:
         # token -> (PubAck future, monotonic deadline); insertion order is deadline order
         # because every publish waits the same timeout, so the sweep stops at the first
         # live entry.
-        self._acks: dict[str, tuple[asyncio.Future[_PubAck], float]] = {}
+        self._acks: dict[str, tuple[asyncio.Future[PubAck], float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -186,16 +169,14 @@ class Publisher:
                 subject=subject,
             )
 
-    async def _confirmed(
-        self, subject: str, data: bytes, headers: dict[str, str] | None
-    ) -> _PubAck:
+    async def _confirmed(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         """One publish through the PubAck pipeline; raises on timeout or a server error."""
         acks = self._acks
         if len(acks) >= self._window:
             await self._wait_slot()
         loop = asyncio.get_running_loop()
         token = str(next(self._ids))
-        fut: asyncio.Future[_PubAck] = loop.create_future()
+        fut: asyncio.Future[PubAck] = loop.create_future()
         deadline = loop.time() + self._timeout
         acks[token] = (fut, deadline)
         if self._sweeper is None:
@@ -242,27 +223,10 @@ class Publisher:
         if entry is None or entry[0].done():
             return  # a late PubAck for a publish that already timed out
         fut = entry[0]
-        headers = msg.headers
-        if headers and headers.get(_STATUS) == _NO_RESPONDERS:
-            from nats.js.errors import NoStreamResponseError
-
-            fut.set_exception(NoStreamResponseError())
-            return
         try:
-            ack = _puback_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            fut.set_result(decode_ack(msg))
+        except Exception as exc:  # no responders, an undecodable reply, a server error
             fut.set_exception(exc)
-            return
-        if ack.error is not None:
-            from nats.js.errors import APIError
-
-            try:  # from_error raises the specific subclass for known codes
-                err: BaseException = APIError.from_error(msgspec.structs.asdict(ack.error))
-            except APIError as exc:
-                err = exc
-            fut.set_exception(err)
-            return
-        fut.set_result(ack)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-__all__ = ["DirectReader", "KVMessage"]
+__all__ = ["DirectReader", "KVMessage", "is_tombstone"]
 
 _log = structlog.get_logger("ebind.workflow.store")
 
@@ -42,7 +42,7 @@ class _FallbackError(Exception):
     """multi_last cannot serve this filter; use a consumer."""
 
 
-def _is_tombstone(headers: dict[str, str] | None) -> bool:
+def is_tombstone(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
     if headers.get("KV-Operation") in _TOMBSTONE_OPS:
@@ -148,7 +148,7 @@ class DirectReader:
             if "Status" in headers:
                 return last_seq, headers
             last_seq = int(headers["Nats-Sequence"])
-            if not _is_tombstone(headers):
+            if not is_tombstone(headers):
                 out.append(KVMessage(headers["Nats-Subject"], last_seq, msg.data))
 
     async def _consume(self, filter_subject: str) -> list[KVMessage]:
@@ -174,7 +174,7 @@ class DirectReader:
                     for msg in msgs:
                         meta = msg.metadata
                         remaining = int(meta.num_pending)
-                        if not _is_tombstone(msg.headers):
+                        if not is_tombstone(msg.headers):
                             out.append(KVMessage(msg.subject, int(meta.sequence.stream), msg.data))
             finally:
                 await psub.unsubscribe()

@@ -27,7 +27,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.errors import NoStreamResponseError
 
+from ebind._jsreq import HEADER_EXPECTED_STREAM, requests_for
 from ebind.errors import PublishFailed
 from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE
 from ebind.workflow.protocols import EventHandler
@@ -198,6 +200,9 @@ class NatsBus:
         self.error_delay = error_delay
         self._ready = False
         self._lock = asyncio.Lock()
+        # nats-py keeps the connection on the JetStream context.
+        self._requests = requests_for(js._nc)
+        self._expect_stream = {HEADER_EXPECTED_STREAM: stream}
 
     def closed(self) -> bool:
         """Whether the underlying connection is closed for good (not just reconnecting)."""
@@ -242,8 +247,8 @@ class NatsBus:
         """Publish one encoded event on ``DAG.<dag>.<kind>.<step>`` and await the PubAck."""
         await self.ensure_stream()
         try:
-            await self._js.publish(subject, data, stream=self.stream)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            await self._requests.publish(subject, data, self._expect_stream)
+        except (TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError) as exc:
             raise PublishFailed(
                 f"event on {subject} was not confirmed: {exc!r}", subject=subject
             ) from exc

@@ -23,10 +23,11 @@ import nats.js.errors
 import structlog
 from nats.js.api import KeyValueConfig
 
+from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, Requests, requests_for
 from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
 from ebind.streams import KV_DAGS
 from ebind.workflow import _keys
-from ebind.workflow._kvread import DirectReader, KVMessage
+from ebind.workflow._kvread import DirectReader, KVMessage, is_tombstone
 from ebind.workflow._transient import is_transient
 from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
 
@@ -38,6 +39,7 @@ _meta_dec = msgspec.json.Decoder(DAGMeta)
 _step_dec = msgspec.json.Decoder(StepRecord)
 
 _T = TypeVar("_T")
+_SEQ = "Nats-Sequence"
 
 # How often a result waiter re-reads the key in case its subscription missed the write
 # (reconnect, or a lagging replica answered the first read).
@@ -61,6 +63,7 @@ class NatsStore:
         self._replicas = replicas
         self._kv: Any = None
         self._reader: DirectReader | None = None
+        self._fast: Requests | None = None
         self._bind_lock = asyncio.Lock()
 
     @classmethod
@@ -89,7 +92,11 @@ class NatsStore:
                     )
                     _log.info("kv.bucket_created", bucket=self._bucket, replicas=self._replicas)
                 # nats-py records whether the bucket allows direct gets; multi_last needs it.
-                self._reader = DirectReader(self._js, self._stream, direct=bool(kv._direct))
+                direct = bool(kv._direct)
+                self._reader = DirectReader(self._js, self._stream, direct=direct)
+                # Direct gets and CAS publishes through ebind's lean request path; a
+                # bucket without allow_direct keeps nats-py's KV calls.
+                self._fast = requests_for(self._js._nc) if direct else None
                 self._kv = kv
         return self._kv
 
@@ -106,25 +113,52 @@ class NatsStore:
     # -- primitives --------------------------------------------------------------------
 
     async def _get(self, key: str) -> tuple[bytes, int] | None:
+        """The live value and revision of ``key``; None if absent or deleted."""
         kv = await self._bind()
-        try:
-            entry = await kv.get(key, validate_keys=False)
-        except nats.js.errors.KeyNotFoundError:
+        if self._fast is None:
+            try:
+                entry = await kv.get(key, validate_keys=False)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            return bytes(entry.value or b""), int(entry.revision)
+        msg = await self._fast.get_last(self._stream, self._pre + key)
+        if msg is None or is_tombstone(msg.headers):
             return None
-        return bytes(entry.value or b""), int(entry.revision)
+        return bytes(msg.data), int(msg.headers[_SEQ])
 
     async def _cas(self, key: str, data: bytes, expected_rev: int, *, dag: str, step: str) -> int:
         kv = await self._bind()
         try:
-            if expected_rev == 0:
-                return int(await kv.create(key, data, validate_keys=False))
-            return int(await kv.update(key, data, last=expected_rev, validate_keys=False))
+            if self._fast is None:
+                if expected_rev == 0:
+                    return int(await kv.create(key, data, validate_keys=False))
+                return int(await kv.update(key, data, last=expected_rev, validate_keys=False))
+            return await self._fast_cas(key, data, expected_rev)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise StaleRevision(
                 f"workflow: stale revision (expected {expected_rev}): {exc.description}",
                 dag_id=dag,
                 step_id=step,
             ) from exc
+
+    async def _fast_cas(self, key: str, data: bytes, expected_rev: int) -> int:
+        assert self._fast is not None
+        subject = self._pre + key
+        try:
+            ack = await self._fast.publish(
+                subject, data, {HEADER_EXPECTED_LAST_SUBJECT_SEQ: str(expected_rev)}
+            )
+        except nats.js.errors.KeyWrongLastSequenceError:
+            if expected_rev != 0:
+                raise
+            # Create over a deleted key: its tombstone is the last message, so the create
+            # expects the tombstone's sequence (as nats-py's kv.create does).
+            msg = await self._fast.get_last(self._stream, subject)
+            if msg is None or not is_tombstone(msg.headers):
+                raise
+            last = msg.headers[_SEQ]
+            ack = await self._fast.publish(subject, data, {HEADER_EXPECTED_LAST_SUBJECT_SEQ: last})
+        return ack.seq
 
     async def _delete(self, key: str) -> None:
         kv = await self._bind()
