@@ -262,6 +262,15 @@ class Puller:
         self._requests.append([float(n), deadline, 1.0 if counted else 0.0])
         if counted:
             self._budget.requested += n
+        if self._nc.is_closed:
+            # Closed for good (not reconnecting): nothing will be delivered again, so end
+            # quietly instead of warning twice a second until someone calls stop().
+            self._requests.pop()
+            if counted:
+                self._budget.requested -= n
+            log.info("worker.pull_stopped", durable=self.durable, reason="connection closed")
+            self._stopping = True
+            return
         try:
             await self._nc.publish(self._next_subject, body, reply=self._inbox)
         except Exception as exc:

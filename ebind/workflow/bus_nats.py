@@ -2,9 +2,10 @@
 
 Publishing awaits the PubAck. Subscribing binds the shared durable pull consumer
 ``ebind-scheduler`` (explicit ack, ack_wait 30 s, unlimited deliveries), so each event
-is handled by one scheduler cluster-wide; the fetch loop asks for no more events than it
-has free handler slots and every fetch expires quickly, so ``stop()`` returns within
-about one expiry. Undecodable bodies are terminated and logged once (RELIABILITY D6).
+is handled by one scheduler cluster-wide; the worker's lean puller keeps pull requests
+open for no more events than there are free handler slots, each expiring quickly, and
+``stop()`` drains the delivery inbox (late events are nak'd at once). Undecodable
+bodies are terminated and logged once (RELIABILITY D6).
 ``tap()`` watches events live through a core subscription, which takes nothing from the
 work queue.
 """
@@ -32,6 +33,7 @@ from nats.js.errors import NoStreamResponseError
 from ebind._jsreq import HEADER_EXPECTED_STREAM, requests_for
 from ebind.errors import PublishFailed
 from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE
+from ebind.worker.pull import Budget, Puller
 from ebind.workflow.protocols import EventHandler
 from ebind.workflow.types import Event
 
@@ -74,67 +76,80 @@ class NatsDelivery:
 
 
 class NatsSubscription:
-    """A running fetch loop on the shared durable."""
+    """Pull requests kept open on the shared durable; each event runs in its own task.
 
-    def __init__(self, bus: NatsBus, psub: Any, handler: EventHandler, concurrency: int) -> None:
+    Events arrive through the worker's lean puller (``ebind.worker.pull``): at most
+    ``concurrency`` events are requested or running at once, requests expire after
+    ``fetch_expiry`` and are topped up as handlers finish, and no per-event Task is
+    spent on fetching (nats-py's ``fetch`` costs several).
+    """
+
+    def __init__(self, bus: NatsBus, nc: Any, handler: EventHandler, concurrency: int) -> None:
         self._bus = bus
-        self._psub = psub
         self._handler = handler
-        self._slots = asyncio.Semaphore(concurrency)
-        self._concurrency = concurrency
+        self._budget = Budget(concurrency)
         self._running: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
-        self._loop = asyncio.get_running_loop().create_task(self._fetch_loop())
+        self._stopping = False
+        self._recreating: asyncio.Task[None] | None = None
+        self._puller = Puller(
+            nc,
+            stream=bus.stream,
+            durable=bus.durable,
+            budget=self._budget,
+            on_msg=self._received,
+            expires=bus.fetch_expiry,
+            on_gone=self._gone,
+        )
+
+    async def start(self) -> None:
+        """Open the delivery inbox and start requesting events."""
+        await self._puller.start()
 
     async def stop(self) -> None:
-        """Stop fetching, let running handlers finish, then drop the subscription."""
-        if self._stopping.is_set():
+        """Stop requesting, let running handlers finish, hand late deliveries back."""
+        if self._stopping:
             return
-        self._stopping.set()
-        # The loop notices the flag after its current fetch expires; cancelling it mid-fetch
-        # could drop messages the server already handed out (redelivered only after ack_wait).
-        # A fetch stuck in the client past its expiry is cancelled after all.
-        done, _ = await asyncio.wait({self._loop}, timeout=self._bus.fetch_expiry + 1.0)
-        if not done:
-            self._loop.cancel()
-            await asyncio.wait({self._loop}, timeout=1.0)
+        self._stopping = True
+        if self._recreating is not None:
+            self._recreating.cancel()
+        await self._puller.stop()
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._psub.unsubscribe()
 
-    def _free(self) -> int:
-        return self._concurrency - len(self._running)
+    def _received(self, msg: Any, puller: Puller) -> None:
+        if self._stopping:
+            # Arrived while stopping: nak at once so the next leader gets it now, not
+            # after ack_wait.
+            puller.finished()
+            self._spawn(self._settle(NatsDelivery(msg).nak()), counted=False)
+            return
+        self._budget.held += 1
+        self._spawn(self._dispatch(msg), counted=True)
 
-    async def _fetch_loop(self) -> None:
-        while not self._stopping.is_set():
-            free = self._free()
-            if free <= 0:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            if self._bus.closed():
-                # Nothing will ever be fetched again: end quietly instead of logging a
-                # failed fetch every second until someone calls stop().
-                _log.info("bus.fetch_stopped", reason="connection closed")
-                return
-            try:
-                msgs = await self._psub.fetch(free, timeout=self._bus.fetch_expiry)
-            except nats.errors.TimeoutError:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: back off, the durable keeps state
-                if self._bus.closed() or self._stopping.is_set():
-                    continue  # the loop's condition ends it; nothing worth a warning
-                _log.warning("bus.fetch_failed", error=repr(exc))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._stopping.wait()
-                continue
-            for msg in msgs:
-                task = asyncio.get_running_loop().create_task(self._dispatch(msg))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+    def _spawn(self, coro: Any, *, counted: bool) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        if counted:
+            task.add_done_callback(self._finished)
+
+    def _finished(self, _task: asyncio.Task[None]) -> None:
+        self._budget.release()
+        self._puller.finished()
+
+    def _gone(self, puller: Puller) -> None:
+        """The durable answers "gone" or keeps answering 503: re-create it (idempotent)."""
+        if self._stopping or (self._recreating is not None and not self._recreating.done()):
+            return
+        self._recreating = asyncio.get_running_loop().create_task(self._recreate(puller))
+
+    async def _recreate(self, puller: Puller) -> None:
+        try:
+            await self._bus.ensure_consumer()
+        except Exception as exc:  # no leader yet: the puller keeps backing off and asks again
+            _log.info("bus.consumer_recreate_failed", error=repr(exc))
+            return
+        puller.revived()
 
     async def _dispatch(self, msg: Any) -> None:
         delivery = NatsDelivery(msg)
@@ -200,14 +215,10 @@ class NatsBus:
         self.error_delay = error_delay
         self._ready = False
         self._lock = asyncio.Lock()
+        self._filter = "DAG.>"
         # nats-py keeps the connection on the JetStream context.
         self._requests = requests_for(js._nc)
         self._expect_stream = {HEADER_EXPECTED_STREAM: stream}
-
-    def closed(self) -> bool:
-        """Whether the underlying connection is closed for good (not just reconnecting)."""
-        nc = getattr(self._js, "_nc", None)  # nats-py keeps the connection on the context
-        return bool(getattr(nc, "is_closed", False))
 
     @classmethod
     async def create(cls, js: Any, *, replicas: int = 1, **options: Any) -> Self:
@@ -253,10 +264,8 @@ class NatsBus:
                 f"event on {subject} was not confirmed: {exc!r}", subject=subject
             ) from exc
 
-    async def subscribe(self, filter_subject: str, handler: EventHandler) -> NatsSubscription:
-        """Bind the shared durable and deliver matching events to ``handler``."""
-        await self.ensure_stream()
-        config = ConsumerConfig(
+    def _consumer_config(self, filter_subject: str) -> ConsumerConfig:
+        return ConsumerConfig(
             durable_name=self.durable,
             filter_subject=filter_subject,
             ack_policy=AckPolicy.EXPLICIT,
@@ -264,9 +273,19 @@ class NatsBus:
             max_deliver=-1,
             max_ack_pending=max(self.concurrency * 4, 256),
         )
-        await self._js.add_consumer(self.stream, config)
-        psub = await self._js.pull_subscribe_bind(consumer=self.durable, stream=self.stream)
-        return NatsSubscription(self, psub, handler, self.concurrency)
+
+    async def ensure_consumer(self, filter_subject: str | None = None) -> None:
+        """Create the shared durable (or find the identical one) on the events stream."""
+        self._filter = filter_subject or self._filter
+        await self._js.add_consumer(self.stream, self._consumer_config(self._filter))
+
+    async def subscribe(self, filter_subject: str, handler: EventHandler) -> NatsSubscription:
+        """Bind the shared durable and deliver matching events to ``handler``."""
+        await self.ensure_stream()
+        await self.ensure_consumer(filter_subject)
+        sub = NatsSubscription(self, self._js._nc, handler, self.concurrency)
+        await sub.start()
+        return sub
 
     async def tap(self, filter_subject: str = "DAG.>") -> AsyncIterator[Event]:
         """Yield events live as they are published (core subscription; takes nothing)."""

@@ -262,3 +262,60 @@ async def test_nats_tap_sees_events_without_taking_them(rig: Rig) -> None:
 )
 def test_subject_matches(filt: str, subject: str, ok: bool) -> None:
     assert subject_matches(filt, subject) is ok
+
+
+@pytest.mark.parametrize("rig", ["nats"], indirect=True)
+async def test_nats_subscription_recreates_a_deleted_durable(rig: Rig) -> None:
+    assert isinstance(rig.bus, NatsBus)
+    h = Recorder()
+    await sub(rig, "DAG.>", h)
+    await rig.bus.publish(*ev("g1", "a"))
+    await h.wait(1)
+    await asyncio.sleep(0.2)  # let the ack land: an unacked event is delivered again
+    await rig.js.delete_consumer(DAG_EVENTS_STREAM, rig.bus.durable)
+    await rig.bus.publish(*ev("g1", "b"))
+    await h.wait(2, 10.0)  # the puller sees the consumer gone and the bus re-creates it
+    assert [e.step_id for _, e, _ in h.seen] == ["a", "b"]
+    info = await rig.js.consumer_info(DAG_EVENTS_STREAM, rig.bus.durable)
+    assert info.config.filter_subject == "DAG.>"
+
+
+@pytest.mark.parametrize("rig", ["nats"], indirect=True)
+async def test_nats_stop_hands_back_unhandled_events_and_waits_for_running_ones(
+    rig: Rig,
+) -> None:
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def slow(event: Event, delivery: Delivery) -> None:
+        started.set()
+        await release.wait()
+        await delivery.ack()
+
+    s = await rig.bus.subscribe("DAG.>", slow)
+    await rig.bus.publish(*ev("g2", "a"))
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.create_task(s.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waits for the running handler
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    # Nothing is left unacknowledged: a new subscriber gets only the new event, at once.
+    h = Recorder()
+    await sub(rig, "DAG.>", h)
+    await rig.bus.publish(*ev("g2", "b"))
+    await h.wait(1)
+    await asyncio.sleep(0.2)
+    assert [e.step_id for _, e, _ in h.seen] == ["b"]
+
+
+@pytest.mark.parametrize("rig", ["nats"], indirect=True)
+async def test_nats_subscription_ends_quietly_when_the_connection_closes(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = Recorder()
+    s = await rig.bus.subscribe("DAG.>", h)
+    await rig.js._nc.close()
+    await asyncio.sleep(1.5)  # several pull expiries: no warning per retry
+    await asyncio.wait_for(s.stop(), 5)
+    err = capsys.readouterr().err
+    assert "pull_request_failed" not in err and "pull_loop_error" not in err
