@@ -30,7 +30,9 @@ def is_transient(exc: BaseException) -> bool:
         | nats.errors.FlushTimeoutError
         | nats.errors.OutboundBufferLimitError
         | nats.errors.NoServersError
-        | nats.js.errors.ServiceUnavailableError,
+        | nats.js.errors.ServiceUnavailableError
+        # A publish that met no stream leader (an election): nothing was stored.
+        | nats.js.errors.NoStreamResponseError,
     )
 
 
