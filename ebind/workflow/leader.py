@@ -182,7 +182,10 @@ class KVLeaseElector:
         else:
             self._rev = 0
             self._valid_until = 0.0
-            _log.warning("leader.lost", key=self.key, holder=self.holder_id, reason=reason)
+            if reason == "released":  # a clean shutdown handing the lease back
+                _log.info("leader.released", key=self.key, holder=self.holder_id)
+            else:
+                _log.warning("leader.lost", key=self.key, holder=self.holder_id, reason=reason)
         if self.on_change is not None:
             try:
                 self.on_change(leader)

@@ -165,9 +165,13 @@ async def test_clean_stop_releases_and_follower_takes_over_quickly(js: object) -
     tb = asyncio.create_task(b.run())
     try:
         await asyncio.sleep(0.2)
-        await a.stop()
-        await asyncio.wait_for(ta, 5)
+        with structlog.testing.capture_logs() as logs:
+            await a.stop()
+            await asyncio.wait_for(ta, 5)
         assert not a.is_leader()
+        # A clean hand-back is not a lost lease: info, not a warning.
+        mine = [e for e in logs if e["event"].startswith("leader.") and e.get("holder") == "A"]
+        assert [(e["event"], e["log_level"]) for e in mine] == [("leader.released", "info")]
         took = await wait_until(b.is_leader, TTL)
         assert took < b.renew_interval  # woken by the release, not by the TTL
         b.acquired.clear()
