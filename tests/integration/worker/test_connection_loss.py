@@ -1,0 +1,133 @@
+"""RELIABILITY A9: a worker loses NATS while running a task, then the link comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from urllib.parse import urlparse
+
+import pytest
+from tcp_proxy import TcpProxy
+from worker_helpers import running
+
+from ebind.app import App
+from ebind.embed import Node
+from ebind.streams import RESP_STREAM
+
+ACK_WAIT = 2.0
+
+
+@pytest.fixture
+async def proxy(nats_node: Node) -> AsyncIterator[TcpProxy]:
+    url = urlparse(nats_node.client_url)
+    p = TcpProxy(url.hostname or "127.0.0.1", int(url.port or 4222))
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+async def _responses_for(app: App, task_id: str, client_id: str) -> int:
+    info = await app.js.stream_info(RESP_STREAM, subjects_filter=f"RESP.{client_id}.>")
+    count = 0
+    for subject, n in (info.state.subjects or {}).items():
+        if subject.endswith(task_id) or task_id in subject:
+            count += n
+    return count
+
+
+async def test_a_worker_that_loses_nats_mid_task_records_one_outcome_and_keeps_consuming(
+    nats_node: Node, proxy: TcpProxy
+) -> None:
+    worker_app = App("a9", nats_url=proxy.url)
+    producer = App("a9", nats_url=nats_node.client_url)
+    gate = asyncio.Event()
+    runs: Counter[str] = Counter()
+
+    @worker_app.task(name="a9.slow")
+    async def slow(x: int) -> int:
+        runs["slow"] += 1
+        await gate.wait()
+        return x * 2
+
+    @worker_app.task(name="a9.quick")
+    async def quick(x: int) -> int:
+        runs["quick"] += 1
+        return x + 1
+
+    await worker_app.connect()
+    await producer.connect()
+    try:
+        async with running(worker_app, ack_wait=ACK_WAIT):
+            fut = await producer.enqueue("a9.slow", 21)
+            for _ in range(500):
+                if runs["slow"]:
+                    break
+                await asyncio.sleep(0.01)
+            assert runs["slow"] == 1
+            proxy.cut()  # the worker's link dies while its handler runs
+            await asyncio.sleep(0.2)
+            gate.set()  # the handler finishes during the outage
+            await asyncio.sleep(2 * ACK_WAIT)  # past ack_wait: the server may redeliver
+            proxy.restore()
+            assert await fut.result(timeout=30) == 42
+            # The worker reconnected and consumes again: new tasks complete promptly.
+            futs = [await producer.enqueue("a9.quick", i) for i in range(20)]
+            got = await asyncio.wait_for(asyncio.gather(*(f.result() for f in futs)), 10)
+            assert got == [i + 1 for i in range(20)]
+        assert runs["quick"] == 20
+        assert runs["slow"] <= 2  # at least once: a redelivery may run it again
+        # At most one outcome recorded for the slow task.
+        assert await _responses_for(producer, fut.id, producer.client_id) == 1
+    finally:
+        await producer.close()
+        await worker_app.close()
+
+
+async def test_a_dag_whose_worker_and_scheduler_lose_nats_mid_step_completes(
+    nats_node: Node, proxy: TcpProxy
+) -> None:
+    from ebind.workflow import DAG
+
+    worker_app = App("a9wf", nats_url=proxy.url)
+    client = App("a9wf", nats_url=nats_node.client_url)
+    gate = asyncio.Event()
+    runs: Counter[str] = Counter()
+
+    @worker_app.task(name="a9wf.inc")
+    async def inc(x: int) -> int:
+        runs[f"inc{x}"] += 1
+        if x == 1:
+            await gate.wait()
+        return x + 1
+
+    client.registry = worker_app.registry
+    await worker_app.connect()
+    await client.connect()
+    try:
+        async with running(worker_app, ack_wait=ACK_WAIT, scheduler=True):
+            dag = DAG()
+            a = dag.step("a", inc, 0)
+            b = dag.step("b", inc, a.ref())
+            c = dag.step("c", inc, b.ref())
+            await dag.submit(client.workflow)
+            for _ in range(1000):
+                if runs["inc1"]:
+                    break
+                await asyncio.sleep(0.01)
+            assert runs["inc1"] == 1  # step b is running
+            proxy.cut()  # worker, hook and scheduler all lose the server
+            await asyncio.sleep(0.2)
+            gate.set()
+            await asyncio.sleep(2 * ACK_WAIT)
+            proxy.restore()
+            assert await client.workflow.result(dag.id, c, timeout=60) == 3
+        info, steps = await client.workflow.info(dag.id)
+        assert info.status.value == "done"
+        assert {s.step_id: s.status.value for s in steps} == {"a": "done", "b": "done", "c": "done"}
+        assert runs["inc0"] == 1 and runs["inc2"] == 1 and runs["inc1"] <= 2
+    finally:
+        await client.close()
+        await worker_app.close()
