@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 from tcp_proxy import TcpProxy
-from worker_helpers import running
+from worker_helpers import running, wait_for
 
 from ebind.app import App
 from ebind.embed import Node
@@ -29,6 +29,28 @@ async def proxy(nats_node: Node) -> AsyncIterator[TcpProxy]:
         await p.stop()
 
 
+@pytest.fixture
+async def apps(nats_node: Node, proxy: TcpProxy) -> AsyncIterator[tuple[App, App]]:
+    """(worker App connected through the proxy, client App connected directly)."""
+    worker_app = App("a9", nats_url=proxy.url)
+    client = App("a9", nats_url=nats_node.client_url)
+    client.registry = worker_app.registry  # tasks registered later are seen by both
+    try:
+        yield worker_app, client
+    finally:
+        await client.close()
+        await worker_app.close()
+
+
+async def _outage(proxy: TcpProxy, gate: asyncio.Event) -> None:
+    """Cut the worker's link, let the blocked handler finish meanwhile, restore later."""
+    proxy.cut()
+    await asyncio.sleep(0.2)
+    gate.set()
+    await asyncio.sleep(2 * ACK_WAIT)  # past ack_wait: the server may redeliver
+    proxy.restore()
+
+
 async def _responses_for(app: App, task_id: str, client_id: str) -> int:
     info = await app.js.stream_info(RESP_STREAM, subjects_filter=f"RESP.{client_id}.>")
     count = 0
@@ -39,12 +61,10 @@ async def _responses_for(app: App, task_id: str, client_id: str) -> int:
 
 
 async def test_a_worker_that_loses_nats_mid_task_records_one_outcome_and_keeps_consuming(
-    nats_node: Node, proxy: TcpProxy
+    apps: tuple[App, App], proxy: TcpProxy
 ) -> None:
-    worker_app = App("a9", nats_url=proxy.url)
-    producer = App("a9", nats_url=nats_node.client_url)
-    gate = asyncio.Event()
-    runs: Counter[str] = Counter()
+    worker_app, producer = apps
+    gate, runs = asyncio.Event(), Counter[str]()
 
     @worker_app.task(name="a9.slow")
     async def slow(x: int) -> int:
@@ -59,42 +79,28 @@ async def test_a_worker_that_loses_nats_mid_task_records_one_outcome_and_keeps_c
 
     await worker_app.connect()
     await producer.connect()
-    try:
-        async with running(worker_app, ack_wait=ACK_WAIT):
-            fut = await producer.enqueue("a9.slow", 21)
-            for _ in range(500):
-                if runs["slow"]:
-                    break
-                await asyncio.sleep(0.01)
-            assert runs["slow"] == 1
-            proxy.cut()  # the worker's link dies while its handler runs
-            await asyncio.sleep(0.2)
-            gate.set()  # the handler finishes during the outage
-            await asyncio.sleep(2 * ACK_WAIT)  # past ack_wait: the server may redeliver
-            proxy.restore()
-            assert await fut.result(timeout=30) == 42
-            # The worker reconnected and consumes again: new tasks complete promptly.
-            futs = [await producer.enqueue("a9.quick", i) for i in range(20)]
-            got = await asyncio.wait_for(asyncio.gather(*(f.result() for f in futs)), 10)
-            assert got == [i + 1 for i in range(20)]
-        assert runs["quick"] == 20
-        assert runs["slow"] <= 2  # at least once: a redelivery may run it again
-        # At most one outcome recorded for the slow task.
-        assert await _responses_for(producer, fut.id, producer.client_id) == 1
-    finally:
-        await producer.close()
-        await worker_app.close()
+    async with running(worker_app, ack_wait=ACK_WAIT):
+        fut = await producer.enqueue("a9.slow", 21)
+        await wait_for(lambda: runs["slow"] > 0)
+        await _outage(proxy, gate)  # the handler finishes while the link is down
+        assert await fut.result(timeout=30) == 42
+        # The worker reconnected and consumes again: new tasks complete promptly.
+        futs = [await producer.enqueue("a9.quick", i) for i in range(20)]
+        got = await asyncio.wait_for(asyncio.gather(*(f.result() for f in futs)), 10)
+        assert got == [i + 1 for i in range(20)]
+    assert runs["quick"] == 20
+    assert runs["slow"] <= 2  # at least once: a redelivery may run it again
+    # At most one outcome recorded for the slow task.
+    assert await _responses_for(producer, fut.id, producer.client_id) == 1
 
 
 async def test_a_dag_whose_worker_and_scheduler_lose_nats_mid_step_completes(
-    nats_node: Node, proxy: TcpProxy
+    apps: tuple[App, App], proxy: TcpProxy
 ) -> None:
     from ebind.workflow import DAG
 
-    worker_app = App("a9wf", nats_url=proxy.url)
-    client = App("a9wf", nats_url=nats_node.client_url)
-    gate = asyncio.Event()
-    runs: Counter[str] = Counter()
+    worker_app, client = apps
+    gate, runs = asyncio.Event(), Counter[str]()
 
     @worker_app.task(name="a9wf.inc")
     async def inc(x: int) -> int:
@@ -103,31 +109,18 @@ async def test_a_dag_whose_worker_and_scheduler_lose_nats_mid_step_completes(
             await gate.wait()
         return x + 1
 
-    client.registry = worker_app.registry
     await worker_app.connect()
     await client.connect()
-    try:
-        async with running(worker_app, ack_wait=ACK_WAIT, scheduler=True):
-            dag = DAG()
-            a = dag.step("a", inc, 0)
-            b = dag.step("b", inc, a.ref())
-            c = dag.step("c", inc, b.ref())
-            await dag.submit(client.workflow)
-            for _ in range(1000):
-                if runs["inc1"]:
-                    break
-                await asyncio.sleep(0.01)
-            assert runs["inc1"] == 1  # step b is running
-            proxy.cut()  # worker, hook and scheduler all lose the server
-            await asyncio.sleep(0.2)
-            gate.set()
-            await asyncio.sleep(2 * ACK_WAIT)
-            proxy.restore()
-            assert await client.workflow.result(dag.id, c, timeout=60) == 3
-        info, steps = await client.workflow.info(dag.id)
-        assert info.status.value == "done"
-        assert {s.step_id: s.status.value for s in steps} == {"a": "done", "b": "done", "c": "done"}
-        assert runs["inc0"] == 1 and runs["inc2"] == 1 and runs["inc1"] <= 2
-    finally:
-        await client.close()
-        await worker_app.close()
+    async with running(worker_app, ack_wait=ACK_WAIT, scheduler=True):
+        dag = DAG()
+        a = dag.step("a", inc, 0)
+        b = dag.step("b", inc, a.ref())
+        c = dag.step("c", inc, b.ref())
+        await dag.submit(client.workflow)
+        await wait_for(lambda: runs["inc1"] > 0)  # step b is running
+        await _outage(proxy, gate)  # worker, hook and scheduler all lose the server
+        assert await client.workflow.result(dag.id, c, timeout=60) == 3
+    info, steps = await client.workflow.info(dag.id)
+    assert info.status.value == "done"
+    assert {s.step_id: s.status.value for s in steps} == {"a": "done", "b": "done", "c": "done"}
+    assert runs["inc0"] == 1 and runs["inc2"] == 1 and runs["inc1"] <= 2
