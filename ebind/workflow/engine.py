@@ -20,8 +20,14 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from ebind.errors import PlacementError, ResolveError, StaleRevision, StepNotFound
-from ebind.wire import TaskEnvelope
+from ebind.errors import (
+    PayloadTooLarge,
+    PlacementError,
+    ResolveError,
+    StaleRevision,
+    StepNotFound,
+)
+from ebind.wire import ErrorKind, TaskEnvelope
 from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
@@ -325,6 +331,11 @@ class Engine:
                 raise wrote  # the pass is retried from a fresh read; the message is fenced
             ld.revs[sid] = wrote
             ld.state.steps[sid] = new
+            if isinstance(sent, PayloadTooLarge):
+                # Resolved arguments (e.g. large upstream results) exceed max_payload: no
+                # retry can make them fit, so the step fails now instead of staying
+                # dispatched with a message the server refuses on every resend.
+                return (ErrorKind.ENCODE.value, f"step {sid!r} cannot be enqueued: {sent}")
             if isinstance(sent, BaseException):
                 raise sent
             ld.enqueued.append(sid)
@@ -344,6 +355,8 @@ class Engine:
                     if i == _LEADERLESS_RETRIES - 1 or not is_leaderless(exc):
                         raise
                     await asyncio.sleep(min(0.1 * 2**i, 1.0))
+        except PayloadTooLarge:
+            raise  # not transient: the caller fails the step
         except Exception as exc:
             _log.warning(
                 "step.enqueue_failed", dag_id=env.dag_id, step_id=env.step_id, error=str(exc)

@@ -291,3 +291,25 @@ async def test_from_nats_workflow_shares_state_with_the_app(
             await app.workflow.info(dag.id)
     finally:
         await nc.close()
+
+
+async def test_a_step_whose_resolved_arguments_exceed_max_payload_fails_with_encode(
+    app: App, start_worker: Any
+) -> None:
+    await start_worker("w1")
+    dag = DAG(id="toolarge")
+    big = dag.step("big", echo, "x" * 600_000)  # fits; two copies of it do not
+    both = dag.step("both", echo, [big.ref(), big.ref()])
+    after = dag.step("after", echo, both.ref())
+    side = dag.step("side", echo, 1)
+    await dag.submit(app.workflow)
+    with pytest.raises(StepFailed, match="max_payload"):
+        await app.workflow.result(dag.id, both, timeout=20)
+    with pytest.raises(StepSkipped):
+        await app.workflow.result(dag.id, after, timeout=20)
+    assert await app.workflow.result(dag.id, side, timeout=20) == 1
+    assert await wait_status(app, dag.id, DAGStatus.FAILED) is DAGStatus.FAILED
+    _, steps = await app.workflow.info(dag.id)
+    rec = {s.step_id: s for s in steps}["both"]
+    assert rec.error_kind == "encode" and "1200" in rec.error_message  # names the size
+    assert len(await app.workflow.result(dag.id, big, timeout=5)) == 600_000  # nothing lost

@@ -27,7 +27,7 @@ from ebind.errors import (
     StepSkipped,
 )
 from ebind.wire import TaskError
-from ebind.workflow import DAG, DAGStatus, StepStatus, Workflow, truncate_error
+from ebind.workflow import DAG, CaptureEnqueuer, DAGStatus, StepStatus, Workflow, truncate_error
 
 
 def _add(ctx: SimCtx, a: int, b: int) -> int:
@@ -407,6 +407,28 @@ async def test_sweep_dispatches_roots_when_submit_enqueue_failed() -> None:
     assert rec.status is StepStatus.RUNNING and rec.attempt == 0
     async with running(wf):
         assert await w.run_until_terminal("d3") is DAGStatus.DONE
+    await bus.close()
+
+
+async def test_a_step_the_server_refuses_as_too_large_fails_instead_of_lingering() -> None:
+    def refuse(env: Any, _mid: str) -> BaseException | None:
+        if env.step_id == "b":
+            return PayloadTooLarge("encodes to 2000000 bytes (max_payload)", size=2_000_000)
+        return None
+
+    wf, store, bus, enq = make_wf(enq=CaptureEnqueuer(fail=refuse))
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="big")
+    a = dag.step("a", "echo", 1)
+    b = dag.step("b", "echo", a.ref())
+    dag.step("c", "echo", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("big") is DAGStatus.FAILED
+    recs = {r.step_id: r for r, _ in await store.list_steps("big")}
+    assert (recs["b"].status, recs["b"].error_kind) == (StepStatus.FAILED, "encode")
+    assert "2000000 bytes" in recs["b"].error_message
+    assert recs["c"].status is StepStatus.SKIPPED
     await bus.close()
 
 
