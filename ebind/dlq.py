@@ -6,7 +6,8 @@ stream keeps them 7 days. Reads are message gets by sequence, never a consumer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +15,13 @@ import msgspec
 import structlog
 
 from ebind.errors import DLQEntryNotFound, InvalidArguments
-from ebind.streams import DLQ_STREAM
+from ebind.streams import DLQ_STREAM, dlq_subject
 from ebind.wire import DLQEntry, TaskEnvelope
 
 if TYPE_CHECKING:
     from ebind.app import App
 
-__all__ = ["DeadLetter", "DeadLetters", "requeue_msg_id"]
+__all__ = ["DeadLetter", "DeadLetters", "RequeueReport", "requeue_msg_id"]
 
 log = structlog.get_logger("ebind.dlq")
 _decoder = msgspec.json.Decoder(DLQEntry)
@@ -30,9 +31,22 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _nonempty_str(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 def requeue_msg_id(task_id: str, seq: int) -> str:
     """A fresh ``Nats-Msg-Id`` for a requeue, so dedupe does not swallow it (E2)."""
     return f"{task_id}:requeue:{seq}"
+
+
+@dataclass(slots=True)
+class RequeueReport:
+    """What ``requeue_all`` did: the requeued task ids, and the entries left in place."""
+
+    task_ids: list[str] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    """Sequences of undecodable entries (no task to requeue; purge or inspect them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +138,55 @@ class DeadLetters:
         await self._app.js.delete_msg(DLQ_STREAM, seq)
         log.info("dlq.requeued", task_id=env.id, task_name=env.name, seq=seq)
         return env.id
+
+    async def requeue_all(
+        self, name: str | None = None, *, on_each: Callable[[int], None] | None = None
+    ) -> RequeueReport:
+        """Requeue every entry (of task ``name`` only, if given) present when called.
+
+        Entries dead-lettered while this runs are left for the next call. Undecodable
+        entries stay in place and are listed in the report. ``on_each(seq)`` is called
+        after each entry is handled (progress).
+        """
+        from nats.js.errors import NotFoundError
+
+        if name is not None and not _nonempty_str(name):
+            raise InvalidArguments(f"name must be a non-empty task name, got {name!r}")
+        js = self._app.js
+        subject = dlq_subject(name) if name else "DLQ.>"
+        info = await js.stream_info(DLQ_STREAM)
+        seq, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
+        report = RequeueReport()
+        while seq <= last and info.state.messages:
+            try:
+                raw = await js.get_msg(DLQ_STREAM, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break
+            seq = int(raw.seq) + 1
+            if int(raw.seq) > last:
+                break
+            try:
+                letter = self._to_letter(raw)
+            except DLQEntryNotFound as exc:
+                log.warning("dlq.undecodable", seq=raw.seq, error=str(exc))
+                report.skipped.append(int(raw.seq))
+            else:
+                if letter.task is None:
+                    report.skipped.append(letter.seq)
+                else:
+                    report.task_ids.append(await self.requeue(letter.seq))
+            if on_each is not None:
+                on_each(int(raw.seq))
+        log.info("dlq.requeued_all", count=len(report.task_ids), skipped=len(report.skipped))
+        return report
+
+    async def count(self, name: str | None = None) -> int:
+        """How many entries there are (of task ``name`` only, if given)."""
+        js = self._app.js
+        if name is None:
+            return int((await js.stream_info(DLQ_STREAM)).state.messages or 0)
+        info = await js.stream_info(DLQ_STREAM, subjects_filter=dlq_subject(name))
+        return sum((info.state.subjects or {}).values())
 
     async def purge(self) -> int:
         """Delete every entry; returns how many there were."""

@@ -16,6 +16,7 @@ from ebind.cli.output import (
     emit,
     is_json,
     json_option,
+    progress,
     run_async,
     style,
     to_builtins,
@@ -26,7 +27,7 @@ from ebind.wire import DLQEntry
 
 if TYPE_CHECKING:
     from ebind.app import App
-    from ebind.dlq import DeadLetter
+    from ebind.dlq import DeadLetter, RequeueReport
 
 __all__ = ["dlq"]
 
@@ -119,19 +120,54 @@ def _show(letter: DeadLetter) -> None:
 
 
 @dlq.command("requeue")
-@click.argument("seq", type=click.IntRange(min=1))
+@click.argument("seq", type=click.IntRange(min=1), required=False)
+@click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
+@click.option("--fn", "fn", metavar="NAME", help="With --all: only dead letters of this task.")
 @yes_option
 @json_option
 @click.pass_context
-def requeue(ctx: click.Context, seq: int, yes: bool) -> None:
-    """Publish a dead task again (attempts reset) and remove its dead letter."""
-    confirm(f"Requeue DLQ seq {seq}?", yes)
-    emit(
-        ctx,
-        run_async(ctx, lambda app: app.dlq.requeue(seq)),
-        lambda task_id: click.echo(f"requeued seq {seq} (task {task_id})"),
-        lambda task_id: {"seq": seq, "task_id": task_id, "requeued": True},
-    )
+def requeue(ctx: click.Context, seq: int | None, all_: bool, fn: str | None, yes: bool) -> None:
+    """Publish dead tasks again (attempts reset) and remove their dead letters.
+
+    Give one SEQ (from `ebind dlq ls`), or --all (optionally with --fn NAME).
+    """
+    if (seq is None) == (not all_):
+        raise click.UsageError("give either one SEQ or --all")
+    if fn is not None and not all_:
+        raise click.UsageError("--fn only goes with --all")
+    if seq is not None:
+        confirm(f"Requeue DLQ seq {seq}?", yes)
+        emit(
+            ctx,
+            run_async(ctx, lambda app: app.dlq.requeue(seq)),
+            lambda task_id: click.echo(f"requeued seq {seq} (task {task_id})"),
+            lambda task_id: {"seq": seq, "task_id": task_id, "requeued": True},
+        )
+        return
+    emit(ctx, run_async(ctx, lambda app: _requeue_all(app, fn, yes)), _show_report, _report_json)
+
+
+async def _requeue_all(app: App, fn: str | None, yes: bool) -> RequeueReport:
+    total = await app.dlq.count(fn)
+    what = f"dead letters of {fn!r}" if fn else "dead letters"
+    confirm(f"Requeue all {total} {what}?", yes)
+    with progress(total, "requeueing") as advance:
+        return await app.dlq.requeue_all(fn, on_each=lambda _seq: advance(1))
+
+
+def _show_report(report: RequeueReport) -> None:
+    click.echo(f"requeued {len(report.task_ids)} dead letters")
+    if report.skipped:
+        seqs = ", ".join(map(str, report.skipped[:10]))
+        more = " ..." if len(report.skipped) > 10 else ""
+        click.echo(
+            f"left {len(report.skipped)} undecodable entries in place (seq {seqs}{more}); "
+            "inspect them with `ebind stream peek EBIND_DLQ`"
+        )
+
+
+def _report_json(report: RequeueReport) -> dict[str, Any]:
+    return {"requeued": report.task_ids, "skipped": report.skipped}
 
 
 @dlq.command("purge")

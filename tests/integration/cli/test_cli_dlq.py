@@ -86,3 +86,36 @@ def test_watch_prints_new_dead_letters_until_interrupted(empty_dlq: Background) 
         _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def _count(bg: Background, name: str | None, want: int) -> None:
+    for _ in range(200):
+        if bg.run(bg.app.dlq.count(name)) == want:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"DLQ count for {name!r} never reached {want}")
+
+
+def test_requeue_all_optionally_by_task_and_leaves_junk_in_place(empty_dlq: Background) -> None:
+    bg, url = empty_dlq, empty_dlq.url
+    old = {_dead_letter(bg, 1), _dead_letter(bg, 2)}
+    bg.run(bg.app.send("ghost", 1))  # no handler anywhere: dead-lettered under "ghost"
+    _count(bg, "ghost", 1)
+    junk = bg.run(bg.app.js.publish("DLQ.junk", b"not an entry")).seq
+
+    assert "give either one SEQ or --all" in invoke(url, "dlq", "requeue").output
+    assert "give either one SEQ or --all" in invoke(url, "dlq", "requeue", "3", "--all").output
+    assert "--fn only goes with --all" in invoke(url, "dlq", "requeue", "3", "--fn", "x").output
+    assert_clean_error(invoke(url, "dlq", "requeue", "--all"), "--yes")  # no terminal
+
+    done = invoke(url, "dlq", "requeue", "--all", "--fn", "explode", "--yes", "--json")
+    report = json.loads(done.stdout)
+    assert len(report["requeued"]) == 2 and report["skipped"] == []
+    seqs = {letter.seq for letter in bg.run(bg.app.dlq.list())}
+    assert not old & seqs  # the requeued entries are gone
+    assert bg.run(bg.app.dlq.count("ghost")) == 1  # other tasks' entries untouched
+    _count(bg, "explode", 2)  # the requeued tasks ran, failed again, and came back
+
+    everything = invoke(url, "dlq", "requeue", "--all", "--yes")
+    assert everything.stdout.splitlines()[0] == "requeued 3 dead letters"
+    assert f"left 1 undecodable entries in place (seq {junk})" in everything.stdout

@@ -172,3 +172,23 @@ async def test_recreating_tasks_under_live_dag_state_warns(app: App) -> None:
     assert [e["stream"] for e in warned] == [TASKS_STREAM]
     assert warned[0]["log_level"] == "warning" and warned[0]["dag_keys"] == 1
     assert (await app.js.stream_info(DLQ_STREAM)).config.name == DLQ_STREAM
+
+
+async def test_dlq_requeue_all_reports_progress_and_takes_only_entries_present_at_the_call(
+    app: App, run_worker: RunWorker
+) -> None:
+    ids = await _dead_letter(app, run_worker, 3)
+    assert await app.dlq.count() == 3 and await app.dlq.count("sched.fail") == 3
+    assert await app.dlq.count("sched.other") == 0
+    seen: list[int] = []
+    report = await app.dlq.requeue_all("sched.fail", on_each=seen.append)
+    assert sorted(report.task_ids) == sorted(ids) and report.skipped == []
+    assert len(seen) == 3
+    # Requeued tasks fail again and come back as new entries: a later call takes those.
+    for _ in range(50):
+        if await app.dlq.count() == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert {d.seq for d in await app.dlq.list()}.isdisjoint(seen)
+    with pytest.raises(InvalidArguments, match="non-empty task name"):
+        await app.dlq.requeue_all("")
