@@ -24,6 +24,7 @@ from ebind.cli.output import (
     emit,
     is_json,
     json_option,
+    parse_since,
     progress,
     run_async,
     status_style,
@@ -95,6 +96,11 @@ def _status_filter(value: str | None) -> DAGStatus | None:
 @click.option("--status", default=None, help="Only DAGs in this status (running, done, ...).")
 @click.option("--sig-waiting", is_flag=True, help="Only DAGs with steps waiting on a signal.")
 @click.option("--bp-blocked", is_flag=True, help="Only DAGs stopped at a breakpoint.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only DAGs created since WHEN: 30m, 2h, 7d ago, or an ISO time.",
+)
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0: all.")
 @json_option
 @click.pass_context
@@ -104,14 +110,22 @@ def ls(
     status: str | None,
     sig_waiting: bool,
     bp_blocked: bool,
+    since: str | None,
     limit: int,
 ) -> None:
     """List DAGs, newest first, with step counts and ⦿ breakpoint / ⚑ signal badges."""
     want = _status_filter(status)
+    after = parse_since(since) if since is not None else None
+
+    def keep(m: DAGMeta) -> bool:
+        if want is not None and m.status is not want:
+            return False
+        # A DAG with no creation time (written by another tool) is not known to be recent.
+        return after is None or (m.created_at is not None and m.created_at >= after)
 
     async def run(app: App) -> list[dict[str, Any]]:
         wf = app.workflow
-        metas = [m for m in await wf.list_dags(labels) if want is None or m.status is want]
+        metas = [m for m in await wf.list_dags(labels) if keep(m)]
         rows: list[dict[str, Any]] = []
         with progress(len(metas), "reading DAGs") as advance:
             for meta in metas:

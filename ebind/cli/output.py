@@ -35,6 +35,7 @@ __all__ = [
     "human_duration",
     "is_json",
     "json_option",
+    "parse_since",
     "progress",
     "run_async",
     "status_style",
@@ -201,6 +202,33 @@ def age(at: datetime | None, now: datetime | None = None) -> str:
     if at is None:
         return "—"
     return human_duration((now or datetime.now(UTC)) - at)
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``30s``/``15m``/``2h``/``7d``/``1w`` ago, or an ISO-8601 time (UTC when naive).
+
+    Raises:
+        click.BadParameter: neither form, or a time in the future.
+    """
+    now = now or datetime.now(UTC)
+    text = value.strip()
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in _SINCE_UNITS and number.replace(".", "", 1).isdigit():
+        return now - timedelta(seconds=float(number) * _SINCE_UNITS[unit])
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration (30s, 15m, 2h, 7d, 1w) nor an ISO time "
+            "(2026-11-24T09:00:00Z)"
+        ) from None
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    if at > now:
+        raise click.BadParameter(f"{value!r} is in the future")
+    return at
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from cli_helpers import Background, assert_clean_error, invoke
@@ -71,6 +72,17 @@ class TestList:
         waiting = invoke(bg.url, "dag", "ls", "--sig-waiting", "--label", "gated")
         assert gated in waiting.stdout
         assert "⚑1" in waiting.stdout
+
+    def test_ls_since_keeps_only_recent_dags(self, bg: Background, diamond: str) -> None:
+        created = bg.run(bg.app.workflow.info(diamond))[0].created_at
+        assert created is not None
+        recent = json.loads(invoke(bg.url, "dag", "ls", "--since", "1h", "--json").stdout)
+        assert diamond in [r["id"] for r in recent]
+        later = (created + timedelta(microseconds=1)).isoformat()
+        newer = json.loads(invoke(bg.url, "dag", "ls", "--since", later, "--json").stdout)
+        assert diamond not in [r["id"] for r in newer]
+        bad = invoke(bg.url, "dag", "ls", "--since", "yesterday")
+        assert bad.exit_code == 2 and "neither a duration" in bad.stderr
 
     def test_ls_rejects_unknown_status(self, bg: Background) -> None:
         r = invoke(bg.url, "dag", "ls", "--status", "sleeping")

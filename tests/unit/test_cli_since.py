@@ -1,0 +1,46 @@
+"""``ebind dag ls --since``: durations and ISO times, and the errors for anything else."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+import pytest
+
+from ebind.cli.output import parse_since
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "ago"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("2h", timedelta(hours=2)),
+        ("1.5h", timedelta(minutes=90)),
+        ("7d", timedelta(days=7)),
+        ("1w", timedelta(weeks=1)),
+        (" 2H ", timedelta(hours=2)),
+    ],
+)
+def test_durations_count_back_from_now(text: str, ago: timedelta) -> None:
+    assert parse_since(text, NOW) == NOW - ago
+
+
+def test_iso_times_are_taken_as_given_and_naive_ones_as_utc() -> None:
+    assert parse_since("2026-11-24T09:30:00Z", NOW) == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    assert parse_since("2026-11-24T09:30:00", NOW) == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    at = parse_since("2026-11-24T10:30:00+01:00", NOW)
+    assert at == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["", "h", "-2h", "2x", "yesterday", "2h30m", "1e3s"])
+def test_anything_else_is_refused_with_both_accepted_forms_named(text: str) -> None:
+    with pytest.raises(click.BadParameter, match=r"30s, 15m, 2h, 7d, 1w.*ISO time"):
+        parse_since(text, NOW)
+
+
+def test_a_time_in_the_future_is_refused() -> None:
+    with pytest.raises(click.BadParameter, match="in the future"):
+        parse_since("2026-11-25T00:00:00Z", NOW)
