@@ -16,17 +16,14 @@ failures record the handler's exception and set an error status. Tasks enqueued 
 inside a handler continue the same trace.
 
 DAG steps are enqueued by the workflow scheduler, not by the code that caused them. A
-dynamic step added with ``from_context(ctx).step(...)`` is linked to the span of the step
-that added it when the scheduler enqueuing it runs in the same process (a single worker,
-tests, examples); across processes it starts its own trace, because the step records do
-not carry trace context.
+dynamic step added with ``from_context(ctx).step(...)`` records the context of the span
+that added it (``StepRecord.trace_ctx``), and its envelopes carry it, so its ``send``
+span is a child of the adding step's ``process`` span, whichever process schedules it.
+Static steps of a submitted DAG each start their own trace.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 try:
@@ -51,12 +48,6 @@ __all__ = ["TRACER_NAME", "instrument_app", "otel_middleware", "uninstrument_app
 TRACER_NAME = "ebind"
 _HOOK_ATTR = "_ebind_otel_hook"
 _DAG_EXTRAS_KEY = "dag"  # ebind.workflow.context.EXTRAS_KEY (not imported: keep this light)
-_MAX_PARENTS = 10_000
-
-# (dag_id, step_id) -> trace carrier of the span that added that dynamic step; read by the
-# publish hook when the scheduler in this process enqueues the step. Bounded, oldest out.
-_step_parents: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()
-_parents_lock = threading.Lock()
 
 
 def _attributes(env: TaskEnvelope, operation: str) -> dict[str, Any]:
@@ -76,27 +67,13 @@ def _attributes(env: TaskEnvelope, operation: str) -> dict[str, Any]:
     return attrs
 
 
-def _remember_parent(dag_id: str, step_id: str) -> None:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    with _parents_lock:
-        _step_parents[(dag_id, step_id)] = carrier
-        _step_parents.move_to_end((dag_id, step_id))
-        while len(_step_parents) > _MAX_PARENTS:
-            _step_parents.popitem(last=False)
-
-
 def _parent_context(env: TaskEnvelope) -> otel_context.Context | None:
     """The context a producer span for ``env`` should continue (None: the current one)."""
     if trace.get_current_span().get_span_context().is_valid:
         return None
-    if env.dag_id:
-        with _parents_lock:
-            carrier = _step_parents.get((env.dag_id, env.step_id))
-        if carrier:
-            return propagate.extract(carrier)
     if env.trace_ctx:
-        return propagate.extract(env.trace_ctx)  # e.g. a DLQ requeue keeps its trace
+        # A dynamic DAG step (its record's trace context) or a DLQ requeue keeps its trace.
+        return propagate.extract(env.trace_ctx)
     return None
 
 
@@ -130,17 +107,14 @@ def uninstrument_app(app: Any) -> None:
 
 
 def _watch_dynamic_steps(ctx: Context) -> None:
-    # Remember the running span as the parent of each dynamic step this attempt adds.
+    # Dynamic steps this attempt adds record the running span as their parent.
     cdag = ctx.extras.get(_DAG_EXTRAS_KEY)
-    step: Callable[..., Any] | None = getattr(cdag, "step", None)
-    if cdag is None or step is None:
+    carried: dict[str, str] | None = getattr(cdag, "trace_ctx", None)
+    if carried is None:
         return
-
-    async def traced_step(step_id: str, *args: Any, **kwargs: Any) -> Any:
-        _remember_parent(cdag.dag_id, step_id)
-        return await step(step_id, *args, **kwargs)
-
-    cdag.step = traced_step  # this ContextDAG lives for this attempt only
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    carried.update(carrier)
 
 
 def otel_middleware(tracer_provider: Any = None) -> Middleware:

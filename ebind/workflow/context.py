@@ -58,6 +58,8 @@ class ContextDAG:
         self.parent_step_id = parent
         self.target = target
         self.worker_id = worker_id
+        self.trace_ctx: dict[str, str] = {}
+        """Trace context the steps added here carry (set by tracing middleware)."""
 
     async def step(
         self,
@@ -115,6 +117,8 @@ class ContextDAG:
         )
         if meta.status in (DAGStatus.PAUSING, DAGStatus.PAUSED):
             rec = msgspec.structs.replace(rec, held=True, held_at=rec.added_at)
+        if self.trace_ctx:
+            rec = msgspec.structs.replace(rec, trace_ctx=dict(self.trace_ctx))
         return await self._add(rec, fn)
 
     async def _add(self, rec: StepRecord, fn: object) -> Step:

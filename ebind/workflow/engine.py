@@ -394,7 +394,7 @@ class Engine:
             retry_policy=rec.policy or st.meta.default_policy,
             target=target,
             timeout=rec.timeout,
-            trace_ctx={GENERATION_KEY: str(generation)},
+            trace_ctx={**rec.trace_ctx, GENERATION_KEY: str(generation)},
         )
 
     # -- breakpoints -------------------------------------------------------------------

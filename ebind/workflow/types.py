@@ -146,7 +146,9 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``attempt`` is the delivery attempt that currently owns the step (the G5 fence: only
     that attempt may complete it); ``generation`` identifies the enqueue: the record
     revision the dispatch (or a reconciliation re-enqueue) was written from, so every
-    enqueue gets a fresh msg-id ``<dag>:<step>:<generation>``.
+    enqueue gets a fresh msg-id ``<dag>:<step>:<generation>``. ``trace_ctx`` is trace
+    context (e.g. W3C ``traceparent``) the step's task envelopes carry: a dynamic step
+    records the span of the step that added it, so tracing links the two across processes.
     """
 
     dag_id: str
@@ -177,6 +179,7 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     added_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    trace_ctx: dict[str, str] = {}
 
     def is_terminal(self) -> bool:
         """Whether this step's status can no longer change."""

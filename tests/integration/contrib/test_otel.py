@@ -136,3 +136,9 @@ async def test_dynamic_dag_steps_are_children_of_the_step_that_added_them(
     for send in sends:  # the scheduler's send span continues the adding step's span
         assert send.parent is not None and send.parent.span_id == run_fan.context.span_id
     assert {s.context.trace_id for s in leaves} == {run_fan.context.trace_id}
+    # The link travels in the step records (any process may schedule the step).
+    _, recs = await app.workflow.info(dag.id)
+    parents = {r.step_id: r.trace_ctx.get("traceparent", "") for r in recs}
+    span_hex = format(run_fan.context.span_id, "016x")
+    assert parents["fan"] == ""
+    assert all(span_hex in parents[f"leaf-{i}"] for i in range(2))

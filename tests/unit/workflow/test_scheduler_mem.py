@@ -692,3 +692,27 @@ async def test_dispatched_step_of_a_canceled_dag_is_canceled_on_arrival() -> Non
     assert not await wf.hook().on_step_started(env)
     assert (await store.get_step("cx2", "a"))[0].status is StepStatus.CANCELED
     await bus.close()
+
+
+async def test_dynamic_steps_carry_the_trace_context_set_on_the_context_dag() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    async def spawn(ctx: SimCtx) -> int:
+        ctx.dag.trace_ctx["traceparent"] = parent  # what tracing middleware does
+        await ctx.dag.step("child", "echo", 1)
+        return 0
+
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, {**HANDLERS, "spawn": spawn})
+    dag = DAG(id="traced")
+    dag.step("root", "spawn")
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("traced") is DAGStatus.DONE
+    recs = {r.step_id: r for r, _ in await store.list_steps("traced")}
+    assert recs["child"].trace_ctx == {"traceparent": parent}
+    assert recs["root"].trace_ctx == {}
+    (env,) = [e for e in enq.envelopes if e.step_id == "child"]
+    assert env.trace_ctx["traceparent"] == parent
+    assert env.trace_ctx["ebind-generation"] == str(recs["child"].generation)
+    await bus.close()
