@@ -31,6 +31,7 @@ from ebind.wire import (
     decode_envelope,
     encoder,
 )
+from ebind.worker.blocking import Watched
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
@@ -104,8 +105,10 @@ class AttemptRunner:
         default_policy: RetryPolicy,
         executor: ThreadPoolExecutor,
         max_payload: int,
+        block_warn: float = 0.5,
     ) -> None:
         self.app = app
+        self.block_warn = block_warn
         self.worker_id = worker_id
         self.chain = chain
         self.hook = hook
@@ -195,6 +198,7 @@ class AttemptRunner:
         decode_args = self._decode_args
         encode_result = self._encode_result
         executor = self.executor
+        block_warn = self.block_warn
 
         async def call(ctx: Context, env: TaskEnvelope) -> bytes:
             spec: HandlerSpec = registry.get(env.name)
@@ -207,7 +211,7 @@ class AttemptRunner:
                 args.insert(0, ctx)
             timeout, by_deadline = _time_limit(spec, env)
             try:
-                value = await _invoke(spec, args, timeout, executor)
+                value = await _invoke(spec, args, timeout, executor, env.id, block_warn)
             except TimeoutError as exc:
                 if timeout is None or not getattr(exc, "_ebind_limit", False):
                     raise
@@ -486,15 +490,21 @@ class _LimitExceededError(TimeoutError):
 
 
 async def _invoke(
-    spec: HandlerSpec, args: list[Any], limit: float | None, executor: ThreadPoolExecutor
+    spec: HandlerSpec,
+    args: list[Any],
+    limit: float | None,
+    executor: ThreadPoolExecutor,
+    task_id: str,
+    block_warn: float,
 ) -> Any:
     if spec.is_async:
+        run = Watched(spec.fn(*args), task_name=spec.name, task_id=task_id, limit=block_warn)
         if limit is None:
-            return await spec.fn(*args)
+            return await run
         cm = asyncio.timeout(limit)
         try:
             async with cm:
-                return await spec.fn(*args)
+                return await run
         except TimeoutError as exc:
             if cm.expired():
                 raise _LimitExceededError() from exc

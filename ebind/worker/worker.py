@@ -41,6 +41,8 @@ SHARED_PULL_EXPIRES = 1.0
 claim pullers wait on them for at most this long when targeted work arrives in a burst."""
 RECREATE_BACKOFF = (0.2, 5.0)
 """First and largest delay between attempts to re-create a vanished consumer (seconds)."""
+BLOCK_WARN = 0.5
+"""Seconds an async handler may run without awaiting before ``worker.handler_blocked_loop``."""
 
 
 class Worker:
@@ -184,6 +186,8 @@ class Worker:
             default_policy=self.default_retry,
             executor=executor,
             max_payload=int(getattr(app, "max_payload", 0) or DEFAULT_MAX_PAYLOAD),
+            # Report a handler holding the loop well before keepalives (ack_wait/3) suffer.
+            block_warn=min(BLOCK_WARN, self.ack_wait / 3),
         )
         runner.chain = chain(middleware, runner.base_handler())
         self._runner = runner
