@@ -186,6 +186,8 @@ class Engine:
                 changed += await self._fence(ld)
                 await self._maybe_paused(ld)
             elif st.meta.status is DAGStatus.RUNNING:
+                if ld.hint is None:  # a full read (resume, sweep): no step may stay held
+                    changed += await self._release(ld)
                 changed += await self._dispatch_ready(ld)
             if not changed:
                 break
@@ -203,6 +205,25 @@ class Engine:
                 ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
                 st.steps[sid] = new
                 n += 1
+        return n
+
+    async def _release(self, ld: Loaded) -> int:
+        """Clear holds left on a running DAG's pending steps.
+
+        ``resume`` releases the holds itself, but a pass that read the meta just before
+        the resume can fence a step after that release, and a dynamic step added while
+        the DAG was pausing can be created after it. Held steps never run, so without
+        this they would stay pending for good.
+        """
+        st, n = ld.state, 0
+        for sid, rec in list(st.steps.items()):
+            if rec.held and rec.status is StepStatus.PENDING:
+                new = msgspec.structs.replace(rec, held=False, held_at=None)
+                ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
+                st.steps[sid] = new
+                n += 1
+        if n:
+            _log.info("dag.holds_released", dag_id=st.meta.id, steps=n)
         return n
 
     async def _maybe_paused(self, ld: Loaded) -> None:

@@ -199,6 +199,10 @@ class StepHook:
                     self._meta_status(env.dag_id),
                 )
             except StepNotFound:
+                if gen is not None and await self._meta_status(env.dag_id) is not None:
+                    # The DAG exists, so a replica behind the step's creation: read again.
+                    await asyncio.sleep(0.01 * (i + 1))
+                    continue
                 _log.warning("step.orphan_message", dag_id=env.dag_id, step_id=env.step_id)
                 return False
             if rec.is_terminal():
@@ -207,14 +211,12 @@ class StepHook:
             if meta is DAGStatus.CANCELED:
                 await self._cancel_unstarted(rec, rev)
                 return False
-            # A generation is the record revision its dispatch was written from, so a
-            # record still at that revision means the dispatch's CAS has not landed yet.
-            newer = gen is not None and gen != rec.generation and not rec.held
-            adopt = newer and rec.status is StepStatus.PENDING and gen == rev
-            if newer and not adopt and gen is not None and gen >= rev:
-                await asyncio.sleep(0.01 * (i + 1))  # a replica behind the dispatch: re-read
+            fit = _fit(rec, rev, gen)
+            if fit == "behind":
+                await asyncio.sleep(0.01 * (i + 1))  # a replica behind the message: read again
                 continue
-            if not adopt and ((gen is not None and gen != rec.generation) or rec.held):
+            adopt = fit == "adopt"
+            if fit == "stale":
                 _log.info(
                     "step.stale_message",
                     dag_id=env.dag_id,
@@ -232,17 +234,19 @@ class StepHook:
             )
             if adopt:
                 # The dispatch's own CAS from ``rev`` has not landed yet (it travels beside
-                # the message): take its place. Whichever of the two CASes loses re-reads.
+                # the message): take its place, and write it now, before the handler runs,
+                # so a pause, cancel or release racing the dispatch fences this delivery
+                # (its CAS fails and the next read decides) instead of the other way round.
                 new = msgspec.structs.replace(
                     new, generation=rev, target=env.target, error_kind="", error_message=""
                 )
-            if self._start_delay > 0:
+            elif self._start_delay > 0:
                 self._claim(env, new, rev)
                 return True
             try:
                 await self._store.put_step(env.dag_id, env.step_id, new, rev)
             except StaleRevision:
-                await asyncio.sleep(0.05 * (i + 1))
+                await asyncio.sleep(0.05 * (i + 1) if not adopt else 0)
                 continue
             self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
             return True
@@ -448,6 +452,23 @@ class StepHook:
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):
             await self._bus.publish(*_completed(rec))
+
+
+def _fit(rec: StepRecord, rev: int, gen: int | None) -> str:
+    """How a delivery of generation ``gen`` relates to the record read at ``rev``.
+
+    A generation is the record revision its dispatch was written from, so a read below
+    it is ``behind`` that write, and a pending record still at it means the dispatch's
+    CAS has not landed yet (``adopt``). Otherwise the delivery is ``current`` when the
+    generations match and the step is not held, else ``stale``.
+    """
+    if gen is not None and gen != rec.generation and rev <= gen:
+        if rev == gen and rec.status is StepStatus.PENDING and not rec.held:
+            return "adopt"
+        return "behind"
+    if (gen is not None and gen != rec.generation) or rec.held:
+        return "stale"
+    return "current"
 
 
 def _completed(rec: StepRecord) -> tuple[str, bytes]:

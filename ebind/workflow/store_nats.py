@@ -8,16 +8,13 @@ every put returns the revision the server assigned, so nobody reads back their o
 DAG's keys with a batched direct get (see ``_kvread``); ``list_dags`` reads only the
 ``*.meta`` keys. ``watch_result`` creates no consumer at all: a core subscription on the
 result key plus direct gets, so any number of waiters costs the server nothing (a
-consumer per wait exhausts the stream's consumer limit, PERFORMANCE fact 1). Meta
-records, read by every step start and every scheduler event, are cached and dropped on
-any write to them seen on a core subscription (``get_meta``).
+consumer per wait exhausts the stream's consumer limit, PERFORMANCE fact 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Self, TypeVar
 
@@ -44,9 +41,6 @@ _step_dec = msgspec.json.Decoder(StepRecord)
 _T = TypeVar("_T")
 _SEQ = "Nats-Sequence"
 
-META_CACHE_TTL = 1.0
-"""Seconds a cached meta record may be served without a read (a bound for missed writes)."""
-
 # How often a result waiter re-reads the key in case its subscription missed the write
 # (reconnect, or a lagging replica answered the first read).
 _WATCH_RECHECK = 5.0
@@ -70,10 +64,6 @@ class NatsStore:
         self._kv: Any = None
         self._reader: DirectReader | None = None
         self._fast: Requests | None = None
-        # dag id -> (meta bytes, revision, monotonic read time); see get_meta.
-        self._metas: dict[str, tuple[bytes, int, float]] = {}
-        self._meta_epoch = 0
-        self._meta_sub: Any = None
         self._bind_lock = asyncio.Lock()
 
     @classmethod
@@ -116,14 +106,9 @@ class NatsStore:
         return self._reader
 
     async def close(self) -> None:
-        """Release the listing and meta subscriptions (the connection stays open)."""
+        """Release the listing subscription (the connection stays open)."""
         if self._reader is not None:
             await self._reader.close()
-        sub, self._meta_sub = self._meta_sub, None
-        self._metas.clear()
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     # -- primitives --------------------------------------------------------------------
 
@@ -199,46 +184,15 @@ class NatsStore:
     # -- meta --------------------------------------------------------------------------
 
     async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
-        """Meta record and its revision (from the invalidated cache when it is fresh)."""
-        hit = self._metas.get(dag_id)
-        if hit is not None and time.monotonic() - hit[2] < META_CACHE_TTL:
-            return _meta_dec.decode(hit[0]), hit[1]
-        await self._watch_metas()
-        epoch = self._meta_epoch
+        """Meta record and its revision."""
         got = await self._get(_keys.meta_key(dag_id))
         if got is None:
             raise DAGNotFound(dag_id=dag_id)
-        if epoch == self._meta_epoch:  # no meta write was seen while the read was out
-            self._metas[dag_id] = (got[0], got[1], time.monotonic())
         return _meta_dec.decode(got[0]), got[1]
-
-    async def _watch_metas(self) -> None:
-        """Subscribe to every meta write; each one drops that DAG's cached meta.
-
-        A core subscription on ``$KV.<bucket>.*.meta`` sees every publish to a meta key
-        (even a CAS the stream then rejects: a harmless extra read), so the cache never
-        serves a meta older than a write this connection has been told about. Messages
-        missed while reconnecting are covered by the cache's short TTL.
-        """
-        if self._meta_sub is not None:
-            return
-        pre, suffix = self._pre, len(".meta")
-
-        async def dropped(msg: Any) -> None:
-            self._meta_epoch += 1
-            self._metas.pop(msg.subject[len(pre) : -suffix], None)
-
-        sub = await self._js._nc.subscribe(pre + "*.meta", cb=dropped)
-        if self._meta_sub is None:
-            self._meta_sub = sub
-        else:  # another caller subscribed meanwhile
-            await sub.unsubscribe()
 
     async def put_meta(self, dag_id: str, meta: DAGMeta, expected_rev: int) -> int:
         """CAS-write the meta record; returns the new revision."""
         key = _keys.meta_key(dag_id)
-        self._meta_epoch += 1  # a read already out must not cache what this write replaces
-        self._metas.pop(dag_id, None)
         return await self._cas(key, _enc.encode(meta), expected_rev, dag=dag_id, step="")
 
     async def list_dags(self) -> list[DAGMeta]:
@@ -248,8 +202,6 @@ class NatsStore:
 
     async def delete_meta(self, dag_id: str) -> None:
         """Remove the meta record (idempotent)."""
-        self._meta_epoch += 1
-        self._metas.pop(dag_id, None)
         await self._delete(_keys.meta_key(dag_id))
 
     # -- steps -------------------------------------------------------------------------

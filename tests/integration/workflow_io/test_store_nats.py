@@ -13,7 +13,6 @@ import nats
 import pytest
 
 from ebind.embed import Node
-from ebind.errors import DAGNotFound, StaleRevision
 from ebind.workflow.store_nats import NatsStore
 from ebind.workflow.types import DAGMeta, DAGStatus, StepRecord, StepStatus
 
@@ -104,51 +103,3 @@ async def test_bucket_without_direct_get_still_lists(js: Any) -> None:
     finally:
         with contextlib.suppress(Exception):
             await js.delete_key_value(bucket)
-
-
-async def test_meta_reads_are_cached_until_any_connection_writes_the_meta(
-    js: Any, nats_node_module: Node, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A TTL far beyond the test: a fresh value can only come from the invalidation.
-    monkeypatch.setattr("ebind.workflow.store_nats.META_CACHE_TTL", 600.0)
-    reader = await NatsStore.create(js)
-    other_nc = await nats.connect(nats_node_module.client_url)
-    try:
-        writer = await NatsStore.create(other_nc.jetstream())
-        d = "mc" + uuid.uuid4().hex[:6]
-        rev = await writer.put_meta(d, DAGMeta(id=d, status=DAGStatus.RUNNING), 0)
-        reads = 0
-        real_get = reader._get
-
-        async def counted(key: str) -> Any:
-            nonlocal reads
-            reads += 1
-            return await real_get(key)
-
-        reader._get = counted  # type: ignore[method-assign]
-        assert (await reader.get_meta(d))[1] == rev
-        assert (await reader.get_meta(d))[1] == rev
-        assert reads == 1  # the second read was served from the cache
-        canceled = DAGMeta(id=d, status=DAGStatus.CANCELED)
-        new_rev = await writer.put_meta(d, canceled, rev)
-        for _ in range(500):
-            if (await reader.get_meta(d))[0].status is DAGStatus.CANCELED:
-                break
-            await asyncio.sleep(0.01)
-        assert (await reader.get_meta(d))[1] == new_rev
-        # A CAS from the stale revision is refused whatever the cache said before.
-        with pytest.raises(StaleRevision):
-            await reader.put_meta(d, DAGMeta(id=d, status=DAGStatus.PAUSED), rev)
-        await writer.delete_meta(d)
-        for _ in range(500):
-            try:
-                await reader.get_meta(d)
-            except DAGNotFound:
-                break
-            await asyncio.sleep(0.01)
-        with pytest.raises(DAGNotFound):
-            await reader.get_meta(d)
-        await reader.close()
-        await writer.close()
-    finally:
-        await other_nc.close()

@@ -16,7 +16,7 @@ import msgspec
 from simworker import SimWorker, make_wf, running
 
 from ebind.errors import StaleRevision
-from ebind.workflow import DAG, DAGStatus, StepStatus
+from ebind.workflow import DAG, DAGStatus, StepStatus, control
 from ebind.workflow.store_mem import MemStore
 from ebind.workflow.types import StepRecord
 
@@ -73,8 +73,9 @@ async def test_a_message_that_outruns_its_dispatch_write_is_adopted_and_run_once
     await bus.close()
 
 
-async def test_a_dispatch_that_lands_while_the_adopter_runs_does_not_double_complete() -> None:
+async def test_an_adopted_dispatch_is_recorded_running_before_the_handler_runs() -> None:
     store = GatedDispatchStore()
+    # Even with a deferred start write for ordinary starts, an adoption writes at once.
     wf, _, bus, enq = make_wf(store=store, start_write_delay=0.5)
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     dag = DAG(id="p2")
@@ -84,17 +85,53 @@ async def test_a_dispatch_that_lands_while_the_adopter_runs_does_not_double_comp
         await _wait_for(lambda: enq.envelopes and store.held)
         env = w.take_new()[0]
         live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
-        assert await wf.hook().on_step_started(live)  # adopted, start write deferred
-        store.gate.set()
-        await submit
-        await _wait_for(lambda: store._dag("p2").steps["a"].rev > _gen(env))
+        assert await wf.hook().on_step_started(live)
         rec, _ = await store.get_step("p2", "a")
-        assert rec.status is StepStatus.RUNNING and rec.attempt == 0  # dispatch landed
-        await w.finish(live)  # the fast CAS is stale; the slow path owns and completes
+        assert (rec.status, rec.generation, rec.attempt, rec.worker_id) == (
+            StepStatus.RUNNING,
+            _gen(env),
+            1,
+            "w1",
+        )
+        store.gate.set()  # the dispatch's CAS now loses; submit hands over to the scheduler
+        await submit
+        await w.finish(live)
         assert await w.run_until_terminal("p2") is DAGStatus.DONE
     rec, _ = await store.get_step("p2", "a")
     assert (rec.status, rec.attempt, rec.worker_id) == (StepStatus.DONE, 1, "w1")
     assert w.executions == {"p2:a": 1}
+    await bus.close()
+
+
+class PauseBeforeAdoptionStore(GatedDispatchStore):
+    """Lets a pause fence the pending record just before a worker's adoption CAS."""
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        if rec.status is StepStatus.RUNNING and rec.attempt == 1:  # the adoption write
+            await control.pause(self, dag_id)
+        return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+
+async def test_a_pause_racing_an_adoption_keeps_the_handler_from_running() -> None:
+    store = PauseBeforeAdoptionStore()
+    wf, _, bus, enq = make_wf(store=store, start_write_delay=0.5)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="p6")
+    dag.step("a", "inc", 1)
+    async with running(wf):
+        submit = asyncio.create_task(dag.submit(wf))
+        await _wait_for(lambda: enq.envelopes and store.held)
+        env = w.take_new()[0]
+        live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+        assert not await wf.hook().on_step_started(live)  # fenced: held by the pause
+        store.gate.set()
+        with contextlib.suppress(StaleRevision):
+            await submit
+        rec, _ = await store.get_step("p6", "a")
+        assert rec.status is StepStatus.PENDING and rec.held
+        await wf.resume("p6")
+        assert await w.run_until_terminal("p6") is DAGStatus.DONE
+    assert w.executions == {"p6:a": 1}  # ran once, after the resume
     await bus.close()
 
 

@@ -716,3 +716,21 @@ async def test_dynamic_steps_carry_the_trace_context_set_on_the_context_dag() ->
     assert env.trace_ctx["traceparent"] == parent
     assert env.trace_ctx["ebind-generation"] == str(recs["child"].generation)
     await bus.close()
+
+
+async def test_a_hold_left_on_a_running_dag_is_released_by_the_next_full_pass() -> None:
+    # E.g. a pass that read the meta just before a resume fenced the step after the
+    # resume had released the holds: nothing else would ever release it.
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="stuck")
+    a = dag.step("a", "echo", 1)
+    dag.step("b", "echo", 2, after=[a])
+    await dag.submit(wf)
+    rec, rev = await store.get_step("stuck", "b")
+    await store.put_step("stuck", "b", msgspec.structs.replace(rec, held=True), rev)
+    async with running(wf):
+        assert await w.run_until_terminal("stuck") is DAGStatus.DONE
+    rec, _ = await store.get_step("stuck", "b")
+    assert rec.status is StepStatus.DONE and not rec.held
+    await bus.close()
