@@ -11,8 +11,8 @@ one timer, and a msgspec decode of the reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import weakref
 from typing import Any
 
 import msgspec
@@ -182,12 +182,19 @@ def _expire(fut: asyncio.Future[Any], subject: str) -> None:
         fut.set_exception(TimeoutError(f"no reply to a request on {subject!r}"))
 
 
-_by_connection: weakref.WeakKeyDictionary[Any, Requests] = weakref.WeakKeyDictionary()
+_ATTR = "_ebind_requests"
 
 
 def requests_for(nc: Any) -> Requests:
-    """The one Requests of connection ``nc`` (created on first use)."""
-    got = _by_connection.get(nc)
+    """The one Requests of connection ``nc`` (created on first use).
+
+    It is kept on the connection object itself: a Requests refers to its connection (and
+    its subscription does), so a weak mapping keyed by the connection would never let go.
+    """
+    got: Requests | None = getattr(nc, _ATTR, None)
     if got is None:
-        got = _by_connection[nc] = Requests(nc)
+        got = Requests(nc)
+        # A connection type that takes no attributes just gets no sharing.
+        with contextlib.suppress(AttributeError):
+            setattr(nc, _ATTR, got)
     return got

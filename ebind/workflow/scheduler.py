@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from ebind.errors import DAGNotFound, StaleRevision
+from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
+from ebind.wire import ErrorKind
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError
 from ebind.workflow.events import EVENTS_FILTER
@@ -404,7 +405,16 @@ class Scheduler:
                 rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]
             )
             ld.state.steps[rec.step_id] = new
-        await self.engine.send(env, gen)
+        try:
+            await self.engine.send(env, gen)
+        except PayloadTooLarge as exc:
+            # It cannot ever be enqueued (e.g. its first dispatch's failing write was
+            # lost): fail it now; advance() persists the failure and the cascade.
+            ld.state.mark_failed(
+                rec.step_id,
+                ErrorKind.ENCODE.value,
+                f"step {rec.step_id!r} cannot be enqueued: {exc}",
+            )
 
 
 def _event_key(ev: Event) -> tuple[str, bytes]:

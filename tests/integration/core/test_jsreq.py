@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import nats
 import nats.errors
 import nats.js.errors
 import pytest
@@ -107,3 +108,17 @@ async def test_many_concurrent_requests_each_get_their_own_reply(nc: Any, stream
     assert sorted(a.seq for a in acks) == list(range(1, 201))
     got = await asyncio.gather(*(req.get_last(stream, s) for s in subjects))
     assert [m.data for m in got] == [s.encode() for s in subjects]
+
+
+async def test_a_closed_connection_and_its_requests_can_be_collected(nats_url: str) -> None:
+    import gc
+    import weakref
+
+    conn = await nats.connect(nats_url)
+    req = requests_for(conn)
+    await req.request("$JS.API.INFO")
+    await conn.close()
+    ref = weakref.ref(conn)
+    del conn, req
+    gc.collect()
+    assert ref() is None

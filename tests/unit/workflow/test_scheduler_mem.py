@@ -734,3 +734,20 @@ async def test_a_hold_left_on_a_running_dag_is_released_by_the_next_full_pass() 
     rec, _ = await store.get_step("stuck", "b")
     assert rec.status is StepStatus.DONE and not rec.held
     await bus.close()
+
+
+async def test_a_dispatched_step_the_sweep_cannot_resend_as_too_large_fails() -> None:
+    wf, store, bus, enq = make_wf()
+    dag = DAG(id="resend")
+    dag.step("a", "echo", 1)
+    await dag.submit(wf)  # dispatched: running, attempt 0; its message is never run
+    enq._fail = lambda env, _mid: PayloadTooLarge("encodes to 2000000 bytes", size=2_000_000)
+    async with running(wf):
+        for _ in range(250):
+            if (await store.get_meta("resend"))[0].status.terminal:
+                break
+            await asyncio.sleep(0.02)
+    rec, _ = await store.get_step("resend", "a")
+    assert (rec.status, rec.error_kind) == (StepStatus.FAILED, "encode")
+    assert (await store.get_meta("resend"))[0].status is DAGStatus.FAILED
+    await bus.close()
