@@ -15,7 +15,7 @@ import msgspec
 import structlog
 
 from ebind.errors import DLQEntryNotFound, InvalidArguments
-from ebind.streams import DLQ_STREAM, dlq_subject
+from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject
 from ebind.wire import DLQEntry, TaskEnvelope
 
 if TYPE_CHECKING:
@@ -29,10 +29,6 @@ _decoder = msgspec.json.Decoder(DLQEntry)
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _nonempty_str(value: object) -> bool:
-    return isinstance(value, str) and bool(value)
 
 
 def requeue_msg_id(task_id: str, seq: int) -> str:
@@ -140,22 +136,31 @@ class DeadLetters:
         return env.id
 
     async def requeue_all(
-        self, name: str | None = None, *, on_each: Callable[[int], None] | None = None
+        self,
+        name: str | None = None,
+        *,
+        up_to: int | None = None,
+        on_each: Callable[[int], None] | None = None,
     ) -> RequeueReport:
-        """Requeue every entry (of task ``name`` only, if given) present when called.
+        """Requeue every entry (of task ``name`` only, if given) up to sequence ``up_to``.
 
-        Entries dead-lettered while this runs are left for the next call. Undecodable
-        entries stay in place and are listed in the report. ``on_each(seq)`` is called
-        after each entry is handled (progress).
+        ``up_to`` defaults to the last entry when called (see :meth:`last_seq`), so
+        entries dead-lettered while this runs are left for the next call. Undecodable
+        entries stay in place and are listed in the report; an entry someone else
+        removes meanwhile is passed over. ``on_each(seq)`` follows each entry (progress).
+
+        Raises:
+            InvalidName: ``name`` is not a task name (wildcards would match others).
         """
         from nats.js.errors import NotFoundError
 
-        if name is not None and not _nonempty_str(name):
-            raise InvalidArguments(f"name must be a non-empty task name, got {name!r}")
+        if name is not None:
+            check_task_name(name)
         js = self._app.js
         subject = dlq_subject(name) if name else "DLQ.>"
         info = await js.stream_info(DLQ_STREAM)
-        seq, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
+        seq = int(info.state.first_seq or 1)
+        last = int(info.state.last_seq or 0) if up_to is None else up_to
         report = RequeueReport()
         while seq <= last and info.state.messages:
             try:
@@ -165,26 +170,37 @@ class DeadLetters:
             seq = int(raw.seq) + 1
             if int(raw.seq) > last:
                 break
-            try:
-                letter = self._to_letter(raw)
-            except DLQEntryNotFound as exc:
-                log.warning("dlq.undecodable", seq=raw.seq, error=str(exc))
-                report.skipped.append(int(raw.seq))
-            else:
-                if letter.task is None:
-                    report.skipped.append(letter.seq)
-                else:
-                    report.task_ids.append(await self.requeue(letter.seq))
+            await self._requeue_one(raw, report)
             if on_each is not None:
                 on_each(int(raw.seq))
         log.info("dlq.requeued_all", count=len(report.task_ids), skipped=len(report.skipped))
         return report
+
+    async def _requeue_one(self, raw: Any, report: RequeueReport) -> None:
+        try:
+            letter = self._to_letter(raw)
+        except DLQEntryNotFound as exc:
+            log.warning("dlq.undecodable", seq=raw.seq, error=str(exc))
+            report.skipped.append(int(raw.seq))
+            return
+        if letter.task is None:
+            report.skipped.append(letter.seq)
+            return
+        try:
+            report.task_ids.append(await self.requeue(letter.seq))
+        except DLQEntryNotFound:
+            log.info("dlq.requeue_gone", seq=letter.seq)  # removed by someone else meanwhile
+
+    async def last_seq(self) -> int:
+        """Sequence of the newest entry (0 when the DLQ never held one)."""
+        return int((await self._app.js.stream_info(DLQ_STREAM)).state.last_seq or 0)
 
     async def count(self, name: str | None = None) -> int:
         """How many entries there are (of task ``name`` only, if given)."""
         js = self._app.js
         if name is None:
             return int((await js.stream_info(DLQ_STREAM)).state.messages or 0)
+        check_task_name(name)
         info = await js.stream_info(DLQ_STREAM, subjects_filter=dlq_subject(name))
         return sum((info.state.subjects or {}).values())
 

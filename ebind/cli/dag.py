@@ -99,7 +99,8 @@ def _status_filter(value: str | None) -> DAGStatus | None:
 @click.option(
     "--since",
     metavar="WHEN",
-    help="Only DAGs created since WHEN: 30m, 2h, 7d ago, or an ISO time.",
+    help="Only DAGs created in the last 30m, 2h, 7d, ... or since an ISO time (UTC "
+    "unless it has an offset).",
 )
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0: all.")
 @json_option

@@ -23,6 +23,8 @@ from ebind.cli.output import (
     truncate,
     yes_option,
 )
+from ebind.errors import InvalidName
+from ebind.streams import check_task_name
 from ebind.wire import DLQEntry
 
 if TYPE_CHECKING:
@@ -144,15 +146,29 @@ def requeue(ctx: click.Context, seq: int | None, all_: bool, fn: str | None, yes
             lambda task_id: {"seq": seq, "task_id": task_id, "requeued": True},
         )
         return
-    emit(ctx, run_async(ctx, lambda app: _requeue_all(app, fn, yes)), _show_report, _report_json)
-
-
-async def _requeue_all(app: App, fn: str | None, yes: bool) -> RequeueReport:
-    total = await app.dlq.count(fn)
+    if fn is not None:
+        try:
+            check_task_name(fn)
+        except InvalidName as exc:
+            raise click.BadParameter(str(exc), param_hint="--fn") from None
+    # Count and bound first, ask with no connection held open, then requeue up to the
+    # bound: entries dead-lettered after the question are not part of the answer.
+    snapshot = run_async(ctx, lambda app: _snapshot(app, fn))
+    if snapshot is None:
+        return
+    total, last = snapshot
     what = f"dead letters of {fn!r}" if fn else "dead letters"
     confirm(f"Requeue all {total} {what}?", yes)
-    with progress(total, "requeueing") as advance:
-        return await app.dlq.requeue_all(fn, on_each=lambda _seq: advance(1))
+
+    async def go(app: App) -> RequeueReport:
+        with progress(total, "requeueing") as advance:
+            return await app.dlq.requeue_all(fn, up_to=last, on_each=lambda _seq: advance(1))
+
+    emit(ctx, run_async(ctx, go), _show_report, _report_json)
+
+
+async def _snapshot(app: App, fn: str | None) -> tuple[int, int]:
+    return await app.dlq.count(fn), await app.dlq.last_seq()
 
 
 def _show_report(report: RequeueReport) -> None:

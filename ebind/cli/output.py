@@ -208,16 +208,21 @@ _SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """``30s``/``15m``/``2h``/``7d``/``1w`` ago, or an ISO-8601 time (UTC when naive).
+    """``30s``/``15m``/``2h``/``7d``/``1w`` ago, or an ISO-8601 time (UTC without an offset).
+
+    Units are lower case (``1M`` is refused rather than read as minutes or months).
 
     Raises:
-        click.BadParameter: neither form, or a time in the future.
+        click.BadParameter: neither form, too far back, or a time in the future.
     """
     now = now or datetime.now(UTC)
     text = value.strip()
-    number, unit = text[:-1], text[-1:].lower()
+    number, unit = text[:-1], text[-1:]
     if unit in _SINCE_UNITS and number.replace(".", "", 1).isdigit():
-        return now - timedelta(seconds=float(number) * _SINCE_UNITS[unit])
+        try:
+            return now - timedelta(seconds=float(number) * _SINCE_UNITS[unit])
+        except OverflowError:
+            raise click.BadParameter(f"{value!r} reaches back too far") from None
     try:
         at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

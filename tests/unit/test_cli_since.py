@@ -21,7 +21,7 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
         ("1.5h", timedelta(minutes=90)),
         ("7d", timedelta(days=7)),
         ("1w", timedelta(weeks=1)),
-        (" 2H ", timedelta(hours=2)),
+        (" 2h ", timedelta(hours=2)),
     ],
 )
 def test_durations_count_back_from_now(text: str, ago: timedelta) -> None:
@@ -35,7 +35,9 @@ def test_iso_times_are_taken_as_given_and_naive_ones_as_utc() -> None:
     assert at == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text", ["", "h", "-2h", "2x", "yesterday", "2h30m", "1e3s"])
+@pytest.mark.parametrize(
+    "text", ["", "h", "-2h", "2x", "yesterday", "2h30m", "1e3s", "1M", "2H", "2h ago"]
+)
 def test_anything_else_is_refused_with_both_accepted_forms_named(text: str) -> None:
     with pytest.raises(click.BadParameter, match=r"30s, 15m, 2h, 7d, 1w.*ISO time"):
         parse_since(text, NOW)
@@ -44,3 +46,8 @@ def test_anything_else_is_refused_with_both_accepted_forms_named(text: str) -> N
 def test_a_time_in_the_future_is_refused() -> None:
     with pytest.raises(click.BadParameter, match="in the future"):
         parse_since("2026-11-25T00:00:00Z", NOW)
+
+
+def test_a_duration_beyond_the_calendar_is_refused_not_a_traceback() -> None:
+    with pytest.raises(click.BadParameter, match="reaches back too far"):
+        parse_since("9999999d", NOW)

@@ -106,6 +106,8 @@ def test_requeue_all_optionally_by_task_and_leaves_junk_in_place(empty_dlq: Back
     assert "give either one SEQ or --all" in invoke(url, "dlq", "requeue").output
     assert "give either one SEQ or --all" in invoke(url, "dlq", "requeue", "3", "--all").output
     assert "--fn only goes with --all" in invoke(url, "dlq", "requeue", "3", "--fn", "x").output
+    wild = invoke(url, "dlq", "requeue", "--all", "--fn", "ex.*", "--yes")
+    assert wild.exit_code == 2 and "invalid task name" in wild.output  # no wildcards
     assert_clean_error(invoke(url, "dlq", "requeue", "--all"), "--yes")  # no terminal
 
     done = invoke(url, "dlq", "requeue", "--all", "--fn", "explode", "--yes", "--json")

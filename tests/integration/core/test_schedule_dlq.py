@@ -14,7 +14,7 @@ import ebind
 from ebind.app import App
 from ebind.dlq import requeue_msg_id
 from ebind.embed import Node
-from ebind.errors import DLQEntryNotFound, InvalidArguments
+from ebind.errors import DLQEntryNotFound, InvalidArguments, InvalidName
 from ebind.streams import DLQ_STREAM, MAX_CONSUMERS, TASKS_STREAM, ensure_streams
 
 
@@ -190,5 +190,11 @@ async def test_dlq_requeue_all_reports_progress_and_takes_only_entries_present_a
             break
         await asyncio.sleep(0.1)
     assert {d.seq for d in await app.dlq.list()}.isdisjoint(seen)
-    with pytest.raises(InvalidArguments, match="non-empty task name"):
+    with pytest.raises(InvalidName):
         await app.dlq.requeue_all("")
+    with pytest.raises(InvalidName):
+        await app.dlq.requeue_all("sched.>")  # a wildcard would take other tasks' entries
+    # up_to bounds the run: nothing at or below a sequence before the first entry.
+    first = min(d.seq for d in await app.dlq.list())
+    assert (await app.dlq.requeue_all(up_to=first - 1)).task_ids == []
+    assert await app.dlq.count() == 3
