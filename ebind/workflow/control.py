@@ -79,8 +79,14 @@ async def cancel(store: StateStore, dag_id: str) -> None:
 
 async def fence_pending(store: StateStore, dag_id: str) -> bool:
     """Hold every pending step; returns whether any step is in flight (re-lists up to 5x)."""
+    in_flight = False
 
     def hold(r: StepRecord) -> StepRecord | None:
+        nonlocal in_flight
+        if r.status is StepStatus.RUNNING:
+            # Also when a re-read after a lost CAS finds it dispatched meanwhile: the DAG
+            # must then be pausing, not paused, until it finishes.
+            in_flight = True
         if r.status is not StepStatus.PENDING or r.held:
             return None
         return msgspec.structs.replace(r, held=True, held_at=_now())
@@ -88,9 +94,7 @@ async def fence_pending(store: StateStore, dag_id: str) -> bool:
     for _ in range(_ATTEMPTS):
         changed, in_flight = False, False
         for rec, rev in await store.list_steps(dag_id):
-            if rec.status is StepStatus.RUNNING:
-                in_flight = True
-            elif await _update_step(store, rec, rev, hold):
+            if await _update_step(store, rec, rev, hold):
                 changed = True
         if not changed:
             return in_flight

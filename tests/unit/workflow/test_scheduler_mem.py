@@ -28,6 +28,8 @@ from ebind.errors import (
 )
 from ebind.wire import TaskError
 from ebind.workflow import DAG, CaptureEnqueuer, DAGStatus, StepStatus, Workflow, truncate_error
+from ebind.workflow.store_mem import MemStore
+from ebind.workflow.types import StepRecord
 
 
 def _add(ctx: SimCtx, a: int, b: int) -> int:
@@ -750,4 +752,31 @@ async def test_a_dispatched_step_the_sweep_cannot_resend_as_too_large_fails() ->
     rec, _ = await store.get_step("resend", "a")
     assert (rec.status, rec.error_kind) == (StepStatus.FAILED, "encode")
     assert (await store.get_meta("resend"))[0].status is DAGStatus.FAILED
+    await bus.close()
+
+
+async def test_a_step_dispatched_while_pause_fences_it_keeps_the_dag_pausing() -> None:
+    class DispatchFirst(MemStore):
+        """The scheduler's dispatch CAS lands just before the pause's hold CAS."""
+
+        raced = False
+
+        async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, rev: int) -> int:
+            if rec.held and not self.raced:
+                self.raced = True
+                cur, cur_rev = await self.get_step(dag_id, step_id)
+                running_rec = msgspec.structs.replace(cur, status=StepStatus.RUNNING)
+                await super().put_step(dag_id, step_id, running_rec, cur_rev)
+            return await super().put_step(dag_id, step_id, rec, rev)
+
+    store = DispatchFirst()
+    wf, _, bus, _ = make_wf(store=store)
+    dag = DAG(id="race")
+    dag.step("b", "echo", 2, wait_for_signals=["go"])  # pending: nothing runs at pause
+    await dag.submit(wf)
+    await wf.pause("race")
+    meta, _ = await store.get_meta("race")
+    assert meta.status is DAGStatus.PAUSING  # b now runs: not paused until it finishes
+    recs = {r.step_id: r for r, _ in await store.list_steps("race")}
+    assert recs["b"].status is StepStatus.RUNNING and not recs["b"].held
     await bus.close()
