@@ -7,6 +7,7 @@ charset, and free-form strings (targets, signal names, labels) are base64url-enc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from typing import Any, cast
@@ -340,4 +341,29 @@ async def ensure_streams(js: Any, replicas: int = 1) -> None:
         raise InvalidArguments(f"replicas must be an integer from 1 to 5, got {replicas!r}")
     dag_keys = await _dag_keys(js)
     for want in _stream_configs(replicas):
-        await _ensure_one(js, want, dag_keys)
+        await _ensure_retrying(js, want, dag_keys)
+
+
+# A JetStream API request can time out or meet no leader while a cluster has just formed
+# or elects its meta leader (creating an R3 stream waits for its peers): such moments are
+# ridden out, a few seconds in all, before connect() gives up.
+_PROVISION_BACKOFF = (0.25, 0.5, 1.0, 2.0)
+
+
+async def _ensure_retrying(js: Any, want: Any, dag_keys: int) -> None:
+    import nats.errors
+    import structlog
+    from nats.js.errors import ServiceUnavailableError
+
+    transient = (TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
+    for delay in (*_PROVISION_BACKOFF, None):
+        try:
+            await _ensure_one(js, want, dag_keys)
+            return
+        except transient as exc:
+            if delay is None:
+                raise
+            structlog.get_logger("ebind.streams").info(
+                "streams.provision_retry", stream=want.name, error=repr(exc), delay=delay
+            )
+            await asyncio.sleep(delay)

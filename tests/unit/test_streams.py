@@ -108,3 +108,37 @@ def test_subjects() -> None:
     assert task_subject("a.b") == "TASKS.a.b"
     assert resp_subject("c1", "t1") == "RESP.c1.t1"
     assert dlq_subject("a.b") == "DLQ.a.b"
+
+
+class _FlakyJs:
+    """A JetStream stand-in whose stream creation times out ``failures`` times first."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.creates = 0
+
+    async def stream_info(self, name: str) -> object:
+        from nats.js.errors import NotFoundError
+
+        raise NotFoundError()
+
+    async def add_stream(self, config: object) -> None:
+        self.creates += 1
+        if self.creates <= self.failures:
+            raise TimeoutError("nats: timeout")
+
+
+async def test_provisioning_rides_out_a_cluster_that_is_still_forming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ebind.streams as streams
+
+    monkeypatch.setattr(streams, "_PROVISION_BACKOFF", (0.0, 0.0, 0.0, 0.0))
+    want = streams._stream_configs(3)[0]
+    js = _FlakyJs(failures=2)
+    await streams._ensure_retrying(js, want, 0)
+    assert js.creates == 3
+    stuck = _FlakyJs(failures=100)
+    with pytest.raises(TimeoutError):
+        await streams._ensure_retrying(stuck, want, 0)
+    assert stuck.creates == 5  # bounded: gives up with the last error
