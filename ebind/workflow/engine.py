@@ -107,9 +107,13 @@ class Engine:
         meta_t = asyncio.ensure_future(self.store.get_meta(dag_id))
         pre_t = asyncio.ensure_future(self._prefetch(dag_id, done))
         try:
-            records = await asyncio.gather(*(self.store.get_step(dag_id, sid) for sid in ids))
+            if len(ids) == 1:  # the common case: no gather, no extra Task
+                records = [await self.store.get_step(dag_id, ids[0])]
+            else:
+                records = await asyncio.gather(*(self.store.get_step(dag_id, s) for s in ids))
         finally:
-            (meta, meta_rev), _ = await asyncio.gather(meta_t, pre_t)
+            meta, meta_rev = await meta_t
+            await pre_t
         cached.state.meta, cached.meta_rev = meta, meta_rev
         for rec, rev in records:
             cached.state.steps[rec.step_id] = rec
@@ -286,9 +290,16 @@ class Engine:
         ready = self._ready(ld)
         if not ready:
             return 0
-        outcomes = await asyncio.gather(
-            *(self._dispatch_one(ld, sid) for sid in ready), return_exceptions=True
-        )
+        outcomes: list[tuple[str, str] | BaseException | None]
+        if len(ready) == 1:  # a chain's next step: awaited directly, no Task
+            try:
+                outcomes = [await self._dispatch_one(ld, ready[0])]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._dispatch_one(ld, sid) for sid in ready), return_exceptions=True
+            )
         failure: BaseException | None = None
         settled = 0
         for sid, out in zip(ready, outcomes, strict=True):
@@ -340,14 +351,21 @@ class Engine:
                 error_kind="",
                 error_message="",
             )
-            # Record and message leave together (one round trip instead of two); the
-            # record is sent first, and a worker that still reads it pending at ``gen``
-            # adopts the dispatch itself (StepHook.on_step_started).
-            wrote, sent = await asyncio.gather(
-                self.store.put_step(rec.dag_id, sid, new, gen),
-                self.send(env, gen),
-                return_exceptions=True,
-            )
+            # Record and message leave together (one round trip instead of two). The
+            # record's CAS goes first (this coroutine publishes it before it yields), the
+            # message right after (its task starts at that yield); a worker that still
+            # reads the record pending at ``gen`` adopts the dispatch itself.
+            send_t = asyncio.ensure_future(self.send(env, gen))
+            wrote: int | BaseException
+            try:
+                wrote = await self.store.put_step(rec.dag_id, sid, new, gen)
+            except Exception as exc:
+                wrote = exc
+            sent: BaseException | None = None
+            try:
+                await send_t
+            except Exception as exc:
+                sent = exc
             if isinstance(wrote, BaseException):
                 raise wrote  # the pass is retried from a fresh read; the message is fenced
             ld.revs[sid] = wrote

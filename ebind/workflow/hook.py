@@ -193,38 +193,16 @@ class StepHook:
             return True
         gen = envelope_generation(env)
         for i in range(_CAS_ATTEMPTS):
-            try:
-                (rec, rev), meta = await asyncio.gather(
-                    self._store.get_step(env.dag_id, env.step_id),
-                    self._meta_status(env.dag_id),
-                )
-            except StepNotFound:
-                if gen is not None and await self._meta_status(env.dag_id) is not None:
-                    # The DAG exists, so a replica behind the step's creation: read again.
-                    await asyncio.sleep(0.01 * (i + 1))
-                    continue
-                _log.warning("step.orphan_message", dag_id=env.dag_id, step_id=env.step_id)
-                return False
-            if rec.is_terminal():
-                await self._republish(rec)
-                return False
-            if meta is DAGStatus.CANCELED:
-                await self._cancel_unstarted(rec, rev)
-                return False
-            fit = _fit(rec, rev, gen)
-            if fit == "behind":
+            got, meta = await self._read_start(env)
+            verdict = _verdict(got, meta, gen)
+            if verdict == "behind":
                 await asyncio.sleep(0.01 * (i + 1))  # a replica behind the message: read again
                 continue
-            adopt = fit == "adopt"
-            if fit == "stale":
-                _log.info(
-                    "step.stale_message",
-                    dag_id=env.dag_id,
-                    step_id=env.step_id,
-                    generation=gen,
-                    current=rec.generation,
-                )
+            if got is None or verdict not in ("adopt", "current"):
+                await self._decline(env, verdict, got)
                 return False
+            rec, rev = got
+            adopt = verdict == "adopt"
             new = msgspec.structs.replace(
                 rec,
                 status=StepStatus.RUNNING,
@@ -251,6 +229,43 @@ class StepHook:
             self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
             return True
         raise StaleRevision(dag_id=env.dag_id, step_id=env.step_id)
+
+    async def _decline(
+        self, env: TaskEnvelope, verdict: str, got: tuple[StepRecord, int] | None
+    ) -> None:
+        """Settle a delivery that must not run (see ``_verdict``)."""
+        if got is None:
+            _log.warning("step.orphan_message", dag_id=env.dag_id, step_id=env.step_id)
+            return
+        rec, rev = got
+        if verdict == "terminal":
+            await self._republish(rec)
+        elif verdict == "canceled":
+            await self._cancel_unstarted(rec, rev)
+        else:
+            _log.info(
+                "step.stale_message",
+                dag_id=env.dag_id,
+                step_id=env.step_id,
+                generation=envelope_generation(env),
+                current=rec.generation,
+            )
+
+    async def _read_start(
+        self, env: TaskEnvelope
+    ) -> tuple[tuple[StepRecord, int] | None, DAGStatus | None]:
+        """The step's record and revision (None if absent) and its DAG's status, read at once."""
+        # The step read is published first (before this coroutine yields), the meta read
+        # by the task at that yield: two requests in flight, one Task.
+        meta_t = asyncio.ensure_future(self._meta_status(env.dag_id))
+        try:
+            got: tuple[StepRecord, int] | None = await self._store.get_step(env.dag_id, env.step_id)
+        except StepNotFound:
+            got = None
+        except BaseException:
+            meta_t.cancel()
+            raise
+        return got, await meta_t
 
     async def _meta_status(self, dag_id: str) -> DAGStatus | None:
         try:
@@ -383,14 +398,17 @@ class StepHook:
         start revision is the fence: if it fails nothing was completed by this delivery.
         """
         dag_id, step_id = new.dag_id, new.step_id
-        writes: list[Any] = []
+        # This coroutine publishes the first write before it yields; the two tasks publish
+        # theirs at that yield, in creation order: result, record, event.
+        step_t = asyncio.ensure_future(self._store.put_step(dag_id, step_id, new, claim.rev))
+        pub_t = asyncio.ensure_future(self._bus.publish(*_completed(new)))
+        res_err: BaseException | None = None
         if data is not None:
-            writes.append(self._put_result(dag_id, step_id, data))
-        writes.append(self._store.put_step(dag_id, step_id, new, claim.rev))
-        writes.append(self._bus.publish(*_completed(new)))
-        got = await asyncio.gather(*writes, return_exceptions=True)
-        res_err = got[0] if data is not None else None
-        step_out, pub_out = got[-2], got[-1]
+            try:
+                await self._put_result(dag_id, step_id, data)
+            except Exception as exc:
+                res_err = exc
+        step_out, pub_out = await asyncio.gather(step_t, pub_t, return_exceptions=True)
         if isinstance(step_out, StaleRevision):
             return False
         if isinstance(step_out, Exception) and is_transient(step_out):
@@ -452,6 +470,23 @@ class StepHook:
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):
             await self._bus.publish(*_completed(rec))
+
+
+def _verdict(got: tuple[StepRecord, int] | None, meta: DAGStatus | None, gen: int | None) -> str:
+    """What a delivery should do, from the step as read and its DAG's status.
+
+    ``orphan`` (no step, no DAG), ``behind`` (read again), ``terminal``, ``canceled``,
+    ``stale`` (drop), ``adopt`` or ``current`` (run).
+    """
+    if got is None:
+        # A step that is not there yet while its DAG exists: a replica behind its creation.
+        return "behind" if gen is not None and meta is not None else "orphan"
+    rec, rev = got
+    if rec.is_terminal():
+        return "terminal"
+    if meta is DAGStatus.CANCELED:
+        return "canceled"
+    return _fit(rec, rev, gen)
 
 
 def _fit(rec: StepRecord, rev: int, gen: int | None) -> str:
