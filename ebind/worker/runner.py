@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
@@ -77,6 +78,34 @@ def delivery_count(msg: Any) -> int:
         return int(msg.metadata.num_delivered)
     except Exception:
         return 1
+
+
+def stream_seq(msg: Any) -> int:
+    """The message's stream sequence from its ack subject (0 when it has none)."""
+    tokens = (msg.reply or "").split(".")
+    try:
+        if len(tokens) == 9:
+            return int(tokens[5])
+        if len(tokens) >= 11:
+            return int(tokens[7])
+    except ValueError:
+        pass
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
+
+
+def outcome_msg_id(msg: Any, kind: str) -> str | None:
+    """``Nats-Msg-Id`` for a response or dead letter of this message (None if unknown).
+
+    Every delivery of one message shares it, so when a first delivery's publish lands
+    late (buffered through a reconnect, after its confirmation timed out) and a
+    redelivery publishes again, the stream keeps one. A DLQ requeue is a new message
+    with a new sequence, so its outcome is kept too.
+    """
+    seq = stream_seq(msg)
+    return f"{msg.subject}:{seq}:{kind}" if seq else None
 
 
 def _now() -> datetime:
@@ -263,7 +292,7 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
-        if env.reply_to and not await self._respond(env, result=result, error=None):
+        if env.reply_to and not await self._respond(msg, env, result=result, error=None):
             # Acking now would lose the result (e.g. EBIND_RESP electing a leader): run the
             # task again instead; the crash-loop guard bounds how often.
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
@@ -324,13 +353,13 @@ class AttemptRunner:
             task=env,
             subject=msg.subject,
         )
-        if not await self._publish_dlq(env.name, entry, ctx):
+        if not await self._publish_dlq(env.name, entry, ctx, outcome_msg_id(msg, "dlq")):
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             self._outcome(ctx, "failed", error)
             return
         self._outcome(ctx, "dead_lettered", error)
         if env.reply_to:
-            await self._respond(env, result=None, error=error)
+            await self._respond(msg, env, result=None, error=error)
         await msg.term()
 
     async def _fail_before_run(
@@ -389,7 +418,7 @@ class AttemptRunner:
 
     # ------------------------------------------------------------------ publishing
     async def _respond(
-        self, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
+        self, msg: Any, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
     ) -> bool:
         """Publish the response and wait until EBIND_RESP stored it; False if it did not."""
         resp = TaskResponse(
@@ -400,16 +429,23 @@ class AttemptRunner:
             completed_at=_now(),
         )
         try:
-            await self.app.publish_response(env.reply_to, encoder.encode(resp))
+            await self.app.publish_response(
+                env.reply_to, encoder.encode(resp), msg_id=outcome_msg_id(msg, "resp")
+            )
         except Exception as exc:
             log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
             return False
         return True
 
-    async def _publish_dlq(self, name: str, entry: DLQEntry, ctx: Context | None) -> bool:
+    async def _publish_dlq(
+        self, name: str, entry: DLQEntry, ctx: Context | None, msg_id: str | None
+    ) -> bool:
         try:
             await self._js.publish(
-                dlq_subject(name), encoder.encode(entry), timeout=DLQ_PUBLISH_TIMEOUT
+                dlq_subject(name),
+                encoder.encode(entry),
+                timeout=DLQ_PUBLISH_TIMEOUT,
+                headers={HEADER_MSG_ID: msg_id} if msg_id else None,
             )
         except Exception as exc:
             log.error(
@@ -435,7 +471,7 @@ class AttemptRunner:
             subject=msg.subject,
         )
         name = _raw_subject_name(msg.subject)
-        if not await self._publish_dlq(name, entry, None):
+        if not await self._publish_dlq(name, entry, None, outcome_msg_id(msg, "dlq")):
             await msg.nak(delay=HOOK_RETRY_DELAY)
             return
         await msg.term()

@@ -122,3 +122,23 @@ async def test_a_closed_connection_and_its_requests_can_be_collected(nats_url: s
     del conn, req
     gc.collect()
     assert ref() is None
+
+
+async def test_a_response_published_twice_for_one_message_is_stored_once(app: App) -> None:
+    from ebind.streams import RESP_STREAM
+    from ebind.worker.runner import outcome_msg_id, stream_seq
+
+    class Delivery:  # the parts of a JetStream message outcome_msg_id reads
+        subject = "TASKS.demo"
+        reply = "$JS.ACK.EBIND_TASKS.ebind-workers.2.417.9.1732400000000000000.0"
+
+    assert stream_seq(Delivery()) == 417
+    mid = outcome_msg_id(Delivery(), "resp")
+    assert mid is not None and mid == outcome_msg_id(Delivery(), "resp")
+    assert mid != outcome_msg_id(Delivery(), "dlq")
+    subject = f"RESP.{app.client_id}.t-dup"
+    # First delivery's late publish, then the redelivery's: one stored copy.
+    await app.publish_response(subject, b'{"task_id":"t-dup"}', msg_id=mid)
+    await app.publish_response(subject, b'{"task_id":"t-dup"}', msg_id=mid)
+    info = await app.js.stream_info(RESP_STREAM, subjects_filter=subject)
+    assert info.state.subjects == {subject: 1}
