@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
-from ebind.streams import dlq_subject
+from ebind.streams import RESP_STREAM, dlq_subject
 from ebind.wire import (
     DLQEntry,
     ErrorKind,
@@ -30,6 +31,7 @@ from ebind.wire import (
     TaskError,
     TaskResponse,
     decode_envelope,
+    decode_response,
     encoder,
 )
 from ebind.worker.blocking import Watched
@@ -97,7 +99,7 @@ def stream_seq(msg: Any) -> int:
 
 
 def outcome_msg_id(msg: Any, kind: str) -> str | None:
-    """``Nats-Msg-Id`` for a response or dead letter of this message (None if unknown).
+    """``Nats-Msg-Id`` for an outcome (a dead letter) of this message (None if unknown).
 
     Every delivery of one message shares it, so when a first delivery's publish lands
     late (buffered through a reconnect, after its confirmation timed out) and a
@@ -177,6 +179,13 @@ class AttemptRunner:
             return
         is_step = self.hook is not None and bool(env.dag_id and env.step_id)
         if is_step and not await self._step_started(msg, env, ctx, policy):
+            return
+        if env.attempt > 1 and env.reply_to and not is_step and await self._answered(env):
+            # An earlier delivery finished and its response was stored after all (e.g.
+            # buffered through a reconnect, after its confirmation timed out): that is
+            # the task's recorded outcome, so this delivery neither runs nor answers.
+            log.info("task.already_answered", task_id=env.id, task_name=env.name, attempt=attempt)
+            await msg.ack()
             return
         set_current(ctx)
         try:
@@ -292,7 +301,7 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
-        if env.reply_to and not await self._respond(msg, env, result=result, error=None):
+        if env.reply_to and not await self._respond(env, result=result, error=None):
             # Acking now would lose the result (e.g. EBIND_RESP electing a leader): run the
             # task again instead; the crash-loop guard bounds how often.
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
@@ -359,7 +368,7 @@ class AttemptRunner:
             return
         self._outcome(ctx, "dead_lettered", error)
         if env.reply_to:
-            await self._respond(msg, env, result=None, error=error)
+            await self._respond(env, result=None, error=error)
         await msg.term()
 
     async def _fail_before_run(
@@ -416,9 +425,29 @@ class AttemptRunner:
         await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
         self._outcome(ctx, "failed", error)
 
+    async def _answered(self, env: TaskEnvelope) -> bool:
+        """Whether EBIND_RESP holds a response to this run of the task (redeliveries only).
+
+        A response older than the envelope's ``enqueued_at`` belongs to an earlier run
+        (a DLQ requeue keeps the task id); any trouble reading means "no" (run it).
+        """
+        try:
+            got = await requests_for(self._nc).get_last(RESP_STREAM, env.reply_to)
+            if got is None:
+                return False
+            resp = decode_response(got.data)
+        except Exception as exc:
+            log.info("worker.answered_check_failed", task_id=env.id, error=repr(exc))
+            return False
+        if resp.task_id != env.id:
+            return False
+        if env.enqueued_at is None or resp.completed_at is None:
+            return True  # no times to compare (a requeue always sets enqueued_at)
+        return resp.completed_at >= env.enqueued_at
+
     # ------------------------------------------------------------------ publishing
     async def _respond(
-        self, msg: Any, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
+        self, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
     ) -> bool:
         """Publish the response and wait until EBIND_RESP stored it; False if it did not."""
         resp = TaskResponse(
@@ -429,9 +458,7 @@ class AttemptRunner:
             completed_at=_now(),
         )
         try:
-            await self.app.publish_response(
-                env.reply_to, encoder.encode(resp), msg_id=outcome_msg_id(msg, "resp")
-            )
+            await self.app.publish_response(env.reply_to, encoder.encode(resp))
         except Exception as exc:
             log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
             return False

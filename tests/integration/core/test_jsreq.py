@@ -124,21 +124,50 @@ async def test_a_closed_connection_and_its_requests_can_be_collected(nats_url: s
     assert ref() is None
 
 
-async def test_a_response_published_twice_for_one_message_is_stored_once(app: App) -> None:
-    from ebind.streams import RESP_STREAM
-    from ebind.worker.runner import outcome_msg_id, stream_seq
+async def test_a_redelivery_whose_task_was_answered_meanwhile_is_recognized(app: App) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime, timedelta
+
+    import msgspec
+
+    from ebind.retry import RetryPolicy
+    from ebind.wire import TaskEnvelope, TaskResponse, encoder
+    from ebind.worker.runner import AttemptRunner, outcome_msg_id, stream_seq
+
+    async def never(*_: object) -> bytes:
+        raise AssertionError("not called")
+
+    with ThreadPoolExecutor(1) as pool:
+        runner = AttemptRunner(
+            app,
+            worker_id="w",
+            chain=never,
+            hook=None,
+            default_policy=RetryPolicy(),
+            executor=pool,
+            max_payload=1 << 20,
+        )
+        sent = datetime.now(UTC)
+        env = TaskEnvelope(
+            id="t-ans",
+            name="demo",
+            payload=msgspec.Raw(b"[]"),
+            enqueued_at=sent,
+            reply_to=f"RESP.{app.client_id}.t-ans",
+            attempt=2,
+        )
+        assert not await runner._answered(env)  # nothing stored yet: run it
+        done = TaskResponse(task_id="t-ans", result=None, completed_at=sent)
+        await app.publish_response(env.reply_to, encoder.encode(done))
+        assert await runner._answered(env)  # the first delivery's answer landed late
+        requeued = msgspec.structs.replace(env, enqueued_at=sent + timedelta(seconds=1))
+        assert not await runner._answered(requeued)  # an answer to an earlier run
+        other = msgspec.structs.replace(env, id="t-other")
+        assert not await runner._answered(other)
 
     class Delivery:  # the parts of a JetStream message outcome_msg_id reads
         subject = "TASKS.demo"
         reply = "$JS.ACK.EBIND_TASKS.ebind-workers.2.417.9.1732400000000000000.0"
 
     assert stream_seq(Delivery()) == 417
-    mid = outcome_msg_id(Delivery(), "resp")
-    assert mid is not None and mid == outcome_msg_id(Delivery(), "resp")
-    assert mid != outcome_msg_id(Delivery(), "dlq")
-    subject = f"RESP.{app.client_id}.t-dup"
-    # First delivery's late publish, then the redelivery's: one stored copy.
-    await app.publish_response(subject, b'{"task_id":"t-dup"}', msg_id=mid)
-    await app.publish_response(subject, b'{"task_id":"t-dup"}', msg_id=mid)
-    info = await app.js.stream_info(RESP_STREAM, subjects_filter=subject)
-    assert info.state.subjects == {subject: 1}
+    assert outcome_msg_id(Delivery(), "dlq") == "TASKS.demo:417:dlq"
