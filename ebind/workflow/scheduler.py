@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
+from ebind._aio import raise_if_cancelling
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
 from ebind.wire import ErrorKind
 from ebind.workflow._transient import is_transient
@@ -173,10 +174,12 @@ class Scheduler:
             if due and (self._sweep_task is None or self._sweep_task.done()):
                 last_sweep = time.monotonic()
                 self._sweep_task = asyncio.get_running_loop().create_task(self.sweep())
+            raise_if_cancelling()  # a cancel nats-py swallowed must still stop the loop
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(cfg.sweep_check_interval):
                     await wake.wait()
+            raise_if_cancelling()
 
     # -- events --------------------------------------------------------------------------
 

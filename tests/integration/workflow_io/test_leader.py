@@ -211,3 +211,25 @@ async def test_always_leader() -> None:
 def test_ttl_below_one_second_is_rejected() -> None:
     with pytest.raises(ValueError, match="ttl"):
         KVLeaseElector(object(), ttl=0.5)
+
+
+async def test_a_cancel_swallowed_inside_a_tick_still_stops_the_loop(js: object) -> None:
+    # Python 3.11's asyncio.wait_for (inside nats-py requests) returns a result that
+    # arrives together with a cancel instead of raising: run() must stop anyway.
+    a = KVLeaseElector(js, key=key(), ttl=TTL, holder_id="A")
+    ticking = asyncio.Event()
+
+    async def swallowing_tick() -> bool:
+        ticking.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return False  # what wait_for does when the reply and the cancel coincide
+        return False
+
+    a.tick = swallowing_tick  # type: ignore[method-assign]
+    task = asyncio.create_task(a.run())
+    await asyncio.wait_for(ticking.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)  # before the fix: ran on, and this timed out
