@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ebind._aio import raise_if_cancelling
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker.claims import Claims, ClaimSource
@@ -335,6 +336,7 @@ class Worker:
             if self._claims.dynamic:
                 await self._claims.refresh()
             await self._sync_claims()
+            raise_if_cancelling()  # nats-py may swallow the stop's cancel (Python 3.11)
 
     # ------------------------------------------------------------------ messages
     def _received(self, msg: Any, puller: Puller) -> None:

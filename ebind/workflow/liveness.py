@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 
+from ebind._aio import raise_if_cancelling
 from ebind.streams import KV_LEASES, b64_token
 
 __all__ = ["Announcer", "Liveness", "LivenessView", "MemLiveness", "NatsLiveness"]
@@ -172,6 +173,7 @@ class Announcer:
                     await self.liveness.beat(worker_id, list(steps))
                 except Exception as exc:
                     _log.warning("liveness.beat_failed", worker_id=worker_id, error=str(exc))
+                raise_if_cancelling()  # close() cancels; nats-py may swallow it (3.11)
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
