@@ -3,7 +3,8 @@
 For each sync setting (``always``, the embedded default, and the server ``default``) a
 fresh node and two worker *processes* are started. Reported:
 
-* no-op task round trip (``delay`` + ``result``, one at a time) — the yardstick;
+* no-op task round trip (``delay`` + ``result``, one at a time) — the yardstick, measured
+  in batches taken in turns with the chains, so both see the same host conditions;
 * chain: seconds per step and the scheduling overhead per step (chain time per step
   minus the no-op round trip measured in the same run), and that overhead as a multiple
   of the round trip (target <= 3);
@@ -36,6 +37,7 @@ app = ebind.App("bench-wf")
 CHAIN = int(os.environ.get("BENCH_CHAIN", "200"))
 LEAVES = int(os.environ.get("BENCH_LEAVES", "1000"))
 NOOPS = 200
+CHAINS = 5
 
 
 @app.task(name="bench.noop")
@@ -118,15 +120,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def noop_round_trip(client: ebind.App) -> float:
-    for _ in range(20):  # warm up connections and consumers
-        await (await client.enqueue(noop.name)).result(timeout=30)
+async def noop_round_trips(client: ebind.App, n: int) -> list[float]:
+    """``n`` no-op task round trips (``delay`` + ``result``, one at a time), in seconds."""
     samples = []
-    for _ in range(NOOPS):
+    for _ in range(n):
         t0 = time.perf_counter()
         await (await client.enqueue(noop.name)).result(timeout=30)
         samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    return samples
 
 
 async def run_chain(client: ebind.App) -> float:
@@ -173,11 +174,21 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
         ]
         try:
             async with client:
-                rtt = await noop_round_trip(client)
+                await noop_round_trips(client, 20)  # warm up connections and consumers
+                # The host is noisy, so the yardstick and the chain are measured in turns
+                # (a batch of round trips, then a chain, CHAINS times) under the same
+                # conditions, and each is the median of its samples.
+                trips: list[float] = []
+                chains: list[float] = []
+                for _ in range(CHAINS):
+                    # Let the previous chain's tail (acks, finalize) settle, and drop a few
+                    # warm-up trips, so the yardstick is an idle round trip as before.
+                    await asyncio.sleep(0.3)
+                    trips += (await noop_round_trips(client, NOOPS // CHAINS + 5))[5:]
+                    chains.append(await run_chain(client))
+                rtt, chain = statistics.median(trips), statistics.median(chains)
                 print(f"  [{sync}] no-op round trip {rtt * 1e3:.3f} ms", flush=True)
-                # The host is noisy: the chain (the ratio's numerator) is the median of 3.
-                chain = statistics.median([await run_chain(client) for _ in range(3)])
-                print(f"  [{sync}] chain {chain:.3f} s (median of 3)", flush=True)
+                print(f"  [{sync}] chain {chain:.3f} s (median of {CHAINS})", flush=True)
                 fan = await run_fan(client)
                 print(f"  [{sync}] fan-out/in {fan:.3f} s", flush=True)
                 rss = [rss_mb(p.pid) for p in procs]
