@@ -172,20 +172,21 @@ class AttemptRunner:
         if spec is None:
             await self._unknown_handler(msg, env, ctx)
             return
+        is_step = self.hook is not None and bool(env.dag_id and env.step_id)
+        if env.attempt > 1 and env.reply_to and not is_step and await self._answered(env):
+            # An earlier delivery finished and its response was stored after all (e.g.
+            # buffered through a reconnect, after its confirmation timed out): that is
+            # the task's recorded outcome, so this delivery neither runs nor answers (and
+            # is not dead-lettered by the attempt limit or the deadline checked next).
+            log.info("task.already_answered", task_id=env.id, task_name=env.name, attempt=attempt)
+            await msg.ack()
+            return
         policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
         early = self._precheck(env, policy)
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
-        is_step = self.hook is not None and bool(env.dag_id and env.step_id)
         if is_step and not await self._step_started(msg, env, ctx, policy):
-            return
-        if env.attempt > 1 and env.reply_to and not is_step and await self._answered(env):
-            # An earlier delivery finished and its response was stored after all (e.g.
-            # buffered through a reconnect, after its confirmation timed out): that is
-            # the task's recorded outcome, so this delivery neither runs nor answers.
-            log.info("task.already_answered", task_id=env.id, task_name=env.name, attempt=attempt)
-            await msg.ack()
             return
         set_current(ctx)
         try:
@@ -442,7 +443,7 @@ class AttemptRunner:
         if resp.task_id != env.id:
             return False
         if env.enqueued_at is None or resp.completed_at is None:
-            return True  # no times to compare (a requeue always sets enqueued_at)
+            return False  # nothing tells this run's answer from an earlier one: run it
         return resp.completed_at >= env.enqueued_at
 
     # ------------------------------------------------------------------ publishing

@@ -220,7 +220,16 @@ class Engine:
         this they would stay pending for good.
         """
         st, n = ld.state, 0
-        for sid, rec in list(st.steps.items()):
+        held = [s for s, r in st.steps.items() if r.held and r.status is StepStatus.PENDING]
+        if not held:
+            return 0
+        # ``pause`` holds the steps before it writes the meta: a pass that read "running"
+        # in between must not undo that. Re-writing the meta from the revision read fences
+        # it: if pause wrote first this fails (the pass re-reads and sees pausing), and if
+        # this lands first pause's own write fails and it holds the steps again.
+        ld.meta_rev = await self.store.put_meta(st.meta.id, st.meta, ld.meta_rev)
+        for sid in held:
+            rec = st.steps[sid]
             if rec.held and rec.status is StepStatus.PENDING:
                 new = msgspec.structs.replace(rec, held=False, held_at=None)
                 ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])

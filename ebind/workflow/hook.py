@@ -195,6 +195,10 @@ class StepHook:
         for i in range(_CAS_ATTEMPTS):
             got, meta = await self._read_start(env)
             verdict = _verdict(got, meta, gen)
+            if verdict == "behind" and got is None and i == _CAS_ATTEMPTS - 1:
+                # Still no step while its DAG record exists: not a lagging replica but a
+                # half-finished delete_dag. Drop it rather than nak it forever.
+                verdict = "orphan"
             if verdict == "behind":
                 await asyncio.sleep(0.01 * (i + 1))  # a replica behind the message: read again
                 continue
@@ -484,9 +488,12 @@ def _verdict(got: tuple[StepRecord, int] | None, meta: DAGStatus | None, gen: in
     rec, rev = got
     if rec.is_terminal():
         return "terminal"
-    if meta is DAGStatus.CANCELED:
+    fit = _fit(rec, rev, gen)
+    # Only this step's own dispatch may cancel it: a stale message must not cancel a
+    # newer generation that may be running ("running steps may finish").
+    if meta is DAGStatus.CANCELED and fit in ("adopt", "current"):
         return "canceled"
-    return _fit(rec, rev, gen)
+    return fit
 
 
 def _fit(rec: StepRecord, rev: int, gen: int | None) -> str:

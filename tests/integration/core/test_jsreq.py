@@ -164,6 +164,8 @@ async def test_a_redelivery_whose_task_was_answered_meanwhile_is_recognized(app:
         assert not await runner._answered(requeued)  # an answer to an earlier run
         other = msgspec.structs.replace(env, id="t-other")
         assert not await runner._answered(other)
+        untimed = msgspec.structs.replace(env, enqueued_at=None)
+        assert not await runner._answered(untimed)  # nothing to tell runs apart: run it
 
     class Delivery:  # the parts of a JetStream message outcome_msg_id reads
         subject = "TASKS.demo"

@@ -220,3 +220,32 @@ async def test_a_replica_that_never_catches_up_makes_the_start_fail_retryably() 
     assert (await MemStore.get_step(store, "p5", "b"))[0].status is StepStatus.PENDING
     await wf.close()
     await bus.close()
+
+
+async def test_a_message_for_a_step_deleted_under_its_dag_is_dropped_not_naked_forever() -> None:
+    wf, store, bus, enq = make_wf(start_write_delay=0)
+    dag = DAG(id="p7")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    env = enq.envelopes[0]
+    await store.delete_step("p7", "a")  # a delete_dag interrupted before the meta
+    live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+    assert not await wf.hook().on_step_started(live)  # re-read a few times, then dropped
+    await bus.close()
+
+
+async def test_a_stale_message_of_a_canceled_dag_leaves_a_newer_generation_running() -> None:
+    wf, store, bus, enq = make_wf(start_write_delay=0)
+    dag = DAG(id="p8")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    old_env = enq.envelopes[0]
+    rec, rev = await store.get_step("p8", "a")
+    newer = msgspec.structs.replace(rec, generation=rev, attempt=1, worker_id="w2")
+    await store.put_step("p8", "a", newer, rev)  # a rescue re-enqueued it; w2 runs it
+    await wf.cancel("p8")
+    stale = msgspec.structs.replace(old_env, attempt=2, worker_id="w1")
+    assert not await wf.hook().on_step_started(stale)
+    after, _ = await store.get_step("p8", "a")
+    assert (after.status, after.worker_id) == (StepStatus.RUNNING, "w2")  # may finish
+    await bus.close()

@@ -29,7 +29,7 @@ from ebind.errors import (
 from ebind.wire import TaskError
 from ebind.workflow import DAG, CaptureEnqueuer, DAGStatus, StepStatus, Workflow, truncate_error
 from ebind.workflow.store_mem import MemStore
-from ebind.workflow.types import StepRecord
+from ebind.workflow.types import DAGMeta, StepRecord
 
 
 def _add(ctx: SimCtx, a: int, b: int) -> int:
@@ -779,4 +779,38 @@ async def test_a_step_dispatched_while_pause_fences_it_keeps_the_dag_pausing() -
     assert meta.status is DAGStatus.PAUSING  # b now runs: not paused until it finishes
     recs = {r.step_id: r for r, _ in await store.list_steps("race")}
     assert recs["b"].status is StepStatus.RUNNING and not recs["b"].held
+    await bus.close()
+
+
+async def test_a_full_pass_between_pause_fencing_and_its_meta_write_does_not_undo_it() -> None:
+    class Racy(MemStore):
+        """Runs a scheduler pass just before pause writes its meta (after fencing)."""
+
+        wf: Workflow | None = None
+        fired = False
+
+        async def put_meta(self, dag_id: str, meta: DAGMeta, rev: int) -> int:
+            if meta.status in (DAGStatus.PAUSED, DAGStatus.PAUSING) and not self.fired:
+                self.fired = True
+                assert self.wf is not None
+                await self.wf.engine.advance(await self.wf.engine.load(dag_id))
+            return await super().put_meta(dag_id, meta, rev)
+
+    store = Racy()
+    wf, _, bus, enq = make_wf(store=store)
+    store.wf = wf
+    w = SimWorker(wf, enq, HANDLERS)
+    dag = DAG(id="race2")
+    a = dag.step("a", "echo", 1)
+    dag.step("b", "echo", 2, after=[a])
+    await dag.submit(wf)
+    await w.pump()  # a done; with no scheduler running, b stays pending
+    await wf.pause("race2")
+    meta, _ = await store.get_meta("race2")
+    b = {r.step_id: r for r, _ in await store.list_steps("race2")}["b"]
+    # Either the pass lost (b held, paused) or it won and pause saw b running (pausing).
+    assert (meta.status, b.status, b.held) in {
+        (DAGStatus.PAUSED, StepStatus.PENDING, True),
+        (DAGStatus.PAUSING, StepStatus.RUNNING, False),
+    }
     await bus.close()
