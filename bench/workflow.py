@@ -198,7 +198,7 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
             for p in procs:
                 await asyncio.wait_for(p.wait(), 30)
     ops = _count_ops(counts)
-    steps = 3 * CHAIN + LEAVES + 1
+    steps = CHAINS * CHAIN + LEAVES + 1
     per_step = chain / CHAIN
     return {
         "sync": sync,
