@@ -420,24 +420,19 @@ class App:
             env = hook(env)
         await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
 
-    async def publish_response(
-        self, subject: str, data: bytes, *, msg_id: str | None = None
-    ) -> None:
+    async def publish_response(self, subject: str, data: bytes) -> None:
         """Publish an encoded TaskResponse and wait until EBIND_RESP stored it (for workers).
 
         Waiters receive it through their core subscription as soon as the server has it;
         the confirmation only gates the worker's ack, so a response lost in a stream leader
         election makes the task run again instead of vanishing.
 
-        ``msg_id`` (``Nats-Msg-Id``) makes EBIND_RESP keep one copy of a response that
-        several deliveries of one task message publish.
-
         Raises:
             PublishFailed: EBIND_RESP did not confirm in time.
         """
         if self._publisher is None:
             raise NotConnected(self._not_connected())
-        await self._publisher.publish_stored(subject, data, stream=RESP_STREAM, msg_id=msg_id)
+        await self._publisher.publish_stored(subject, data, stream=RESP_STREAM)
 
     # ------------------------------------------------------------------ other parts
     @property

@@ -151,16 +151,10 @@ class Publisher:
         if ack.duplicate:
             log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=mid, seq=ack.seq)
 
-    async def publish_stored(
-        self, subject: str, data: bytes, *, stream: str, msg_id: str | None = None
-    ) -> None:
-        """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed).
-
-        With ``msg_id`` the stream keeps one copy of repeats inside its duplicate window.
-        """
-        headers = {HEADER_MSG_ID: msg_id} if msg_id else None
+    async def publish_stored(self, subject: str, data: bytes, *, stream: str) -> None:
+        """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed)."""
         try:
-            ack = await self._confirmed(subject, data, headers)
+            ack = await self._confirmed(subject, data, None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
