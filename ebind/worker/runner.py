@@ -65,17 +65,28 @@ DLQ_PUBLISH_TIMEOUT = 5.0
 _NO_RETRY = RetryPolicy.none()
 
 
-def delivery_count(msg: Any) -> int:
-    """``num_delivered`` from the ack subject (1-based), parsed without building Metadata."""
-    reply: str = msg.reply or ""
-    tokens = reply.split(".")
+def _ack_field(msg: Any, offset: int) -> int | None:
+    """Field ``offset`` after the consumer name in the ack subject (None if unparsable).
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with
+    ``<domain>.<hash>`` after ``ACK`` (11+ tokens); read without building Metadata.
+    """
+    tokens = (msg.reply or "").split(".")
     try:
-        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-            return int(tokens[4])
-        if len(tokens) >= 11:  # $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>...
-            return int(tokens[6])
+        if len(tokens) == 9:
+            return int(tokens[4 + offset])
+        if len(tokens) >= 11:
+            return int(tokens[6 + offset])
     except ValueError:
         pass
+    return None
+
+
+def delivery_count(msg: Any) -> int:
+    """``num_delivered`` from the ack subject (1-based)."""
+    got = _ack_field(msg, 0)
+    if got is not None:
+        return got
     try:
         return int(msg.metadata.num_delivered)
     except Exception:
@@ -84,14 +95,9 @@ def delivery_count(msg: Any) -> int:
 
 def stream_seq(msg: Any) -> int:
     """The message's stream sequence from its ack subject (0 when it has none)."""
-    tokens = (msg.reply or "").split(".")
-    try:
-        if len(tokens) == 9:
-            return int(tokens[5])
-        if len(tokens) >= 11:
-            return int(tokens[7])
-    except ValueError:
-        pass
+    got = _ack_field(msg, 1)
+    if got is not None:
+        return got
     try:
         return int(msg.metadata.sequence.stream)
     except Exception:
