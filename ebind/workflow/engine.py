@@ -46,12 +46,17 @@ from ebind.workflow.types import (
     StepStatus,
 )
 
-__all__ = ["Engine", "Loaded", "TransientError"]
+__all__ = ["Engine", "Loaded", "TransientError", "unenqueueable"]
 
 _log = structlog.get_logger("ebind.workflow.scheduler")
 _MAX_ROUNDS = 32
 # Tries of one enqueue while the tasks stream has no leader (backing off to 1 s: ~5 s).
 _LEADERLESS_RETRIES = 8
+
+
+def unenqueueable(step_id: str, exc: PayloadTooLarge) -> tuple[str, str]:
+    """Error kind and message of a step whose task message the server refuses as too large."""
+    return (ErrorKind.ENCODE.value, f"step {step_id!r} cannot be enqueued: {exc}")
 
 
 class TransientError(Exception):
@@ -219,7 +224,7 @@ class Engine:
         the DAG was pausing can be created after it. Held steps never run, so without
         this they would stay pending for good.
         """
-        st, n = ld.state, 0
+        st = ld.state
         held = [s for s, r in st.steps.items() if r.held and r.status is StepStatus.PENDING]
         if not held:
             return 0
@@ -229,15 +234,11 @@ class Engine:
         # this lands first pause's own write fails and it holds the steps again.
         ld.meta_rev = await self.store.put_meta(st.meta.id, st.meta, ld.meta_rev)
         for sid in held:
-            rec = st.steps[sid]
-            if rec.held and rec.status is StepStatus.PENDING:
-                new = msgspec.structs.replace(rec, held=False, held_at=None)
-                ld.revs[sid] = await self.store.put_step(rec.dag_id, sid, new, ld.revs[sid])
-                st.steps[sid] = new
-                n += 1
-        if n:
-            _log.info("dag.holds_released", dag_id=st.meta.id, steps=n)
-        return n
+            new = msgspec.structs.replace(st.steps[sid], held=False, held_at=None)
+            ld.revs[sid] = await self.store.put_step(new.dag_id, sid, new, ld.revs[sid])
+            st.steps[sid] = new
+        _log.info("dag.holds_released", dag_id=st.meta.id, steps=len(held))
+        return len(held)
 
     async def _maybe_paused(self, ld: Loaded) -> None:
         st = ld.state
@@ -383,7 +384,7 @@ class Engine:
                 # Resolved arguments (e.g. large upstream results) exceed max_payload: no
                 # retry can make them fit, so the step fails now instead of staying
                 # dispatched with a message the server refuses on every resend.
-                return (ErrorKind.ENCODE.value, f"step {sid!r} cannot be enqueued: {sent}")
+                return unenqueueable(sid, sent)
             if isinstance(sent, BaseException):
                 raise sent
             ld.enqueued.append(sid)

@@ -30,9 +30,8 @@ import structlog
 
 from ebind._aio import raise_if_cancelling
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
-from ebind.wire import ErrorKind
 from ebind.workflow._transient import is_transient
-from ebind.workflow.engine import Engine, Loaded, TransientError
+from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
 from ebind.workflow.events import EVENTS_FILTER
 from ebind.workflow.liveness import Liveness
 from ebind.workflow.protocols import Delivery, LeaderElector, Subscription
@@ -413,11 +412,7 @@ class Scheduler:
         except PayloadTooLarge as exc:
             # It cannot ever be enqueued (e.g. its first dispatch's failing write was
             # lost): fail it now; advance() persists the failure and the cascade.
-            ld.state.mark_failed(
-                rec.step_id,
-                ErrorKind.ENCODE.value,
-                f"step {rec.step_id!r} cannot be enqueued: {exc}",
-            )
+            ld.state.mark_failed(rec.step_id, *unenqueueable(rec.step_id, exc))
 
 
 def _event_key(ev: Event) -> tuple[str, bytes]:
