@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-__all__ = ["raise_if_cancelling"]
+__all__ = ["raise_if_cancelling", "wait_event"]
 
 
 def raise_if_cancelling() -> None:
@@ -18,3 +19,11 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass; a pending cancel still raises."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    raise_if_cancelling()

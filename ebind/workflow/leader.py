@@ -25,7 +25,7 @@ import nats.js.errors
 import structlog
 from nats.js.api import KeyValueConfig
 
-from ebind._aio import raise_if_cancelling
+from ebind._aio import raise_if_cancelling, wait_event
 from ebind.streams import KV_LEASES
 
 __all__ = ["AlwaysLeader", "KVLeaseElector"]
@@ -230,10 +230,7 @@ class KVLeaseElector:
                     _log.warning("leader.tick_failed", key=self.key, error=repr(exc))
                 raise_if_cancelling()  # a cancel nats-py swallowed must still stop us
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.renew_interval):
-                        await self._wake.wait()
-                raise_if_cancelling()
+                await wait_event(self._wake, self.renew_interval)
         finally:
             if watch is not None:
                 with contextlib.suppress(Exception):

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from ebind._aio import raise_if_cancelling
+from ebind._aio import raise_if_cancelling, wait_event
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
@@ -175,10 +175,7 @@ class Scheduler:
                 self._sweep_task = asyncio.get_running_loop().create_task(self.sweep())
             raise_if_cancelling()  # a cancel nats-py swallowed must still stop the loop
             wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(cfg.sweep_check_interval):
-                    await wake.wait()
-            raise_if_cancelling()
+            await wait_event(wake, cfg.sweep_check_interval)
 
     # -- events --------------------------------------------------------------------------
 
