@@ -11,11 +11,13 @@ from ebind.errors import (
     NonRetryable,
     PayloadTooLarge,
     PublishFailed,
+    ResultExpired,
     TaskFailed,
     TaskTimeout,
     UnknownTask,
 )
 from ebind.future import Future
+from ebind.retention import Retention
 from ebind.retry import RetryPolicy
 from ebind.task import Task
 from ebind.wire import TaskEnvelope, TaskError
@@ -34,6 +36,8 @@ __all__ = [
     "NonRetryable",
     "PayloadTooLarge",
     "PublishFailed",
+    "ResultExpired",
+    "Retention",
     "RetryPolicy",
     "Task",
     "TaskEnvelope",

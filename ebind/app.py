@@ -20,6 +20,7 @@ from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
 from ebind.logging import redact
 from ebind.registry import Registry
+from ebind.retention import Retention
 from ebind.retry import RetryPolicy
 from ebind.signature import HandlerSpec, inspect_handler
 from ebind.streams import (
@@ -88,6 +89,8 @@ class App:
             and falls back to ``nats://127.0.0.1:4222``.
         replicas: replicas of every stream and KV bucket ebind creates (3 in a cluster).
         publish_timeout: seconds to wait for the server to confirm a publish.
+        retention: how long tasks, results, dead letters and DAG history are kept; None
+            reads ``$EBIND_RETENTION_*`` over the defaults of :class:`ebind.Retention`.
         **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
     """
 
@@ -98,9 +101,15 @@ class App:
         nats_url: str | Sequence[str] | None = None,
         replicas: int = 1,
         publish_timeout: float = 5.0,
+        retention: Retention | None = None,
         **nats_connect_options: Any,
     ) -> None:
         _check_settings(name, replicas, publish_timeout)
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidArguments(
+                f"retention must be an ebind.Retention, got {type(retention).__name__}"
+            )
+        self.retention = retention if retention is not None else Retention.from_env()
         self.name = name
         self.replicas = replicas
         self.publish_timeout = float(publish_timeout)

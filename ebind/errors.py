@@ -56,6 +56,7 @@ __all__ = [
     "PlacementError",
     "PublishFailed",
     "ResolveError",
+    "ResultExpired",
     "ServerVersionError",
     "SignalNotFound",
     "StaleRevision",
@@ -139,6 +140,14 @@ class PublishFailed(EbindError):
         super().__init__(message)
         self.task_id = task_id
         self.subject = subject
+
+
+class ResultExpired(EbindError, LookupError):
+    """The task's response was removed after the results retention; it can no longer be read."""
+
+    def __init__(self, message: str, *, task_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class ServerVersionError(EbindError):

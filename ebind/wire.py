@@ -37,6 +37,20 @@ class ErrorKind(str, enum.Enum):
     TIMEOUT = "timeout"
     ENCODE = "encode"
     WORKER_LOST = "worker_lost"
+    INVALID = "invalid"
+    """The message itself is malformed or breaks a rule (bad id, reply subject, naive time)."""
+    UNSIGNED = "unsigned"
+    """The worker requires signed messages and this one carries no signature."""
+    BAD_SIGNATURE = "bad_signature"
+    """The message's signature does not match any of the worker's signing keys."""
+    STEP_UNPROVEN = "step_unproven"
+    """A DAG step message that is not the scheduler's current dispatch of that step."""
+    EXPIRED = "expired"
+    """The task could not run before its retention horizon."""
+    MAX_DELIVERIES = "max_deliveries"
+    """The server stopped delivering the message after its delivery limit."""
+    REVOKED = "revoked"
+    """The task was revoked before or while it ran."""
 
 
 class TaskError(msgspec.Struct, kw_only=True, frozen=True):
