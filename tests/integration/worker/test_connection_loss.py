@@ -129,6 +129,8 @@ async def test_a_dag_whose_worker_and_scheduler_lose_nats_mid_step_completes(
         await wait_for(lambda: runs["inc1"] > 0)  # step b is running
         await _outage(proxy, gate)  # worker, hook and scheduler all lose the server
         assert await client.workflow.result(dag.id, c, timeout=60) == 3
+        # The last step's result is stored before the scheduler marks the DAG finished.
+        await client.workflow.wait(dag.id, timeout=30)
     info, steps = await client.workflow.info(dag.id)
     assert info.status.value == "done"
     assert {s.step_id: s.status.value for s in steps} == {"a": "done", "b": "done", "c": "done"}
