@@ -61,6 +61,10 @@ message: the DLQ entry is written and the message terminated (the sweep reconcil
 RESULT_OVERHEAD = 1024
 """Room kept for the TaskResponse / KV framing around a result when checking max_payload."""
 DLQ_PUBLISH_TIMEOUT = 5.0
+RESPOND_PATIENCE = 60.0
+"""Seconds a worker keeps trying to store the response of a task that succeeded."""
+RESPOND_RETRY_DELAY = 0.25
+RESPOND_RETRY_MAX_DELAY = 5.0
 
 _NO_RETRY = RetryPolicy.none()
 
@@ -308,12 +312,38 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
-        if env.reply_to and not await self._respond(env, result=result, error=None):
-            # Acking now would lose the result (e.g. EBIND_RESP electing a leader): run the
-            # task again instead; the crash-loop guard bounds how often.
+        if env.reply_to and not await self._respond_stored(env, result):
+            # Acking now would lose the result: give the message back so the task runs
+            # again (the crash-loop guard bounds how often).
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             return
         await msg.ack()
+
+    async def _respond_stored(self, env: TaskEnvelope, result: bytes) -> bool:
+        """Store the response of a task that succeeded, retrying for up to RESPOND_PATIENCE.
+
+        A response that could not be stored must not cost an attempt: with a one-attempt
+        policy the redelivery would end as ``worker_lost`` for a task that succeeded. The
+        message stays held (keepalives go on) while EBIND_RESP elects a leader or the link
+        comes back; before publishing again the worker checks whether an earlier publish
+        was stored after all, and it never publishes while disconnected, so the stream keeps
+        one response.
+        """
+        if await self._respond(env, result=result, error=None):
+            return True
+        delay = RESPOND_RETRY_DELAY
+        deadline = time.monotonic() + RESPOND_PATIENCE
+        while time.monotonic() + delay <= deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESPOND_RETRY_MAX_DELAY)
+            if not self._nc.is_connected:
+                continue  # a publish now would only be buffered beside the first one
+            if await self._answered(env):
+                log.info("worker.response_landed_late", task_id=env.id, task_name=env.name)
+                return True
+            if await self._respond(env, result=result, error=None):
+                return True
+        return False
 
     async def _failed(
         self,
