@@ -52,9 +52,10 @@ def _now() -> datetime:
 
 
 def truncate_error(message: str, limit: int) -> str:
-    """Cut ``message`` to ``limit`` UTF-8 bytes on a character boundary, adding "…".
+    """Cut ``message`` to at most ``limit`` UTF-8 bytes, the "…" marker included.
 
-    ``limit == 0`` means DEFAULT_MAX_STEP_ERROR_BYTES; a negative limit keeps nothing.
+    The cut falls on a character boundary. ``limit == 0`` means DEFAULT_MAX_STEP_ERROR_BYTES;
+    a negative limit keeps nothing; a limit too small for the marker gets no marker.
     """
     if limit < 0:
         return ""
@@ -62,8 +63,13 @@ def truncate_error(message: str, limit: int) -> str:
     raw = message.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return message
+    room = limit - len(_CUT_MARK) if limit >= len(_CUT_MARK) else limit
     # errors="ignore" drops a trailing partial character, i.e. cuts at a rune start.
-    return raw[:limit].decode("utf-8", "ignore") + "…"
+    kept = raw[:room].decode("utf-8", "ignore")
+    return kept + "…" if limit >= len(_CUT_MARK) else kept
+
+
+_CUT_MARK = "…".encode()
 
 
 def envelope_generation(env: TaskEnvelope) -> int | None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from simworker import SimCtx, SimWorker, make_wf, running
 
 from ebind.errors import (
@@ -185,10 +187,13 @@ async def test_stale_attempt_result_is_fenced_out() -> None:
 
 
 async def test_failed_step_message_is_truncated_on_a_utf8_boundary() -> None:
-    assert truncate_error("abcdef", 4) == "abcd…"
-    assert truncate_error("ééé", 3) == "é…"
+    assert truncate_error("abcdef", 4) == "a…"  # the 3-byte marker counts against the cap
+    assert truncate_error("ééé", 5) == "é…"
+    assert truncate_error("ééé", 4) == "…"  # half a character is never kept
+    assert truncate_error("abcdef", 2) == "ab"  # no room for the marker
     assert truncate_error("short", 4096) == "short"
     assert truncate_error("anything", -1) == ""
+
     wf, store, bus, enq = make_wf(max_step_error_bytes=5)
     dag = DAG(id="trunc")
     dag.step("a", "boom")
@@ -198,9 +203,16 @@ async def test_failed_step_message_is_truncated_on_a_utf8_boundary() -> None:
     assert await hook.on_step_started(env)
     await hook.on_step_failed(env, TaskError(kind="handler", message="x" * 100))
     rec, _ = await store.get_step("trunc", "a")
-    assert (rec.error_kind, rec.error_message) == ("handler", "xxxxx…")
+    assert (rec.error_kind, rec.error_message) == ("handler", "xx…")  # 5 bytes in all
     await wf.close()
     await bus.close()
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=400))
+def test_truncate_error_is_a_hard_bound_in_bytes(message: str, limit: int) -> None:
+    out = truncate_error(message, limit)
+    assert len(out.encode("utf-8", "surrogatepass")) <= limit
+    assert out == message or message.startswith(out.removesuffix("…"))
 
 
 async def test_result_errors_are_prompt() -> None:
