@@ -156,6 +156,9 @@ class AttemptRunner:
         self.default_policy = default_policy
         self.executor = executor
         self.max_payload = max_payload
+        self.on_stuck: Callable[[asyncio.Future[Any]], None] | None = None
+        """Told about a sync handler's thread still running past its timeout (the worker
+        counts it against its capacity until the thread returns)."""
         self._registry = app.registry
         self._nc = app.nc
         self._js = app.js
@@ -260,7 +263,9 @@ class AttemptRunner:
                 args.insert(0, ctx)
             timeout, by_deadline = _time_limit(spec, env)
             try:
-                value = await _invoke(spec, args, timeout, executor, env.id, block_warn)
+                value = await _invoke(
+                    spec, args, timeout, executor, env.id, block_warn, self.on_stuck
+                )
             except TimeoutError as exc:
                 if timeout is None or not getattr(exc, "_ebind_limit", False):
                     raise
@@ -596,6 +601,7 @@ async def _invoke(
     executor: ThreadPoolExecutor,
     task_id: str,
     block_warn: float,
+    on_stuck: Callable[[asyncio.Future[Any]], None] | None = None,
 ) -> Any:
     if spec.is_async:
         run = Watched(spec.fn(*args), task_name=spec.name, task_id=task_id, limit=block_warn)
@@ -615,14 +621,19 @@ async def _invoke(
     if limit is None:
         return await fut
     try:
-        return await asyncio.wait_for(fut, limit)
+        # shield: a timeout must not cancel the future, whose completion frees the thread's slot
+        return await asyncio.wait_for(asyncio.shield(fut), limit)
     except TimeoutError as exc:
         if fut.done() and not fut.cancelled() and fut.exception() is not None:
             raise  # the handler itself raised TimeoutError
         log.warning(
             "worker.sync_handler_overran",
             task_name=spec.name,
+            task_id=task_id,
             timeout=limit,
-            note="the thread keeps running; it cannot be interrupted",
+            note="the thread keeps running and holds a slot until it returns; a thread "
+            "cannot be interrupted",
         )
+        if on_stuck is not None and not fut.done():
+            on_stuck(fut)
         raise _LimitExceededError() from exc

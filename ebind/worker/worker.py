@@ -109,6 +109,37 @@ class Worker:
         self._ready = asyncio.Event()
         self._runner: AttemptRunner | None = None
         self._budget: Budget | None = None
+        self._stuck = 0
+
+    @property
+    def stuck_threads(self) -> int:
+        """Sync handlers still running past their timeout; each holds a slot until it returns."""
+        return self._stuck
+
+    def _thread_stuck(self, fut: asyncio.Future[Any]) -> None:
+        # The thread is busy whatever the task's outcome says: taking its slot out of the
+        # budget keeps the worker from pulling tasks that would wait for a thread and then
+        # "time out" without ever starting.
+        budget = self._budget
+        if budget is None:
+            return
+        self._stuck += 1
+        budget.held += 1
+        log.error(
+            "worker.threads_stuck",
+            worker_id=self.worker_id,
+            stuck=self._stuck,
+            concurrency=self.concurrency,
+            note="sync handlers past their timeout keep their threads; give such tasks a "
+            "shorter blocking call or a separate worker process",
+        )
+
+        def returned(_: asyncio.Future[Any]) -> None:
+            self._stuck -= 1
+            budget.release()
+            log.info("worker.stuck_thread_returned", worker_id=self.worker_id, stuck=self._stuck)
+
+        fut.add_done_callback(returned)
 
     @property
     def claims(self) -> frozenset[str]:
@@ -193,6 +224,7 @@ class Worker:
         runner.chain = chain(middleware, runner.base_handler())
         self._runner = runner
         self._budget = Budget(self.concurrency)
+        runner.on_stuck = self._thread_stuck
         self._sem = asyncio.Semaphore(self.concurrency)
         await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
         await self._claims.refresh(strict=True)
