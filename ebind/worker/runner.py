@@ -21,6 +21,7 @@ import structlog
 from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
+from ebind.crashpoints import crashpoint
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import RESP_STREAM, dlq_subject
@@ -297,6 +298,7 @@ class AttemptRunner:
         result: bytes,
         is_step: bool,
     ) -> None:
+        crashpoint("worker.after_handler")
         if len(result) + RESULT_OVERHEAD > self.max_payload:
             err = TaskError(
                 kind=ErrorKind.ENCODE.value,
@@ -322,6 +324,7 @@ class AttemptRunner:
             # again (the crash-loop guard bounds how often).
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             return
+        crashpoint("worker.after_response")
         await msg.ack()
 
     async def _respond_stored(self, env: TaskEnvelope, result: bytes) -> bool:
@@ -408,6 +411,7 @@ class AttemptRunner:
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             self._outcome(ctx, "failed", error)
             return
+        crashpoint("worker.after_dlq")
         self._outcome(ctx, "dead_lettered", error)
         if env.reply_to:
             await self._respond(env, result=None, error=error)
