@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,6 +94,20 @@ def _runs(ledger: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in ledger.read_text().splitlines() if line]
 
 
+@pytest.fixture
+async def producer(nats_url: str) -> AsyncIterator[App]:
+    """A connected App that knows the crash app's tasks."""
+    from crash_app import app as crash_app
+
+    app = App("crashtest", nats_url=nats_url)
+    app.registry = crash_app.registry
+    await app.connect()
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
 async def _stored_responses(app: App, task_id: str) -> int:
     info = await app.js.stream_info(RESP_STREAM, subjects_filter=f"RESP.{app.client_id}.>")
     return sum(n for s, n in (info.state.subjects or {}).items() if s.endswith(task_id))
@@ -111,45 +125,34 @@ async def _stored_responses(app: App, task_id: str) -> int:
     ],
 )
 async def test_a_worker_killed_around_a_success_still_gives_one_answer(
-    nats_url: str, spawn: tuple[Path, object], point: str, task: str, reruns: int
+    nats_url: str,
+    spawn: tuple[Path, object],
+    producer: App,
+    point: str,
+    task: str,
+    reruns: int,
 ) -> None:
     ledger, start = spawn
-    from crash_app import app as crash_app
-
-    producer = App("crashtest", nats_url=nats_url)
-    producer.registry = crash_app.registry
-    await producer.connect()
-    try:
-        doomed = start(nats_url, point)  # type: ignore[operator]
-        fut = await producer.enqueue(task, 21)
-        _died_at(doomed, point)
-        start(nats_url)  # type: ignore[operator]
-        assert await fut.result(timeout=30) == 42
-        assert len(_runs(ledger)) == reruns
-        assert await _stored_responses(producer, fut.id) == 1
-        assert await producer.dlq.count() == 0  # one-attempt policy: the crash cost nothing
-    finally:
-        await producer.close()
+    doomed = start(nats_url, point)  # type: ignore[operator]
+    fut = await producer.enqueue(task, 21)
+    _died_at(doomed, point)
+    start(nats_url)  # type: ignore[operator]
+    assert await fut.result(timeout=30) == 42
+    assert len(_runs(ledger)) == reruns
+    assert await _stored_responses(producer, fut.id) == 1
+    assert await producer.dlq.count() == 0
 
 
 async def test_a_worker_killed_after_storing_a_dead_letter_leaves_one_entry_and_a_failure(
-    nats_url: str, spawn: tuple[Path, object]
+    nats_url: str, spawn: tuple[Path, object], producer: App
 ) -> None:
     ledger, start = spawn
-    from crash_app import app as crash_app
-
-    producer = App("crashtest", nats_url=nats_url)
-    producer.registry = crash_app.registry
-    await producer.connect()
-    try:
-        doomed = start(nats_url, "worker.after_dlq")  # type: ignore[operator]
-        fut = await producer.enqueue("cp.fail", 7)
-        _died_at(doomed, "worker.after_dlq")
-        start(nats_url)  # type: ignore[operator]
-        with pytest.raises(TaskFailed):
-            await fut.result(timeout=30)
-        assert len(_runs(ledger)) == 1  # the redelivery does not run the handler again
-        entries = await producer.dlq.list()
-        assert len(entries) == 1 and "bad input 7" in entries[0].entry.error.message
-    finally:
-        await producer.close()
+    doomed = start(nats_url, "worker.after_dlq")  # type: ignore[operator]
+    fut = await producer.enqueue("cp.fail", 7)
+    _died_at(doomed, "worker.after_dlq")
+    start(nats_url)  # type: ignore[operator]
+    with pytest.raises(TaskFailed):
+        await fut.result(timeout=30)
+    assert len(_runs(ledger)) == 1  # the redelivery does not run the handler again
+    entries = await producer.dlq.list()
+    assert len(entries) == 1 and "bad input 7" in entries[0].entry.error.message
