@@ -21,7 +21,9 @@ import structlog
 
 from ebind._jsreq import PubAck, decode_ack
 from ebind.errors import PayloadTooLarge, PublishFailed
+from ebind.payload import PayloadCodec
 from ebind.schedule import resolve_at, schedule_headers, scheduled_subject
+from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import RESP_STREAM, TASKS_STREAM, resp_subject, task_subject
 from ebind.wire import TaskEnvelope, TaskResponse, decode_response, encoder
 
@@ -60,8 +62,17 @@ class Publisher:
     enqueue; this costs one future and a dict entry.
     """
 
-    def __init__(self, nc: Any, js: Any, *, timeout: float, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        nc: Any,
+        js: Any,
+        *,
+        timeout: float,
+        window: int = DEFAULT_WINDOW,
+        signer: Signer | None = None,
+    ) -> None:
         self._nc = nc
+        self._signer = signer
         self._js = js
         self._timeout = timeout
         self._window = window
@@ -92,7 +103,11 @@ class Publisher:
         data = encoder.encode(env)
         subject = task_subject(env.name, env.target)
         headers = {HEADER_MSG_ID: msg_id}
-        if countdown is None and eta is None:
+        if self._signer is not None:
+            # Signed for the subject the task is delivered on: a scheduled copy arrives on
+            # its schedule target, which is this subject.
+            headers[HEADER_SIGNATURE] = self._signer.sign(subject, data)
+        if countdown is None and eta is None and len(headers) == 1:
             # The common case: one header whose framing is known (message_size, unrolled).
             id_len = len(msg_id) if msg_id.isascii() else len(msg_id.encode())
             size = len(data) + _MSG_ID_FRAME + id_len
@@ -245,10 +260,14 @@ def _wake_one(slots: collections.deque[asyncio.Future[None]]) -> None:
 class ResponseRouter:
     """The App's one subscription on ``RESP.<client_id>.>``, resolving waiters by task id."""
 
-    def __init__(self, nc: Any, js: Any, client_id: str) -> None:
+    def __init__(
+        self, nc: Any, js: Any, client_id: str, *, codec: PayloadCodec | None = None
+    ) -> None:
         self._nc = nc
         self._js = js
         self.client_id = client_id
+        self.codec = codec
+        """The App's payload codec: Futures open sealed results with it."""
         self._pending: dict[str, asyncio.Future[TaskResponse]] = {}
         self._sub: Any = None
         # Wake futures of result() calls currently waiting; missed() resolves them all. A set

@@ -21,6 +21,7 @@ import structlog
 from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
+from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import RESP_STREAM, dlq_subject
@@ -43,6 +44,7 @@ _STARTED = "ebind.started_monotonic"
 
 if TYPE_CHECKING:
     from ebind.signature import HandlerSpec
+    from ebind.signing import Signer
     from ebind.worker.hook import StepHook
 
 __all__ = ["AttemptRunner", "delivery_count"]
@@ -153,6 +155,10 @@ class AttemptRunner:
         self.executor = executor
         self.max_payload = max_payload
         self._registry = app.registry
+        # Message trust (ebind/signing.py, ebind/payload.py); None switches each off.
+        self._signer: Signer | None = getattr(app, "signer", None)
+        self._codec: PayloadCodec | None = getattr(app, "payload_codec", None)
+        self._redactor: ErrorRedactor | None = getattr(app, "redact_error", None)
         self._nc = app.nc
         self._js = app.js
         from ebind.codec import decode_args, encode_result  # L1 module, imported once
@@ -164,6 +170,13 @@ class AttemptRunner:
     async def process(self, msg: Any) -> None:
         """Handle one delivery; only cancellation (shutdown past its grace) escapes."""
         attempt = delivery_count(msg)
+        if self._signer is not None:
+            # Before decoding: nothing an unauthenticated message says is used, not even
+            # its reply subject, so it gets no response.
+            forged = self._signer.check(msg.subject, msg.data, msg.headers)
+            if forged is not None:
+                await self._dead_letter_bytes(msg, attempt, forged)
+                return
         try:
             env = decode_envelope(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -244,11 +257,13 @@ class AttemptRunner:
         encode_result = self._encode_result
         executor = self.executor
         block_warn = self.block_warn
+        codec = self._codec
 
         async def call(ctx: Context, env: TaskEnvelope) -> bytes:
             spec: HandlerSpec = registry.get(env.name)
             try:
-                args = decode_args(spec, bytes(env.payload))
+                payload = open_args(codec, bytes(env.payload), f"arguments of task {env.name!r}")
+                args = decode_args(spec, payload)
             except Exception as exc:
                 kind = getattr(exc, "kind", None) or ErrorKind.DECODE.value
                 raise AttemptError(TaskError(kind=kind, message=str(exc), retryable=False)) from exc
@@ -346,6 +361,7 @@ class AttemptRunner:
         The response goes out only once the dead letter is stored: a client that sees
         TaskFailed finds the entry, and a failed DLQ publish (nak, rerun) never answers twice.
         """
+        error = self._redact(error)
         if is_step and self.hook is not None:
             try:
                 await self.hook.on_step_failed(env, error)
@@ -457,14 +473,16 @@ class AttemptRunner:
         self, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
     ) -> bool:
         """Publish the response and wait until EBIND_RESP stored it; False if it did not."""
-        resp = TaskResponse(
-            task_id=env.id,
-            result=msgspec.Raw(result) if result is not None else None,
-            error=error,
-            attempts=env.attempt,
-            completed_at=_now(),
-        )
         try:
+            if result is not None and self._codec is not None:
+                result = seal(self._codec, result)
+            resp = TaskResponse(
+                task_id=env.id,
+                result=msgspec.Raw(result) if result is not None else None,
+                error=error,
+                attempts=env.attempt,
+                completed_at=_now(),
+            )
             await self.app.publish_response(env.reply_to, encoder.encode(resp))
         except Exception as exc:
             log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
@@ -497,6 +515,11 @@ class AttemptRunner:
             message=f"task envelope is not valid: {exc}",
             retryable=False,
         )
+        await self._dead_letter_bytes(msg, attempt, error)
+
+    async def _dead_letter_bytes(self, msg: Any, attempt: int, error: TaskError) -> None:
+        """Dead-letter the message as raw bytes (no task, no response), then terminate it."""
+        error = self._redact(error)
         entry = DLQEntry(
             error=error,
             final_attempt=attempt,
@@ -520,6 +543,12 @@ class AttemptRunner:
             error=error.message[:500],
             subject=msg.subject,
         )
+
+    def _redact(self, error: TaskError) -> TaskError:
+        """The error with its text passed through ``redact_error`` before it is stored."""
+        if self._redactor is None:
+            return error
+        return msgspec.structs.replace(error, message=redact(self._redactor, error.message))
 
     def _outcome(self, ctx: Context, outcome: str, error: TaskError | None) -> None:
         notify_outcome(ctx, outcome, error)
