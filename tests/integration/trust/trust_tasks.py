@@ -34,3 +34,8 @@ async def flaky(tag: str) -> str:
 @app.task(name="trust.leak")
 async def leak(secret: str) -> str:
     raise NonRetryable(f"login refused for token {secret}")
+
+
+@app.task(name="trust.reject")
+async def reject(value: str) -> str:
+    raise NonRetryable("rejected")
