@@ -36,6 +36,8 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 _HEADER_FRAME = len(b"NATS/1.0\r\n") + 2
 # The header block of an ordinary task publish, minus the id: "Nats-Msg-Id: <id>\r\n".
 _MSG_ID_FRAME = len(HEADER_MSG_ID) + 4 + _HEADER_FRAME
+# A signature header line past the first header: "Ebind-Signature: <value>\r\n".
+_SIGNATURE_FRAME = len(HEADER_SIGNATURE) + 4
 
 
 def message_size(subject: str, payload: bytes, headers: dict[str, str]) -> int:
@@ -107,10 +109,12 @@ class Publisher:
             # Signed for the subject the task is delivered on: a scheduled copy arrives on
             # its schedule target, which is this subject.
             headers[HEADER_SIGNATURE] = self._signer.sign(subject, data)
-        if countdown is None and eta is None and len(headers) == 1:
-            # The common case: one header whose framing is known (message_size, unrolled).
+        if countdown is None and eta is None:
+            # The common case: headers whose framing is known (message_size, unrolled).
             id_len = len(msg_id) if msg_id.isascii() else len(msg_id.encode())
             size = len(data) + _MSG_ID_FRAME + id_len
+            if self._signer is not None:
+                size += _SIGNATURE_FRAME + len(headers[HEADER_SIGNATURE])
         else:
             at = resolve_at(countdown, eta, datetime.now(UTC))
             if at is not None:

@@ -113,3 +113,39 @@ def test_unusable_keys_are_refused(keys: object, needle: str) -> None:
     with pytest.raises(InvalidArguments, match=needle) as info:
         normalize_keys(keys)  # type: ignore[arg-type]
     assert info.value.parameter == "signing_keys"
+
+
+class _FakeNC:
+    max_payload = 1 << 20
+
+
+def test_publisher_signs_and_counts_the_signature_in_the_size_check() -> None:
+    from ebind.client import Publisher, message_size
+    from ebind.errors import PayloadTooLarge
+    from ebind.wire import TaskEnvelope
+
+    signer = Signer([NEW])
+    pub = Publisher(_FakeNC(), None, timeout=1.0, signer=signer)
+    env = TaskEnvelope(id="t1", name="billing.charge")
+    subject, data, headers = pub._frame(env, "t1", None, None)
+    assert signer.check(subject, data, headers) is None
+    exact = message_size(subject, data, headers)
+    tight = _FakeNC()
+    tight.max_payload = exact
+    Publisher(tight, None, timeout=1.0, signer=signer)._frame(env, "t1", None, None)
+    tight.max_payload = exact - 1
+    with pytest.raises(PayloadTooLarge):
+        Publisher(tight, None, timeout=1.0, signer=signer)._frame(env, "t1", None, None)
+
+
+def test_publisher_signs_delayed_tasks_for_their_target_subject() -> None:
+    from ebind.client import Publisher
+    from ebind.schedule import HEADER_SCHEDULE_TARGET
+    from ebind.wire import TaskEnvelope
+
+    signer = Signer([NEW])
+    pub = Publisher(_FakeNC(), None, timeout=1.0, signer=signer)
+    env = TaskEnvelope(id="t2", name="billing.charge")
+    subject, data, headers = pub._frame(env, "t2", 5.0, None)
+    assert subject == "TASKS_SCHEDULED.t2"
+    assert signer.check(headers[HEADER_SCHEDULE_TARGET], data, headers) is None
