@@ -303,15 +303,20 @@ class AttemptRunner:
         result: bytes,
         is_step: bool,
     ) -> None:
-        if len(result) + RESULT_OVERHEAD > self.max_payload:
-            err = TaskError(
-                kind=ErrorKind.ENCODE.value,
-                message=(
-                    f"result of {env.name} is {len(result)} bytes; the server's max_payload is "
+        try:
+            # What leaves the process: sealed when the App has a payload codec (the size
+            # check must see the token, which is larger than the plaintext).
+            wire = result if self._codec is None else seal(self._codec, result)
+            problem = None
+            if len(wire) + RESULT_OVERHEAD > self.max_payload:
+                problem = (
+                    f"result of {env.name} is {len(wire)} bytes; the server's max_payload is "
                     f"{self.max_payload} bytes (return a reference, e.g. an object-store key)"
-                ),
-                retryable=False,
-            )
+                )
+        except Exception as exc:
+            wire, problem = result, f"the payload codec could not seal the result: {exc}"
+        if problem is not None:
+            err = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
             await self._failed(msg, env, ctx, policy, err, is_step)
             return
         if is_step and self.hook is not None:
@@ -323,7 +328,7 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
-        if env.reply_to and not await self._respond(env, result=result, error=None):
+        if env.reply_to and not await self._respond(env, result=wire, error=None):
             # Acking now would lose the result (e.g. EBIND_RESP electing a leader): run the
             # task again instead; the crash-loop guard bounds how often.
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
@@ -339,6 +344,7 @@ class AttemptRunner:
         error: TaskError,
         is_step: bool,
     ) -> None:
+        error = self._redact(error)  # before any log line, record, dead letter or response
         decision = decide(error, policy, env.attempt)
         if isinstance(decision, Retry):
             await msg.nak(delay=decision.delay)
@@ -361,7 +367,6 @@ class AttemptRunner:
         The response goes out only once the dead letter is stored: a client that sees
         TaskFailed finds the entry, and a failed DLQ publish (nak, rerun) never answers twice.
         """
-        error = self._redact(error)
         if is_step and self.hook is not None:
             try:
                 await self.hook.on_step_failed(env, error)
@@ -397,6 +402,7 @@ class AttemptRunner:
     async def _fail_before_run(
         self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, error: TaskError
     ) -> None:
+        error = self._redact(error)
         is_step = self.hook is not None and bool(env.dag_id and env.step_id)
         # A DAG step claims its record for this attempt first, so the attempt-fenced failure
         # below is accepted (and a stale message for a finished step is just dropped).
@@ -473,16 +479,14 @@ class AttemptRunner:
         self, env: TaskEnvelope, *, result: bytes | None, error: TaskError | None
     ) -> bool:
         """Publish the response and wait until EBIND_RESP stored it; False if it did not."""
+        resp = TaskResponse(
+            task_id=env.id,
+            result=msgspec.Raw(result) if result is not None else None,
+            error=error,
+            attempts=env.attempt,
+            completed_at=_now(),
+        )
         try:
-            if result is not None and self._codec is not None:
-                result = seal(self._codec, result)
-            resp = TaskResponse(
-                task_id=env.id,
-                result=msgspec.Raw(result) if result is not None else None,
-                error=error,
-                attempts=env.attempt,
-                completed_at=_now(),
-            )
             await self.app.publish_response(env.reply_to, encoder.encode(resp))
         except Exception as exc:
             log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
