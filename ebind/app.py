@@ -19,12 +19,12 @@ from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
 from ebind.logging import redact
-from ebind.payload import PayloadCodec, check_codec, check_redactor, seal
+from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
 from ebind.registry import Registry
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
 from ebind.signature import HandlerSpec, inspect_handler
-from ebind.signing import Signer
+from ebind.signing import Signer, keys_from_env
 from ebind.streams import (
     RESP_STREAM,
     check_id,
@@ -95,9 +95,11 @@ class App:
             reads ``$EBIND_RETENTION_*`` over the defaults of :class:`ebind.Retention`.
         signing_keys: HMAC keys (bytes or str, 16+ bytes): the first signs every task
             message this App publishes; its workers accept only messages signed with one of
-            them (see :mod:`ebind.signing`). None: no signing, no verification.
+            them (see :mod:`ebind.signing`). None reads ``$EBIND_SIGNING_KEYS``
+            (comma-separated); unset means no signing and no verification.
         payload_codec: encrypts task arguments, results and DAG step data at rest (e.g.
             ``ebind.contrib.fernet.FernetCodec``); producers and workers need the same one.
+            None uses a FernetCodec of ``$EBIND_FERNET_KEYS`` (comma-separated) when set.
         redact_error: rewrites error texts before they are stored in step records, dead
             letters and responses (e.g. to strip secrets a handler put in an exception).
         **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
@@ -123,8 +125,9 @@ class App:
             )
         self.retention = retention if retention is not None else Retention.from_env()
         # --- message trust (ebind/signing.py, ebind/payload.py) ---
-        self.signer = Signer(signing_keys) if signing_keys is not None else None
-        self.payload_codec = check_codec(payload_codec)
+        keys = signing_keys if signing_keys is not None else keys_from_env()
+        self.signer = Signer(keys) if keys is not None else None
+        self.payload_codec = check_codec(payload_codec) or codec_from_env()
         self.redact_error = check_redactor(redact_error)
         self.name = name
         self.replicas = replicas

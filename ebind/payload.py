@@ -17,7 +17,8 @@ any kind become :class:`PayloadUnreadable` naming what could not be read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -25,11 +26,13 @@ import msgspec
 from ebind.errors import EbindError, InvalidArguments
 
 __all__ = [
+    "ENV_FERNET_KEYS",
     "ErrorRedactor",
     "PayloadCodec",
     "PayloadUnreadable",
     "check_codec",
     "check_redactor",
+    "codec_from_env",
     "is_sealed",
     "open_args",
     "redact",
@@ -39,6 +42,9 @@ __all__ = [
 
 ErrorRedactor = Callable[[str], str]
 """Rewrites an error text before ebind stores it (step records, dead letters, responses)."""
+
+ENV_FERNET_KEYS = "EBIND_FERNET_KEYS"
+"""Comma-separated Fernet keys: an App without ``payload_codec`` uses a FernetCodec of them."""
 
 _str_decoder = msgspec.json.Decoder(str)
 
@@ -69,6 +75,17 @@ def check_codec(codec: object) -> PayloadCodec | None:
         f"(e.g. ebind.contrib.fernet.FernetCodec), got {type(codec).__name__}",
         parameter="payload_codec",
     )
+
+
+def codec_from_env(environ: Mapping[str, str] | None = None) -> PayloadCodec | None:
+    """A FernetCodec of ``$EBIND_FERNET_KEYS`` (comma-separated, first encrypts), or None."""
+    raw = (os.environ if environ is None else environ).get(ENV_FERNET_KEYS, "")
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if not keys:
+        return None
+    from ebind.contrib.fernet import FernetCodec  # needs the optional cryptography package
+
+    return FernetCodec(keys)
 
 
 def check_redactor(fn: object) -> ErrorRedactor | None:

@@ -20,14 +20,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 from collections.abc import Iterable, Mapping
 
 from ebind.errors import InvalidArguments
 from ebind.wire import ErrorKind, TaskError
 
-__all__ = ["HEADER_SIGNATURE", "MIN_KEY_BYTES", "Signer", "key_id", "normalize_keys"]
+__all__ = [
+    "ENV_SIGNING_KEYS",
+    "HEADER_SIGNATURE",
+    "MIN_KEY_BYTES",
+    "Signer",
+    "key_id",
+    "keys_from_env",
+    "normalize_keys",
+]
 
 HEADER_SIGNATURE = "Ebind-Signature"
+ENV_SIGNING_KEYS = "EBIND_SIGNING_KEYS"
+"""Comma-separated signing keys an App uses when none are passed (the CLI relies on it)."""
 MIN_KEY_BYTES = 16
 """Shortest key accepted: a shorter secret can be guessed from one signed message offline."""
 
@@ -79,6 +90,13 @@ def normalize_keys(keys: Iterable[bytes | str] | bytes | str) -> list[bytes]:
     if len(set(ids)) != len(ids):
         raise InvalidArguments("signing_keys holds the same key twice", parameter="signing_keys")
     return out
+
+
+def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes] | None:
+    """Keys from ``$EBIND_SIGNING_KEYS`` (comma-separated, first signs), or None when unset."""
+    raw = (os.environ if environ is None else environ).get(ENV_SIGNING_KEYS, "")
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    return normalize_keys(keys) if keys else None
 
 
 def _mac(key: bytes, subject: str, data: bytes) -> bytes:

@@ -254,3 +254,19 @@ async def test_sealing_publisher_seals_resolved_arguments() -> None:
     await sealing_publisher(publish, codec)(env, msg_id="d1:s1:1")
     assert MARKER not in bytes(sent[0].payload)
     assert unseal(codec, bytes(sent[0].payload), "x") == b'["' + MARKER + b'"]'
+
+
+def test_codec_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ebind.payload import ENV_FERNET_KEYS, codec_from_env
+
+    assert codec_from_env({}) is None
+    other = generate_key()
+    codec = codec_from_env({ENV_FERNET_KEYS: f"{KEY}, {other}"})
+    assert codec is not None
+    assert unseal(FernetCodec([KEY]), seal(codec, b"[1]"), "x") == b"[1]"
+    with pytest.raises(InvalidArguments, match="not a Fernet key"):
+        codec_from_env({ENV_FERNET_KEYS: "nope"})
+    monkeypatch.delenv(ENV_FERNET_KEYS, raising=False)
+    assert App(nats_url="nats://127.0.0.1:1").payload_codec is None
+    monkeypatch.setenv(ENV_FERNET_KEYS, KEY)
+    assert isinstance(App(nats_url="nats://127.0.0.1:1").payload_codec, FernetCodec)

@@ -149,3 +149,27 @@ def test_publisher_signs_delayed_tasks_for_their_target_subject() -> None:
     subject, data, headers = pub._frame(env, "t2", 5.0, None)
     assert subject == "TASKS_SCHEDULED.t2"
     assert signer.check(headers[HEADER_SCHEDULE_TARGET], data, headers) is None
+
+
+def test_keys_from_env() -> None:
+    from ebind.signing import ENV_SIGNING_KEYS, keys_from_env
+
+    assert keys_from_env({}) is None
+    assert keys_from_env({ENV_SIGNING_KEYS: " , "}) is None
+    got = keys_from_env({ENV_SIGNING_KEYS: f" {NEW.decode()} ,{OLD.decode()}"})
+    assert got == [NEW, OLD]
+    with pytest.raises(InvalidArguments, match="at least 16"):
+        keys_from_env({ENV_SIGNING_KEYS: "short"})
+
+
+def test_app_reads_signing_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ebind.app import App
+    from ebind.signing import ENV_SIGNING_KEYS
+
+    monkeypatch.delenv(ENV_SIGNING_KEYS, raising=False)
+    assert App(nats_url="nats://127.0.0.1:1").signer is None
+    monkeypatch.setenv(ENV_SIGNING_KEYS, f"{OLD.decode()},{NEW.decode()}")
+    signer = App(nats_url="nats://127.0.0.1:1").signer
+    assert signer is not None and signer.key_ids == (key_id(OLD), key_id(NEW))
+    explicit = App(nats_url="nats://127.0.0.1:1", signing_keys=[NEW]).signer
+    assert explicit is not None and explicit.key_ids == (key_id(NEW),)

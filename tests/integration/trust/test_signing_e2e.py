@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -134,3 +135,39 @@ async def test_dlq_requeue_is_signed_again(open_app: OpenApp) -> None:
         FLAKY_FAILS.discard("rq")
     kinds = {e.error.kind for e in await dlq_entries(app, "trust.flaky")}
     assert ErrorKind.UNSIGNED.value not in kinds and ErrorKind.BAD_SIGNATURE.value not in kinds
+
+
+async def test_cli_requeue_signs_with_keys_from_the_environment(
+    open_app: OpenApp, nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from ebind.cli import main
+    from ebind.signing import ENV_SIGNING_KEYS
+
+    app = await open_app(signing_keys=[NEW])
+    FLAKY_FAILS.add("cli")
+    try:
+        async with running(app):
+            fut = await app.enqueue("trust.flaky", "cli")
+            with pytest.raises(TaskFailed):
+                await fut.result(10)
+            (letter,) = [d for d in await app.dlq.list() if d.task and d.task.name == "trust.flaky"]
+            FLAKY_FAILS.discard("cli")
+            monkeypatch.setenv(ENV_SIGNING_KEYS, NEW.decode())
+            # CliRunner commands run their own event loop: give them a thread.
+            result = await asyncio.to_thread(
+                CliRunner().invoke,
+                main,
+                ["--nats", nats_url, "dlq", "requeue", str(letter.seq), "--yes"],
+            )
+            assert result.exit_code == 0, result.output
+
+            async def answered() -> Any:
+                resp = await app._router.fetch(fut.id) if app._router else None
+                return resp is not None and resp.error is None
+
+            await wait_for(answered, 10)
+    finally:
+        FLAKY_FAILS.discard("cli")
+    assert await dlq_entries(app, "trust.flaky") == []
