@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from trust_helpers import OpenApp, raw_messages
-from trust_tasks import concat, echo, leak
+from trust_tasks import TICKS, concat, echo, leak
 from worker_helpers import dlq_entries, running, wait_for
 
 from ebind.contrib.fernet import FernetCodec, generate_key
@@ -27,12 +27,14 @@ async def test_marker_in_arguments_and_results_is_never_stored_in_plaintext(
     plain = await app.enqueue("trust.echo", MARK + "-arg")
     later = await app.apply_async("trust.echo", [MARK + "-later"], countdown=0.3)
     doomed = await app.enqueue("trust.reject", MARK + "-dlq")
+    TICKS.clear()
+    await app.schedule("sealed-tick", "trust.tick", [MARK + "-tick"], every=1)
     dag = DAG(id="sealed-dag")
     a = dag.step("a", echo, MARK + "-dag")
     b = dag.step("b", concat, a.ref(), MARK + "-lit")
     await dag.submit(app.workflow)
     queued = await raw_messages(app, TASKS_STREAM)
-    assert len(queued) >= 4
+    assert len(queued) >= 5
     assert not [m for m in queued if MARK.encode() in m]
 
     async with running(app, scheduler=True):
@@ -42,7 +44,9 @@ async def test_marker_in_arguments_and_results_is_never_stored_in_plaintext(
             await doomed.result(10)
         assert await app.workflow.result(dag.id, b, timeout=20) == f"{MARK}-dag!+{MARK}-lit"
         assert await app.workflow.result(dag.id, a, timeout=5) == MARK + "-dag!"
+        await wait_for(lambda: MARK + "-tick" in TICKS, 10)
 
+    assert await app.unschedule("sealed-tick")
     stored = {
         stream: await raw_messages(app, stream)
         for stream in (TASKS_STREAM, RESP_STREAM, DLQ_STREAM, KV_STREAM)
