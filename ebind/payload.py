@@ -5,9 +5,8 @@ enqueues into the codec's token, carried as a JSON string in the envelope's ``pa
 (the envelope stays valid JSON, and a plain argument list is always a JSON array, so the
 two forms never mix up). Workers holding the same codec unseal before decoding arguments
 and seal results before they leave the process: the response stream, the DLQ (which keeps
-the envelope as received) and the workflow KV bucket
-(step arguments, results and signal payloads) hold only tokens; that store wrapper lives in
-:mod:`ebind.workflow.sealed`.
+the envelope as received) and the workflow KV bucket (step arguments, results and signal
+payloads, through :mod:`ebind.workflow.sealed`) hold only tokens.
 
 The codec is anything with ``encode(bytes) -> bytes`` and ``decode(bytes) -> bytes``
 whose tokens are ASCII text (base64url for instance): ``ebind.contrib.fernet.FernetCodec``

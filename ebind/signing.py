@@ -7,10 +7,10 @@ matches one of the keys. The signature travels in the ``Ebind-Signature`` header
 the key at once instead of trying each one. The MAC covers the subject the task is
 delivered on and the exact body bytes published, so a signed body replayed on another
 task subject does not verify. The server keeps custom headers on the copies it fires for
-countdown/eta tasks and periodic schedules (checked against nats-server 2.12+), and those
+countdown/eta tasks and periodic schedules (checked against nats-server 2.15.1), and those
 copies are delivered on the very subject the producer signed (the schedule's target).
 
-Everything here is pure: :meth:`Signer.sign` builds the header value, :meth:`Signer.check`
+Signing and checking are pure: :meth:`Signer.sign` builds the header value, :meth:`Signer.check`
 returns None for a valid message or the :class:`~ebind.wire.TaskError` to dead-letter it
 with (kind ``unsigned`` or ``bad_signature``).
 """
