@@ -9,9 +9,9 @@ from worker_helpers import dlq_entries, running, wait_for
 
 from ebind.contrib.fernet import FernetCodec, generate_key
 from ebind.errors import StepFailed, TaskFailed
-from ebind.streams import DLQ_STREAM, KV_DAGS, RESP_STREAM, TASKS_STREAM
+from ebind.streams import DAG_EVENTS_STREAM, DLQ_STREAM, KV_DAGS, RESP_STREAM, TASKS_STREAM
 from ebind.wire import ErrorKind
-from ebind.workflow import DAG
+from ebind.workflow import DAG, signal_ref
 
 KEY = generate_key()
 MARK = "zebra-7731"
@@ -32,6 +32,7 @@ async def test_marker_in_arguments_and_results_is_never_stored_in_plaintext(
     dag = DAG(id="sealed-dag")
     a = dag.step("a", echo, MARK + "-dag")
     b = dag.step("b", concat, a.ref(), MARK + "-lit")
+    gated = dag.step("gated", echo, signal_ref("approve"))
     await dag.submit(app.workflow)
     queued = await raw_messages(app, TASKS_STREAM)
     assert len(queued) >= 5
@@ -44,12 +45,14 @@ async def test_marker_in_arguments_and_results_is_never_stored_in_plaintext(
             await doomed.result(10)
         assert await app.workflow.result(dag.id, b, timeout=20) == f"{MARK}-dag!+{MARK}-lit"
         assert await app.workflow.result(dag.id, a, timeout=5) == MARK + "-dag!"
+        assert await app.workflow.signal(dag.id, "approve", MARK + "-sig")
+        assert await app.workflow.result(dag.id, gated, timeout=20) == MARK + "-sig!"
         await wait_for(lambda: MARK + "-tick" in TICKS, 10)
 
     assert await app.unschedule("sealed-tick")
     stored = {
         stream: await raw_messages(app, stream)
-        for stream in (TASKS_STREAM, RESP_STREAM, DLQ_STREAM, KV_STREAM)
+        for stream in (TASKS_STREAM, RESP_STREAM, DLQ_STREAM, KV_STREAM, DAG_EVENTS_STREAM)
     }
     assert len(stored[RESP_STREAM]) >= 3
     assert len(stored[DLQ_STREAM]) == 1
