@@ -42,7 +42,11 @@ if str(ROOT) not in sys.path:
 
 from ebind.app import App  # noqa: E402
 
-app = App("bench")
+sys.path.insert(0, str(HERE))
+from trust import ENV_TRUST, MODES, micro, trust_options  # noqa: E402
+
+# The worker process reads $BENCH_TRUST, so it verifies / opens what the producer sends.
+app = App("bench", **trust_options())
 
 
 @app.task(name="bench.noop")
@@ -70,7 +74,7 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _spawn(cmd: list[str], log_path: Path, **kw: Any) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], log_path: Path, trust: str = "", **kw: Any) -> subprocess.Popen[bytes]:
     # Output goes to a file, never a pipe nobody reads (a full pipe would stall the child).
     with open(log_path, "wb") as out:
         return subprocess.Popen(
@@ -78,7 +82,7 @@ def _spawn(cmd: list[str], log_path: Path, **kw: Any) -> subprocess.Popen[bytes]
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_child_env(),
+            env={**_child_env(), ENV_TRUST: trust},
             **kw,
         )
 
@@ -211,8 +215,10 @@ async def _result(fut: Any) -> Any:
     return await fut.result(30)
 
 
-async def _ebind(url: str, n: int, lat_n: int, concurrency: int) -> dict[str, float]:
-    bench_app = App("bench-producer", nats_url=url, publish_timeout=30.0)
+async def _ebind(
+    url: str, n: int, lat_n: int, concurrency: int, trust: str = ""
+) -> dict[str, float]:
+    bench_app = App("bench-producer", nats_url=url, publish_timeout=30.0, **trust_options(trust))
     bench_app.registry.register(noop.spec)
     await bench_app.connect()
     cmd = [sys.executable, "-m", "ebind", "worker", "-A", "tasks:app", "--nats", url]
@@ -227,7 +233,7 @@ async def _ebind(url: str, n: int, lat_n: int, concurrency: int) -> dict[str, fl
         "warning",
     ]
     log_path = Path(tempfile.mkstemp(prefix="ebind-bench-worker-", suffix=".log")[1])
-    proc = _spawn(cmd, log_path, cwd=HERE)
+    proc = _spawn(cmd, log_path, trust, cwd=HERE)
     try:
         _wait_line(proc, log_path, b" ready")
         await asyncio.sleep(0.5)
@@ -270,17 +276,21 @@ async def _ebind(url: str, n: int, lat_n: int, concurrency: int) -> dict[str, fl
 
 
 # ---------------------------------------------------------------------- driver
-async def _setting(sync: str, n: int, lat_n: int, concurrency: int) -> dict[str, dict[str, float]]:
+async def _setting(
+    sync: str, n: int, lat_n: int, concurrency: int, trust: tuple[str, ...] = ()
+) -> dict[str, dict[str, float]]:
     from ebind.embed import start_node
 
     with tempfile.TemporaryDirectory(prefix="ebind-bench-") as store:
         node = start_node(store_dir=store, sync_interval=sync)
         try:
-            floor = await _floor(node.client_url, n, lat_n)
-            ebind = await _ebind(node.client_url, n, lat_n, concurrency)
+            rows = {"floor": await _floor(node.client_url, n, lat_n)}
+            rows["ebind"] = await _ebind(node.client_url, n, lat_n, concurrency)
+            for mode in trust:  # the same run with signing / the payload codec switched on
+                rows[f"+{mode}"] = await _ebind(node.client_url, n, lat_n, concurrency, mode)
         finally:
             node.shutdown()
-    return {"floor": floor, "ebind": ebind}
+    return rows
 
 
 def _table(results: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -319,14 +329,21 @@ def main() -> None:
         help="worker -c (default 256: the floor consumer's fetch batch, so both hold as many)",
     )
     parser.add_argument("--settings", default="always,default")
+    parser.add_argument(
+        "--trust",
+        default=",".join(MODES),
+        help="end-to-end runs with signing / the payload codec on (first setting only; '' skips)",
+    )
     parser.add_argument("--floor-consumer", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_consumer:
         _run(floor_consumer(args.floor_consumer))
         return
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for sync in args.settings.split(","):
-        results[sync] = _run(_setting(sync, args.tasks, args.latency, args.concurrency))
+    trust = tuple(m for m in args.trust.split(",") if m)
+    for i, sync in enumerate(args.settings.split(",")):
+        modes = trust if i == 0 else ()
+        results[sync] = _run(_setting(sync, args.tasks, args.latency, args.concurrency, modes))
     print(f"worker -c {args.concurrency} (the floor consumer fetches 256 per request)")
     _table(results)
     summary: dict[str, Any] = {}
@@ -353,7 +370,35 @@ def main() -> None:
     }
     line["worker_concurrency"] = args.concurrency
     line.update(summary)
+    line["trust"] = _trust_summary(results, trust)
     print(json.dumps(line))
+
+
+def _trust_summary(
+    results: dict[str, dict[str, dict[str, float]]], trust: tuple[str, ...]
+) -> dict[str, Any]:
+    """Per-envelope micro costs, and per-task deltas of the end-to-end runs against plain."""
+    out: dict[str, Any] = {k: round(v, 2) for k, v in micro().items()}
+    print(
+        "per envelope: sign+verify {sign_verify_us_small:.2f} µs (1 KiB args "
+        "{sign_verify_us_1k:.2f}); Fernet seal+open {seal_open_us_small:.2f} µs (1 KiB "
+        "{seal_open_us_1k:.2f})".format(**out)
+    )
+    rows = next(iter(results.values()))
+    base = rows["ebind"]
+    for mode in trust:
+        r = rows[f"+{mode}"]
+        out[mode] = {
+            "tasks_per_s": round(r["tasks_per_s"]),
+            "p50_ms": round(r["p50_ms"], 3),
+            "worker_cpu_us_per_task_delta": round(
+                r["cpu_us_per_task"] - base["cpu_us_per_task"], 1
+            ),
+            "producer_cpu_us_per_task_delta": round(
+                r["producer_cpu_us_per_task"] - base["producer_cpu_us_per_task"], 1
+            ),
+        }
+    return out
 
 
 def _run(coro: Any) -> Any:

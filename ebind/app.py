@@ -19,10 +19,12 @@ from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
 from ebind.logging import redact
+from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
 from ebind.registry import Registry
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
 from ebind.signature import HandlerSpec, inspect_handler
+from ebind.signing import Signer, keys_from_env
 from ebind.streams import (
     RESP_STREAM,
     check_id,
@@ -91,6 +93,15 @@ class App:
         publish_timeout: seconds to wait for the server to confirm a publish.
         retention: how long tasks, results, dead letters and DAG history are kept; None
             reads ``$EBIND_RETENTION_*`` over the defaults of :class:`ebind.Retention`.
+        signing_keys: HMAC keys (bytes or str, 16+ bytes): the first signs every task
+            message this App publishes; its workers accept only messages signed with one of
+            them (see :mod:`ebind.signing`). None reads ``$EBIND_SIGNING_KEYS``
+            (comma-separated); unset means no signing and no verification.
+        payload_codec: encrypts task arguments, results and DAG step data at rest (e.g.
+            ``ebind.contrib.fernet.FernetCodec``); producers and workers need the same one.
+            None uses a FernetCodec of ``$EBIND_FERNET_KEYS`` (comma-separated) when set.
+        redact_error: rewrites error texts before they are stored in step records, dead
+            letters and responses (e.g. to strip secrets a handler put in an exception).
         **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
     """
 
@@ -102,6 +113,9 @@ class App:
         replicas: int = 1,
         publish_timeout: float = 5.0,
         retention: Retention | None = None,
+        signing_keys: Iterable[bytes | str] | None = None,
+        payload_codec: PayloadCodec | None = None,
+        redact_error: Callable[[str], str] | None = None,
         **nats_connect_options: Any,
     ) -> None:
         _check_settings(name, replicas, publish_timeout)
@@ -110,6 +124,11 @@ class App:
                 f"retention must be an ebind.Retention, got {type(retention).__name__}"
             )
         self.retention = retention if retention is not None else Retention.from_env()
+        # --- message trust (ebind/signing.py, ebind/payload.py) ---
+        keys = signing_keys if signing_keys is not None else keys_from_env()
+        self.signer = Signer(keys) if keys is not None else None
+        self.payload_codec = check_codec(payload_codec) or codec_from_env()
+        self.redact_error = check_redactor(redact_error)
         self.name = name
         self.replicas = replicas
         self.publish_timeout = float(publish_timeout)
@@ -179,9 +198,9 @@ class App:
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
             js = nc.jetstream()
             await ensure_streams(js, self.replicas)
-            router = ResponseRouter(nc, js, self.client_id)
+            router = ResponseRouter(nc, js, self.client_id, codec=self.payload_codec)
             await router.start()
-            publisher = Publisher(nc, js, timeout=self.publish_timeout)
+            publisher = Publisher(nc, js, timeout=self.publish_timeout, signer=self.signer)
             await publisher.start()
         except BaseException:
             await nc.close()
@@ -387,6 +406,8 @@ class App:
             )
         else:
             payload = encode_raw_args(name, args)
+        if self.payload_codec is not None:
+            payload = seal(self.payload_codec, payload)
         if self._router is None or self._publisher is None:
             raise NotConnected(self._not_connected())
         task_id = check_id(options.task_id, "task_id") if options.task_id else new_task_id()

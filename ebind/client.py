@@ -21,7 +21,9 @@ import structlog
 
 from ebind._jsreq import PubAck, decode_ack
 from ebind.errors import PayloadTooLarge, PublishFailed
+from ebind.payload import PayloadCodec
 from ebind.schedule import resolve_at, schedule_headers, scheduled_subject
+from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import RESP_STREAM, TASKS_STREAM, resp_subject, task_subject
 from ebind.wire import TaskEnvelope, TaskResponse, decode_response, encoder
 
@@ -34,6 +36,8 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 _HEADER_FRAME = len(b"NATS/1.0\r\n") + 2
 # The header block of an ordinary task publish, minus the id: "Nats-Msg-Id: <id>\r\n".
 _MSG_ID_FRAME = len(HEADER_MSG_ID) + 4 + _HEADER_FRAME
+# A signature header line past the first header: "Ebind-Signature: <value>\r\n".
+_SIGNATURE_FRAME = len(HEADER_SIGNATURE) + 4
 
 
 def message_size(subject: str, payload: bytes, headers: dict[str, str]) -> int:
@@ -60,8 +64,17 @@ class Publisher:
     enqueue; this costs one future and a dict entry.
     """
 
-    def __init__(self, nc: Any, js: Any, *, timeout: float, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        nc: Any,
+        js: Any,
+        *,
+        timeout: float,
+        window: int = DEFAULT_WINDOW,
+        signer: Signer | None = None,
+    ) -> None:
         self._nc = nc
+        self._signer = signer
         self._js = js
         self._timeout = timeout
         self._window = window
@@ -92,10 +105,16 @@ class Publisher:
         data = encoder.encode(env)
         subject = task_subject(env.name, env.target)
         headers = {HEADER_MSG_ID: msg_id}
+        if self._signer is not None:
+            # Signed for the subject the task is delivered on: a scheduled copy arrives on
+            # its schedule target, which is this subject.
+            headers[HEADER_SIGNATURE] = self._signer.sign(subject, data)
         if countdown is None and eta is None:
-            # The common case: one header whose framing is known (message_size, unrolled).
+            # The common case: headers whose framing is known (message_size, unrolled).
             id_len = len(msg_id) if msg_id.isascii() else len(msg_id.encode())
             size = len(data) + _MSG_ID_FRAME + id_len
+            if self._signer is not None:
+                size += _SIGNATURE_FRAME + len(headers[HEADER_SIGNATURE])
         else:
             at = resolve_at(countdown, eta, datetime.now(UTC))
             if at is not None:
@@ -245,10 +264,14 @@ def _wake_one(slots: collections.deque[asyncio.Future[None]]) -> None:
 class ResponseRouter:
     """The App's one subscription on ``RESP.<client_id>.>``, resolving waiters by task id."""
 
-    def __init__(self, nc: Any, js: Any, client_id: str) -> None:
+    def __init__(
+        self, nc: Any, js: Any, client_id: str, *, codec: PayloadCodec | None = None
+    ) -> None:
         self._nc = nc
         self._js = js
         self.client_id = client_id
+        self.codec = codec
+        """The App's payload codec: Futures open sealed results with it."""
         self._pending: dict[str, asyncio.Future[TaskResponse]] = {}
         self._sub: Any = None
         # Wake futures of result() calls currently waiting; missed() resolves them all. A set

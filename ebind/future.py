@@ -10,6 +10,7 @@ import structlog
 
 from ebind.codec import decode_result
 from ebind.errors import TaskFailed, TaskTimeout
+from ebind.payload import PayloadUnreadable, unseal
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
 if TYPE_CHECKING:
@@ -110,6 +111,13 @@ class Future(Generic[R]):
         if resp.error is not None:
             raise TaskFailed(resp.error, task_id=self._id, task_name=self._name or "")
         raw = None if resp.result is None else bytes(resp.result)
+        codec = self._router.codec
+        if codec is not None and raw is not None:
+            try:
+                raw = unseal(codec, raw, f"result of task {self._name or ''} {self._id}")
+            except PayloadUnreadable as exc:
+                error = TaskError(kind=ErrorKind.DECODE.value, message=str(exc))
+                raise TaskFailed(error, task_id=self._id, task_name=self._name or "") from exc
         try:
             value: R = decode_result(self._result_type, raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

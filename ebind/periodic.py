@@ -42,6 +42,8 @@ import msgspec
 
 from ebind.cron import every_header, parse_cron, parse_go_duration
 from ebind.errors import InvalidArguments, PublishFailed
+from ebind.payload import PayloadCodec, seal
+from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import TASKS_STREAM, check_id, check_target, check_task_name, task_subject
 from ebind.wire import TaskEnvelope, encoder
 
@@ -141,11 +143,15 @@ def plan_schedule(
     tz: str | None = None,
     target: str | None = None,
     now: datetime | None = None,
+    codec: PayloadCodec | None = None,
+    signer: Signer | None = None,
 ) -> SchedulePlan:
     """Validate everything and build the schedule message (no IO).
 
     ``task`` is a Task handle or a task name; arguments are checked against the handler's
     annotations when its spec is known (a handle, or a name registered in ``registry``).
+    With ``codec`` the arguments are sealed; with ``signer`` the body is signed for the
+    task subject every firing is delivered on (the server keeps the header on copies).
 
     Raises:
         InvalidArguments: not exactly one of every/cron, a bad interval, cron or time
@@ -167,10 +173,11 @@ def plan_schedule(
     tgt = check_target(target) if target is not None else ""
     del zone  # validated above; the server applies it (Nats-Schedule-Time-Zone)
     header = parse_cron(cron).expr if cron is not None else every_header(cast(float, every))
+    payload = _encode_payload(spec, task_name, args, kwargs)
     env = TaskEnvelope(
         id=name,
         name=task_name,
-        payload=msgspec.Raw(_encode_payload(spec, task_name, args, kwargs)),
+        payload=msgspec.Raw(seal(codec, payload) if codec is not None else payload),
         retry_policy=spec.retry if spec is not None else None,
         target=tgt,
         timeout=spec.timeout if spec is not None else None,
@@ -182,8 +189,11 @@ def plan_schedule(
     }
     if tz is not None:
         headers[HEADER_TIME_ZONE] = tz
+    data = encoder.encode(env)
+    if signer is not None:
+        headers[HEADER_SIGNATURE] = signer.sign(headers[HEADER_TARGET], data)
     info = _info_from(name, env, headers, now or datetime.now(UTC), created=None)
-    return SchedulePlan(subject, encoder.encode(env), headers, info)
+    return SchedulePlan(subject, data, headers, info)
 
 
 def _info_from(
@@ -267,7 +277,17 @@ async def create_schedule(
         PublishFailed: the server did not store the schedule.
     """
     plan = plan_schedule(
-        app.registry, name, task, args, kwargs, every=every, cron=cron, tz=tz, target=target
+        app.registry,
+        name,
+        task,
+        args,
+        kwargs,
+        every=every,
+        cron=cron,
+        tz=tz,
+        target=target,
+        codec=getattr(app, "payload_codec", None),
+        signer=getattr(app, "signer", None),
     )
     try:
         ack = await app.js.publish(

@@ -1,1 +1,1 @@
-"""Optional integrations: import the submodule you need (prometheus, otel)."""
+"""Optional integrations: import the submodule you need (prometheus, otel, fernet)."""

@@ -22,6 +22,7 @@ from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
+from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import RESP_STREAM, dlq_subject
@@ -44,6 +45,7 @@ _STARTED = "ebind.started_monotonic"
 
 if TYPE_CHECKING:
     from ebind.signature import HandlerSpec
+    from ebind.signing import Signer
     from ebind.worker.hook import StepHook
 
 __all__ = ["AttemptRunner", "delivery_count"]
@@ -161,6 +163,10 @@ class AttemptRunner:
         """Told about a sync handler's thread still running past its timeout (the worker
         counts it against its capacity until the thread returns)."""
         self._registry = app.registry
+        # Message trust (ebind/signing.py, ebind/payload.py); None switches each off.
+        self._signer: Signer | None = getattr(app, "signer", None)
+        self._codec: PayloadCodec | None = getattr(app, "payload_codec", None)
+        self._redactor: ErrorRedactor | None = getattr(app, "redact_error", None)
         self._nc = app.nc
         self._js = app.js
         from ebind.codec import decode_args, encode_result  # L1 module, imported once
@@ -172,6 +178,13 @@ class AttemptRunner:
     async def process(self, msg: Any) -> None:
         """Handle one delivery; only cancellation (shutdown past its grace) escapes."""
         attempt = delivery_count(msg)
+        if self._signer is not None:
+            # Before decoding: nothing an unauthenticated message says is used, not even
+            # its reply subject, so it gets no response.
+            forged = self._signer.check(msg.subject, msg.data, msg.headers)
+            if forged is not None:
+                await self._dead_letter_bytes(msg, attempt, forged)
+                return
         try:
             env = decode_envelope(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -252,11 +265,13 @@ class AttemptRunner:
         encode_result = self._encode_result
         executor = self.executor
         block_warn = self.block_warn
+        codec = self._codec
 
         async def call(ctx: Context, env: TaskEnvelope) -> bytes:
             spec: HandlerSpec = registry.get(env.name)
             try:
-                args = decode_args(spec, bytes(env.payload))
+                payload = open_args(codec, bytes(env.payload), f"arguments of task {env.name!r}")
+                args = decode_args(spec, payload)
             except Exception as exc:
                 kind = getattr(exc, "kind", None) or ErrorKind.DECODE.value
                 raise AttemptError(TaskError(kind=kind, message=str(exc), retryable=False)) from exc
@@ -299,15 +314,20 @@ class AttemptRunner:
         is_step: bool,
     ) -> None:
         crashpoint("worker.after_handler")
-        if len(result) + RESULT_OVERHEAD > self.max_payload:
-            err = TaskError(
-                kind=ErrorKind.ENCODE.value,
-                message=(
-                    f"result of {env.name} is {len(result)} bytes; the server's max_payload is "
+        try:
+            # What leaves the process: sealed when the App has a payload codec (the size
+            # check must see the token, which is larger than the plaintext).
+            wire = result if self._codec is None else seal(self._codec, result)
+            problem = None
+            if len(wire) + RESULT_OVERHEAD > self.max_payload:
+                problem = (
+                    f"result of {env.name} is {len(wire)} bytes; the server's max_payload is "
                     f"{self.max_payload} bytes (return a reference, e.g. an object-store key)"
-                ),
-                retryable=False,
-            )
+                )
+        except Exception as exc:
+            wire, problem = result, f"the payload codec could not seal the result: {exc}"
+        if problem is not None:
+            err = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
             await self._failed(msg, env, ctx, policy, err, is_step)
             return
         if is_step and self.hook is not None:
@@ -319,7 +339,7 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
-        if env.reply_to and not await self._respond_stored(env, result):
+        if env.reply_to and not await self._respond_stored(env, wire):
             # Acking now would lose the result: give the message back so the task runs
             # again (the crash-loop guard bounds how often).
             await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
@@ -362,6 +382,7 @@ class AttemptRunner:
         error: TaskError,
         is_step: bool,
     ) -> None:
+        error = self._redact(error)  # before any log line, record, dead letter or response
         decision = decide(error, policy, env.attempt)
         if isinstance(decision, Retry):
             await msg.nak(delay=decision.delay)
@@ -420,6 +441,7 @@ class AttemptRunner:
     async def _fail_before_run(
         self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, error: TaskError
     ) -> None:
+        error = self._redact(error)
         is_step = self.hook is not None and bool(env.dag_id and env.step_id)
         # A DAG step claims its record for this attempt first, so the attempt-fenced failure
         # below is accepted (and a stale message for a finished step is just dropped).
@@ -536,6 +558,11 @@ class AttemptRunner:
             message=f"task envelope is not valid: {exc}",
             retryable=False,
         )
+        await self._dead_letter_bytes(msg, attempt, error)
+
+    async def _dead_letter_bytes(self, msg: Any, attempt: int, error: TaskError) -> None:
+        """Dead-letter the message as raw bytes (no task, no response), then terminate it."""
+        error = self._redact(error)
         entry = DLQEntry(
             error=error,
             final_attempt=attempt,
@@ -559,6 +586,12 @@ class AttemptRunner:
             error=error.message[:500],
             subject=msg.subject,
         )
+
+    def _redact(self, error: TaskError) -> TaskError:
+        """The error with its text passed through ``redact_error`` before it is stored."""
+        if self._redactor is None:
+            return error
+        return msgspec.structs.replace(error, message=redact(self._redactor, error.message))
 
     def _outcome(self, ctx: Context, outcome: str, error: TaskError | None) -> None:
         notify_outcome(ctx, outcome, error)

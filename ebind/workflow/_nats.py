@@ -62,9 +62,14 @@ def build_from_app(cls: type[Workflow], app: Any, **options: Any) -> Workflow:
     options.setdefault("registry", getattr(app, "registry", None))
     if "elector" not in options:
         options["elector"] = _elector(js)
-    return cls(
-        NatsStore(js, replicas=replicas),
-        _bus(js, replicas),
-        NatsEnqueuer(app.publish_task),
-        **options,
-    )
+    store: Any = NatsStore(js, replicas=replicas)
+    publish: Any = app.publish_task
+    codec = getattr(app, "payload_codec", None)
+    if codec is not None:
+        # The KV bucket holds only sealed step data, and every step message the
+        # scheduler dispatches carries its resolved arguments sealed.
+        from ebind.workflow.sealed import SealedStore, sealing_publisher
+
+        store = SealedStore(store, codec)
+        publish = sealing_publisher(publish, codec)
+    return cls(store, _bus(js, replicas), NatsEnqueuer(publish), **options)
