@@ -91,7 +91,9 @@ class App:
         publish_timeout: seconds to wait for the server to confirm a publish.
         retention: how long tasks, results, dead letters and DAG history are kept; None
             reads ``$EBIND_RETENTION_*`` over the defaults of :class:`ebind.Retention`.
-        **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
+        **nats_connect_options: passed to ``nats.connect`` (user, password, token,
+            nkeys_seed, user_credentials, tls, tls_hostname, ...); they win over the
+            ``$EBIND_NATS_*`` variables read by :mod:`ebind.connection`.
     """
 
     def __init__(
@@ -168,12 +170,13 @@ class App:
         """Connect, check the server version, ensure streams/buckets, subscribe to responses."""
         if self._nc is not None:
             return
-        import nats
-
+        from ebind.connection import connect_options, open_connection
         from ebind.embed import check_server_version
 
-        options = {"name": f"ebind:{self.name}", **self._options, **self._callbacks()}
-        nc = await nats.connect(servers=self.servers, **options)
+        # Explicit options win over $EBIND_NATS_*; refused credentials or TLS fail at once.
+        explicit, shown = connect_options(self.servers, self._options)
+        options = {"name": f"ebind:{self.name}", **explicit, **self._callbacks()}
+        nc = await open_connection(self.servers, options, settings=shown)
         try:
             v = nc.connected_server_version
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
@@ -189,6 +192,12 @@ class App:
         self._nc, self._js, self._router = nc, js, router
         self._publisher = publisher
         log.debug("app.connected", app=self.name, client_id=self.client_id)
+
+    def override_connection(self, options: Mapping[str, Any]) -> None:
+        """Let nats-py ``options`` (CLI flags) win over the App's own; credentials as a group."""
+        from ebind.connection import merge_options
+
+        self._options = merge_options(self._options, options)
 
     def _callbacks(self) -> dict[str, Callable[..., Awaitable[None]]]:
         # Log connection events through structlog (URLs redacted) and wake result waiters
