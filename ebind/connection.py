@@ -254,6 +254,12 @@ def check_server_url(url: str) -> None:
         parts = urlsplit(normalized)
         parts.port  # noqa: B018 - parsing the port is the check
         ok = bool(parts.hostname) and parts.hostname != "none"
+        # A NATS URL has no path, query or fragment; one means a "/", "?" or "#" of an
+        # unencoded password cut the URL short and the host read is not the real one.
+        if parts.scheme not in ("ws", "wss") and (
+            parts.path not in ("", "/") or parts.query or parts.fragment
+        ):
+            ok = False
     except ValueError:
         ok = False
     if not ok:
