@@ -55,6 +55,10 @@ def resolve_servers(nats_url: str | Sequence[str] | None) -> list[str]:
     """``nats_url`` → ``$EBIND_NATS_URL`` → ``nats://127.0.0.1:4222``; commas separate URLs."""
     if nats_url is None:
         nats_url = os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL
+    from ebind.connection import register_url_secrets
+
+    # Before the split: a password holding a comma must be known whole to be masked.
+    register_url_secrets([nats_url] if isinstance(nats_url, str) else list(nats_url))
     urls = nats_url.split(",") if isinstance(nats_url, str) else list(nats_url)
     servers = [u.strip() for u in urls if u and u.strip()]
     if not servers:

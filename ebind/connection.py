@@ -291,12 +291,16 @@ def url_secret(url: str) -> str | None:
 
 
 def register_url_secrets(servers: Sequence[str]) -> None:
-    """Register the password or token of each URL so logs and errors mask it."""
+    """Register the password or token of each URL so logs and errors mask it.
+
+    Call it with the URL list as given, before it is split at commas: a password holding a
+    comma is then known whole, and so are the pieces a split would scatter.
+    """
     for url in servers:
         secret = url_secret(url)
         if secret:
-            register_secret(secret)
-            register_secret(unquote(secret))
+            for piece in {secret, unquote(secret), *secret.split(",")}:
+                register_secret(piece)
 
 
 def merge_options(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
