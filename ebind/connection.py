@@ -13,6 +13,7 @@ module sees is registered with :func:`ebind.logging.register_secret` so logs mas
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -438,6 +439,14 @@ def _check_creds(path: str) -> str:
     return path
 
 
+def _need_nkeys(name: str) -> None:
+    if importlib.util.find_spec("nkeys") is None:
+        raise InvalidArguments(
+            f"{_both(name)} signs with nkeys, and the nkeys package is not installed; "
+            "install it with `pip install 'ebind[nkeys]'`"
+        )
+
+
 def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
     """A client TLS context verifying the server with ``tls_ca`` (system roots without)."""
     ca = _readable("tls_ca", settings.tls_ca) if settings.tls_ca else None
@@ -477,8 +486,10 @@ def nats_options(settings: ConnectionSettings) -> dict[str, Any]:
         register_secret(settings.token)
         options["token"] = settings.token
     if settings.nkey is not None:
+        _need_nkeys("nkey")
         options["nkeys_seed"] = _check_nkey(settings.nkey)
     if settings.creds is not None:
+        _need_nkeys("creds")
         options["user_credentials"] = _check_creds(settings.creds)
     if settings.uses_tls:
         options["tls"] = ssl_context(settings)

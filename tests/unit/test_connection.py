@@ -276,3 +276,19 @@ def test_tls_options_build_a_context_and_keep_the_hostname() -> None:
     assert isinstance(got["tls"], ssl.SSLContext)
     assert got["tls"].verify_mode == ssl.CERT_REQUIRED
     assert got["tls_hostname"] == "nats.internal"
+
+
+def test_nkey_and_creds_need_the_nkeys_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "nkeys" else real(name, *a)
+    )
+    seed = tmp_path / "user.nk"
+    seed.write_text("SUAGOODLOOKINGSEED\n")
+    for settings in (ConnectionSettings(nkey=str(seed)), ConnectionSettings(creds=str(seed))):
+        with pytest.raises(InvalidArguments, match=r"pip install 'ebind\[nkeys\]'"):
+            nats_options(settings)
