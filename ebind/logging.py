@@ -59,6 +59,7 @@ _URL_USERINFO = re.compile(
 _known: set[str] = set()
 _known_lock = threading.Lock()
 _pattern: re.Pattern[str] | None = None
+_ordered: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
@@ -68,7 +69,7 @@ def register_secret(value: str | None) -> None:
     no URL pattern can find (one holding spaces, say) never reaches a log. Values shorter
     than :data:`MIN_SECRET_LEN` are ignored.
     """
-    global _pattern
+    global _pattern, _ordered
     if not value or len(value) < MIN_SECRET_LEN:
         return
     # The forms a secret takes once quoted by repr(), JSON or a URL are masked too.
@@ -78,8 +79,9 @@ def register_secret(value: str | None) -> None:
             return
         _known.update(f for f in forms if len(f) >= MIN_SECRET_LEN)
         # Longest first, so a secret containing another is masked whole.
-        ordered = sorted(_known, key=len, reverse=True)
+        ordered = tuple(sorted(_known, key=len, reverse=True))
         _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        _ordered = ordered
 
 
 def _mask_userinfo(match: re.Match[str]) -> str:
@@ -95,7 +97,8 @@ def redact(text: str) -> str:
     ``nats://***@host``; a password holding ``@`` or ``:`` is masked whole.
     """
     pattern = _pattern
-    if pattern is not None:
+    # Substring tests are much cheaper than the alternation, and most lines hold no secret.
+    if pattern is not None and any(v in text for v in _ordered):
         text = pattern.sub(MASK, text)
     if "@" in text and "://" in text:
         text = _URL_USERINFO.sub(_mask_userinfo, text)
