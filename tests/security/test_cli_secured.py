@@ -152,3 +152,19 @@ def test_server_with_a_given_token_does_not_print_it() -> None:
         assert ok.exit_code == 0, ok.stderr
     finally:
         _stop(proc)
+
+
+def test_cluster_nodes_require_the_token() -> None:
+    from ebind.embed import ServerAuth, start_cluster
+
+    token = "cluster-token-5a4b3c2d"
+    cluster = start_cluster(2, auth=ServerAuth(token=token), ready_timeout=30)
+    try:
+        for url in cluster.client_urls:
+            assert url.startswith("nats://127.0.0.1:")
+            refused = cli(url, "stream", "ls")
+            assert refused.exit_code == 1 and "refused the credentials" in refused.stderr
+        ok = cli(",".join(cluster.client_urls), "stream", "ls", environ={"EBIND_NATS_TOKEN": token})
+        assert ok.exit_code == 0, ok.stderr
+    finally:
+        cluster.shutdown()
