@@ -27,7 +27,7 @@ _PARAM_PREFIX = "ebind_conn_"
 NO_CONNECTION_FLAGS = frozenset({"server", "demo"})
 """Commands that start their own server instead of connecting to one."""
 
-_FILE = "Prefer this over secrets on the command line."
+_FILE = "The secret stays in the file, out of argv and shell history."
 _HELP: dict[str, str] = {
     "creds": "NATS creds file (user JWT and nkey seed) for decentralised auth.",
     "nkey": "File holding the user's nkey seed (SU...).",
@@ -40,6 +40,7 @@ _HELP: dict[str, str] = {
     "tls_hostname": "Name to verify in the server certificate (default: the URL's host).",
 }
 _FILES = frozenset({"creds", "nkey", "tls_ca", "tls_cert", "tls_key"})
+_SECRET_FILES = frozenset({"creds", "nkey", "tls_key"})
 
 
 def _store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -51,7 +52,7 @@ def _store(ctx: click.Context, param: click.Parameter, value: str | None) -> Non
 def _options() -> list[click.Option]:
     made = []
     for name in ENV:
-        help_text = f"{_HELP[name]} {_FILE if name in _FILES else ''}".strip()
+        help_text = f"{_HELP[name]} {_FILE if name in _SECRET_FILES else ''}".strip()
         made.append(
             click.Option(
                 [FLAGS[name], _PARAM_PREFIX + name],
