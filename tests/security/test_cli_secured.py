@@ -160,6 +160,10 @@ def test_cluster_nodes_require_the_token() -> None:
     token = "cluster-token-5a4b3c2d"
     cluster = start_cluster(2, auth=ServerAuth(token=token), ready_timeout=30)
     try:
+        for node in cluster.nodes:
+            varz = node.varz()  # clients, monitoring and routes all on loopback
+            assert (varz["host"], varz["http_host"]) == ("127.0.0.1", "127.0.0.1")
+            assert varz["cluster"]["addr"] == "127.0.0.1" and varz["auth_required"] is True
         for url in cluster.client_urls:
             assert url.startswith("nats://127.0.0.1:")
             refused = cli(url, "stream", "ls")
