@@ -555,8 +555,9 @@ async def open_connection(
     register_url_secrets(servers)
     for url in servers:
         check_server_url(url)
-    for key in ("password", "token"):
-        register_secret(options.get(key))
+    for key in ("password", "token", "nkeys_seed_str"):
+        value = options.get(key)
+        register_secret(value.strip() if isinstance(value, str) else None)
     user_error_cb: Callable[[Exception], Awaitable[None]] | None = options.get("error_cb")
     connected = aborted = False
 
