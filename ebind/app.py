@@ -57,6 +57,10 @@ def resolve_servers(nats_url: str | Sequence[str] | None) -> list[str]:
     """``nats_url`` → ``$EBIND_NATS_URL`` → ``nats://127.0.0.1:4222``; commas separate URLs."""
     if nats_url is None:
         nats_url = os.environ.get(ENV_NATS_URL) or DEFAULT_NATS_URL
+    from ebind.connection import register_url_secrets
+
+    # Before the split: a password holding a comma must be known whole to be masked.
+    register_url_secrets([nats_url] if isinstance(nats_url, str) else list(nats_url))
     urls = nats_url.split(",") if isinstance(nats_url, str) else list(nats_url)
     servers = [u.strip() for u in urls if u and u.strip()]
     if not servers:
@@ -102,7 +106,9 @@ class App:
             None uses a FernetCodec of ``$EBIND_FERNET_KEYS`` (comma-separated) when set.
         redact_error: rewrites error texts before they are stored in step records, dead
             letters and responses (e.g. to strip secrets a handler put in an exception).
-        **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
+        **nats_connect_options: passed to ``nats.connect`` (user, password, token,
+            nkeys_seed, user_credentials, tls, tls_hostname, ...); they win over the
+            ``$EBIND_NATS_*`` variables read by :mod:`ebind.connection`.
     """
 
     def __init__(
@@ -187,12 +193,13 @@ class App:
         """Connect, check the server version, ensure streams/buckets, subscribe to responses."""
         if self._nc is not None:
             return
-        import nats
-
+        from ebind.connection import connect_options, open_connection
         from ebind.embed import check_server_version
 
-        options = {"name": f"ebind:{self.name}", **self._options, **self._callbacks()}
-        nc = await nats.connect(servers=self.servers, **options)
+        # Explicit options win over $EBIND_NATS_*; refused credentials or TLS fail at once.
+        explicit, shown = connect_options(self.servers, self._options)
+        options = {"name": f"ebind:{self.name}", **explicit, **self._callbacks()}
+        nc = await open_connection(self.servers, options, settings=shown)
         try:
             v = nc.connected_server_version
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
@@ -208,6 +215,12 @@ class App:
         self._nc, self._js, self._router = nc, js, router
         self._publisher = publisher
         log.debug("app.connected", app=self.name, client_id=self.client_id)
+
+    def override_connection(self, options: Mapping[str, Any]) -> None:
+        """Let nats-py ``options`` (CLI flags) win over the App's own; credentials as a group."""
+        from ebind.connection import merge_options
+
+        self._options = merge_options(self._options, options)
 
     def _callbacks(self) -> dict[str, Callable[..., Awaitable[None]]]:
         # Log connection events through structlog (URLs redacted) and wake result waiters

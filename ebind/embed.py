@@ -28,6 +28,7 @@ from typing import Any, Self
 
 import structlog
 
+from ebind._embed_auth import ServerAuth, generate_token
 from ebind._embed_proc import (
     HOST,
     ClusterSpec,
@@ -49,7 +50,9 @@ __all__ = [
     "ClusterSpec",
     "EmbedError",
     "Node",
+    "ServerAuth",
     "check_server_version",
+    "generate_token",
     "server_binary",
     "start_cluster",
     "start_node",
@@ -319,6 +322,7 @@ def start_node(
     ready_timeout: float = 10.0,
     cluster: ClusterSpec | None = None,
     extra_config: str | None = None,
+    auth: ServerAuth | None = None,
 ) -> Node:
     """Start a JetStream ``nats-server`` on 127.0.0.1 and wait until it accepts clients.
 
@@ -330,12 +334,17 @@ def start_node(
         server_name: server name; None lets the server generate one.
         ready_timeout: seconds to wait for the server to accept clients.
         cluster: route settings when this node is part of a cluster.
-        extra_config: raw nats-server config text appended to the generated file.
+        extra_config: raw nats-server config text appended to the generated file (JWT
+            operator and resolver settings, say).
+        auth: what clients must present (token, users, nkeys) and the client TLS setup.
 
     Raises:
+        InvalidArguments: ``auth`` is inconsistent (see ``ServerAuth.problems``).
         EmbedError: the binary is missing, exited, or was not ready in time (the message
             carries the last log lines).
     """
+    if auth is not None:
+        extra_config = "\n".join(filter(None, [auth.render(), extra_config]))
     node = Node(
         port=port,
         store_dir=Path(store_dir) if store_dir is not None else None,
@@ -447,11 +456,13 @@ def start_cluster(
     sync_interval: str | None = "always",
     name: str = "ebind",
     ready_timeout: float = 30.0,
+    auth: ServerAuth | None = None,
 ) -> Cluster:
     """Start ``size`` routed JetStream nodes on 127.0.0.1 and wait for a meta leader.
 
     Node ``i`` is named ``<name>-<i>`` and stores under ``<store_dir>/node-<i>``; membership
-    is fixed (G7). ``sync_interval`` is as in ``start_node`` (default ``"always"``, G1).
+    is fixed (G7). ``sync_interval`` is as in ``start_node`` (default ``"always"``, G1);
+    ``auth`` applies to every node's client listener (routes stay on loopback).
 
     Raises:
         InvalidArguments: ``size`` is below 1.
@@ -459,6 +470,7 @@ def start_cluster(
     """
     if size < 1:
         raise InvalidArguments(f"cluster size must be >= 1, got {size}", parameter="size")
+    auth_config = auth.render() if auth is not None else None
     owns_base = store_dir is None
     base = Path(tempfile.mkdtemp(prefix="ebind-cluster-")) if store_dir is None else Path(store_dir)
     ports = reserve_ports(2 * size)
@@ -476,7 +488,7 @@ def start_cluster(
                     server_name=f"{name}-{i}",
                     ready_timeout=ready_timeout,
                     cluster=ClusterSpec(name=name, port=route_ports[i], routes=routes),
-                    extra_config=None,
+                    extra_config=auth_config,
                 )
             )
         # Spawn all before waiting on any, so routes form before a lone node elects itself.

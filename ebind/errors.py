@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ebind.wire import TaskError
 
 __all__ = [
+    "AuthenticationFailed",
+    "ConnectionFailed",
     "CycleError",
     "DAGCanceled",
     "DAGNotFound",
@@ -148,6 +150,26 @@ class ResultExpired(EbindError, LookupError):
     def __init__(self, message: str, *, task_id: str = "") -> None:
         super().__init__(message)
         self.task_id = task_id
+
+
+class ConnectionFailed(EbindError, ConnectionError):
+    """NATS could not be reached or TLS failed; ``server`` is the redacted URL list.
+
+    ``kind`` is ``"unreachable"``, ``"tls"`` or ``"auth"`` (the last for
+    :class:`AuthenticationFailed`).
+    """
+
+    def __init__(self, message: str, *, server: str = "", kind: str = "unreachable") -> None:
+        super().__init__(message)
+        self.server = server
+        self.kind = kind
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server refused the credentials (wrong user, password, token, nkey or creds)."""
+
+    def __init__(self, message: str, *, server: str = "", kind: str = "auth") -> None:
+        super().__init__(message, server=server, kind=kind)
 
 
 class ServerVersionError(EbindError):

@@ -40,6 +40,8 @@ def test_ebind_names_resolve() -> None:
 def test_errors_all_is_pinned() -> None:
     assert sorted(ebind.errors.__all__) == ebind.errors.__all__
     assert ebind.errors.__all__ == [
+        "AuthenticationFailed",
+        "ConnectionFailed",
         "CycleError",
         "DAGCanceled",
         "DAGNotFound",

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from ebind.cli.conn_flags import NO_CONNECTION_FLAGS, add_connection_flags
+
 __all__ = ["main"]
 
 # name -> "module:attribute". Later commands register here.
@@ -50,6 +52,8 @@ class LazyGroup(click.Group):
             command = getattr(module, attr)
             if not isinstance(command, click.Command):
                 raise TypeError(f"{self._lazy[cmd_name]} is not a click command")
+            if cmd_name not in NO_CONNECTION_FLAGS:
+                add_connection_flags(command)  # --creds, --tls-ca, ... on every client command
             return command
         return super().get_command(ctx, cmd_name)
 
@@ -62,7 +66,8 @@ class LazyGroup(click.Group):
     "nats_url",
     envvar="EBIND_NATS_URL",
     default=None,
-    help="NATS server URL (default $EBIND_NATS_URL, then nats://127.0.0.1:4222).",
+    help="NATS server URL (default $EBIND_NATS_URL, then nats://127.0.0.1:4222). Put "
+    "credentials in the flags or variables below, not in the URL.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option(
@@ -85,3 +90,6 @@ def main(
     """Ebind: Celery-style tasks and durable DAG workflows on NATS JetStream."""
     ctx.ensure_object(dict)
     ctx.obj.update(nats_url=nats_url, json=as_json, log_format=log_format, log_level=log_level)
+
+
+add_connection_flags(main)  # ebind --creds FILE <command> works as well as <command> --creds FILE

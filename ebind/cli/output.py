@@ -281,6 +281,8 @@ def _nats_url(ctx: click.Context) -> str | None:
 def _unreachable(servers: Sequence[str], exc: BaseException) -> click.ClickException:
     import nats.errors
 
+    from ebind.connection import redact_servers
+
     if isinstance(exc, TimeoutError):
         reason = f"no answer within {CONNECT_TIMEOUT:g}s"
     elif isinstance(exc, nats.errors.NoServersError):
@@ -288,7 +290,7 @@ def _unreachable(servers: Sequence[str], exc: BaseException) -> click.ClickExcep
     else:
         reason = str(exc) or type(exc).__name__
     return click.ClickException(
-        f"cannot reach NATS at {','.join(servers)} ({reason}); start one with `ebind server` "
+        f"cannot reach NATS at {redact_servers(servers)} ({reason}); start one with `ebind server` "
         "or point --nats / $EBIND_NATS_URL at a running server"
     )
 
@@ -308,10 +310,14 @@ async def _connect(ctx: click.Context) -> App:
     import nats.errors
 
     from ebind.app import App
+    from ebind.cli.conn_flags import cli_settings
+    from ebind.connection import nats_options
+    from ebind.errors import ConnectionFailed
 
     app = App(
         "ebind-cli",
         nats_url=_nats_url(ctx),
+        **nats_options(cli_settings(ctx)),
         connect_timeout=CONNECT_TIMEOUT,
         # nats-py otherwise retries a refused server 60 times, 2 s apart, before giving up;
         # an operator should hear about an unreachable URL within ~CONNECT_TIMEOUT.
@@ -321,6 +327,10 @@ async def _connect(ctx: click.Context) -> App:
     )
     try:
         await app.connect()
+    except ConnectionFailed as exc:
+        if exc.kind != "unreachable":  # refused credentials or TLS: the message says it all
+            raise click.ClickException(str(exc)) from None
+        raise _unreachable(app.servers, exc.__context__ or exc) from None
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         raise _unreachable(app.servers, exc) from None
     return app
@@ -350,11 +360,16 @@ def run_async(ctx: click.Context, fn: Callable[[App], Awaitable[T]]) -> T | None
             NATS error (click prints ``Error: <message>`` and exits with status 1).
     """
     _configure_logging(ctx)
+    from ebind.logging import redact
+
     try:
         return asyncio.run(_run(ctx, fn))
     except KeyboardInterrupt:
         return None
-    except click.ClickException:
-        raise
-    except EbindError as exc:  # raised while connecting (e.g. server too old)
-        raise click.ClickException(_message(exc)) from None
+    except click.ClickException as exc:
+        safe = redact(exc.message)  # no error line ever shows a password or token
+        if safe == exc.message:
+            raise
+        raise click.ClickException(safe) from None
+    except EbindError as exc:  # raised while connecting (e.g. server too old, bad settings)
+        raise click.ClickException(redact(_message(exc))) from None

@@ -11,7 +11,16 @@ from types import FrameType
 
 import click
 
-from ebind.embed import Cluster, EmbedError, Node, start_cluster, start_node
+from ebind.embed import (
+    Cluster,
+    EmbedError,
+    Node,
+    ServerAuth,
+    generate_token,
+    start_cluster,
+    start_node,
+)
+from ebind.errors import InvalidArguments
 
 __all__ = ["server"]
 
@@ -66,14 +75,36 @@ def _stop_on_signal() -> Iterator[threading.Event]:
     show_default=True,
     help="JetStream fsync policy: 'always' (durable, G1) or the NATS default.",
 )
-def server(size: int, store_dir: Path | None, port: int, sync_interval: str) -> None:
-    """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
+@click.option(
+    "--token",
+    default=None,
+    metavar="TOKEN|generate",
+    help="Require clients to present this token; 'generate' makes a random one and prints "
+    "the EBIND_NATS_TOKEN=... line clients use. A token given here is visible in ps: prefer "
+    "'generate'.",
+)
+def server(
+    size: int, store_dir: Path | None, port: int, sync_interval: str, token: str | None
+) -> None:
+    """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted.
+
+    Every listener (clients, cluster routes, monitoring) binds 127.0.0.1 only.
+    """
+    generated = token == "generate"
+    if generated:
+        token = generate_token()
+    auth = ServerAuth(token=token) if token is not None else None
     # Handlers go in first so a signal during startup still ends in a clean shutdown.
     with _stop_on_signal() as stop:
-        running = _start(size, store_dir, port, sync_interval)
+        running = _start(size, store_dir, port, sync_interval, auth)
         try:
             urls = running.client_urls if isinstance(running, Cluster) else [running.client_url]
             click.echo(f"nats-server ready: {','.join(urls)}")
+            if generated:
+                click.echo("clients must present this token; in their shell run:")
+                click.echo(f"  export EBIND_NATS_TOKEN={token}")
+            elif token is not None:
+                click.echo("clients must present the token (set $EBIND_NATS_TOKEN)")
             click.echo(f"durability: {_DURABILITY[sync_interval]}")
             click.echo(f"store: {store_dir if store_dir is not None else 'temporary'}")
             click.echo("press Ctrl-C to stop")
@@ -85,10 +116,16 @@ def server(size: int, store_dir: Path | None, port: int, sync_interval: str) -> 
             click.echo("nats-server stopped")
 
 
-def _start(size: int, store_dir: Path | None, port: int, sync_interval: str) -> Node | Cluster:
+def _start(
+    size: int, store_dir: Path | None, port: int, sync_interval: str, auth: ServerAuth | None
+) -> Node | Cluster:
     try:
         if size > 0:
-            return start_cluster(size, store_dir=store_dir, sync_interval=sync_interval)
-        return start_node(port=port or None, store_dir=store_dir, sync_interval=sync_interval)
+            return start_cluster(size, store_dir=store_dir, sync_interval=sync_interval, auth=auth)
+        return start_node(
+            port=port or None, store_dir=store_dir, sync_interval=sync_interval, auth=auth
+        )
+    except InvalidArguments as err:
+        raise click.BadParameter(str(err), param_hint="--token") from None
     except EmbedError as err:
         raise click.ClickException(str(err)) from err

@@ -10,6 +10,9 @@ from typing import Any
 
 import click
 
+from ebind.errors import EbindError
+from ebind.logging import redact
+
 __all__ = ["load_app", "worker"]
 
 
@@ -88,7 +91,7 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
 
 def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     """--metrics-port: add the Prometheus middleware (outermost) and serve /metrics."""
-    port, addr = kwargs.pop("metrics_port", None), kwargs.pop("metrics_addr", "0.0.0.0")
+    port, addr = kwargs.pop("metrics_port", None), kwargs.pop("metrics_addr", "127.0.0.1")
     if port is None:
         return None
     try:
@@ -119,7 +122,12 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     default=None,
     help="Serve Prometheus metrics on this port (needs ebind[prometheus]).",
 )
-@click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Metrics bind address.")
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1",
+    show_default=True,
+    help="Metrics bind address (loopback by default; 0.0.0.0 exposes it to the network).",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -153,6 +161,7 @@ def worker(
         click.echo(f"embedded nats-server at {url}", err=True)
     if url:
         _point_at(app, url)
+    _apply_connection_flags(ctx, app)
     options: dict[str, Any] = {
         "concurrency": concurrency,
         "claims": list(claims),
@@ -167,9 +176,25 @@ def worker(
         runner = _runner()
         with runner:
             runner.run(_serve(app, options))
+    except EbindError as exc:  # refused credentials, TLS, unreachable, bad settings
+        raise click.ClickException(redact(str(exc))) from None
     finally:
         if node is not None:
             node.shutdown()
+
+
+def _apply_connection_flags(ctx: click.Context, app: Any) -> None:
+    """Connection flags win over the App's own options; without flags the App reads the env."""
+    from ebind.cli.conn_flags import flag_settings
+    from ebind.connection import ConnectionSettings, nats_options
+
+    flags = flag_settings(ctx)
+    if flags.is_empty:
+        return
+    try:
+        app.override_connection(nats_options(flags.over(ConnectionSettings.from_env())))
+    except EbindError as exc:
+        raise click.ClickException(redact(str(exc))) from None
 
 
 def _runner() -> asyncio.Runner:

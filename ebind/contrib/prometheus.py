@@ -195,7 +195,7 @@ class MetricsServer:
 
 
 def start_metrics_server(
-    port: int, addr: str = "0.0.0.0", registry: CollectorRegistry | None = None
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
 ) -> MetricsServer:
     """Serve ``/metrics`` from a daemon thread; port 0 picks a free port (see ``.port``)."""
     reg = registry if registry is not None else prometheus_client.REGISTRY
