@@ -25,6 +25,7 @@ from ebind.retry import RetryPolicy
 from ebind.signature import HandlerSpec, inspect_handler
 from ebind.streams import (
     RESP_STREAM,
+    TASKS_STREAM,
     check_id,
     check_target,
     check_task_name,
@@ -110,6 +111,8 @@ class App:
                 f"retention must be an ebind.Retention, got {type(retention).__name__}"
             )
         self.retention = retention if retention is not None else Retention.from_env()
+        self.stream_configs: dict[str, Any] = {}
+        """Each ebind stream's config as found (or created) by the last connect, by name."""
         self.name = name
         self.replicas = replicas
         self.publish_timeout = float(publish_timeout)
@@ -154,6 +157,14 @@ class App:
         return self._js
 
     @property
+    def tasks_horizon(self) -> float:
+        """Seconds a queued task may wait: ``retention.tasks``, kept under the server's max_age."""
+        from ebind.horizon import effective_horizon
+
+        tasks = self.stream_configs.get(TASKS_STREAM)
+        return effective_horizon(self.retention.tasks, getattr(tasks, "max_age", None))
+
+    @property
     def max_payload(self) -> int:
         """Largest message the server accepts, headers included."""
         return int(self.nc.max_payload)
@@ -178,10 +189,15 @@ class App:
             v = nc.connected_server_version
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
             js = nc.jetstream()
-            await ensure_streams(js, self.replicas)
+            self.stream_configs = await ensure_streams(js, self.replicas, self.retention)
             router = ResponseRouter(nc, js, self.client_id)
             await router.start()
-            publisher = Publisher(nc, js, timeout=self.publish_timeout)
+            publisher = Publisher(
+                nc,
+                js,
+                timeout=self.publish_timeout,
+                max_ahead=timedelta(seconds=self.tasks_horizon),
+            )
             await publisher.start()
         except BaseException:
             await nc.close()

@@ -21,6 +21,7 @@ import structlog
 from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
+from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import RESP_STREAM, dlq_subject
@@ -102,6 +103,14 @@ def stream_seq(msg: Any) -> int:
         return int(msg.metadata.sequence.stream)
     except Exception:
         return 0
+
+
+def stream_time(msg: Any) -> datetime | None:
+    """When the stream stored this message (the ack subject's nanosecond timestamp)."""
+    got = _ack_field(msg, 3)
+    if got is None or got <= 0:
+        return None
+    return datetime.fromtimestamp(got / 1e9, UTC)
 
 
 def outcome_msg_id(msg: Any, kind: str) -> str | None:
@@ -188,7 +197,7 @@ class AttemptRunner:
             await msg.ack()
             return
         policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
-        early = self._precheck(env, policy)
+        early = self._precheck(env, policy, self._task_horizon(msg, env))
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
@@ -227,7 +236,19 @@ class AttemptRunner:
             extras={_STARTED: time.monotonic()},
         )
 
-    def _precheck(self, env: TaskEnvelope, policy: RetryPolicy) -> TaskError | None:
+    def _task_horizon(self, msg: Any, env: TaskEnvelope) -> TaskHorizon | None:
+        """When this message became ready (its stream time, else ``enqueued_at``) + horizon."""
+        seconds = getattr(self.app, "tasks_horizon", None)
+        if not seconds:
+            return None
+        ready_at = stream_time(msg) or env.enqueued_at
+        return None if ready_at is None else TaskHorizon(ready_at, float(seconds))
+
+    def _precheck(
+        self, env: TaskEnvelope, policy: RetryPolicy, horizon: TaskHorizon | None
+    ) -> TaskError | None:
+        if horizon is not None and is_expired(horizon.ready_at, horizon.seconds, _now()):
+            return horizon_error(horizon.ready_at, horizon.seconds)
         if env.deadline is not None and env.deadline <= _now():
             return TaskError(
                 kind=ErrorKind.DEADLINE.value,
@@ -324,13 +345,15 @@ class AttemptRunner:
         error: TaskError,
         is_step: bool,
     ) -> None:
-        decision = decide(error, policy, env.attempt)
+        decision = decide(
+            error, policy, env.attempt, horizon=self._task_horizon(msg, env), now=_now()
+        )
         if isinstance(decision, Retry):
             await msg.nak(delay=decision.delay)
             self._outcome(ctx, "retrying", error)
             return
         assert isinstance(decision, DeadLetter)
-        await self._terminal(msg, env, ctx, policy, error, is_step)
+        await self._terminal(msg, env, ctx, policy, decision.error, is_step)
 
     async def _terminal(
         self,
