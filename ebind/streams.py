@@ -200,7 +200,8 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
             retention=work_queue,
             storage=file,
             max_age=tasks_age,
-            duplicate_window=DUPLICATE_WINDOW,
+            # the server refuses a duplicate window longer than max_age (short test horizons)
+            duplicate_window=min(DUPLICATE_WINDOW, tasks_age),
             allow_msg_schedules=True,
             # periodic schedules carry Nats-TTL: never so max_age cannot delete them
             allow_msg_ttl=True,
@@ -215,7 +216,8 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
             max_age=keep.results,
             allow_direct=True,
             # When max_age removes a response the server leaves a marker (Nats-Marker-Reason:
-            # MaxAge) on its subject, so a late waiter learns the result expired.
+            # MaxAge) on its subject, so a late waiter learns the result expired. max_age
+            # removes the marker too, so it lasts one more results retention.
             allow_msg_ttl=True,
             subject_delete_marker_ttl=keep.results,
             max_consumers=MAX_CONSUMERS[RESP_STREAM],
