@@ -55,7 +55,7 @@ LEASE_KEY = "expirer"
 """Key of the expirer's lease in ``ebind-leases``."""
 MAX_PER_PASS = 1000
 """Messages expired per subject and pass, so one pass never holds the loop for long."""
-_NOT_FOUND = 10037  # JSNoMessageFoundErr: nothing at or after that sequence
+_ALREADY_GONE = 10057  # JSStreamMsgDeleteFailedF: "no message found" at that sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,7 @@ class Expirer:
 
     async def _record(self, plan: Expiry, seq: int) -> None:
         """Dead letter (awaited), reply, then delete: a failure before the delete retries."""
-        from nats.js.errors import NotFoundError
+        from nats.js.errors import APIError, NotFoundError
 
         js = self.app.js
         await js.publish(
@@ -226,8 +226,12 @@ class Expirer:
         )
         if plan.reply_to is not None and plan.response is not None:
             await self.app.publish_response(plan.reply_to, encoder.encode(plan.response))
-        with contextlib.suppress(NotFoundError):  # a worker took it meanwhile
+        try:
             await js.delete_msg(TASKS_STREAM, seq)
+        except APIError as exc:
+            if not isinstance(exc, NotFoundError) and exc.err_code != _ALREADY_GONE:
+                raise
+            return  # a worker took it, or another leader recorded and deleted it first
         task = plan.entry.task
         log.warning(
             "task.expired",
