@@ -308,10 +308,14 @@ async def _connect(ctx: click.Context) -> App:
     import nats.errors
 
     from ebind.app import App
+    from ebind.cli.retention import merged
+    from ebind.retention import Retention
 
+    obj = ctx.find_root().obj
     app = App(
         "ebind-cli",
         nats_url=_nats_url(ctx),
+        retention=merged(Retention.from_env(), obj.get("retention", {}) if obj else {}),
         connect_timeout=CONNECT_TIMEOUT,
         # nats-py otherwise retries a refused server 60 times, 2 s apart, before giving up;
         # an operator should hear about an unreachable URL within ~CONNECT_TIMEOUT.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
@@ -11,7 +12,9 @@ from types import FrameType
 
 import click
 
+from ebind.cli.retention import describe, merged, merged_values, retention_options, retention_values
 from ebind.embed import Cluster, EmbedError, Node, start_cluster, start_node
+from ebind.retention import Retention
 
 __all__ = ["server"]
 
@@ -66,13 +69,33 @@ def _stop_on_signal() -> Iterator[threading.Event]:
     show_default=True,
     help="JetStream fsync policy: 'always' (durable, G1) or the NATS default.",
 )
-def server(size: int, store_dir: Path | None, port: int, sync_interval: str) -> None:
-    """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted."""
+@retention_options
+@click.pass_context
+def server(
+    ctx: click.Context,
+    /,
+    size: int,
+    store_dir: Path | None,
+    port: int,
+    sync_interval: str,
+    **retention: float | None,
+) -> None:
+    """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted.
+
+    With a ``--retention-*`` option (here or on ``ebind``) or ``EBIND_RETENTION_*`` set, the
+    ebind streams are created on it with those limits right away.
+    """
+    obj = ctx.find_root().obj
+    given = merged_values(obj.get("retention", {}) if obj else {}, retention_values(retention))
     # Handlers go in first so a signal during startup still ends in a clean shutdown.
     with _stop_on_signal() as stop:
         running = _start(size, store_dir, port, sync_interval)
         try:
             urls = running.client_urls if isinstance(running, Cluster) else [running.client_url]
+            if given:
+                keep = merged(Retention(), given)
+                _provision(urls, keep, replicas=min(size, 3) or 1)
+                click.echo(f"retention: {describe(keep)}")
             click.echo(f"nats-server ready: {','.join(urls)}")
             click.echo(f"durability: {_DURABILITY[sync_interval]}")
             click.echo(f"store: {store_dir if store_dir is not None else 'temporary'}")
@@ -83,6 +106,26 @@ def server(size: int, store_dir: Path | None, port: int, sync_interval: str) -> 
         finally:
             running.shutdown()
             click.echo("nats-server stopped")
+
+
+def _provision(urls: list[str], retention: Retention, *, replicas: int) -> None:
+    """Create the ebind streams with ``retention`` (an existing stream keeps its limits)."""
+
+    async def run() -> None:
+        import nats
+
+        from ebind.streams import ensure_streams
+
+        nc = await nats.connect(servers=urls, connect_timeout=5, allow_reconnect=False)
+        try:
+            await ensure_streams(nc.jetstream(), replicas, retention)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:
+        raise click.ClickException(f"creating the ebind streams failed: {exc!r}") from exc
 
 
 def _start(size: int, store_dir: Path | None, port: int, sync_interval: str) -> Node | Cluster:

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from ebind.cli.retention import merged, retention_options, retention_values
+
 __all__ = ["load_app", "worker"]
 
 
@@ -120,9 +122,11 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     help="Serve Prometheus metrics on this port (needs ebind[prometheus]).",
 )
 @click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Metrics bind address.")
+@retention_options
 @click.pass_context
 def worker(
     ctx: click.Context,
+    /,
     app_path: str,
     concurrency: int,
     claims: tuple[str, ...],
@@ -136,6 +140,7 @@ def worker(
     log_level: str | None,
     metrics_port: int | None,
     metrics_addr: str,
+    **retention: float | None,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
     obj: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
@@ -153,6 +158,10 @@ def worker(
         click.echo(f"embedded nats-server at {url}", err=True)
     if url:
         _point_at(app, url)
+    # --- --retention-*: the options (or EBIND_RETENTION_*) override the App's own setting ---
+    given = [obj.get("retention", {}), retention_values(retention)]
+    if hasattr(app, "retention"):
+        app.retention = merged(app.retention, *given)
     options: dict[str, Any] = {
         "concurrency": concurrency,
         "claims": list(claims),

@@ -55,5 +55,5 @@ def test_app_takes_retention_and_refuses_other_types(monkeypatch: pytest.MonkeyP
     assert ebind.App("a", retention=Retention(tasks=3600)).retention.tasks == 3600
     monkeypatch.setenv("EBIND_RETENTION_TASKS", "2d")
     assert ebind.App("a").retention.tasks == 2 * 86400
-    with pytest.raises(InvalidArguments, match="ebind.Retention"):
+    with pytest.raises(InvalidArguments, match=r"ebind\.Retention"):
         ebind.App("a", retention={"tasks": 5})  # type: ignore[arg-type]
