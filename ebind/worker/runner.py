@@ -162,6 +162,8 @@ class AttemptRunner:
         self.executor = executor
         self.max_payload = max_payload
         self._registry = app.registry
+        # Fixed once the App is connected: retention.tasks, kept under the server's max_age.
+        self._horizon = float(getattr(app, "tasks_horizon", 0.0) or 0.0)
         self._nc = app.nc
         self._js = app.js
         from ebind.codec import decode_args, encode_result  # L1 module, imported once
@@ -238,11 +240,10 @@ class AttemptRunner:
 
     def _task_horizon(self, msg: Any, env: TaskEnvelope) -> TaskHorizon | None:
         """When this message became ready (its stream time, else ``enqueued_at``) + horizon."""
-        seconds = getattr(self.app, "tasks_horizon", None)
-        if not seconds:
+        if not self._horizon:
             return None
         ready_at = stream_time(msg) or env.enqueued_at
-        return None if ready_at is None else TaskHorizon(ready_at, float(seconds))
+        return None if ready_at is None else TaskHorizon(ready_at, self._horizon)
 
     def _precheck(
         self, env: TaskEnvelope, policy: RetryPolicy, horizon: TaskHorizon | None
