@@ -331,7 +331,7 @@ def _log_kept(log: Any, stream: str, differences: dict[str, tuple[float, float]]
     log.info(
         "streams.server_setting_kept",
         stream=stream,
-        settings={k: {"server": v[0], "ebind_default": v[1]} for k, v in sorted(fresh.items())},
+        settings={k: {"server": v[0], "ebind": v[1]} for k, v in sorted(fresh.items())},
         note="the value set on the server stays; ebind never lowers or reverts it",
     )
 
@@ -373,8 +373,9 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
         else:
             log.debug("streams.created", stream=want.name)
         return want
-    _log_kept(log, want.name, operator_differences(info.config, want))
     changes = stream_additions(info.config, want)
+    kept = operator_differences(info.config, want)
+    _log_kept(log, want.name, {k: v for k, v in kept.items() if k not in changes})
     if not changes:
         return info.config
     try:
