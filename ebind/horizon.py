@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from ebind.retention import Retention
 from ebind.wire import ErrorKind, TaskError
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "horizon_error",
     "horizon_error_message",
     "is_expired",
-    "stream_max_ages",
     "tasks_max_age",
 ]
 
@@ -56,15 +54,6 @@ def grace(horizon: float) -> float:
 def tasks_max_age(horizon: float) -> float:
     """``max_age`` ebind creates EBIND_TASKS (and EBIND_DAG_EVENTS) with."""
     return horizon + grace(horizon)
-
-
-def stream_max_ages(retention: Retention) -> dict[str, float]:
-    """``max_age`` of each stream ebind creates, keyed by the Retention field it comes from."""
-    return {
-        "tasks": tasks_max_age(retention.tasks),
-        "results": retention.results,
-        "dead_letters": retention.dead_letters,
-    }
 
 
 def effective_horizon(configured: float, server_max_age: float | None) -> float:

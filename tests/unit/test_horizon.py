@@ -14,10 +14,8 @@ from ebind.horizon import (
     grace,
     horizon_error,
     is_expired,
-    stream_max_ages,
     tasks_max_age,
 )
-from ebind.retention import Retention
 from ebind.wire import TaskError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -30,13 +28,6 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_grace_is_a_quarter_between_two_seconds_and_an_hour(horizon: float, margin: float) -> None:
     assert grace(horizon) == margin
     assert tasks_max_age(horizon) == horizon + margin
-
-
-def test_stream_max_ages_follow_the_retention() -> None:
-    got = stream_max_ages(Retention(tasks=100, results=50, dead_letters=900, dag_history=5))
-    assert got == {"tasks": 125.0, "results": 50.0, "dead_letters": 900.0}
-    week = stream_max_ages(Retention())
-    assert week["tasks"] == 7 * 86400 + 3600
 
 
 @pytest.mark.parametrize("server", [None, 0.0, -1.0])
