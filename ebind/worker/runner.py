@@ -164,6 +164,7 @@ class AttemptRunner:
         self._registry = app.registry
         # Fixed once the App is connected: retention.tasks, kept under the server's max_age.
         self._horizon = float(getattr(app, "tasks_horizon", 0.0) or 0.0)
+        self._horizon_ns = int(self._horizon * 1e9)
         self._nc = app.nc
         self._js = app.js
         from ebind.codec import decode_args, encode_result  # L1 module, imported once
@@ -199,7 +200,7 @@ class AttemptRunner:
             await msg.ack()
             return
         policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
-        early = self._precheck(env, policy, self._task_horizon(msg, env))
+        early = self._precheck(env, policy, self._expiry(msg, env))
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
@@ -245,11 +246,23 @@ class AttemptRunner:
         ready_at = stream_time(msg) or env.enqueued_at
         return None if ready_at is None else TaskHorizon(ready_at, self._horizon)
 
-    def _precheck(
-        self, env: TaskEnvelope, policy: RetryPolicy, horizon: TaskHorizon | None
-    ) -> TaskError | None:
+    def _expiry(self, msg: Any, env: TaskEnvelope) -> TaskError | None:
+        """The ``expired`` error when this message is past the tasks horizon, else None."""
+        if not self._horizon:
+            return None
+        stored_ns = _ack_field(msg, 3)
+        if stored_ns and time.time_ns() < stored_ns + self._horizon_ns:
+            return None  # the hot path: integers only, no datetime built
+        horizon = self._task_horizon(msg, env)
         if horizon is not None and is_expired(horizon.ready_at, horizon.seconds, _now()):
             return horizon_error(horizon.ready_at, horizon.seconds)
+        return None
+
+    def _precheck(
+        self, env: TaskEnvelope, policy: RetryPolicy, expired: TaskError | None
+    ) -> TaskError | None:
+        if expired is not None:
+            return expired
         if env.deadline is not None and env.deadline <= _now():
             return TaskError(
                 kind=ErrorKind.DEADLINE.value,
