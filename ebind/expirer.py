@@ -27,7 +27,7 @@ import structlog
 
 from ebind.client import HEADER_MSG_ID
 from ebind.errors import InvalidName
-from ebind.horizon import expirer_interval, horizon_error, is_expired
+from ebind.horizon import expirer_interval, grace, horizon_error, is_expired
 from ebind.streams import (
     KV_LEASES,
     TASKS_STREAM,
@@ -41,10 +41,13 @@ from ebind.wire import DLQEntry, TaskEnvelope, TaskResponse, decode_envelope, en
 __all__ = [
     "EXPIRED_SUBJECTS",
     "LEASE_KEY",
+    "Delivered",
     "Expirer",
     "Expiry",
     "expiry_for",
     "reply_subject",
+    "subject_matches",
+    "was_delivered",
 ]
 
 log = structlog.get_logger("ebind.expirer")
@@ -55,6 +58,7 @@ LEASE_KEY = "expirer"
 """Key of the expirer's lease in ``ebind-leases``."""
 MAX_PER_PASS = 1000
 """Messages expired per subject and pass, so one pass never holds the loop for long."""
+_CONSUMER_PAGE = 256  # consumers per CONSUMER.INFO list page
 _ALREADY_GONE = 10057  # JSStreamMsgDeleteFailedF: "no message found" at that sequence
 
 
@@ -99,15 +103,52 @@ def _dlq_name(subject: str, env: TaskEnvelope | None) -> str:
     return "_undecodable"
 
 
+def subject_matches(filter_subject: str, subject: str) -> bool:
+    """Whether ``subject`` matches the NATS filter (``*`` one token, ``>`` the rest)."""
+    want, got = filter_subject.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(got) == len(want)
+
+
+Delivered = tuple[tuple[str, ...], int]
+"""A consumer's filter subjects and the highest stream sequence it has delivered."""
+
+
+def was_delivered(consumers: list[Delivered], subject: str, seq: int) -> bool:
+    """Whether a consumer whose filter takes ``subject`` has already delivered ``seq``.
+
+    On a work-queue stream a delivered message that is still stored is held by a worker
+    (running, or waiting for a retry): that worker checks the horizon itself.
+    """
+    return any(
+        last >= seq and any(subject_matches(f, subject) for f in filters)
+        for filters, last in consumers
+    )
+
+
 def expiry_for(
-    subject: str, seq: int, data: bytes, stored_at: datetime, horizon: float, now: datetime
+    subject: str,
+    seq: int,
+    data: bytes,
+    stored_at: datetime,
+    horizon: float,
+    now: datetime,
+    *,
+    delivered: bool = False,
 ) -> Expiry | None:
     """The record for stream message ``seq`` if it is past ``horizon`` at ``now``, else None.
 
     ``stored_at`` is when the stream stored the message (a countdown task: when it fell
-    due). Undecodable bytes are dead-lettered as they are, with no reply.
+    due). A message a worker already received gets half the grace margin more, so a
+    handler running across the horizon ends (and the worker records it) first.
+    Undecodable bytes are dead-lettered as they are, with no reply.
     """
-    if not is_expired(stored_at, horizon, now):
+    allowance = grace(horizon) / 2 if delivered else 0.0
+    if not is_expired(stored_at, horizon + allowance, now):
         return None
     try:
         env: TaskEnvelope | None = decode_envelope(data)
@@ -182,39 +223,61 @@ class Expirer:
     async def sweep(self) -> int:
         """One pass over the oldest queued messages; returns how many were expired."""
         horizon = float(self.app.tasks_horizon)
+        consumers: list[Delivered] | None = None  # read only once something is old
         done = 0
         for subject in EXPIRED_SUBJECTS:
-            done += await self._sweep_subject(subject, horizon)
+            seq = 1
+            for _ in range(MAX_PER_PASS):
+                raw = await self._next(seq, subject)
+                if raw is None:
+                    break
+                seq = int(raw.seq or 0) + 1
+                stored_at = raw.time or datetime.now(UTC)
+                if not is_expired(stored_at, horizon, datetime.now(UTC)):
+                    break  # stream order: everything after is younger
+                if consumers is None:
+                    consumers = await self._deliveries()
+                plan = expiry_for(
+                    raw.subject or "",
+                    seq - 1,
+                    bytes(raw.data or b""),
+                    stored_at,
+                    horizon,
+                    datetime.now(UTC),
+                    delivered=was_delivered(consumers, raw.subject or "", seq - 1),
+                )
+                if plan is not None:
+                    await self._record(plan, seq - 1)
+                    done += 1
         if done:
             self.expired += done
             log.warning("expirer.expired", count=done, horizon=horizon)
         return done
 
-    async def _sweep_subject(self, filter_subject: str, horizon: float) -> int:
+    async def _next(self, seq: int, filter_subject: str) -> Any:
+        """The first message at or after ``seq`` on ``filter_subject`` (None: there is none)."""
         from nats.js.errors import NotFoundError
 
-        js = self.app.js
-        seq, done = 1, 0
-        while done < MAX_PER_PASS:
-            try:
-                raw = await js.get_msg(TASKS_STREAM, seq=seq, subject=filter_subject, next=True)
-            except NotFoundError:
-                return done
-            stored_at = raw.time or datetime.now(UTC)
-            plan = expiry_for(
-                raw.subject or "",
-                int(raw.seq or 0),
-                bytes(raw.data or b""),
-                stored_at,
-                horizon,
-                datetime.now(UTC),
+        try:
+            return await self.app.js.get_msg(
+                TASKS_STREAM, seq=seq, subject=filter_subject, next=True
             )
-            if plan is None:
-                return done  # stream order: everything after is younger
-            await self._record(plan, int(raw.seq or 0))
-            done += 1
-            seq = int(raw.seq or 0) + 1
-        return done
+        except NotFoundError:
+            return None
+
+    async def _deliveries(self) -> list[Delivered]:
+        """Every EBIND_TASKS consumer's filters and last delivered stream sequence."""
+        out: list[Delivered] = []
+        offset = 0
+        while True:
+            page = await self.app.js.consumers_info(TASKS_STREAM, offset=offset)
+            for info in page:
+                config = info.config
+                filters = tuple(config.filter_subjects or ()) or (config.filter_subject or ">",)
+                out.append((filters, int(info.delivered.stream_seq if info.delivered else 0)))
+            if len(page) < _CONSUMER_PAGE:
+                return out
+            offset += len(page)
 
     async def _record(self, plan: Expiry, seq: int) -> None:
         """Dead letter (awaited), reply, then delete: a failure before the delete retries."""

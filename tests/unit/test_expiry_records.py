@@ -9,7 +9,13 @@ import pytest
 from nats.js.errors import APIError
 
 from ebind.client import expired_message, is_stream_full
-from ebind.expirer import EXPIRED_SUBJECTS, expiry_for, reply_subject
+from ebind.expirer import (
+    EXPIRED_SUBJECTS,
+    expiry_for,
+    reply_subject,
+    subject_matches,
+    was_delivered,
+)
 from ebind.wire import TaskEnvelope, decode_response, encoder
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -123,3 +129,42 @@ def test_expired_result_message_names_the_task_and_the_reason() -> None:
     assert "outlived the results retention" in expired_message("t1", "MaxAge")
     assert "t1" in expired_message("t1", "MaxAge")
     assert "(Purge)" in expired_message("t1", "Purge")
+
+
+@pytest.mark.parametrize(
+    ("filter_subject", "subject", "match"),
+    [
+        ("TASKS.>", "TASKS.mail.send", True),
+        ("TASKS.>", "TASKS", False),
+        ("TASKS.>", "TASKS_TARGET.x.mail", False),
+        ("TASKS_TARGET.Z3B1.>", "TASKS_TARGET.Z3B1.mail.send", True),
+        ("TASKS_TARGET.Z3B1.>", "TASKS_TARGET.other.mail.send", False),
+        ("TASKS.*.send", "TASKS.mail.send", True),
+        ("TASKS.*.send", "TASKS.mail.send.now", False),
+        ("TASKS.mail", "TASKS.mail", True),
+        ("TASKS.mail", "TASKS.mail.send", False),
+        (">", "TASKS.mail", True),
+    ],
+)
+def test_subject_matches_nats_wildcards(filter_subject: str, subject: str, match: bool) -> None:
+    assert subject_matches(filter_subject, subject) is match
+
+
+def test_delivered_means_a_matching_consumer_got_past_that_sequence() -> None:
+    consumers = [(("TASKS.>",), 10), (("TASKS_TARGET.Z3B1.>",), 3)]
+    assert was_delivered(consumers, "TASKS.mail.send", 10)
+    assert not was_delivered(consumers, "TASKS.mail.send", 11)
+    assert was_delivered(consumers, "TASKS_TARGET.Z3B1.mail", 3)
+    assert not was_delivered(consumers, "TASKS_TARGET.Z3B1.mail", 4)
+    assert not was_delivered(consumers, "TASKS_TARGET.nobody.mail", 1)
+    assert not was_delivered([], "TASKS.mail.send", 1)
+
+
+def test_a_message_a_worker_holds_gets_half_the_grace_more() -> None:
+    data = encoder.encode(_env())
+    # horizon 60 s: grace 15 s, so a held message expires 7.5 s later than a waiting one
+    at_61 = T0 + timedelta(seconds=61)
+    assert expiry_for("TASKS.mail.send", 5, data, T0, 60.0, at_61, delivered=True) is None
+    at_68 = T0 + timedelta(seconds=67.5)
+    held = expiry_for("TASKS.mail.send", 5, data, T0, 60.0, at_68, delivered=True)
+    assert held is not None and "horizon of 60s" in held.entry.error.message

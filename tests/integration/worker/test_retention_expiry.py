@@ -119,3 +119,26 @@ async def test_unlimited_retries_end_at_the_horizon(nats_url: str) -> None:
         entries = await dlq_entries(app, "ret.flaky")
         assert [e.error.kind for e in entries] == ["expired"]
         assert entries[0].final_attempt == len(attempts)
+
+
+async def test_a_message_a_worker_holds_is_left_to_it_past_the_horizon(nats_url: str) -> None:
+    from nats.js.api import ConsumerConfig
+
+    app = _app(nats_url, 1)  # horizon 1 s, grace 2 s: a held message gets 1 s more
+    async with app:
+        info = await app.js.stream_info(TASKS_STREAM)
+        await app.js.update_stream(info.config.evolve(max_age=60.0))  # no race with the server
+        fut = await app.enqueue("ret.long_running", 1)
+        # a worker's pull: the message is delivered and held (not acked)
+        sub = await app.js.pull_subscribe(
+            "TASKS.>", durable="held", config=ConsumerConfig(ack_wait=30)
+        )
+        held = await sub.fetch(1, timeout=5)
+        assert len(held) == 1
+        await asyncio.sleep(1.2)  # past the horizon, within the held allowance
+        assert await Expirer(app).sweep() == 0
+        await asyncio.sleep(1.0)  # past the allowance too: its worker never reported
+        assert await Expirer(app).sweep() == 1
+        with pytest.raises(TaskFailed) as caught:
+            await fut.result(timeout=5)
+        assert caught.value.kind == "expired"
