@@ -35,6 +35,7 @@ from ebind.streams import (
     check_task_name,
     dlq_subject,
     resp_subject,
+    subject_matches,
 )
 from ebind.wire import DLQEntry, TaskEnvelope, TaskResponse, decode_envelope, encoder
 
@@ -46,7 +47,6 @@ __all__ = [
     "Expiry",
     "expiry_for",
     "reply_subject",
-    "subject_matches",
     "was_delivered",
 ]
 
@@ -101,17 +101,6 @@ def _dlq_name(subject: str, env: TaskEnvelope | None) -> str:
         with contextlib.suppress(InvalidName):
             return check_task_name(name)
     return "_undecodable"
-
-
-def subject_matches(filter_subject: str, subject: str) -> bool:
-    """Whether ``subject`` matches the NATS filter (``*`` one token, ``>`` the rest)."""
-    want, got = filter_subject.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(got) > i
-        if i >= len(got) or (token != "*" and token != got[i]):
-            return False
-    return len(got) == len(want)
 
 
 Delivered = tuple[tuple[str, ...], int]

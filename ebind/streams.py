@@ -37,6 +37,7 @@ __all__ = [
     "operator_differences",
     "resp_subject",
     "stream_additions",
+    "subject_matches",
     "target_durable",
     "target_filter",
     "task_subject",
@@ -155,6 +156,17 @@ def target_durable(claim: str) -> str:
 def resp_subject(client_id: str, task_id: str) -> str:
     """Subject a task's response is published to."""
     return f"RESP.{client_id}.{task_id}"
+
+
+def subject_matches(filter_subject: str, subject: str) -> bool:
+    """Whether ``subject`` matches the NATS filter (``*`` one token, ``>`` the rest)."""
+    want, got = filter_subject.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(got) == len(want)
 
 
 def dlq_subject(name: str) -> str:

@@ -24,7 +24,7 @@ from ebind.cli.output import (
     yes_option,
 )
 from ebind.errors import EbindError
-from ebind.streams import TASKS_STREAM
+from ebind.streams import TASKS_STREAM, subject_matches
 
 if TYPE_CHECKING:
     from ebind.app import App
@@ -203,7 +203,7 @@ async def _peek(app: App, name: str, last: int, subject: str | None) -> list[dic
                 seq -= 1
                 continue
             seq -= 1
-            if subject is not None and not _matches(subject, msg.subject or ""):
+            if subject is not None and not subject_matches(subject, msg.subject or ""):
                 continue
             out.append(_message(msg))
             advance(1)
@@ -221,16 +221,6 @@ def _message(msg: Any) -> dict[str, Any]:
         "headers": dict(msg.headers or {}),
         "data": data.decode(errors="replace"),
     }
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    want, have = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(want):
-        if tok == ">":
-            return len(have) > i
-        if i >= len(have) or (tok != "*" and tok != have[i]):
-            return False
-    return len(want) == len(have)
 
 
 @stream.command("peek")

@@ -13,9 +13,9 @@ from ebind.expirer import (
     EXPIRED_SUBJECTS,
     expiry_for,
     reply_subject,
-    subject_matches,
     was_delivered,
 )
+from ebind.streams import subject_matches
 from ebind.wire import TaskEnvelope, decode_response, encoder
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
