@@ -177,7 +177,7 @@ class Expirer:
         self.interval = interval
         self.lease_ttl = lease_ttl
         self.expired = 0
-        """Messages this process dead-lettered as expired (a gauge for metrics)."""
+        """Messages this process dead-lettered as expired (a counter for metrics)."""
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
