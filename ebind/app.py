@@ -27,6 +27,7 @@ from ebind.signature import HandlerSpec, inspect_handler
 from ebind.signing import Signer, keys_from_env
 from ebind.streams import (
     RESP_STREAM,
+    TASKS_STREAM,
     check_id,
     check_target,
     check_task_name,
@@ -135,6 +136,8 @@ class App:
         self.signer = Signer(keys) if keys is not None else None
         self.payload_codec = check_codec(payload_codec) or codec_from_env()
         self.redact_error = check_redactor(redact_error)
+        self.stream_configs: dict[str, Any] = {}
+        """Each ebind stream's config as found (or created) by the last connect, by name."""
         self.name = name
         self.replicas = replicas
         self.publish_timeout = float(publish_timeout)
@@ -179,6 +182,14 @@ class App:
         return self._js
 
     @property
+    def tasks_horizon(self) -> float:
+        """Seconds a queued task may wait: ``retention.tasks``, kept under the server's max_age."""
+        from ebind.horizon import effective_horizon
+
+        tasks = self.stream_configs.get(TASKS_STREAM)
+        return effective_horizon(self.retention.tasks, getattr(tasks, "max_age", None))
+
+    @property
     def max_payload(self) -> int:
         """Largest message the server accepts, headers included."""
         return int(self.nc.max_payload)
@@ -204,10 +215,16 @@ class App:
             v = nc.connected_server_version
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
             js = nc.jetstream()
-            await ensure_streams(js, self.replicas)
+            self.stream_configs = await ensure_streams(js, self.replicas, self.retention)
             router = ResponseRouter(nc, js, self.client_id, codec=self.payload_codec)
             await router.start()
-            publisher = Publisher(nc, js, timeout=self.publish_timeout, signer=self.signer)
+            publisher = Publisher(
+                nc,
+                js,
+                timeout=self.publish_timeout,
+                signer=self.signer,
+                max_ahead=timedelta(seconds=self.tasks_horizon),
+            )
             await publisher.start()
         except BaseException:
             await nc.close()

@@ -20,18 +20,28 @@ import msgspec
 import structlog
 
 from ebind._jsreq import PubAck, decode_ack
-from ebind.errors import PayloadTooLarge, PublishFailed
+from ebind.errors import PayloadTooLarge, PublishFailed, ResultExpired, StreamFull
 from ebind.payload import PayloadCodec
-from ebind.schedule import resolve_at, schedule_headers, scheduled_subject
+from ebind.schedule import MAX_SCHEDULE_AHEAD, resolve_at, schedule_headers, scheduled_subject
 from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import RESP_STREAM, TASKS_STREAM, resp_subject, task_subject
 from ebind.wire import TaskEnvelope, TaskResponse, decode_response, encoder
 
-__all__ = ["HEADER_MSG_ID", "Publisher", "ResponseRouter", "message_size"]
+__all__ = [
+    "HEADER_MARKER_REASON",
+    "HEADER_MSG_ID",
+    "Publisher",
+    "ResponseRouter",
+    "expired_message",
+    "is_stream_full",
+    "message_size",
+]
 
 log = structlog.get_logger("ebind.client")
 
 HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_MARKER_REASON = "Nats-Marker-Reason"
+"""Set on the marker the server leaves where it removed a subject's last message."""
 # "NATS/1.0\r\n" + the blank line closing the header block.
 _HEADER_FRAME = len(b"NATS/1.0\r\n") + 2
 # The header block of an ordinary task publish, minus the id: "Nats-Msg-Id: <id>\r\n".
@@ -72,9 +82,11 @@ class Publisher:
         timeout: float,
         window: int = DEFAULT_WINDOW,
         signer: Signer | None = None,
+        max_ahead: timedelta = MAX_SCHEDULE_AHEAD,
     ) -> None:
         self._nc = nc
         self._signer = signer
+        self._max_ahead = max_ahead
         self._js = js
         self._timeout = timeout
         self._window = window
@@ -116,7 +128,7 @@ class Publisher:
             if self._signer is not None:
                 size += _SIGNATURE_FRAME + len(headers[HEADER_SIGNATURE])
         else:
-            at = resolve_at(countdown, eta, datetime.now(UTC))
+            at = resolve_at(countdown, eta, datetime.now(UTC), self._max_ahead)
             if at is not None:
                 headers.update(schedule_headers(at, subject))
                 subject = scheduled_subject(env.id)
@@ -152,6 +164,16 @@ class Publisher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if is_stream_full(exc):
+                raise StreamFull(
+                    f"task {env.name!r} ({env.id}) was refused by {TASKS_STREAM}: "
+                    f"{_describe(exc)}; nothing was stored (the stream's max_msgs/max_bytes "
+                    "bound with discard new is reached): retry once workers drain the "
+                    "backlog, or raise the bound",
+                    task_id=env.id,
+                    subject=subject,
+                    stream=TASKS_STREAM,
+                ) from exc
             reason = "no confirmation" if isinstance(exc, TimeoutError) else repr(exc)
             raise PublishFailed(
                 f"publishing task {env.name!r} ({env.id}) was not confirmed within "
@@ -177,6 +199,14 @@ class Publisher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if is_stream_full(exc):
+                raise StreamFull(
+                    f"publish to {subject!r} was refused by {stream}: {_describe(exc)}; nothing "
+                    "was stored (the stream's max_msgs/max_bytes bound with discard new is "
+                    "reached)",
+                    subject=subject,
+                    stream=stream,
+                ) from exc
             raise PublishFailed(
                 f"publish to {subject!r} was not confirmed by {stream} within {self._timeout}s "
                 f"({exc!r})",
@@ -246,6 +276,31 @@ class Publisher:
             fut.set_result(decode_ack(msg))
         except Exception as exc:  # no responders, an undecodable reply, a server error
             fut.set_exception(exc)
+
+
+# JSStreamStoreFailedF: the server could not store the message; with a "maximum ..."
+# description it is a max_msgs / max_bytes / per-subject bound under discard new.
+_STORE_FAILED = 10077
+
+
+def is_stream_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing a publish because a stream bound is reached."""
+    code = getattr(exc, "err_code", None)
+    description = str(getattr(exc, "description", "") or "")
+    return code == _STORE_FAILED and "maximum" in description.lower()
+
+
+def expired_message(task_id: str, reason: str) -> str:
+    """Why a task's stored response is gone, from the server's marker reason."""
+    if reason == "MaxAge":
+        why = "its response outlived the results retention (Retention.results) and was removed"
+    else:
+        why = f"its response was removed from {RESP_STREAM} ({reason})"
+    return f"the result of task {task_id} can no longer be read: {why}"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(getattr(exc, "description", "") or exc)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -347,7 +402,11 @@ class ResponseRouter:
                 wake.set_result(None)
 
     async def fetch(self, task_id: str, client_id: str | None = None) -> TaskResponse | None:
-        """The stored response of ``task_id`` from EBIND_RESP (direct get), or None."""
+        """The stored response of ``task_id`` from EBIND_RESP (direct get), or None.
+
+        Raises:
+            ResultExpired: the server left a removal marker where the response was.
+        """
         from nats.js.errors import NotFoundError
 
         subject = resp_subject(client_id or self.client_id, task_id)
@@ -355,6 +414,9 @@ class ResponseRouter:
             raw = await self._js.get_last_msg(RESP_STREAM, subject, direct=True)
         except NotFoundError:
             return None
+        reason = (raw.headers or {}).get(HEADER_MARKER_REASON)
+        if reason:
+            raise ResultExpired(expired_message(task_id, reason), task_id=task_id)
         if not raw.data:
             return None
         try:

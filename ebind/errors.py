@@ -66,6 +66,7 @@ __all__ = [
     "StepFailed",
     "StepNotFound",
     "StepSkipped",
+    "StreamFull",
     "TaskFailed",
     "TaskTimeout",
     "UnknownTask",
@@ -142,6 +143,19 @@ class PublishFailed(EbindError):
         super().__init__(message)
         self.task_id = task_id
         self.subject = subject
+
+
+class StreamFull(PublishFailed):
+    """The stream refused the message: a max_msgs / max_bytes bound with discard new is reached.
+
+    Nothing was stored; retry after the backlog drains (or the operator raises the bound).
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str = "", subject: str = "", stream: str = ""
+    ) -> None:
+        super().__init__(message, task_id=task_id, subject=subject)
+        self.stream = stream
 
 
 class ResultExpired(EbindError, LookupError):

@@ -9,7 +9,7 @@ import msgspec
 import structlog
 
 from ebind.codec import decode_result
-from ebind.errors import TaskFailed, TaskTimeout
+from ebind.errors import ResultExpired, TaskFailed, TaskTimeout
 from ebind.payload import PayloadUnreadable, unseal
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
@@ -76,7 +76,11 @@ class Future(Generic[R]):
 
     # The spec fixes result(timeout=...), the Celery/concurrent.futures shape.
     async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109
-        """Wait for the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds."""
+        """Wait for the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds.
+
+        Raises ResultExpired when the response was stored but removed after the results
+        retention (the server's removal marker says so) before this waiter read it.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         if not self._waiter.done() and self._check_first:
@@ -101,6 +105,8 @@ class Future(Generic[R]):
     async def _check_stream(self) -> None:
         try:
             resp = await self._router.fetch(self._id, self._client_id)
+        except ResultExpired:
+            raise
         except Exception as exc:  # the server may be away; the next check retries
             log.debug("task.response_check_failed", task_id=self._id, error=repr(exc))
             return

@@ -33,8 +33,9 @@ __all__ = [
 SCHEDULED_PREFIX = "TASKS_SCHEDULED"
 HEADER_SCHEDULE = "Nats-Schedule"
 HEADER_SCHEDULE_TARGET = "Nats-Schedule-Target"
-# EBIND_TASKS keeps messages 24 h; leave an hour for the fired task to be consumed.
+# Used when no tasks retention is known; an App passes its own horizon instead.
 MAX_SCHEDULE_AHEAD = timedelta(hours=23)
+HEADER_TTL = "Nats-TTL"
 
 
 def rfc3339(at: datetime) -> str:
@@ -48,18 +49,30 @@ def scheduled_subject(task_id: str) -> str:
 
 
 def schedule_headers(at: datetime, target_subject: str) -> dict[str, str]:
-    """The ADR-51 headers that make the server publish to ``target_subject`` at ``at``."""
-    return {HEADER_SCHEDULE: f"@at {rfc3339(at)}", HEADER_SCHEDULE_TARGET: target_subject}
+    """The ADR-51 headers that make the server publish to ``target_subject`` at ``at``.
+
+    ``Nats-TTL: never`` keeps a pending countdown from the stream's max_age, so it is never
+    removed before it fires; the server strips it from the fired task, whose own horizon
+    then starts.
+    """
+    return {
+        HEADER_SCHEDULE: f"@at {rfc3339(at)}",
+        HEADER_SCHEDULE_TARGET: target_subject,
+        HEADER_TTL: "never",
+    }
 
 
 def resolve_at(
-    countdown: float | timedelta | None, eta: datetime | None, now: datetime
+    countdown: float | timedelta | None,
+    eta: datetime | None,
+    now: datetime,
+    max_ahead: timedelta = MAX_SCHEDULE_AHEAD,
 ) -> datetime | None:
     """When a task should run, from ``countdown`` (seconds) or ``eta``; None means now.
 
     Raises:
         InvalidArguments: both given, a negative or non-finite countdown, a naive ``eta``,
-            or a time further ahead than MAX_SCHEDULE_AHEAD.
+            or a time further ahead than ``max_ahead`` (the App's tasks horizon).
     """
     if countdown is not None and eta is not None:
         raise InvalidArguments("pass either countdown= or eta=, not both", parameter="countdown")
@@ -90,10 +103,11 @@ def resolve_at(
         at = eta
     else:
         return None
-    if at - now > MAX_SCHEDULE_AHEAD:
+    if at - now > max_ahead:
         raise InvalidArguments(
-            f"cannot schedule a task {at - now} ahead: EBIND_TASKS keeps messages for 24 h, "
-            f"so the limit is {MAX_SCHEDULE_AHEAD}; use a periodic schedule or a workflow",
+            f"cannot schedule a task {at - now} ahead: the limit is the tasks retention "
+            f"horizon of {max_ahead} (Retention.tasks / EBIND_RETENTION_TASKS); raise it, "
+            "or use a periodic schedule or a workflow",
             parameter="eta" if eta is not None else "countdown",
         )
     return at

@@ -13,6 +13,7 @@ import re
 from typing import Any, cast
 
 from ebind.errors import InvalidArguments, InvalidName
+from ebind.retention import Retention
 
 __all__ = [
     "DAG_EVENTS_STREAM",
@@ -33,7 +34,10 @@ __all__ = [
     "check_task_name",
     "dlq_subject",
     "ensure_streams",
+    "operator_differences",
     "resp_subject",
+    "stream_additions",
+    "subject_matches",
     "target_durable",
     "target_filter",
     "task_subject",
@@ -49,9 +53,6 @@ KV_LEASES = "ebind-leases"
 WORKER_DURABLE = "ebind-worker"
 SCHEDULER_DURABLE = "ebind-scheduler"
 
-TASKS_MAX_AGE = 24 * 3600.0
-RESP_MAX_AGE = 3600.0
-DLQ_MAX_AGE = 7 * 24 * 3600.0
 DUPLICATE_WINDOW = 300.0
 
 MAX_ID_LEN = 128
@@ -157,6 +158,17 @@ def resp_subject(client_id: str, task_id: str) -> str:
     return f"RESP.{client_id}.{task_id}"
 
 
+def subject_matches(filter_subject: str, subject: str) -> bool:
+    """Whether ``subject`` matches the NATS filter (``*`` one token, ``>`` the rest)."""
+    want, got = filter_subject.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(got) == len(want)
+
+
 def dlq_subject(name: str) -> str:
     """Subject a dead letter for task ``name`` is published to."""
     return f"DLQ.{name}"
@@ -180,22 +192,28 @@ SCHEDULED_SUBJECTS = "TASKS_SCHEDULED.>"
 PERIODIC_SUBJECTS = "TASKS_SCHEDULES.>"
 
 
-def _stream_configs(replicas: int) -> list[Any]:
+def _stream_configs(replicas: int, retention: Retention | None = None) -> list[Any]:
     from nats.js import api
 
+    from ebind.horizon import tasks_max_age
+
+    keep = retention if retention is not None else Retention()
+    tasks_age = tasks_max_age(keep.tasks)
     file = api.StorageType.FILE
     work_queue = api.RetentionPolicy.WORK_QUEUE
     limits = api.RetentionPolicy.LIMITS
     return [
         # Discard "old" is forced: the server rejects message schedules with discard "new"
-        # (err 10052). With no max_msgs/max_bytes set, only max_age ever removes messages.
+        # (err 10052). With no max_msgs/max_bytes set, only max_age ever removes messages,
+        # and max_age is the tasks horizon plus a margin so the expirer records them first.
         api.StreamConfig(
             name=TASKS_STREAM,
             subjects=["TASKS.>", "TASKS_TARGET.>", SCHEDULED_SUBJECTS, PERIODIC_SUBJECTS],
             retention=work_queue,
             storage=file,
-            max_age=TASKS_MAX_AGE,
-            duplicate_window=DUPLICATE_WINDOW,
+            max_age=tasks_age,
+            # the server refuses a duplicate window longer than max_age (short test horizons)
+            duplicate_window=min(DUPLICATE_WINDOW, tasks_age),
             allow_msg_schedules=True,
             # periodic schedules carry Nats-TTL: never so max_age cannot delete them
             allow_msg_ttl=True,
@@ -207,8 +225,13 @@ def _stream_configs(replicas: int) -> list[Any]:
             subjects=["RESP.>"],
             retention=limits,
             storage=file,
-            max_age=RESP_MAX_AGE,
+            max_age=keep.results,
             allow_direct=True,
+            # When max_age removes a response the server leaves a marker (Nats-Marker-Reason:
+            # MaxAge) on its subject, so a late waiter learns the result expired. max_age
+            # removes the marker too, so it lasts one more results retention.
+            allow_msg_ttl=True,
+            subject_delete_marker_ttl=keep.results,
             max_consumers=MAX_CONSUMERS[RESP_STREAM],
             num_replicas=replicas,
         ),
@@ -217,7 +240,7 @@ def _stream_configs(replicas: int) -> list[Any]:
             subjects=["DLQ.>"],
             retention=limits,
             storage=file,
-            max_age=DLQ_MAX_AGE,
+            max_age=keep.dead_letters,
             max_consumers=MAX_CONSUMERS[DLQ_STREAM],
             num_replicas=replicas,
         ),
@@ -226,7 +249,7 @@ def _stream_configs(replicas: int) -> list[Any]:
             subjects=["DAG.>"],
             retention=work_queue,
             storage=file,
-            max_age=TASKS_MAX_AGE,
+            max_age=tasks_age,
             max_consumers=MAX_CONSUMERS[DAG_EVENTS_STREAM],
             num_replicas=replicas,
         ),
@@ -257,22 +280,72 @@ def _kv_config(bucket: str, replicas: int) -> Any:
     )
 
 
-# Fields ensure_streams keeps in line with the wanted config on an existing stream.
-_UPDATABLE = ("max_age", "duplicate_window", "allow_msg_schedules", "allow_direct", "allow_msg_ttl")
+# Flags ebind needs on an existing stream: switched on when off, never switched off.
+_REQUIRED_FLAGS = ("allow_msg_schedules", "allow_direct", "allow_msg_ttl")
+# Settings ebind only chooses at creation; on an existing stream the operator's value stays.
+_CREATE_ONLY = ("max_age", "duplicate_window", "subject_delete_marker_ttl")
+# The server reports durations in nanoseconds and nats-py divides: compare within 1 ms.
+_SECONDS_TOLERANCE = 1e-3
 
 
-def _drift(have: Any, want: Any) -> dict[str, Any]:
+def _seconds(value: object) -> float:
+    """A duration as the server reports it (None / 0 both mean unset or unlimited)."""
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
+
+
+def stream_additions(have: Any, want: Any) -> dict[str, Any]:
+    """What ebind must add to an existing stream: missing subjects, required flags, replicas.
+
+    Only additions: nothing an operator set is lowered or reverted, and a stream already
+    in shape yields ``{}`` (so a steady-state connect sends no update).
+    """
     changes: dict[str, Any] = {}
-    if set(have.subjects or ()) != set(want.subjects or ()):
-        changes["subjects"] = sorted(set(have.subjects or ()) | set(want.subjects or ()))
-    for field_name in _UPDATABLE:
-        wanted = getattr(want, field_name)
-        if wanted is not None and wanted != getattr(have, field_name):
-            changes[field_name] = wanted
+    have_subjects = set(have.subjects or ())
+    missing = [s for s in want.subjects or () if s not in have_subjects]
+    if missing:
+        changes["subjects"] = [*(have.subjects or ()), *missing]
+    for field_name in _REQUIRED_FLAGS:
+        if getattr(want, field_name) and not getattr(have, field_name):
+            changes[field_name] = True
+    # A response subject's expiry marker needs per-message TTLs; set once, when absent.
+    want_marker = _seconds(getattr(want, "subject_delete_marker_ttl", None))
+    if want_marker and not _seconds(getattr(have, "subject_delete_marker_ttl", None)):
+        changes["subject_delete_marker_ttl"] = want_marker
+        changes["allow_msg_ttl"] = True
     # Never lower replicas: a tool run with the default of 1 must not shrink an R3 deployment.
     if (want.num_replicas or 1) > (have.num_replicas or 1):
         changes["num_replicas"] = want.num_replicas
     return changes
+
+
+def operator_differences(have: Any, want: Any) -> dict[str, tuple[float, float]]:
+    """Create-only settings whose server value differs from ebind's: ``{field: (have, want)}``."""
+    found: dict[str, tuple[float, float]] = {}
+    for field_name in _CREATE_ONLY:
+        wanted = _seconds(getattr(want, field_name, None))
+        if not wanted:
+            continue
+        had = _seconds(getattr(have, field_name, None))
+        if abs(had - wanted) > _SECONDS_TOLERANCE:
+            found[field_name] = (had, wanted)
+    return found
+
+
+_logged_differences: set[tuple[str, str, float]] = set()
+
+
+def _log_kept(log: Any, stream: str, differences: dict[str, tuple[float, float]]) -> None:
+    """Log each operator-set value ebind keeps, once per process and value."""
+    fresh = {k: v for k, v in differences.items() if (stream, k, v[0]) not in _logged_differences}
+    if not fresh:
+        return
+    _logged_differences.update((stream, k, v[0]) for k, v in fresh.items())
+    log.info(
+        "streams.server_setting_kept",
+        stream=stream,
+        settings={k: {"server": v[0], "ebind": v[1]} for k, v in sorted(fresh.items())},
+        note="the value set on the server stays; ebind never lowers or reverts it",
+    )
 
 
 async def _dag_keys(js: Any) -> int:
@@ -285,7 +358,7 @@ async def _dag_keys(js: Any) -> int:
     return int(info.state.messages or 0)
 
 
-async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
+async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
     import structlog
     from nats.js.errors import APIError, NotFoundError
 
@@ -298,7 +371,7 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
         except APIError as exc:
             if exc.err_code != 10058:  # 10058 = created concurrently by another process
                 raise
-            return
+            return want
         if dag_keys and want.name != f"KV_{KV_DAGS}":
             # G3: creating a stream while the DAG bucket holds records means it vanished
             # under live state (nats-server #6888/#7556), not a first start.
@@ -311,10 +384,12 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
             )
         else:
             log.debug("streams.created", stream=want.name)
-        return
-    changes = _drift(info.config, want)
+        return want
+    changes = stream_additions(info.config, want)
+    kept = operator_differences(info.config, want)
+    _log_kept(log, want.name, {k: v for k, v in kept.items() if k not in changes})
     if not changes:
-        return
+        return info.config
     try:
         await js.update_stream(info.config.evolve(**changes))
         log.info("streams.updated", stream=want.name, changes=sorted(changes))
@@ -323,25 +398,35 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
         log.warning(
             "streams.update_failed", stream=want.name, changes=sorted(changes), error=str(exc)
         )
+    return info.config
 
 
 def _valid_replicas(replicas: object) -> bool:
     return isinstance(replicas, int) and not isinstance(replicas, bool) and 1 <= replicas <= 5
 
 
-async def ensure_streams(js: Any, replicas: int = 1) -> None:
-    """Create or update every ebind stream and KV bucket (idempotent).
+async def ensure_streams(
+    js: Any, replicas: int = 1, retention: Retention | None = None
+) -> dict[str, Any]:
+    """Create every ebind stream and KV bucket, or add what ebind needs to existing ones.
 
-    Existing streams are read first, so a client without create permission works against
-    pre-provisioned streams; settings that drifted are updated when permitted, replicas
-    are never lowered. Logs ``streams.created_missing`` (warning) when it has to create a
-    stream while the ``ebind-dags`` bucket holds records (RELIABILITY G3).
+    New streams get their limits from ``retention`` (its defaults when None). Existing
+    streams are read first, so a client without create permission works against
+    pre-provisioned streams; only missing subjects, required flags and higher replicas are
+    added, and an operator's max_age or duplicate window is kept (logged once, at info).
+    Logs ``streams.created_missing`` (warning) when it has to create a stream while the
+    ``ebind-dags`` bucket holds records.
+
+    Returns:
+        Each stream's config as last read from (or created on) the server, by name.
     """
     if not _valid_replicas(replicas):
         raise InvalidArguments(f"replicas must be an integer from 1 to 5, got {replicas!r}")
     dag_keys = await _dag_keys(js)
-    for want in _stream_configs(replicas):
-        await _ensure_retrying(js, want, dag_keys)
+    found: dict[str, Any] = {}
+    for want in _stream_configs(replicas, retention):
+        found[want.name] = await _ensure_retrying(js, want, dag_keys)
+    return found
 
 
 # A JetStream API request can time out or meet no leader while a cluster has just formed
@@ -350,7 +435,7 @@ async def ensure_streams(js: Any, replicas: int = 1) -> None:
 _PROVISION_BACKOFF = (0.25, 0.5, 1.0, 2.0)
 
 
-async def _ensure_retrying(js: Any, want: Any, dag_keys: int) -> None:
+async def _ensure_retrying(js: Any, want: Any, dag_keys: int) -> Any:
     import nats.errors
     import structlog
     from nats.js.errors import ServiceUnavailableError
@@ -358,8 +443,7 @@ async def _ensure_retrying(js: Any, want: Any, dag_keys: int) -> None:
     transient = (TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
     for delay in (*_PROVISION_BACKOFF, None):
         try:
-            await _ensure_one(js, want, dag_keys)
-            return
+            return await _ensure_one(js, want, dag_keys)
         except transient as exc:
             if delay is None:
                 raise

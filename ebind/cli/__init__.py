@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ebind.cli.conn_flags import NO_CONNECTION_FLAGS, add_connection_flags
+from ebind.cli.retention import retention_options, retention_values
 
 __all__ = ["main"]
 
@@ -83,13 +84,22 @@ class LazyGroup(click.Group):
     show_default=True,
     help="Lowest log level written.",
 )
+@retention_options
 @click.pass_context
 def main(
-    ctx: click.Context, nats_url: str | None, as_json: bool, log_format: str | None, log_level: str
+    ctx: click.Context,
+    /,
+    nats_url: str | None,
+    as_json: bool,
+    log_format: str | None,
+    log_level: str,
+    **retention: float | None,
 ) -> None:
     """Ebind: Celery-style tasks and durable DAG workflows on NATS JetStream."""
     ctx.ensure_object(dict)
     ctx.obj.update(nats_url=nats_url, json=as_json, log_format=log_format, log_level=log_level)
+    # --- --retention-* (ebind/cli/retention.py): applied by every command that connects ---
+    ctx.obj.update(retention=retention_values(retention))
 
 
 add_connection_flags(main)  # ebind --creds FILE <command> works as well as <command> --creds FILE

@@ -311,13 +311,17 @@ async def _connect(ctx: click.Context) -> App:
 
     from ebind.app import App
     from ebind.cli.conn_flags import cli_settings
+    from ebind.cli.retention import merged
     from ebind.connection import nats_options
     from ebind.errors import ConnectionFailed
+    from ebind.retention import Retention
 
+    obj = ctx.find_root().obj
     app = App(
         "ebind-cli",
         nats_url=_nats_url(ctx),
         **nats_options(cli_settings(ctx)),
+        retention=merged(Retention.from_env(), obj.get("retention", {}) if obj else {}),
         connect_timeout=CONNECT_TIMEOUT,
         # nats-py otherwise retries a refused server 60 times, 2 s apart, before giving up;
         # an operator should hear about an unreachable URL within ~CONNECT_TIMEOUT.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
@@ -11,6 +12,7 @@ from types import FrameType
 
 import click
 
+from ebind.cli.retention import describe, merged, merged_values, retention_options, retention_values
 from ebind.embed import (
     Cluster,
     EmbedError,
@@ -21,6 +23,7 @@ from ebind.embed import (
     start_node,
 )
 from ebind.errors import InvalidArguments
+from ebind.retention import Retention
 
 __all__ = ["server"]
 
@@ -73,7 +76,8 @@ def _stop_on_signal() -> Iterator[threading.Event]:
     type=click.Choice(["always", "default"]),
     default="always",
     show_default=True,
-    help="JetStream fsync policy: 'always' (durable, G1) or the NATS default.",
+    help="JetStream fsync policy: 'always' (every write is on disk before it is confirmed) "
+    "or the NATS default.",
 )
 @click.option(
     "--token",
@@ -83,22 +87,39 @@ def _stop_on_signal() -> Iterator[threading.Event]:
     "the EBIND_NATS_TOKEN=... line clients use. A token given here is visible in ps: prefer "
     "'generate'.",
 )
+@retention_options
+@click.pass_context
 def server(
-    size: int, store_dir: Path | None, port: int, sync_interval: str, token: str | None
+    ctx: click.Context,
+    /,
+    size: int,
+    store_dir: Path | None,
+    port: int,
+    sync_interval: str,
+    token: str | None,
+    **retention: float | None,
 ) -> None:
     """Run an embedded nats-server with JetStream on 127.0.0.1 until interrupted.
 
-    Every listener (clients, cluster routes, monitoring) binds 127.0.0.1 only.
+    Every listener (clients, cluster routes, monitoring) binds 127.0.0.1 only. With a
+    ``--retention-*`` option (here or on ``ebind``) or ``EBIND_RETENTION_*`` set, the ebind
+    streams are created on it with those limits right away.
     """
     generated = token == "generate"
     if generated:
         token = generate_token()
     auth = ServerAuth(token=token) if token is not None else None
+    obj = ctx.find_root().obj
+    given = merged_values(obj.get("retention", {}) if obj else {}, retention_values(retention))
     # Handlers go in first so a signal during startup still ends in a clean shutdown.
     with _stop_on_signal() as stop:
         running = _start(size, store_dir, port, sync_interval, auth)
         try:
             urls = running.client_urls if isinstance(running, Cluster) else [running.client_url]
+            if given:
+                keep = merged(Retention(), given)
+                _provision(urls, keep, replicas=min(size, 3) or 1, token=token)
+                click.echo(f"retention: {describe(keep)}")
             click.echo(f"nats-server ready: {','.join(urls)}")
             if generated:
                 click.echo("clients must present this token; in their shell run:")
@@ -114,6 +135,26 @@ def server(
         finally:
             running.shutdown()
             click.echo("nats-server stopped")
+
+
+def _provision(urls: list[str], retention: Retention, *, replicas: int, token: str | None) -> None:
+    """Create the ebind streams with ``retention`` (an existing stream keeps its limits)."""
+
+    async def run() -> None:
+        import nats
+
+        from ebind.streams import ensure_streams
+
+        nc = await nats.connect(servers=urls, connect_timeout=5, allow_reconnect=False, token=token)
+        try:
+            await ensure_streams(nc.jetstream(), replicas, retention)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:
+        raise click.ClickException(f"creating the ebind streams failed: {exc!r}") from exc
 
 
 def _start(

@@ -24,6 +24,7 @@ from ebind.cli.output import (
     yes_option,
 )
 from ebind.errors import EbindError
+from ebind.streams import TASKS_STREAM, subject_matches
 
 if TYPE_CHECKING:
     from ebind.app import App
@@ -202,7 +203,7 @@ async def _peek(app: App, name: str, last: int, subject: str | None) -> list[dic
                 seq -= 1
                 continue
             seq -= 1
-            if subject is not None and not _matches(subject, msg.subject or ""):
+            if subject is not None and not subject_matches(subject, msg.subject or ""):
                 continue
             out.append(_message(msg))
             advance(1)
@@ -220,16 +221,6 @@ def _message(msg: Any) -> dict[str, Any]:
         "headers": dict(msg.headers or {}),
         "data": data.decode(errors="replace"),
     }
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    want, have = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(want):
-        if tok == ">":
-            return len(have) > i
-        if i >= len(have) or (tok != "*" and tok != have[i]):
-            return False
-    return len(want) == len(have)
 
 
 @stream.command("peek")
@@ -267,11 +258,27 @@ def _peek_table(name: str, rows: list[dict[str, Any]]) -> None:
 @stream.command("purge")
 @click.argument("name")
 @click.option("--subject", default=None, help="Purge only this subject.")
+@click.option(
+    "--delayed", is_flag=True, help="EBIND_TASKS: also remove countdown/eta tasks not yet due."
+)
+@click.option("--schedules", is_flag=True, help="EBIND_TASKS: also remove periodic schedules.")
 @yes_option
 @json_option
 @click.pass_context
-def purge(ctx: click.Context, name: str, subject: str | None, yes: bool) -> None:
-    """Delete every message of a stream (or of one subject in it)."""
+def purge(
+    ctx: click.Context, name: str, subject: str | None, delayed: bool, schedules: bool, yes: bool
+) -> None:
+    """Delete every message of a stream (or of one subject in it).
+
+    EBIND_TASKS: only queued tasks, unless --delayed / --schedules ask for more; the
+    output says how many of each kind were removed and kept.
+    """
+    # --- EBIND_TASKS holds delayed tasks and schedules too (ebind/cli/tasks_purge.py) ---
+    if name == TASKS_STREAM and subject is None:
+        _purge_tasks(ctx, delayed=delayed, schedules=schedules, yes=yes)
+        return
+    if delayed or schedules:
+        raise click.UsageError(f"--delayed / --schedules apply to {TASKS_STREAM} only")
     what = f"subject {subject} from {name}" if subject else f"all messages from {name}"
     confirm(f"Purge {what}?", yes)
 
@@ -286,4 +293,25 @@ def purge(ctx: click.Context, name: str, subject: str | None, yes: bool) -> None
         run_async(ctx, _named(name, run)),
         lambda n: click.echo(f"purged {n} messages from {name}"),
         lambda n: {"stream": name, "purged": n},
+    )
+
+
+def _purge_tasks(ctx: click.Context, *, delayed: bool, schedules: bool, yes: bool) -> None:
+    from ebind.cli.tasks_purge import plan, purge_tasks, render
+
+    remove, keep = plan(delayed=delayed, schedules=schedules)
+    confirm(
+        f"Purge {' and '.join(remove)} from {TASKS_STREAM} "
+        f"(keeping {', '.join(keep) or 'nothing'})?",
+        yes,
+    )
+
+    async def run(app: App) -> Any:
+        return await purge_tasks(app, delayed=delayed, schedules=schedules)
+
+    emit(
+        ctx,
+        run_async(ctx, run),
+        lambda r: click.echo(render(r)),
+        lambda r: r.as_json(),
     )

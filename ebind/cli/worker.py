@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ebind.cli.retention import merged, retention_options, retention_values
 from ebind.errors import EbindError
 from ebind.logging import redact
 
@@ -128,9 +129,11 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     show_default=True,
     help="Metrics bind address (loopback by default; 0.0.0.0 exposes it to the network).",
 )
+@retention_options
 @click.pass_context
 def worker(
     ctx: click.Context,
+    /,
     app_path: str,
     concurrency: int,
     claims: tuple[str, ...],
@@ -144,6 +147,7 @@ def worker(
     log_level: str | None,
     metrics_port: int | None,
     metrics_addr: str,
+    **retention: float | None,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
     obj: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
@@ -162,6 +166,10 @@ def worker(
     if url:
         _point_at(app, url)
     _apply_connection_flags(ctx, app)
+    # --- --retention-*: the options (or EBIND_RETENTION_*) override the App's own setting ---
+    given = [obj.get("retention", {}), retention_values(retention)]
+    if hasattr(app, "retention"):
+        app.retention = merged(app.retention, *given)
     options: dict[str, Any] = {
         "concurrency": concurrency,
         "claims": list(claims),

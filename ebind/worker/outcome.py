@@ -13,8 +13,10 @@ Nothing here touches NATS or the event loop: the worker loop asks, this module a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ebind.errors import EbindError
+from ebind.horizon import TaskHorizon, horizon_error
 from ebind.retry import RetryPolicy
 from ebind.wire import ErrorKind, TaskError
 
@@ -135,13 +137,32 @@ def effective_policy(
     return worker_default
 
 
-def decide(error: TaskError | None, policy: RetryPolicy, attempt: int) -> Outcome:
-    """What to do after attempt ``attempt`` (1-based) ended with ``error`` (None = success)."""
+def decide(
+    error: TaskError | None,
+    policy: RetryPolicy,
+    attempt: int,
+    *,
+    horizon: TaskHorizon | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """What to do after attempt ``attempt`` (1-based) ended with ``error`` (None = success).
+
+    With ``horizon`` and ``now``, a retry that would start at or after the task's horizon
+    is not made (even with ``maximum_attempts=0``): the task is dead-lettered as ``expired``,
+    because the server would delete the message by then without a record.
+    """
     if error is None:
         return Ack()
-    if policy.should_retry(error, attempt):
-        return Retry(delay=policy.next_delay(attempt))
-    return DeadLetter(error=error)
+    if not policy.should_retry(error, attempt):
+        return DeadLetter(error=error)
+    delay = policy.next_delay(attempt)
+    if (
+        horizon is not None
+        and now is not None
+        and now + timedelta(seconds=delay) >= horizon.expires_at
+    ):
+        return DeadLetter(error=horizon_error(horizon.ready_at, horizon.seconds, error))
+    return Retry(delay=delay)
 
 
 def crash_looped(policy: RetryPolicy, delivery: int) -> TaskError | None:

@@ -22,6 +22,7 @@ from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
+from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
@@ -111,6 +112,14 @@ def stream_seq(msg: Any) -> int:
         return 0
 
 
+def stream_time(msg: Any) -> datetime | None:
+    """When the stream stored this message (the ack subject's nanosecond timestamp)."""
+    got = _ack_field(msg, 3)
+    if got is None or got <= 0:
+        return None
+    return datetime.fromtimestamp(got / 1e9, UTC)
+
+
 def outcome_msg_id(msg: Any, kind: str) -> str | None:
     """``Nats-Msg-Id`` for an outcome (a dead letter) of this message (None if unknown).
 
@@ -167,6 +176,9 @@ class AttemptRunner:
         self._signer: Signer | None = getattr(app, "signer", None)
         self._codec: PayloadCodec | None = getattr(app, "payload_codec", None)
         self._redactor: ErrorRedactor | None = getattr(app, "redact_error", None)
+        # Fixed once the App is connected: retention.tasks, kept under the server's max_age.
+        self._horizon = float(getattr(app, "tasks_horizon", 0.0) or 0.0)
+        self._horizon_ns = int(self._horizon * 1e9)
         self._nc = app.nc
         self._js = app.js
         from ebind.codec import decode_args, encode_result  # L1 module, imported once
@@ -209,7 +221,7 @@ class AttemptRunner:
             await msg.ack()
             return
         policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
-        early = self._precheck(env, policy)
+        early = self._precheck(env, policy, self._expiry(msg, env))
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
@@ -248,7 +260,30 @@ class AttemptRunner:
             extras={_STARTED: time.monotonic()},
         )
 
-    def _precheck(self, env: TaskEnvelope, policy: RetryPolicy) -> TaskError | None:
+    def _task_horizon(self, msg: Any, env: TaskEnvelope) -> TaskHorizon | None:
+        """When this message became ready (its stream time, else ``enqueued_at``) + horizon."""
+        if not self._horizon:
+            return None
+        ready_at = stream_time(msg) or env.enqueued_at
+        return None if ready_at is None else TaskHorizon(ready_at, self._horizon)
+
+    def _expiry(self, msg: Any, env: TaskEnvelope) -> TaskError | None:
+        """The ``expired`` error when this message is past the tasks horizon, else None."""
+        if not self._horizon:
+            return None
+        stored_ns = _ack_field(msg, 3)
+        if stored_ns and time.time_ns() < stored_ns + self._horizon_ns:
+            return None  # the hot path: integers only, no datetime built
+        horizon = self._task_horizon(msg, env)
+        if horizon is not None and is_expired(horizon.ready_at, horizon.seconds, _now()):
+            return horizon_error(horizon.ready_at, horizon.seconds)
+        return None
+
+    def _precheck(
+        self, env: TaskEnvelope, policy: RetryPolicy, expired: TaskError | None
+    ) -> TaskError | None:
+        if expired is not None:
+            return expired
         if env.deadline is not None and env.deadline <= _now():
             return TaskError(
                 kind=ErrorKind.DEADLINE.value,
@@ -383,13 +418,15 @@ class AttemptRunner:
         is_step: bool,
     ) -> None:
         error = self._redact(error)  # before any log line, record, dead letter or response
-        decision = decide(error, policy, env.attempt)
+        decision = decide(
+            error, policy, env.attempt, horizon=self._task_horizon(msg, env), now=_now()
+        )
         if isinstance(decision, Retry):
             await msg.nak(delay=decision.delay)
             self._outcome(ctx, "retrying", error)
             return
         assert isinstance(decision, DeadLetter)
-        await self._terminal(msg, env, ctx, policy, error, is_step)
+        await self._terminal(msg, env, ctx, policy, decision.error, is_step)
 
     async def _terminal(
         self,

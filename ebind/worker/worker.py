@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ebind._aio import raise_if_cancelling
+from ebind.expirer import Expirer
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker.claims import Claims, ClaimSource
@@ -164,6 +165,10 @@ class Worker:
             sched = self._scheduler_coro()
             if sched is not None:
                 background.append(asyncio.create_task(sched, name="ebind-scheduler"))
+            if self.scheduler:  # tasks nobody takes are expired by one scheduler worker
+                background.append(
+                    asyncio.create_task(Expirer(self.app).run(), name="ebind-expirer")
+                )
             self._ready.set()
             log.info(
                 "worker.ready",

@@ -48,8 +48,8 @@ def test_past_eta_is_allowed_and_runs_at_once() -> None:
         ("5", None, "countdown must be seconds"),
         (None, datetime(2026, 1, 1), "has no time zone"),
         (None, "tomorrow", "eta must be a datetime"),
-        (86400, None, "the limit is 23:00:00"),
-        (None, NOW + MAX_SCHEDULE_AHEAD + timedelta(seconds=1), "EBIND_TASKS keeps messages"),
+        (86400, None, "the limit is the tasks retention horizon of 23:00:00"),
+        (None, NOW + MAX_SCHEDULE_AHEAD + timedelta(seconds=1), "Retention.tasks"),
     ],
 )
 def test_bad_schedules_are_rejected(countdown: object, eta: object, match: str) -> None:
@@ -57,9 +57,17 @@ def test_bad_schedules_are_rejected(countdown: object, eta: object, match: str) 
         resolve_at(countdown, eta, NOW)  # type: ignore[arg-type]
 
 
+def test_the_limit_is_the_horizon_given() -> None:
+    week = timedelta(days=7)
+    assert resolve_at(6 * 86400, None, NOW, week) == NOW + timedelta(days=6)
+    with pytest.raises(InvalidArguments, match="horizon of 7 days"):
+        resolve_at(8 * 86400, None, NOW, week)
+
+
 def test_headers_and_subject() -> None:
     assert schedule_headers(NOW, "TASKS.a.b") == {
         "Nats-Schedule": "@at 2026-01-02T03:04:05.123456Z",
         "Nats-Schedule-Target": "TASKS.a.b",
+        "Nats-TTL": "never",
     }
     assert scheduled_subject("t-1") == "TASKS_SCHEDULED.t-1"

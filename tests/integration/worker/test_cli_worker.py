@@ -167,3 +167,13 @@ async def test_sigterm_stops_the_worker_process_gracefully(
     gate.touch()
     assert await fut.result(20) == "T1"
     assert w.wait(20) == 0
+
+
+async def test_worker_retention_options_override_the_apps_setting(
+    nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    procs.append(_spawn(nats_url, tmp_path / "ledger", "--retention-tasks", "2h"))
+    _wait_ready(procs[-1])
+    async with App("probe", nats_url=nats_url) as probe:
+        info = await probe.js.stream_info("EBIND_TASKS")
+    assert info.config.max_age == 2 * 3600 + 1800  # the worker's App created it so

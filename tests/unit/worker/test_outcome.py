@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ebind.horizon import TaskHorizon
 from ebind.retry import RetryPolicy
-from ebind.wire import TaskError
+from ebind.wire import ErrorKind, TaskError
 from ebind.worker.outcome import (
     MAX_ERROR_MESSAGE,
     Ack,
@@ -150,3 +152,42 @@ def test_crash_looped_only_past_the_cap() -> None:
 
 def test_crash_looped_never_with_unlimited_attempts() -> None:
     assert crash_looped(RetryPolicy(maximum_attempts=0), 10_000) is None
+
+
+# ------------------------------------------------------------------ the task horizon
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_BOOM = TaskError(kind="handler", message="boom", retryable=True)
+
+
+def test_decide_unlimited_retries_stop_when_the_next_one_starts_past_the_horizon() -> None:
+    policy = RetryPolicy(initial_interval=10, backoff_coefficient=1, maximum_attempts=0)
+    horizon = TaskHorizon(_T0, 100.0)
+    early = decide(_BOOM, policy, 3, horizon=horizon, now=_T0 + timedelta(seconds=89))
+    assert early == Retry(delay=10)
+    late = decide(_BOOM, policy, 9, horizon=horizon, now=_T0 + timedelta(seconds=90))
+    assert isinstance(late, DeadLetter)
+    assert late.error.kind == ErrorKind.EXPIRED.value and not late.error.retryable
+    assert "next retry would start after its retention horizon of 100s" in late.error.message
+    assert "last attempt failed with handler: boom" in late.error.message
+
+
+def test_decide_bounded_retries_are_cut_by_the_horizon_too() -> None:
+    policy = RetryPolicy(initial_interval=30, backoff_coefficient=1, maximum_attempts=5)
+    got = decide(_BOOM, policy, 1, horizon=TaskHorizon(_T0, 20.0), now=_T0)
+    assert isinstance(got, DeadLetter) and got.error.kind == "expired"
+
+
+def test_decide_horizon_leaves_success_and_final_failures_alone() -> None:
+    horizon = TaskHorizon(_T0, 1.0)
+    late = _T0 + timedelta(days=1)
+    assert decide(None, RetryPolicy(), 1, horizon=horizon, now=late) == Ack()
+    final = TaskError(kind="handler", message="no", retryable=False)
+    assert decide(final, RetryPolicy(), 1, horizon=horizon, now=late) == DeadLetter(error=final)
+
+
+def test_decide_needs_both_horizon_and_now_to_apply_it() -> None:
+    policy = RetryPolicy(maximum_attempts=0)
+    late = _T0 + timedelta(days=1)
+    horizon = TaskHorizon(_T0, 1.0)
+    assert isinstance(decide(_BOOM, policy, 1, horizon=horizon), Retry)
+    assert isinstance(decide(_BOOM, policy, 1, now=late), Retry)

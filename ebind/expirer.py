@@ -1,0 +1,295 @@
+"""The expirer: tasks nobody takes are dead-lettered as ``expired`` before the server drops them.
+
+A worker checks the horizon of every message it receives, but a message no worker takes
+(targeted at a claim nobody holds, or a task name no worker knows) would sit in
+EBIND_TASKS until the stream's ``max_age`` deletes it without a trace. One process at a
+time (a lease in ``ebind-leases``) looks at the oldest queued messages on each pass and,
+for each one past the horizon: writes a dead letter of kind ``expired`` with the raw bytes
+(``Nats-Msg-Id`` shared with the worker's own dead letter of that message, so two leaders
+or a worker and the expirer store one entry), answers the waiter, then deletes the
+message. Periodic schedules and countdown tasks not yet due live on other subjects and
+are never expired by age.
+
+The decisions (which message, what record, which reply subject) are pure functions below;
+:class:`Expirer` does the IO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import structlog
+
+from ebind.client import HEADER_MSG_ID
+from ebind.errors import InvalidName
+from ebind.horizon import expirer_interval, grace, horizon_error, is_expired
+from ebind.streams import (
+    KV_LEASES,
+    TASKS_STREAM,
+    check_id,
+    check_task_name,
+    dlq_subject,
+    resp_subject,
+    subject_matches,
+)
+from ebind.wire import DLQEntry, TaskEnvelope, TaskResponse, decode_envelope, encoder
+
+__all__ = [
+    "EXPIRED_SUBJECTS",
+    "LEASE_KEY",
+    "Delivered",
+    "Expirer",
+    "Expiry",
+    "expiry_for",
+    "reply_subject",
+    "was_delivered",
+]
+
+log = structlog.get_logger("ebind.expirer")
+
+EXPIRED_SUBJECTS = ("TASKS.>", "TASKS_TARGET.>")
+"""Subjects of queued tasks; schedules (``TASKS_SCHEDULES``/``TASKS_SCHEDULED``) are not here."""
+LEASE_KEY = "expirer"
+"""Key of the expirer's lease in ``ebind-leases``."""
+MAX_PER_PASS = 1000
+"""Messages expired per subject and pass, so one pass never holds the loop for long."""
+_CONSUMER_PAGE = 256  # consumers per CONSUMER.INFO list page
+_ALREADY_GONE = 10057  # JSStreamMsgDeleteFailedF: "no message found" at that sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What to record for one expired message: the dead letter, and the reply if any."""
+
+    dlq_subject: str
+    entry: DLQEntry
+    msg_id: str
+    reply_to: str | None
+    response: TaskResponse | None
+
+
+def reply_subject(env: TaskEnvelope) -> str | None:
+    """The envelope's ``reply_to`` if it is exactly ``RESP.<client id>.<its own id>``, else None.
+
+    A message names its reply subject itself, so the expirer answers only on the response
+    subject of that task's own id under a well-formed client id, never anywhere else.
+    """
+    parts = env.reply_to.split(".")
+    if len(parts) != 3 or parts[0] != "RESP" or parts[2] != env.id:
+        return None
+    try:
+        check_id(parts[1], "client_id")
+        check_id(env.id, "task_id")
+    except InvalidName:
+        return None
+    return resp_subject(parts[1], env.id)
+
+
+def _dlq_name(subject: str, env: TaskEnvelope | None) -> str:
+    """The task name part of the dead letter's subject (a valid name, or ``_undecodable``)."""
+    candidates = [env.name] if env is not None else []
+    if subject.startswith("TASKS_TARGET."):
+        candidates.append(subject.split(".", 2)[-1])
+    else:
+        candidates.append(subject.partition(".")[2])
+    for name in candidates:
+        with contextlib.suppress(InvalidName):
+            return check_task_name(name)
+    return "_undecodable"
+
+
+Delivered = tuple[tuple[str, ...], int]
+"""A consumer's filter subjects and the highest stream sequence it has delivered."""
+
+
+def was_delivered(consumers: list[Delivered], subject: str, seq: int) -> bool:
+    """Whether a consumer whose filter takes ``subject`` has already delivered ``seq``.
+
+    On a work-queue stream a delivered message that is still stored is held by a worker
+    (running, or waiting for a retry): that worker checks the horizon itself.
+    """
+    return any(
+        last >= seq and any(subject_matches(f, subject) for f in filters)
+        for filters, last in consumers
+    )
+
+
+def expiry_for(
+    subject: str,
+    seq: int,
+    data: bytes,
+    stored_at: datetime,
+    horizon: float,
+    now: datetime,
+    *,
+    delivered: bool = False,
+) -> Expiry | None:
+    """The record for stream message ``seq`` if it is past ``horizon`` at ``now``, else None.
+
+    ``stored_at`` is when the stream stored the message (a countdown task: when it fell
+    due). A message a worker already received gets half the grace margin more, so a
+    handler running across the horizon ends (and the worker records it) first.
+    Undecodable bytes are dead-lettered as they are, with no reply.
+    """
+    allowance = grace(horizon) / 2 if delivered else 0.0
+    if not is_expired(stored_at, horizon + allowance, now):
+        return None
+    try:
+        env: TaskEnvelope | None = decode_envelope(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        env = None
+    error = horizon_error(stored_at, horizon)
+    entry = DLQEntry(
+        error=error, final_attempt=0, dead_lettered_at=now, task=env, raw=data, subject=subject
+    )
+    reply = reply_subject(env) if env is not None else None
+    response = (
+        TaskResponse(task_id=env.id, error=error, attempts=0, completed_at=now)
+        if env is not None and reply is not None
+        else None
+    )
+    return Expiry(
+        dlq_subject=dlq_subject(_dlq_name(subject, env)),
+        entry=entry,
+        # The worker's dead letter of the same message carries the same id (outcome_msg_id).
+        msg_id=f"{subject}:{seq}:dlq",
+        reply_to=reply,
+        response=response,
+    )
+
+
+class Expirer:
+    """Dead-letters queued tasks past the horizon while this process holds the expirer lease.
+
+    Args:
+        app: a connected :class:`ebind.App` (its ``tasks_horizon`` is the horizon).
+        interval: seconds between passes; None derives it from the horizon (0.5 s to 60 s).
+        lease_ttl: lifetime of the lease; another process takes over this long after a crash.
+    """
+
+    def __init__(self, app: Any, *, interval: float | None = None, lease_ttl: float = 10.0) -> None:
+        self.app = app
+        self.interval = interval
+        self.lease_ttl = lease_ttl
+        self.expired = 0
+        """Messages this process dead-lettered as expired (a counter for metrics)."""
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Hold (or wait for) the lease and expire on every pass until :meth:`stop`."""
+        from ebind._aio import wait_event
+        from ebind.workflow.leader import KVLeaseElector
+
+        elector = KVLeaseElector(
+            self.app.js, KV_LEASES, LEASE_KEY, ttl=self.lease_ttl, replicas=self.app.replicas
+        )
+        lease = asyncio.create_task(elector.run(), name="ebind-expirer-lease")
+        try:
+            while not self._stop.is_set():
+                if elector.is_leader():
+                    try:
+                        await self.sweep()
+                    except Exception as exc:  # the server may be away: try again next pass
+                        log.warning("expirer.pass_failed", error=repr(exc))
+                interval = self.interval or expirer_interval(self.app.tasks_horizon)
+                await wait_event(self._stop, interval)
+        finally:
+            await elector.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(lease), 2.0)
+            if not lease.done():
+                lease.cancel()
+
+    async def stop(self) -> None:
+        """End :meth:`run` after its current pass."""
+        self._stop.set()
+
+    async def sweep(self) -> int:
+        """One pass over the oldest queued messages; returns how many were expired."""
+        horizon = float(self.app.tasks_horizon)
+        consumers: list[Delivered] | None = None  # read only once something is old
+        done = 0
+        for subject in EXPIRED_SUBJECTS:
+            seq = 1
+            for _ in range(MAX_PER_PASS):
+                raw = await self._next(seq, subject)
+                if raw is None:
+                    break
+                seq = int(raw.seq or 0) + 1
+                stored_at = raw.time or datetime.now(UTC)
+                if not is_expired(stored_at, horizon, datetime.now(UTC)):
+                    break  # stream order: everything after is younger
+                if consumers is None:
+                    consumers = await self._deliveries()
+                plan = expiry_for(
+                    raw.subject or "",
+                    seq - 1,
+                    bytes(raw.data or b""),
+                    stored_at,
+                    horizon,
+                    datetime.now(UTC),
+                    delivered=was_delivered(consumers, raw.subject or "", seq - 1),
+                )
+                if plan is not None:
+                    await self._record(plan, seq - 1)
+                    done += 1
+        if done:
+            self.expired += done
+            log.warning("expirer.expired", count=done, horizon=horizon)
+        return done
+
+    async def _next(self, seq: int, filter_subject: str) -> Any:
+        """The first message at or after ``seq`` on ``filter_subject`` (None: there is none)."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            return await self.app.js.get_msg(
+                TASKS_STREAM, seq=seq, subject=filter_subject, next=True
+            )
+        except NotFoundError:
+            return None
+
+    async def _deliveries(self) -> list[Delivered]:
+        """Every EBIND_TASKS consumer's filters and last delivered stream sequence."""
+        out: list[Delivered] = []
+        offset = 0
+        while True:
+            page = await self.app.js.consumers_info(TASKS_STREAM, offset=offset)
+            for info in page:
+                config = info.config
+                filters = tuple(config.filter_subjects or ()) or (config.filter_subject or ">",)
+                out.append((filters, int(info.delivered.stream_seq if info.delivered else 0)))
+            if len(page) < _CONSUMER_PAGE:
+                return out
+            offset += len(page)
+
+    async def _record(self, plan: Expiry, seq: int) -> None:
+        """Dead letter (awaited), reply, then delete: a failure before the delete retries."""
+        from nats.js.errors import APIError, NotFoundError
+
+        js = self.app.js
+        await js.publish(
+            plan.dlq_subject, encoder.encode(plan.entry), headers={HEADER_MSG_ID: plan.msg_id}
+        )
+        if plan.reply_to is not None and plan.response is not None:
+            await self.app.publish_response(plan.reply_to, encoder.encode(plan.response))
+        try:
+            await js.delete_msg(TASKS_STREAM, seq)
+        except APIError as exc:
+            if not isinstance(exc, NotFoundError) and exc.err_code != _ALREADY_GONE:
+                raise
+            return  # a worker took it, or another leader recorded and deleted it first
+        task = plan.entry.task
+        log.warning(
+            "task.expired",
+            task_id=task.id if task else None,
+            task_name=task.name if task else None,
+            subject=plan.entry.subject,
+            seq=seq,
+            error=plan.entry.error.message,
+        )
