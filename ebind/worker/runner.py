@@ -477,6 +477,10 @@ class AttemptRunner:
             return False
         return True
 
+    async def answer_failed(self, env: TaskEnvelope, error: TaskError) -> bool:
+        """Publish a failure response to ``env``'s (validated) reply subject."""
+        return await self._respond(env, result=None, error=error)
+
     async def _publish_dlq(
         self, name: str, entry: DLQEntry, ctx: Context | None, msg_id: str | None
     ) -> bool:
