@@ -165,7 +165,7 @@ class NatsSubscription:
         if isinstance(event, TaskError):
             # Untrusted bytes: kept in the DLQ, then never delivered again.
             _log.error(
-                "bus.event_invalid",
+                "bus.event_undecodable",
                 subject=msg.subject,
                 error=event.message[:500],
                 size=len(msg.data),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ebind.validate import MAX_NESTING, id_problem, invalid, too_deep
 from ebind.wire import TaskError
-from ebind.workflow.events import event_subject, unmarshal_event
+from ebind.workflow.events import unmarshal_event
 from ebind.workflow.types import Event
 
 __all__ = ["EVENTS_DLQ_NAME", "admit_event", "event_problem"]
@@ -19,15 +19,20 @@ EVENTS_DLQ_NAME = "_dag_event"
 
 
 def event_problem(event: Event, subject: str) -> str | None:
-    """The first rule a scheduler event breaks (ids, subject consistency), or None."""
+    """The first rule a scheduler event breaks (ids, DAG and kind of its subject), or None."""
     problem = id_problem(event.dag_id, "dag_id")
     if problem is None and event.step_id:
         problem = id_problem(event.step_id, "step_id")
     if problem is not None:
         return problem
-    expected = event_subject(event)
-    if subject != expected:
-        return f"event arrived on {subject[:300]!r} but belongs on {expected[:300]!r}"
+    # The last token is the step id, a DAG id or a base64 signal name depending on the kind
+    # (event_subject); the DAG and kind tokens are what consumers filter on, so they must agree.
+    expected = f"DAG.{event.dag_id}.{event.kind.value}."
+    if not subject.startswith(expected) or "." in subject[len(expected) :]:
+        return (
+            f"event arrived on {subject[:300]!r} but a {event.kind.value} event of DAG "
+            f"{event.dag_id!r} belongs under {expected[:300]!r}"
+        )
     return None
 
 

@@ -334,8 +334,10 @@ def test_events_with_bad_ids_or_subjects_are_invalid() -> None:
     cases = [
         (_event(dag_id="d.1"), "DAG.d1.completed.s1", "dag_id"),
         (_event(step_id="s*"), "DAG.d1.completed.s1", "step_id"),
-        (_event(), "DAG.d2.completed.s1", "belongs on 'DAG.d1.completed.s1'"),
-        (_event(), "DAG.d1.resumed.s1", "belongs on"),
+        (_event(), "DAG.d2.completed.s1", "belongs under 'DAG.d1.completed.'"),
+        (_event(), "DAG.d1.resumed.s1", "belongs under"),
+        (_event(), "DAG.d1.completed", "belongs under"),
+        (_event(), "DAG.d1.completed.s1.extra", "belongs under"),
     ]
     for ev, subject, needle in cases:
         problem = event_problem(ev, subject)
