@@ -21,9 +21,9 @@ No function here does IO; the worker, the event bus and the App do the dead-lett
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime
 from itertools import accumulate
+from typing import TypeVar
 
 import msgspec
 
@@ -56,11 +56,24 @@ MAX_TRACE_VALUE = 1024
 
 _RESP_PREFIX = "RESP."
 _TARGET_PREFIX = "TASKS_TARGET."
-# A JSON string, escapes included; linear (the two alternatives never match the same text).
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = b"[]{}"
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# Only quotes and brackets matter for nesting; both bracket kinds count as one pair (a
+# JSON decoder rejects mismatched kinds where they meet).
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_AS_PARENS = bytes.maketrans(b"[]{}", b"()()")
+_STEP = {ord("("): 1, ord(")"): -1}
+
+
+def _structure(data: bytes) -> bytes:
+    """The brackets of JSON ``data`` outside strings, as ``(`` and ``)`` (all C-speed scans)."""
+    # Escapes pair left to right, so dropping escaped backslashes first leaves every
+    # remaining backslash-quote an escaped quote; then quotes only delimit strings.
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Two adjacent quotes are an empty string or two strings meeting with no bracket
+    # between them: dropping them changes nothing, and leaves only strings holding brackets.
+    kept = unescaped.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[::2])
+    return kept.translate(_AS_PARENS)
 
 
 def nesting_depth(data: bytes) -> int:
@@ -69,18 +82,42 @@ def nesting_depth(data: bytes) -> int:
     On bytes that are not JSON the count may be too high, never too low for the part a
     decoder reads before it reports the error, so a decoder never recurses deeper.
     """
-    structure = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    structure = _structure(data)
     if not structure:
         return 0
     return max(0, *accumulate(map(_STEP.__getitem__, structure)))
 
 
 def too_deep(data: bytes, limit: int = MAX_NESTING) -> bool:
-    """Whether ``data`` nests deeper than ``limit``; cheap unless it has many brackets."""
-    # Counting is a fast C scan; the exact scan runs only when the count allows a violation.
+    """Whether ``data`` nests deeper than ``limit``; cheap unless it has many brackets.
+
+    Like :func:`nesting_depth`, never too low; unbalanced brackets count as too deep.
+    """
+    # Counting is a fast C scan; the exact check runs only when the count allows a violation.
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    return nesting_depth(data) > limit
+    structure = _structure(data)
+    # Each pass removes the innermost level, so a depth-d document is empty after d passes
+    # (a few passes for wide, shallow data; at most limit + 1 for a hostile one).
+    for _ in range(limit):
+        if not structure:
+            return False
+        structure = structure.replace(b"()", b"")
+    return bool(structure)
+
+
+# Memos of checks that passed, so the hot path checks a route (subject, name, target) or a
+# client id once rather than per message; cleared when full so no sender can grow them.
+_MEMO_LIMIT = 1024
+_good_routes: dict[str, tuple[str, str]] = {}
+_good_clients: set[str] = set()
+_Memo = TypeVar("_Memo", dict[str, tuple[str, str]], set[str])
+
+
+def _remember(memo: _Memo) -> _Memo:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    return memo
 
 
 def invalid(message: str) -> TaskError:
@@ -117,7 +154,7 @@ def id_problem(value: str, kind: str) -> str | None:
     return None
 
 
-def _taskid_problem(env: TaskEnvelope) -> str | None:
+def _task_id_problem(env: TaskEnvelope) -> str | None:
     if not env.dag_id and not env.step_id:
         return id_problem(env.id, "task id")
     if not env.dag_id or not env.step_id:
@@ -130,7 +167,12 @@ def _taskid_problem(env: TaskEnvelope) -> str | None:
     return None
 
 
-def _subject_problem(env: TaskEnvelope, subject: str) -> str | None:
+def _route_problem(env: TaskEnvelope, subject: str) -> str | None:
+    """Name, target and the subject they imply (memoised per subject by the caller)."""
+    try:
+        check_task_name(env.name)
+    except InvalidName as exc:
+        return str(exc)
     if env.target:
         try:
             check_target(env.target)
@@ -160,7 +202,12 @@ def _reply_problem(env: TaskEnvelope) -> str | None:
         )
     # With the prefix and the task id fixed, a valid client id makes reply_to exactly
     # resp_subject(client, env.id): no other subject can be reached.
-    return id_problem(client, "client id in reply_to")
+    if client in _good_clients:
+        return None
+    problem = id_problem(client, "client id in reply_to")
+    if problem is None:
+        _remember(_good_clients).add(client)
+    return problem
 
 
 def _time_problem(name: str, value: datetime | None) -> str | None:
@@ -185,13 +232,14 @@ def _trace_problem(trace: dict[str, str]) -> str | None:
 
 def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
     """The first rule ``env`` (which arrived on ``subject``) breaks, or None if it may run."""
-    try:
-        check_task_name(env.name)
-    except InvalidName as exc:
-        return str(exc)
+    route = _good_routes.get(subject)
+    if route is None or route[0] != env.name or route[1] != env.target:
+        problem = _route_problem(env, subject)
+        if problem is not None:
+            return problem
+        _remember(_good_routes)[subject] = (env.name, env.target)
     problem = (
-        _taskid_problem(env)
-        or _subject_problem(env, subject)
+        _task_id_problem(env)
         or _reply_problem(env)
         or _time_problem("deadline", env.deadline)
         or _time_problem("enqueued_at", env.enqueued_at)

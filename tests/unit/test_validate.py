@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ebind.errors import InvalidName
 from ebind.streams import b64_token, resp_subject, task_subject
@@ -358,3 +360,44 @@ def test_undecodable_or_deep_events_are_invalid(raw: bytes) -> None:
     got = admit_event(raw, "DAG.d1.completed.s1")
     assert isinstance(got, TaskError)
     assert (got.kind, got.retryable) == ("invalid", False)
+
+
+# ---------------------------------------------------------------------------- depth vs a model
+def _reference_depth(data: bytes) -> int:
+    """A character-by-character JSON scanner: the model the fast scan must agree with."""
+    depth = best = 0
+    in_string = escaped = False
+    for ch in data.decode():
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@given(_json_values, st.integers(min_value=0, max_value=8))
+def test_fast_depth_scan_matches_a_character_scanner(value: Any, limit: int) -> None:
+    data = json.dumps(value).encode()
+    depth = _reference_depth(data)
+    assert nesting_depth(data) == depth
+    assert too_deep(data, limit) == (depth > limit)
