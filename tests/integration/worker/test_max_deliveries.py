@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -109,3 +111,64 @@ async def _no_tasks(app: App) -> bool:
 
 async def _dlq_count(app: App, name: str) -> bool:
     return len(await dlq_entries(app, name)) >= 1
+
+
+async def test_the_scheduler_durable_gets_the_finite_limit(app: App) -> None:
+    from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE
+    from ebind.workflow.bus_nats import NatsBus
+
+    await app.js.add_consumer(
+        DAG_EVENTS_STREAM,
+        config=ConsumerConfig(
+            durable_name=SCHEDULER_DURABLE,
+            ack_policy=AckPolicy.EXPLICIT,
+            max_deliver=-1,
+            filter_subject="DAG.>",
+        ),
+    )
+    bus = await NatsBus.create(app.js)
+    await bus.ensure_consumer("DAG.>")
+    info = await app.js.consumer_info(DAG_EVENTS_STREAM, SCHEDULER_DURABLE)
+    assert info.config.max_deliver == advisory.EVENT_MAX_DELIVER
+
+
+async def test_an_exhausted_dag_event_becomes_a_dead_letter_and_leaves_the_stream(
+    app: App,
+) -> None:
+    """The advisory path for EBIND_DAG_EVENTS, driven with the advisory the server sends;
+    handling it twice (a second worker) keeps one entry."""
+    from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE
+    from ebind.workflow.event_check import EVENTS_DLQ_NAME
+
+    raw = b'{"kind":"completed","dag_id":"d1","step_id":"s1"}'
+    ack = await app.js.publish("DAG.d1.completed.s1", raw)
+    answered: list[str] = []
+
+    async def answer(env: TaskEnvelope, error: Any) -> bool:
+        answered.append(env.id)
+        return True
+
+    watcher = advisory.MaxDeliveriesWatcher(app, answer)
+    advisory_body = msgspec.json.encode(
+        {
+            "type": "io.nats.jetstream.advisory.v1.max_deliver",
+            "stream": DAG_EVENTS_STREAM,
+            "consumer": SCHEDULER_DURABLE,
+            "stream_seq": ack.seq,
+            "deliveries": 1000,
+        }
+    )
+    exhausted = advisory.parse_advisory(advisory_body)
+    assert exhausted is not None
+    await watcher.handle(exhausted)
+    await watcher.handle(exhausted)
+    (entry,) = await dlq_entries(app, EVENTS_DLQ_NAME)
+    assert (entry.error.kind, entry.raw, entry.subject) == (
+        "max_deliveries",
+        raw,
+        "DAG.d1.completed.s1",
+    )
+    assert entry.final_attempt == 1000
+    assert answered == []
+    info = await app.js.stream_info(DAG_EVENTS_STREAM)
+    assert info.state.messages == 0
