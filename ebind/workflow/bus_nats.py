@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Self
 
-import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
@@ -48,7 +47,6 @@ __all__ = ["NatsBus", "NatsDelivery", "NatsSubscription"]
 
 _log = structlog.get_logger("ebind.workflow.bus")
 DLQ_PUBLISH_TIMEOUT = 5.0
-_event_dec = msgspec.json.Decoder(Event)
 
 EVENTS_MAX_AGE = 24 * 3600.0
 # The durable plus a few operator consumers; an explicit cap (PERFORMANCE fact 1).
@@ -326,10 +324,11 @@ class NatsBus:
         sub = await nc.subscribe(filter_subject)
         try:
             async for msg in sub.messages:
-                try:
-                    yield _event_dec.decode(msg.data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    _log.warning("bus.tap_undecodable", subject=msg.subject, error=str(exc))
+                event = admit_event(msg.data, msg.subject)
+                if isinstance(event, TaskError):
+                    _log.warning("bus.tap_undecodable", subject=msg.subject, error=event.message)
+                    continue
+                yield event
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
