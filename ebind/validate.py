@@ -21,6 +21,7 @@ No function here does IO; the worker, the event bus and the App do the dead-lett
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from itertools import accumulate
 from typing import TypeVar
@@ -28,7 +29,7 @@ from typing import TypeVar
 import msgspec
 
 from ebind.errors import InvalidName
-from ebind.streams import b64_token, check_id, check_target, check_task_name
+from ebind.streams import MAX_ID_LEN, b64_token, check_id, check_target, check_task_name
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError, decode_envelope
 
 __all__ = [
@@ -145,6 +146,9 @@ def admit_envelope(data: bytes, subject: str) -> TaskEnvelope | TaskError:
     return env
 
 
+_id_match = re.compile(r"[A-Za-z0-9_-]+").fullmatch  # the charset check_id enforces
+
+
 def id_problem(value: str, kind: str) -> str | None:
     """The reason ``value`` is not a valid ``kind`` id, or None."""
     try:
@@ -238,16 +242,26 @@ def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
         if problem is not None:
             return problem
         _remember(_good_routes)[subject] = (env.name, env.target)
-    problem = (
-        _task_id_problem(env)
-        or _reply_problem(env)
-        or _time_problem("deadline", env.deadline)
-        or _time_problem("enqueued_at", env.enqueued_at)
-    )
-    if problem is not None:
-        return problem
-    if env.timeout is not None and not (math.isfinite(env.timeout) and env.timeout > 0):
-        return f"timeout must be a finite number of seconds > 0, got {env.timeout!r}"
+    # The common case is checked inline (a few attribute reads and one regex); the helpers
+    # run only to name what is wrong.
+    if env.dag_id or env.step_id:
+        problem = _task_id_problem(env)
+        if problem is not None:
+            return problem
+    elif len(env.id) > MAX_ID_LEN or _id_match(env.id) is None:
+        return id_problem(env.id, "task id")
+    if env.reply_to:
+        problem = _reply_problem(env)
+        if problem is not None:
+            return problem
+    deadline, enqueued_at = env.deadline, env.enqueued_at
+    if (deadline is not None and deadline.tzinfo is None) or (
+        enqueued_at is not None and enqueued_at.tzinfo is None
+    ):
+        return _time_problem("deadline", deadline) or _time_problem("enqueued_at", enqueued_at)
+    timeout = env.timeout
+    if timeout is not None and not (0 < timeout < math.inf):  # NaN fails both comparisons
+        return f"timeout must be a finite number of seconds > 0, got {timeout!r}"
     if env.trace_ctx:
         return _trace_problem(env.trace_ctx)
     return None
