@@ -16,7 +16,7 @@ from worker_helpers import dlq_entries, running, tasks_pending, wait_for
 from ebind.app import App
 from ebind.errors import InvalidName, TaskTimeout
 from ebind.streams import KV_DAGS, KV_LEASES, RESP_STREAM, resp_subject
-from ebind.wire import DLQEntry, TaskResponse, encoder
+from ebind.wire import DLQEntry, TaskEnvelope, TaskResponse, encoder
 from ebind.workflow.event_check import EVENTS_DLQ_NAME
 
 pytestmark = pytest.mark.timeout(60)
@@ -226,3 +226,34 @@ async def test_hostile_scheduler_events_are_dead_lettered(
 
         await wait_for(events_drained, 10)
     assert (entry.error.kind, entry.subject) == ("invalid", subject)
+
+
+class _RecordingHook:
+    """A StepHook that only records what the worker asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def on_step_started(self, env: TaskEnvelope) -> bool:
+        self.calls.append(("started", env.id))
+        return True
+
+    async def on_step_done(self, env: TaskEnvelope, result: bytes) -> None:
+        self.calls.append(("done", env.id))
+
+    async def on_step_failed(self, env: TaskEnvelope, error: Any) -> None:
+        self.calls.append(("failed", env.id))
+
+
+async def test_an_invalid_step_message_never_reaches_the_step_hook(app: App, attacker: Any) -> None:
+    """Well-formed DAG and step ids, one bad field (a reply subject into the DAG bucket):
+    the step hook is never called, so no step record is touched."""
+    echo = _register(app)
+    hook = _RecordingHook()
+    raw = _envelope(id="d1:s1", dag_id="d1", step_id="s1", reply_to=f"$KV.{KV_DAGS}.d1.meta")
+    async with running(app, hook=hook):
+        await attacker.publish("TASKS.sec.echo", raw)
+        entry = await _dead_letter(app, "sec.echo", raw)
+        await _still_serves(app, echo)
+    assert (entry.error.kind, entry.final_attempt) == ("invalid", 1)
+    assert hook.calls == []
