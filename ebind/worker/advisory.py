@@ -28,7 +28,13 @@ import msgspec
 import structlog
 
 from ebind.client import HEADER_MSG_ID
-from ebind.streams import DAG_EVENTS_STREAM, TASKS_STREAM, dlq_subject
+from ebind.streams import (
+    DAG_EVENTS_STREAM,
+    SCHEDULER_DURABLE,
+    TASKS_STREAM,
+    WORKER_DURABLE,
+    dlq_subject,
+)
 from ebind.validate import admit_envelope
 from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError, encoder
 from ebind.worker.runner import _raw_subject_name
@@ -58,6 +64,9 @@ EVENT_MAX_DELIVER = 1000
 reconciliation sweep re-derives whatever a dropped event would have triggered."""
 ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 WATCHED_STREAMS = (TASKS_STREAM, DAG_EVENTS_STREAM)
+_TARGET_DURABLE_PREFIX = "ebind-targets-"
+# Subjects the watched durables consume (schedules and not-yet-due tasks share the stream).
+_CONSUMED_PREFIXES = {TASKS_STREAM: ("TASKS.", "TASKS_TARGET."), DAG_EVENTS_STREAM: ("DAG.",)}
 DLQ_PUBLISH_TIMEOUT = 5.0
 MAX_ADVISORY_BYTES = 4096
 """Advisories are small JSON documents; anything larger is not one."""
@@ -91,8 +100,12 @@ def parse_advisory(data: bytes) -> Exhausted | None:
         adv = _advisory_dec.decode(data)
     except Exception:  # not an advisory: ignored, never fatal
         return None
-    if adv.stream not in WATCHED_STREAMS or adv.stream_seq <= 0 or not adv.consumer:
+    if adv.stream not in WATCHED_STREAMS or adv.stream_seq <= 0:
         return None
+    if adv.consumer not in (WORKER_DURABLE, SCHEDULER_DURABLE) and not adv.consumer.startswith(
+        _TARGET_DURABLE_PREFIX
+    ):
+        return None  # another application's consumer on the stream: not ebind's to settle
     return Exhausted(adv.stream, adv.consumer, adv.stream_seq, max(adv.deliveries, 0))
 
 
@@ -186,6 +199,11 @@ class MaxDeliveriesWatcher:
             )
             return
         subject, data = str(raw.subject), bytes(raw.data or b"")
+        if not subject.startswith(_CONSUMED_PREFIXES[ex.stream]):
+            # Not a message an ebind durable delivers (a periodic schedule, a countdown
+            # task not yet due): an advisory naming it is not the server's, leave it be.
+            log.warning("worker.advisory_ignored", stream=ex.stream, seq=ex.stream_seq)
+            return
         name, entry, env = exhausted_entry(ex, subject, data, datetime.now(UTC))
         try:
             # The message id every delivery of this message uses for its dead letter.

@@ -12,7 +12,7 @@ from worker_helpers import dlq_entries, running, tasks_pending, wait_for, worker
 from ebind import RetryPolicy
 from ebind.app import App
 from ebind.errors import TaskFailed
-from ebind.streams import TASKS_STREAM, WORKER_DURABLE, resp_subject
+from ebind.streams import DLQ_STREAM, TASKS_STREAM, WORKER_DURABLE, resp_subject
 from ebind.wire import TaskEnvelope, encoder
 from ebind.worker import advisory
 
@@ -172,3 +172,17 @@ async def test_an_exhausted_dag_event_becomes_a_dead_letter_and_leaves_the_strea
     assert answered == []
     info = await app.js.stream_info(DAG_EVENTS_STREAM)
     assert info.state.messages == 0
+
+
+async def test_an_advisory_naming_a_schedule_leaves_it_alone(app: App) -> None:
+    """Only messages an ebind durable delivers are settled by an advisory: one naming a
+    periodic schedule's message (forged, or not the server's) neither deletes nor records it."""
+    ack = await app.js.publish("TASKS_SCHEDULES.nightly", b'{"id":"nightly","name":"x"}')
+
+    async def answer(env: TaskEnvelope, error: Any) -> bool:
+        raise AssertionError("nobody may be answered")
+
+    watcher = advisory.MaxDeliveriesWatcher(app, answer)
+    await watcher.handle(advisory.Exhausted(TASKS_STREAM, WORKER_DURABLE, ack.seq, 1000))
+    assert (await app.js.get_msg(TASKS_STREAM, ack.seq)).subject == "TASKS_SCHEDULES.nightly"
+    assert (await app.js.stream_info(DLQ_STREAM)).state.messages == 0

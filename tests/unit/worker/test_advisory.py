@@ -28,7 +28,8 @@ def _adv(**fields: object) -> bytes:
 
 def test_parse_a_server_advisory() -> None:
     assert parse_advisory(_adv()) == Exhausted(TASKS_STREAM, "ebind-worker", 7, 5)
-    assert parse_advisory(_adv(stream=DAG_EVENTS_STREAM)) is not None
+    assert parse_advisory(_adv(stream=DAG_EVENTS_STREAM, consumer="ebind-scheduler")) is not None
+    assert parse_advisory(_adv(consumer="ebind-targets-Z3B1")) is not None
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,7 @@ def test_parse_a_server_advisory() -> None:
         _adv(stream_seq=-3),
         _adv(stream_seq="7"),
         _adv(consumer=""),
+        _adv(consumer="someone-elses-consumer"),
         b'{"stream":"EBIND_TASKS"}',
         b" " * (MAX_ADVISORY_BYTES + 1),
     ],
