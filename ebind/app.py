@@ -35,6 +35,7 @@ from ebind.streams import (
     resp_subject,
 )
 from ebind.task import DEFAULT_OPTIONS, FIRE_AND_FORGET, Task, TaskOptions
+from ebind.validate import check_future_ids
 from ebind.wire import TaskEnvelope
 
 if TYPE_CHECKING:
@@ -396,7 +397,13 @@ class App:
     def future(
         self, task_id: str, *, name: str | None = None, client_id: str | None = None
     ) -> Future[Any]:
-        """A Future for a task enqueued earlier (by this App, or by ``client_id``'s App)."""
+        """A Future for a task enqueued earlier (by this App, or by ``client_id``'s App).
+
+        Raises:
+            InvalidName: ``task_id`` or ``client_id`` is not a plain id (a wildcard such as
+                ``*`` would otherwise read another App's result).
+        """
+        check_future_ids(task_id, client_id)
         if self._router is None:
             raise NotConnected(self._not_connected())
         spec = self.registry.get(name) if name else None

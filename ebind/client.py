@@ -356,6 +356,10 @@ class ResponseRouter:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("task.response_undecodable", subject=msg.subject, error=str(exc))
             return
+        if msg.subject.rpartition(".")[2] != resp.task_id:
+            # Only the response subject of the task's own id may answer it.
+            log.warning("task.response_mismatch", subject=msg.subject, task_id=resp.task_id)
+            return
         waiter = self._pending.pop(resp.task_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
@@ -420,7 +424,12 @@ class ResponseRouter:
         if not raw.data:
             return None
         try:
-            return decode_response(raw.data)
+            resp = decode_response(raw.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("task.response_undecodable", subject=subject, error=str(exc))
             return None
+        if resp.task_id != task_id:
+            # Not this task's answer (forged or misrouted): the waiter keeps waiting.
+            log.warning("task.response_mismatch", subject=subject, task_id=resp.task_id)
+            return None
+        return resp

@@ -27,13 +27,13 @@ from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
 from ebind.streams import RESP_STREAM, dlq_subject
+from ebind.validate import admit_envelope
 from ebind.wire import (
     DLQEntry,
     ErrorKind,
     TaskEnvelope,
     TaskError,
     TaskResponse,
-    decode_envelope,
     decode_response,
     encoder,
 )
@@ -195,17 +195,23 @@ class AttemptRunner:
             # its reply subject, so it gets no response.
             forged = self._signer.check(msg.subject, msg.data, msg.headers)
             if forged is not None:
-                await self._dead_letter_bytes(msg, attempt, forged)
+                await self._dead_letter_raw(msg, attempt, forged)
                 return
-        try:
-            env = decode_envelope(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self._dead_letter_raw(msg, attempt, exc)
+        # Every field is untrusted: nothing below runs (no hook, no reply) unless the
+        # message passes ebind.validate; what fails is dead-lettered on this delivery.
+        admitted = admit_envelope(msg.data, msg.subject)
+        if isinstance(admitted, TaskError):
+            await self._dead_letter_raw(msg, attempt, admitted)
             return
-        env = msgspec.structs.replace(env, attempt=attempt, worker_id=self.worker_id)
+        env = msgspec.structs.replace(admitted, attempt=attempt, worker_id=self.worker_id)
         # --- periodic schedules (ebind/periodic.py): every firing carries the schedule's
         # body, so it gets its own id here (<name>-<stream seq>); other messages unchanged ---
-        env = firing_envelope(env, msg)
+        fired = firing_envelope(env, msg)
+        if fired is not env and fired.reply_to:
+            # The reply subject was checked against the id the message carried, not the
+            # firing's new one (schedules never ask for a reply): answer nowhere.
+            fired = msgspec.structs.replace(fired, reply_to="")
+        env = fired
         ctx = self._context(env)
         spec: HandlerSpec | None = self._registry.get(env.name)
         if spec is None:
@@ -569,6 +575,10 @@ class AttemptRunner:
             return False
         return True
 
+    async def answer_failed(self, env: TaskEnvelope, error: TaskError) -> bool:
+        """Publish a failure response to ``env``'s (validated) reply subject."""
+        return await self._respond(env, result=None, error=error)
+
     async def _publish_dlq(
         self, name: str, entry: DLQEntry, ctx: Context | None, msg_id: str | None
     ) -> bool:
@@ -589,16 +599,8 @@ class AttemptRunner:
             return False
         return True
 
-    async def _dead_letter_raw(self, msg: Any, attempt: int, exc: Exception) -> None:
-        error = TaskError(
-            kind=ErrorKind.DECODE.value,
-            message=f"task envelope is not valid: {exc}",
-            retryable=False,
-        )
-        await self._dead_letter_bytes(msg, attempt, error)
-
-    async def _dead_letter_bytes(self, msg: Any, attempt: int, error: TaskError) -> None:
-        """Dead-letter the message as raw bytes (no task, no response), then terminate it."""
+    async def _dead_letter_raw(self, msg: Any, attempt: int, error: TaskError) -> None:
+        """Dead-letter a message that may not run, keeping its bytes; never answers it."""
         error = self._redact(error)
         entry = DLQEntry(
             error=error,

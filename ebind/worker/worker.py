@@ -23,6 +23,7 @@ from ebind._aio import raise_if_cancelling
 from ebind.expirer import Expirer
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
+from ebind.worker import advisory
 from ebind.worker.claims import Claims, ClaimSource
 from ebind.worker.middleware import Middleware, chain
 from ebind.worker.pull import Budget, Puller
@@ -111,6 +112,7 @@ class Worker:
         self._runner: AttemptRunner | None = None
         self._budget: Budget | None = None
         self._stuck = 0
+        self._watcher: advisory.MaxDeliveriesWatcher | None = None
 
     @property
     def stuck_threads(self) -> int:
@@ -231,6 +233,9 @@ class Worker:
         self._budget = Budget(self.concurrency)
         runner.on_stuck = self._thread_stuck
         self._sem = asyncio.Semaphore(self.concurrency)
+        # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
+        self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
+        await self._watcher.start()
         await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
         await self._claims.refresh(strict=True)
         await self._sync_claims()
@@ -256,7 +261,9 @@ class Worker:
             name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
-            max_deliver=-1,
+            # A finite backstop (read at call time so tests can lower it); existing durables
+            # get it too, the server lets max_deliver change on update.
+            max_deliver=advisory.TASK_MAX_DELIVER,
             filter_subject=filter_subject,
             inactive_threshold=TARGET_INACTIVE_THRESHOLD if claim else None,
         )
@@ -474,6 +481,8 @@ class Worker:
         for task in background:
             with contextlib.suppress(BaseException):
                 await task
+        if self._watcher is not None:
+            await self._watcher.stop()
         with contextlib.suppress(Exception):
             await self.app.nc.flush(timeout=2)
 

@@ -1,11 +1,13 @@
 """NatsBus: the EventBus over the work-queue stream EBIND_DAG_EVENTS.
 
 Publishing awaits the PubAck. Subscribing binds the shared durable pull consumer
-``ebind-scheduler`` (explicit ack, ack_wait 30 s, unlimited deliveries), so each event
-is handled by one scheduler cluster-wide; the worker's lean puller keeps pull requests
-open for no more events than there are free handler slots, each expiring quickly, and
-``stop()`` drains the delivery inbox (late events are nak'd at once). Undecodable
-bodies are terminated and logged once (RELIABILITY D6).
+``ebind-scheduler`` (explicit ack, ack_wait 30 s, at most ``EVENT_MAX_DELIVER`` deliveries,
+see :mod:`ebind.worker.advisory`), so each event is handled by one scheduler cluster-wide;
+the worker's lean puller keeps pull requests open for no more events than there are free
+handler slots, each expiring quickly, and ``stop()`` drains the delivery inbox (late
+events are nak'd at once). Every event is checked by :mod:`ebind.workflow.event_check`
+first: one that cannot be decoded, nests too deep or names bad ids is dead-lettered with
+its raw bytes and terminated.
 ``tap()`` watches events live through a core subscription, which takes nothing from the
 work queue.
 """
@@ -15,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, Self
 
-import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
@@ -31,16 +33,20 @@ from nats.js.api import (
 from nats.js.errors import NoStreamResponseError
 
 from ebind._jsreq import HEADER_EXPECTED_STREAM, requests_for
+from ebind.client import HEADER_MSG_ID
 from ebind.errors import PublishFailed
-from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE
+from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE, dlq_subject
+from ebind.wire import DLQEntry, TaskError, encoder
+from ebind.worker import advisory
 from ebind.worker.pull import Budget, Puller
+from ebind.workflow.event_check import EVENTS_DLQ_NAME, admit_event
 from ebind.workflow.protocols import EventHandler
 from ebind.workflow.types import Event
 
 __all__ = ["NatsBus", "NatsDelivery", "NatsSubscription"]
 
 _log = structlog.get_logger("ebind.workflow.bus")
-_event_dec = msgspec.json.Decoder(Event)
+DLQ_PUBLISH_TIMEOUT = 5.0
 
 EVENTS_MAX_AGE = 24 * 3600.0
 # The durable plus a few operator consumers; an explicit cap (PERFORMANCE fact 1).
@@ -153,17 +159,20 @@ class NatsSubscription:
 
     async def _dispatch(self, msg: Any) -> None:
         delivery = NatsDelivery(msg)
-        try:
-            event = _event_dec.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        event = admit_event(msg.data, msg.subject)
+        if isinstance(event, TaskError):
+            # Untrusted bytes: kept in the DLQ, then never delivered again.
             _log.error(
                 "bus.event_undecodable",
                 subject=msg.subject,
-                error=str(exc),
+                error=event.message[:500],
                 size=len(msg.data),
                 num_delivered=delivery.num_delivered,
             )
-            await self._settle(delivery.term())
+            if await self._bus.dead_letter(msg, event, delivery.num_delivered):
+                await self._settle(delivery.term())
+            else:
+                await self._settle(delivery.nak(self._bus.error_delay))
             return
         try:
             await self._handler(event, delivery)
@@ -264,13 +273,35 @@ class NatsBus:
                 f"event on {subject} was not confirmed: {exc!r}", subject=subject
             ) from exc
 
+    async def dead_letter(self, msg: Any, error: TaskError, attempt: int) -> bool:
+        """Store a rejected event's raw bytes in the DLQ (deduplicated per stream sequence)."""
+        entry = DLQEntry(
+            error=error,
+            final_attempt=attempt,
+            dead_lettered_at=datetime.now(UTC),
+            raw=bytes(msg.data),
+            subject=msg.subject,
+        )
+        try:
+            seq = int(msg.metadata.sequence.stream)
+            await self._js.publish(
+                dlq_subject(EVENTS_DLQ_NAME),
+                encoder.encode(entry),
+                timeout=DLQ_PUBLISH_TIMEOUT,
+                headers={HEADER_MSG_ID: f"{self.stream}:{seq}:dlq"},
+            )
+        except Exception as exc:
+            _log.error("bus.dlq_publish_failed", subject=msg.subject, error=repr(exc))
+            return False
+        return True
+
     def _consumer_config(self, filter_subject: str) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.durable,
             filter_subject=filter_subject,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
-            max_deliver=-1,
+            max_deliver=advisory.EVENT_MAX_DELIVER,
             max_ack_pending=max(self.concurrency * 4, 256),
         )
 
@@ -293,10 +324,11 @@ class NatsBus:
         sub = await nc.subscribe(filter_subject)
         try:
             async for msg in sub.messages:
-                try:
-                    yield _event_dec.decode(msg.data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    _log.warning("bus.tap_undecodable", subject=msg.subject, error=str(exc))
+                event = admit_event(msg.data, msg.subject)
+                if isinstance(event, TaskError):
+                    _log.warning("bus.tap_undecodable", subject=msg.subject, error=event.message)
+                    continue
+                yield event
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

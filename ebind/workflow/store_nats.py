@@ -176,9 +176,9 @@ class NatsStore:
         for m in msgs:
             try:
                 out.append((decode(m.data), m.seq))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except Exception as exc:  # RecursionError from a deeply nested record too
                 # One corrupt record must not stop a sweep over every other DAG.
-                _log.warning("kv.record_undecodable", kind=kind, subject=m.subject, error=str(exc))
+                _log.warning("kv.record_undecodable", kind=kind, subject=m.subject, error=repr(exc))
         return out
 
     # -- meta --------------------------------------------------------------------------

@@ -52,6 +52,9 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     # A work-queue stream allows one consumer per filter overlap: start each test clean.
     with contextlib.suppress(Exception):
         await js.delete_stream(DAG_EVENTS_STREAM)
+    # Rejected events are dead-lettered there before they are terminated.
+    with contextlib.suppress(Exception):
+        await js.add_stream(name="EBIND_DLQ", subjects=["DLQ.>"])
     nbus = await NatsBus.create(js, ack_wait=ACK_WAIT, fetch_expiry=0.2, error_delay=0.2)
     r = Rig(nbus, js)
     try:
