@@ -35,6 +35,7 @@ from ebind.wire import (
     encoder,
 )
 from ebind.worker.blocking import Watched
+from ebind.worker.hook import StepUnproven
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
@@ -179,6 +180,9 @@ class AttemptRunner:
             await self._unknown_handler(msg, env, ctx)
             return
         is_step = self.hook is not None and bool(env.dag_id and env.step_id)
+        if self.hook is None and env.dag_id and env.step_id:
+            await self._step_without_hook(msg, env, ctx)
+            return
         if env.attempt > 1 and env.reply_to and not is_step and await self._answered(env):
             # An earlier delivery finished and its response was stored after all (e.g.
             # buffered through a reconnect, after its confirmation timed out): that is
@@ -404,12 +408,34 @@ class AttemptRunner:
             return
         await self._fail_before_run(msg, env, ctx, _NO_RETRY, error)
 
+    async def _step_without_hook(self, msg: Any, env: TaskEnvelope, ctx: Context) -> None:
+        """A DAG step reached a worker that cannot check it is the scheduler's dispatch.
+
+        Run as a plain task it would run with whatever arguments the message carries and
+        never complete its step, so it is nak'd for a worker with the step hook to take;
+        past the same window as an unknown task name it is dead-lettered.
+        """
+        if env.attempt < UNKNOWN_HANDLER_DELIVERIES:
+            await msg.nak(delay=UNKNOWN_HANDLER_DELAY)
+            self._outcome(ctx, "retrying", None)
+            return
+        why = StepUnproven(
+            f"DAG step {env.dag_id!r}/{env.step_id!r} reached only workers without the "
+            f"workflow step hook ({env.attempt} deliveries); none could check its dispatch"
+        )
+        await self._dead_letter_raw(msg, env.attempt, why, kind=ErrorKind.STEP_UNPROVEN)
+
     async def _step_started(
         self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy
     ) -> bool:
         assert self.hook is not None
         try:
             started = await self.hook.on_step_started(env)
+        except StepUnproven as exc:
+            # Not the scheduler's dispatch: it must not touch the step (no on_step_failed,
+            # no response), only leave its bytes in the DLQ.
+            await self._dead_letter_raw(msg, env.attempt, exc, kind=ErrorKind.STEP_UNPROVEN)
+            return False
         except Exception as exc:
             await self._hook_failed(msg, env, ctx, policy, "on_step_started", exc)
             return False
@@ -491,10 +517,12 @@ class AttemptRunner:
             return False
         return True
 
-    async def _dead_letter_raw(self, msg: Any, attempt: int, exc: Exception) -> None:
+    async def _dead_letter_raw(
+        self, msg: Any, attempt: int, exc: Exception, *, kind: ErrorKind = ErrorKind.DECODE
+    ) -> None:
         error = TaskError(
-            kind=ErrorKind.DECODE.value,
-            message=f"task envelope is not valid: {exc}",
+            kind=kind.value,
+            message=f"task envelope is not valid: {exc}" if kind is ErrorKind.DECODE else str(exc),
             retryable=False,
         )
         entry = DLQEntry(
