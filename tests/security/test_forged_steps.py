@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,21 +25,15 @@ from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, encoder
 from ebind.workflow import DAG, DAGStatus, Workflow
 from ebind.workflow.types import StepRecord
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "integration" / "workflow"))
+from test_workflow_nats import wait_status
+
 pytestmark = pytest.mark.timeout(90)
 
 FORGED = 666
 # The trace-context key a dispatch's generation travels in (spelled out, so that this
 # file states the wire format rather than importing it).
 GENERATION = "ebind-generation"
-FAST = {
-    "sweep_check_interval": 0.2,
-    "sweep_interval": 0.5,
-    "dispatch_grace": 0.5,
-    "redispatch_after": 5.0,
-    "liveness_interval": 0.2,
-    "liveness_ttl": 1.5,
-    "nak_delay": 0.1,
-}
 
 tasks = App("forge")
 CALLS: list[tuple[str, int]] = []
@@ -62,7 +58,7 @@ async def app(nats_url: str) -> AsyncIterator[App]:
     a = App("forge", nats_url=nats_url)
     a.registry = tasks.registry
     await a.connect()
-    a._workflow = Workflow.from_app(a, **FAST)
+    a._workflow = Workflow.from_app(a, sweep_interval=0.5, nak_delay=0.1)
     w = a.worker(worker_id="w1", ack_wait=2.0, shutdown_grace=1.0)
     run = asyncio.create_task(w.run())
     try:
@@ -96,6 +92,15 @@ async def _forge(app: App, dag_id: str, step_id: str, gen: int | None) -> bytes:
     return data
 
 
+async def _refused(
+    app: App, dag_id: str, step_id: str, gen: int | None, before: tuple[StepRecord, int]
+) -> DLQEntry:
+    """Forge a message for the step; it must be dead-lettered and change nothing."""
+    entry = await _dead_lettered(app, await _forge(app, dag_id, step_id, gen))
+    await _untouched(app, dag_id, step_id, before)
+    return entry
+
+
 async def _dead_lettered(app: App, data: bytes, limit: float = 30.0) -> DLQEntry:
     """Wait for the DLQ entry holding ``data``; it must say ``step_unproven``."""
     async with asyncio.timeout(limit):
@@ -117,15 +122,6 @@ async def _untouched(app: App, dag_id: str, step_id: str, before: tuple[StepReco
     assert all(value != FORGED for _, value in CALLS)
 
 
-async def _status(app: App, dag_id: str, *want: DAGStatus, limit: float = 20) -> DAGStatus:
-    async with asyncio.timeout(limit):
-        while True:
-            meta, _ = await app.workflow.info(dag_id)
-            if meta.status in want:
-                return meta.status
-            await asyncio.sleep(0.05)
-
-
 async def _settled(app: App, dag_id: str, step_id: str, **want: Any) -> tuple[StepRecord, int]:
     """The record once it shows every field in ``want`` (the scheduler's writes landed)."""
     async with asyncio.timeout(20):
@@ -140,7 +136,7 @@ async def _settled(app: App, dag_id: str, step_id: str, **want: Any) -> tuple[St
 
 
 async def _finishes(app: App, dag_id: str, results: dict[str, int]) -> None:
-    assert await _status(app, dag_id, DAGStatus.DONE, DAGStatus.FAILED) is DAGStatus.DONE
+    assert await wait_status(app, dag_id, DAGStatus.DONE, DAGStatus.FAILED) is DAGStatus.DONE
     for step_id, value in results.items():
         assert await app.workflow.result(dag_id, step_id, timeout=5) == value
         assert CALLS.count((step_id, value)) == 1
@@ -157,10 +153,8 @@ async def test_a_step_waiting_on_a_signal_cannot_be_forged(app: App) -> None:
     await wf.result("sig", first, timeout=20)
     before = await _settled(app, "sig", "gated", status="pending")
     # Its revision is what a dispatch from it would carry: the "adopt" guess.
-    data = await _forge(app, "sig", "gated", before[1])
-    entry = await _dead_lettered(app, data)
+    entry = await _refused(app, "sig", "gated", before[1], before)
     assert "is not its dispatch" in entry.error.message
-    await _untouched(app, "sig", "gated", before)
     assert await wf.signal("sig", "approve") is True
     await _finishes(app, "sig", {"first": 1, "gated": 2, "after": 2})
 
@@ -172,9 +166,7 @@ async def test_a_step_behind_an_armed_breakpoint_cannot_be_forged(app: App) -> N
     dag.step("b", rec, "b", a.ref(), break_before=["check"])
     await dag.submit(wf, active_breakpoints=["check"])
     before = await _settled(app, "bp", "b", bp_before="blocked")
-    data = await _forge(app, "bp", "b", before[1])
-    await _dead_lettered(app, data)
-    await _untouched(app, "bp", "b", before)
+    await _refused(app, "bp", "b", before[1], before)
     assert await wf.resume_breakpoint("bp", "check") == 1
     await _finishes(app, "bp", {"a": 1, "b": 1})
 
@@ -186,9 +178,7 @@ async def test_a_step_with_unmet_dependencies_cannot_be_forged(app: App) -> None
     dag.step("b", rec, "b", a.ref())
     await dag.submit(wf)
     before = await _settled(app, "deps", "b", status="pending")
-    data = await _forge(app, "deps", "b", before[1])
-    await _dead_lettered(app, data)
-    await _untouched(app, "deps", "b", before)
+    await _refused(app, "deps", "b", before[1], before)
     assert await wf.signal("deps", "go") is True
     await _finishes(app, "deps", {"a": 5, "b": 5})
 
@@ -200,11 +190,9 @@ async def test_a_step_of_a_paused_dag_cannot_be_forged(app: App) -> None:
     dag.step("b", rec, "b", a.ref())
     await dag.submit(wf)
     await wf.pause("paused")
-    await _status(app, "paused", DAGStatus.PAUSED)
+    await wait_status(app, "paused", DAGStatus.PAUSED)
     before = await _settled(app, "paused", "a", held=True)
-    data = await _forge(app, "paused", "a", before[1])
-    await _dead_lettered(app, data)
-    await _untouched(app, "paused", "a", before)
+    await _refused(app, "paused", "a", before[1], before)
     await wf.resume("paused")
     assert await wf.signal("paused", "go") is True
     await _finishes(app, "paused", {"a": 3, "b": 3})
@@ -217,10 +205,8 @@ async def test_a_step_of_a_canceled_dag_cannot_be_forged(app: App) -> None:
     await dag.submit(wf)
     await wf.cancel("canceled")
     before = await _settled(app, "canceled", "a", status="canceled")
-    data = await _forge(app, "canceled", "a", before[1])
-    await _dead_lettered(app, data)
-    await _untouched(app, "canceled", "a", before)
-    assert await _status(app, "canceled", DAGStatus.CANCELED) is DAGStatus.CANCELED
+    await _refused(app, "canceled", "a", before[1], before)
+    assert await wait_status(app, "canceled", DAGStatus.CANCELED) is DAGStatus.CANCELED
     assert CALLS == []
 
 
@@ -230,10 +216,8 @@ async def test_a_step_message_without_a_generation_cannot_run_it(app: App) -> No
     dag.step("a", rec, "a", 7, wait_for_signals=["go"])
     await dag.submit(wf)
     before = await _settled(app, "nogen", "a", status="pending")
-    data = await _forge(app, "nogen", "a", None)
-    entry = await _dead_lettered(app, data)
+    entry = await _refused(app, "nogen", "a", None, before)
     assert "no dispatch generation" in entry.error.message
-    await _untouched(app, "nogen", "a", before)
     assert await wf.signal("nogen", "go") is True
     await _finishes(app, "nogen", {"a": 7})
 
@@ -250,9 +234,7 @@ async def test_the_right_generation_with_other_arguments_cannot_run_a_running_st
     # The real dispatch runs (held in its handler) and its start write has landed.
     before = await _settled(app, "running", "a", status="running", attempt=1)
     assert CALLS == [("a", 9)]
-    data = await _forge(app, "running", "a", before[0].generation)
-    entry = await _dead_lettered(app, data)
+    entry = await _refused(app, "running", "a", before[0].generation, before)
     assert "differs from the envelope dispatched" in entry.error.message
-    await _untouched(app, "running", "a", before)
     GATES["a"].set()
     await _finishes(app, "running", {"a": 9, "b": 9})
