@@ -7,6 +7,11 @@ triple (generation, attempt, worker_id): ``generation`` travels in the envelope'
 attempt is the message's delivery count. A completion from anyone but the current owner
 is dropped and logged, and a result is written create-only *before* the record turns
 ``done``, so downstream steps never read a result that is later replaced.
+
+Before any of that, a delivery must prove it is the scheduler's dispatch of the step
+(:mod:`ebind.workflow.proof`): the record ``running`` at its generation with its digest.
+A message that cannot is refused with ``StepUnproven`` and touches nothing; one whose
+dispatch the record does not show yet is read again, then nak'd.
 """
 
 from __future__ import annotations
