@@ -92,12 +92,29 @@ async def _forge(app: App, dag_id: str, step_id: str, gen: int | None) -> bytes:
     return data
 
 
+async def _watch(app: App, subject: str) -> tuple[list[str], Any]:
+    """Subjects of the messages published on ``subject`` from now on, and the subscription."""
+    seen: list[str] = []
+
+    async def note(msg: Any) -> None:
+        seen.append(msg.subject)
+
+    return seen, await app.nc.subscribe(subject, cb=note)
+
+
 async def _refused(
     app: App, dag_id: str, step_id: str, gen: int | None, before: tuple[StepRecord, int]
 ) -> DLQEntry:
     """Forge a message for the step; it must be dead-lettered and change nothing."""
-    entry = await _dead_lettered(app, await _forge(app, dag_id, step_id, gen))
-    await _untouched(app, dag_id, step_id, before)
+    # The events stream is a work queue (consumed events are gone): watch the subjects.
+    events, sub = await _watch(app, f"DAG.{dag_id}.*.{step_id}")
+    try:
+        entry = await _dead_lettered(app, await _forge(app, dag_id, step_id, gen))
+        await _untouched(app, dag_id, step_id, before)
+        await app.nc.flush()
+    finally:
+        await sub.unsubscribe()
+    assert events == []
     return entry
 
 
@@ -155,8 +172,12 @@ async def test_a_step_waiting_on_a_signal_cannot_be_forged(app: App) -> None:
     # Its revision is what a dispatch from it would carry: the "adopt" guess.
     entry = await _refused(app, "sig", "gated", before[1], before)
     assert "is not its dispatch" in entry.error.message
+    # The watch _refused relies on sees the real run's completion.
+    completed, sub = await _watch(app, "DAG.sig.*.gated")
     assert await wf.signal("sig", "approve") is True
     await _finishes(app, "sig", {"first": 1, "gated": 2, "after": 2})
+    await sub.unsubscribe()
+    assert "DAG.sig.completed.gated" in completed
 
 
 async def test_a_step_behind_an_armed_breakpoint_cannot_be_forged(app: App) -> None:
