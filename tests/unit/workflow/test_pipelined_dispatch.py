@@ -256,3 +256,47 @@ async def test_a_stale_message_of_a_canceled_dag_leaves_a_newer_generation_runni
     after, _ = await store.get_step("p8", "a")
     assert (after.status, after.worker_id) == (StepStatus.RUNNING, "w2")  # may finish
     await bus.close()
+
+
+async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
+    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="p9")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    first_env, first_mid = enq.calls[0]
+    async with running(wf):  # the message is never delivered: the sweep re-sends it
+        await _wait_for(lambda: len(enq.calls) > 1)
+        resent, mid = enq.calls[1]
+        rec, _ = await store.get_step("p9", "a")
+        assert mid == first_mid and _gen(resent) == _gen(first_env) == rec.generation
+        assert dispatch_digest(resent) == dispatch_digest(first_env) == rec.dispatch_digest
+        assert await w.run_until_terminal("p9") is DAGStatus.DONE
+    assert w.executions == {"p9:a": 1}
+    await bus.close()
+
+
+async def test_a_dispatch_recorded_without_a_digest_is_resent_as_a_new_generation() -> None:
+    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="p10")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    old = w.take_new()[0]
+    rec, rev = await store.get_step("p10", "a")
+    # As written by a version that recorded no digest: its message proves nothing.
+    await store.put_step("p10", "a", msgspec.structs.replace(rec, dispatch_digest=""), rev)
+    with pytest.raises(StepUnproven, match="no dispatch digest"):
+        await wf.hook().on_step_started(msgspec.structs.replace(old, attempt=1, worker_id="w1"))
+    async with running(wf):
+        await _wait_for(lambda: len(enq.envelopes) > 1)
+        new = enq.envelopes[1]
+        rec, _ = await store.get_step("p10", "a")
+        assert _gen(new) == rec.generation > _gen(old)
+        assert rec.dispatch_digest == dispatch_digest(new)
+        assert not await wf.hook().on_step_started(  # the old message is now stale
+            msgspec.structs.replace(old, attempt=2, worker_id="w1")
+        )
+        assert await w.run_until_terminal("p10") is DAGStatus.DONE
+    assert w.executions == {"p10:a": 1}
+    await bus.close()
