@@ -19,7 +19,15 @@ from simworker import SimWorker, make_wf, running
 
 from ebind.errors import StaleRevision
 from ebind.worker.hook import StepUnproven
-from ebind.workflow import DAG, DAGStatus, StepStatus, control
+from ebind.workflow import (
+    DAG,
+    CaptureEnqueuer,
+    DAGStatus,
+    MemBus,
+    StepStatus,
+    Workflow,
+    control,
+)
 from ebind.workflow.hook import PROOF_DELIVERIES
 from ebind.workflow.proof import dispatch_digest
 from ebind.workflow.store_mem import MemStore
@@ -258,12 +266,18 @@ async def test_a_stale_message_of_a_canceled_dag_leaves_a_newer_generation_runni
     await bus.close()
 
 
-async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
+async def _one_step_submitted(dag_id: str) -> tuple[Workflow, MemStore, MemBus, CaptureEnqueuer]:
+    """A one-step DAG dispatched at submit; the sweep re-sends but never bumps it."""
     wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
-    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
-    dag = DAG(id="p9")
+    dag = DAG(id=dag_id)
     dag.step("a", "inc", 1)
     await dag.submit(wf)
+    return wf, store, bus, enq
+
+
+async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
+    wf, store, bus, enq = await _one_step_submitted("p9")
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     first_env, first_mid = enq.calls[0]
     async with running(wf):  # the message is never delivered: the sweep re-sends it
         await _wait_for(lambda: len(enq.calls) > 1)
@@ -277,11 +291,8 @@ async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proo
 
 
 async def test_a_dispatch_recorded_without_a_digest_is_resent_as_a_new_generation() -> None:
-    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
+    wf, store, bus, enq = await _one_step_submitted("p10")
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
-    dag = DAG(id="p10")
-    dag.step("a", "inc", 1)
-    await dag.submit(wf)
     old = w.take_new()[0]
     rec, rev = await store.get_step("p10", "a")
     # As written by a version that recorded no digest: its message proves nothing.
