@@ -31,6 +31,7 @@ L0 = [
     "ebind/workflow/ref.py",
     "ebind/workflow/placement.py",
     "ebind/workflow/graph.py",
+    "ebind/workflow/proof.py",
 ]
 EXISTING_L0 = [p for p in L0 if (ROOT / p).exists()]
 

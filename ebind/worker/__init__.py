@@ -3,7 +3,7 @@
 ``Worker`` is normally created with ``app.worker(...)`` or the ``ebind worker`` command.
 """
 
-from ebind.worker.hook import StepHook
+from ebind.worker.hook import StepHook, StepUnproven
 from ebind.worker.middleware import (
     Handler,
     Middleware,
@@ -20,6 +20,7 @@ __all__ = [
     "Handler",
     "Middleware",
     "StepHook",
+    "StepUnproven",
     "Worker",
     "add_outcome_listener",
     "chain",

@@ -6,14 +6,24 @@ from typing import Protocol
 
 from ebind.wire import TaskEnvelope, TaskError
 
-__all__ = ["StepHook"]
+__all__ = ["StepHook", "StepUnproven"]
+
+
+class StepUnproven(Exception):
+    """Raised by ``on_step_started``: the message is not the scheduler's dispatch of the step.
+
+    The worker dead-letters its raw bytes with kind ``step_unproven`` and terminates it;
+    no handler runs, no response is sent and ``on_step_failed`` is not called (the step
+    belongs to its real dispatch, which this message must not touch).
+    """
 
 
 class StepHook(Protocol):
     """Called by the worker for envelopes that carry ``dag_id`` and ``step_id``.
 
     ``env.attempt`` and ``env.worker_id`` are filled in by the worker. Raising from any
-    method makes the worker nak the message (with the policy's delay) instead of acking.
+    method makes the worker nak the message (with the policy's delay) instead of acking,
+    except :class:`StepUnproven` from ``on_step_started``.
     """
 
     async def on_step_started(self, env: TaskEnvelope) -> bool:

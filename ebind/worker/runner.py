@@ -38,6 +38,7 @@ from ebind.wire import (
     encoder,
 )
 from ebind.worker.blocking import Watched
+from ebind.worker.hook import StepUnproven
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
@@ -190,34 +191,18 @@ class AttemptRunner:
     async def process(self, msg: Any) -> None:
         """Handle one delivery; only cancellation (shutdown past its grace) escapes."""
         attempt = delivery_count(msg)
-        if self._signer is not None:
-            # Before decoding: nothing an unauthenticated message says is used, not even
-            # its reply subject, so it gets no response.
-            forged = self._signer.check(msg.subject, msg.data, msg.headers)
-            if forged is not None:
-                await self._dead_letter_raw(msg, attempt, forged)
-                return
-        # Every field is untrusted: nothing below runs (no hook, no reply) unless the
-        # message passes ebind.validate; what fails is dead-lettered on this delivery.
-        admitted = admit_envelope(msg.data, msg.subject)
-        if isinstance(admitted, TaskError):
-            await self._dead_letter_raw(msg, attempt, admitted)
+        env = await self._admit(msg, attempt)
+        if env is None:
             return
-        env = msgspec.structs.replace(admitted, attempt=attempt, worker_id=self.worker_id)
-        # --- periodic schedules (ebind/periodic.py): every firing carries the schedule's
-        # body, so it gets its own id here (<name>-<stream seq>); other messages unchanged ---
-        fired = firing_envelope(env, msg)
-        if fired is not env and fired.reply_to:
-            # The reply subject was checked against the id the message carried, not the
-            # firing's new one (schedules never ask for a reply): answer nowhere.
-            fired = msgspec.structs.replace(fired, reply_to="")
-        env = fired
         ctx = self._context(env)
         spec: HandlerSpec | None = self._registry.get(env.name)
         if spec is None:
             await self._unknown_handler(msg, env, ctx)
             return
         is_step = self.hook is not None and bool(env.dag_id and env.step_id)
+        if self.hook is None and env.dag_id and env.step_id:
+            await self._step_without_hook(msg, env, ctx)
+            return
         if env.attempt > 1 and env.reply_to and not is_step and await self._answered(env):
             # An earlier delivery finished and its response was stored after all (e.g.
             # buffered through a reconnect, after its confirmation timed out): that is
@@ -247,6 +232,31 @@ class AttemptRunner:
             await self._failed(msg, env, ctx, policy, classify(exc), is_step)
             return
         await self._succeeded(msg, env, ctx, policy, result, is_step)
+
+    async def _admit(self, msg: Any, attempt: int) -> TaskEnvelope | None:
+        """The delivery's envelope, or None once a message that may not run is dead-lettered."""
+        if self._signer is not None:
+            # Before decoding: nothing an unauthenticated message says is used, not even
+            # its reply subject, so it gets no response.
+            forged = self._signer.check(msg.subject, msg.data, msg.headers)
+            if forged is not None:
+                await self._dead_letter_raw(msg, attempt, forged)
+                return None
+        # Every field is untrusted: nothing below runs (no hook, no reply) unless the
+        # message passes ebind.validate; what fails is dead-lettered on this delivery.
+        admitted = admit_envelope(msg.data, msg.subject)
+        if isinstance(admitted, TaskError):
+            await self._dead_letter_raw(msg, attempt, admitted)
+            return None
+        env = msgspec.structs.replace(admitted, attempt=attempt, worker_id=self.worker_id)
+        # --- periodic schedules (ebind/periodic.py): every firing carries the schedule's
+        # body, so it gets its own id here (<name>-<stream seq>); other messages unchanged ---
+        fired = firing_envelope(env, msg)
+        if fired is not env and fired.reply_to:
+            # The reply subject was checked against the id the message carried, not the
+            # firing's new one (schedules never ask for a reply): answer nowhere.
+            fired = msgspec.structs.replace(fired, reply_to="")
+        return fired
 
     def _context(self, env: TaskEnvelope) -> Context:
         return Context(
@@ -508,12 +518,34 @@ class AttemptRunner:
             return
         await self._fail_before_run(msg, env, ctx, _NO_RETRY, error)
 
+    async def _step_without_hook(self, msg: Any, env: TaskEnvelope, ctx: Context) -> None:
+        """A DAG step reached a worker that cannot check it is the scheduler's dispatch.
+
+        Run as a plain task it would run with whatever arguments the message carries and
+        never complete its step, so it is nak'd for a worker with the step hook to take;
+        past the same window as an unknown task name it is dead-lettered.
+        """
+        if env.attempt < UNKNOWN_HANDLER_DELIVERIES:
+            await msg.nak(delay=UNKNOWN_HANDLER_DELAY)
+            self._outcome(ctx, "retrying", None)
+            return
+        why = StepUnproven(
+            f"DAG step {env.dag_id!r}/{env.step_id!r} reached only workers without the "
+            f"workflow step hook ({env.attempt} deliveries); none could check its dispatch"
+        )
+        await self._dead_letter_raw(msg, env.attempt, _unproven(why))
+
     async def _step_started(
         self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy
     ) -> bool:
         assert self.hook is not None
         try:
             started = await self.hook.on_step_started(env)
+        except StepUnproven as exc:
+            # Not the scheduler's dispatch: it must not touch the step (no on_step_failed,
+            # no response), only leave its bytes in the DLQ.
+            await self._dead_letter_raw(msg, env.attempt, _unproven(exc))
+            return False
         except Exception as exc:
             await self._hook_failed(msg, env, ctx, policy, "on_step_started", exc)
             return False
@@ -639,6 +671,11 @@ class AttemptRunner:
             started = ctx.extras.get(_STARTED)
             elapsed = None if started is None else (time.monotonic() - started) * 1000
             emit_attempt_line(ctx, outcome, error, elapsed)
+
+
+def _unproven(exc: Exception) -> TaskError:
+    """The dead-letter error of a DAG step message that is not the scheduler's dispatch."""
+    return TaskError(kind=ErrorKind.STEP_UNPROVEN.value, message=str(exc), retryable=False)
 
 
 def _time_limit(spec: HandlerSpec, env: TaskEnvelope) -> tuple[float | None, bool]:

@@ -5,8 +5,9 @@ so all paths apply the same rules: re-apply cascades, fence pending steps while 
 dispatch ready steps, flip pausing → paused when nothing is in flight, finalize a DAG
 whose steps are all terminal, and mark breakpoints that were hit. Dispatch resolves a
 step's arguments and target *before* it CASes the step to ``running`` (no phantom
-running, §11.2), sets its generation to the revision it dispatches from, and publishes
-with msg-id ``<dag>:<step>:<generation>`` in the same round trip as the CAS.
+running), sets its generation to the revision it dispatches from and its dispatch digest
+to that of the envelope it sends, and publishes with msg-id ``<dag>:<step>:<generation>``
+in the same round trip as the CAS.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from ebind.wire import ErrorKind, TaskEnvelope
 from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
-from ebind.workflow.hook import GENERATION_KEY
 from ebind.workflow.placement import resolve_placement
+from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
 from ebind.workflow.ref import find_refs, resolve_args
 from ebind.workflow.state import DAGState
@@ -354,6 +355,7 @@ class Engine:
                 rec,
                 status=StepStatus.RUNNING,
                 generation=gen,
+                dispatch_digest=dispatch_digest(env),
                 attempt=0,
                 worker_id="",
                 target=env.target,
@@ -364,7 +366,8 @@ class Engine:
             # Record and message leave together (one round trip instead of two). The
             # record's CAS goes first (this coroutine publishes it before it yields), the
             # message right after (its task starts at that yield); a worker that still
-            # reads the record pending at ``gen`` adopts the dispatch itself.
+            # reads the record pending at ``gen`` re-reads until the CAS shows: only the
+            # digest it writes proves the message (ebind.workflow.proof).
             send_t = asyncio.ensure_future(self.send(env, gen))
             wrote: int | BaseException
             try:

@@ -7,6 +7,11 @@ triple (generation, attempt, worker_id): ``generation`` travels in the envelope'
 attempt is the message's delivery count. A completion from anyone but the current owner
 is dropped and logged, and a result is written create-only *before* the record turns
 ``done``, so downstream steps never read a result that is later replaced.
+
+Before any of that, a delivery must prove it is the scheduler's dispatch of the step
+(:mod:`ebind.workflow.proof`): the record ``running`` at its generation with its digest.
+A message that cannot is refused with ``StepUnproven`` and touches nothing; one whose
+dispatch the record does not show yet is read again, then nak'd.
 """
 
 from __future__ import annotations
@@ -20,10 +25,19 @@ import msgspec
 import structlog
 
 from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
+from ebind.payload import is_sealed, unseal
 from ebind.wire import TaskEnvelope, TaskError
+from ebind.worker.hook import StepUnproven
 from ebind.workflow._transient import is_transient
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.liveness import Announcer, Liveness
+from ebind.workflow.proof import (
+    GENERATION_KEY,
+    StepVerdict,
+    dispatch_digest,
+    envelope_generation,
+    step_verdict,
+)
 from ebind.workflow.protocols import EventBus, StateStore
 from ebind.workflow.types import (
     DEFAULT_MAX_STEP_ERROR_BYTES,
@@ -34,12 +48,20 @@ from ebind.workflow.types import (
     StepStatus,
 )
 
-__all__ = ["GENERATION_KEY", "StepHook", "envelope_generation", "truncate_error"]
-
-GENERATION_KEY = "ebind-generation"
-"""``trace_ctx`` key carrying the step generation a task message was enqueued for."""
+__all__ = [
+    "GENERATION_KEY",
+    "PROOF_DELIVERIES",
+    "StepHook",
+    "envelope_generation",
+    "truncate_error",
+]
 
 _log = structlog.get_logger("ebind.workflow.hook")
+PROOF_DELIVERIES = 3
+"""Deliveries after which a message whose dispatch the step record never shows is dead-lettered."""
+# Reads of the record (seconds to wait before each) while it is behind the message or the
+# dispatch's CAS is in flight: about 0.4 s in all before the delivery is nak'd.
+_READ_BACKOFF = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 _CAS_ATTEMPTS = 5
 # Extra tries (backing off to 2 s, about 20 s in all) when the store times out or has no
 # leader: a JetStream leader election takes seconds (RELIABILITY C1).
@@ -72,28 +94,22 @@ def truncate_error(message: str, limit: int) -> str:
 _CUT_MARK = "…".encode()
 
 
-def envelope_generation(env: TaskEnvelope) -> int | None:
-    """The step generation an envelope was enqueued for (None for foreign envelopes)."""
-    raw = env.trace_ctx.get(GENERATION_KEY)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
-
-
-def owns(rec: StepRecord, env: TaskEnvelope) -> bool:
+def owns(rec: StepRecord, env: TaskEnvelope, digest: str | None = None) -> bool:
     """Whether ``env``'s delivery is the step's current owner (the G5 fence).
 
     Within one generation (one task message) the delivery count only grows, so a later
     delivery supersedes an earlier one: the record may still name the earlier attempt
     when this delivery's own ``running`` write never landed (a timeout during a leader
-    election, or the fast path that skips it). An earlier attempt than the record's, or
-    another generation, is always refused.
+    election, or the fast path that skips it). An earlier attempt than the record's,
+    another generation, no generation or another envelope than the one dispatched is
+    always refused.
     """
     gen = envelope_generation(env)
-    if rec.status is not StepStatus.RUNNING or (gen is not None and gen != rec.generation):
+    if rec.status is not StepStatus.RUNNING or gen is None or gen != rec.generation:
+        return False
+    if digest is None:
+        digest = dispatch_digest(env)
+    if not rec.dispatch_digest or rec.dispatch_digest != digest:
         return False
     if rec.attempt < env.attempt:
         return True
@@ -193,26 +209,51 @@ class StepHook:
             await asyncio.gather(claim.task, return_exceptions=True)
         return None if claim.lost else claim
 
+    def _digest(self, env: TaskEnvelope) -> str:
+        """The dispatch digest of ``env`` as the scheduler computed it, over plaintext.
+
+        With a payload codec the scheduler digests the resolved arguments before they are
+        sealed for publishing (tokens differ on every seal), so the delivered payload is
+        opened first; a payload that cannot be opened proves nothing.
+        """
+        codec = getattr(self._store, "codec", None)
+        if codec is None or not is_sealed(bytes(env.payload)):
+            return dispatch_digest(env)
+        try:
+            opened = unseal(codec, bytes(env.payload), "step arguments")
+        except Exception:
+            return ""
+        return dispatch_digest(msgspec.structs.replace(env, payload=msgspec.Raw(opened)))
+
     async def on_step_started(self, env: TaskEnvelope) -> bool:
-        """Claim the step for this delivery; False means skip the handler and ack."""
+        """Claim the step for this delivery; False means skip the handler and ack.
+
+        Raises:
+            StepUnproven: the message is not the scheduler's dispatch of the step (see
+                :mod:`ebind.workflow.proof`); the worker dead-letters it untouched.
+            StaleRevision: the record did not show the message's dispatch in time; the
+                worker naks it, and a later delivery reads again.
+        """
         if not (env.dag_id and env.step_id):
             return True
         gen = envelope_generation(env)
-        for i in range(_CAS_ATTEMPTS):
+        if gen is None:  # nothing to read: no record can prove it
+            raise StepUnproven(self._unproven(env, "the message carries no dispatch generation"))
+        digest = self._digest(env)
+        verdict, got, meta = StepVerdict.BEHIND, None, None
+        for i, pause in enumerate(_READ_BACKOFF):
+            if pause:
+                await asyncio.sleep(pause)
             got, meta = await self._read_start(env)
-            verdict = _verdict(got, meta, gen)
-            if verdict == "behind" and got is None and i == _CAS_ATTEMPTS - 1:
-                # Still no step while its DAG record exists: not a lagging replica but a
-                # half-finished delete_dag. Drop it rather than nak it forever.
-                verdict = "orphan"
-            if verdict == "behind":
-                await asyncio.sleep(0.01 * (i + 1))  # a replica behind the message: read again
-                continue
-            if got is None or verdict not in ("adopt", "current"):
+            verdict, why = step_verdict(got, meta, gen, digest)
+            if verdict is StepVerdict.UNPROVEN:
+                raise StepUnproven(self._unproven(env, why))
+            if verdict in (StepVerdict.BEHIND, StepVerdict.AWAIT):
+                continue  # a replica behind, or the dispatch's CAS in flight: read again
+            if got is None or verdict is not StepVerdict.RUN:
                 await self._decline(env, verdict, got)
                 return False
             rec, rev = got
-            adopt = verdict == "adopt"
             new = msgspec.structs.replace(
                 rec,
                 status=StepStatus.RUNNING,
@@ -220,37 +261,61 @@ class StepHook:
                 worker_id=env.worker_id,
                 started_at=_now(),
             )
-            if adopt:
-                # The dispatch's own CAS from ``rev`` has not landed yet (it travels beside
-                # the message): take its place, and write it now, before the handler runs,
-                # so a pause, cancel or release racing the dispatch fences this delivery
-                # (its CAS fails and the next read decides) instead of the other way round.
-                new = msgspec.structs.replace(
-                    new, generation=rev, target=env.target, error_kind="", error_message=""
-                )
-            elif self._start_delay > 0:
+            if self._start_delay > 0:
                 self._claim(env, new, rev)
                 return True
             try:
                 await self._store.put_step(env.dag_id, env.step_id, new, rev)
             except StaleRevision:
-                await asyncio.sleep(0.05 * (i + 1) if not adopt else 0)
+                await asyncio.sleep(0.05 * (i + 1))
                 continue
             self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
             return True
+        return await self._not_shown(env, verdict, got is None and meta is not None)
+
+    async def _not_shown(self, env: TaskEnvelope, verdict: StepVerdict, no_step: bool) -> bool:
+        """Settle a delivery whose reads never showed its dispatch (or whose CAS kept losing)."""
+        if no_step:
+            # Still no step while its DAG record exists: not a lagging replica but a
+            # half-finished delete_dag. Drop it rather than nak it forever.
+            await self._decline(env, StepVerdict.ORPHAN, None)
+            return False
+        if env.attempt >= PROOF_DELIVERIES and verdict is not StepVerdict.RUN:
+            # A dispatch's CAS lands in milliseconds and a replica catches up in seconds;
+            # a record that still does not show it after this many deliveries never will
+            # (the revision was guessed, or the step is gated by a signal, breakpoint or
+            # its dependencies, so the scheduler dispatches nothing from it).
+            raise StepUnproven(
+                self._unproven(
+                    env,
+                    f"no dispatch at generation {envelope_generation(env)} appeared in the "
+                    f"step record after {env.attempt} deliveries ({verdict.value})",
+                )
+            )
         raise StaleRevision(dag_id=env.dag_id, step_id=env.step_id)
 
+    @staticmethod
+    def _unproven(env: TaskEnvelope, why: str) -> str:
+        _log.warning(
+            "step.unproven_message",
+            dag_id=env.dag_id,
+            step_id=env.step_id,
+            generation=env.trace_ctx.get(GENERATION_KEY),
+            reason=why,
+        )
+        return f"message for DAG {env.dag_id!r} step {env.step_id!r} is not its dispatch: {why}"
+
     async def _decline(
-        self, env: TaskEnvelope, verdict: str, got: tuple[StepRecord, int] | None
+        self, env: TaskEnvelope, verdict: StepVerdict, got: tuple[StepRecord, int] | None
     ) -> None:
-        """Settle a delivery that must not run (see ``_verdict``)."""
+        """Settle a delivery that must not run (see ``step_verdict``)."""
         if got is None:
             _log.warning("step.orphan_message", dag_id=env.dag_id, step_id=env.step_id)
             return
         rec, rev = got
-        if verdict == "terminal":
+        if verdict is StepVerdict.TERMINAL:
             await self._republish(rec)
-        elif verdict == "canceled":
+        elif verdict is StepVerdict.CANCELED:
             await self._cancel_unstarted(rec, rev)
         else:
             _log.info(
@@ -378,7 +443,7 @@ class StepHook:
             self._tracker.discard(env.worker_id, key)
             await self._republish(rec)
             return
-        if not owns(rec, env):
+        if not owns(rec, env, self._digest(env)):
             _log.warning(
                 "step.outcome_fenced",
                 dag_id=dag_id,
@@ -480,43 +545,6 @@ class StepHook:
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):
             await self._bus.publish(*_completed(rec))
-
-
-def _verdict(got: tuple[StepRecord, int] | None, meta: DAGStatus | None, gen: int | None) -> str:
-    """What a delivery should do, from the step as read and its DAG's status.
-
-    ``orphan`` (no step, no DAG), ``behind`` (read again), ``terminal``, ``canceled``,
-    ``stale`` (drop), ``adopt`` or ``current`` (run).
-    """
-    if got is None:
-        # A step that is not there yet while its DAG exists: a replica behind its creation.
-        return "behind" if gen is not None and meta is not None else "orphan"
-    rec, rev = got
-    if rec.is_terminal():
-        return "terminal"
-    fit = _fit(rec, rev, gen)
-    # Only this step's own dispatch may cancel it: a stale message must not cancel a
-    # newer generation that may be running ("running steps may finish").
-    if meta is DAGStatus.CANCELED and fit in ("adopt", "current"):
-        return "canceled"
-    return fit
-
-
-def _fit(rec: StepRecord, rev: int, gen: int | None) -> str:
-    """How a delivery of generation ``gen`` relates to the record read at ``rev``.
-
-    A generation is the record revision its dispatch was written from, so a read below
-    it is ``behind`` that write, and a pending record still at it means the dispatch's
-    CAS has not landed yet (``adopt``). Otherwise the delivery is ``current`` when the
-    generations match and the step is not held, else ``stale``.
-    """
-    if gen is not None and gen != rec.generation and rev <= gen:
-        if rev == gen and rec.status is StepStatus.PENDING and not rec.held:
-            return "adopt"
-        return "behind"
-    if (gen is not None and gen != rec.generation) or rec.held:
-        return "stale"
-    return "current"
 
 
 def _completed(rec: StepRecord) -> tuple[str, bytes]:

@@ -34,6 +34,7 @@ from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
 from ebind.workflow.events import EVENTS_FILTER
 from ebind.workflow.liveness import Liveness
+from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Delivery, LeaderElector, Subscription
 from ebind.workflow.types import Event, EventKind, StepRecord, StepStatus
 
@@ -396,9 +397,21 @@ class Scheduler:
         env = await self.engine.build_envelope(ld, rec, gen)
         if env is None:
             return  # doomed: the cascade in advance() settles it
+        if not bump and dispatch_digest(env) != rec.dispatch_digest:
+            # Only a message whose digest the record holds may run: a re-send that differs
+            # from the first dispatch (or one dispatched before digests were recorded)
+            # becomes a new generation instead.
+            gen, bump = ld.revs[rec.step_id], True
+            ctx = {**env.trace_ctx, GENERATION_KEY: str(gen)}
+            env = msgspec.structs.replace(env, trace_ctx=ctx)
         if bump:
             new = msgspec.structs.replace(
-                rec, generation=gen, attempt=0, worker_id="", started_at=datetime.now(UTC)
+                rec,
+                generation=gen,
+                dispatch_digest=dispatch_digest(env),
+                attempt=0,
+                worker_id="",
+                started_at=datetime.now(UTC),
             )
             ld.revs[rec.step_id] = await self.engine.store.put_step(
                 rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]

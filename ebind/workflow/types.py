@@ -146,7 +146,9 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``attempt`` is the delivery attempt that currently owns the step (the G5 fence: only
     that attempt may complete it); ``generation`` identifies the enqueue: the record
     revision the dispatch (or a reconciliation re-enqueue) was written from, so every
-    enqueue gets a fresh msg-id ``<dag>:<step>:<generation>``. ``trace_ctx`` is trace
+    enqueue gets a fresh msg-id ``<dag>:<step>:<generation>``. ``dispatch_digest`` is the
+    digest of the envelope that enqueue sent (``ebind.workflow.proof``), written by the
+    same CAS: only a message with that digest runs the step. ``trace_ctx`` is trace
     context (e.g. W3C ``traceparent``) the step's task envelopes carry: a dynamic step
     records the span of the step that added it, so tracing links the two across processes.
     """
@@ -160,6 +162,7 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: StepStatus
     attempt: int = 0
     generation: int = 0
+    dispatch_digest: str = ""
     error_kind: str = ""
     error_message: str = ""
     optional: bool = False

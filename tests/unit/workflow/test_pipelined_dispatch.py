@@ -2,8 +2,9 @@
 
 A worker may therefore read the step before the dispatch's write lands. The generation is
 the revision the dispatch was written from, so the worker can tell "not landed yet"
-(adopt the dispatch), "read from behind" (read again) and "stale" (drop) apart, and a
-dispatch whose CAS lost never shares a msg-id with a later one.
+(re-read until it shows: only the digest it writes proves the message), "read from
+behind" (read again) and "stale" (drop) apart, and a dispatch whose CAS lost never shares
+a msg-id with a later one.
 """
 
 from __future__ import annotations
@@ -13,10 +14,22 @@ import contextlib
 from collections.abc import Callable
 
 import msgspec
+import pytest
 from simworker import SimWorker, make_wf, running
 
 from ebind.errors import StaleRevision
-from ebind.workflow import DAG, DAGStatus, StepStatus, control
+from ebind.worker.hook import StepUnproven
+from ebind.workflow import (
+    DAG,
+    CaptureEnqueuer,
+    DAGStatus,
+    MemBus,
+    StepStatus,
+    Workflow,
+    control,
+)
+from ebind.workflow.hook import PROOF_DELIVERIES
+from ebind.workflow.proof import dispatch_digest
 from ebind.workflow.store_mem import MemStore
 from ebind.workflow.types import StepRecord
 
@@ -48,7 +61,7 @@ async def _wait_for(cond: Callable[[], object], limit: float = 2.0) -> None:
     raise AssertionError(f"condition not met within {limit}s")
 
 
-async def test_a_message_that_outruns_its_dispatch_write_is_adopted_and_run_once() -> None:
+async def test_a_message_that_outruns_its_dispatch_write_waits_for_it_and_runs_once() -> None:
     store = GatedDispatchStore()
     wf, _, bus, enq = make_wf(store=store, start_write_delay=0)
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
@@ -61,22 +74,23 @@ async def test_a_message_that_outruns_its_dispatch_write_is_adopted_and_run_once
         env = w.take_new()[0]
         rec, rev = await store.get_step("p1", "a")
         assert rec.status is StepStatus.PENDING and _gen(env) == rev  # write not landed
-        await w.deliver(env)  # adopts the dispatch: runs and completes the step
+        delivery = asyncio.create_task(w.deliver(env))
+        await asyncio.sleep(0.05)
+        assert not delivery.done() and w.executions["p1:a"] == 0  # waits, runs nothing
+        store.gate.set()  # the dispatch's CAS lands: the re-read proves the message
+        await delivery
+        await submit
         rec, _ = await store.get_step("p1", "a")
         assert (rec.status, rec.generation, rec.worker_id) == (StepStatus.DONE, rev, "w1")
-        store.gate.set()  # the dispatch's own CAS now loses; the scheduler re-reads
-        with contextlib.suppress(StaleRevision):
-            await submit
         assert await w.run_until_terminal("p1") is DAGStatus.DONE
     assert msgspec.json.decode(await store.get_result("p1", "b")) == 3
     assert w.executions == {"p1:a": 1, "p1:b": 1}
     await bus.close()
 
 
-async def test_an_adopted_dispatch_is_recorded_running_before_the_handler_runs() -> None:
+async def test_a_dispatch_write_that_never_shows_is_nakd_then_dead_lettered() -> None:
     store = GatedDispatchStore()
-    # Even with a deferred start write for ordinary starts, an adoption writes at once.
-    wf, _, bus, enq = make_wf(store=store, start_write_delay=0.5)
+    wf, _, bus, enq = make_wf(store=store, start_write_delay=0)
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     dag = DAG(id="p2")
     dag.step("a", "inc", 1)
@@ -84,51 +98,50 @@ async def test_an_adopted_dispatch_is_recorded_running_before_the_handler_runs()
         submit = asyncio.create_task(dag.submit(wf))  # its dispatch CAS is held
         await _wait_for(lambda: enq.envelopes and store.held)
         env = w.take_new()[0]
-        live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
-        assert await wf.hook().on_step_started(live)
+        for attempt in range(1, PROOF_DELIVERIES):
+            live = msgspec.structs.replace(env, attempt=attempt, worker_id="w1")
+            with pytest.raises(StaleRevision):  # the worker naks it with a delay
+                await wf.hook().on_step_started(live)
+        last = msgspec.structs.replace(env, attempt=PROOF_DELIVERIES, worker_id="w1")
+        with pytest.raises(StepUnproven, match="no dispatch at generation"):
+            await wf.hook().on_step_started(last)
         rec, _ = await store.get_step("p2", "a")
-        assert (rec.status, rec.generation, rec.attempt, rec.worker_id) == (
-            StepStatus.RUNNING,
-            _gen(env),
-            1,
-            "w1",
-        )
-        store.gate.set()  # the dispatch's CAS now loses; submit hands over to the scheduler
+        assert rec.status is StepStatus.PENDING  # the refused deliveries wrote nothing
+        store.gate.set()  # the dispatch lands late; the sweep re-sends its message
         await submit
-        await w.finish(live)
         assert await w.run_until_terminal("p2") is DAGStatus.DONE
-    rec, _ = await store.get_step("p2", "a")
-    assert (rec.status, rec.attempt, rec.worker_id) == (StepStatus.DONE, 1, "w1")
     assert w.executions == {"p2:a": 1}
     await bus.close()
 
 
-class PauseBeforeAdoptionStore(GatedDispatchStore):
-    """Lets a pause fence the pending record just before a worker's adoption CAS."""
+class PauseBeforeDispatchStore(MemStore):
+    """Lets a pause fence the pending record just before the first dispatch CAS lands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = True
 
     async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
-        if rec.status is StepStatus.RUNNING and rec.attempt == 1:  # the adoption write
+        if self.armed and rec.status is StepStatus.RUNNING and rec.attempt == 0:
+            self.armed = False
             await control.pause(self, dag_id)
         return await super().put_step(dag_id, step_id, rec, expected_rev)
 
 
-async def test_a_pause_racing_an_adoption_keeps_the_handler_from_running() -> None:
-    store = PauseBeforeAdoptionStore()
+async def test_a_pause_that_fences_the_step_before_its_dispatch_lands_drops_the_message() -> None:
+    store = PauseBeforeDispatchStore()
     wf, _, bus, enq = make_wf(store=store, start_write_delay=0.5)
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     dag = DAG(id="p6")
     dag.step("a", "inc", 1)
+    with contextlib.suppress(StaleRevision):
+        await dag.submit(wf)  # the dispatch's CAS loses to the pause's fence
+    env = w.take_new()[0]
+    live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
+    assert not await wf.hook().on_step_started(live)  # stale: dropped, nothing runs
+    rec, _ = await store.get_step("p6", "a")
+    assert rec.status is StepStatus.PENDING and rec.held
     async with running(wf):
-        submit = asyncio.create_task(dag.submit(wf))
-        await _wait_for(lambda: enq.envelopes and store.held)
-        env = w.take_new()[0]
-        live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
-        assert not await wf.hook().on_step_started(live)  # fenced: held by the pause
-        store.gate.set()
-        with contextlib.suppress(StaleRevision):
-            await submit
-        rec, _ = await store.get_step("p6", "a")
-        assert rec.status is StepStatus.PENDING and rec.held
         await wf.resume("p6")
         assert await w.run_until_terminal("p6") is DAGStatus.DONE
     assert w.executions == {"p6:a": 1}  # ran once, after the resume
@@ -187,10 +200,12 @@ async def test_a_read_from_behind_the_dispatch_is_retried_not_dropped() -> None:
         await _wait_for(lambda: enq.envelopes)
         # The sweep-style new generation: the record moved on twice since the snapshot.
         rec, rev = await store.get_step("p4", "a")
-        bumped = msgspec.structs.replace(rec, generation=rev, attempt=0)
-        await store.put_step("p4", "a", bumped, rev)
-        env = await wf.engine.build_envelope(await wf.engine.load("p4"), bumped, rev)
+        env = await wf.engine.build_envelope(await wf.engine.load("p4"), rec, rev)
         assert env is not None
+        bumped = msgspec.structs.replace(
+            rec, generation=rev, dispatch_digest=dispatch_digest(env), attempt=0
+        )
+        await store.put_step("p4", "a", bumped, rev)
         store.lag, store.reads = 2, 0
         live = msgspec.structs.replace(env, attempt=1, worker_id="w1")
         assert await wf.hook().on_step_started(live)
@@ -248,4 +263,51 @@ async def test_a_stale_message_of_a_canceled_dag_leaves_a_newer_generation_runni
     assert not await wf.hook().on_step_started(stale)
     after, _ = await store.get_step("p8", "a")
     assert (after.status, after.worker_id) == (StepStatus.RUNNING, "w2")  # may finish
+    await bus.close()
+
+
+async def _one_step_submitted(dag_id: str) -> tuple[Workflow, MemStore, MemBus, CaptureEnqueuer]:
+    """A one-step DAG dispatched at submit; the sweep re-sends but never bumps it."""
+    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
+    dag = DAG(id=dag_id)
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    return wf, store, bus, enq
+
+
+async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
+    wf, store, bus, enq = await _one_step_submitted("p9")
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    first_env, first_mid = enq.calls[0]
+    async with running(wf):  # the message is never delivered: the sweep re-sends it
+        await _wait_for(lambda: len(enq.calls) > 1)
+        resent, mid = enq.calls[1]
+        rec, _ = await store.get_step("p9", "a")
+        assert mid == first_mid and _gen(resent) == _gen(first_env) == rec.generation
+        assert dispatch_digest(resent) == dispatch_digest(first_env) == rec.dispatch_digest
+        assert await w.run_until_terminal("p9") is DAGStatus.DONE
+    assert w.executions == {"p9:a": 1}
+    await bus.close()
+
+
+async def test_a_dispatch_recorded_without_a_digest_is_resent_as_a_new_generation() -> None:
+    wf, store, bus, enq = await _one_step_submitted("p10")
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    old = w.take_new()[0]
+    rec, rev = await store.get_step("p10", "a")
+    # As written by a version that recorded no digest: its message proves nothing.
+    await store.put_step("p10", "a", msgspec.structs.replace(rec, dispatch_digest=""), rev)
+    with pytest.raises(StepUnproven, match="no dispatch digest"):
+        await wf.hook().on_step_started(msgspec.structs.replace(old, attempt=1, worker_id="w1"))
+    async with running(wf):
+        await _wait_for(lambda: len(enq.envelopes) > 1)
+        new = enq.envelopes[1]
+        rec, _ = await store.get_step("p10", "a")
+        assert _gen(new) == rec.generation > _gen(old)
+        assert rec.dispatch_digest == dispatch_digest(new)
+        assert not await wf.hook().on_step_started(  # the old message is now stale
+            msgspec.structs.replace(old, attempt=2, worker_id="w1")
+        )
+        assert await w.run_until_terminal("p10") is DAGStatus.DONE
+    assert w.executions == {"p10:a": 1}
     await bus.close()
