@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, T
 import msgspec
 import structlog
 
+from ebind._denied import Denials, attach_denials
 from ebind.client import Publisher, ResponseRouter
 from ebind.codec import encode_args, encode_raw_args
 from ebind.context import Context
@@ -48,6 +49,8 @@ log = structlog.get_logger("ebind.app")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_NATS_URL = "EBIND_NATS_URL"
+ENV_CLIENT_ID = "EBIND_CLIENT_ID"
+ENV_INBOX_PREFIX = "EBIND_NATS_INBOX_PREFIX"
 MIN_SERVER_VERSION = (2, 12, 0)  # message schedules (countdown/eta) need 2.12
 
 
@@ -91,7 +94,11 @@ class App:
         publish_timeout: seconds to wait for the server to confirm a publish.
         retention: how long tasks, results, dead letters and DAG history are kept; None
             reads ``$EBIND_RETENTION_*`` over the defaults of :class:`ebind.Retention`.
-        **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...).
+        client_id: a fixed id for this App's results subject ``RESP.<client_id>.>`` (so a
+            NATS user's permissions can name it); None reads ``$EBIND_CLIENT_ID`` and falls
+            back to a random id per App.
+        **nats_connect_options: passed to ``nats.connect`` (user, password, token, tls, ...);
+            ``inbox_prefix`` defaults to ``$EBIND_NATS_INBOX_PREFIX`` when that is set.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class App:
         replicas: int = 1,
         publish_timeout: float = 5.0,
         retention: Retention | None = None,
+        client_id: str | None = None,
         **nats_connect_options: Any,
     ) -> None:
         _check_settings(name, replicas, publish_timeout)
@@ -114,9 +122,10 @@ class App:
         self.replicas = replicas
         self.publish_timeout = float(publish_timeout)
         self.servers = resolve_servers(nats_url)
-        self.client_id = uuid.uuid4().hex
+        self.client_id = _client_id(client_id)
         self.registry = Registry()
-        self._options = nats_connect_options
+        self._options = _with_inbox_prefix(nats_connect_options)
+        self._denials = Denials()
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._nc: Any = None
         self._js: Any = None
@@ -174,6 +183,7 @@ class App:
 
         options = {"name": f"ebind:{self.name}", **self._options, **self._callbacks()}
         nc = await nats.connect(servers=self.servers, **options)
+        attach_denials(nc, self._denials)
         try:
             v = nc.connected_server_version
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
@@ -197,6 +207,19 @@ class App:
 
         def wrap(key: str, event: str, level: str, wake: bool) -> Callable[..., Awaitable[None]]:
             async def callback(*args: Any) -> None:
+                violation = self._denials.notice(args[0]) if args else None
+                if violation is not None:
+                    # A denial a caller receives as PermissionDenied needs no warning too.
+                    lvl = "debug" if violation.handled else "warning"
+                    getattr(log, lvl)(
+                        "nats.permission_denied",
+                        app=self.name,
+                        operation=violation.operation,
+                        subject=violation.subject,
+                    )
+                    if user.get(key) is not None:
+                        await user[key](*args)
+                    return
                 detail = {"error": redact(repr(args[0]))} if args else {}
                 # An intentional close() disconnects too; that is not worth a warning.
                 lvl = "debug" if self._closing else level
@@ -523,6 +546,20 @@ def _check_settings(name: object, replicas: object, publish_timeout: object) -> 
         )
     if not (isinstance(publish_timeout, int | float) and 0 < publish_timeout < math.inf):
         raise InvalidArguments(f"publish_timeout must be > 0 seconds, got {publish_timeout!r}")
+
+
+def _client_id(client_id: str | None) -> str:
+    chosen = client_id if client_id is not None else os.environ.get(ENV_CLIENT_ID) or None
+    return uuid.uuid4().hex if chosen is None else check_id(chosen, "client_id")
+
+
+def _with_inbox_prefix(options: dict[str, Any]) -> dict[str, Any]:
+    prefix = options.get("inbox_prefix", os.environ.get(ENV_INBOX_PREFIX) or None)
+    if not isinstance(prefix, str):
+        return options  # unset, or bytes that nats-py takes as they are
+    from ebind.permissions import check_inbox_prefix
+
+    return {**options, "inbox_prefix": check_inbox_prefix(prefix, shared_ok=True)}
 
 
 def new_task_id() -> str:

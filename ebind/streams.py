@@ -12,7 +12,8 @@ import base64
 import re
 from typing import Any, cast
 
-from ebind.errors import InvalidArguments, InvalidName
+from ebind._denied import guarded
+from ebind.errors import InvalidArguments, InvalidName, PermissionDenied
 
 __all__ = [
     "DAG_EVENTS_STREAM",
@@ -33,6 +34,7 @@ __all__ = [
     "check_task_name",
     "dlq_subject",
     "ensure_streams",
+    "purge_stream",
     "resp_subject",
     "target_durable",
     "target_filter",
@@ -267,6 +269,10 @@ def _drift(have: Any, want: Any) -> dict[str, Any]:
         changes["subjects"] = sorted(set(have.subjects or ()) | set(want.subjects or ()))
     for field_name in _UPDATABLE:
         wanted = getattr(want, field_name)
+        # A duplicate_window of 0 means "not set" (the server fills in its default): asking
+        # for it again on every connect would be an update that changes nothing.
+        if field_name == "duplicate_window" and not wanted:
+            continue
         if wanted is not None and wanted != getattr(have, field_name):
             changes[field_name] = wanted
     # Never lower replicas: a tool run with the default of 1 must not shrink an R3 deployment.
@@ -278,8 +284,9 @@ def _drift(have: Any, want: Any) -> dict[str, Any]:
 async def _dag_keys(js: Any) -> int:
     from nats.js.errors import NotFoundError
 
+    name = f"KV_{KV_DAGS}"
     try:
-        info = await js.stream_info(f"KV_{KV_DAGS}")
+        info = await _info(js, name)
     except NotFoundError:
         return 0
     return int(info.state.messages or 0)
@@ -291,10 +298,10 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
 
     log = structlog.get_logger("ebind.streams")
     try:
-        info = await js.stream_info(want.name)
+        info = await _info(js, want.name)
     except NotFoundError:
         try:
-            await js.add_stream(want)
+            await _create(js, want)
         except APIError as exc:
             if exc.err_code != 10058:  # 10058 = created concurrently by another process
                 raise
@@ -316,13 +323,51 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> None:
     if not changes:
         return
     try:
-        await js.update_stream(info.config.evolve(**changes))
+        await guarded(
+            js,
+            f"$JS.API.STREAM.UPDATE.{want.name}",
+            js.update_stream(info.config.evolve(**changes)),
+            f"update stream {want.name}",
+        )
         log.info("streams.updated", stream=want.name, changes=sorted(changes))
-    except APIError as exc:
+    except (APIError, PermissionDenied) as exc:
         # Least-privileged clients (no STREAM.UPDATE) keep working on what exists.
         log.warning(
             "streams.update_failed", stream=want.name, changes=sorted(changes), error=str(exc)
         )
+
+
+# Without these rights a request would wait for a reply the server never sends (it only
+# reports the violation to the connection): guarded() makes each a PermissionDenied.
+async def _info(js: Any, name: str) -> Any:
+    return await guarded(
+        js, f"$JS.API.STREAM.INFO.{name}", js.stream_info(name), f"read stream {name}'s info"
+    )
+
+
+async def _create(js: Any, want: Any) -> None:
+    try:
+        await guarded(
+            js, f"$JS.API.STREAM.CREATE.{want.name}", js.add_stream(want), "create streams"
+        )
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            f"stream {want.name} does not exist and this NATS user may not create it; an "
+            "operator provisions the streams once with `ebind stream provision` (or any ebind "
+            "command run with operator rights)",
+            subject=exc.subject,
+            action=exc.action,
+        ) from None
+
+
+async def purge_stream(js: Any, name: str, subject: str | None = None) -> None:
+    """Purge stream ``name`` (or one subject of it); PermissionDenied when not allowed."""
+    await guarded(
+        js,
+        f"$JS.API.STREAM.PURGE.{name}",
+        js.purge_stream(name, subject=subject),
+        f"purge stream {name}",
+    )
 
 
 def _valid_replicas(replicas: object) -> bool:

@@ -53,6 +53,7 @@ def test_errors_all_is_pinned() -> None:
         "NonRetryable",
         "NotConnected",
         "PayloadTooLarge",
+        "PermissionDenied",
         "PlacementError",
         "PublishFailed",
         "ResolveError",
