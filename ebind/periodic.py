@@ -40,9 +40,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from ebind._denied import guarded
 from ebind.cron import every_header, parse_cron, parse_go_duration
-from ebind.errors import InvalidArguments, PublishFailed
-from ebind.streams import TASKS_STREAM, check_id, check_target, check_task_name, task_subject
+from ebind.errors import InvalidArguments, PermissionDenied, PublishFailed
+from ebind.streams import (
+    TASKS_STREAM,
+    check_id,
+    check_target,
+    check_task_name,
+    purge_stream,
+    task_subject,
+)
 from ebind.wire import TaskEnvelope, encoder
 
 if TYPE_CHECKING:
@@ -265,14 +273,22 @@ async def create_schedule(
     Raises:
         InvalidArguments / InvalidName: see :func:`plan_schedule`; nothing is published.
         PublishFailed: the server did not store the schedule.
+        PermissionDenied: this NATS user may not publish schedules (operators do).
     """
     plan = plan_schedule(
         app.registry, name, task, args, kwargs, every=every, cron=cron, tz=tz, target=target
     )
     try:
-        ack = await app.js.publish(
-            plan.subject, plan.data, headers=plan.headers, timeout=app.publish_timeout
+        ack = await guarded(
+            app.js,
+            plan.subject,
+            app.js.publish(
+                plan.subject, plan.data, headers=plan.headers, timeout=app.publish_timeout
+            ),
+            "create periodic schedules",
         )
+    except PermissionDenied:
+        raise
     except Exception as exc:
         raise PublishFailed(
             f"schedule {name!r} was not stored ({exc!r}); EBIND_TASKS must allow message "
@@ -297,7 +313,7 @@ async def list_schedules(app: Any) -> list[ScheduleInfo]:
     out: list[ScheduleInfo] = []
     for subject in sorted(info.state.subjects or {}):
         try:
-            raw = await js.get_last_msg(TASKS_STREAM, subject)
+            raw = await _last_msg(js, subject)
         except NotFoundError:
             continue  # removed meanwhile
         try:
@@ -310,14 +326,24 @@ async def list_schedules(app: Any) -> list[ScheduleInfo]:
     return out
 
 
+async def _last_msg(js: Any, subject: str) -> Any:
+    # a message get by subject on EBIND_TASKS, which producers and workers may not make
+    return await guarded(
+        js,
+        f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
+        js.get_last_msg(TASKS_STREAM, subject),
+        "read periodic schedules",
+    )
+
+
 async def remove_schedule(app: Any, name: str) -> bool:
     """Remove the schedule ``name``; False when there was none."""
     from nats.js.errors import NotFoundError
 
     subject = schedule_subject(name)
     try:
-        await app.js.get_last_msg(TASKS_STREAM, subject)
+        await _last_msg(app.js, subject)
     except NotFoundError:
         return False
-    await app.js.purge_stream(TASKS_STREAM, subject=subject)
+    await purge_stream(app.js, TASKS_STREAM, subject)
     return True

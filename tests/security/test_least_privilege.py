@@ -246,6 +246,10 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
         # running a worker: it may not create the durable
         err = await denied_within(5.0, prod.worker(worker_id="sneaky", scheduler=False).run())
         assert "ebind-worker" in str(err)
+        # periodic schedules are the operator's
+        await denied_within(2.0, prod.schedule("mine", "perm.tick", ["x"], every=1.0))
+        await denied_within(2.0, prod.unschedule("perm-tick"))
+        await denied_within(2.0, prod.schedules())
         # taking over the scheduler lease
         lease = f"$KV.{KV_LEASES}.scheduler"
         await denied_within(
