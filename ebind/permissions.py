@@ -50,6 +50,7 @@ __all__ = [
     "inbox_prefix_for",
     "markdown",
     "operator",
+    "permissions_block",
     "permissions_for",
     "producer",
     "server_config",
@@ -242,14 +243,21 @@ def _list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(_quote(i) for i in items) + "]"
 
 
+def permissions_block(perms: Permissions) -> str:
+    """The ``permissions: {...}`` entry of one nats-server user, on one line."""
+    return (
+        f"permissions: {{publish: {{allow: {_list(perms.publish)}}}, "
+        f"subscribe: {{allow: {_list(perms.subscribe)}}}}}"
+    )
+
+
 def server_config(users: Mapping[str, tuple[str, Permissions]]) -> str:
     """An ``authorization`` block for nats-server: user name -> (password, permissions)."""
     lines = ["authorization {", "  users = ["]
     for name, (password, perms) in users.items():
         lines.append(
-            f"    {{user: {_quote(name)}, password: {_quote(password)}, permissions: {{"
-            f"publish: {{allow: {_list(perms.publish)}}}, "
-            f"subscribe: {{allow: {_list(perms.subscribe)}}}}}}}"
+            f"    {{user: {_quote(name)}, password: {_quote(password)}, "
+            f"{permissions_block(perms)}}}"
         )
     lines += ["  ]", "}"]
     return "\n".join(lines)

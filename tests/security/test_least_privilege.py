@@ -21,9 +21,11 @@ from typing import Any
 
 import nats
 import pytest
+from click.testing import CliRunner
 
 from ebind import App, NonRetryable, RetryPolicy, TaskFailed
 from ebind._denied import guarded
+from ebind.cli import main
 from ebind.embed import Node, start_node
 from ebind.errors import PermissionDenied
 from ebind.permissions import inbox_prefix_for, operator, producer, server_config, worker
@@ -186,10 +188,40 @@ async def run_flows(node: Node) -> None:
         assert [d.task.name for d in await ops.dlq.list() if d.task] == ["perm.fail"]
 
 
+# What an operator does from the command line after a day's work (in this order).
+OPERATOR_COMMANDS = [
+    ["stream", "ls"],
+    ["stream", "info", TASKS_STREAM],
+    ["stream", "peek", DLQ_STREAM],
+    ["dag", "ls"],
+    ["dag", "get", "approval"],
+    ["dag", "tree", "approval"],
+    ["dag", "step", "get", "approval", "first"],
+    ["dag", "step", "result", "approval", "first"],
+    ["dag", "signal", "ls", "approval"],
+    ["dag", "bp", "ls", "approval"],
+    ["dag", "rm", "approval", "--yes"],
+    ["dlq", "ls"],
+    ["dlq", "show", "1"],
+    ["dlq", "requeue", "1", "--yes"],
+    ["dlq", "purge", "--yes"],
+    ["schedule", "ls"],
+    ["schedule", "rm", "perm-tick"],
+    ["stream", "purge", DLQ_STREAM, "--yes"],
+]
+
+
 async def test_worker_and_producer_run_tasks_and_a_dag_with_only_their_permissions(
-    secured_node: Node,
+    secured_node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await run_flows(secured_node)
+    assert violations(secured_node) == []
+    monkeypatch.setenv("EBIND_NATS_INBOX_PREFIX", inbox_prefix_for("operator"))
+    for args in OPERATOR_COMMANDS:
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, ["--nats", url(secured_node, "operator"), *args]
+        )
+        assert result.exit_code == 0, (args, result.output, result.stderr)
     assert violations(secured_node) == []
 
 
