@@ -284,9 +284,8 @@ def _drift(have: Any, want: Any) -> dict[str, Any]:
 async def _dag_keys(js: Any) -> int:
     from nats.js.errors import NotFoundError
 
-    name = f"KV_{KV_DAGS}"
     try:
-        info = await _info(js, name)
+        info = await _info(js, f"KV_{KV_DAGS}")
     except NotFoundError:
         return 0
     return int(info.state.messages or 0)
@@ -381,6 +380,10 @@ async def ensure_streams(js: Any, replicas: int = 1) -> None:
     pre-provisioned streams; settings that drifted are updated when permitted, replicas
     are never lowered. Logs ``streams.created_missing`` (warning) when it has to create a
     stream while the ``ebind-dags`` bucket holds records (RELIABILITY G3).
+
+    Raises:
+        PermissionDenied: a stream is missing and this user may not create it, or may not
+            read stream info at all.
     """
     if not _valid_replicas(replicas):
         raise InvalidArguments(f"replicas must be an integer from 1 to 5, got {replicas!r}")
