@@ -3,8 +3,9 @@
 A publish the user may not make is dropped by nats-server, which only sends the
 connection an ``-ERR 'Permissions Violation for Publish to "<subject>"'``; a request to a
 JetStream API subject the user may not use would then wait for a reply that never comes.
-:func:`guarded` races such a request against that error, so the caller gets
-:class:`ebind.errors.PermissionDenied` at once instead of a timeout.
+:func:`guarded` races such a request against that error, and request pipelines (PubAcks,
+KV writes) register a listener that fails their own pending request on that subject, so
+the caller gets :class:`ebind.errors.PermissionDenied` at once instead of a timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ebind.errors import PermissionDenied
@@ -22,7 +23,9 @@ __all__ = [
     "Violation",
     "attach_denials",
     "covers",
+    "denial",
     "denials_for",
+    "describe",
     "guarded",
     "parse_violation",
 ]
@@ -53,11 +56,69 @@ def covers(prefix: str, subject: str) -> bool:
     return s == p or s.startswith(p + ".")
 
 
+# (subject prefix, what a refused publish there means), most specific first; matched in
+# lower case because that is how the server's report arrives.
+_ACTIONS: tuple[tuple[str, str], ...] = (
+    ("$js.api.stream.purge.", "purge stream {}"),
+    ("$js.api.stream.delete.", "delete stream {}"),
+    ("$js.api.stream.create.", "create stream {}"),
+    ("$js.api.stream.update.", "update stream {}"),
+    ("$js.api.stream.info.", "read the info of stream {}"),
+    ("$js.api.stream.msg.get.", "read messages of stream {}"),
+    ("$js.api.direct.get.", "read from stream {}"),
+    ("$js.api.consumer.msg.next.", "pull from consumer {}"),
+    ("$js.api.consumer.", "manage consumers of stream {}"),
+    ("$js.ack.", "acknowledge messages of stream {}"),
+    ("$kv.", "write to KV bucket {}"),
+    ("tasks_scheduled.", "publish delayed tasks (countdown / eta)"),
+    ("tasks_schedules.", "publish periodic schedules"),
+    ("tasks.", "publish tasks"),
+    ("tasks_target.", "publish targeted tasks"),
+    ("resp.", "publish task responses"),
+    ("dlq.", "publish dead letters"),
+    ("dag.", "publish DAG events"),
+)
+
+
+def describe(subject: str) -> str:
+    """What a refused publish to ``subject`` was for, in words (for the error message)."""
+    low = subject.lower()
+    for prefix, text in _ACTIONS:
+        if low.startswith(prefix):
+            rest = subject[len(prefix) :].split(".")
+            if prefix == "$js.api.consumer.msg.next.":
+                return text.format(".".join(rest[:2]))
+            if prefix == "$js.api.consumer.":  # <op>.<stream>… or DURABLE.CREATE.<stream>…
+                rest = rest[2:] if rest[0].lower() == "durable" else rest[1:]
+            return text.format(rest[0] if rest else "?")
+    return f"publish to {subject}"
+
+
+def denial(subject: str, action: str | None = None) -> PermissionDenied:
+    """The PermissionDenied for a publish to ``subject`` that the server refused."""
+    what = action or describe(subject)
+    return PermissionDenied(
+        f"permission denied: this NATS user may not {what} (the server refused a publish to "
+        f"{subject!r}); grant it in the user's NATS permissions or use a user that has it",
+        subject=subject,
+        action=what,
+    )
+
+
+Listener = Callable[[Violation], bool]
+"""Called with each violation; returns True when it failed a request of its own."""
+
+
 class Denials:
     """Per-connection registry of requests waiting to learn whether their publish was denied."""
 
     def __init__(self) -> None:
         self._waiting: list[tuple[tuple[str, ...], asyncio.Future[Violation]]] = []
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Also tell ``listener`` about every violation (a request pipeline's own check)."""
+        self._listeners.append(listener)
 
     def notice(self, error: object) -> Violation | None:
         """Feed one connection error; the violation it reports, if it is one.
@@ -73,6 +134,8 @@ class Denials:
             if not fut.done() and any(covers(p, violation.subject) for p in prefixes):
                 fut.set_result(violation)
                 handled = True
+        for listener in self._listeners:
+            handled = listener(violation) or handled
         return violation._replace(handled=handled)
 
     async def guard(
@@ -101,13 +164,7 @@ class Denials:
                 await work
             seen = denied.result().subject
             # the server's text arrives lowercased; name the subject as the caller spelled it
-            subject = next((p for p in prefixes if p.lower() == seen), seen)
-            raise PermissionDenied(
-                f"permission denied: this NATS user may not {action} (the server refused a "
-                f"publish to {subject!r}); use a user with the operator's permissions",
-                subject=subject,
-                action=action,
-            )
+            raise denial(next((p for p in prefixes if p.lower() == seen), seen), action)
         return work.result()
 
 

@@ -445,6 +445,7 @@ class App:
         Raises:
             PayloadTooLarge: envelope plus headers exceed the server's max_payload.
             PublishFailed: no confirmation in time; retrying with the same id/msg_id is safe.
+            PermissionDenied: this NATS user may not publish to the task's subject.
         """
         if self._publisher is None:
             raise NotConnected(self._not_connected())

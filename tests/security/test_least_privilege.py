@@ -83,10 +83,12 @@ def users_config() -> str:
                     inbox_prefix=inbox_prefix_for("producer"), client_id=PRODUCER_ID, dags=True
                 ),
             ),
-            # a second producer: another user whose replies the first must not read
+            # a second producer, without DAG or countdown rights: the first may not read its replies
             "intruder": (
                 PASSWORD["intruder"],
-                producer(inbox_prefix=inbox_prefix_for("intruder"), client_id="intruder"),
+                producer(
+                    inbox_prefix=inbox_prefix_for("intruder"), client_id="intruder", countdown=False
+                ),
             ),
         }
     )
@@ -289,6 +291,23 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
             guarded(prod.js, lease, prod.js.publish(lease, b"mine", timeout=10), "write leases"),
         )
     assert violations(secured_node)  # the server logged each refusal
+
+
+async def test_a_plain_producer_may_follow_but_not_submit_dags(secured_node: Node) -> None:
+    await provision(secured_node)
+    async with app_for(secured_node, "intruder", client_id="intruder") as plain:
+        dag = DAG(id="not-mine")
+        dag.step("a", plain.tasks["perm.echo"], 1)
+        err = await denied_within(2.0, dag.submit(plain.workflow))
+        assert err.action == "write to KV bucket ebind-dags"
+        assert await plain.workflow.list_dags() == []
+        # a producer without countdown rights: its delayed publish is refused at once
+        err = await denied_within(2.0, plain.tasks["perm.add"].apply_async((1, 2), countdown=5))
+        assert err.action == "publish delayed tasks (countdown / eta)"
+        # its plain tasks are still published, and their results are its own
+        async with running_worker(secured_node):
+            fut = await plain.tasks["perm.add"].delay(1, 2)
+            assert await fut.result(timeout=20) == 3
 
 
 async def test_one_user_cannot_read_another_users_replies_or_results(secured_node: Node) -> None:

@@ -12,7 +12,9 @@ from ebind._denied import (
     Violation,
     attach_denials,
     covers,
+    denial,
     denials_for,
+    describe,
     guarded,
     parse_violation,
 )
@@ -67,7 +69,8 @@ async def test_a_covered_violation_fails_the_request_at_once_and_cancels_it() ->
     assert err.subject == PURGE and err.action == "purge stream EBIND_DLQ"
     assert str(err) == (
         "permission denied: this NATS user may not purge stream EBIND_DLQ (the server "
-        f"refused a publish to {PURGE!r}); use a user with the operator's permissions"
+        f"refused a publish to {PURGE!r}); grant it in the user's NATS permissions or use a "
+        "user that has it"
     )
     assert never.cancelled()
     assert denials._waiting == []
@@ -138,3 +141,64 @@ async def test_connections_carry_their_registry() -> None:
     with pytest.raises(PermissionDenied):
         await guard
     attach_denials(object(), mine)  # a type without attributes: nothing to share, no error
+
+
+@pytest.mark.parametrize(
+    ("subject", "want"),
+    [
+        ("$JS.API.STREAM.PURGE.EBIND_DLQ", "purge stream EBIND_DLQ"),
+        ("$JS.API.STREAM.DELETE.EBIND_TASKS", "delete stream EBIND_TASKS"),
+        ("$JS.API.STREAM.CREATE.EBIND_TASKS", "create stream EBIND_TASKS"),
+        ("$JS.API.STREAM.UPDATE.EBIND_RESP", "update stream EBIND_RESP"),
+        ("$JS.API.STREAM.INFO.KV_ebind-dags", "read the info of stream KV_ebind-dags"),
+        ("$JS.API.STREAM.MSG.GET.EBIND_TASKS", "read messages of stream EBIND_TASKS"),
+        ("$JS.API.DIRECT.GET.EBIND_RESP.RESP.c.t", "read from stream EBIND_RESP"),
+        (
+            "$JS.API.CONSUMER.MSG.NEXT.EBIND_TASKS.ebind-worker",
+            "pull from consumer EBIND_TASKS.ebind-worker",
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.EBIND_TASKS.ebind-worker.TASKS.>",
+            "manage consumers of stream EBIND_TASKS",
+        ),
+        (
+            "$JS.API.CONSUMER.DURABLE.CREATE.EBIND_DAG_EVENTS.ebind-scheduler",
+            "manage consumers of stream EBIND_DAG_EVENTS",
+        ),
+        ("$JS.API.CONSUMER.LIST", "manage consumers of stream ?"),
+        ("$JS.ACK.EBIND_TASKS.w.1.1.1.1.0", "acknowledge messages of stream EBIND_TASKS"),
+        ("$KV.ebind-leases.scheduler", "write to KV bucket ebind-leases"),
+        ("TASKS_SCHEDULED.t1", "publish delayed tasks (countdown / eta)"),
+        ("TASKS_SCHEDULES.nightly", "publish periodic schedules"),
+        ("TASKS.billing.charge", "publish tasks"),
+        ("TASKS_TARGET.Z3B1.add", "publish targeted tasks"),
+        ("RESP.c.t", "publish task responses"),
+        ("DLQ.add", "publish dead letters"),
+        ("DAG.d.completed.s", "publish DAG events"),
+        ("other.subject", "publish to other.subject"),
+        ("$js.api.stream.purge.ebind_dlq", "purge stream ebind_dlq"),
+    ],
+)
+def test_describe_says_what_a_refused_publish_was_for(subject: str, want: str) -> None:
+    assert describe(subject) == want
+    assert denial(subject).action == want
+    assert denial(subject, "do x").action == "do x"
+
+
+async def test_listeners_fail_their_own_requests_and_report_it() -> None:
+    denials = Denials()
+    seen: list[Violation] = []
+
+    def listener(violation: Violation) -> bool:
+        seen.append(violation)
+        return violation.subject.startswith("$kv.")
+
+    denials.listen(listener)
+    lease = 'nats: permissions violation for publish to "$kv.ebind-leases.scheduler"'
+    assert denials.notice(Exception(lease)) == Violation(
+        "publish", "$kv.ebind-leases.scheduler", handled=True
+    )
+    assert denials.notice(Exception(PURGE_ERR)) == Violation(
+        "publish", PURGE.lower(), handled=False
+    )
+    assert [v.subject for v in seen] == ["$kv.ebind-leases.scheduler", PURGE.lower()]
