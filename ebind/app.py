@@ -207,16 +207,7 @@ class App:
 
         def wrap(key: str, event: str, level: str, wake: bool) -> Callable[..., Awaitable[None]]:
             async def callback(*args: Any) -> None:
-                violation = self._denials.notice(args[0]) if args else None
-                if violation is not None:
-                    # A denial a caller receives as PermissionDenied needs no warning too.
-                    lvl = "debug" if violation.handled else "warning"
-                    getattr(log, lvl)(
-                        "nats.permission_denied",
-                        app=self.name,
-                        operation=violation.operation,
-                        subject=violation.subject,
-                    )
+                if args and self._permission_denied(args[0]):
                     if user.get(key) is not None:
                         await user[key](*args)
                     return
@@ -237,6 +228,20 @@ class App:
             "reconnected_cb": wrap("reconnected_cb", "nats.reconnected", "info", True),
             "closed_cb": wrap("closed_cb", "nats.closed", "debug", False),
         }
+
+    def _permission_denied(self, error: object) -> bool:
+        """Hand a permission violation to the request it refused; False for other errors."""
+        violation = self._denials.notice(error)
+        if violation is None:
+            return False
+        # A denial a caller receives as PermissionDenied needs no warning too.
+        getattr(log, "debug" if violation.handled else "warning")(
+            "nats.permission_denied",
+            app=self.name,
+            operation=violation.operation,
+            subject=violation.subject,
+        )
+        return True
 
     async def close(self) -> None:
         """Flush pending publishes and close the connection (idempotent).

@@ -21,6 +21,7 @@ from typing import Any
 
 import nats
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from ebind import App, NonRetryable, RetryPolicy, TaskFailed
@@ -120,6 +121,13 @@ def app_for(node: Node, user: str, **options: Any) -> App:
     )
     tasks(app)
     return app
+
+
+def refused_subject(violation: str) -> str:
+    """The subject named in one violation line of the server log."""
+    m = re.search(r'Subject "([^"]*)"', violation)
+    assert m is not None, violation
+    return m.group(1)
 
 
 def violations(node: Node) -> list[str]:
@@ -290,7 +298,32 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
             2.0,
             guarded(prod.js, lease, prod.js.publish(lease, b"mine", timeout=10), "write leases"),
         )
-    assert violations(secured_node)  # the server logged each refusal
+        # a refusal no request takes as its own is a warning in the App's log
+        with structlog.testing.capture_logs() as logs:
+            await prod.nc.subscribe("_INBOX.>")
+            # the server sends the refusal before the flush's PONG, on the same connection
+            await prod.nc.flush()
+        assert [e for e in logs if e["event"] == "nats.permission_denied"] == [
+            {
+                "event": "nats.permission_denied",
+                "log_level": "warning",
+                "app": "perm-producer",
+                "operation": "subscription",
+                "subject": "_inbox.>",
+            }
+        ]
+    # the server logged each refusal, and nothing else was refused
+    assert {refused_subject(line) for line in violations(secured_node)} == {
+        f"$JS.API.STREAM.PURGE.{DLQ_STREAM}",
+        f"$JS.API.STREAM.PURGE.{TASKS_STREAM}",
+        f"$JS.API.STREAM.DELETE.{TASKS_STREAM}",
+        next_subject,
+        f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{WORKER_DURABLE}.TASKS.>",
+        "TASKS_SCHEDULES.mine",
+        f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
+        lease,
+        "_INBOX.>",
+    }
 
 
 async def test_a_plain_producer_may_follow_but_not_submit_dags(secured_node: Node) -> None:
