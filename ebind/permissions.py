@@ -189,9 +189,9 @@ def worker(*, inbox_prefix: str) -> Permissions:
             f"{_API}.DIRECT.GET.KV_{KV_LEASES}.>",
         ),
         # Workers produce every result, so they may read them all (a handler's own
-        # enqueue waits on RESP.<its App's random client id>, a handler may await a DAG
-        # step's result); the scheduler watches its lease.
-        subscribe=(f"{inbox}.>", "RESP.>", f"$KV.{KV_DAGS}.*.result.*", f"$KV.{KV_LEASES}.>"),
+        # enqueue waits on RESP.<its App's random client id>); the scheduler watches its
+        # lease.
+        subscribe=(f"{inbox}.>", "RESP.>", f"$KV.{KV_LEASES}.>"),
     )
 
 
