@@ -182,6 +182,8 @@ class App:
         from ebind.embed import check_server_version
 
         options = {"name": f"ebind:{self.name}", **self._options, **self._callbacks()}
+        # one registry per connection: its listeners belong to this connection's pipelines
+        self._denials = Denials()
         nc = await nats.connect(servers=self.servers, **options)
         attach_denials(nc, self._denials)
         try:
