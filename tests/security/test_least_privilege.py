@@ -338,10 +338,19 @@ async def test_a_plain_producer_may_follow_but_not_submit_dags(secured_node: Nod
         # a producer without countdown rights: its delayed publish is refused at once
         err = await denied_within(2.0, plain.tasks["perm.add"].apply_async((1, 2), countdown=5))
         assert err.action == "publish delayed tasks (countdown / eta)"
-        # its plain tasks are still published, and their results are its own
-        async with running_worker(secured_node):
+        # its plain tasks are still published, and their results are its own; it follows
+        # a DAG the operator submitted
+        async with running_worker(secured_node), app_for(secured_node, "operator") as ops:
             fut = await plain.tasks["perm.add"].delay(1, 2)
             assert await fut.result(timeout=20) == 3
+            theirs = DAG(id="operators")
+            step = theirs.step("a", ops.tasks["perm.echo"], "followed")
+            await theirs.submit(ops.workflow)
+            assert await plain.workflow.result(theirs.id, step, timeout=20) == "followed"
+            assert (await plain.workflow.wait(theirs.id, timeout=20)).status is DAGStatus.DONE
+    # only the two refusals above: following the DAG needed nothing it lacks
+    refused = sorted(refused_subject(v) for v in violations(secured_node))
+    assert [r.split(".", 1)[0] for r in refused] == ["$KV", "TASKS_SCHEDULED"], refused
 
 
 async def test_one_user_cannot_read_another_users_replies_or_results(secured_node: Node) -> None:
