@@ -20,7 +20,7 @@ import msgspec
 import structlog
 
 from ebind._denied import Violation, denial, denials_for
-from ebind._jsreq import PubAck, decode_ack
+from ebind._jsreq import PubAck, decode_ack, requests_for
 from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed
 from ebind.schedule import resolve_at, schedule_headers, scheduled_subject
 from ebind.streams import RESP_STREAM, TASKS_STREAM, resp_subject, task_subject
@@ -336,15 +336,15 @@ class ResponseRouter:
                 wake.set_result(None)
 
     async def fetch(self, task_id: str, client_id: str | None = None) -> TaskResponse | None:
-        """The stored response of ``task_id`` from EBIND_RESP (direct get), or None."""
-        from nats.js.errors import NotFoundError
+        """The stored response of ``task_id`` from EBIND_RESP (direct get), or None.
 
+        Raises:
+            PermissionDenied: this NATS user may not read that client's responses.
+        """
         subject = resp_subject(client_id or self.client_id, task_id)
-        try:
-            raw = await self._js.get_last_msg(RESP_STREAM, subject, direct=True)
-        except NotFoundError:
-            return None
-        if not raw.data:
+        # ebind's own request path: a refused read fails at once instead of timing out
+        raw = await requests_for(self._nc).get_last(RESP_STREAM, subject)
+        if raw is None or not raw.data:
             return None
         try:
             return decode_response(raw.data)

@@ -9,7 +9,7 @@ import msgspec
 import structlog
 
 from ebind.codec import decode_result
-from ebind.errors import TaskFailed, TaskTimeout
+from ebind.errors import PermissionDenied, TaskFailed, TaskTimeout
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
 if TYPE_CHECKING:
@@ -75,7 +75,11 @@ class Future(Generic[R]):
 
     # The spec fixes result(timeout=...), the Celery/concurrent.futures shape.
     async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109
-        """Wait for the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds."""
+        """Wait for the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds.
+
+        PermissionDenied when this NATS user may not read the task's stored response (the
+        result of another client id).
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         if not self._waiter.done() and self._check_first:
@@ -100,6 +104,8 @@ class Future(Generic[R]):
     async def _check_stream(self) -> None:
         try:
             resp = await self._router.fetch(self._id, self._client_id)
+        except PermissionDenied:
+            raise  # asking again cannot help
         except Exception as exc:  # the server may be away; the next check retries
             log.debug("task.response_check_failed", task_id=self._id, error=repr(exc))
             return

@@ -299,6 +299,9 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
             2.0,
             guarded(prod.js, lease, prod.js.publish(lease, b"mine", timeout=10), "write leases"),
         )
+        # another client's result
+        err = await denied_within(2.0, prod.future("t1", client_id="intruder").result(timeout=10))
+        assert err.action == f"read from stream {RESP_STREAM}"
         # a refusal no request takes as its own is a warning in the App's log
         with structlog.testing.capture_logs() as logs:
             await prod.nc.subscribe("_INBOX.>")
@@ -323,6 +326,7 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
         "TASKS_SCHEDULES.mine",
         f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
         lease,
+        f"$JS.API.DIRECT.GET.{RESP_STREAM}.RESP.intruder.t1",
         "_INBOX.>",
     }
 
