@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from ebind._denied import Violation, denial, denials_for
+
 __all__ = [
     "HEADER_EXPECTED_LAST_SUBJECT_SEQ",
     "HEADER_EXPECTED_STREAM",
@@ -97,8 +99,19 @@ class Requests:
         self._prefix = ""
         self._sub: Any = None
         self._ids = itertools.count(1)
-        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        # token -> (reply future, request subject); the subject lets a permission
+        # violation the server reports for it fail the request at once
+        self._waiting: dict[str, tuple[asyncio.Future[Any], str]] = {}
         self._lock = asyncio.Lock()
+        denials_for(nc).listen(self._denied)
+
+    def _denied(self, violation: Violation) -> bool:
+        hit = False
+        for fut, subject in self._waiting.values():
+            if not fut.done() and subject.lower() == violation.subject:
+                fut.set_exception(denial(subject))
+                hit = True
+        return hit
 
     async def _ensure(self) -> None:
         if self._sub is not None:
@@ -112,9 +125,9 @@ class Requests:
                 self._prefix = prefix
 
     async def _on_reply(self, msg: Any) -> None:
-        fut = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(msg)
 
     async def request(
         self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None
@@ -123,13 +136,14 @@ class Requests:
 
         Raises:
             TimeoutError: no reply within ``timeout`` seconds.
+            ebind.errors.PermissionDenied: the server refused this user the publish.
         """
         if self._sub is None:
             await self._ensure()
         loop = asyncio.get_running_loop()
         token = str(next(self._ids))
         fut: asyncio.Future[Any] = loop.create_future()
-        self._waiting[token] = fut
+        self._waiting[token] = (fut, subject)
         timer = loop.call_later(self.timeout, _expire, fut, subject)
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)

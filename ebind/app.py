@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, T
 import msgspec
 import structlog
 
+from ebind._denied import Denials, attach_denials
 from ebind.client import Publisher, ResponseRouter
 from ebind.codec import encode_args, encode_raw_args
 from ebind.context import Context
@@ -52,6 +53,8 @@ log = structlog.get_logger("ebind.app")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_NATS_URL = "EBIND_NATS_URL"
+ENV_CLIENT_ID = "EBIND_CLIENT_ID"
+ENV_INBOX_PREFIX = "EBIND_NATS_INBOX_PREFIX"
 MIN_SERVER_VERSION = (2, 12, 0)  # message schedules (countdown/eta) need 2.12
 
 
@@ -108,9 +111,13 @@ class App:
             None uses a FernetCodec of ``$EBIND_FERNET_KEYS`` (comma-separated) when set.
         redact_error: rewrites error texts before they are stored in step records, dead
             letters and responses (e.g. to strip secrets a handler put in an exception).
+        client_id: a fixed id for this App's results subject ``RESP.<client_id>.>`` (so a
+            NATS user's permissions can name it); None reads ``$EBIND_CLIENT_ID`` and falls
+            back to a random id per App.
         **nats_connect_options: passed to ``nats.connect`` (user, password, token,
             nkeys_seed, user_credentials, tls, tls_hostname, ...); they win over the
-            ``$EBIND_NATS_*`` variables read by :mod:`ebind.connection`.
+            ``$EBIND_NATS_*`` variables read by :mod:`ebind.connection`. ``inbox_prefix``
+            defaults to ``$EBIND_NATS_INBOX_PREFIX`` when that is set.
     """
 
     def __init__(
@@ -124,6 +131,7 @@ class App:
         signing_keys: Iterable[bytes | str] | None = None,
         payload_codec: PayloadCodec | None = None,
         redact_error: Callable[[str], str] | None = None,
+        client_id: str | None = None,
         **nats_connect_options: Any,
     ) -> None:
         _check_settings(name, replicas, publish_timeout)
@@ -143,9 +151,10 @@ class App:
         self.replicas = replicas
         self.publish_timeout = float(publish_timeout)
         self.servers = resolve_servers(nats_url)
-        self.client_id = uuid.uuid4().hex
+        self.client_id = _client_id(client_id)
         self.registry = Registry()
-        self._options = nats_connect_options
+        self._options = _with_inbox_prefix(nats_connect_options)
+        self._denials = Denials()
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._nc: Any = None
         self._js: Any = None
@@ -211,7 +220,10 @@ class App:
         # Explicit options win over $EBIND_NATS_*; refused credentials or TLS fail at once.
         explicit, shown = connect_options(self.servers, self._options)
         options = {"name": f"ebind:{self.name}", **explicit, **self._callbacks()}
+        # one registry per connection: its listeners belong to this connection's pipelines
+        self._denials = Denials()
         nc = await open_connection(self.servers, options, settings=shown)
+        attach_denials(nc, self._denials)
         try:
             v = nc.connected_server_version
             check_server_version(f"{v.major}.{v.minor}.{v.patch}", MIN_SERVER_VERSION)
@@ -247,6 +259,10 @@ class App:
 
         def wrap(key: str, event: str, level: str, wake: bool) -> Callable[..., Awaitable[None]]:
             async def callback(*args: Any) -> None:
+                if args and self._permission_denied(args[0]):
+                    if user.get(key) is not None:
+                        await user[key](*args)
+                    return
                 detail = {"error": redact(repr(args[0]))} if args else {}
                 # An intentional close() disconnects too; that is not worth a warning.
                 lvl = "debug" if self._closing else level
@@ -264,6 +280,20 @@ class App:
             "reconnected_cb": wrap("reconnected_cb", "nats.reconnected", "info", True),
             "closed_cb": wrap("closed_cb", "nats.closed", "debug", False),
         }
+
+    def _permission_denied(self, error: object) -> bool:
+        """Hand a permission violation to the request it refused; False for other errors."""
+        violation = self._denials.notice(error)
+        if violation is None:
+            return False
+        # A denial a caller receives as PermissionDenied needs no warning too.
+        getattr(log, "debug" if violation.handled else "warning")(
+            "nats.permission_denied",
+            app=self.name,
+            operation=violation.operation,
+            subject=violation.subject,
+        )
+        return True
 
     async def close(self) -> None:
         """Flush pending publishes and close the connection (idempotent).
@@ -480,6 +510,7 @@ class App:
         Raises:
             PayloadTooLarge: envelope plus headers exceed the server's max_payload.
             PublishFailed: no confirmation in time; retrying with the same id/msg_id is safe.
+            PermissionDenied: this NATS user may not publish to the task's subject.
         """
         if self._publisher is None:
             raise NotConnected(self._not_connected())
@@ -581,6 +612,20 @@ def _check_settings(name: object, replicas: object, publish_timeout: object) -> 
         )
     if not (isinstance(publish_timeout, int | float) and 0 < publish_timeout < math.inf):
         raise InvalidArguments(f"publish_timeout must be > 0 seconds, got {publish_timeout!r}")
+
+
+def _client_id(client_id: str | None) -> str:
+    chosen = client_id if client_id is not None else os.environ.get(ENV_CLIENT_ID) or None
+    return uuid.uuid4().hex if chosen is None else check_id(chosen, "client_id")
+
+
+def _with_inbox_prefix(options: dict[str, Any]) -> dict[str, Any]:
+    prefix = options.get("inbox_prefix", os.environ.get(ENV_INBOX_PREFIX) or None)
+    if not isinstance(prefix, str):
+        return options  # unset, or bytes that nats-py takes as they are
+    from ebind.permissions import check_inbox_prefix
+
+    return {**options, "inbox_prefix": check_inbox_prefix(prefix, shared_ok=True)}
 
 
 def new_task_id() -> str:

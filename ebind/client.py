@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from ebind._jsreq import PubAck, decode_ack
-from ebind.errors import PayloadTooLarge, PublishFailed, ResultExpired, StreamFull
+from ebind._denied import Violation, denial, denials_for
+from ebind._jsreq import PubAck, decode_ack, requests_for
+from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed, ResultExpired, StreamFull
 from ebind.payload import PayloadCodec
 from ebind.schedule import MAX_SCHEDULE_AHEAD, resolve_at, schedule_headers, scheduled_subject
 from ebind.signing import HEADER_SIGNATURE, Signer
@@ -93,15 +94,16 @@ class Publisher:
         self._prefix = ""
         self._sub: Any = None
         self._ids = itertools.count(1)
-        # token -> (PubAck future, monotonic deadline); insertion order is deadline order
-        # because every publish waits the same timeout, so the sweep stops at the first
-        # live entry.
-        self._acks: dict[str, tuple[asyncio.Future[PubAck], float]] = {}
+        # token -> (PubAck future, monotonic deadline, subject); insertion order is deadline
+        # order because every publish waits the same timeout, so the sweep stops at the
+        # first live entry. The subject lets a permission violation fail the publish at once.
+        self._acks: dict[str, tuple[asyncio.Future[PubAck], float, str]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def start(self) -> None:
         """Subscribe the PubAck inbox; call once after connecting."""
+        denials_for(self._nc).listen(self._denied)
         self._prefix = self._nc.new_inbox() + "."
         self._sub = await self._nc.subscribe(
             self._prefix + "*", cb=self._on_ack, pending_msgs_limit=1_000_000
@@ -154,6 +156,8 @@ class Publisher:
     ) -> None:
         """Publish ``env`` (scheduled when countdown/eta is set); raises PublishFailed.
 
+        A publish this NATS user may not make raises PermissionDenied at once.
+
         Safe to retry with the same envelope id: inside the 5-minute duplicate window
         the server drops the repeat (``Nats-Msg-Id``), which resolves an unknown outcome.
         """
@@ -161,7 +165,7 @@ class Publisher:
         subject, data, headers = self._frame(env, mid, countdown, eta)
         try:
             ack = await self._confirmed(subject, data, headers)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, PermissionDenied):
             raise
         except Exception as exc:
             if is_stream_full(exc):
@@ -196,7 +200,7 @@ class Publisher:
         """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed)."""
         try:
             ack = await self._confirmed(subject, data, None)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, PermissionDenied):
             raise
         except Exception as exc:
             if is_stream_full(exc):
@@ -227,7 +231,7 @@ class Publisher:
         token = str(next(self._ids))
         fut: asyncio.Future[PubAck] = loop.create_future()
         deadline = loop.time() + self._timeout
-        acks[token] = (fut, deadline)
+        acks[token] = (fut, deadline, subject)
         if self._sweeper is None:
             self._sweeper = loop.call_at(deadline, self._sweep)
         try:
@@ -260,12 +264,20 @@ class Publisher:
         self._sweeper = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for fut, deadline in self._acks.values():
+        for fut, deadline, _ in self._acks.values():
             if deadline > now:
                 self._sweeper = loop.call_at(deadline, self._sweep)
                 return
             if not fut.done():
                 fut.set_exception(_PubAckTimeout())
+
+    def _denied(self, violation: Violation) -> bool:
+        hit = False
+        for fut, _, subject in self._acks.values():
+            if not fut.done() and subject.lower() == violation.subject:
+                fut.set_exception(denial(subject))
+                hit = True
+        return hit
 
     async def _on_ack(self, msg: Any) -> None:
         entry = self._acks.get(msg.subject[len(self._prefix) :])
@@ -410,13 +422,12 @@ class ResponseRouter:
 
         Raises:
             ResultExpired: the server left a removal marker where the response was.
+            PermissionDenied: this NATS user may not read that client's responses.
         """
-        from nats.js.errors import NotFoundError
-
         subject = resp_subject(client_id or self.client_id, task_id)
-        try:
-            raw = await self._js.get_last_msg(RESP_STREAM, subject, direct=True)
-        except NotFoundError:
+        # ebind's own request path: a refused read fails at once instead of timing out
+        raw = await requests_for(self._nc).get_last(RESP_STREAM, subject)
+        if raw is None:
             return None
         reason = (raw.headers or {}).get(HEADER_MARKER_REASON)
         if reason:

@@ -15,7 +15,7 @@ import msgspec
 import structlog
 
 from ebind.errors import DLQEntryNotFound, InvalidArguments
-from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject
+from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject, purge_stream
 from ebind.wire import DLQEntry, TaskEnvelope
 
 if TYPE_CHECKING:
@@ -205,10 +205,14 @@ class DeadLetters:
         return sum((info.state.subjects or {}).values())
 
     async def purge(self) -> int:
-        """Delete every entry; returns how many there were."""
+        """Delete every entry; returns how many there were.
+
+        Raises:
+            PermissionDenied: this NATS user may not purge streams.
+        """
         js = self._app.js
         info = await js.stream_info(DLQ_STREAM)
-        await js.purge_stream(DLQ_STREAM)
+        await purge_stream(js, DLQ_STREAM)
         count = int(info.state.messages or 0)
         log.info("dlq.purged", count=count)
         return count

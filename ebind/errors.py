@@ -10,6 +10,7 @@ The tree::
     ├── UnknownTask (KeyError)                     name not in the registry
     ├── TaskFailed                                 a task ended in failure (``.error``: TaskError)
     ├── TaskTimeout (TimeoutError)                 a future's wait ran out
+    ├── PermissionDenied                           the server refused this user the operation
     ├── PublishFailed                              the server did not confirm a publish in time
     ├── ServerVersionError                         nats-server older than ebind supports
     ├── DLQEntryNotFound (KeyError)                no dead letter at that sequence
@@ -55,6 +56,7 @@ __all__ = [
     "NonRetryable",
     "NotConnected",
     "PayloadTooLarge",
+    "PermissionDenied",
     "PlacementError",
     "PublishFailed",
     "ResolveError",
@@ -134,6 +136,15 @@ class TaskTimeout(EbindError, TimeoutError):
     def __init__(self, message: str, *, task_id: str = "") -> None:
         super().__init__(message)
         self.task_id = task_id
+
+
+class PermissionDenied(EbindError):
+    """The NATS server refused an operation this user has no permission for."""
+
+    def __init__(self, message: str, *, subject: str = "", action: str = "") -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.action = action
 
 
 class PublishFailed(EbindError):

@@ -9,7 +9,7 @@ import msgspec
 import structlog
 
 from ebind.codec import decode_result
-from ebind.errors import ResultExpired, TaskFailed, TaskTimeout
+from ebind.errors import PermissionDenied, ResultExpired, TaskFailed, TaskTimeout
 from ebind.payload import PayloadUnreadable, unseal
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
@@ -80,6 +80,8 @@ class Future(Generic[R]):
 
         Raises ResultExpired when the response was stored but removed after the results
         retention (the server's removal marker says so) before this waiter read it.
+        Raises PermissionDenied when this NATS user may not read the task's stored response (the
+        result of another client id).
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -105,8 +107,8 @@ class Future(Generic[R]):
     async def _check_stream(self) -> None:
         try:
             resp = await self._router.fetch(self._id, self._client_id)
-        except ResultExpired:
-            raise
+        except (ResultExpired, PermissionDenied):
+            raise  # asking again cannot help
         except Exception as exc:  # the server may be away; the next check retries
             log.debug("task.response_check_failed", task_id=self._id, error=repr(exc))
             return

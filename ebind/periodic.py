@@ -40,11 +40,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from ebind._denied import guarded
 from ebind.cron import every_header, parse_cron, parse_go_duration
-from ebind.errors import InvalidArguments, PublishFailed
+from ebind.errors import InvalidArguments, PermissionDenied, PublishFailed
 from ebind.payload import PayloadCodec, seal
 from ebind.signing import HEADER_SIGNATURE, Signer
-from ebind.streams import TASKS_STREAM, check_id, check_target, check_task_name, task_subject
+from ebind.streams import (
+    TASKS_STREAM,
+    check_id,
+    check_target,
+    check_task_name,
+    purge_stream,
+    task_subject,
+)
 from ebind.wire import TaskEnvelope, encoder
 
 if TYPE_CHECKING:
@@ -275,6 +283,7 @@ async def create_schedule(
     Raises:
         InvalidArguments / InvalidName: see :func:`plan_schedule`; nothing is published.
         PublishFailed: the server did not store the schedule.
+        PermissionDenied: this NATS user may not publish schedules (operators do).
     """
     plan = plan_schedule(
         app.registry,
@@ -290,9 +299,16 @@ async def create_schedule(
         signer=getattr(app, "signer", None),
     )
     try:
-        ack = await app.js.publish(
-            plan.subject, plan.data, headers=plan.headers, timeout=app.publish_timeout
+        ack = await guarded(
+            app.js,
+            plan.subject,
+            app.js.publish(
+                plan.subject, plan.data, headers=plan.headers, timeout=app.publish_timeout
+            ),
+            "create periodic schedules",
         )
+    except PermissionDenied:
+        raise
     except Exception as exc:
         raise PublishFailed(
             f"schedule {name!r} was not stored ({exc!r}); EBIND_TASKS must allow message "
@@ -317,7 +333,7 @@ async def list_schedules(app: Any) -> list[ScheduleInfo]:
     out: list[ScheduleInfo] = []
     for subject in sorted(info.state.subjects or {}):
         try:
-            raw = await js.get_last_msg(TASKS_STREAM, subject)
+            raw = await _last_msg(js, subject)
         except NotFoundError:
             continue  # removed meanwhile
         try:
@@ -330,14 +346,24 @@ async def list_schedules(app: Any) -> list[ScheduleInfo]:
     return out
 
 
+async def _last_msg(js: Any, subject: str) -> Any:
+    # a message get by subject on EBIND_TASKS, which producers and workers may not make
+    return await guarded(
+        js,
+        f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
+        js.get_last_msg(TASKS_STREAM, subject),
+        "read periodic schedules",
+    )
+
+
 async def remove_schedule(app: Any, name: str) -> bool:
     """Remove the schedule ``name``; False when there was none."""
     from nats.js.errors import NotFoundError
 
     subject = schedule_subject(name)
     try:
-        await app.js.get_last_msg(TASKS_STREAM, subject)
+        await _last_msg(app.js, subject)
     except NotFoundError:
         return False
-    await app.js.purge_stream(TASKS_STREAM, subject=subject)
+    await purge_stream(app.js, TASKS_STREAM, subject)
     return True

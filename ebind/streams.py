@@ -12,7 +12,8 @@ import base64
 import re
 from typing import Any, cast
 
-from ebind.errors import InvalidArguments, InvalidName
+from ebind._denied import guarded
+from ebind.errors import InvalidArguments, InvalidName, PermissionDenied
 from ebind.retention import Retention
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "dlq_subject",
     "ensure_streams",
     "operator_differences",
+    "purge_stream",
     "resp_subject",
     "stream_additions",
     "subject_matches",
@@ -352,7 +354,7 @@ async def _dag_keys(js: Any) -> int:
     from nats.js.errors import NotFoundError
 
     try:
-        info = await js.stream_info(f"KV_{KV_DAGS}")
+        info = await _info(js, f"KV_{KV_DAGS}")
     except NotFoundError:
         return 0
     return int(info.state.messages or 0)
@@ -364,10 +366,10 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
 
     log = structlog.get_logger("ebind.streams")
     try:
-        info = await js.stream_info(want.name)
+        info = await _info(js, want.name)
     except NotFoundError:
         try:
-            await js.add_stream(want)
+            await _create(js, want)
         except APIError as exc:
             if exc.err_code != 10058:  # 10058 = created concurrently by another process
                 raise
@@ -391,14 +393,52 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
     if not changes:
         return info.config
     try:
-        await js.update_stream(info.config.evolve(**changes))
+        await guarded(
+            js,
+            f"$JS.API.STREAM.UPDATE.{want.name}",
+            js.update_stream(info.config.evolve(**changes)),
+            f"update stream {want.name}",
+        )
         log.info("streams.updated", stream=want.name, changes=sorted(changes))
-    except APIError as exc:
+    except (APIError, PermissionDenied) as exc:
         # Least-privileged clients (no STREAM.UPDATE) keep working on what exists.
         log.warning(
             "streams.update_failed", stream=want.name, changes=sorted(changes), error=str(exc)
         )
     return info.config
+
+
+# Without these rights a request would wait for a reply the server never sends (it only
+# reports the violation to the connection): guarded() makes each a PermissionDenied.
+async def _info(js: Any, name: str) -> Any:
+    return await guarded(
+        js, f"$JS.API.STREAM.INFO.{name}", js.stream_info(name), f"read stream {name}'s info"
+    )
+
+
+async def _create(js: Any, want: Any) -> None:
+    try:
+        await guarded(
+            js, f"$JS.API.STREAM.CREATE.{want.name}", js.add_stream(want), "create streams"
+        )
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            f"stream {want.name} does not exist and this NATS user may not create it; an "
+            "operator provisions the streams once with `ebind stream provision` (or any ebind "
+            "command run with operator rights)",
+            subject=exc.subject,
+            action=exc.action,
+        ) from None
+
+
+async def purge_stream(js: Any, name: str, subject: str | None = None) -> None:
+    """Purge stream ``name`` (or one subject of it); PermissionDenied when not allowed."""
+    await guarded(
+        js,
+        f"$JS.API.STREAM.PURGE.{name}",
+        js.purge_stream(name, subject=subject),
+        f"purge stream {name}",
+    )
 
 
 def _valid_replicas(replicas: object) -> bool:
@@ -419,6 +459,10 @@ async def ensure_streams(
 
     Returns:
         Each stream's config as last read from (or created on) the server, by name.
+
+    Raises:
+        PermissionDenied: a stream is missing and this user may not create it, or may not
+            read stream info at all.
     """
     if not _valid_replicas(replicas):
         raise InvalidArguments(f"replicas must be an integer from 1 to 5, got {replicas!r}")

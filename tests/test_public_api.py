@@ -56,6 +56,7 @@ def test_errors_all_is_pinned() -> None:
         "NonRetryable",
         "NotConnected",
         "PayloadTooLarge",
+        "PermissionDenied",
         "PlacementError",
         "PublishFailed",
         "ResolveError",

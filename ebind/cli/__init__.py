@@ -23,7 +23,8 @@ _COMMANDS: dict[str, str] = {
     # --- spots for the commands other engineers add (uncomment when the module lands) ---
     "dag": "ebind.cli.dag:dag",  # ebind dag ls|get|tree|watch|step|cancel|...
     "dlq": "ebind.cli.dlq:dlq",  # ebind dlq ls|show|requeue|purge
-    "stream": "ebind.cli.stream:stream",  # ebind stream ls|info|peek|purge
+    "stream": "ebind.cli.stream:stream",  # ebind stream ls|info|peek|purge|provision
+    "permissions": "ebind.cli.permissions:permissions",
     "schedule": "ebind.cli.schedule:schedule",
     "demo": "ebind.cli.demo:demo",
 }

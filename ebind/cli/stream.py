@@ -24,7 +24,7 @@ from ebind.cli.output import (
     yes_option,
 )
 from ebind.errors import EbindError
-from ebind.streams import TASKS_STREAM, subject_matches
+from ebind.streams import TASKS_STREAM, purge_stream, subject_matches
 
 if TYPE_CHECKING:
     from ebind.app import App
@@ -284,7 +284,7 @@ def purge(
 
     async def run(app: App) -> int:
         before = (await app.js.stream_info(name)).state.messages
-        await app.js.purge_stream(name, subject=subject)
+        await purge_stream(app.js, name, subject)
         after = (await app.js.stream_info(name)).state.messages
         return int(before - after)
 
@@ -314,4 +314,35 @@ def _purge_tasks(ctx: click.Context, *, delayed: bool, schedules: bool, yes: boo
         run_async(ctx, run),
         lambda r: click.echo(render(r)),
         lambda r: r.as_json(),
+    )
+
+
+@stream.command("provision")
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Replicas of each stream and bucket created (3 in a cluster; never lowered).",
+)
+@json_option
+@click.pass_context
+def provision(ctx: click.Context, replicas: int) -> None:
+    """Create every ebind stream and KV bucket (run once with operator rights).
+
+    Producers and workers whose NATS users may not create streams then find them ready.
+    """
+
+    async def run(app: App) -> list[str]:
+        from ebind.permissions import EBIND_STREAMS
+        from ebind.streams import ensure_streams
+
+        await ensure_streams(app.js, replicas, app.retention)
+        return list(EBIND_STREAMS)
+
+    emit(
+        ctx,
+        run_async(ctx, run),
+        lambda names: click.echo(f"provisioned {len(names)} streams: {', '.join(names)}"),
+        lambda names: {"streams": names, "replicas": replicas},
     )

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ebind._aio import raise_if_cancelling
+from ebind._denied import guarded
+from ebind.errors import PermissionDenied
 from ebind.expirer import Expirer
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
@@ -270,7 +272,15 @@ class Worker:
 
     async def _consume(self, claim: str, durable: str, filter_subject: str) -> None:
         config = self._consumer_config(claim, durable, filter_subject)
-        await self.app.js.add_consumer(TASKS_STREAM, config=config)
+        await guarded(
+            self.app.js,
+            (
+                f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{durable}",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{TASKS_STREAM}.{durable}",
+            ),
+            self.app.js.add_consumer(TASKS_STREAM, config=config),
+            f"create or update the durable consumer {durable}",
+        )
         assert self._budget is not None
         puller = Puller(
             self.app.nc,
@@ -347,6 +357,8 @@ class Worker:
             try:
                 await self._consume(claim, durable, filter_subject)
                 return
+            except PermissionDenied:
+                raise  # waiting cannot help: the user lacks the right
             except Exception as exc:
                 if self._stopping:
                     raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +80,8 @@ class DirectReader:
         async with self._lock:
             if self._sub is not None:
                 return
-            self._prefix = f"_INBOX.{secrets.token_hex(8)}"
+            # The connection's inbox prefix: a least-privileged user may subscribe only there.
+            self._prefix = self._nc.new_inbox()
 
             async def route(msg: Any) -> None:
                 queue = self._queues.get(msg.subject.rsplit(".", 1)[-1])
