@@ -187,11 +187,24 @@ def worker(*, inbox_prefix: str) -> Permissions:
             *_dag_reads(),
             # the scheduler lease and worker liveness records held by other workers
             f"{_API}.DIRECT.GET.KV_{KV_LEASES}.>",
+            # a message out of deliveries is read by sequence, dead-lettered and removed;
+            # the expirer does the same with tasks past their horizon
+            f"{_API}.STREAM.MSG.GET.{TASKS_STREAM}",
+            f"{_API}.STREAM.MSG.DELETE.{TASKS_STREAM}",
+            f"{_API}.STREAM.MSG.GET.{DAG_EVENTS_STREAM}",
+            f"{_API}.STREAM.MSG.DELETE.{DAG_EVENTS_STREAM}",
         ),
         # Workers produce every result, so they may read them all (a handler's own
         # enqueue waits on RESP.<its App's random client id>); the scheduler watches its
         # lease.
-        subscribe=(f"{inbox}.>", "RESP.>", f"$KV.{KV_LEASES}.>"),
+        subscribe=(
+            f"{inbox}.>",
+            "RESP.>",
+            f"$KV.{KV_LEASES}.>",
+            # the server's notice that a message ran out of deliveries (becomes a dead letter)
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.*",
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DAG_EVENTS_STREAM}.*",
+        ),
     )
 
 

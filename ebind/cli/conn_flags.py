@@ -24,8 +24,8 @@ __all__ = [
 
 _META_KEY = "ebind.connection"
 _PARAM_PREFIX = "ebind_conn_"
-NO_CONNECTION_FLAGS = frozenset({"server", "demo"})
-"""Commands that start their own server instead of connecting to one."""
+NO_CONNECTION_FLAGS = frozenset({"server", "demo", "permissions"})
+"""Commands that start their own server or print configuration, instead of connecting."""
 
 _FILE = "The secret stays in the file, out of argv and shell history."
 _HELP: dict[str, str] = {

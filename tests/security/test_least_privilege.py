@@ -33,6 +33,7 @@ from ebind.embed import Node, start_node
 from ebind.errors import PermissionDenied
 from ebind.permissions import inbox_prefix_for, operator, producer, server_config, worker
 from ebind.streams import (
+    DAG_EVENTS_STREAM,
     DLQ_STREAM,
     KV_LEASES,
     RESP_STREAM,
@@ -323,6 +324,9 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
         f"$JS.API.STREAM.DELETE.{TASKS_STREAM}",
         next_subject,
         f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{WORKER_DURABLE}.TASKS.>",
+        # the would-be worker's watch for messages out of deliveries
+        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.*",
+        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DAG_EVENTS_STREAM}.*",
         "TASKS_SCHEDULES.mine",
         f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
         lease,
