@@ -115,12 +115,17 @@ class DeadLetters:
             ) from exc
         return self._to_letter(raw)
 
-    async def requeue(self, seq: int) -> str:
+    async def requeue(self, seq: int, *, dispatch_timeout: float = 10.0) -> str:
         """Publish the dead task again (attempts reset) and delete the entry; returns its id.
+
+        A DAG step is retried through its DAG instead (``retry_step``), and its entry is
+        deleted only once the scheduler dispatched the rerun (within ``dispatch_timeout``).
 
         Raises:
             DLQEntryNotFound: no entry at ``seq``.
             InvalidArguments: the entry holds no decodable task to requeue.
+            RetryRefused: a DAG step that cannot be retried (the entry is kept).
+            WorkflowError: a DAG step's rerun was not dispatched in time (entry kept).
         """
         letter = await self.show(seq)
         env = letter.task
@@ -129,6 +134,12 @@ class DeadLetters:
                 f"dead letter {seq} holds an undecodable message, not a task; nothing to "
                 "requeue (purge it or publish a corrected task)"
             )
+        if env.dag_id and env.step_id:
+            from ebind.workflow.requeue import requeue_step
+
+            await requeue_step(self._app.workflow, env, seq, wait_for=dispatch_timeout)
+            await self._app.js.delete_msg(DLQ_STREAM, seq)
+            return env.id
         env = msgspec.structs.replace(env, attempt=0, worker_id="", enqueued_at=datetime.now(UTC))
         await self._app.publish_task(env, msg_id=requeue_msg_id(env.id, seq))
         await self._app.js.delete_msg(DLQ_STREAM, seq)

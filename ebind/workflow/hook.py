@@ -368,7 +368,7 @@ class StepHook:
             # or the event may not have: write the result again (identical bytes are
             # accepted) and publish the event again.
             if data is not None:
-                await self._put_result(dag_id, step_id, data)
+                await self._put_result(dag_id, step_id, data, rec.run_id)
             self._tracker.discard(env.worker_id, key)
             await self._republish(rec)
             return
@@ -385,7 +385,7 @@ class StepHook:
             self._tracker.discard(env.worker_id, key)
             return
         if data is not None:
-            await self._put_result(dag_id, step_id, data)
+            await self._put_result(dag_id, step_id, data, rec.run_id)
         new = msgspec.structs.replace(
             rec, **fields, worker_id=env.worker_id, attempt=env.attempt, finished_at=_now()
         )
@@ -409,7 +409,7 @@ class StepHook:
         res_err: BaseException | None = None
         if data is not None:
             try:
-                await self._put_result(dag_id, step_id, data)
+                await self._put_result(dag_id, step_id, data, new.run_id)
             except Exception as exc:
                 res_err = exc
         step_out, pub_out = await asyncio.gather(step_t, pub_t, return_exceptions=True)
@@ -426,20 +426,22 @@ class StepHook:
             assert data is not None
             # The record says done, so the result must be stored: retry the create-only
             # write (identical bytes are accepted if the first one landed after all).
-            res_err = await self._retry_result(dag_id, step_id, data)
+            res_err = await self._retry_result(dag_id, step_id, data, new.run_id)
         if isinstance(res_err, BaseException):
             await self._result_lost(new, step_out, res_err)
         elif isinstance(pub_out, BaseException):
             raise pub_out  # the worker naks; the redelivery republishes for the done record
         return True
 
-    async def _retry_result(self, dag_id: str, step_id: str, data: bytes) -> Exception | None:
+    async def _retry_result(
+        self, dag_id: str, step_id: str, data: bytes, run_id: str
+    ) -> Exception | None:
         """Write a result until it is stored or the error is not transient; None: stored."""
         exc: Exception | None = None
         for i in range(_TRANSIENT_ATTEMPTS):
             await asyncio.sleep(min(0.05 * 2**i, 2.0))
             try:
-                await self._put_result(dag_id, step_id, data)
+                await self._put_result(dag_id, step_id, data, run_id)
             except Exception as err:
                 exc = err
                 if not is_transient(err):
@@ -463,9 +465,9 @@ class StepHook:
         await self._store.put_step(rec.dag_id, rec.step_id, failed, rev)
         await self._republish(failed)
 
-    async def _put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def _put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str) -> None:
         try:
-            await self._store.put_result(dag_id, step_id, data)
+            await self._store.put_result(dag_id, step_id, data, run_id)
         except StaleRevision:
             # An earlier owner's result is already stored; first write wins so that every
             # reader (and every downstream step) sees one value.
