@@ -105,6 +105,9 @@ class _Claim:
     lost: bool = False
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
+    generation: int | None = None
+    """The dispatch the delivery belongs to: a same-numbered attempt on the same worker
+    can belong to another dispatch (a DAG deleted and submitted again with its id)."""
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -156,7 +159,13 @@ class StepHook:
         old = self._claims.pop(key, None)
         if old is not None:
             old.cancel()
-        claim = _Claim(rec=rec, rev=rev, attempt=env.attempt, worker_id=env.worker_id)
+        claim = _Claim(
+            rec=rec,
+            rev=rev,
+            attempt=env.attempt,
+            worker_id=env.worker_id,
+            generation=envelope_generation(env),
+        )
         loop = asyncio.get_running_loop()
         claim.timer = loop.call_later(self._start_delay, self._write_start, key, claim)
         self._claims[key] = claim
@@ -178,7 +187,8 @@ class StepHook:
 
     async def _settle_claim(self, env: TaskEnvelope) -> _Claim | None:
         claim = self._claims.get((env.dag_id, env.step_id))
-        if claim is None or (claim.attempt, claim.worker_id) != (env.attempt, env.worker_id):
+        mine = (env.attempt, env.worker_id, envelope_generation(env))
+        if claim is None or (claim.attempt, claim.worker_id, claim.generation) != mine:
             return None
         del self._claims[(env.dag_id, env.step_id)]
         if claim.timer is not None:
