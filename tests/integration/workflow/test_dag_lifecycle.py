@@ -216,17 +216,23 @@ async def test_history_removed_by_the_scheduler_loop_itself(nats_url: str) -> No
 # --- retry ---------------------------------------------------------------------------
 
 
+async def failed_chain(app: App, start_worker: Any, dag_id: str, flag: Path) -> DAGMeta:
+    """A worker, and DAG ``dag_id`` (a: fails until ``flag`` exists -> b -> its echo; c) failed."""
+    await start_worker("w1")
+    dag = DAG(id=dag_id)
+    a = dag.step("a", flaky, str(flag))
+    dag.step("b", echo, a.ref())
+    dag.step("c", echo, "independent")
+    await dag.submit(app.workflow)
+    return await wait_status(app, dag.id, DAGStatus.FAILED)
+
+
 async def test_retry_reruns_failed_and_skipped_steps(
     app: App, start_worker: Any, tmp_path: Path
 ) -> None:
-    await start_worker("w1")
     flag = tmp_path / "ready"
-    dag = DAG(id="retry-all")
-    a = dag.step("a", flaky, str(flag))
-    b = dag.step("b", echo, a.ref())
-    dag.step("c", echo, "independent")
-    await dag.submit(app.workflow)
-    failed = await wait_status(app, dag.id, DAGStatus.FAILED)
+    failed = await failed_chain(app, start_worker, "retry-all", flag)
+    dag, b = DAG(id="retry-all"), "b"
     assert failed.finished_at is not None
     assert await live_ids(app) == []
     before, _ = await app.workflow.store.get_step(dag.id, "a")
@@ -283,13 +289,9 @@ async def test_retry_of_a_canceled_dag_is_refused(app: App) -> None:
 async def test_dlq_requeue_of_a_dag_step_reruns_it(
     app: App, start_worker: Any, tmp_path: Path
 ) -> None:
-    await start_worker("w1")
     flag = tmp_path / "dlq-ready"
-    dag = DAG(id="dlq-step")
-    a = dag.step("a", flaky, str(flag))
-    b = dag.step("b", echo, a.ref())
-    await dag.submit(app.workflow)
-    await wait_status(app, dag.id, DAGStatus.FAILED)
+    await failed_chain(app, start_worker, "dlq-step", flag)
+    dag, b = DAG(id="dlq-step"), "b"
     letter = await _letter_of(app, dag.id)
     flag.write_text("from the DLQ")
     assert await app.dlq.requeue(letter.seq) == f"{dag.id}:a"
