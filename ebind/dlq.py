@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from ebind.errors import DLQEntryNotFound, InvalidArguments
+from ebind.errors import DLQEntryNotFound, InvalidArguments, WorkflowError
 from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject
 from ebind.wire import DLQEntry, TaskEnvelope
 
@@ -43,6 +43,8 @@ class RequeueReport:
     task_ids: list[str] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     """Sequences of undecodable entries (no task to requeue; purge or inspect them)."""
+    kept: list[int] = field(default_factory=list)
+    """Sequences of DAG steps left in place: not retryable, or their rerun not dispatched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,11 @@ class DeadLetters:
             report.task_ids.append(await self.requeue(letter.seq))
         except DLQEntryNotFound:
             log.info("dlq.requeue_gone", seq=letter.seq)  # removed by someone else meanwhile
+        except WorkflowError as exc:
+            # A DAG step that cannot be retried, or whose rerun was not dispatched: its
+            # entry stays, and the others are still requeued.
+            log.warning("dlq.step_not_requeued", seq=letter.seq, error=str(exc))
+            report.kept.append(letter.seq)
 
     async def last_seq(self) -> int:
         """Sequence of the newest entry (0 when the DLQ never held one)."""

@@ -18,6 +18,7 @@ import msgspec
 import structlog
 
 from ebind.errors import DAGNotFound, DAGNotPaused, DAGNotRunning, DAGRunning, StaleRevision
+from ebind.workflow.history import drop_live
 from ebind.workflow.protocols import StateStore
 from ebind.workflow.types import DAGStatus, StepRecord, StepStatus
 
@@ -75,6 +76,7 @@ async def cancel(store: StateStore, dag_id: str) -> None:
 
     for rec, srev in await store.list_steps(dag_id):
         await _update_step(store, rec, srev, to_canceled)
+    await drop_live(store, dag_id)
     _log.info("dag.canceled", dag_id=dag_id)
 
 

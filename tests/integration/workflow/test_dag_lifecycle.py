@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import connected_app
 from wf_app import app as shared_app
 from wf_app import echo, slow
 
@@ -150,48 +149,45 @@ async def _write_history(app: App, n: int) -> None:
 
 
 async def test_leader_removes_finished_dags_after_the_history_retention(
-    nats_url: str, start_worker: Any
+    app_with: Any, start_worker: Any
 ) -> None:
-    a = await connected_app(nats_url, dag_history=1.0, history_interval=0.3)
-    try:
-        await start_worker("w1")
-        finished = DAG(id="short-lived")
-        finished.step("a", echo, 1)
-        finished.step("b", echo, 2, wait_for_signals=["go"])
-        await finished.submit(a.workflow)
-        await a.workflow.signal(finished.id, "go")
-        await wait_status(a, finished.id, DAGStatus.DONE)
-        running = DAG(id="still-running")
-        running.step("a", echo, 1, wait_for_signals=["never"])
-        await running.submit(a.workflow)
-        # The worker's scheduler leads; run the collector of this App as the leader would.
-        sched = a.workflow.scheduler
-        async with asyncio.timeout(10):
-            while True:
-                await sched.collect()
-                try:
-                    await a.workflow.store.get_meta(finished.id)
-                except DAGNotFound:
-                    break
-                await asyncio.sleep(0.3)
-        store = a.workflow.store
-        assert await store.list_steps(finished.id) == []
-        assert await store.list_signals(finished.id) == []
-        with pytest.raises(StepNotFound):
-            await store.get_result(finished.id, "a", "")
-        info = await a.js.stream_info(
-            "KV_ebind-dags", subjects_filter=f"$KV.ebind-dags.{finished.id}.>"
-        )
-        assert not info.state.subjects  # purged: not even tombstones are left
-        meta, _ = await store.get_meta(running.id)
-        assert meta.status is DAGStatus.RUNNING
-    finally:
-        await a.workflow.close()
-        await a.close()
+    a = await app_with(dag_history=1.0, history_interval=0.3)
+    await start_worker("w1")
+    finished = DAG(id="short-lived")
+    finished.step("a", echo, 1)
+    finished.step("b", echo, 2, wait_for_signals=["go"])
+    await finished.submit(a.workflow)
+    await a.workflow.signal(finished.id, "go")
+    run = (await wait_status(a, finished.id, DAGStatus.DONE)).run_id
+    assert await a.workflow.store.get_result(finished.id, "a", run) == b"1"
+    running = DAG(id="still-running")
+    running.step("a", echo, 1, wait_for_signals=["never"])
+    await running.submit(a.workflow)
+    # The worker's scheduler leads; run the collector of this App as the leader would.
+    sched = a.workflow.scheduler
+    async with asyncio.timeout(10):
+        while True:
+            await sched.collect()
+            try:
+                await a.workflow.store.get_meta(finished.id)
+            except DAGNotFound:
+                break
+            await asyncio.sleep(0.3)
+    store = a.workflow.store
+    assert await store.list_steps(finished.id) == []
+    assert await store.list_signals(finished.id) == []
+    with pytest.raises(StepNotFound):
+        await store.get_result(finished.id, "a", run)
+    info = await a.js.stream_info(
+        "KV_ebind-dags", subjects_filter=f"$KV.ebind-dags.{finished.id}.>"
+    )
+    assert not info.state.subjects  # purged: not even tombstones are left
+    meta, _ = await store.get_meta(running.id)
+    assert meta.status is DAGStatus.RUNNING
 
 
-async def test_history_removed_by_the_scheduler_loop_itself(nats_url: str) -> None:
-    a = await connected_app(nats_url, dag_history=1.0, history_interval=0.2)
+async def test_history_removed_by_the_scheduler_loop_itself(app_with: Any) -> None:
+    a = await app_with(dag_history=1.0, history_interval=0.2)
     w = a.worker(worker_id="collector", ack_wait=2.0, shutdown_grace=1.0)
     task = asyncio.create_task(w.run())
     try:
@@ -209,8 +205,6 @@ async def test_history_removed_by_the_scheduler_loop_itself(nats_url: str) -> No
     finally:
         await w.stop()
         await asyncio.wait_for(task, 5)
-        await a.workflow.close()
-        await a.close()
 
 
 # --- retry ---------------------------------------------------------------------------
@@ -314,6 +308,9 @@ async def test_dlq_requeue_of_a_step_that_cannot_rerun_points_to_dag_retry(
     with pytest.raises(RetryRefused, match=f"ebind dag retry {dag.id} --step a"):
         await app.dlq.requeue(letter.seq)
     assert (await app.dlq.show(letter.seq)).seq == letter.seq  # the entry is kept
+    report = await app.dlq.requeue_all("wfcycle.flaky")
+    assert (report.task_ids, report.kept) == ([], [letter.seq])
+    assert (await app.dlq.show(letter.seq)).seq == letter.seq
 
 
 async def test_dlq_entry_stays_until_the_rerun_is_dispatched(
