@@ -348,8 +348,15 @@ class NatsStore:
         every DAG ever finished: the index must cost what the live DAGs cost.
         """
         await self._bind()
+        key = _keys.live_key(dag_id)
         headers = {"KV-Operation": "DEL", _TTL: _TOMBSTONE_TTL}
-        await self._js.publish(self._pre + _keys.live_key(dag_id), b"", headers=headers)
+        try:
+            await self._js.publish(self._pre + key, b"", headers=headers)
+        except nats.js.errors.APIError as exc:
+            # A bucket made without per-message TTLs refuses the header: a lasting
+            # tombstone is still better than an entry that never goes.
+            _log.warning("kv.live_ttl_refused", bucket=self._bucket, error=exc.description)
+            await self._delete(key)
 
     async def list_live(self) -> list[tuple[str, bytes]]:
         """Every live-index entry as (DAG id, value), sorted by DAG id."""
