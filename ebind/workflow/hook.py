@@ -372,7 +372,11 @@ class StepHook:
         except StepNotFound:
             _log.warning("step.orphan_result", dag_id=dag_id, step_id=step_id)
             return
-        mine = rec.attempt == env.attempt and rec.worker_id in ("", env.worker_id)
+        mine = (
+            rec.attempt == env.attempt
+            and rec.worker_id in ("", env.worker_id)
+            and envelope_generation(env) in (None, rec.generation)
+        )
         if rec.status is status and mine:
             # Our own earlier write landed (its reply may have been lost) but the result
             # or the event may not have: write the result again (identical bytes are
