@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class Scheduler:
         self._failures: dict[tuple[str, bytes], int] = {}
         self._sweep_task: asyncio.Task[int] | None = None
         self._collect_task: asyncio.Task[None] | None = None
+        self._indexed = False
         self._sub: Subscription | None = None
         self.sweeps = 0
 
@@ -181,12 +183,12 @@ class Scheduler:
             if due and (self._sweep_task is None or self._sweep_task.done()):
                 last_sweep = time.monotonic()
                 self._sweep_task = asyncio.get_running_loop().create_task(self.sweep())
-            if (
-                leader
-                and cfg.history > 0
-                and time.monotonic() - last_collect >= cfg.collect_interval
-                and (self._collect_task is None or self._collect_task.done())
-            ):
+            # Without a history retention the collector still runs once, to index DAGs
+            # submitted before the live index existed.
+            collect_due = (cfg.history > 0 or not self._indexed) and (
+                time.monotonic() - last_collect >= cfg.collect_interval
+            )
+            if leader and collect_due and (self._collect_task is None or self._collect_task.done()):
                 last_collect = time.monotonic()
                 self._collect_task = asyncio.get_running_loop().create_task(self.collect())
             raise_if_cancelling()  # a cancel nats-py swallowed must still stop the loop
@@ -376,11 +378,17 @@ class Scheduler:
         return len(results)
 
     async def collect(self) -> None:
-        """Remove finished DAGs older than ``config.history`` (never raises)."""
+        """Remove history older than ``config.history``, index unindexed live DAGs.
+
+        A history of 0 removes nothing; errors are logged, never raised.
+        """
+        older_than = self.config.history if self.config.history > 0 else math.inf
         try:
-            await collect(self.engine.store, self.config.history)
+            await collect(self.engine.store, older_than)
         except Exception as exc:
             _log.warning("history.collect_failed", error=repr(exc))
+        else:
+            self._indexed = True
 
     async def _rescue_running(self, ld: Loaded) -> None:
         for sid, rec in list(ld.state.steps.items()):

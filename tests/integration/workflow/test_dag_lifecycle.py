@@ -123,6 +123,22 @@ async def test_crash_between_index_and_meta_never_hides_a_dag(app: App, start_wo
             await asyncio.sleep(0.1)
 
 
+async def test_dags_submitted_before_the_index_existed_are_indexed_and_run(
+    app: App, start_worker: Any
+) -> None:
+    # Records as an older ebind wrote them: no live entry, no run id.
+    store = app.workflow.store
+    dag = DAG(id="pre-index")
+    dag.step("a", echo, "old style")
+    for rec in dag.records:
+        await store.put_step(dag.id, rec.step_id, rec, 0)
+    meta = DAGMeta(id=dag.id, status=DAGStatus.RUNNING, created_at=datetime.now(UTC))
+    await store.put_meta(dag.id, meta, 0)
+    await start_worker("w1")
+    await wait_status(app, dag.id, DAGStatus.DONE)
+    assert await app.workflow.result(dag.id, "a", timeout=5) == "old style"
+
+
 # --- history -------------------------------------------------------------------------
 
 
