@@ -294,12 +294,14 @@ class DAG:
             sid: msgspec.structs.replace(r, run_id=run) for sid, r in self._records.items()
         }
         created = datetime.now(UTC)
-        # The live-index entry goes first: a crash before the meta leaves an entry the
-        # sweep drops later, never a live DAG the sweep cannot see.
-        await _transient_retry(
-            lambda: wf.store.put_live(self._id, encode_live(LiveEntry(at=created, run_id=run)))
+        # The live-index entry is written before the meta (beside the steps, in the same
+        # round trip): a crash before the meta leaves an entry the sweep drops later,
+        # never a live DAG the sweep cannot see.
+        entry = encode_live(LiveEntry(at=created, run_id=run))
+        revs, _ = await asyncio.gather(
+            _create_steps(wf, self._id, list(self._records.values())),
+            _transient_retry(lambda: wf.store.put_live(self._id, entry)),
         )
-        revs = await _create_steps(wf, self._id, list(self._records.values()))
         meta = DAGMeta(
             id=self._id,
             status=DAGStatus.RUNNING,

@@ -13,6 +13,7 @@ import structlog
 from ebind.codec import decode_result
 from ebind.errors import (
     DAGNotFound,
+    InvalidArguments,
     StepCanceled,
     StepFailed,
     StepNotFound,
@@ -104,6 +105,11 @@ class Workflow:
         dag_history: float = 0.0,
         history_interval: float | None = None,
     ) -> None:
+        if not dag_history >= 0 or (history_interval is not None and not history_interval > 0):
+            raise InvalidArguments(
+                f"workflow: dag_history must be >= 0 seconds and history_interval > 0, got "
+                f"{dag_history!r} and {history_interval!r}"
+            )
         self.store = store
         self.bus = bus
         self.enqueuer = enqueuer

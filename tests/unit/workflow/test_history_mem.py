@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ebind.errors import StaleRevision
-from ebind.workflow import rerun
+from ebind.errors import InvalidArguments, StaleRevision
+from ebind.workflow import CaptureEnqueuer, MemBus, Workflow, rerun
 from ebind.workflow.history import collect, live_metas, prune_live
 from ebind.workflow.lifecycle import LIVE_GRACE, LiveEntry, encode_live
 from ebind.workflow.store_mem import MemStore
@@ -160,3 +160,24 @@ async def test_retry_replans_when_a_step_moves_meanwhile() -> None:
     stale["armed"] = True
     assert await rerun.retry(store, "d") == ["a", "b"]
     assert stale["raised"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"dag_history": -1.0}, "-1.0"), ({"history_interval": 0.0}, "0.0")],
+)
+def test_workflow_rejects_a_bad_history_setting(options: dict[str, float], named: str) -> None:
+    with pytest.raises(InvalidArguments, match=named):
+        Workflow(MemStore(), MemBus(), CaptureEnqueuer(), **options)  # type: ignore[arg-type]
+
+
+def test_collect_interval_defaults_to_a_tenth_of_the_history_within_bounds() -> None:
+    def interval(history: float) -> float:
+        wf = Workflow(MemStore(), MemBus(), CaptureEnqueuer(), dag_history=history)
+        return wf.config.collect_interval
+
+    assert interval(7 * 86400) == 3600.0
+    assert interval(3000) == 300.0
+    assert interval(10) == 60.0
+    wf = Workflow(MemStore(), MemBus(), CaptureEnqueuer(), dag_history=5, history_interval=0.5)
+    assert (wf.config.history, wf.config.collect_interval) == (5, 0.5)
