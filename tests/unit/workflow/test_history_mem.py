@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from ebind.errors import InvalidArguments, StaleRevision
@@ -181,3 +182,31 @@ def test_collect_interval_defaults_to_a_tenth_of_the_history_within_bounds() -> 
     assert interval(10) == 60.0
     wf = Workflow(MemStore(), MemBus(), CaptureEnqueuer(), dag_history=5, history_interval=0.5)
     assert (wf.config.history, wf.config.collect_interval) == (5, 0.5)
+
+
+async def test_a_deleted_runs_late_completion_never_lands_in_the_resubmitted_run() -> None:
+    from simworker import SimWorker, make_wf
+
+    from ebind.workflow import DAG
+
+    handlers = {"echo": lambda _ctx, v: v}
+    wf, store, bus, enq = make_wf()
+    w = SimWorker(wf, enq, handlers)
+    first = DAG(id="nightly")
+    first.step("s", "echo", "old run")
+    await first.submit(wf)
+    old_env = w.take_new()[0]
+    old = msgspec.structs.replace(old_env, attempt=1, worker_id="w1")
+    assert await wf.hook().on_step_started(old)  # the old run's step is running
+    await wf.delete_dag("nightly", force=True, drain_timeout=0.0)
+    second = DAG(id="nightly")
+    second.step("s", "echo", "new run")
+    await second.submit(wf)
+    new = msgspec.structs.replace(w.take_new()[0], attempt=1, worker_id="w1")
+    assert await wf.hook().on_step_started(new)  # same worker, same attempt number
+    await w.finish(old)  # the old run's handler ends first
+    rec, _ = await store.get_step("nightly", "s")
+    assert rec.status is StepStatus.RUNNING
+    await w.finish(new)
+    assert await wf.result("nightly", "s", timeout=1) == "new run"
+    await bus.close()
