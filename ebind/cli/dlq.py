@@ -131,7 +131,9 @@ def _show(letter: DeadLetter) -> None:
 def requeue(ctx: click.Context, seq: int | None, all_: bool, fn: str | None, yes: bool) -> None:
     """Publish dead tasks again (attempts reset) and remove their dead letters.
 
-    Give one SEQ (from `ebind dlq ls`), or --all (optionally with --fn NAME).
+    Give one SEQ (from `ebind dlq ls`), or --all (optionally with --fn NAME). A DAG step
+    is retried through its DAG (as `ebind dag retry DAG --step S`); its dead letter is
+    removed once the scheduler has dispatched the rerun.
     """
     if (seq is None) == (not all_):
         raise click.UsageError("give either one SEQ or --all")

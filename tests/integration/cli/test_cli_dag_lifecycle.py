@@ -100,3 +100,17 @@ def test_gc_rejects_a_bad_age(bg: Background) -> None:
     r = invoke(bg.url, "dag", "gc", "--older-than", "soon", "--yes")
     assert r.exit_code == 2
     assert "'soon' is not a duration" in r.output
+
+
+def test_dlq_requeue_of_a_dag_step_retries_it_through_its_dag(bg: Background) -> None:
+    dag_id = _failed(bg)
+    letters = bg.run(bg.app.dlq.list(limit=1000))
+    seq = next(d.seq for d in letters if d.task is not None and d.task.dag_id == dag_id)
+    before, _ = bg.run(bg.app.workflow.store.get_step(dag_id, "bad"))
+    r = invoke(bg.url, "dlq", "requeue", str(seq), "--yes")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == f"requeued seq {seq} (task {dag_id}:bad)"
+    assert_clean_error(invoke(bg.url, "dlq", "show", str(seq)), str(seq))
+    bg.wait_status(dag_id, "failed")  # it ran again, and explode failed again
+    after, _ = bg.run(bg.app.workflow.store.get_step(dag_id, "bad"))
+    assert after.generation != before.generation
