@@ -10,7 +10,10 @@ fresh node and two worker *processes* are started. Reported:
   of the round trip (target <= 3);
 * fan-out/fan-in: steps per second from submit to the fan-in result;
 * KV operations per step (every StateStore call made by the workers' hooks and
-  schedulers, counted in the worker processes) and worker RSS.
+  schedulers, counted in the worker processes) and worker RSS;
+* the reconciliation sweep with 100,000 finished DAGs in the history against the same
+  sweep with none (live DAGs alike): it lists only the live index, so the two must stay
+  within 2x (``python bench/workflow.py --sweep`` runs this part alone).
 
 The last line is one JSON object with every figure.
 """
@@ -25,19 +28,25 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 import ebind
 import ebind.logging
 from ebind.embed import start_node
-from ebind.workflow import DAG
+from ebind.workflow import DAG, DAGMeta, DAGStatus, StepRecord, StepStatus
 
 app = ebind.App("bench-wf")
 CHAIN = int(os.environ.get("BENCH_CHAIN", "200"))
 LEAVES = int(os.environ.get("BENCH_LEAVES", "1000"))
 NOOPS = 200
 CHAINS = 5
+HISTORY = int(os.environ.get("BENCH_HISTORY", "100000"))
+LIVE = 50
+SWEEPS = 15
 
 
 @app.task(name="bench.noop")
@@ -214,6 +223,85 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
     }
 
 
+async def _write_history(client: ebind.App, n: int) -> None:
+    """``n`` finished DAGs (meta, one step, its result) written straight into the bucket."""
+    js = client.js
+    old = datetime.now(UTC) - timedelta(days=3)
+    for i in range(n):
+        dag_id = f"hist-{i}"
+        meta = DAGMeta(
+            id=dag_id, status=DAGStatus.DONE, created_at=old, finished_at=old, run_id="r0"
+        )
+        step = StepRecord(
+            dag_id=dag_id, step_id="a", fn_name="bench.noop", status=StepStatus.DONE, run_id="r0"
+        )
+        pre = f"$KV.ebind-dags.{dag_id}"
+        # publish_async pipelines: it waits only when its window of unacked publishes fills.
+        await js.publish_async(f"{pre}.meta", msgspec.json.encode(meta))
+        await js.publish_async(f"{pre}.step.a", msgspec.json.encode(step))
+        await js.publish_async(f"{pre}.result.a.r0", b"null")
+    await js.publish_async_completed()
+
+
+async def _median_sweep(client: ebind.App) -> tuple[float, float]:
+    """Median seconds of a sweep and of ``list_dags(status=running)`` over SWEEPS runs."""
+    wf = client.workflow
+    sweeps, lists = [], []
+    for _ in range(3):  # warm up connections, caches and the listing subscription
+        await wf.scheduler.sweep()
+    for _ in range(SWEEPS):
+        t0 = time.perf_counter()
+        swept = await wf.scheduler.sweep()
+        sweeps.append(time.perf_counter() - t0)
+        assert swept == LIVE, f"swept {swept} DAGs, expected {LIVE}"
+        t0 = time.perf_counter()
+        running = await wf.list_dags(status=DAGStatus.RUNNING)
+        lists.append(time.perf_counter() - t0)
+        assert len(running) == LIVE
+    return statistics.median(sweeps), statistics.median(lists)
+
+
+async def sweep_vs_history() -> dict[str, Any]:
+    """The sweep with no history and with HISTORY finished DAGs; LIVE live DAGs in both."""
+    # The server's default sync interval: an fsync per history write would take minutes.
+    with start_node(sync_interval="default") as node:
+        client = ebind.App("bench-wf-sweep", nats_url=node.client_url)
+        client.registry = app.registry
+        async with client:
+            for i in range(LIVE):
+                dag = DAG(id=f"live-{i}")
+                dag.step("a", noop, wait_for_signals=["go"])  # stays live, nothing runs
+                await dag.submit(client.workflow)
+            await asyncio.sleep(1.2)  # past the window in which a sweep leaves a submit alone
+            empty, list_empty = await _median_sweep(client)
+            t0 = time.perf_counter()
+            await _write_history(client, HISTORY)
+            wrote = time.perf_counter() - t0
+            full, list_full = await _median_sweep(client)
+            t0 = time.perf_counter()
+            metas = await client.workflow.store.list_dags()
+            scan = time.perf_counter() - t0
+    ratio = full / empty
+    print(
+        f"sweep with {LIVE} live DAGs: {empty * 1e3:.1f} ms without history, "
+        f"{full * 1e3:.1f} ms with {HISTORY} finished DAGs ({ratio:.2f}x, target <= 2) | "
+        f"list_dags(running) {list_empty * 1e3:.1f} / {list_full * 1e3:.1f} ms | "
+        f"listing every meta (what the sweep did before) {scan * 1e3:.0f} ms for "
+        f"{len(metas)} DAGs | history written in {wrote:.1f} s",
+        flush=True,
+    )
+    return {
+        "live_dags": LIVE,
+        "history_dags": HISTORY,
+        "sweep_ms_no_history": round(empty * 1e3, 2),
+        "sweep_ms_with_history": round(full * 1e3, 2),
+        "sweep_ratio": round(ratio, 2),
+        "list_running_ms_no_history": round(list_empty * 1e3, 2),
+        "list_running_ms_with_history": round(list_full * 1e3, 2),
+        "full_meta_listing_ms": round(scan * 1e3, 1),
+    }
+
+
 async def main() -> None:
     ebind.logging.configure(level="error")
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"ebind-bench-wf-{os.getpid()}"
@@ -229,13 +317,25 @@ async def main() -> None:
             f"{r['fan_steps_per_s']} steps/s | {r['kv_ops_per_step']} KV ops/step | "
             f"worker RSS {r['worker_rss_mb']} MB"
         )
+    sweep = await sweep_vs_history()
     print(
-        json.dumps({"bench": "workflow", "chain_steps": CHAIN, "leaves": LEAVES, "runs": results})
+        json.dumps(
+            {
+                "bench": "workflow",
+                "chain_steps": CHAIN,
+                "leaves": LEAVES,
+                "runs": results,
+                "sweep": sweep,
+            }
+        )
     )
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         asyncio.run(serve(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--sweep":
+        ebind.logging.configure(level="error")
+        print(json.dumps({"bench": "workflow-sweep", **asyncio.run(sweep_vs_history())}))
     else:
         asyncio.run(main())

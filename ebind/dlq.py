@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from ebind.errors import DLQEntryNotFound, InvalidArguments
+from ebind.errors import DLQEntryNotFound, InvalidArguments, WorkflowError
 from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject, purge_stream
 from ebind.wire import DLQEntry, TaskEnvelope
 
@@ -43,6 +43,8 @@ class RequeueReport:
     task_ids: list[str] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     """Sequences of undecodable entries (no task to requeue; purge or inspect them)."""
+    kept: list[int] = field(default_factory=list)
+    """Sequences of DAG steps left in place: not retryable, or their rerun not dispatched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +117,17 @@ class DeadLetters:
             ) from exc
         return self._to_letter(raw)
 
-    async def requeue(self, seq: int) -> str:
+    async def requeue(self, seq: int, *, dispatch_timeout: float = 10.0) -> str:
         """Publish the dead task again (attempts reset) and delete the entry; returns its id.
+
+        A DAG step is retried through its DAG instead (``retry_step``), and its entry is
+        deleted only once the scheduler dispatched the rerun (within ``dispatch_timeout``).
 
         Raises:
             DLQEntryNotFound: no entry at ``seq``.
             InvalidArguments: the entry holds no decodable task to requeue.
+            RetryRefused: a DAG step that cannot be retried (the entry is kept).
+            WorkflowError: a DAG step's rerun was not dispatched in time (entry kept).
         """
         letter = await self.show(seq)
         env = letter.task
@@ -129,6 +136,12 @@ class DeadLetters:
                 f"dead letter {seq} holds an undecodable message, not a task; nothing to "
                 "requeue (purge it or publish a corrected task)"
             )
+        if env.dag_id and env.step_id:
+            from ebind.workflow.requeue import requeue_step
+
+            await requeue_step(self._app.workflow, env, seq, wait_for=dispatch_timeout)
+            await self._app.js.delete_msg(DLQ_STREAM, seq)
+            return env.id
         env = msgspec.structs.replace(env, attempt=0, worker_id="", enqueued_at=datetime.now(UTC))
         await self._app.publish_task(env, msg_id=requeue_msg_id(env.id, seq))
         await self._app.js.delete_msg(DLQ_STREAM, seq)
@@ -190,6 +203,11 @@ class DeadLetters:
             report.task_ids.append(await self.requeue(letter.seq))
         except DLQEntryNotFound:
             log.info("dlq.requeue_gone", seq=letter.seq)  # removed by someone else meanwhile
+        except WorkflowError as exc:
+            # A DAG step that cannot be retried, or whose rerun was not dispatched: its
+            # entry stays, and the others are still requeued.
+            log.warning("dlq.step_not_requeued", seq=letter.seq, error=str(exc))
+            report.kept.append(letter.seq)
 
     async def last_seq(self) -> int:
         """Sequence of the newest entry (0 when the DLQ never held one)."""

@@ -48,6 +48,7 @@ __all__ = [
     "DAGNotFound",
     "DAGNotPaused",
     "DAGNotRunning",
+    "DAGRunning",
     "DLQEntryNotFound",
     "DuplicateStep",
     "EbindError",
@@ -61,6 +62,7 @@ __all__ = [
     "PublishFailed",
     "ResolveError",
     "ResultExpired",
+    "RetryRefused",
     "ServerVersionError",
     "SignalNotFound",
     "StaleRevision",
@@ -336,3 +338,15 @@ class PlacementError(WorkflowError):
     """A step's execution target cannot be resolved from its placement."""
 
     default_message = "workflow: cannot resolve step placement"
+
+
+class DAGRunning(WorkflowError):
+    """A destructive operation was refused because the DAG has not finished."""
+
+    default_message = "workflow: DAG is still running"
+
+
+class RetryRefused(WorkflowError):
+    """Nothing to retry: the DAG or step is not in a state a retry can restart."""
+
+    default_message = "workflow: nothing to retry"

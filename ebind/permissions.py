@@ -193,6 +193,8 @@ def worker(*, inbox_prefix: str) -> Permissions:
             f"{_API}.STREAM.MSG.DELETE.{TASKS_STREAM}",
             f"{_API}.STREAM.MSG.GET.{DAG_EVENTS_STREAM}",
             f"{_API}.STREAM.MSG.DELETE.{DAG_EVENTS_STREAM}",
+            # the scheduler leader removes finished DAGs past their history retention
+            f"{_API}.STREAM.PURGE.KV_{KV_DAGS}",
         ),
         # Workers produce every result, so they may read them all (a handler's own
         # enqueue waits on RESP.<its App's random client id>); the scheduler watches its

@@ -31,7 +31,8 @@ from ebind.cli.output import (
     to_builtins,
     yes_option,
 )
-from ebind.errors import StepNotFound
+from ebind.errors import InvalidArguments, StepNotFound
+from ebind.retention import parse_duration
 from ebind.workflow.debug import (
     DAGDebug,
     compute_breakpoints,
@@ -40,6 +41,7 @@ from ebind.workflow.debug import (
     write_debug,
 )
 from ebind.workflow.debug import count_waiting_steps as count_waiting
+from ebind.workflow.history import CollectReport, collect
 from ebind.workflow.types import BPState, DAGMeta, DAGStatus, StepRecord, StepStatus
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ def ls(
 
     async def run(app: App) -> list[dict[str, Any]]:
         wf = app.workflow
-        metas = [m for m in await wf.list_dags(labels) if keep(m)]
+        metas = [m for m in await wf.list_dags(labels, want) if keep(m)]
         rows: list[dict[str, Any]] = []
         with progress(len(metas), "reading DAGs") as advance:
             for meta in metas:
@@ -260,7 +262,7 @@ def step_result(ctx: click.Context, dag_id: str, step_id: str) -> None:
         await store.get_meta(dag_id)
         rec, _ = await store.get_step(dag_id, step_id)
         try:
-            return await store.get_result(dag_id, step_id)
+            return await store.get_result(dag_id, step_id, rec.run_id)
         except StepNotFound:
             raise click.ClickException(_no_result(rec)) from None
 
@@ -327,9 +329,78 @@ def rm(ctx: click.Context, dag_id: str, finished_only: bool, yes: bool) -> None:
             f"refusing to rm {dag_id} (status={meta.status.value}); "
             "pass without --finished-only to force"
         )
-    confirm(f"Delete DAG {dag_id} (status={meta.status.value}) and all its records?", yes)
-    run_async(ctx, lambda app: app.workflow.delete_dag(dag_id))
+    question = f"Delete DAG {dag_id} (status={meta.status.value}) and all its records?"
+    if not meta.status.terminal:
+        question = f"Cancel DAG {dag_id} (status={meta.status.value}), wait for its running "
+        question += "steps, and delete all its records?"
+    confirm(question, yes)
+    run_async(ctx, lambda app: app.workflow.delete_dag(dag_id, force=True))
     _report(ctx, "deleted", dag_id)
+
+
+@dag.command("retry")
+@click.argument("dag_id")
+@click.option("--step", "step_id", default=None, help="Retry this step only (and what it skipped).")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, dag_id: str, step_id: str | None) -> None:
+    """Run the failed steps of a DAG again, with the steps skipped because of them."""
+
+    async def run(app: App) -> list[str]:
+        if step_id is None:
+            return await app.workflow.retry(dag_id)
+        return await app.workflow.retry_step(dag_id, step_id)
+
+    emit(
+        ctx,
+        run_async(ctx, run),
+        lambda steps: click.echo(f"retrying {len(steps)} step(s) of {dag_id}: {', '.join(steps)}"),
+        lambda steps: {"dag_id": dag_id, "result": "retrying", "steps": steps},
+    )
+
+
+@dag.command("gc")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Remove DAGs that finished at least this long ago (30d, 12h, 90m, seconds).",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@yes_option
+@json_option
+@click.pass_context
+def gc(ctx: click.Context, older_than: str, dry_run: bool, yes: bool) -> None:
+    """Remove finished DAGs (meta, steps, results, signals) older than --older-than."""
+    try:
+        seconds = parse_duration(older_than, what="--older-than")
+    except InvalidArguments as exc:
+        raise click.BadParameter(str(exc).removeprefix("--older-than: ")) from None
+    if not dry_run:
+        confirm(f"Remove every DAG that finished more than {older_than} ago?", yes)
+
+    async def run(app: App) -> CollectReport:
+        store = app.workflow.store
+        metas = await store.list_dags()
+        with progress(len(metas), "collecting DAG history") as advance:
+            return await collect(store, seconds, dry_run=dry_run, on_each=advance, metas=metas)
+
+    def render(r: CollectReport) -> None:
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"{verb} {len(r.removed)} of {r.examined} DAGs finished over {older_than} ago")
+
+    emit(
+        ctx,
+        run_async(ctx, run),
+        render,
+        lambda r: {
+            "examined": r.examined,
+            "removed": r.removed,
+            "dry_run": dry_run,
+            "older_than_seconds": seconds,
+        },
+    )
 
 
 async def _meta(app: App, dag_id: str) -> DAGMeta:

@@ -131,7 +131,9 @@ def _show(letter: DeadLetter) -> None:
 def requeue(ctx: click.Context, seq: int | None, all_: bool, fn: str | None, yes: bool) -> None:
     """Publish dead tasks again (attempts reset) and remove their dead letters.
 
-    Give one SEQ (from `ebind dlq ls`), or --all (optionally with --fn NAME).
+    Give one SEQ (from `ebind dlq ls`), or --all (optionally with --fn NAME). A DAG step
+    is retried through its DAG (as `ebind dag retry DAG --step S`); its dead letter is
+    removed once the scheduler has dispatched the rerun.
     """
     if (seq is None) == (not all_):
         raise click.UsageError("give either one SEQ or --all")
@@ -173,17 +175,23 @@ async def _snapshot(app: App, fn: str | None) -> tuple[int, int]:
 
 def _show_report(report: RequeueReport) -> None:
     click.echo(f"requeued {len(report.task_ids)} dead letters")
-    if report.skipped:
-        seqs = ", ".join(map(str, report.skipped[:10]))
-        more = " ..." if len(report.skipped) > 10 else ""
-        click.echo(
-            f"left {len(report.skipped)} undecodable entries in place (seq {seqs}{more}); "
-            "inspect them with `ebind stream peek EBIND_DLQ`"
-        )
+    _left(report.skipped, "undecodable entries", "inspect them with `ebind stream peek EBIND_DLQ`")
+    _left(
+        report.kept,
+        "DAG step entries",
+        "not retryable or not dispatched yet; see `ebind dlq requeue <seq>` for why",
+    )
+
+
+def _left(seqs: list[int], what: str, hint: str) -> None:
+    if seqs:
+        shown = ", ".join(map(str, seqs[:10]))
+        more = " ..." if len(seqs) > 10 else ""
+        click.echo(f"left {len(seqs)} {what} in place (seq {shown}{more}); {hint}")
 
 
 def _report_json(report: RequeueReport) -> dict[str, Any]:
-    return {"requeued": report.task_ids, "skipped": report.skipped}
+    return {"requeued": report.task_ids, "skipped": report.skipped, "kept": report.kept}
 
 
 @dlq.command("purge")

@@ -4,6 +4,11 @@ Keys use dots (``<dag>.meta``, ``<dag>.step.<step>``, ``<dag>.result.<step>``,
 ``<dag>.signal.<b64url(name)>``) so one DAG's steps are the subject filter
 ``$KV.ebind-dags.<dag>.step.>``. Ids are checked with ``check_id`` so no id can hold a
 dot or a wildcard; signal names are free-form and always base64url-encoded.
+
+A result of a DAG run with a run id lives at ``<dag>.result.<step>.<run>``, so a late
+write by a step of a deleted run never lands where a later run of the same id reads.
+The live index is ``=.live.<dag>``: ``=`` is no valid DAG id, so the three-token key
+matches none of a DAG's own filters (``*.meta``, ``<dag>.step.>``, ``<dag>.>``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ __all__ = [
     "check_signal_name",
     "check_step",
     "decode_signal",
+    "live_key",
+    "live_prefix",
     "meta_key",
     "result_key",
     "signal_key",
@@ -80,9 +87,20 @@ def step_prefix(dag_id: str) -> str:
     return f"{check_dag(dag_id)}.step."
 
 
-def result_key(dag_id: str, step_id: str) -> str:
-    """``<dag>.result.<step>``."""
-    return f"{check_dag(dag_id)}.result.{check_step(step_id)}"
+def result_key(dag_id: str, step_id: str, run_id: str = "") -> str:
+    """``<dag>.result.<step>``, or ``<dag>.result.<step>.<run>`` for a DAG run with an id."""
+    base = f"{check_dag(dag_id)}.result.{check_step(step_id)}"
+    return f"{base}.{check_id(run_id, 'run id')}" if run_id else base
+
+
+def live_prefix() -> str:
+    """``=.live.`` — every live-index key starts with it."""
+    return "=.live."
+
+
+def live_key(dag_id: str) -> str:
+    """``=.live.<dag>``: the DAG is live (written before its meta, removed after it ends)."""
+    return f"=.live.{check_dag(dag_id)}"
 
 
 def signal_key(dag_id: str, name: str) -> str:

@@ -60,6 +60,9 @@ def build_from_app(cls: type[Workflow], app: Any, **options: Any) -> Workflow:
     replicas = int(getattr(app, "replicas", 1) or 1)
     options.setdefault("liveness", NatsLiveness(js))
     options.setdefault("registry", getattr(app, "registry", None))
+    retention = getattr(app, "retention", None)
+    if retention is not None:
+        options.setdefault("dag_history", retention.dag_history)
     if "elector" not in options:
         options["elector"] = _elector(js)
     store: Any = NatsStore(js, replicas=replicas)

@@ -51,20 +51,20 @@ class StateCache:
 
 
 class ResultCache:
-    """Immutable step results by (dag, step), bounded by total bytes (oldest evicted)."""
+    """Immutable step results by (dag, step, run), bounded by total bytes (oldest evicted)."""
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._max = max_bytes
         self._size = 0
-        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
 
-    def get(self, dag_id: str, step_id: str) -> bytes | None:
+    def get(self, dag_id: str, step_id: str, run_id: str = "") -> bytes | None:
         """A cached result, if any."""
-        return self._items.get((dag_id, step_id))
+        return self._items.get((dag_id, step_id, run_id))
 
-    def put(self, dag_id: str, step_id: str, data: bytes) -> None:
+    def put(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Cache a result read from the store."""
-        key = (dag_id, step_id)
+        key = (dag_id, step_id, run_id)
         if key in self._items or len(data) > self._max // 4:
             return
         self._items[key] = data

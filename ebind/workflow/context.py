@@ -119,6 +119,8 @@ class ContextDAG:
             rec = msgspec.structs.replace(rec, held=True, held_at=rec.added_at)
         if self.trace_ctx:
             rec = msgspec.structs.replace(rec, trace_ctx=dict(self.trace_ctx))
+        if meta.run_id:
+            rec = msgspec.structs.replace(rec, run_id=meta.run_id)
         return await self._add(rec, fn)
 
     async def _add(self, rec: StepRecord, fn: object) -> Step:

@@ -10,13 +10,15 @@ dispatched step that no worker has started yet is canceled by the hook when it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
 import structlog
 
-from ebind.errors import DAGNotFound, DAGNotPaused, DAGNotRunning, StaleRevision
+from ebind.errors import DAGNotFound, DAGNotPaused, DAGNotRunning, DAGRunning, StaleRevision
+from ebind.workflow.history import drop_live
 from ebind.workflow.protocols import StateStore
 from ebind.workflow.types import DAGStatus, StepRecord, StepStatus
 
@@ -74,6 +76,7 @@ async def cancel(store: StateStore, dag_id: str) -> None:
 
     for rec, srev in await store.list_steps(dag_id):
         await _update_step(store, rec, srev, to_canceled)
+    await drop_live(store, dag_id)
     _log.info("dag.canceled", dag_id=dag_id)
 
 
@@ -167,20 +170,77 @@ async def resume(store: StateStore, dag_id: str) -> None:
     raise StaleRevision(f"workflow: could not resume DAG {dag_id!r}", dag_id=dag_id)
 
 
-async def delete_dag(store: StateStore, dag_id: str) -> None:
-    """Delete every record of a DAG (results, steps, signals, then meta).
+async def delete_dag(
+    store: StateStore, dag_id: str, *, force: bool = False, drain_timeout: float = 30.0
+) -> None:
+    """Delete every record of a DAG (results, steps, signals, the live entry, then meta).
+
+    An unfinished DAG is refused unless ``force``: it is then canceled first and its
+    running steps are drained (dispatched ones that never started are canceled at once,
+    started ones get ``drain_timeout`` seconds to finish), so no step writes a record
+    after the delete. A step still running past that writes, at most, a result under its
+    own run, which a DAG submitted again with the same id never reads.
 
     Raises:
+        DAGRunning: the DAG has not finished and ``force`` is False.
         DAGNotFound: the DAG had no meta record (cleanup was still attempted).
     """
+    try:
+        meta, _ = await store.get_meta(dag_id)
+    except DAGNotFound:
+        meta = None
+    if meta is not None and not meta.status.terminal:
+        if not force:
+            raise DAGRunning(
+                f"workflow: DAG {dag_id!r} is {meta.status.value}; cancel it first or "
+                "delete with force=True (cancels it and waits for its running steps)",
+                dag_id=dag_id,
+            )
+        await cancel(store, dag_id)
+        await _drain(store, dag_id, drain_timeout)
     for rec, _ in await store.list_steps(dag_id):
-        await store.delete_result(dag_id, rec.step_id)
+        await store.delete_result(dag_id, rec.step_id, rec.run_id)
         await store.delete_step(dag_id, rec.step_id)
     for sig in await store.list_signals(dag_id):
         await store.delete_signal(dag_id, sig.name)
-    try:
-        await store.get_meta(dag_id)
-    except DAGNotFound:
-        raise DAGNotFound(f"workflow: DAG {dag_id!r} not found", dag_id=dag_id) from None
+    await store.delete_live(dag_id)
+    if meta is None:
+        raise DAGNotFound(f"workflow: DAG {dag_id!r} not found", dag_id=dag_id)
     await store.delete_meta(dag_id)
     _log.info("dag.deleted", dag_id=dag_id)
+
+
+async def _drain(store: StateStore, dag_id: str, wait_for: float) -> None:
+    """Wait until no step of a canceled DAG runs; cancel dispatched, unstarted ones now."""
+
+    def unstarted_to_canceled(r: StepRecord) -> StepRecord | None:
+        # attempt 0: no worker has claimed the dispatch; the hook turns a message it
+        # meets for a canceled step into a no-op, so nobody else would finish it.
+        if r.status is not StepStatus.RUNNING or r.attempt != 0 or r.worker_id:
+            return None
+        return msgspec.structs.replace(r, status=StepStatus.CANCELED, finished_at=_now())
+
+    deadline = asyncio.get_running_loop().time() + wait_for
+    delay = 0.05
+    while True:
+        running = [
+            (rec, rev)
+            for rec, rev in await store.list_steps(dag_id)
+            if rec.status is StepStatus.RUNNING
+        ]
+        if not running:
+            return
+        if asyncio.get_running_loop().time() >= deadline:
+            _log.warning(
+                "dag.delete_drain_timeout",
+                dag_id=dag_id,
+                running=[rec.step_id for rec, _ in running],
+            )
+            return
+        for rec, rev in running:
+            if rec.attempt == 0 and not rec.worker_id:
+                # StaleRevision: it keeps changing, so a worker has it; wait for it below.
+                with contextlib.suppress(StaleRevision):
+                    await _update_step(store, rec, rev, unstarted_to_canceled)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)

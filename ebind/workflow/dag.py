@@ -27,6 +27,7 @@ from ebind.workflow._args import bind_step_args, spec_of, task_name_of
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Loaded
 from ebind.workflow.graph import graph_of, validate_graph
+from ebind.workflow.lifecycle import LiveEntry, encode_live, new_run_id
 from ebind.workflow.ref import find_refs, make_ref, make_ref_or_default
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
@@ -288,14 +289,27 @@ class DAG:
         validate_graph(graph_of(self._records.values()), dag_id=self._id)
         armed = _labels(active_breakpoints, "active_breakpoints")
         self._submitted = True
-        revs = await _create_steps(wf, self._id, list(self._records.values()))
+        run = new_run_id()
+        self._records = {
+            sid: msgspec.structs.replace(r, run_id=run) for sid, r in self._records.items()
+        }
+        created = datetime.now(UTC)
+        # The live-index entry is written before the meta (beside the steps, in the same
+        # round trip): a crash before the meta leaves an entry the sweep drops later,
+        # never a live DAG the sweep cannot see.
+        entry = encode_live(LiveEntry(at=created, run_id=run))
+        revs, _ = await asyncio.gather(
+            _create_steps(wf, self._id, list(self._records.values())),
+            _transient_retry(lambda: wf.store.put_live(self._id, entry)),
+        )
         meta = DAGMeta(
             id=self._id,
             status=DAGStatus.RUNNING,
-            created_at=datetime.now(UTC),
+            created_at=created,
             default_policy=self._retry,
             active_breakpoints=armed,
             labels=list(self._labels),
+            run_id=run,
         )
         meta_rev = await _create_meta(wf, meta)
         _log.info("dag.submitted", dag_id=self._id, steps=len(self._records))

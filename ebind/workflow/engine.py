@@ -32,6 +32,7 @@ from ebind.wire import ErrorKind, TaskEnvelope
 from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
+from ebind.workflow.history import drop_live
 from ebind.workflow.placement import resolve_placement
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
@@ -110,8 +111,9 @@ class Engine:
         ):
             return await self._load_full(dag_id)
         done = [e.step_id for e in events if e.status is StepStatus.DONE]
+        run = cached.state.meta.run_id
         meta_t = asyncio.ensure_future(self.store.get_meta(dag_id))
-        pre_t = asyncio.ensure_future(self._prefetch(dag_id, done))
+        pre_t = asyncio.ensure_future(self._prefetch(dag_id, done, run))
         try:
             if len(ids) == 1:  # the common case: no gather, no extra Task
                 records = [await self.store.get_step(dag_id, ids[0])]
@@ -120,6 +122,10 @@ class Engine:
         finally:
             meta, meta_rev = await meta_t
             await pre_t
+        if meta.run_id != run:
+            # The DAG was deleted and submitted again: nothing cached belongs to this run.
+            self.states.forget(dag_id)
+            return await self._load_full(dag_id)
         cached.state.meta, cached.meta_rev = meta, meta_rev
         for rec, rev in records:
             cached.state.steps[rec.step_id] = rec
@@ -139,15 +145,18 @@ class Engine:
         state = DAGState(meta, steps, {s.name: s for s in signals})
         return Loaded(state, revs, meta_rev)
 
-    async def _prefetch(self, dag_id: str, step_ids: list[str]) -> None:
+    async def _prefetch(self, dag_id: str, step_ids: list[str], run: str) -> None:
         # The completed step's result is what its dependents will need next.
         for sid in step_ids:
-            if self.results.get(dag_id, sid) is None:
+            if self.results.get(dag_id, sid, run) is None:
                 with contextlib.suppress(StepNotFound):
-                    self.results.put(dag_id, sid, await self.store.get_result(dag_id, sid))
+                    data = await self.store.get_result(dag_id, sid, run)
+                    self.results.put(dag_id, sid, data, run)
 
-    async def results_for(self, dag_id: str, step_ids: Iterable[str]) -> dict[str, bytes]:
-        """Results of ``step_ids`` (cached, the rest read concurrently).
+    async def results_for(
+        self, dag_id: str, step_ids: Iterable[str], run_id: str = ""
+    ) -> dict[str, bytes]:
+        """Results of ``step_ids`` in run ``run_id`` (cached, the rest read concurrently).
 
         Raises:
             TransientError: a result is not readable yet (lagging replica).
@@ -155,13 +164,14 @@ class Engine:
         out: dict[str, bytes] = {}
         missing = []
         for sid in step_ids:
-            hit = self.results.get(dag_id, sid)
+            hit = self.results.get(dag_id, sid, run_id)
             if hit is None:
                 missing.append(sid)
             else:
                 out[sid] = hit
         got = await asyncio.gather(
-            *(self.store.get_result(dag_id, sid) for sid in missing), return_exceptions=True
+            *(self.store.get_result(dag_id, sid, run_id) for sid in missing),
+            return_exceptions=True,
         )
         for sid, item in zip(missing, got, strict=True):
             if isinstance(item, StepNotFound):
@@ -170,7 +180,7 @@ class Engine:
                 raise TransientError(f"result of {sid!r} not readable yet") from item
             if isinstance(item, BaseException):
                 raise item
-            self.results.put(dag_id, sid, item)
+            self.results.put(dag_id, sid, item, run_id)
             out[sid] = item
         return out
 
@@ -266,6 +276,7 @@ class Engine:
         ld.meta_rev = await self.store.put_meta(meta.id, meta, ld.meta_rev)
         st.meta = meta
         _log.info("dag.finished", dag_id=meta.id, status=final.value)
+        await drop_live(self.store, meta.id)
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -428,7 +439,7 @@ class Engine:
             and p.step_id in st.steps
             and st.steps[p.step_id].status is StepStatus.DONE
         }
-        results = await self.results_for(rec.dag_id, refs)
+        results = await self.results_for(rec.dag_id, refs, rec.run_id)
         statuses = {k: v.status for k, v in st.steps.items()}
         resolved, skip = resolve_args(
             rec.args_json, results, statuses, st.signals, step_id=rec.step_id

@@ -127,6 +127,9 @@ class _Claim:
     lost: bool = False
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
+    generation: int | None = None
+    """The dispatch the delivery belongs to: a same-numbered attempt on the same worker
+    can belong to another dispatch (a DAG deleted and submitted again with its id)."""
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -178,7 +181,13 @@ class StepHook:
         old = self._claims.pop(key, None)
         if old is not None:
             old.cancel()
-        claim = _Claim(rec=rec, rev=rev, attempt=env.attempt, worker_id=env.worker_id)
+        claim = _Claim(
+            rec=rec,
+            rev=rev,
+            attempt=env.attempt,
+            worker_id=env.worker_id,
+            generation=envelope_generation(env),
+        )
         loop = asyncio.get_running_loop()
         claim.timer = loop.call_later(self._start_delay, self._write_start, key, claim)
         self._claims[key] = claim
@@ -200,7 +209,8 @@ class StepHook:
 
     async def _settle_claim(self, env: TaskEnvelope) -> _Claim | None:
         claim = self._claims.get((env.dag_id, env.step_id))
-        if claim is None or (claim.attempt, claim.worker_id) != (env.attempt, env.worker_id):
+        mine = (env.attempt, env.worker_id, envelope_generation(env))
+        if claim is None or (claim.attempt, claim.worker_id, claim.generation) != mine:
             return None
         del self._claims[(env.dag_id, env.step_id)]
         if claim.timer is not None:
@@ -433,13 +443,17 @@ class StepHook:
         except StepNotFound:
             _log.warning("step.orphan_result", dag_id=dag_id, step_id=step_id)
             return
-        mine = rec.attempt == env.attempt and rec.worker_id in ("", env.worker_id)
+        mine = (
+            rec.attempt == env.attempt
+            and rec.worker_id in ("", env.worker_id)
+            and envelope_generation(env) in (None, rec.generation)
+        )
         if rec.status is status and mine:
             # Our own earlier write landed (its reply may have been lost) but the result
             # or the event may not have: write the result again (identical bytes are
             # accepted) and publish the event again.
             if data is not None:
-                await self._put_result(dag_id, step_id, data)
+                await self._put_result(dag_id, step_id, data, rec.run_id)
             self._tracker.discard(env.worker_id, key)
             await self._republish(rec)
             return
@@ -456,7 +470,7 @@ class StepHook:
             self._tracker.discard(env.worker_id, key)
             return
         if data is not None:
-            await self._put_result(dag_id, step_id, data)
+            await self._put_result(dag_id, step_id, data, rec.run_id)
         new = msgspec.structs.replace(
             rec, **fields, worker_id=env.worker_id, attempt=env.attempt, finished_at=_now()
         )
@@ -480,7 +494,7 @@ class StepHook:
         res_err: BaseException | None = None
         if data is not None:
             try:
-                await self._put_result(dag_id, step_id, data)
+                await self._put_result(dag_id, step_id, data, new.run_id)
             except Exception as exc:
                 res_err = exc
         step_out, pub_out = await asyncio.gather(step_t, pub_t, return_exceptions=True)
@@ -497,20 +511,22 @@ class StepHook:
             assert data is not None
             # The record says done, so the result must be stored: retry the create-only
             # write (identical bytes are accepted if the first one landed after all).
-            res_err = await self._retry_result(dag_id, step_id, data)
+            res_err = await self._retry_result(dag_id, step_id, data, new.run_id)
         if isinstance(res_err, BaseException):
             await self._result_lost(new, step_out, res_err)
         elif isinstance(pub_out, BaseException):
             raise pub_out  # the worker naks; the redelivery republishes for the done record
         return True
 
-    async def _retry_result(self, dag_id: str, step_id: str, data: bytes) -> Exception | None:
+    async def _retry_result(
+        self, dag_id: str, step_id: str, data: bytes, run_id: str
+    ) -> Exception | None:
         """Write a result until it is stored or the error is not transient; None: stored."""
         exc: Exception | None = None
         for i in range(_TRANSIENT_ATTEMPTS):
             await asyncio.sleep(min(0.05 * 2**i, 2.0))
             try:
-                await self._put_result(dag_id, step_id, data)
+                await self._put_result(dag_id, step_id, data, run_id)
             except Exception as err:
                 exc = err
                 if not is_transient(err):
@@ -534,9 +550,9 @@ class StepHook:
         await self._store.put_step(rec.dag_id, rec.step_id, failed, rev)
         await self._republish(failed)
 
-    async def _put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def _put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str) -> None:
         try:
-            await self._store.put_result(dag_id, step_id, data)
+            await self._store.put_result(dag_id, step_id, data, run_id)
         except StaleRevision:
             # An earlier owner's result is already stored; first write wins so that every
             # reader (and every downstream step) sees one value.

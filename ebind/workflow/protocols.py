@@ -56,15 +56,15 @@ class StateStore(Protocol):
         """All step records of one DAG with their revisions (never a scan of the bucket)."""
         ...
 
-    async def get_result(self, dag_id: str, step_id: str) -> bytes:
-        """A step's result bytes (JSON)."""
+    async def get_result(self, dag_id: str, step_id: str, run_id: str = "") -> bytes:
+        """A step's result bytes (JSON), stored under the DAG run ``run_id``."""
         ...
 
-    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Write a result once; identical bytes are fine, different ones raise StaleRevision."""
         ...
 
-    def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+    def watch_result(self, dag_id: str, step_id: str, run_id: str = "") -> AsyncIterator[bytes]:
         """Yield the result once it exists (immediately if it already does), then stop.
 
         An async generator (``async for data in store.watch_result(...)``), not a coroutine;
@@ -92,12 +92,28 @@ class StateStore(Protocol):
         """Remove a step record (idempotent)."""
         ...
 
-    async def delete_result(self, dag_id: str, step_id: str) -> None:
+    async def delete_result(self, dag_id: str, step_id: str, run_id: str = "") -> None:
         """Remove a result (idempotent)."""
         ...
 
     async def delete_signal(self, dag_id: str, name: str) -> None:
         """Remove a signal record (idempotent)."""
+        ...
+
+    async def put_live(self, dag_id: str, data: bytes) -> None:
+        """Write the DAG's live-index entry (overwrites)."""
+        ...
+
+    async def delete_live(self, dag_id: str) -> None:
+        """Remove the DAG's live-index entry without leaving a lasting tombstone."""
+        ...
+
+    async def list_live(self) -> list[tuple[str, bytes]]:
+        """Every live-index entry as (DAG id, value); costs what the live DAGs cost."""
+        ...
+
+    async def purge_dag(self, dag_id: str) -> None:
+        """Remove every key of one DAG (meta, steps, results, signals) without tombstones."""
         ...
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
 from ebind.workflow.events import EVENTS_FILTER
+from ebind.workflow.history import collect, prune_live
+from ebind.workflow.lifecycle import decode_live, fresh_entry
 from ebind.workflow.liveness import Liveness
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Delivery, LeaderElector, Subscription
@@ -59,6 +62,10 @@ class SchedulerConfig:
     dispatch_grace: float = 10.0
     redispatch_after: float = 240.0
     liveness_ttl: float = 15.0
+    history: float = 0.0
+    """Finished DAGs older than this are removed by the leader (0: kept forever)."""
+    collect_interval: float = 3600.0
+    """Seconds between two history collections while leader."""
 
 
 @dataclass
@@ -110,6 +117,8 @@ class Scheduler:
         self._lanes: dict[str, _Lane] = {}
         self._failures: dict[tuple[str, bytes], int] = {}
         self._sweep_task: asyncio.Task[int] | None = None
+        self._collect_task: asyncio.Task[None] | None = None
+        self._indexed = False
         self._sub: Subscription | None = None
         self.sweeps = 0
 
@@ -122,8 +131,9 @@ class Scheduler:
             if self._sub is not None:
                 await self._sub.stop()
                 self._sub = None
-            if self._sweep_task is not None:
-                self._sweep_task.cancel()
+            for bg in (self._sweep_task, self._collect_task):
+                if bg is not None:
+                    bg.cancel()
             lanes = [ln.task for ln in self._lanes.values() if ln.task is not None]
             for t in lanes:
                 t.cancel()
@@ -155,7 +165,7 @@ class Scheduler:
             self.engine.states.clear()  # another leader may change records meanwhile
 
     async def _watch_leadership(self) -> None:
-        was_leader, last_sweep = False, float("-inf")
+        was_leader, last_sweep, last_collect = False, float("-inf"), float("-inf")
         wake = self._wake_on_change()
         while True:
             leader = self.elector.is_leader()
@@ -174,6 +184,14 @@ class Scheduler:
             if due and (self._sweep_task is None or self._sweep_task.done()):
                 last_sweep = time.monotonic()
                 self._sweep_task = asyncio.get_running_loop().create_task(self.sweep())
+            # Without a history retention the collector still runs once, to index DAGs
+            # submitted before the live index existed.
+            collect_due = (cfg.history > 0 or not self._indexed) and (
+                time.monotonic() - last_collect >= cfg.collect_interval
+            )
+            if leader and collect_due and (self._collect_task is None or self._collect_task.done()):
+                last_collect = time.monotonic()
+                self._collect_task = asyncio.get_running_loop().create_task(self.collect())
             raise_if_cancelling()  # a cancel nats-py swallowed must still stop the loop
             wake.clear()
             await wait_event(wake, cfg.sweep_check_interval)
@@ -333,19 +351,24 @@ class Scheduler:
     # -- reconciliation ------------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Re-evaluate every live DAG through the lanes; returns how many were swept."""
+        """Re-evaluate every DAG in the live index through the lanes; returns how many.
+
+        Only the live index is listed, never the finished history, so a sweep costs what
+        the live DAGs cost. Entries of DAGs found finished or missing are removed after.
+        """
         self.sweeps += 1
         try:
             async with asyncio.timeout(self.config.sweep_timeout):
-                metas = await self.engine.store.list_dags()
+                entries = await self.engine.store.list_live()
                 waiters: list[_Waiter] = []
-                for meta in metas:
-                    if meta.status.terminal:
-                        continue
+                for dag_id, raw in entries:
+                    if fresh_entry(decode_live(raw), datetime.now(UTC)):
+                        continue  # its submit (or retry) is still advancing it
                     w = _Waiter()
                     waiters.append(w)
-                    self._enqueue(meta.id, None, w, sweep=True)
+                    self._enqueue(dag_id, None, w, sweep=True)
                 results = await asyncio.gather(*(w.done for w in waiters))
+                await prune_live(self.engine.store, entries)
         except TimeoutError:
             _log.warning("sweep.timed_out", timeout=self.config.sweep_timeout)
             return 0
@@ -354,6 +377,19 @@ class Scheduler:
             return 0
         _log.debug("sweep.done", dags=len(results), failed=results.count(False))
         return len(results)
+
+    async def collect(self) -> None:
+        """Remove history older than ``config.history``, index unindexed live DAGs.
+
+        A history of 0 removes nothing; errors are logged, never raised.
+        """
+        older_than = self.config.history if self.config.history > 0 else math.inf
+        try:
+            await collect(self.engine.store, older_than)
+        except Exception as exc:
+            _log.warning("history.collect_failed", error=repr(exc))
+        else:
+            self._indexed = True
 
     async def _rescue_running(self, ld: Loaded) -> None:
         for sid, rec in list(ld.state.steps.items()):

@@ -88,21 +88,24 @@ class SealedStore:
         """All step records of one DAG (arguments opened)."""
         return [(self._open_step(r), rev) for r, rev in await self.inner.list_steps(dag_id)]
 
-    async def get_result(self, dag_id: str, step_id: str) -> bytes:
-        """A step's result, opened."""
-        return self._open_result(dag_id, step_id, await self.inner.get_result(dag_id, step_id))
+    async def get_result(self, dag_id: str, step_id: str, run_id: str = "") -> bytes:
+        """A step's result of the DAG run ``run_id``, opened."""
+        raw = await self.inner.get_result(dag_id, step_id, run_id)
+        return self._open_result(dag_id, step_id, raw)
 
-    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Write a sealed result once; a stored result with the same plaintext is fine."""
         try:
-            await self.inner.put_result(dag_id, step_id, seal(self.codec, data))
+            await self.inner.put_result(dag_id, step_id, seal(self.codec, data), run_id)
         except StaleRevision:
-            if await self.get_result(dag_id, step_id) != bytes(data):
+            if await self.get_result(dag_id, step_id, run_id) != bytes(data):
                 raise
 
-    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+    async def watch_result(
+        self, dag_id: str, step_id: str, run_id: str = ""
+    ) -> AsyncIterator[bytes]:
         """Yield the opened result once it exists, then stop."""
-        async for raw in self.inner.watch_result(dag_id, step_id):
+        async for raw in self.inner.watch_result(dag_id, step_id, run_id):
             yield self._open_result(dag_id, step_id, raw)
 
     async def get_signal(self, dag_id: str, name: str) -> SignalRecord:
@@ -125,9 +128,9 @@ class SealedStore:
         """Remove a step record."""
         await self.inner.delete_step(dag_id, step_id)
 
-    async def delete_result(self, dag_id: str, step_id: str) -> None:
+    async def delete_result(self, dag_id: str, step_id: str, run_id: str = "") -> None:
         """Remove a result."""
-        await self.inner.delete_result(dag_id, step_id)
+        await self.inner.delete_result(dag_id, step_id, run_id)
 
     async def delete_signal(self, dag_id: str, name: str) -> None:
         """Remove a signal record."""

@@ -44,6 +44,7 @@ class _DagKeys:
     meta: _Slot = field(default_factory=_Slot)
     steps: dict[str, _Slot] = field(default_factory=dict)
     results: dict[str, _Slot] = field(default_factory=dict)
+    """By full result key: a DAG run's results never share a slot with another run's."""
     signals: dict[str, _Slot] = field(default_factory=dict)
     result_waiters: dict[str, list[asyncio.Future[bytes]]] = field(default_factory=dict)
 
@@ -72,6 +73,7 @@ class MemStore:
 
     def __init__(self, *, faults: FaultHook | None = None) -> None:
         self._dags: dict[str, _DagKeys] = {}
+        self._live: dict[str, bytes] = {}
         self._faults = faults
 
     async def _enter(self, op: str, key: str) -> None:
@@ -160,25 +162,27 @@ class MemStore:
 
     # -- results -----------------------------------------------------------------------
 
-    async def get_result(self, dag_id: str, step_id: str) -> bytes:
-        """A step's result bytes (JSON)."""
-        await self._enter("get_result", _keys.result_key(dag_id, step_id))
+    async def get_result(self, dag_id: str, step_id: str, run_id: str = "") -> bytes:
+        """A step's result bytes (JSON), stored under the DAG run ``run_id``."""
+        key = _keys.result_key(dag_id, step_id, run_id)
+        await self._enter("get_result", key)
         keys = self._dags.get(dag_id)
-        slot = keys.results.get(step_id) if keys is not None else None
+        slot = keys.results.get(key) if keys is not None else None
         if slot is None or slot.value is None:
             raise StepNotFound(
                 f"workflow: no result for step {step_id!r}", dag_id=dag_id, step_id=step_id
             )
         return slot.value
 
-    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Write a result once; identical bytes are fine, different ones raise StaleRevision."""
-        await self._enter("put_result", _keys.result_key(dag_id, step_id))
+        key = _keys.result_key(dag_id, step_id, run_id)
+        await self._enter("put_result", key)
         data = bytes(data)
         keys = self._dag(dag_id)
-        slot = keys.results.get(step_id)
+        slot = keys.results.get(key)
         if slot is None:
-            slot = keys.results[step_id] = _Slot()
+            slot = keys.results[key] = _Slot()
         if slot.value is not None:
             if slot.value == data:
                 return
@@ -187,20 +191,23 @@ class MemStore:
             )
         slot.value = data
         slot.rev += 1
-        for fut in keys.result_waiters.pop(step_id, []):
+        for fut in keys.result_waiters.pop(key, []):
             if not fut.done():
                 fut.set_result(data)
 
-    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+    async def watch_result(
+        self, dag_id: str, step_id: str, run_id: str = ""
+    ) -> AsyncIterator[bytes]:
         """Yield the result once it exists (immediately if it already does), then stop."""
-        await self._enter("watch_result", _keys.result_key(dag_id, step_id))
+        key = _keys.result_key(dag_id, step_id, run_id)
+        await self._enter("watch_result", key)
         keys = self._dag(dag_id)
-        slot = keys.results.get(step_id)
+        slot = keys.results.get(key)
         if slot is not None and slot.value is not None:
             yield slot.value
             return
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        waiters = keys.result_waiters.setdefault(step_id, [])
+        waiters = keys.result_waiters.setdefault(key, [])
         waiters.append(fut)
         try:
             data = await fut
@@ -210,14 +217,15 @@ class MemStore:
             if fut in waiters:
                 waiters.remove(fut)
             if not waiters:
-                keys.result_waiters.pop(step_id, None)
+                keys.result_waiters.pop(key, None)
         yield data
 
-    async def delete_result(self, dag_id: str, step_id: str) -> None:
+    async def delete_result(self, dag_id: str, step_id: str, run_id: str = "") -> None:
         """Remove a result (idempotent)."""
-        await self._enter("delete_result", _keys.result_key(dag_id, step_id))
+        key = _keys.result_key(dag_id, step_id, run_id)
+        await self._enter("delete_result", key)
         keys = self._dags.get(dag_id)
-        slot = keys.results.get(step_id) if keys is not None else None
+        slot = keys.results.get(key) if keys is not None else None
         if slot is not None:
             slot.value = None
 
@@ -259,4 +267,32 @@ class MemStore:
         keys = self._dags.get(dag_id)
         slot = keys.signals.get(name) if keys is not None else None
         if slot is not None:
+            slot.value = None
+
+    # -- live index and history ----------------------------------------------------------
+
+    async def put_live(self, dag_id: str, data: bytes) -> None:
+        """Write the DAG's live-index entry (overwrites)."""
+        await self._enter("put_live", _keys.live_key(dag_id))
+        self._live[dag_id] = bytes(data)
+
+    async def delete_live(self, dag_id: str) -> None:
+        """Remove the DAG's live-index entry (idempotent)."""
+        await self._enter("delete_live", _keys.live_key(dag_id))
+        self._live.pop(dag_id, None)
+
+    async def list_live(self) -> list[tuple[str, bytes]]:
+        """Every live-index entry as (DAG id, value), sorted by DAG id."""
+        await self._enter("list_live", _keys.live_prefix() + "*")
+        return sorted(self._live.items())
+
+    async def purge_dag(self, dag_id: str) -> None:
+        """Remove every key of one DAG; revision counters keep counting, as after deletes."""
+        await self._enter("purge_dag", f"{_keys.check_dag(dag_id)}.>")
+        keys = self._dags.get(dag_id)
+        if keys is None:
+            return
+        for slot in (keys.meta, *keys.steps.values(), *keys.results.values()):
+            slot.value = None
+        for slot in keys.signals.values():
             slot.value = None

@@ -40,6 +40,8 @@ _step_dec = msgspec.json.Decoder(StepRecord)
 
 _T = TypeVar("_T")
 _SEQ = "Nats-Sequence"
+_TTL = "Nats-TTL"
+_TOMBSTONE_TTL = "1s"
 
 # How often a result waiter re-reads the key in case its subscription missed the write
 # (reconnect, or a lagging replica answered the first read).
@@ -230,18 +232,18 @@ class NatsStore:
 
     # -- results -----------------------------------------------------------------------
 
-    async def get_result(self, dag_id: str, step_id: str) -> bytes:
-        """A step's result bytes (JSON)."""
-        got = await self._get(_keys.result_key(dag_id, step_id))
+    async def get_result(self, dag_id: str, step_id: str, run_id: str = "") -> bytes:
+        """A step's result bytes (JSON), stored under the DAG run ``run_id``."""
+        got = await self._get(_keys.result_key(dag_id, step_id, run_id))
         if got is None:
             raise StepNotFound(
                 f"workflow: no result for step {step_id!r}", dag_id=dag_id, step_id=step_id
             )
         return got[0]
 
-    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Write a result once; identical bytes are fine, different ones raise StaleRevision."""
-        key = _keys.result_key(dag_id, step_id)
+        key = _keys.result_key(dag_id, step_id, run_id)
         data = bytes(data)
         try:
             await self._cas(key, data, 0, dag=dag_id, step=step_id)
@@ -253,9 +255,11 @@ class NatsStore:
                 "workflow: a different result is already stored", dag_id=dag_id, step_id=step_id
             ) from None
 
-    async def watch_result(self, dag_id: str, step_id: str) -> AsyncIterator[bytes]:
+    async def watch_result(
+        self, dag_id: str, step_id: str, run_id: str = ""
+    ) -> AsyncIterator[bytes]:
         """Yield the result once it exists (immediately if it already does), then stop."""
-        key = _keys.result_key(dag_id, step_id)
+        key = _keys.result_key(dag_id, step_id, run_id)
         await self._bind()
         nc = self._js._nc
         wake = asyncio.Event()
@@ -302,9 +306,9 @@ class NatsStore:
             await asyncio.sleep(delay)
             delay = min(max(delay * 2, 0.05), 1.0)
 
-    async def delete_result(self, dag_id: str, step_id: str) -> None:
+    async def delete_result(self, dag_id: str, step_id: str, run_id: str = "") -> None:
         """Remove a result (idempotent)."""
-        await self._delete(_keys.result_key(dag_id, step_id))
+        await self._delete(_keys.result_key(dag_id, step_id, run_id))
 
     # -- signals -----------------------------------------------------------------------
 
@@ -329,3 +333,38 @@ class NatsStore:
     async def delete_signal(self, dag_id: str, name: str) -> None:
         """Remove a signal record (idempotent)."""
         await self._delete(_keys.signal_key(dag_id, name))
+
+    # -- live index and history ----------------------------------------------------------
+
+    async def put_live(self, dag_id: str, data: bytes) -> None:
+        """Write the DAG's live-index entry (overwrites)."""
+        await self._bind()
+        await self._js.publish(self._pre + _keys.live_key(dag_id), data)
+
+    async def delete_live(self, dag_id: str) -> None:
+        """Remove the DAG's live-index entry; its tombstone expires after a second.
+
+        A plain tombstone would stay forever, and listing the index would then cost
+        every DAG ever finished: the index must cost what the live DAGs cost.
+        """
+        await self._bind()
+        key = _keys.live_key(dag_id)
+        headers = {"KV-Operation": "DEL", _TTL: _TOMBSTONE_TTL}
+        try:
+            await self._js.publish(self._pre + key, b"", headers=headers)
+        except nats.js.errors.APIError as exc:
+            # A bucket made without per-message TTLs refuses the header: a lasting
+            # tombstone is still better than an entry that never goes.
+            _log.warning("kv.live_ttl_refused", bucket=self._bucket, error=exc.description)
+            await self._delete(key)
+
+    async def list_live(self) -> list[tuple[str, bytes]]:
+        """Every live-index entry as (DAG id, value), sorted by DAG id."""
+        prefix = self._pre + _keys.live_prefix()
+        msgs = await self._list(_keys.live_prefix() + "*")
+        return sorted((m.subject[len(prefix) :], m.data) for m in msgs)
+
+    async def purge_dag(self, dag_id: str) -> None:
+        """Remove every key of one DAG with one stream purge (no tombstones are left)."""
+        await self._bind()
+        await self._js.purge_stream(self._stream, subject=f"{self._pre}{_keys.check_dag(dag_id)}.>")

@@ -151,6 +151,8 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     same CAS: only a message with that digest runs the step. ``trace_ctx`` is trace
     context (e.g. W3C ``traceparent``) the step's task envelopes carry: a dynamic step
     records the span of the step that added it, so tracing links the two across processes.
+    ``run_id`` is the run of the DAG the record belongs to (see DAGMeta): its result is
+    stored under that run, so a DAG re-submitted with the same id never reads it.
     """
 
     dag_id: str
@@ -183,6 +185,7 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     trace_ctx: dict[str, str] = {}
+    run_id: str = ""
 
     def is_terminal(self) -> bool:
         """Whether this step's status can no longer change."""
@@ -190,7 +193,11 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DAGMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A DAG's meta record (KV key ``<dag_id>.meta``)."""
+    """A DAG's meta record (KV key ``<dag_id>.meta``).
+
+    ``run_id`` is new for every submission: results are keyed by it, so a write that a
+    step of a deleted earlier run makes late can never be read by a later run of the id.
+    """
 
     id: str
     status: DAGStatus
@@ -201,6 +208,7 @@ class DAGMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     terminal_steps: list[str] = []
     active_breakpoints: list[str] = []
     labels: list[str] = []
+    run_id: str = ""
 
 
 class SignalRecord(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -13,12 +13,13 @@ import structlog
 from ebind.codec import decode_result
 from ebind.errors import (
     DAGNotFound,
+    InvalidArguments,
     StepCanceled,
     StepFailed,
     StepNotFound,
     StepSkipped,
 )
-from ebind.workflow import control
+from ebind.workflow import control, rerun
 from ebind.workflow._transient import is_transient
 from ebind.workflow.breakpoints import list_breakpoints, resume_breakpoint
 from ebind.workflow.context import context_middleware
@@ -76,6 +77,10 @@ class Workflow:
         registry: task registry for typed result decoding (optional).
         start_write_delay: steps finishing sooner skip the separate ``running`` write
             (see StepHook); 0 writes it before every handler.
+        dag_history: seconds a finished DAG is kept before the scheduler leader removes
+            it (0: kept until ``ebind dag gc`` or ``delete_dag``).
+        history_interval: seconds between two removals of old history while leader
+            (default: a tenth of ``dag_history``, between one minute and one hour).
     """
 
     def __init__(
@@ -97,7 +102,14 @@ class Workflow:
         redispatch_after: float = 240.0,
         registry: Any = None,
         start_write_delay: float = 0.05,
+        dag_history: float = 0.0,
+        history_interval: float | None = None,
     ) -> None:
+        if not dag_history >= 0 or (history_interval is not None and not history_interval > 0):
+            raise InvalidArguments(
+                f"workflow: dag_history must be >= 0 seconds and history_interval > 0, got "
+                f"{dag_history!r} and {history_interval!r}"
+            )
         self.store = store
         self.bus = bus
         self.enqueuer = enqueuer
@@ -117,6 +129,12 @@ class Workflow:
             dispatch_grace=dispatch_grace,
             redispatch_after=redispatch_after,
             liveness_ttl=liveness_ttl,
+            history=dag_history,
+            collect_interval=(
+                history_interval
+                if history_interval is not None
+                else min(max(dag_history / 10, 60.0), 3600.0)
+            ),
         )
         self.scheduler = Scheduler(self.engine, self.elector, config=self.config, liveness=liveness)
         self._hook: StepHook | None = None
@@ -213,22 +231,30 @@ class Workflow:
         """
         step_id = step.id if isinstance(step, Step) else step
         async with asyncio.timeout(timeout):
-            await self.store.get_meta(dag_id)
-            watch = asyncio.ensure_future(_first(self.store.watch_result(dag_id, step_id)))
+            meta, _ = await self.store.get_meta(dag_id)
+            run = meta.run_id
+            watch = asyncio.ensure_future(_first(self.store.watch_result(dag_id, step_id, run)))
             try:
-                raw, rec = await self._wait_done(dag_id, step_id, watch)
+                raw, rec = await self._wait_done(dag_id, step_id, watch, run)
             finally:
                 await _stop_watch(watch)
         return self._decode(rec, step, raw)
 
     async def _wait_done(
-        self, dag_id: str, step_id: str, watch: asyncio.Future[bytes]
+        self, dag_id: str, step_id: str, watch: asyncio.Future[bytes], run: str
     ) -> tuple[bytes, StepRecord]:
         delay = 0.01
         while True:
             raw: bytes | None = None
             try:
                 rec = await self._step_or_none(dag_id, step_id)
+                if rec is not None and rec.run_id != run:
+                    # The DAG was deleted and submitted again while we waited: this
+                    # record belongs to another run than the one the caller asked about.
+                    raise DAGNotFound(
+                        f"workflow: DAG {dag_id!r} was deleted and submitted again",
+                        dag_id=dag_id,
+                    )
                 if rec is not None and rec.status is StepStatus.DONE:
                     raw = _watched(watch) or await self._read_result(rec)
             except Exception as exc:
@@ -262,7 +288,7 @@ class Workflow:
 
     async def _read_result(self, rec: StepRecord) -> bytes | None:
         try:
-            return await self.store.get_result(rec.dag_id, rec.step_id)
+            return await self.store.get_result(rec.dag_id, rec.step_id, rec.run_id)
         except StepNotFound:
             return None
 
@@ -309,9 +335,43 @@ class Workflow:
         await control.resume(self.store, dag_id)
         await self.engine.publish(Event(kind=EventKind.RESUMED, dag_id=dag_id, step_id=dag_id))
 
-    async def delete_dag(self, dag_id: str) -> None:
-        """Delete every record of a DAG (DAGNotFound if it had no meta)."""
-        await control.delete_dag(self.store, dag_id)
+    async def delete_dag(
+        self, dag_id: str, *, force: bool = False, drain_timeout: float = 30.0
+    ) -> None:
+        """Delete every record of a finished DAG; ``force`` cancels and drains a live one.
+
+        Raises:
+            DAGRunning: the DAG has not finished and ``force`` is False.
+            DAGNotFound: no such DAG.
+        """
+        await control.delete_dag(self.store, dag_id, force=force, drain_timeout=drain_timeout)
+
+    async def retry(self, dag_id: str) -> list[str]:
+        """Run every failed step again (and the steps skipped because of them).
+
+        The steps go back to pending with a new generation and the DAG back to running;
+        returns the ids of the steps that will run again.
+
+        Raises:
+            DAGNotFound: no such DAG.  RetryRefused: no failed step, or the DAG was
+                canceled or is paused.
+        """
+        return await self._retry(dag_id, None)
+
+    async def retry_step(self, dag_id: str, step_id: str) -> list[str]:
+        """Run one failed, skipped or canceled step again (and what was skipped after it).
+
+        Raises:
+            DAGNotFound / StepNotFound: no such DAG or step.  RetryRefused: the step did
+                not fail, or the DAG was canceled or is paused.
+        """
+        return await self._retry(dag_id, step_id)
+
+    async def _retry(self, dag_id: str, step_id: str | None) -> list[str]:
+        plan = await rerun.retry(self.store, dag_id, step_id)
+        # A full read by the scheduler (a resumed event) dispatches the reset steps now.
+        await self.engine.publish(Event(kind=EventKind.RESUMED, dag_id=dag_id, step_id=dag_id))
+        return plan
 
     async def info(self, dag_id: str) -> tuple[DAGMeta, list[StepRecord]]:
         """The DAG's meta and step records (by added_at, then id)."""
@@ -330,9 +390,15 @@ class Workflow:
         """Write a human-readable report of the DAG (stdout by default)."""
         write_debug(file or sys.stdout, await self.debug(dag_id))
 
-    async def list_dags(self, labels: Iterable[str] | str = ()) -> list[DAGMeta]:
-        """DAGs carrying every label in ``labels``, newest first."""
-        return await list_dags(self.store, labels)
+    async def list_dags(
+        self, labels: Iterable[str] | str = (), status: DAGStatus | None = None
+    ) -> list[DAGMeta]:
+        """DAGs carrying every label in ``labels`` (and in ``status``), newest first.
+
+        An unfinished ``status`` (running, pausing, paused) reads only the live index, so
+        its cost does not grow with the finished history.
+        """
+        return await list_dags(self.store, labels, status)
 
     async def signal(self, dag_id: str, name: str, payload: Any = None) -> bool:
         """Deliver a signal; False if it was already delivered (first wins) or the DAG ended."""

@@ -314,3 +314,70 @@ async def test_concurrent_create_one_winner(store: StateStore) -> None:
     wins = [r for r in results if isinstance(r, int)]
     assert len(wins) == 1
     assert all(isinstance(r, StaleRevision) for r in results if not isinstance(r, int))
+
+
+async def test_results_of_two_runs_never_share_a_key(store: StateStore) -> None:
+    d = dag()
+    await store.put_result(d, "a", b'"old"', "run1")
+    await store.put_result(d, "a", b'"new"', "run2")
+    assert await store.get_result(d, "a", "run1") == b'"old"'
+    assert await store.get_result(d, "a", "run2") == b'"new"'
+    with pytest.raises(StepNotFound):
+        await store.get_result(d, "a")
+    async with asyncio.timeout(2):
+        async for data in store.watch_result(d, "a", "run2"):
+            assert data == b'"new"'
+    await store.delete_result(d, "a", "run1")
+    with pytest.raises(StepNotFound):
+        await store.get_result(d, "a", "run1")
+    assert await store.get_result(d, "a", "run2") == b'"new"'
+    with pytest.raises(InvalidName):
+        await store.put_result(d, "a", b"1", "bad.run")
+
+
+async def test_live_index_put_list_delete(store: StateStore) -> None:
+    d1, d2 = sorted([dag(), dag()])
+    await store.put_live(d1, b'{"at":"2026-12-01T00:00:00Z"}')
+    await store.put_live(d2, b"x")
+    await store.put_live(d2, b"y")  # overwrites
+    mine = [e for e in await store.list_live() if e[0] in (d1, d2)]
+    assert mine == [(d1, b'{"at":"2026-12-01T00:00:00Z"}'), (d2, b"y")]
+    await store.delete_live(d1)
+    await store.delete_live(d1)  # idempotent
+    assert [e[0] for e in await store.list_live() if e[0] in (d1, d2)] == [d2]
+    # The index is no DAG: neither the meta listing nor the DAG's own keys see it.
+    assert d2 not in {m.id for m in await store.list_dags()}
+    assert await store.list_steps(d2) == []
+
+
+async def test_live_index_of_a_dag_named_meta_does_not_pose_as_a_meta(
+    store: StateStore,
+) -> None:
+    await store.put_live("meta", b"x")
+    try:
+        assert all(m.id != "meta" for m in await store.list_dags())
+    finally:
+        await store.delete_live("meta")
+
+
+async def test_purge_dag_removes_every_key_of_that_dag_only(store: StateStore) -> None:
+    d, other = dag(), dag()
+    for x in (d, other):
+        await store.put_meta(x, meta(x, DAGStatus.DONE), 0)
+        await store.put_step(x, "a", step(x, "a", StepStatus.DONE), 0)
+        await store.put_result(x, "a", b"1", "r")
+        await store.put_signal(x, SignalRecord(dag_id=x, name="go"))
+    await store.put_live(d, b"x")
+    await store.purge_dag(d)
+    with pytest.raises(DAGNotFound):
+        await store.get_meta(d)
+    assert await store.list_steps(d) == []
+    assert await store.list_signals(d) == []
+    with pytest.raises(StepNotFound):
+        await store.get_result(d, "a", "r")
+    assert d in {e[0] for e in await store.list_live()}  # the index is separate
+    await store.delete_live(d)
+    assert (await store.get_meta(other))[0].status is DAGStatus.DONE
+    assert await store.get_result(other, "a", "r") == b"1"
+    # A purged DAG id can be created again from scratch.
+    assert await store.put_meta(d, meta(d), 0) > 0

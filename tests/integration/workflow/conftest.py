@@ -49,6 +49,24 @@ async def app(nats_url: str) -> AsyncIterator[App]:
 
 
 @pytest.fixture
+async def app_with(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """Connected Apps whose workflow takes extra options; all closed at teardown."""
+    made: list[App] = []
+
+    async def make(**wf_options: Any) -> App:
+        a = await connected_app(nats_url, **wf_options)
+        made.append(a)
+        return a
+
+    try:
+        yield make
+    finally:
+        for a in made:
+            await a.workflow.close()
+            await a.close()
+
+
+@pytest.fixture
 async def start_worker(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
     """Start in-process workers (each with its own App/connection); all stopped at teardown."""
     running: list[tuple[App, Any, asyncio.Task[None]]] = []

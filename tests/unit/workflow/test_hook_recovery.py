@@ -35,10 +35,10 @@ class LostReplyStore(MemStore):
             raise TimeoutError("nats: timeout (applied)")
         return rev
 
-    async def put_result(self, dag_id: str, step_id: str, data: bytes) -> None:
+    async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         if self._should(self.drop, "put_result"):
             raise TimeoutError("nats: timeout (not applied)")
-        await super().put_result(dag_id, step_id, data)
+        await super().put_result(dag_id, step_id, data, run_id)
 
 
 async def _one_step(store: MemStore, **options: Any) -> tuple[Any, Any, Any]:
@@ -59,7 +59,7 @@ async def test_a_done_write_whose_reply_was_lost_is_settled_without_error() -> N
     await hook.on_step_done(env, b'"x"')  # re-reads, finds its own done record, republishes
     rec, _ = await store.get_step("d", "a")
     assert (rec.status, rec.attempt, rec.worker_id) == (StepStatus.DONE, 1, "w1")
-    assert await store.get_result("d", "a") == b'"x"'
+    assert await store.get_result("d", "a", (await store.get_step("d", "a"))[0].run_id) == b'"x"'
     await wf.close()
     await bus.close()
 
@@ -73,7 +73,7 @@ async def test_a_timed_out_result_write_on_the_fast_path_is_retried_not_failed()
     await hook.on_step_done(env, b'"x"')
     rec, _ = await store.get_step("d", "a")
     assert rec.status is StepStatus.DONE, rec.error_message
-    assert await store.get_result("d", "a") == b'"x"'
+    assert await store.get_result("d", "a", (await store.get_step("d", "a"))[0].run_id) == b'"x"'
     await wf.close()
     await bus.close()
 
@@ -87,7 +87,7 @@ async def test_an_unknown_fast_path_outcome_is_settled_by_the_slow_path() -> Non
     await hook.on_step_done(env, b'"x"')
     rec, _ = await store.get_step("d", "a")
     assert (rec.status, rec.attempt) == (StepStatus.DONE, 1)
-    assert await store.get_result("d", "a") == b'"x"'
+    assert await store.get_result("d", "a", (await store.get_step("d", "a"))[0].run_id) == b'"x"'
     await wf.close()
     await bus.close()
 

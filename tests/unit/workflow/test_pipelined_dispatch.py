@@ -83,7 +83,12 @@ async def test_a_message_that_outruns_its_dispatch_write_waits_for_it_and_runs_o
         rec, _ = await store.get_step("p1", "a")
         assert (rec.status, rec.generation, rec.worker_id) == (StepStatus.DONE, rev, "w1")
         assert await w.run_until_terminal("p1") is DAGStatus.DONE
-    assert msgspec.json.decode(await store.get_result("p1", "b")) == 3
+    assert (
+        msgspec.json.decode(
+            await store.get_result("p1", "b", (await store.get_step("p1", "b"))[0].run_id)
+        )
+        == 3
+    )
     assert w.executions == {"p1:a": 1, "p1:b": 1}
     await bus.close()
 

@@ -177,7 +177,10 @@ async def test_stale_attempt_result_is_fenced_out() -> None:
     rec, _ = await store.get_step("fence", "a")
     assert rec.status is StepStatus.RUNNING and rec.worker_id == "w2"
     await hook.on_step_done(second, b'"fresh"')
-    assert await store.get_result("fence", "a") == b'"fresh"'
+    assert (
+        await store.get_result("fence", "a", (await store.get_step("fence", "a"))[0].run_id)
+        == b'"fresh"'
+    )
     rec, _ = await store.get_step("fence", "a")
     assert rec.status is StepStatus.DONE and rec.attempt == 2
     # A late duplicate delivery of a finished step is not run.
@@ -452,11 +455,16 @@ async def test_sweep_rescues_pending_roots_after_a_crash_before_dispatch() -> No
     dag = DAG(id="crash")
     a = dag.step("a", "echo", 1)
     dag.step("b", "echo", a.ref())
-    # Simulate submit.after_meta: the records exist, the process died before dispatching.
+    # Simulate submit.after_meta: the live entry and records exist, the process died
+    # before dispatching.
+    from datetime import UTC, datetime, timedelta
+
+    from ebind.workflow.lifecycle import LiveEntry, encode_live
+
+    then = datetime.now(UTC) - timedelta(seconds=5)
+    await store.put_live("crash", encode_live(LiveEntry(at=then)))
     for rec in dag.records:
         await store.put_step("crash", rec.step_id, rec, 0)
-    from datetime import UTC, datetime
-
     from ebind.workflow import DAGMeta
 
     await store.put_meta(
