@@ -74,6 +74,8 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
             await w.wait_ready()
             # Printed whatever the log level, so supervisors and tests can wait for it.
             click.echo(f"ebind worker {w.worker_id} ready", err=True)
+            if w.health is not None:  # --health-port
+                click.echo(f"health at {w.health.url}/livez and /readyz", err=True)
 
         ready = asyncio.create_task(announce())
         try:
@@ -120,6 +122,13 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     help="Serve Prometheus metrics on this port (needs ebind[prometheus]).",
 )
 @click.option("--metrics-addr", default="0.0.0.0", show_default=True, help="Metrics bind address.")
+@click.option(
+    "--health-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve /livez and /readyz on this port (0: any free port).",
+)
+@click.option("--health-host", default="127.0.0.1", show_default=True, help="Health bind address.")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -136,6 +145,8 @@ def worker(
     log_level: str | None,
     metrics_port: int | None,
     metrics_addr: str,
+    health_port: int | None,
+    health_host: str,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
     obj: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
@@ -162,11 +173,17 @@ def worker(
         "shutdown_grace": shutdown_grace,
         "metrics_port": metrics_port,  # both consumed by _start_metrics, not Worker options
         "metrics_addr": metrics_addr,
+        "health_port": health_port,
+        "health_host": health_host,
     }
+    from ebind.worker.health import HealthServeError
+
     try:
         runner = _runner()
         with runner:
             runner.run(_serve(app, options))
+    except HealthServeError as exc:  # --health-port already taken: one line, no traceback
+        raise click.ClickException(str(exc)) from None
     finally:
         if node is not None:
             node.shutdown()

@@ -156,6 +156,11 @@ class Puller:
         """Messages requested and not yet delivered."""
         return int(sum(r[0] for r in self._requests))
 
+    @property
+    def unavailable(self) -> bool:
+        """The server keeps answering "no responders" (consumer leaderless or deleted)."""
+        return self._backoff >= _CHECK_AFTER_BACKOFF
+
     async def start(self) -> None:
         """Subscribe the delivery inbox and start requesting."""
         inbox = self._nc.new_inbox()
