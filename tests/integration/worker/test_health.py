@@ -7,8 +7,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli_worker import _spawn
 from worker_helpers import running, wait_for
 
 from ebind.app import App
@@ -24,9 +23,6 @@ from ebind.embed import Node
 from ebind.retry import RetryPolicy
 from ebind.worker import Worker
 from ebind.worker.health import HealthLimits, HealthServeError, serve_health
-
-HERE = Path(__file__).parent
-ROOT = HERE.parent.parent.parent
 
 
 def _get(url: str | urllib.request.Request) -> tuple[int, dict[str, Any]]:
@@ -195,29 +191,20 @@ async def test_a_taken_port_fails_with_an_error_naming_the_address(app: App) -> 
         await first.close()
 
 
-def test_ebind_worker_health_port_serves_readyz_from_the_command_line(nats_url: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
-    cmd = [sys.executable, "-m", "ebind", "worker", "-A", "cli_app:app", "--nats", nats_url]
-    proc = subprocess.Popen(
-        [*cmd, "--no-scheduler", "--log-format", "json", "--health-port", "0"],
-        cwd=HERE,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+def test_ebind_worker_health_port_serves_readyz_from_the_command_line(
+    nats_url: str, tmp_path: Path
+) -> None:
+    proc = _spawn(nats_url, tmp_path / "ledger", "--health-port", "0")
     try:
-        assert proc.stderr is not None
-        url = None
-        deadline = time.monotonic() + 30
-        while url is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                break
-            m = re.search(r"health at (http://127\.0\.0\.1:\d+)/livez", line)
-            url = m.group(1) if m else None
-        assert url is not None, "the worker never printed its health URL"
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        url, buf, deadline = None, b"", time.monotonic() + 30
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            buf += proc.stdout.read() or b""
+            m = re.search(rb"health at (http://127\.0\.0\.1:\d+)/livez", buf)
+            url = m.group(1).decode() if m else None
+            time.sleep(0.05)
+        assert url is not None, buf.decode(errors="replace")
         status, body = _get(url + "/readyz")
         deadline = time.monotonic() + 5
         while status != 200 and time.monotonic() < deadline:
