@@ -104,9 +104,11 @@ async def test_sweeps_live_dags_leadership_redeliveries_and_dead_letters_are_exp
             # The leader sweeps on acquiring the lease and every 0.5 s afterwards.
             s = await until(
                 registry,
-                lambda m: value(m, "ebind_scheduler_leader") == 1.0
-                and value(m, "ebind_dags_live") == 1.0
-                and value(m, "ebind_sweep_duration_seconds_count") >= 2,
+                lambda m: (
+                    value(m, "ebind_scheduler_leader") == 1.0
+                    and value(m, "ebind_dags_live") == 1.0
+                    and value(m, "ebind_sweep_duration_seconds_count") >= 2
+                ),
             )
             assert 0 < value(s, "ebind_sweep_duration_seconds_sum") < 5
             assert value(s, "ebind_sweep_timeouts_total") == 0.0
