@@ -40,6 +40,7 @@ __all__ = [
     "HealthServeError",
     "StallTracker",
     "Verdict",
+    "check_port",
     "liveness",
     "readiness",
     "serve_health",
@@ -142,6 +143,13 @@ def liveness(heartbeat_age: float, limits: HealthLimits) -> Verdict:
     if heartbeat_age > limits.live_limit:
         return Verdict(False, (f"event loop not answering for {heartbeat_age:.1f} s",))
     return Verdict(True)
+
+
+def check_port(port: object) -> int:
+    """``port`` if it is a TCP port number (0 = any free port), else ValueError naming it."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"health port must be an integer from 0 to 65535, got {port!r}")
+    return port
 
 
 class StallTracker:
@@ -361,5 +369,5 @@ async def serve_health(
     address when the port cannot be bound.
     """
     endpoint = HealthEndpoint(worker, limits or HealthLimits())
-    await endpoint._start(host, port)
+    await endpoint._start(host, check_port(port))
     return endpoint

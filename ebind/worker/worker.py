@@ -29,6 +29,7 @@ from ebind.worker.health import (
     HealthEndpoint,
     HealthLimits,
     StallTracker,
+    check_port,
     serve_health,
 )
 from ebind.worker.middleware import Middleware, chain
@@ -125,7 +126,7 @@ class Worker:
         self._runner: AttemptRunner | None = None
         self._budget: Budget | None = None
         self._stuck = 0
-        self.health_port = health_port
+        self.health_port = None if health_port is None else check_port(health_port)
         self.health_host = health_host
         self.health_limits = health_limits or HealthLimits()
         self.loop_stalls = StallTracker(self.health_limits.stall_window)

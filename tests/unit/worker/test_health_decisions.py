@@ -7,7 +7,14 @@ import itertools
 
 import pytest
 
-from ebind.worker.health import HealthInputs, HealthLimits, StallTracker, liveness, readiness
+from ebind.worker.health import (
+    HealthInputs,
+    HealthLimits,
+    StallTracker,
+    check_port,
+    liveness,
+    readiness,
+)
 
 LIMITS = HealthLimits(stall_limit=1.0, stall_window=30.0, live_limit=10.0)
 HEALTHY = HealthInputs(
@@ -130,3 +137,16 @@ def test_stall_tracker_keeps_the_worst_stall_within_its_window() -> None:
     assert t.worst(now=15.1) == 0.0
     t.record(-0.2, now=16.0)  # a timer firing early is no stall
     assert t.last == 0.0 and t.worst(now=16.0) == 0.0
+
+
+@pytest.mark.parametrize("port", [0, 1, 8080, 65535])
+def test_valid_ports_pass(port: int) -> None:
+    assert check_port(port) == port
+
+
+@pytest.mark.parametrize("port", [-1, 65536, True, 80.0, "8080", None])
+def test_anything_else_is_refused_naming_the_value(port: object) -> None:
+    with pytest.raises(
+        ValueError, match=f"health port must be an integer from 0 to 65535, got {port!r}"
+    ):
+        check_port(port)
