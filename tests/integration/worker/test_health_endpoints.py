@@ -24,6 +24,9 @@ from ebind.retry import RetryPolicy
 from ebind.worker import Worker
 from ebind.worker.health import HealthLimits, HealthServeError, serve_health
 
+# Stall limits no CPU contention on a shared test machine reaches, for tests about other things.
+RELAXED = HealthLimits(stall_limit=5.0, stall_window=5.0, live_limit=10.0)
+
 
 def _get(url: str | urllib.request.Request) -> tuple[int, dict[str, Any]]:
     """Send ``url`` (blocking): status and decoded JSON body, error statuses included."""
@@ -50,7 +53,7 @@ async def test_readiness_follows_the_nats_connection_through_a_server_kill_and_r
     async def echo(x: int) -> int:
         return x
 
-    async with running(app, health_port=0) as worker:
+    async with running(app, health_port=0, health_limits=RELAXED) as worker:
         assert worker.health is not None and worker.health.host == "127.0.0.1"
         ready = _url(worker, "/readyz")
         await wait_for(lambda: worker.is_consuming)
@@ -134,7 +137,7 @@ async def test_readyz_is_503_while_every_slot_is_held_by_a_stuck_sync_thread(app
         release.wait(30)
 
     try:
-        async with running(app, concurrency=1, health_port=0) as worker:
+        async with running(app, concurrency=1, health_port=0, health_limits=RELAXED) as worker:
             ready = _url(worker, "/readyz")
             await stuck.delay()
             await wait_for(lambda: worker.stuck_threads == 1)
