@@ -158,8 +158,9 @@ class Puller:
 
     @property
     def unavailable(self) -> bool:
-        """The server keeps answering "no responders" (consumer leaderless or deleted)."""
-        return self._backoff >= _CHECK_AFTER_BACKOFF
+        """No messages can come: repeated "no responders", or the pull loop ended."""
+        ended = self._task is not None and self._task.done()
+        return ended or self._backoff >= _CHECK_AFTER_BACKOFF
 
     async def start(self) -> None:
         """Subscribe the delivery inbox and start requesting."""
