@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -167,7 +167,13 @@ class PrometheusMetrics:
             "ebind_redeliveries", "Deliveries the server had made before.", registry=reg
         )
         reg.register(_ObservedGauges())
-        self._unsubscribe = observe.subscribe(self._observed)
+        self._unsubscribe: Callable[[], None] | None = None
+        self.listen()
+
+    def listen(self) -> None:
+        """Count sweep, dead-letter and redelivery events from now on (idempotent)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = observe.subscribe(self._observed)
 
     def _observed(self, event: str, fields: Mapping[str, Any]) -> None:
         if event == observe.REDELIVERED:
@@ -186,8 +192,10 @@ class PrometheusMetrics:
             self.sweep_failures.inc()
 
     def close(self) -> None:
-        """Stop counting events (the series stay registered)."""
-        self._unsubscribe()
+        """Stop counting events (the series stay registered; ``listen()`` resumes)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def bind(self, app: Any) -> None:
         """Read the DLQ size through ``app`` (a connected ebind App)."""
@@ -259,6 +267,7 @@ def prometheus_middleware(
             metrics = _by_registry[id(reg)] = PrometheusMetrics(reg, app=app)
     if app is not None:
         metrics.bind(app)
+    metrics.listen()
     return metrics
 
 

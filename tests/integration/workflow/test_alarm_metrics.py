@@ -8,15 +8,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import prometheus_client
-from conftest import connected_app
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from wf_app import app as shared_app
 from wf_app import echo, fail
 
 from ebind import NonRetryable, RetryPolicy, observe
 from ebind.app import App
 from ebind.contrib.prometheus import PrometheusMetrics, prometheus_middleware
 from ebind.workflow import DAG, DAGStatus
+
+FAST_SWEEPS = {"sweep_check_interval": 0.2, "sweep_interval": 0.5, "nak_delay": 0.1}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -50,7 +52,10 @@ async def metered_worker(
     nats_url: str, metrics: PrometheusMetrics, **wf_options: Any
 ) -> AsyncIterator[App]:
     """A scheduling worker (own App, fast sweeps) whose attempts pass through ``metrics``."""
-    a = await connected_app(nats_url, **wf_options)
+    a = App("wftest", nats_url=nats_url)
+    a.registry = shared_app.registry
+    await a.connect()
+    a.configure_workflow(**{**FAST_SWEEPS, **wf_options})
     w = a.worker(worker_id="metered", ack_wait=2.0, shutdown_grace=1.0, middleware=[metrics])
     task = asyncio.create_task(w.run())
     try:
@@ -163,3 +168,10 @@ def test_an_expired_dead_letter_counts_as_an_expired_task() -> None:
     assert value(s, "ebind_dead_letters_total", kind="expired") == 1.0
     assert value(s, "ebind_dead_letters_total", kind="timeout") == 1.0
     assert value(s, "ebind_sweep_failures_total") == 1.0
+
+    assert prometheus_middleware(registry) is metrics  # asking again resumes counting
+    try:
+        observe.emit(observe.DEAD_LETTERED, kind="expired")
+    finally:
+        metrics.close()
+    assert value(scrape(registry), "ebind_tasks_expired_total") == 2.0
