@@ -78,6 +78,8 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
             await w.wait_ready()
             # Printed whatever the log level, so supervisors and tests can wait for it.
             click.echo(f"ebind worker {w.worker_id} ready", err=True)
+            if w.health is not None:  # --health-port
+                click.echo(f"health at {w.health.url}/livez and /readyz", err=True)
 
         ready = asyncio.create_task(announce())
         try:
@@ -129,6 +131,13 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     show_default=True,
     help="Metrics bind address (loopback by default; 0.0.0.0 exposes it to the network).",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve /livez and /readyz on this port (0: any free port).",
+)
+@click.option("--health-host", default="127.0.0.1", show_default=True, help="Health bind address.")
 @retention_options
 @click.pass_context
 def worker(
@@ -147,6 +156,8 @@ def worker(
     log_level: str | None,
     metrics_port: int | None,
     metrics_addr: str,
+    health_port: int | None,
+    health_host: str,
     **retention: float | None,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
@@ -179,11 +190,17 @@ def worker(
         "shutdown_grace": shutdown_grace,
         "metrics_port": metrics_port,  # both consumed by _start_metrics, not Worker options
         "metrics_addr": metrics_addr,
+        "health_port": health_port,
+        "health_host": health_host,
     }
+    from ebind.worker.health import HealthServeError
+
     try:
         runner = _runner()
         with runner:
             runner.run(_serve(app, options))
+    except HealthServeError as exc:  # --health-port already taken: one line, no traceback
+        raise click.ClickException(str(exc)) from None
     except EbindError as exc:  # refused credentials, TLS, unreachable, bad settings
         raise click.ClickException(redact(str(exc))) from None
     finally:

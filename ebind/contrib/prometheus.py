@@ -19,6 +19,20 @@ Or ``ebind worker -A pkg.app:app --metrics-port 9464``. Exported series:
   endpoint is scraped (bounded wait; the last value is served if NATS is slow), or
   refreshed explicitly with :meth:`PrometheusMetrics.refresh_dlq`.
 
+Health and alarms (reported by the worker and scheduler through :mod:`ebind.observe`):
+
+- ``ebind_sweep_duration_seconds``: reconciliation sweep run time (histogram; sweeps run
+  on the scheduler leader).
+- ``ebind_sweep_timeouts_total`` / ``ebind_sweep_failures_total``: sweeps that passed
+  their time-out / could not list DAGs.
+- ``ebind_dead_letters_total{kind}``: dead letters stored by this process, by error kind.
+- ``ebind_tasks_expired_total``: dead letters of kind ``expired`` (tasks that could not run
+  before their retention horizon).
+- ``ebind_redeliveries_total``: deliveries the server had made before (delivery count > 1).
+- ``ebind_dags_live``: unfinished DAGs counted by the last sweep (0 unless leader).
+- ``ebind_worker_stuck_threads``: sync handler threads still running past their timeout.
+- ``ebind_scheduler_leader``: 1 while this process's scheduler holds the leader lease.
+
 Attempts that fail before the handler chain runs (unknown task, deadline passed before
 start) do not pass through middlewares; they show in the DLQ gauge.
 """
@@ -28,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +59,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 
 import structlog
 
+from ebind import observe
 from ebind.context import Context
 from ebind.streams import DLQ_STREAM
-from ebind.wire import TaskEnvelope, TaskError
+from ebind.wire import ErrorKind, TaskEnvelope, TaskError
 from ebind.worker.middleware import Handler, add_outcome_listener
 
 __all__ = ["MetricsServer", "PrometheusMetrics", "prometheus_middleware", "start_metrics_server"]
@@ -77,6 +92,35 @@ class _DLQCollector(Collector):
             )
 
 
+_GAUGES = (
+    ("ebind_dags_live", observe.GAUGE_LIVE_DAGS, "Unfinished DAGs counted by the last sweep."),
+    (
+        "ebind_worker_stuck_threads",
+        observe.GAUGE_STUCK_THREADS,
+        "Sync handler threads still running past their timeout.",
+    ),
+    (
+        "ebind_scheduler_leader",
+        observe.GAUGE_LEADER,
+        "1 while this process's scheduler holds the leader lease.",
+    ),
+)
+SWEEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Sweep duration buckets (seconds): a sweep's default time-out is 60 s."""
+
+
+class _ObservedGauges(Collector):
+    """Gauges read from the worker and scheduler when scraped (0 when none runs here)."""
+
+    def describe(self) -> list[Any]:
+        return [GaugeMetricFamily(name, doc) for name, _, doc in _GAUGES]
+
+    def collect(self) -> Iterator[Any]:
+        values = observe.gauges()
+        for name, key, doc in _GAUGES:
+            yield GaugeMetricFamily(name, doc, value=values.get(key, 0.0))
+
+
 class PrometheusMetrics:
     """Worker metrics; the instance is a Middleware (``app.worker(middleware=[metrics])``)."""
 
@@ -99,6 +143,59 @@ class PrometheusMetrics:
             "ebind_tasks_in_flight", "Handlers running now.", ["task"], registry=reg
         )
         reg.register(_DLQCollector(self))
+        self.sweep_duration = prometheus_client.Histogram(
+            "ebind_sweep_duration_seconds",
+            "Reconciliation sweep run time.",
+            buckets=SWEEP_BUCKETS,
+            registry=reg,
+        )
+        self.sweep_timeouts = prometheus_client.Counter(
+            "ebind_sweep_timeouts", "Sweeps that passed their time-out.", registry=reg
+        )
+        self.sweep_failures = prometheus_client.Counter(
+            "ebind_sweep_failures", "Sweeps that could not list DAGs.", registry=reg
+        )
+        self.dead_letters = prometheus_client.Counter(
+            "ebind_dead_letters", "Dead letters stored, by error kind.", ["kind"], registry=reg
+        )
+        self.expired = prometheus_client.Counter(
+            "ebind_tasks_expired",
+            "Tasks dead-lettered because they could not run before their horizon.",
+            registry=reg,
+        )
+        self.redeliveries = prometheus_client.Counter(
+            "ebind_redeliveries", "Deliveries the server had made before.", registry=reg
+        )
+        reg.register(_ObservedGauges())
+        self._unsubscribe: Callable[[], None] | None = None
+        self.listen()
+
+    def listen(self) -> None:
+        """Count sweep, dead-letter and redelivery events from now on (idempotent)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = observe.subscribe(self._observed)
+
+    def _observed(self, event: str, fields: Mapping[str, Any]) -> None:
+        if event == observe.REDELIVERED:
+            self.redeliveries.inc()
+        elif event == observe.DEAD_LETTERED:
+            kind = str(fields.get("kind", ""))
+            self.dead_letters.labels(kind).inc()
+            if kind == ErrorKind.EXPIRED.value:
+                self.expired.inc()
+        elif event == observe.SWEEP_DONE:
+            self.sweep_duration.observe(float(fields.get("seconds", 0.0)))
+        elif event == observe.SWEEP_TIMED_OUT:
+            self.sweep_timeouts.inc()
+            self.sweep_duration.observe(float(fields.get("seconds", 0.0)))
+        elif event == observe.SWEEP_FAILED:
+            self.sweep_failures.inc()
+
+    def close(self) -> None:
+        """Stop counting events (the series stay registered; ``listen()`` resumes)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def bind(self, app: Any) -> None:
         """Read the DLQ size through ``app`` (a connected ebind App)."""
@@ -170,6 +267,7 @@ def prometheus_middleware(
             metrics = _by_registry[id(reg)] = PrometheusMetrics(reg, app=app)
     if app is not None:
         metrics.bind(app)
+    metrics.listen()
     return metrics
 
 

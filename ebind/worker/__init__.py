@@ -3,6 +3,7 @@
 ``Worker`` is normally created with ``app.worker(...)`` or the ``ebind worker`` command.
 """
 
+from ebind.worker.health import HealthEndpoint, HealthLimits, HealthServeError, serve_health
 from ebind.worker.hook import StepHook, StepUnproven
 from ebind.worker.middleware import (
     Handler,
@@ -18,6 +19,9 @@ from ebind.worker.worker import Worker
 __all__ = [
     "AttemptError",
     "Handler",
+    "HealthEndpoint",
+    "HealthLimits",
+    "HealthServeError",
     "Middleware",
     "StepHook",
     "StepUnproven",
@@ -26,4 +30,5 @@ __all__ = [
     "chain",
     "log_middleware",
     "recover_middleware",
+    "serve_health",
 ]

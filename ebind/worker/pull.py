@@ -156,6 +156,12 @@ class Puller:
         """Messages requested and not yet delivered."""
         return int(sum(r[0] for r in self._requests))
 
+    @property
+    def unavailable(self) -> bool:
+        """No messages can come: repeated "no responders", or the pull loop ended."""
+        ended = self._task is not None and self._task.done()
+        return ended or self._backoff >= _CHECK_AFTER_BACKOFF
+
     async def start(self) -> None:
         """Subscribe the delivery inbox and start requesting."""
         inbox = self._nc.new_inbox()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from ebind import observe
 from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.context import Context, set_current
@@ -191,6 +192,8 @@ class AttemptRunner:
     async def process(self, msg: Any) -> None:
         """Handle one delivery; only cancellation (shutdown past its grace) escapes."""
         attempt = delivery_count(msg)
+        if attempt > 1:
+            observe.emit(observe.REDELIVERED, delivery=attempt)
         env = await self._admit(msg, attempt)
         if env is None:
             return
@@ -629,6 +632,7 @@ class AttemptRunner:
                 error=str(exc),
             )
             return False
+        observe.emit(observe.DEAD_LETTERED, kind=entry.error.kind)
         return True
 
     async def _dead_letter_raw(self, msg: Any, attempt: int, error: TaskError) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ebind import observe
 from ebind._aio import raise_if_cancelling
 from ebind._denied import guarded
 from ebind.errors import PermissionDenied
@@ -27,6 +28,14 @@ from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker import advisory
 from ebind.worker.claims import Claims, ClaimSource
+from ebind.worker.health import (
+    DEFAULT_HEALTH_HOST,
+    HealthEndpoint,
+    HealthLimits,
+    StallTracker,
+    check_port,
+    serve_health,
+)
 from ebind.worker.middleware import Middleware, chain
 from ebind.worker.pull import Budget, Puller
 from ebind.worker.runner import AttemptRunner
@@ -68,6 +77,10 @@ class Worker:
         hook: StepHook for DAG steps; defaults to the app's workflow hook when available.
         pull_expires: lifetime of each pull request (short, so a lost one costs little).
         claims_refresh: seconds between reads of a callable ``claims``.
+        health_port: serve ``/livez`` and ``/readyz`` on this port while running (0: any
+            free port, see ``health.port``); None serves nothing.
+        health_host: address the health endpoints bind (loopback by default).
+        health_limits: stall and liveness thresholds of those endpoints.
     """
 
     def __init__(
@@ -85,6 +98,9 @@ class Worker:
         hook: StepHook | None = None,
         pull_expires: float = 5.0,
         claims_refresh: float = 2.0,
+        health_port: int | None = None,
+        health_host: str = DEFAULT_HEALTH_HOST,
+        health_limits: HealthLimits | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -115,6 +131,13 @@ class Worker:
         self._budget: Budget | None = None
         self._stuck = 0
         self._watcher: advisory.MaxDeliveriesWatcher | None = None
+        self.health_port = None if health_port is None else check_port(health_port)
+        self.health_host = health_host
+        self.health_limits = health_limits or HealthLimits()
+        self.loop_stalls = StallTracker(self.health_limits.stall_window)
+        """Event-loop stalls measured by the keepalive loop and the health probe."""
+        self.health: HealthEndpoint | None = None
+        """The running health endpoint (with ``health_port``), else None."""
 
     @property
     def stuck_threads(self) -> int:
@@ -147,6 +170,31 @@ class Worker:
         fut.add_done_callback(returned)
 
     @property
+    def is_running(self) -> bool:
+        """``run()`` is active (it may be stopping)."""
+        return self._running
+
+    @property
+    def is_stopping(self) -> bool:
+        """A stop was requested or is under way."""
+        return self._stopping
+
+    @property
+    def is_consuming(self) -> bool:
+        """Setup finished: the consumers exist and tasks are being pulled."""
+        return self._ready.is_set()
+
+    @property
+    def unavailable_consumers(self) -> tuple[str, ...]:
+        """Durables being re-created, or whose server answers "no responders"."""
+        recovering = {d for d, t in self._recovering.items() if not t.done()}
+        backing_off = {p.durable for p in self._pullers.values() if p.unavailable}
+        return tuple(sorted(recovering | backing_off))
+
+    def _gauges(self) -> dict[str, float]:
+        return {observe.GAUGE_STUCK_THREADS: float(self._stuck)}
+
+    @property
     def claims(self) -> frozenset[str]:
         """The claims currently consumed."""
         return frozenset(c for c in self._pullers if c != "")
@@ -160,7 +208,13 @@ class Worker:
         self._stop_requested = asyncio.Event()
         background: list[asyncio.Task[Any]] = []
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ebind-task")
+        drop_gauges = observe.add_gauge_source(self._gauges)
         try:
+            if self.health_port is not None:
+                # Before setup, so probes answer (not ready) while consumers are created.
+                self.health = await serve_health(
+                    self, port=self.health_port, host=self.health_host, limits=self.health_limits
+                )
             await self._setup(executor)
             background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
             # Always: besides re-reading dynamic claims it re-creates claim consumers whose
@@ -189,6 +243,10 @@ class Worker:
             await asyncio.shield(self._shutdown(0.0, background))
             raise
         finally:
+            drop_gauges()
+            if self.health is not None:
+                await self.health.close()
+                self.health = None
             executor.shutdown(wait=False, cancel_futures=True)
             self._running = False
             self._ready.clear()
@@ -441,6 +499,7 @@ class Worker:
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             now = time.monotonic()
             late = now - next_tick
+            self.loop_stalls.record(late, now)
             if late > interval:
                 # Something blocked the event loop (a sync call inside an async handler, or
                 # a GIL-holding C call); keepalives were late and messages may be redelivered.

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
+from ebind import observe
 from ebind._aio import raise_if_cancelling, wait_event
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
 from ebind.workflow._transient import is_transient
@@ -121,13 +122,25 @@ class Scheduler:
         self._indexed = False
         self._sub: Subscription | None = None
         self.sweeps = 0
+        self.live_dags = 0
+        """Unfinished DAGs found by the last sweep."""
+
+    def _gauges(self) -> dict[str, float]:
+        leader = self.elector.is_leader()
+        return {
+            observe.GAUGE_LEADER: 1.0 if leader else 0.0,
+            # Followers report 0, so a sum over every process is the leader's count.
+            observe.GAUGE_LIVE_DAGS: float(self.live_dags) if leader else 0.0,
+        }
 
     async def run(self) -> None:
         """Consume ``DAG.>`` while leader, sweep on leadership edges and periodically."""
         _log.info("scheduler.started")
+        drop_gauges = observe.add_gauge_source(self._gauges)
         try:
             await self._watch_leadership()
         finally:
+            drop_gauges()
             if self._sub is not None:
                 await self._sub.stop()
                 self._sub = None
@@ -357,6 +370,7 @@ class Scheduler:
         the live DAGs cost. Entries of DAGs found finished or missing are removed after.
         """
         self.sweeps += 1
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.config.sweep_timeout):
                 entries = await self.engine.store.list_live()
@@ -367,15 +381,24 @@ class Scheduler:
                     w = _Waiter()
                     waiters.append(w)
                     self._enqueue(dag_id, None, w, sweep=True)
+                self.live_dags = len(waiters)
                 results = await asyncio.gather(*(w.done for w in waiters))
                 await prune_live(self.engine.store, entries)
         except TimeoutError:
             _log.warning("sweep.timed_out", timeout=self.config.sweep_timeout)
+            observe.emit(observe.SWEEP_TIMED_OUT, seconds=time.monotonic() - started)
             return 0
         except Exception as exc:
             _log.warning("sweep.failed", error=repr(exc))
+            observe.emit(observe.SWEEP_FAILED, seconds=time.monotonic() - started, error=repr(exc))
             return 0
         _log.debug("sweep.done", dags=len(results), failed=results.count(False))
+        observe.emit(
+            observe.SWEEP_DONE,
+            seconds=time.monotonic() - started,
+            dags=len(results),
+            failed=results.count(False),
+        )
         return len(results)
 
     async def collect(self) -> None:

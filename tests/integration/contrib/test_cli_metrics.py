@@ -58,6 +58,10 @@ def test_worker_serves_metrics_on_the_given_port(nats_url: str) -> None:
             text = resp.read().decode()
         assert 'ebind_tasks_total{outcome="succeeded",task="double"} 1.0' in text
         assert "ebind_dlq_messages 0.0" in text
+        # Alarm series exist from the start (this worker runs no scheduler).
+        for line in ("ebind_scheduler_leader 0.0", "ebind_worker_stuck_threads 0.0"):
+            assert line in text
+        assert "ebind_sweep_timeouts_total 0.0" in text and "ebind_redeliveries_total" in text
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

@@ -98,6 +98,8 @@ def test_worker_help_shows_every_option() -> None:
         "--embedded",
         "--no-scheduler",
         "--ack-wait",
+        "--health-port",
+        "--health-host",
         "--shutdown-grace",
         "--log-format",
     ):
