@@ -226,7 +226,6 @@ class TestCluster:
         finally:
             await nc.close()
 
-    @pytest.mark.slow
     async def test_r3_stream_survives_losing_its_leader(self, nats_cluster: Cluster) -> None:
         """The stream re-elects (several seconds of raft timeouts) and keeps every message."""
         nc = await _connect(nats_cluster.client_urls)
