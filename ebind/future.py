@@ -74,7 +74,7 @@ class Future(Generic[R]):
         state = "done" if self.done() else "pending"
         return f"<ebind.Future {self._name or '?'} {self._id} {state}>"
 
-    # The spec fixes result(timeout=...), the Celery/concurrent.futures shape.
+    # The public API fixes result(timeout=...), the Celery/concurrent.futures shape.
     async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109
         """Wait for the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds.
 

@@ -8,7 +8,7 @@ receives an ordinary task; the copy carries ``Nats-Scheduler`` (the schedule sub
 server and worker restarts. It is bound by the stream's max age: an ETA further out than
 that is rejected up front instead of expiring silently.
 
-Absolute ``eta=`` values follow the producer's clock (RELIABILITY G2).
+Absolute ``eta=`` values follow the producer's clock.
 Periodic schedules (``@every``, cron) will add their parsing here.
 """
 

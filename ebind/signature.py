@@ -1,6 +1,6 @@
 """Pure handler inspection: a function becomes a HandlerSpec, or a clear registration error.
 
-Every check that can run when ``@app.task`` is applied lives here (names H11, policies H15,
+Every check that can run when ``@app.task`` is applied lives here (names, retry policies,
 timeouts, the optional leading ``Context`` parameter), so nothing fails later on a worker
 for a reason that was visible at definition time.
 """

@@ -375,7 +375,7 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
                 raise
             return want
         if dag_keys and want.name != f"KV_{KV_DAGS}":
-            # G3: creating a stream while the DAG bucket holds records means it vanished
+            # Creating a stream while the DAG bucket holds records means it vanished
             # under live state (nats-server #6888/#7556), not a first start.
             log.warning(
                 "streams.created_missing",

@@ -1,4 +1,4 @@
-"""Shared fixtures: real nats-server processes owned by the test (STYLE §3 rule 13).
+"""Shared fixtures: real nats-server processes owned by the test.
 
 Every server runs on 127.0.0.1 with an OS-picked port read from its log, stores under the
 test's tmp dir, and is stopped by PID in ``finally``. Nothing is skipped and no port is

@@ -1,6 +1,6 @@
 """``ebind dag signal`` and ``ebind dag bp``: deliver signals, release breakpoints, list both.
 
-``ebind dag signal <dag> <name> [json]`` sends (as SPEC §5 writes it) while
+``ebind dag signal <dag> <name> [json]`` sends (as the workflow API names it) while
 ``ebind dag signal ls <dag>`` lists: the group treats any first word that is not one of
 its subcommands as the start of a ``send``. (A DAG literally named ``ls`` or ``send``
 needs the explicit form ``ebind dag signal send ls <name>``.)

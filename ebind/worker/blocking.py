@@ -1,4 +1,4 @@
-"""Naming the async handler that blocks the event loop (RELIABILITY A5).
+"""Naming the async handler that blocks the event loop.
 
 An ``async def`` handler that calls ``time.sleep``, does sync I/O or long CPU work stops
 the whole worker: no in-progress acks (messages may be redelivered elsewhere), no other

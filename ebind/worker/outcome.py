@@ -6,7 +6,7 @@ Nothing here touches NATS or the event loop: the worker loop asks, this module a
 - :func:`decide` turns a ``TaskError`` + ``RetryPolicy`` + attempt number into
   :class:`Ack`, :class:`Retry` or :class:`DeadLetter`.
 - :func:`effective_policy` applies the precedence envelope > handler > worker default.
-- :func:`crash_looped` is the A8 guard: a delivery past the attempt cap means earlier
+- :func:`crash_looped` is the crash-loop guard: a delivery past the attempt cap means earlier
   attempts died without reporting, so the task is dead-lettered before it runs again.
 """
 

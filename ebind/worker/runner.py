@@ -183,7 +183,7 @@ class AttemptRunner:
         self._horizon_ns = int(self._horizon * 1e9)
         self._nc = app.nc
         self._js = app.js
-        from ebind.codec import decode_args, encode_result  # L1 module, imported once
+        from ebind.codec import decode_args, encode_result  # pure module, imported once
 
         self._decode_args: Callable[[HandlerSpec, Any], list[Any]] = decode_args
         self._encode_result: Callable[[HandlerSpec, Any], bytes] = encode_result

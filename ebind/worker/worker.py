@@ -365,11 +365,11 @@ class Worker:
         self._recovering[durable] = task
 
     async def _recreate(self, puller: Puller, config: Any) -> None:
-        """Re-create a deleted consumer (B5: deleted by hand, or its stream recreated).
+        """Re-create a deleted consumer (deleted by hand, or its stream recreated).
 
         Repeated "no responders" also land here; then the consumer still exists (its
         stream elects a leader) and the puller just keeps backing off. A missing stream is
-        not re-created here (RELIABILITY G3): the worker logs loudly and keeps retrying.
+        not re-created here (that would hide lost state): the worker logs loudly and keeps retrying.
         """
         from nats.js.errors import NotFoundError
 
@@ -492,7 +492,7 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _keepalive(self) -> None:
-        """In-progress acks every ack_wait/3 for every held message (A4); reports loop stalls."""
+        """In-progress acks every ack_wait/3 for every held message; reports loop stalls."""
         interval = self.ack_wait / 3.0
         next_tick = time.monotonic() + interval
         while True:

@@ -1,6 +1,6 @@
 """Which store and bus errors are worth retrying: the cluster may answer differently soon.
 
-During a JetStream leader election (RELIABILITY C1) requests time out, find no responders,
+During a JetStream leader election requests time out, find no responders,
 or meet a reconnecting connection. Such an error says nothing about the write itself (it
 may or may not have landed), so callers re-read and retry instead of giving up, and the
 scheduler never counts it towards an event's poison limit.

@@ -1,6 +1,6 @@
 """The DAG builder: ``DAG.step(...)`` records steps, ``await dag.submit(wf)`` starts them.
 
-Submit order (D3): every step record is created first (create-only), then the meta record
+Submit order: every step record is created first (create-only), then the meta record
 (create-only) commits the DAG, then ready roots are dispatched. A crash before the meta
 write leaves no DAG (re-submitting the same definition succeeds: identical step records
 are accepted); a crash after it leaves a complete DAG whose roots the reconciliation sweep

@@ -1,4 +1,4 @@
-"""StepHook: the worker → workflow bridge, fenced by attempt and generation (G5).
+"""StepHook: the worker → workflow bridge, fenced by attempt and generation.
 
 The worker calls ``on_step_started`` before a DAG step's handler, ``on_step_done`` /
 ``on_step_failed`` before it acks / terminates the message. Ownership of a step is the
@@ -64,7 +64,7 @@ PROOF_DELIVERIES = 3
 _READ_BACKOFF = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 _CAS_ATTEMPTS = 5
 # Extra tries (backing off to 2 s, about 20 s in all) when the store times out or has no
-# leader: a JetStream leader election takes seconds (RELIABILITY C1).
+# leader: a JetStream leader election takes seconds.
 _TRANSIENT_ATTEMPTS = 12
 _NULL = b"null"
 
@@ -95,7 +95,7 @@ _CUT_MARK = "…".encode()
 
 
 def owns(rec: StepRecord, env: TaskEnvelope, digest: str | None = None) -> bool:
-    """Whether ``env``'s delivery is the step's current owner (the G5 fence).
+    """Whether ``env``'s delivery is the step's current owner (the attempt fence).
 
     Within one generation (one task message) the delivery count only grows, so a later
     delivery supersedes an earlier one: the record may still name the earlier attempt

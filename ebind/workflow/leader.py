@@ -4,8 +4,8 @@ The lease is the key ``scheduler`` in bucket ``ebind-leases``. Acquiring is a cr
 (expected last sequence 0) carrying a ``Nats-TTL`` header; every renewal, at a third of
 the TTL, is a compare-and-set on the last revision carrying a fresh ``Nats-TTL``, so the
 server removes the key one TTL after the holder's last renewal (a TTL set only at create
-would expire a live holder, or never expire a dead one — RELIABILITY D1). A renewal that
-finds another revision means someone else holds the lease: leadership ends at once (D2).
+would expire a live holder, or never expire a dead one). A renewal that
+finds another revision means someone else holds the lease: leadership ends at once.
 ``is_leader()`` is also false once a TTL has passed since the last successful renewal was
 *sent*, by the local monotonic clock, so a paused or partitioned process stops believing
 it leads before the server hands the lease to someone else.

@@ -1,6 +1,6 @@
 """Worker liveness for the reconciliation sweep: who is still running which steps.
 
-Design (G4, D7): the StepHook of every process that runs DAG steps keeps a small record
+Design: the StepHook of every process that runs DAG steps keeps a small record
 per worker id, ``alive.<b64url(worker_id)>`` in the ``ebind-leases`` bucket, rewritten
 every ``interval`` seconds while the process lives, listing the steps it is running. The
 sweep decides a ``running`` step is orphaned when its worker's record is missing, or has

@@ -3,7 +3,7 @@
 A step's arguments are stored as one JSON array. Placeholders are marker objects
 (``{"__ebind_ref__": "__ebind_ref__", "step_id": ..., "mode": ...}`` and
 ``{"__ebind_signal__": "__ebind_signal__", "name": ...}``) that may stand anywhere inside
-it, at any depth of lists and dicts (SPEC §5 "Refs anywhere"). No IO happens here.
+it, at any depth of lists and dicts. No IO happens here.
 
 Unlike the Go code, an object counts as a placeholder only when its own marker key holds
 the marker string; a literal that merely contains the marker somewhere deeper is walked

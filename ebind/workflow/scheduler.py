@@ -8,7 +8,7 @@ pass settles any number of events), and their deliveries are acked only after th
 succeeded. DAGs advance concurrently (PERFORMANCE fact 5). A failed pass naks its events
 for redelivery; an event that keeps failing is terminated and logged (poison).
 
-Reconciliation (G4): on every false → true leader edge and every ``sweep_interval`` the
+Reconciliation: on every false → true leader edge and every ``sweep_interval`` the
 leader re-evaluates each live DAG through the same lanes and, in addition, rescues
 ``running`` steps that nothing will finish: a step dispatched but never started is
 re-published (same msg-id while inside the stream's duplicate window, a new generation

@@ -337,7 +337,7 @@ class DAGState:
     def apply_cascades(self) -> list[str]:
         """Re-apply cascade-skip from every failed/skipped/canceled step; returns newly skipped.
 
-        Recovers a cascade whose persistence was lost (the Go sweep's gap, §11.3).
+        Recovers a cascade whose persistence was lost (a gap in the Go sweep, closed here).
         """
         return self._cascade_from([s for s in self.ordered_ids() if self.steps[s].status in _BAD])
 

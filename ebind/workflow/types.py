@@ -143,7 +143,7 @@ class PlacementSpec(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
 class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One step's persisted state (KV key ``<dag_id>.step.<step_id>``).
 
-    ``attempt`` is the delivery attempt that currently owns the step (the G5 fence: only
+    ``attempt`` is the delivery attempt that currently owns the step (the attempt fence: only
     that attempt may complete it); ``generation`` identifies the enqueue: the record
     revision the dispatch (or a reconciliation re-enqueue) was written from, so every
     enqueue gets a fresh msg-id ``<dag>:<step>:<generation>``. ``dispatch_digest`` is the

@@ -67,7 +67,7 @@ class Workflow:
         nak_delay: redelivery delay for events seen by a non-leader.
         sweep_check_interval: how often the scheduler polls leadership.
         sweep_timeout: bound of one reconciliation sweep.
-        sweep_interval: period of the reconciliation sweep while leader (G4).
+        sweep_interval: period of the reconciliation sweep while leader.
         max_step_error_bytes: cap of persisted failure messages (<0: keep only the kind).
         liveness: worker liveness records for orphaned-step detection (None: off).
         liveness_interval: seconds between a worker's liveness announcements.
@@ -220,7 +220,7 @@ class Workflow:
         self,
         dag_id: str,
         step: Step | str,
-        timeout: float | None = None,  # noqa: ASYNC109 - SPEC §4 names it
+        timeout: float | None = None,  # noqa: ASYNC109 - the public API names it `timeout`
     ) -> Any:
         """Wait for a step's result, from any process; typed when the handler is known.
 

@@ -1,4 +1,4 @@
-"""3-node cluster: every ebind asset is R3 (G2) and work survives losing a stream leader (C1)."""
+"""3-node cluster: every ebind asset is R3 and work survives losing a stream leader."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ class TestNode:
         assert (tmp_path / "js" / "jetstream").is_dir()
 
     def test_sync_interval_always_is_the_default(self, nats_node: Node) -> None:
-        """B6: the generated config and /varz both show fsync on every write."""
+        """The generated config and /varz both show fsync on every write."""
         assert "sync_interval: always" in nats_node.config_path.read_text()
         config = nats_node.varz()["jetstream"]["config"]
         assert config["sync_always"] is True

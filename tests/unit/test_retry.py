@@ -1,4 +1,4 @@
-"""RetryPolicy: next_delay / should_retry with the seed's rules and examples (reference §1.4)."""
+"""RetryPolicy: next_delay / should_retry with Go ebind's rules and examples."""
 
 from __future__ import annotations
 

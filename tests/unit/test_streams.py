@@ -1,4 +1,4 @@
-"""Subject/KV naming (H10/H11): ids, task names and targets are validated or encoded."""
+"""Subject/KV naming: ids, task names and targets are validated or encoded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RELIABILITY A5: an async handler that blocks the event loop is named in a warning."""
+"""An async handler that blocks the event loop is named in a warning."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ async def test_an_async_handler_holding_the_loop_is_named_and_still_completes(ap
     @app.task(name="a5.block")
     async def block(seconds: float) -> str:
         await asyncio.sleep(0)
-        time.sleep(seconds)  # noqa: ASYNC251 - the bug A5 is about, on purpose
+        time.sleep(seconds)  # noqa: ASYNC251 - the bug under test, on purpose
         await asyncio.sleep(0)
         return "done"
 

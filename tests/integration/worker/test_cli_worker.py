@@ -1,4 +1,4 @@
-"""`ebind worker` as a real process: serving, SIGTERM drain, and SIGKILL redelivery (A1)."""
+"""`ebind worker` as a real process: serving, SIGTERM drain, and SIGKILL redelivery."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ async def test_killed_worker_task_is_redelivered_and_completes_elsewhere(
     procs: list[subprocess.Popen[bytes]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A1: SIGKILL mid-task; the task runs again after ~ack_wait on another worker, once done."""
+    """SIGKILL mid-task; the task runs again after ~ack_wait on another worker, once done."""
     import cli_app
 
     ledger = tmp_path / "ledger.jsonl"

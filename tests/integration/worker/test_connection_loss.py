@@ -1,4 +1,4 @@
-"""RELIABILITY A9: a worker loses NATS while running a task, then the link comes back."""
+"""A worker loses NATS while running a task, then the link comes back."""
 
 from __future__ import annotations
 

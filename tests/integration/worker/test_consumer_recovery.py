@@ -1,4 +1,4 @@
-"""A consumer deleted while the worker runs is re-created (RELIABILITY B5)."""
+"""A consumer deleted while the worker runs is re-created."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failures on a real worker: retries, non-retryable errors, bad inputs (H1-H6, H16, A8)."""
+"""Failures on a real worker: retries, non-retryable errors, bad inputs, deadlines, crash loops."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def _failed(fut: Any) -> TaskFailed:
 
 
 async def test_poison_task_retries_with_backoff_then_dead_letters(app: App) -> None:
-    """H6: deliveries == maximum_attempts and the gaps honour next_delay."""
+    """Deliveries == maximum_attempts and the gaps honour next_delay."""
     starts: list[float] = []
 
     @app.task(name="f.poison", retry=FAST)
@@ -80,7 +80,7 @@ async def test_non_retryable_and_dont_retry_run_once(app: App) -> None:
 async def test_unknown_task_is_naked_briefly_then_dead_lettered(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """H1: never imported, bounded nak window, DLQ kind unknown_handler, worker still healthy."""
+    """Never imported, bounded nak window, DLQ kind unknown_handler, worker still healthy."""
     imported: list[str] = []
     real_import = importlib.import_module
 
@@ -106,7 +106,7 @@ async def test_unknown_task_is_naked_briefly_then_dead_lettered(
 
 
 async def test_malformed_envelope_goes_to_dlq_with_its_raw_bytes(app: App) -> None:
-    """H2: terminated once, DLQ kind decode keeps the bytes; the worker keeps working."""
+    """Terminated once, DLQ kind decode keeps the bytes; the worker keeps working."""
 
     @app.task(name="f.after_garbage")
     async def after() -> int:
@@ -128,7 +128,7 @@ async def test_malformed_envelope_goes_to_dlq_with_its_raw_bytes(app: App) -> No
 
 
 async def test_wrong_arguments_reaching_the_worker_fail_without_retry(app: App) -> None:
-    """H3 (worker side): kind arg_count / arg_type, one delivery."""
+    """Wrong arguments (worker side): kind arg_count / arg_type, one delivery."""
     runs = 0
 
     @app.task(name="f.typed", retry=FAST)
@@ -161,7 +161,7 @@ async def test_wrong_arguments_reaching_the_worker_fail_without_retry(app: App) 
 
 
 async def test_unserialisable_and_oversized_results_fail_once(app: App) -> None:
-    """H5 and H4 (results): kind encode, not retried, worker alive."""
+    """Unserialisable and oversized results: kind encode, not retried, worker alive."""
     runs: list[str] = []
 
     @app.task(name="f.unserialisable", retry=FAST)
@@ -183,7 +183,7 @@ async def test_unserialisable_and_oversized_results_fail_once(app: App) -> None:
 
 
 async def test_expired_deadline_is_not_executed(app: App) -> None:
-    """H16: kind deadline, the handler never starts."""
+    """Expired deadline: kind deadline, the handler never starts."""
     runs = 0
 
     @app.task(name="f.late")
@@ -223,7 +223,7 @@ async def test_handler_timeout_is_retryable_kind_timeout(app: App) -> None:
 
 
 async def test_crash_loop_guard_dead_letters_before_running(app: App) -> None:
-    """A8: deliveries past the cap (earlier attempts died silently) are not run again."""
+    """Deliveries past the cap (earlier attempts died silently) are not run again."""
     from nats.js.api import AckPolicy, ConsumerConfig
 
     runs = 0

@@ -1,4 +1,4 @@
-"""Claims, keepalives and graceful shutdown on real workers (A4, A7)."""
+"""Claims, keepalives and graceful shutdown on real workers."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_callable_claims_move_at_runtime(app: App) -> None:
 
 
 async def test_in_progress_acks_keep_long_tasks_from_redelivery(app: App) -> None:
-    """A4: handlers running 3x ack_wait (async and sync) run once."""
+    """Handlers running 3x ack_wait (async and sync) run once."""
     starts: list[str] = []
 
     @app.task(name="l.long_async")

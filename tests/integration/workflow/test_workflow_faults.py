@@ -1,4 +1,4 @@
-"""Workflow fault tests on a real node: a worker killed mid-step (A2), stranded steps (D3/D7)."""
+"""Workflow fault tests on a real node: a worker killed mid-step, stranded steps."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ async def test_sweep_reenqueues_a_step_whose_task_message_vanished(
     a = dag.step("a", add, 40, 2)
     b = dag.step("b", add, a.ref(), 0)
     await dag.submit(app.workflow)
-    await app.js.purge_stream(TASKS_STREAM)  # the root's message is lost (B5, §11.2)
+    await app.js.purge_stream(TASKS_STREAM)  # the root's message is lost
     await start_worker("w1")
     assert await app.workflow.result(dag.id, b, timeout=30) == 42
     _, steps = await app.workflow.info(dag.id)

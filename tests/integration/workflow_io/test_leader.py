@@ -1,4 +1,4 @@
-"""KVLeaseElector on a real nats-server: one leader, takeover, TTL expiry, stale leader (D1/D2)."""
+"""KVLeaseElector on a real nats-server: one leader, takeover, TTL expiry, stale leader."""
 
 from __future__ import annotations
 

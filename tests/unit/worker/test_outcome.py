@@ -112,7 +112,7 @@ def test_decide_unlimited_attempts_keeps_retrying() -> None:
 
 @pytest.mark.parametrize("seed", range(20), ids=lambda s: f"seed={s}")
 def test_decide_deliveries_equal_maximum_attempts(seed: int) -> None:
-    """H6 in miniature: an always-failing task runs exactly maximum_attempts times."""
+    """In miniature: an always-failing task runs exactly maximum_attempts times."""
     rng = random.Random(seed)
     cap = rng.randint(1, 12)
     policy = RetryPolicy(

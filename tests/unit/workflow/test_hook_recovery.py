@@ -1,4 +1,4 @@
-"""The step hook settles half-landed writes on retry and redelivery (RELIABILITY C1, G5)."""
+"""The step hook settles half-landed writes on retry and redelivery."""
 
 from __future__ import annotations
 

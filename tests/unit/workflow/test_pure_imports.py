@@ -1,4 +1,4 @@
-"""The pure workflow core imports neither nats nor asyncio (static ast walk, STYLE §2)."""
+"""The pure workflow core imports neither nats nor asyncio (static ast walk)."""
 
 from __future__ import annotations
 

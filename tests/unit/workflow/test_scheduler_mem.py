@@ -409,7 +409,7 @@ async def test_info_debug_and_delete() -> None:
     await bus.close()
 
 
-# -- reconciliation (G4, D3, D7) ------------------------------------------------------------
+# -- reconciliation -------------------------------------------------------------------------
 
 
 async def test_sweep_dispatches_roots_when_submit_enqueue_failed() -> None:
@@ -515,7 +515,7 @@ async def test_poison_events_do_not_stop_the_scheduler() -> None:
     await bus.close()
 
 
-# -- seeded simulation (P2) and operator races (P3) -----------------------------------------
+# -- seeded simulation and operator races ---------------------------------------------------
 
 
 class FlipElector:

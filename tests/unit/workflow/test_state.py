@@ -74,7 +74,7 @@ class TestTransitions:
         assert st.steps["a"].error_kind == "k"
 
     def test_mark_failed_after_done_changes_nothing(self) -> None:
-        """A duplicate/reordered failed event never overrides a done step (Go §11.4 fixed)."""
+        """A duplicate/reordered failed event never overrides a done step (a Go bug, fixed here)."""
         st = chain()
         st.mark_done("a")
         st.take_changed()
@@ -227,7 +227,7 @@ class TestCascadeRules:
         assert st.apply_cascades() == []
 
     def test_after_only_dependent_of_failed_step_is_never_ready(self) -> None:
-        """The Go sweep ran such a step when the failure event was lost (§11.3)."""
+        """The Go sweep ran such a step when the failure event was lost."""
         st = state(step("a", status=F), step("b", ["a"]))
         assert st.ready_to_run() == []
         assert st.doomed("b")

@@ -1,4 +1,4 @@
-"""P1: DAGState under random DAG shapes and random, duplicated and reordered completions.
+"""DAGState under random DAG shapes and random, duplicated and reordered completions.
 
 A Hypothesis state machine plus a seeded random-graph sweep whose seed is in the test id
 (replay one with ``pytest -k 'seed=17'``). Invariants: a terminal step never changes, no
