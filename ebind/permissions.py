@@ -151,8 +151,9 @@ def producer(
         publish += [f"$KV.{KV_DAGS}.>", "DAG.>"]
     return Permissions(
         publish=tuple(publish),
-        # A result waiter also listens for the record's write as it happens.
-        subscribe=(f"{inbox}.>", f"RESP.{cid}.>", f"$KV.{KV_DAGS}.*.result.*"),
+        # A result waiter also listens for the record's write as it happens (the key ends
+        # in the step id and, since DAG runs have ids, the run id).
+        subscribe=(f"{inbox}.>", f"RESP.{cid}.>", f"$KV.{KV_DAGS}.*.result.>"),
     )
 
 

@@ -226,6 +226,8 @@ def _watch_line(subject: str, data: bytes, now: datetime) -> tuple[str, Any]:
 async def _watch(app: App, as_json: bool) -> None:
     # A core subscription sees each dead letter as it is published and takes nothing.
     sub = await app.nc.subscribe("DLQ.>")
+    await app.nc.flush()  # the server has the subscription: nothing published from now is missed
+    click.echo("watching for new dead letters (Ctrl-C to stop)", err=True)
     try:
         async for msg in sub.messages:
             line, obj = _watch_line(msg.subject, msg.data, datetime.now(UTC))

@@ -35,6 +35,7 @@ from ebind.permissions import inbox_prefix_for, operator, producer, server_confi
 from ebind.streams import (
     DAG_EVENTS_STREAM,
     DLQ_STREAM,
+    KV_DAGS,
     KV_LEASES,
     RESP_STREAM,
     TASKS_STREAM,
@@ -358,7 +359,10 @@ async def test_a_plain_producer_may_follow_but_not_submit_dags(secured_node: Nod
             assert (await plain.workflow.wait(theirs.id, timeout=20)).status is DAGStatus.DONE
     # only the two refusals above: following the DAG needed nothing it lacks
     refused = sorted(refused_subject(v) for v in violations(secured_node))
-    assert [r.split(".", 1)[0] for r in refused] == ["$KV", "TASKS_SCHEDULED"], refused
+    # (the submit's writes go out together: its live-index entry and its step records)
+    assert {r.split(".", 1)[0] for r in refused} == {"$KV", "TASKS_SCHEDULED"}, refused
+    assert all(r.startswith(f"$KV.{KV_DAGS}.") for r in refused if r.startswith("$KV")), refused
+    assert sum(r.startswith("TASKS_SCHEDULED") for r in refused) == 1, refused
 
 
 async def test_one_user_cannot_read_another_users_replies_or_results(secured_node: Node) -> None:

@@ -77,7 +77,12 @@ def test_watch_prints_new_dead_letters_until_interrupted(empty_dlq: Background) 
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        time.sleep(1.0)  # the subscription must exist before the dead letter is published
+        # the subscription must exist before the dead letter is published: it says so
+        assert proc.stderr is not None
+        seen: list[str] = []
+        while not any("watching for new dead letters" in line for line in seen):
+            seen.append(proc.stderr.readline())  # (log lines may come first)
+            assert seen[-1], f"dlq watch ended before it was ready: {seen}"
         _dead_letter(bg, 9)
         line = proc.stdout.readline() if proc.stdout else ""
         assert "fn=explode" in line and "cannot handle 9" in line
