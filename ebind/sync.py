@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import enum
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ebind.workflow.dag import DAG, Step
     from ebind.workflow.types import DAGMeta
 
-__all__ = ["SyncApp", "SyncCallInEventLoop", "SyncResult", "SyncTask"]
+__all__ = ["Route", "SyncApp", "SyncCallInEventLoop", "SyncResult", "SyncTask", "route"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -139,6 +140,34 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(lambda: _runtime.close())
 
 
+class Route(enum.Enum):
+    """Where a blocking call runs, decided by :func:`route`."""
+
+    APP_LOOP = "app_loop"
+    """On the loop the App connected on, running in another thread (a worker's loop)."""
+    BACKGROUND = "background"
+    """On the process's background loop, connecting the App there first if needed."""
+    IN_LOOP = "in_loop"
+    """Refused: this thread runs an event loop, which the wait would stall."""
+    STOPPED_LOOP = "stopped_loop"
+    """Refused: the App is connected on a loop that no longer runs."""
+
+
+def route(
+    *,
+    connected: bool,
+    app_loop_running: bool,
+    app_loop_is_current: bool,
+    thread_has_loop: bool,
+) -> Route:
+    """Decide where a blocking call on an App runs (``connected`` in this very process)."""
+    if connected:
+        if app_loop_is_current:
+            return Route.IN_LOOP
+        return Route.APP_LOOP if app_loop_running else Route.STOPPED_LOOP
+    return Route.IN_LOOP if thread_has_loop else Route.BACKGROUND
+
+
 def _loop_for(app: App) -> asyncio.AbstractEventLoop:
     """The loop to run ``app``'s calls on, connecting it on the background loop when needed."""
     try:
@@ -149,18 +178,23 @@ def _loop_for(app: App) -> asyncio.AbstractEventLoop:
         # Connected by the parent before a fork: that connection is the parent's.
         _abandoned.append(app._forget_connection())
     loop = app._loop
-    if app._nc is not None and loop is not None:
-        if loop is running:
-            raise SyncCallInEventLoop(_in_loop_message())
-        if loop.is_running():
-            return loop
+    connected = app._nc is not None and loop is not None
+    decision = route(
+        connected=connected,
+        app_loop_running=loop is not None and loop.is_running(),
+        app_loop_is_current=connected and loop is running,
+        thread_has_loop=running is not None,
+    )
+    if decision is Route.APP_LOOP and loop is not None:
+        return loop
+    if decision is Route.BACKGROUND:
+        return _runtime.connect(app)
+    if decision is Route.STOPPED_LOOP:
         raise NotConnected(
             f"App {app.name!r} is connected on an event loop that is not running; close it "
             "there (`await app.close()`) or keep that loop running while blocking calls wait"
         )
-    if running is not None:
-        raise SyncCallInEventLoop(_in_loop_message())
-    return _runtime.connect(app)
+    raise SyncCallInEventLoop(_in_loop_message())
 
 
 def _in_loop_message() -> str:
@@ -344,7 +378,11 @@ class SyncApp:
         """A handle on a task enqueued earlier (Celery's ``AsyncResult(task_id)``)."""
         app = self._app
         loop = _loop_for(app)
-        return SyncResult(app.future(task_id, name=name, client_id=client_id), loop)
+
+        async def make() -> Future[Any]:  # its waiter belongs to the loop
+            return app.future(task_id, name=name, client_id=client_id)
+
+        return SyncResult(_wait(loop, make()), loop)
 
     def gather(self, results: Iterable[SyncResult[R]], timeout: float | None = None) -> list[R]:
         """Every result, in order, waiting on all at once; ``timeout`` bounds the whole wait."""
