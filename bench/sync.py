@@ -14,7 +14,7 @@ the same load (the numbers of a shared machine drift within seconds):
 The blocking API pays two cross-thread hand-offs per call (to the background loop and
 back); the target is within 1.5x of the async API. The last line printed is one JSON object.
 
-Usage: ``python bench/sync.py [--tasks 2000] [--latency 300]``.
+Usage: ``python bench/sync.py [--tasks 2000] [--latency 400] [--rounds 8]``.
 """
 
 from __future__ import annotations
