@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import enum
 import os
 import threading
@@ -220,6 +221,10 @@ def _call(app: App, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return _wait(_loop_for(app), make())
 
 
+def _release(_: object) -> None:
+    """Run on a loop only to drop the last reference to its argument there."""
+
+
 class SyncResult(Generic[R]):
     """A task's pending result for blocking code: ``res.get(timeout=10)``, ``res.ready()``."""
 
@@ -229,6 +234,15 @@ class SyncResult(Generic[R]):
         self._future = future
         self._loop = loop
         self._pid = os.getpid()
+
+    def __del__(self) -> None:
+        # The Future's own cleanup touches its loop's waiter table, so its last reference
+        # must drop on that loop's thread, not in whichever thread dropped this handle.
+        fut = getattr(self, "_future", None)
+        if fut is None or fut.done() or self._pid != os.getpid():
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop has no waiter left to drop
+            self._loop.call_soon_threadsafe(_release, fut)
 
     @property
     def id(self) -> str:
