@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -11,7 +14,7 @@ from sync_tasks import Tasks, app_pair
 
 from ebind.app import App
 from ebind.embed import Node
-from ebind.errors import TaskFailed, TaskTimeout
+from ebind.errors import NotConnected, TaskFailed, TaskTimeout
 from ebind.sync import SyncCallInEventLoop, SyncResult
 from ebind.workflow import DAG, signal_ref
 from ebind.workflow.types import DAGStatus
@@ -30,8 +33,7 @@ def pair(nats_node: Node) -> Iterator[tuple[App, Tasks, App]]:
 
 def test_many_threads_share_one_connection(nats_node: Node, pair: tuple[App, Tasks, App]) -> None:
     _, tasks, _ = pair
-    assert tasks.add.sync.delay(1, 2).get(timeout=10) == 3  # connects once
-    before = total_connections(nats_node)
+    before = total_connections(nats_node)  # the worker's connections only
     errors: list[BaseException] = []
     results: dict[int, int] = {}
 
@@ -42,6 +44,7 @@ def test_many_threads_share_one_connection(nats_node: Node, pair: tuple[App, Tas
         except BaseException as exc:
             errors.append(exc)
 
+    # Every thread's first call races to connect: exactly one connection results.
     threads = [threading.Thread(target=caller, args=(k,)) for k in range(16)]
     for t in threads:
         t.start()
@@ -49,8 +52,8 @@ def test_many_threads_share_one_connection(nats_node: Node, pair: tuple[App, Tas
         t.join(60)
     assert errors == []
     assert results == {k * 100 + i: k + i for k in range(16) for i in range(10)}
-    # 160 calls from 16 threads: no new connection, and the producer holds exactly one.
-    assert total_connections(nats_node) == before
+    # 160 calls from 16 threads: one connect in all, and the producer holds exactly one.
+    assert total_connections(nats_node) == before + 1
     assert connections_named(nats_node, "ebind:sync-producer") == 1
 
 
@@ -100,6 +103,40 @@ async def test_a_blocking_call_inside_an_event_loop_is_refused(nats_url: str) ->
     async with producer:
         with pytest.raises(SyncCallInEventLoop, match="stall"):
             producer.sync.enqueue("sync.add", 1, 2)
+
+
+def test_an_app_left_connected_on_a_stopped_loop_is_named(nats_url: str) -> None:
+    producer, tasks, _, _ = app_pair(nats_url)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(producer.connect())
+    try:
+        with pytest.raises(NotConnected, match="event loop that is not running"):
+            tasks.add.sync.delay(1, 2)
+    finally:
+        loop.run_until_complete(producer.close())
+        loop.close()
+    # Closed there, it connects on the background loop at the next blocking call.
+    assert tasks.add.sync.send(1, 2)
+    producer.sync.close()
+
+
+def test_the_interpreter_exits_cleanly_with_the_connection_open(nats_node: Node) -> None:
+    script = (
+        "import sys, ebind\n"
+        "app = ebind.App('sync-exit', nats_url=sys.argv[1])\n"
+        "print('sent', app.sync.send('sync.add', 1, 2))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, nats_node.client_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "sent " in proc.stdout
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert connections_named(nats_node, "ebind:sync-exit") == 0
 
 
 def test_workflow_submit_signal_result(pair: tuple[App, Tasks, App]) -> None:
