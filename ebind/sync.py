@@ -90,7 +90,8 @@ class _Runtime:
         with self.lock:  # many threads' first calls: one connect
             if app._nc is None:
                 asyncio.run_coroutine_threadsafe(app.connect(), loop).result()
-                self.apps.append(app)
+                if app not in self.apps:
+                    self.apps.append(app)
         return loop
 
     def close(self) -> None:
@@ -357,11 +358,19 @@ class SyncApp:
         _loop_for(self._app)
 
     def close(self) -> None:
-        """Close the connection the blocking API opened (the next call connects again)."""
-        app = self._app
-        if app._nc is None or app._loop is None or not app._loop.is_running():
+        """Close the connection the blocking API opened (the next call connects again).
+
+        An App connected by other code (a worker, an async web app) is left to that code:
+        closing it from a handler would cut the worker's own connection.
+        """
+        app, runtime = self._app, _runtime
+        loop = runtime.loop
+        if app._nc is None or loop is None or app._loop is not loop:
             return
-        _wait(app._loop, app.close())
+        _wait(loop, app.close())
+        with runtime.lock:
+            if app in runtime.apps:
+                runtime.apps.remove(app)
 
     def enqueue(self, task: str | Task[Any, Any], /, *args: Any, **kwargs: Any) -> SyncResult[Any]:
         """Enqueue by handle or name; a name not registered here is sent unvalidated."""

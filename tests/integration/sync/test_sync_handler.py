@@ -23,5 +23,8 @@ def test_a_sync_handler_enqueues_and_awaits_through_the_workers_connection(
             # The handlers used the worker's own connection and loop: nothing new connected.
             assert connections_named(nats_node, "ebind:sync-worker") == worker_conns
             assert worker_app not in _runtime.apps
+            worker_app.sync.close()  # not the blocking API's connection: left alone
+            assert worker_app.is_connected
+            assert tasks.outer.sync.delay(20).get(timeout=10) == 41
         finally:
             producer.sync.close()
