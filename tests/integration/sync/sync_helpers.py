@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,3 +74,11 @@ def connections_named(node: Node, name: str) -> int:
 def total_connections(node: Node) -> int:
     """Connections the server accepted since it started (``/varz`` total_connections)."""
     return int(node.varz()["total_connections"])
+
+
+def await_connections(node: Node, name: str, count: int, within: float = 5.0) -> None:
+    """Wait until the server holds ``count`` connections named ``name`` (closes land late)."""
+    deadline = time.monotonic() + within
+    while (seen := connections_named(node, name)) != count:
+        assert time.monotonic() < deadline, f"{seen} connections named {name!r}, not {count}"
+        time.sleep(0.05)

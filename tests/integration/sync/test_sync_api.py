@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sync_helpers import connections_named, total_connections, worker_thread
+from sync_helpers import await_connections, connections_named, total_connections, worker_thread
 from sync_tasks import Tasks, app_pair
 
 from ebind.app import App
@@ -136,7 +136,7 @@ def test_the_interpreter_exits_cleanly_with_the_connection_open(nats_node: Node)
     assert proc.returncode == 0, proc.stderr
     assert "sent " in proc.stdout
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
-    assert connections_named(nats_node, "ebind:sync-exit") == 0
+    await_connections(nats_node, "ebind:sync-exit", 0)
 
 
 def test_workflow_submit_signal_result(pair: tuple[App, Tasks, App]) -> None:

@@ -7,7 +7,7 @@ import os
 import warnings
 
 import pytest
-from sync_helpers import connections_named, worker_thread
+from sync_helpers import await_connections, connections_named, worker_thread
 from sync_tasks import app_pair
 
 from ebind.embed import Node
@@ -68,7 +68,7 @@ def test_fork_after_first_use_then_use_in_the_child(nats_node: Node) -> None:
             # The parent's connection survived the child's connect, use and exit.
             assert inherited.get(timeout=10) == "rested"
             assert tasks.add.sync.delay(2, 2).get(timeout=10) == 4
-            assert connections_named(nats_node, "ebind:sync-producer") == 1
+            await_connections(nats_node, "ebind:sync-producer", 1)
         finally:
             producer.sync.close()
 
