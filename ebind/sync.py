@@ -172,10 +172,7 @@ def route(
 
 def _loop_for(app: App) -> asyncio.AbstractEventLoop:
     """The loop to run ``app``'s calls on, connecting it on the background loop when needed."""
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
+    running = _thread_loop()
     if app._nc is not None and app._connected_pid != os.getpid():
         # Connected by the parent before a fork: that connection is the parent's.
         _abandoned.append(app._forget_connection())
@@ -199,6 +196,14 @@ def _loop_for(app: App) -> asyncio.AbstractEventLoop:
     raise SyncCallInEventLoop(_in_loop_message())
 
 
+def _thread_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _in_loop_message() -> str:
     return (
         "a blocking ebind call was made from a thread running an event loop, which it would "
@@ -208,6 +213,10 @@ def _in_loop_message() -> str:
 
 
 def _wait(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    if _thread_loop() is not None:
+        # Waiting here would stall this thread's loop, or deadlock when it is ``loop``.
+        coro.close()
+        raise SyncCallInEventLoop(_in_loop_message())
     cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return cf.result()

@@ -100,6 +100,13 @@ async def test_a_blocking_call_inside_an_event_loop_is_refused(nats_url: str) ->
     producer, tasks, _, _ = app_pair(nats_url)
     with pytest.raises(SyncCallInEventLoop, match=r"await task\.delay"):
         tasks.add.sync.delay(1, 2)
+    # A handle made in a plain thread cannot be waited on from async code either.
+    handle = await asyncio.to_thread(tasks.add.sync.delay, 1, 2)
+    with pytest.raises(SyncCallInEventLoop, match="stall"):
+        handle.get(timeout=1)
+    with pytest.raises(SyncCallInEventLoop, match="stall"):
+        producer.sync.gather([handle], timeout=1)
+    await asyncio.to_thread(producer.sync.close)
     async with producer:
         with pytest.raises(SyncCallInEventLoop, match="stall"):
             producer.sync.enqueue("sync.add", 1, 2)
