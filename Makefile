@@ -46,6 +46,7 @@ bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings)
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/sync.py
 
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
 	$(BIN)/python -m ebind demo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import uuid
@@ -42,6 +43,7 @@ from ebind.wire import TaskEnvelope
 if TYPE_CHECKING:
     from ebind.dlq import DeadLetters
     from ebind.periodic import ScheduleInfo
+    from ebind.sync import SyncApp
     from ebind.worker import Worker
     from ebind.workflow.workflow import Workflow
 
@@ -163,6 +165,10 @@ class App:
         self._dlq: DeadLetters | None = None
         self._workflow: Workflow | None = None
         self._closing = False
+        # --- the blocking API (ebind/sync.py) runs calls on the loop that connected, in
+        # the process that connected (a forked child must not use the parent's socket) ---
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected_pid = 0
         # --- envelope hooks (contrib.otel injects trace context): applied in order to every
         # envelope right before it is published, by _submit and publish_task alike ---
         self.publish_hooks: list[Callable[[TaskEnvelope], TaskEnvelope]] = []
@@ -244,6 +250,7 @@ class App:
             raise
         self._nc, self._js, self._router = nc, js, router
         self._publisher = publisher
+        self._loop, self._connected_pid = asyncio.get_running_loop(), os.getpid()
         log.debug("app.connected", app=self.name, client_id=self.client_id)
 
     def override_connection(self, options: Mapping[str, Any]) -> None:
@@ -328,6 +335,21 @@ class App:
                 log.debug("app.close_connection_lost", error=repr(exc))
         finally:
             self._closing = False
+
+    def _forget_connection(self) -> tuple[Any, ...]:
+        """Drop the connection without closing it (a forked child's copy); returns what it held."""
+        held = (self._nc, self._js, self._router, self._publisher, self._workflow, self._loop)
+        self._nc = self._js = self._router = self._publisher = None
+        self._workflow = None
+        self._loop, self._connected_pid = None, 0
+        return held
+
+    @property
+    def sync(self) -> SyncApp:
+        """The blocking API for sync code: ``app.sync.enqueue(...)``, ``app.sync.submit(dag)``."""
+        from ebind.sync import SyncApp
+
+        return SyncApp(self)
 
     async def __aenter__(self) -> Self:
         await self.connect()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ebind.app import App
     from ebind.future import Future
     from ebind.signature import HandlerSpec
+    from ebind.sync import SyncTask
 
 __all__ = ["DEFAULT_OPTIONS", "FIRE_AND_FORGET", "Task", "TaskOptions"]
 
@@ -58,6 +59,13 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<ebind.Task {self.spec.name}>"
+
+    @property
+    def sync(self) -> SyncTask[P, R]:
+        """The blocking API for sync code: ``task.sync.delay(...).get(timeout=10)``."""
+        from ebind.sync import SyncTask
+
+        return SyncTask(self)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the handler in this process (a local Context is supplied when it takes one)."""

@@ -7,6 +7,7 @@ from typing import Any, assert_type
 import msgspec
 
 import ebind
+from ebind.sync import SyncResult
 
 app = ebind.App("typing")
 
@@ -62,3 +63,21 @@ async def _checks() -> None:
 def test_typing_module_imports() -> None:
     assert fetch_user.name.endswith("fetch_user")
     assert resize.name == "img.resize"
+
+
+def _sync_checks() -> None:
+    # The blocking API infers the same result types as the async one.
+    res = fetch_user.sync.delay("u1")
+    assert_type(res, SyncResult[User])
+    assert_type(res.get(timeout=1.0), User)
+    assert_type(res.ready(), bool)
+    assert_type(res.id, str)
+    assert_type(resize.sync.delay("img", width=10).get(), str)
+    assert_type(plain.sync.apply_async((1, 2), countdown=5), SyncResult[float])
+    assert_type(with_ctx_async.sync.delay_many([(1,), (2,)]), list[SyncResult[list[int]]])
+    assert_type(resize.sync.send("img"), str)
+    assert_type(app.sync.enqueue("img.resize", "img"), SyncResult[Any])
+    assert_type(app.sync.gather([plain.sync.delay(1, 2)]), list[float])
+    assert_type(app.sync.future("some-id"), SyncResult[Any])
+    fetch_user.sync.delay(1)  # type: ignore[arg-type]
+    plain.sync.delay(1)  # type: ignore[call-arg]
