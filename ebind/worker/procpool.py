@@ -91,19 +91,10 @@ class ContextFields(msgspec.Struct, frozen=True):
         """A fresh Context in the child, with its own task logger."""
         from ebind.context import Context
 
-        return Context(
-            task_id=self.task_id,
-            name=self.name,
-            attempt=self.attempt,
-            dag_id=self.dag_id,
-            step_id=self.step_id,
-            worker_id=self.worker_id,
-            target=self.target,
-            deadline=self.deadline,
-            log=structlog.get_logger(
-                "ebind.task", task_id=self.task_id, task_name=self.name, attempt=self.attempt
-            ),
+        logger = structlog.get_logger(
+            "ebind.task", task_id=self.task_id, task_name=self.name, attempt=self.attempt
         )
+        return Context(**msgspec.structs.asdict(self), log=logger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +175,8 @@ def _child_call(
 
     spec: HandlerSpec | None = app.registry.get(name)
     if spec is None:
-        error = TaskError(
-            kind=ErrorKind.UNKNOWN_HANDLER.value,
-            message=f"the App imported by the child process has no handler {name!r}",
-            retryable=False,
-        )
-        return "err", _TASK_ERRORS.encode(error)
+        why = f"the App imported by the child process has no handler {name!r}"
+        return _refused(ErrorKind.UNKNOWN_HANDLER, why)
     if fields is not None:
         ctx = fields.context()
         set_current(ctx)
@@ -204,12 +191,14 @@ def _child_call(
     try:
         return "ok", encode_result(spec, value)
     except Exception as exc:
-        error = TaskError(
-            kind=ErrorKind.ENCODE.value,
-            message=f"result of {spec.name} could not be encoded as JSON: {exc}",
-            retryable=False,
+        return _refused(
+            ErrorKind.ENCODE, f"result of {spec.name} could not be encoded as JSON: {exc}"
         )
-        return "err", _TASK_ERRORS.encode(error)
+
+
+def _refused(kind: ErrorKind, message: str) -> tuple[str, bytes]:
+    """A non-retryable failure answered by the child."""
+    return "err", _TASK_ERRORS.encode(TaskError(kind=kind.value, message=message))
 
 
 # ---------------------------------------------------------------------- the parent
@@ -495,5 +484,9 @@ async def pool_for(app: Any, settings: PoolSettings, app_path: str | None) -> Pr
         )
     pool = ProcessPool(app_path, settings)
     if settings.pool == "process":
-        await pool.start()
+        try:
+            await pool.start()
+        except BaseException:
+            pool.close()  # children that did start are killed, not left behind
+            raise
     return pool

@@ -65,3 +65,12 @@ def opted_in() -> int:
 def in_thread() -> int:
     """Runs in the worker's own process on a thread-pool worker."""
     return os.getpid()
+
+
+@app.task(name="pool.wait", timeout=60.0, retry=RetryPolicy.none())
+def wait(pid_file: str) -> str:
+    """Write this child's pid, then wait long enough to be killed from outside."""
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+    return "not killed"
