@@ -31,10 +31,7 @@ def spin(seconds: float) -> dict[str, float]:
 @app.task(name="pool.stuck", timeout=1.0, retry=RetryPolicy.none())
 def stuck(pid_file: str) -> str:
     """Write this child's pid, then block far past the timeout."""
-    with open(pid_file, "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(3600)
-    return "never"
+    return _park(pid_file, 3600)
 
 
 @app.task(name="pool.exit", retry=RetryPolicy.none())
@@ -70,7 +67,11 @@ def in_thread() -> int:
 @app.task(name="pool.wait", timeout=60.0, retry=RetryPolicy.none())
 def wait(pid_file: str) -> str:
     """Write this child's pid, then wait long enough to be killed from outside."""
+    return _park(pid_file, 60)
+
+
+def _park(pid_file: str, seconds: float) -> str:
     with open(pid_file, "w") as f:
         f.write(str(os.getpid()))
-    time.sleep(60)
+    time.sleep(seconds)
     return "not killed"

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Any
 
 import pool_app
 import pytest
@@ -33,6 +34,13 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+async def _parked(app: App, name: str, tmp_path: Path) -> tuple[Any, int]:
+    """Enqueue a handler that writes its child's pid and blocks; the future and that pid."""
+    pid_file = tmp_path / f"{name}.pid"
+    fut = await app.enqueue(name, str(pid_file))
+    return fut, await _pid_from(pid_file)
 
 
 async def _pid_from(path: Path) -> int:
@@ -83,11 +91,9 @@ async def test_a_stuck_handler_is_killed_reported_as_timeout_and_the_pool_keeps_
     pool_worker_app: App, tmp_path: Path
 ) -> None:
     app = pool_worker_app
-    pid_file = tmp_path / "stuck.pid"
     async with running(app, pool="process", processes=1, app_path=APP_PATH) as worker:
         assert worker.procpool is not None
-        fut = await app.enqueue("pool.stuck", str(pid_file))
-        stuck_pid = await _pid_from(pid_file)
+        fut, stuck_pid = await _parked(app, "pool.stuck", tmp_path)
         with pytest.raises(TaskFailed) as failed:
             await fut.result(20)
         assert failed.value.kind == "timeout"
@@ -119,10 +125,8 @@ async def test_a_child_killed_from_outside_is_reported_and_replaced(
     import signal
 
     app = pool_worker_app
-    pid_file = tmp_path / "wait.pid"
     async with running(app, pool="process", processes=1, app_path=APP_PATH) as worker:
-        fut = await app.enqueue("pool.wait", str(pid_file))
-        victim = await _pid_from(pid_file)
+        fut, victim = await _parked(app, "pool.wait", tmp_path)
         os.kill(victim, signal.SIGKILL)
         with pytest.raises(TaskFailed) as failed:
             await fut.result(20)
