@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
+from datetime import datetime
 
 from ebind.wire import ErrorKind, TaskError
 
@@ -16,6 +17,7 @@ __all__ = [
     "check_pool_settings",
     "check_task_pool",
     "death_error",
+    "limit_at_dispatch",
     "runs_in_process",
     "start_method",
 ]
@@ -106,3 +108,16 @@ def death_error(exitcode: int | None, task_name: str) -> TaskError:
 def start_method(available: list[str]) -> str:
     """``forkserver`` when the platform has it, else ``spawn`` (never ``fork``)."""
     return "forkserver" if "forkserver" in available else "spawn"
+
+
+def limit_at_dispatch(
+    limit: float | None, deadline: datetime | None, now: datetime
+) -> float | None:
+    """Seconds a call may run once a child takes it: ``limit`` cut to the deadline's rest.
+
+    0.0 when the deadline passed while the call waited for a free child.
+    """
+    if deadline is None:
+        return limit
+    left = max((deadline - now).total_seconds(), 0.0)
+    return left if limit is None or left < limit else limit

@@ -26,13 +26,19 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
 
-from ebind.pools import PoolSettings, death_error, runs_in_process, start_method
+from ebind.pools import (
+    PoolSettings,
+    death_error,
+    limit_at_dispatch,
+    runs_in_process,
+    start_method,
+)
 from ebind.wire import ErrorKind, TaskError
 
 if TYPE_CHECKING:
@@ -202,6 +208,14 @@ def _refused(kind: ErrorKind, message: str) -> tuple[str, bytes]:
 
 
 # ---------------------------------------------------------------------- the parent
+def _deadline_of(args: list[Any], spec: HandlerSpec) -> datetime | None:
+    """The running task's deadline (from its Context, passed or current)."""
+    from ebind.context import current_context
+
+    ctx = args[0] if spec.wants_context else current_context()
+    return getattr(ctx, "deadline", None)
+
+
 class _Child:
     """One live child process and the parent's end of its pipe."""
 
@@ -292,6 +306,7 @@ class ProcessPool:
         for _ in range(settings.processes):
             self._idle.put_nowait(None)
         self._live: dict[int, _Child] = {}
+        self._retiring: set[_Child] = set()  # pipe closed, not yet reaped
         self._closed = False
         self.replaced = 0
         """Children killed (past a limit, died, cancelled) or retired after their quota."""
@@ -351,6 +366,11 @@ class ProcessPool:
         fields = ContextFields.of(args[0]) if spec.wants_context else None
         payload = args[1:] if spec.wants_context else args
         slot = await self._idle.get()
+        # The wait for a free child counts against the task's deadline (not its timeout).
+        limit = limit_at_dispatch(limit, _deadline_of(args, spec), datetime.now(UTC))
+        if limit is not None and limit <= 0:
+            self._idle.put_nowait(slot)
+            raise HardLimitExceeded()
         child: _Child | None = None
         try:
             try:
@@ -447,14 +467,16 @@ class ProcessPool:
         self.replaced += 1
         with contextlib.suppress(Exception):
             child.conn.close()
-        loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, child.reap)
+        self._retiring.add(child)
+        reaped = asyncio.get_running_loop().run_in_executor(None, child.reap)
+        reaped.add_done_callback(lambda _: self._retiring.discard(child))
 
     def close(self) -> None:
         """Kill every child and reap it (the worker calls this once handlers are done)."""
         self._closed = True
-        children = list(self._live.values())
+        children = [*self._live.values(), *self._retiring]
         self._live.clear()
+        self._retiring.clear()
         for child in children:
             child.kill()
         for child in children:

@@ -18,6 +18,7 @@ from ebind.pools import (
     check_pool_settings,
     check_task_pool,
     death_error,
+    limit_at_dispatch,
     runs_in_process,
     start_method,
 )
@@ -122,6 +123,17 @@ def test_a_dead_child_reads_as_worker_lost_with_its_cause(exitcode: int | None, 
     error = death_error(exitcode, "img.resize")
     assert error.kind == "worker_lost" and error.retryable
     assert error.message == f"the child process running 'img.resize' {words} before it answered"
+
+
+def test_the_limit_at_dispatch_is_cut_to_the_deadline() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    soon = datetime(2030, 1, 1, 0, 0, 2, tzinfo=UTC)
+    assert limit_at_dispatch(5.0, None, now) == 5.0
+    assert limit_at_dispatch(None, None, now) is None
+    assert limit_at_dispatch(5.0, soon, now) == 2.0
+    assert limit_at_dispatch(1.0, soon, now) == 1.0
+    assert limit_at_dispatch(None, soon, now) == 2.0
+    assert limit_at_dispatch(5.0, now, soon) == 0.0
 
 
 def test_start_method_is_never_fork() -> None:
