@@ -162,3 +162,16 @@ async def test_a_worker_whose_children_cannot_import_the_app_fails_at_startup(
         await asyncio.wait_for(worker.run(), 60)
     assert worker.procpool is None and not worker.is_running
     assert [p for p in multiprocessing.active_children() if p.name == "ebind-pool-child"] == []
+
+
+async def test_a_call_still_running_past_the_shutdown_grace_loses_its_child(
+    pool_worker_app: App, tmp_path: Path
+) -> None:
+    app = pool_worker_app
+    async with running(
+        app, pool="process", processes=1, app_path=APP_PATH, shutdown_grace=0.5
+    ) as worker:
+        fut, busy = await _parked(app, "pool.wait", tmp_path)
+        pool = worker.procpool
+    assert pool is not None and _gone(busy) and pool.pids == frozenset()
+    assert not fut.done()  # handed back to the stream, not failed
