@@ -268,8 +268,7 @@ def _start_child(mp: BaseContext, app_path: str, sys_path: list[str]) -> _Child:
         child.reap()
         raise
     except (EOFError, OSError):
-        child.kill()
-        code = child.reap()
+        code = child.reap()  # before any kill, so its own exit status is read
         raise ChildBootError(
             f"a child exited with code {code} while importing {app_path!r}"
         ) from None
