@@ -14,6 +14,7 @@ from worker_helpers import running, wait_for
 
 from ebind.app import App
 from ebind.errors import TaskFailed
+from ebind.task import Task
 from ebind.worker import Worker
 from ebind.worker.procpool import ChildBootError
 
@@ -175,3 +176,17 @@ async def test_a_call_still_running_past_the_shutdown_grace_loses_its_child(
         pool = worker.procpool
     assert pool is not None and _gone(busy) and pool.pids == frozenset()
     assert not fut.done()  # handed back to the stream, not failed
+
+
+async def test_a_call_past_the_tasks_deadline_is_killed_and_reported_as_deadline(
+    pool_worker_app: App, tmp_path: Path
+) -> None:
+    app = pool_worker_app
+    wait = Task(app, pool_app.wait.spec)
+    async with running(app, pool="process", processes=1, app_path=APP_PATH) as worker:
+        fut = await wait.apply_async([str(tmp_path / "deadline.pid")], deadline=1.5)
+        busy = await _pid_from(tmp_path / "deadline.pid")
+        with pytest.raises(TaskFailed) as failed:
+            await fut.result(20)
+        assert failed.value.kind == "deadline" and _gone(busy)
+        assert worker.procpool is not None and busy not in worker.procpool.pids
