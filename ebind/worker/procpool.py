@@ -151,6 +151,7 @@ def _child_main(conn: Connection, app_path: str, sys_path: list[str]) -> None:
 def _die_with_parent() -> None:
     # Linux: SIGKILL this child when its parent goes (the forkserver, which exits with the
     # worker), so a worker killed with -9 leaves no handler running behind it.
+    _drop_forkserver_alive_fd()
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(Exception):
@@ -158,6 +159,21 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _drop_forkserver_alive_fd() -> None:
+    # The forkserver hands every child a copy of the fd whose EOF tells it the worker is
+    # gone (so children could start children). A child holding it keeps the forkserver,
+    # and so this child, alive after the worker is killed: close it (ebind children
+    # never start processes through the forkserver).
+    with contextlib.suppress(Exception):
+        from multiprocessing import forkserver
+
+        server: Any = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(fd, int):
+            os.close(fd)
+            server._forkserver_alive_fd = None
 
 
 def _import_app(app_path: str) -> Any:

@@ -209,3 +209,36 @@ async def test_worker_cli_runs_sync_handlers_in_a_process_pool(
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_children_of_a_worker_killed_with_sigkill_do_not_outlive_it(
+    nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """A handler blocked in a child dies with its worker instead of running on, orphaned."""
+    import pool_app
+
+    args = ("--pool", "process", "--processes", "1")
+    w = _spawn(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
+    procs.append(w)
+    _wait_ready(w, 60)
+    pid_file = tmp_path / "child.pid"
+    producer = App("producer", nats_url=nats_url)
+    producer.registry.register(pool_app.wait.spec)
+    await producer.connect()
+    try:
+        await producer.enqueue("pool.wait", str(pid_file))
+        await wait_for(lambda: pid_file.exists() and pid_file.stat().st_size > 0, 20)
+    finally:
+        await producer.close()
+    child = int(pid_file.read_text())
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait(10)
+
+    def child_gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await wait_for(child_gone, 10)
