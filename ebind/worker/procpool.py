@@ -115,6 +115,11 @@ class HardLimitExceeded(TimeoutError):
 
     _ebind_limit = True  # read by the runner: this is the worker's limit, not the handler's
 
+    def __init__(self, *, by_deadline: bool) -> None:
+        super().__init__()
+        self.by_deadline = by_deadline
+        """The task's deadline, cut shorter while the call waited for a child, bound it."""
+
 
 class ChildBootError(RuntimeError):
     """A child process could not import the App."""
@@ -384,12 +389,19 @@ class ProcessPool:
             raise RuntimeError("the process pool is closed")
         fields = ContextFields.of(args[0]) if spec.wants_context else None
         payload = args[1:] if spec.wants_context else args
-        slot = await self._idle.get()
         # The wait for a free child counts against the task's deadline (not its timeout).
-        limit = limit_at_dispatch(limit, _deadline_of(args, spec), datetime.now(UTC))
+        deadline = _deadline_of(args, spec)
+        patience = limit_at_dispatch(None, deadline, datetime.now(UTC))
+        try:
+            slot = await asyncio.wait_for(self._idle.get(), patience)
+        except TimeoutError:
+            raise HardLimitExceeded(by_deadline=True) from None
+        given = limit
+        limit = limit_at_dispatch(limit, deadline, datetime.now(UTC))
+        by_deadline = limit != given
         if limit is not None and limit <= 0:
             self._idle.put_nowait(slot)
-            raise HardLimitExceeded()
+            raise HardLimitExceeded(by_deadline=True)
         child: _Child | None = None
         try:
             try:
@@ -412,7 +424,7 @@ class ProcessPool:
                     )
                 ) from exc
             child.calls += 1
-            answer = await self._answer(child, spec, limit, task_id)
+            answer = await self._answer(child, spec, limit, task_id, by_deadline)
         except BaseException:
             # Killed, dead or cancelled mid-call: the child may still be running the
             # handler, so it never serves another call.
@@ -431,7 +443,12 @@ class ProcessPool:
         raise AttemptError(msgspec.msgpack.decode(data, type=TaskError))
 
     async def _answer(
-        self, child: _Child, spec: HandlerSpec, limit: float | None, task_id: str
+        self,
+        child: _Child,
+        spec: HandlerSpec,
+        limit: float | None,
+        task_id: str,
+        by_deadline: bool,
     ) -> tuple[str, bytes]:
         loop = asyncio.get_running_loop()
         readable: asyncio.Future[None] = loop.create_future()
@@ -455,7 +472,7 @@ class ProcessPool:
                     note="the handler ran past its limit; its child process was killed "
                     "and is replaced",
                 )
-                raise HardLimitExceeded() from None
+                raise HardLimitExceeded(by_deadline=by_deadline) from None
         finally:
             loop.remove_reader(fd)
         try:

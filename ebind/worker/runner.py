@@ -342,6 +342,8 @@ class AttemptRunner:
             except TimeoutError as exc:
                 if timeout is None or not getattr(exc, "_ebind_limit", False):
                     raise
+                # A process-pool call may find its deadline binding only after waiting for a child.
+                by_deadline = by_deadline or bool(getattr(exc, "by_deadline", False))
                 raise AttemptError(_timeout_error(timeout, by_deadline)) from exc
             except spec.dont_retry as exc:
                 from ebind.worker.outcome import classify

@@ -190,3 +190,22 @@ async def test_a_call_past_the_tasks_deadline_is_killed_and_reported_as_deadline
             await fut.result(20)
         assert failed.value.kind == "deadline" and _gone(busy)
         assert worker.procpool is not None and busy not in worker.procpool.pids
+
+
+async def test_a_deadline_that_passes_while_waiting_for_a_child_fails_without_a_kill(
+    pool_worker_app: App, tmp_path: Path
+) -> None:
+    app = pool_worker_app
+    square = Task(app, pool_app.square.spec)
+    async with running(
+        app, pool="process", processes=1, concurrency=2, app_path=APP_PATH
+    ) as worker:
+        stuck, busy = await _parked(app, "pool.stuck", tmp_path)  # holds the only child ~1 s
+        late = await square.apply_async([4], deadline=0.3)
+        with pytest.raises(TaskFailed) as failed:
+            await late.result(20)
+        assert failed.value.kind == "deadline"
+        assert worker.procpool is not None and busy in worker.procpool.pids  # not killed for it
+        with pytest.raises(TaskFailed):
+            await stuck.result(20)
+        assert worker.procpool is not None and worker.procpool.replaced == 1  # only the stuck one
