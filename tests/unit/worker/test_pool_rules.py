@@ -24,7 +24,7 @@ from ebind.pools import (
 )
 from ebind.wire import TaskError
 from ebind.worker import Worker
-from ebind.worker.procpool import ContextFields, _child_call
+from ebind.worker.procpool import ContextFields, _child_call, pool_for
 
 
 def test_task_pool_accepts_none_thread_and_process() -> None:
@@ -226,3 +226,30 @@ def test_worker_checks_its_pool_options() -> None:
         Worker(app, pool="process", processes=3, app_path="m:app", concurrency=5).concurrency == 5
     )
     assert Worker(app).concurrency == 16
+
+
+async def test_a_pool_is_built_only_for_handlers_that_run_in_children() -> None:
+    app = App("pooltest-needs")
+
+    @app.task(name="n.async")
+    async def coro() -> int:
+        return 1
+
+    @app.task(name="n.sync")
+    def plain() -> int:
+        return 1
+
+    assert await pool_for(app, PoolSettings("thread", 2), None) is None
+    with pytest.raises(ValueError, match=r"tasks \['n\.sync'\] run in child processes"):
+        await pool_for(app, PoolSettings("process", 2), None)
+
+    @app.task(name="n.opted", pool="process")
+    def opted() -> int:
+        return 1
+
+    with pytest.raises(ValueError, match=r"tasks \['n\.opted'\] run in child processes"):
+        await pool_for(app, PoolSettings("thread", 2), None)
+    lazy = await pool_for(app, PoolSettings("thread", 2), "m:app")
+    assert lazy is not None and lazy.pids == frozenset()  # nothing started before a call
+    assert lazy.takes(opted.spec) and not lazy.takes(plain.spec) and not lazy.takes(coro.spec)
+    lazy.close()
