@@ -385,6 +385,7 @@ class App:
         timeout: float | None = None,
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
+        pool: str | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -396,12 +397,23 @@ class App:
         timeout: float | None = None,
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
+        pool: str | None = None,
     ) -> Any:
-        """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``)."""
+        """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``).
+
+        ``pool="process"`` runs a sync handler in a worker's child processes (its own GIL,
+        killed past its timeout) even when the worker's pool is the thread pool.
+        """
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             spec = inspect_handler(
-                f, name=name, retry=retry, timeout=timeout, aliases=aliases, dont_retry=dont_retry
+                f,
+                name=name,
+                retry=retry,
+                timeout=timeout,
+                aliases=aliases,
+                dont_retry=dont_retry,
+                pool=pool,
             )
             self.registry.register(spec)
             handle: Task[Any, Any] = Task(self, spec)

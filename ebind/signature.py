@@ -55,6 +55,8 @@ class HandlerSpec:
     retry: RetryPolicy | None = None
     dont_retry: tuple[type[BaseException], ...] = ()
     aliases: tuple[str, ...] = ()
+    pool: str | None = None
+    """Where a sync handler runs: "process" (a child), "thread", or None (the worker's pool)."""
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
     # Derived in __post_init__ so the per-call codec paths never recompute them.
@@ -243,16 +245,18 @@ def inspect_handler(
     timeout: float | None = None,
     aliases: Iterable[str] = (),
     dont_retry: Iterable[type[BaseException]] = (),
+    pool: str | None = None,
 ) -> HandlerSpec:
     """Check ``fn`` and its options and describe it; raises InvalidArguments on any problem."""
     if not callable(fn):
         raise InvalidArguments(f"@app.task needs a function, got {type(fn).__name__}")
     task_name = check_task_name(name) if name is not None else _derived_name(fn)
     wants_context, params, return_type = _params(task_name, fn)
+    is_async = inspect.iscoroutinefunction(fn)
     return HandlerSpec(
         name=task_name,
         fn=fn,
-        is_async=inspect.iscoroutinefunction(fn),
+        is_async=is_async,
         wants_context=wants_context,
         params=params,
         return_type=Any if isinstance(return_type, str) else return_type,
@@ -260,8 +264,18 @@ def inspect_handler(
         retry=_check_retry(retry),
         dont_retry=_check_dont_retry(dont_retry),
         aliases=_check_aliases(task_name, aliases),
+        pool=_check_pool(pool, is_async, task_name),
         decoders=tuple(_decoder(task_name, p) for p in params),
     )
+
+
+def _check_pool(pool: object, is_async: bool, task_name: str) -> str | None:
+    from ebind.pools import check_task_pool  # pure, like this module
+
+    try:
+        return check_task_pool(pool, is_async=is_async, task_name=task_name)
+    except ValueError as exc:
+        raise InvalidArguments(str(exc), task_name=task_name, parameter="pool") from None
 
 
 def _derived_name(fn: Callable[..., Any]) -> str:

@@ -109,7 +109,13 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
 
 @click.command("worker")
 @click.option("-A", "--app", "app_path", required=True, help="The App to serve, as pkg.module:app.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Handlers running at once [default: 16; --processes with --pool process].",
+)
 @click.option("--claim", "claims", multiple=True, help="A target to execute (repeatable).")
 @click.option("--worker-id", default=None, help="Worker identity (default: random).")
 @click.option("--nats", "nats_url", default=None, help="NATS URL (overrides the App's).")
@@ -138,13 +144,32 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     help="Serve /livez and /readyz on this port (0: any free port).",
 )
 @click.option("--health-host", default="127.0.0.1", show_default=True, help="Health bind address.")
+@click.option(
+    "--pool",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Run sync handlers in threads or in child processes (killed past their timeout).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Child processes of the process pool [default: one per CPU].",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a child process after this many tasks [default: never].",
+)
 @retention_options
 @click.pass_context
 def worker(
     ctx: click.Context,
     /,
     app_path: str,
-    concurrency: int,
+    concurrency: int | None,
     claims: tuple[str, ...],
     worker_id: str | None,
     nats_url: str | None,
@@ -158,6 +183,9 @@ def worker(
     metrics_addr: str,
     health_port: int | None,
     health_host: str,
+    pool: str,
+    processes: int | None,
+    max_tasks_per_child: int | None,
     **retention: float | None,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
@@ -192,6 +220,11 @@ def worker(
         "metrics_addr": metrics_addr,
         "health_port": health_port,
         "health_host": health_host,
+        # Children import the App from the same path (-A) as this process did.
+        "pool": pool,
+        "processes": processes,
+        "max_tasks_per_child": max_tasks_per_child,
+        "app_path": app_path,
     }
     from ebind.worker.health import HealthServeError
 

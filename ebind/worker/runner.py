@@ -43,6 +43,7 @@ from ebind.worker.hook import StepUnproven
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
+from ebind.worker.procpool import EncodedResult, ProcessPool
 
 _STARTED = "ebind.started_monotonic"
 
@@ -173,6 +174,8 @@ class AttemptRunner:
         self.on_stuck: Callable[[asyncio.Future[Any]], None] | None = None
         """Told about a sync handler's thread still running past its timeout (the worker
         counts it against its capacity until the thread returns)."""
+        self.procpool: ProcessPool | None = None
+        """Child processes for sync handlers that run there (set by the worker)."""
         self._registry = app.registry
         # Message trust (ebind/signing.py, ebind/payload.py); None switches each off.
         self._signer: Signer | None = getattr(app, "signer", None)
@@ -334,16 +337,20 @@ class AttemptRunner:
             timeout, by_deadline = _time_limit(spec, env)
             try:
                 value = await _invoke(
-                    spec, args, timeout, executor, env.id, block_warn, self.on_stuck
+                    spec, args, timeout, executor, env.id, block_warn, self.on_stuck, self.procpool
                 )
             except TimeoutError as exc:
                 if timeout is None or not getattr(exc, "_ebind_limit", False):
                     raise
+                # A process-pool call may find its deadline binding only after waiting for a child.
+                by_deadline = by_deadline or bool(getattr(exc, "by_deadline", False))
                 raise AttemptError(_timeout_error(timeout, by_deadline)) from exc
             except spec.dont_retry as exc:
                 from ebind.worker.outcome import classify
 
                 raise AttemptError(classify(exc, dont_retry=spec.dont_retry)) from exc
+            if isinstance(value, EncodedResult):  # encoded by a pool child
+                return value.data
             try:
                 return encode_result(spec, value)
             except Exception as exc:
@@ -719,7 +726,10 @@ async def _invoke(
     task_id: str,
     block_warn: float,
     on_stuck: Callable[[asyncio.Future[Any]], None] | None = None,
+    procs: ProcessPool | None = None,
 ) -> Any:
+    if procs is not None and procs.takes(spec):
+        return await procs.call(spec, args, limit, task_id)  # killed past the limit
     if spec.is_async:
         run = Watched(spec.fn(*args), task_name=spec.name, task_id=task_id, limit=block_warn)
         if limit is None:

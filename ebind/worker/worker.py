@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from ebind._aio import raise_if_cancelling
 from ebind._denied import guarded
 from ebind.errors import PermissionDenied
 from ebind.expirer import Expirer
+from ebind.pools import check_pool_settings
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker import advisory
@@ -37,6 +39,7 @@ from ebind.worker.health import (
     serve_health,
 )
 from ebind.worker.middleware import Middleware, chain
+from ebind.worker.procpool import ProcessPool, pool_for
 from ebind.worker.pull import Budget, Puller
 from ebind.worker.runner import AttemptRunner
 
@@ -64,7 +67,8 @@ class Worker:
 
     Args:
         app: a connected ``ebind.App``.
-        concurrency: handlers running at once (also the most messages held at once).
+        concurrency: handlers running at once (also the most messages held at once);
+            16 by default, ``processes`` with ``pool="process"``.
         claims: extra targets to execute, or a (sync/async) callable re-read every
             ``claims_refresh`` seconds. The worker always claims its ``worker_id`` and
             ``worker:<worker_id>``.
@@ -81,13 +85,19 @@ class Worker:
             free port, see ``health.port``); None serves nothing.
         health_host: address the health endpoints bind (loopback by default).
         health_limits: stall and liveness thresholds of those endpoints.
+        pool: "thread" runs sync handlers in a thread pool, "process" in child processes
+            (killed past their timeout); ``@app.task(pool=...)`` overrides it per task.
+        processes: child processes (one per CPU by default).
+        max_tasks_per_child: calls after which a child is replaced (None: never).
+        app_path: ``pkg.module:app`` the children import; needed once any handler runs
+            in a child (``ebind worker -A`` passes its own).
     """
 
     def __init__(
         self,
         app: Any,
         *,
-        concurrency: int = 16,
+        concurrency: int | None = None,
         claims: ClaimSource = (),
         worker_id: str | None = None,
         middleware: Sequence[Middleware] = (),
@@ -101,7 +111,25 @@ class Worker:
         health_port: int | None = None,
         health_host: str = DEFAULT_HEALTH_HOST,
         health_limits: HealthLimits | None = None,
+        pool: str = "thread",
+        processes: int | None = None,
+        max_tasks_per_child: int | None = None,
+        app_path: str | None = None,
     ) -> None:
+        self.pool_settings = check_pool_settings(
+            pool, processes, max_tasks_per_child, cpu_count=os.cpu_count()
+        )
+        """Where sync handlers run (checked options)."""
+        self.app_path = app_path
+        self.procpool: ProcessPool | None = None
+        """The running process pool, when any handler runs in a child."""
+        if pool == "process" and not app_path:
+            raise ValueError(
+                "pool='process' needs app_path='pkg.module:app': each child process imports "
+                "the App itself (ebind worker -A passes its own)"
+            )
+        if concurrency is None:
+            concurrency = self.pool_settings.processes if pool == "process" else 16
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if ack_wait <= 0 or shutdown_grace < 0:
@@ -215,6 +243,7 @@ class Worker:
                 self.health = await serve_health(
                     self, port=self.health_port, host=self.health_host, limits=self.health_limits
                 )
+            self.procpool = await pool_for(self.app, self.pool_settings, self.app_path)
             await self._setup(executor)
             background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
             # Always: besides re-reading dynamic claims it re-creates claim consumers whose
@@ -248,6 +277,8 @@ class Worker:
                 await self.health.close()
                 self.health = None
             executor.shutdown(wait=False, cancel_futures=True)
+            if self.procpool is not None:  # after the handlers: kills and reaps the children
+                self.procpool.close()
             self._running = False
             self._ready.clear()
             log.info("worker.stopped", worker_id=self.worker_id)
@@ -292,6 +323,7 @@ class Worker:
         self._runner = runner
         self._budget = Budget(self.concurrency)
         runner.on_stuck = self._thread_stuck
+        runner.procpool = self.procpool
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)

@@ -23,14 +23,16 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent.parent
 
 
-def _spawn(nats_url: str, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    nats_url: str, ledger: Path, *args: str, app_path: str = "cli_app:app"
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
         "EBIND_TEST_LEDGER": str(ledger),
         "PYTHONUNBUFFERED": "1",
     }
-    cmd = [sys.executable, "-m", "ebind", "worker", "-A", "cli_app:app", "--nats", nats_url]
+    cmd = [sys.executable, "-m", "ebind", "worker", "-A", app_path, "--nats", nats_url]
     return subprocess.Popen(
         [*cmd, "--no-scheduler", "--log-format", "json", *args],
         cwd=HERE,
@@ -179,3 +181,64 @@ async def test_worker_retention_options_override_the_apps_setting(
     async with App("probe", nats_url=nats_url) as probe:
         info = await probe.js.stream_info("EBIND_TASKS")
     assert info.config.max_age == 2 * 3600 + 1800  # the worker's App created it so
+
+
+async def test_worker_cli_runs_sync_handlers_in_a_process_pool(
+    nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """--pool process: children answer, concurrency follows --processes, SIGTERM ends them."""
+    import pool_app
+
+    args = ("--pool", "process", "--processes", "2", "--max-tasks-per-child", "5")
+    w = _spawn(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
+    procs.append(w)
+    ready = _wait_ready(w, 60)
+    assert ready[0]["concurrency"] == 2
+    producer = App("producer", nats_url=nats_url)
+    producer.registry.register(pool_app.spin.spec)
+    await producer.connect()
+    try:
+        futs = [await producer.enqueue("pool.spin", 0.5) for _ in range(2)]
+        got = [await f.result(30) for f in futs]
+    finally:
+        await producer.close()
+    children = {int(g["pid"]) for g in got}
+    assert len(children) == 2 and w.pid not in children
+    os.kill(w.pid, signal.SIGTERM)
+    assert w.wait(30) == 0
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_children_of_a_worker_killed_with_sigkill_do_not_outlive_it(
+    nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """A handler blocked in a child dies with its worker instead of running on, orphaned."""
+    import pool_app
+
+    args = ("--pool", "process", "--processes", "1")
+    w = _spawn(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
+    procs.append(w)
+    _wait_ready(w, 60)
+    pid_file = tmp_path / "child.pid"
+    producer = App("producer", nats_url=nats_url)
+    producer.registry.register(pool_app.wait.spec)
+    await producer.connect()
+    try:
+        await producer.enqueue("pool.wait", str(pid_file))
+        await wait_for(lambda: pid_file.exists() and pid_file.stat().st_size > 0, 20)
+    finally:
+        await producer.close()
+    child = int(pid_file.read_text())
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait(10)
+
+    def child_gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await wait_for(child_gone, 10)
