@@ -290,6 +290,9 @@ class Worker:
             if self.scheduler:
                 middleware.insert(0, wf.context_middleware())
         self._hook = hook
+        bound = getattr(hook, "set_concurrency", None)
+        if callable(bound):  # its liveness record never lists more than this worker can run
+            bound(self.worker_id, self.concurrency)
         runner = AttemptRunner(
             app,
             worker_id=self.worker_id,
