@@ -349,8 +349,16 @@ class Worker:
         from nats.js.errors import NotFoundError
 
         try:
-            info = await self.app.js.consumer_info(TASKS_STREAM, durable)
+            info = await guarded(
+                self.app.js,
+                f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{durable}",
+                self.app.js.consumer_info(TASKS_STREAM, durable),
+                f"read the durable consumer {durable}",
+            )
         except NotFoundError:
+            return None
+        except PermissionDenied:
+            # Not allowed to read it: the create below says what this user lacks.
             return None
         return float(info.config.ack_wait or 0.0) or None
 
