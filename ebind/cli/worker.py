@@ -121,7 +121,14 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
 @click.option("--nats", "nats_url", default=None, help="NATS URL (overrides the App's).")
 @click.option("--embedded", is_flag=True, help="Start an embedded nats-server for this worker.")
 @click.option("--no-scheduler", is_flag=True, help="Do not run the workflow scheduler here.")
-@click.option("--ack-wait", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option(
+    "--ack-wait",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds before an unacknowledged task is redelivered, set on the consumers this "
+    "worker creates; an existing consumer keeps its own value.",
+)
 @click.option("--shutdown-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True)
 @click.option("--log-format", type=click.Choice(["console", "json"]), default=None)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)

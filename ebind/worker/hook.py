@@ -37,3 +37,11 @@ class StepHook(Protocol):
     async def on_step_failed(self, env: TaskEnvelope, error: TaskError) -> None:
         """Persist a terminal failure, fenced by ``env.attempt``."""
         ...
+
+    def on_step_released(self, env: TaskEnvelope, redeliver_in: float) -> None:
+        """Forget what a delivery handed back (nak'd) without an outcome claimed here.
+
+        It comes back in ``redeliver_in`` seconds. No IO; optional (a hook without it is
+        not called).
+        """
+        ...

@@ -200,6 +200,15 @@ class AttemptRunner:
         env = await self._admit(msg, attempt)
         if env is None:
             return
+        try:
+            await self._process(msg, env, attempt)
+        except BaseException:
+            # Cancelled at shutdown (the worker nak'd the message first) or crashed (the
+            # worker naks it): either way the delivery comes back without an outcome.
+            self._release(env, 0.0)
+            raise
+
+    async def _process(self, msg: Any, env: TaskEnvelope, attempt: int) -> None:
         ctx = self._context(env)
         spec: HandlerSpec | None = self._registry.get(env.name)
         if spec is None:
@@ -403,7 +412,7 @@ class AttemptRunner:
         if env.reply_to and not await self._respond_stored(env, wire):
             # Acking now would lose the result: give the message back so the task runs
             # again (the crash-loop guard bounds how often).
-            await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+            await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             return
         crashpoint("worker.after_response")
         await msg.ack()
@@ -448,7 +457,7 @@ class AttemptRunner:
             error, policy, env.attempt, horizon=self._task_horizon(msg, env), now=_now()
         )
         if isinstance(decision, Retry):
-            await msg.nak(delay=decision.delay)
+            await self._nak(msg, env, decision.delay)
             self._outcome(ctx, "retrying", error)
             return
         assert isinstance(decision, DeadLetter)
@@ -492,7 +501,7 @@ class AttemptRunner:
             subject=msg.subject,
         )
         if not await self._publish_dlq(env.name, entry, ctx, outcome_msg_id(msg, "dlq")):
-            await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+            await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             self._outcome(ctx, "failed", error)
             return
         crashpoint("worker.after_dlq")
@@ -523,7 +532,7 @@ class AttemptRunner:
         )
         if env.attempt < UNKNOWN_HANDLER_DELIVERIES:
             # Rolling deploys: give a worker that knows the name a chance to take it.
-            await msg.nak(delay=UNKNOWN_HANDLER_DELAY)
+            await self._nak(msg, env, UNKNOWN_HANDLER_DELAY)
             self._outcome(ctx, "retrying", error)
             return
         await self._fail_before_run(msg, env, ctx, _NO_RETRY, error)
@@ -536,7 +545,7 @@ class AttemptRunner:
         past the same window as an unknown task name it is dead-lettered.
         """
         if env.attempt < UNKNOWN_HANDLER_DELIVERIES:
-            await msg.nak(delay=UNKNOWN_HANDLER_DELAY)
+            await self._nak(msg, env, UNKNOWN_HANDLER_DELAY)
             self._outcome(ctx, "retrying", None)
             return
         why = StepUnproven(
@@ -575,8 +584,28 @@ class AttemptRunner:
         exc: Exception,
     ) -> None:
         error = TaskError(kind="hook", message=f"step hook {where} failed: {exc}", retryable=True)
-        await msg.nak(delay=max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+        await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
         self._outcome(ctx, "failed", error)
+
+    async def _nak(self, msg: Any, env: TaskEnvelope, delay: float) -> None:
+        """Hand the delivery back for redelivery in ``delay`` seconds, releasing its step claim."""
+        self._release(env, delay)
+        await msg.nak(delay=delay)
+
+    def _release(self, env: TaskEnvelope, redeliver_in: float) -> None:
+        """Tell the step hook this delivery ends without an outcome (DAG steps only).
+
+        A claim left behind would keep the step in this worker's liveness record forever.
+        """
+        if self.hook is None or not (env.dag_id and env.step_id):
+            return
+        release = getattr(self.hook, "on_step_released", None)
+        if release is None:
+            return
+        try:
+            release(env, redeliver_in)
+        except Exception:
+            log.exception("worker.step_release_failed", dag_id=env.dag_id, step_id=env.step_id)
 
     async def _answered(self, env: TaskEnvelope) -> bool:
         """Whether EBIND_RESP holds a response to this run of the task (redeliveries only).

@@ -4,7 +4,9 @@ One shared durable (``ebind-worker``) carries untargeted tasks for every worker;
 has its own durable (``ebind-targets-<b64(claim)>``) shared by the workers holding it. All
 consumers of a worker draw from one concurrency budget, so no message is requested before
 a slot can take it, and every message held is kept alive with in-progress acks every
-``ack_wait / 3`` until it finishes.
+third of the shortest ack_wait in force (the worker's own or a durable's, see
+:mod:`ebind.worker.ackwait`) until it finishes. A durable keeps the ack_wait it was created
+with: a worker started with another value never changes it for the others.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ebind.pools import check_pool_settings
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker import advisory
+from ebind.worker.ackwait import differs, durable_ack_wait, keepalive_interval
 from ebind.worker.claims import Claims, ClaimSource
 from ebind.worker.health import (
     DEFAULT_HEALTH_HOST,
@@ -60,6 +63,8 @@ RECREATE_BACKOFF = (0.2, 5.0)
 """First and largest delay between attempts to re-create a vanished consumer (seconds)."""
 BLOCK_WARN = 0.5
 """Seconds an async handler may run without awaiting before ``worker.handler_blocked_loop``."""
+ACK_WAIT_RECHECK = 30.0
+"""Seconds between re-reads of the durables' ack_wait (an operator may edit a durable)."""
 
 
 class Worker:
@@ -75,7 +80,9 @@ class Worker:
         worker_id: identity; a random one when None.
         middleware: wrapped around every handler, first = outermost.
         scheduler: run the workflow scheduler (and its context middleware) in this worker.
-        ack_wait: seconds the server waits for an ack before redelivering.
+        ack_wait: seconds the server waits for an ack before redelivering, on durables this
+            worker creates; an existing durable keeps its own, and the worker keeps its
+            messages alive for the shorter of the two.
         shutdown_grace: seconds ``stop()`` lets running handlers finish.
         default_retry: policy for tasks whose envelope and handler name none.
         hook: StepHook for DAG steps; defaults to the app's workflow hook when available.
@@ -151,6 +158,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pullers: dict[str, Puller] = {}
         self._recovering: dict[str, asyncio.Task[None]] = {}  # durable -> re-create task
+        self._durable_ack_wait: dict[str, float] = {}  # durable -> ack_wait on the server
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
         self._running = False
@@ -196,6 +204,11 @@ class Worker:
             log.info("worker.stuck_thread_returned", worker_id=self.worker_id, stuck=self._stuck)
 
         fut.add_done_callback(returned)
+
+    @property
+    def keepalive_interval(self) -> float:
+        """Seconds between in-progress acks: a third of the shortest ack_wait in force."""
+        return keepalive_interval(self.ack_wait, self._durable_ack_wait.values())
 
     @property
     def is_running(self) -> bool:
@@ -308,6 +321,9 @@ class Worker:
             if self.scheduler:
                 middleware.insert(0, wf.context_middleware())
         self._hook = hook
+        bound = getattr(hook, "set_concurrency", None)
+        if callable(bound):  # its liveness record never lists more than this worker can run
+            bound(self.worker_id, self.concurrency)
         runner = AttemptRunner(
             app,
             worker_id=self.worker_id,
@@ -360,9 +376,45 @@ class Worker:
             inactive_threshold=TARGET_INACTIVE_THRESHOLD if claim else None,
         )
 
+    async def _existing_ack_wait(self, durable: str) -> float | None:
+        """The ack_wait ``durable`` has on the server, or None when it does not exist."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await guarded(
+                self.app.js,
+                f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{durable}",
+                self.app.js.consumer_info(TASKS_STREAM, durable),
+                f"read the durable consumer {durable}",
+            )
+        except NotFoundError:
+            return None
+        except PermissionDenied:
+            # Not allowed to read it: the create below says what this user lacks.
+            return None
+        return float(info.config.ack_wait or 0.0) or None
+
+    def _note_ack_wait(self, durable: str, actual: float) -> None:
+        """Record ``durable``'s ack_wait; log once when it is not this worker's own."""
+        before = self._durable_ack_wait.get(durable)
+        self._durable_ack_wait[durable] = actual
+        if differs(self.ack_wait, actual) and (before is None or differs(before, actual)):
+            log.warning(
+                "worker.ack_wait_differs",
+                worker_id=self.worker_id,
+                durable=durable,
+                own_ack_wait=self.ack_wait,
+                durable_ack_wait=actual,
+                keepalive_interval=self.keepalive_interval,
+                note="the durable keeps the ack_wait it was created with, shared by every "
+                "worker; this worker sends in-progress acks for the shorter of the two",
+            )
+
     async def _consume(self, claim: str, durable: str, filter_subject: str) -> None:
         config = self._consumer_config(claim, durable, filter_subject)
-        await guarded(
+        # An existing durable keeps its ack_wait: the other workers on it count on it.
+        config.ack_wait = durable_ack_wait(await self._existing_ack_wait(durable), self.ack_wait)
+        info = await guarded(
             self.app.js,
             (
                 f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{durable}",
@@ -371,6 +423,8 @@ class Worker:
             self.app.js.add_consumer(TASKS_STREAM, config=config),
             f"create or update the durable consumer {durable}",
         )
+        actual = getattr(getattr(info, "config", None), "ack_wait", None)
+        self._note_ack_wait(durable, float(actual or config.ack_wait))
         assert self._budget is not None
         puller = Puller(
             self.app.nc,
@@ -471,10 +525,23 @@ class Worker:
                 log.exception("worker.claim_consume_failed", worker_id=self.worker_id, claim=claim)
         for claim in sorted(set(self._pullers) - wanted - {""}):
             puller = self._pullers.pop(claim)
+            self._durable_ack_wait.pop(puller.durable, None)
             await puller.stop()
             log.info("worker.claim_dropped", worker_id=self.worker_id, claim=claim)
 
+    async def _recheck_ack_wait(self) -> None:
+        """Re-read every held durable's ack_wait (an operator or an older worker may change it)."""
+        for puller in list(self._pullers.values()):
+            try:
+                actual = await self._existing_ack_wait(puller.durable)
+            except Exception as exc:
+                log.info("worker.ack_wait_read_failed", durable=puller.durable, error=repr(exc))
+                continue
+            if actual is not None:
+                self._note_ack_wait(puller.durable, actual)
+
     async def _claims_loop(self) -> None:
+        next_recheck = time.monotonic() + ACK_WAIT_RECHECK
         while not self._stopping:
             await asyncio.sleep(self.claims_refresh)
             if self._stopping:
@@ -482,6 +549,9 @@ class Worker:
             if self._claims.dynamic:
                 await self._claims.refresh()
             await self._sync_claims()
+            if time.monotonic() >= next_recheck:
+                next_recheck = time.monotonic() + ACK_WAIT_RECHECK
+                await self._recheck_ack_wait()
             raise_if_cancelling()  # nats-py may swallow the stop's cancel (Python 3.11)
 
     # ------------------------------------------------------------------ messages
@@ -524,11 +594,12 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _keepalive(self) -> None:
-        """In-progress acks every ack_wait/3 for every held message; reports loop stalls."""
-        interval = self.ack_wait / 3.0
+        """In-progress acks every third of the shortest ack_wait in force; reports loop stalls."""
+        interval = self.keepalive_interval
         next_tick = time.monotonic() + interval
         while True:
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            interval = self.keepalive_interval  # a durable's ack_wait may have been re-read
             now = time.monotonic()
             late = now - next_tick
             self.loop_stalls.record(late, now)

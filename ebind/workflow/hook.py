@@ -145,6 +145,8 @@ class StepHook:
         max_step_error_bytes: cap for persisted failure messages (0 → default, <0 → none).
         liveness: where to announce running steps (None disables the announcements).
         liveness_interval: seconds between announcements.
+        release_grace: seconds a step whose delivery was handed back (nak'd) stays announced
+            after its redelivery is due (default: five liveness intervals).
         start_write_delay: a step's ``running`` record (attempt, worker) is written only
             if it has not finished after this many seconds; a fast step goes straight
             from dispatched to done in one CAS from the revision read at start, which
@@ -160,19 +162,60 @@ class StepHook:
         liveness: Liveness | None = None,
         liveness_interval: float = 3.0,
         start_write_delay: float = 0.05,
+        release_grace: float | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
         self._max_err = max_step_error_bytes
-        self._tracker = Announcer(liveness, liveness_interval)
+        self._tracker = Announcer(liveness, liveness_interval, release_grace)
         self._start_delay = start_write_delay
         self._claims: dict[tuple[str, str], _Claim] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def set_concurrency(self, worker_id: str, concurrency: int) -> None:
+        """Bound ``worker_id``'s liveness record by the steps it can run at once."""
+        self._tracker.set_concurrency(worker_id, concurrency)
+
+    def announced(self, worker_id: str) -> list[str]:
+        """The steps ``worker_id``'s next liveness beat lists (``<dag>:<step>``)."""
+        return self._tracker.listed(worker_id)
+
+    def on_step_released(self, env: TaskEnvelope, redeliver_in: float = 0.0) -> None:
+        """This delivery was handed back without an outcome: drop its claim and announcement.
+
+        The step stays announced until its redelivery is due (plus the grace): the record
+        still names this worker until the next delivery starts. A release from an older
+        delivery of the step (another attempt or generation) leaves a newer claim alone.
+        """
+        if not (env.dag_id and env.step_id):
+            return
+        key = (env.dag_id, env.step_id)
+        gen = envelope_generation(env)
+        claim = self._claims.get(key)
+        if claim is not None and (claim.attempt, claim.worker_id, claim.generation) == (
+            env.attempt,
+            env.worker_id,
+            gen,
+        ):
+            del self._claims[key]
+            if claim.timer is not None and claim.task is None:
+                # Write the ``running`` record now rather than never: it names the attempt
+                # that ran, as it would have had the handler taken longer.
+                claim.timer.cancel()
+                task = asyncio.get_running_loop().create_task(self._start_write(claim))
+                self._flushing.add(task)
+                task.add_done_callback(self._flushing.discard)
+        self._tracker.release(
+            env.worker_id, f"{env.dag_id}:{env.step_id}", (env.attempt, gen), redeliver_in
+        )
 
     async def close(self) -> None:
         """Stop the liveness announcements and pending start writes."""
         for claim in self._claims.values():
             claim.cancel()
         self._claims.clear()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
         await self._tracker.close()
 
     def _claim(self, env: TaskEnvelope, rec: StepRecord, rev: int) -> None:
@@ -191,7 +234,7 @@ class StepHook:
         loop = asyncio.get_running_loop()
         claim.timer = loop.call_later(self._start_delay, self._write_start, key, claim)
         self._claims[key] = claim
-        self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
+        self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
 
     def _write_start(self, key: tuple[str, str], claim: _Claim) -> None:
         if self._claims.get(key) is claim:
@@ -279,7 +322,7 @@ class StepHook:
             except StaleRevision:
                 await asyncio.sleep(0.05 * (i + 1))
                 continue
-            self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}")
+            self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
             return True
         return await self._not_shown(env, verdict, got is None and meta is not None)
 
@@ -561,6 +604,11 @@ class StepHook:
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):
             await self._bus.publish(*_completed(rec))
+
+
+def _token(env: TaskEnvelope) -> tuple[int, int | None]:
+    """The delivery an announcement belongs to: its attempt and dispatch generation."""
+    return env.attempt, envelope_generation(env)
 
 
 def _completed(rec: StepRecord) -> tuple[str, bytes]:

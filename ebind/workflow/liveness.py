@@ -8,6 +8,10 @@ not changed for ``ttl`` seconds of the *reader's* monotonic clock (so clock skew
 hosts does not matter), or no longer lists the step. Only then is the step re-enqueued as
 a new generation; a live worker's long step is left alone, and JetStream's own redelivery
 after ``ack_wait`` still handles the ordinary crash.
+
+Each write carries a per-message TTL (``Nats-TTL``, twice the reader's ``ttl``), so the
+record of a worker that died disappears on its own instead of staying in the bucket; and
+what a record lists is bounded (see :mod:`ebind.workflow.announce`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ import structlog
 
 from ebind._aio import raise_if_cancelling
 from ebind.streams import KV_LEASES, b64_token
+from ebind.workflow.announce import (
+    DEFAULT_ANNOUNCE_LIMIT,
+    Announced,
+    Token,
+    announce_limit,
+    announced_steps,
+    expired_keys,
+    release_until,
+)
 
 __all__ = ["Announcer", "Liveness", "LivenessView", "MemLiveness", "NatsLiveness"]
 
@@ -36,6 +49,15 @@ class _Beat(msgspec.Struct, kw_only=True):
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(_Beat)
+_TTL_HEADER = "Nats-TTL"
+RECORD_TTL_FACTOR = 2.0
+"""A record lives this many reader TTLs after its last write: the sweep has judged the
+worker dead (a TTL of silence) well before the server removes its record."""
+
+
+def record_ttl_header(seconds: float) -> str:
+    """``Nats-TTL`` value for ``seconds`` (a Go duration in milliseconds, at least 1 s)."""
+    return f"{max(round(seconds * 1000), 1000)}ms"
 
 
 class LivenessView(msgspec.Struct, kw_only=True, frozen=True):
@@ -104,13 +126,35 @@ class MemLiveness:
 
 
 class NatsLiveness:
-    """Liveness records in the ``ebind-leases`` KV bucket (created if missing)."""
+    """Liveness records in the ``ebind-leases`` KV bucket (created if missing).
 
-    def __init__(self, js: Any, *, bucket: str = KV_LEASES, ttl: float = 15.0) -> None:
+    Args:
+        js: JetStream context.
+        bucket: the KV bucket.
+        ttl: silence after which the reader counts a worker as gone.
+        record_ttl: seconds the server keeps a record after its last write (default: twice
+            ``ttl``); a dead worker's record disappears on its own.
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        *,
+        bucket: str = KV_LEASES,
+        ttl: float = 15.0,
+        record_ttl: float | None = None,
+    ) -> None:
         self._js = js
         self._bucket = bucket
         self._kv: Any = None
         self._observer = _Observer(ttl)
+        self.record_ttl = RECORD_TTL_FACTOR * ttl if record_ttl is None else record_ttl
+        if self.record_ttl <= ttl:
+            raise ValueError(
+                f"record_ttl ({self.record_ttl}s) must exceed the liveness ttl ({ttl}s): a "
+                "record removed sooner would make a live worker look dead"
+            )
+        self._ttl_ok = True
 
     async def _store(self) -> Any:
         if self._kv is None:
@@ -121,10 +165,25 @@ class NatsLiveness:
         return self._kv
 
     async def beat(self, worker_id: str, steps: list[str]) -> None:
-        """Rewrite ``alive.<b64(worker_id)>`` with the running steps."""
+        """Rewrite ``alive.<b64(worker_id)>`` with the running steps, expiring after record_ttl."""
+        from nats.js.errors import APIError
+
         kv = await self._store()
+        key = f"alive.{b64_token(worker_id)}"
         data = _enc.encode(_Beat(worker_id=worker_id, steps=steps, at=time.time()))
-        await kv.put(f"alive.{b64_token(worker_id)}", data)
+        if self._ttl_ok:
+            headers = {_TTL_HEADER: record_ttl_header(self.record_ttl)}
+            try:
+                await self._js.publish(f"$KV.{self._bucket}.{key}", data, headers=headers)
+                return
+            except APIError as exc:
+                if "ttl" not in str(exc).lower():
+                    raise
+                # A bucket made without per-message TTLs: records still work, they just
+                # stay after their worker dies (until the bucket is given the flag).
+                self._ttl_ok = False
+                _log.warning("liveness.record_ttl_unsupported", bucket=self._bucket, error=str(exc))
+        await kv.put(key, data)
 
     async def view(self, worker_id: str) -> LivenessView:
         """The sweep's judgement of ``worker_id`` (a read error counts as alive)."""
@@ -145,19 +204,36 @@ class NatsLiveness:
 
 
 class Announcer:
-    """Steps this process runs, announced to the liveness store every ``interval``."""
+    """Steps this process runs, announced to the liveness store every ``interval``.
 
-    def __init__(self, liveness: Liveness | None, interval: float) -> None:
+    Args:
+        liveness: the store (None disables the announcements).
+        interval: seconds between beats.
+        release_grace: seconds a released step stays listed after its redelivery is due.
+    """
+
+    def __init__(
+        self, liveness: Liveness | None, interval: float, release_grace: float | None = None
+    ) -> None:
         self.liveness = liveness
         self.interval = interval
-        self.running: dict[str, dict[str, None]] = {}
+        self.release_grace = 5 * interval if release_grace is None else release_grace
+        self.running: dict[str, dict[str, Announced]] = {}
+        self._limits: dict[str, int] = {}
+        self._left_out: dict[str, int] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, worker_id: str, key: str) -> None:
-        """Start announcing ``key`` (``<dag>:<step>``) for ``worker_id``."""
+    def set_concurrency(self, worker_id: str, concurrency: int) -> None:
+        """Cap ``worker_id``'s record at its concurrency plus a margin."""
+        self._limits[worker_id] = announce_limit(concurrency)
+
+    def add(self, worker_id: str, key: str, token: Token | None = None) -> None:
+        """Start announcing ``key`` (``<dag>:<step>``) for ``worker_id``'s delivery ``token``."""
         if self.liveness is None or not worker_id:
             return
-        self.running.setdefault(worker_id, {})[key] = None
+        steps = self.running.setdefault(worker_id, {})
+        steps.pop(key, None)  # re-inserted: the newest delivery is listed first
+        steps[key] = Announced(token=token, since=time.monotonic())
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -165,12 +241,44 @@ class Announcer:
         """Stop announcing ``key``."""
         self.running.get(worker_id, {}).pop(key, None)
 
+    def release(self, worker_id: str, key: str, token: Token | None, redeliver_in: float) -> None:
+        """Announce ``key`` only until its redelivery is due (plus the grace), then forget it.
+
+        Only the delivery that announced the step releases it: a release carrying another
+        token (an older delivery of the step) leaves a newer one running.
+        """
+        entry = self.running.get(worker_id, {}).get(key)
+        if entry is None or (token is not None and entry.token not in (None, token)):
+            return
+        entry.until = release_until(entry.until, time.monotonic(), redeliver_in, self.release_grace)
+
+    def listed(self, worker_id: str) -> list[str]:
+        """What the next beat of ``worker_id`` lists (expired releases forgotten)."""
+        entries = self.running.get(worker_id, {})
+        now = time.monotonic()
+        for key in expired_keys(entries, now):
+            del entries[key]
+        limit = self._limits.get(worker_id, DEFAULT_ANNOUNCE_LIMIT)
+        steps, left_out = announced_steps(entries, now, limit)
+        if left_out != self._left_out.get(worker_id, 0):
+            self._left_out[worker_id] = left_out
+            if left_out:
+                _log.warning(
+                    "liveness.record_capped",
+                    worker_id=worker_id,
+                    listed=len(steps),
+                    left_out=left_out,
+                    note="more steps announced than the worker can run; the oldest "
+                    "released ones are not listed",
+                )
+        return steps
+
     async def _loop(self) -> None:
         assert self.liveness is not None
         while True:
-            for worker_id, steps in list(self.running.items()):
+            for worker_id in list(self.running):
                 try:
-                    await self.liveness.beat(worker_id, list(steps))
+                    await self.liveness.beat(worker_id, self.listed(worker_id))
                 except Exception as exc:
                     _log.warning("liveness.beat_failed", worker_id=worker_id, error=str(exc))
                 raise_if_cancelling()  # close() cancels; nats-py may swallow it (3.11)

@@ -324,6 +324,8 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
         f"$JS.API.STREAM.PURGE.{TASKS_STREAM}",
         f"$JS.API.STREAM.DELETE.{TASKS_STREAM}",
         next_subject,
+        # the would-be worker reads the shared durable's ack_wait, then tries to create it
+        f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{WORKER_DURABLE}",
         f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{WORKER_DURABLE}.TASKS.>",
         # the would-be worker's watch for messages out of deliveries
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.*",

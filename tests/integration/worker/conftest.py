@@ -9,12 +9,24 @@ import pytest
 from ebind.app import App
 
 
-@pytest.fixture
-async def app(nats_url: str) -> AsyncIterator[App]:
-    """A connected App on this test's node (tasks are registered by each test)."""
+async def _connected(nats_url: str) -> AsyncIterator[App]:
     a = App("wtest", nats_url=nats_url)
     await a.connect()
     try:
         yield a
     finally:
         await a.close()
+
+
+@pytest.fixture
+async def app(nats_url: str) -> AsyncIterator[App]:
+    """A connected App on this test's node (tasks are registered by each test)."""
+    async for a in _connected(nats_url):
+        yield a
+
+
+@pytest.fixture
+async def other_app(nats_url: str) -> AsyncIterator[App]:
+    """A second connected App on the same node, as a second worker process would have."""
+    async for a in _connected(nats_url):
+        yield a

@@ -145,3 +145,27 @@ async def test_running_step_of_a_dead_worker_with_no_message_is_rescued(
     rec = steps[0]
     # A new generation (the revision the rescue was written from), not the victim's.
     assert rec.worker_id == "rescuer" and rec.generation > first_gen
+
+
+@pytest.mark.timeout(60)
+async def test_killed_workers_liveness_record_expires(
+    app: App, spawn_worker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server removes a dead worker's record one record TTL after its last beat."""
+    from test_liveness_release import listed_steps, settled
+
+    monkeypatch.setattr(wf_app, "LEDGER", str(tmp_path / "ledger"))
+    monkeypatch.setenv("WF_RECORD_TTL", "2")
+    victim = spawn_worker("doomed")
+    dag = DAG(id="expiring-record")
+    dag.step("a", slow, "a", 30.0)
+    await dag.submit(app.workflow)
+    await _ledger_has(tmp_path / "ledger", "start a")
+    listed = await settled(lambda: listed_steps(app, "doomed"), lambda v: bool(v), 10)
+    assert listed == ["expiring-record:a"]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(5)
+    killed = asyncio.get_running_loop().time()
+    left = await settled(lambda: listed_steps(app, "doomed"), lambda v: v is None, 10)
+    assert left is None, f"the killed worker's record still lists {left}"
+    assert asyncio.get_running_loop().time() - killed < 4.0

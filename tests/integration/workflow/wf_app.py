@@ -69,6 +69,11 @@ async def _serve(worker_id: str, ack_wait: float) -> None:
     await app.connect()
     wf = app.workflow
     wf.liveness_interval = 0.2
+    record_ttl = float(os.environ.get("WF_RECORD_TTL") or 0)
+    if record_ttl:  # short-lived liveness records, for tests that kill this process
+        from ebind.workflow import NatsLiveness
+
+        wf.liveness = NatsLiveness(app.js, ttl=record_ttl / 2, record_ttl=record_ttl)
     w = app.worker(worker_id=worker_id, ack_wait=ack_wait, concurrency=4, shutdown_grace=1)
     await w.run()
 
