@@ -272,24 +272,30 @@ async def test_a_stale_message_of_a_canceled_dag_leaves_a_newer_generation_runni
 
 
 async def _one_step_submitted(dag_id: str) -> tuple[Workflow, MemStore, MemBus, CaptureEnqueuer]:
-    """A one-step DAG dispatched at submit; the sweep re-sends but never bumps it."""
-    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
+    """A one-step DAG dispatched at submit by another process: the leader has no sequence."""
+    enq = CaptureEnqueuer()
+    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=0.1, enq=enq, presence=enq)
     dag = DAG(id=dag_id)
     dag.step("a", "inc", 1)
     await dag.submit(wf)
+    wf.engine.sent.forget(dag_id, "a")
     return wf, store, bus, enq
 
 
-async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
+async def test_the_sweeps_probe_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
     wf, store, bus, enq = await _one_step_submitted("p9")
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     first_env, first_mid = enq.calls[0]
-    async with running(wf):  # the message is never delivered: the sweep re-sends it
+    sweeps = wf.scheduler.sweeps
+    async with running(wf):  # not delivered yet: the sweep learns its sequence, no more
         await _wait_for(lambda: len(enq.calls) > 1)
         resent, mid = enq.calls[1]
         rec, _ = await store.get_step("p9", "a")
         assert mid == first_mid and _gen(resent) == _gen(first_env) == rec.generation
         assert dispatch_digest(resent) == dispatch_digest(first_env) == rec.dispatch_digest
+        await _wait_for(lambda: wf.scheduler.sweeps >= sweeps + 4)
+        assert len(enq.calls) == 2 and enq.duplicates == 1  # queued: left alone
+        assert wf.scheduler.redispatches == 0
         assert await w.run_until_terminal("p9") is DAGStatus.DONE
     assert w.executions == {"p9:a": 1}
     await bus.close()
