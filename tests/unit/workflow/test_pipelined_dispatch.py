@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import msgspec
 import pytest
 from simworker import SimWorker, make_wf, running
+from simworker import wait_for as _wait_for
 
 from ebind.errors import StaleRevision
 from ebind.worker.hook import StepUnproven
@@ -51,14 +51,6 @@ class GatedDispatchStore(MemStore):
             self.held += 1
             await self.gate.wait()
         return await super().put_step(dag_id, step_id, rec, expected_rev)
-
-
-async def _wait_for(cond: Callable[[], object], limit: float = 2.0) -> None:
-    for _ in range(int(limit / 0.002)):
-        if cond():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"condition not met within {limit}s")
 
 
 async def test_a_message_that_outruns_its_dispatch_write_waits_for_it_and_runs_once() -> None:

@@ -5,22 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
 
 from simworker import SimWorker, make_wf, running
+from simworker import wait_for as _until
 
 from ebind import observe
 from ebind.workflow import DAG, CaptureEnqueuer, DAGStatus, StepStatus
 
 INC = {"inc": lambda _ctx, x: x + 1}
-
-
-async def _until(cond: Callable[[], bool], limit: float = 5.0) -> None:
-    for _ in range(int(limit / 0.005)):
-        if cond():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not met within {limit}s")
 
 
 async def test_queued_messages_are_left_alone_and_a_lost_one_is_resent_once() -> None:
@@ -38,13 +30,14 @@ async def test_queued_messages_are_left_alone_and_a_lost_one_is_resent_once() ->
     try:
         async with running(wf):
             start = wf.scheduler.sweeps
-            await _until(lambda: wf.scheduler.sweeps >= start + 5)  # far past redispatch_after
+            # five sweeps, far past redispatch_after
+            await _until(lambda: wf.scheduler.sweeps >= start + 5, limit=5.0)
             assert len(enq.calls) == 5 and wf.scheduler.redispatches == 0
             lost = next(mid for env, mid in enq.calls if env.step_id == "s3")
             enq.lose(lost)
-            await _until(lambda: len(enq.calls) == 6)
+            await _until(lambda: len(enq.calls) == 6, limit=5.0)
             start = wf.scheduler.sweeps
-            await _until(lambda: wf.scheduler.sweeps >= start + 5)
+            await _until(lambda: wf.scheduler.sweeps >= start + 5, limit=5.0)
             assert len(enq.calls) == 6  # the re-sent copy is queued: left alone too
             resent, mid = enq.calls[5]
             assert resent.step_id == "s3" and mid != lost
@@ -103,7 +96,7 @@ async def test_an_orphaned_step_counts_as_a_resend_with_its_reason() -> None:
             await asyncio.sleep(0.05)
             wf.liveness.forget("gone")  # type: ignore[attr-defined]
             wf.hook()._tracker.running.pop("gone", None)
-            await _until(lambda: len(enq.envelopes) == 2)
+            await _until(lambda: len(enq.envelopes) == 2, limit=5.0)
             rec, _ = await store.get_step("r3", "a")
             assert rec.attempt == 0 and rec.redispatches == 1 and rec.dispatch_seq == 2
             assert await w.run_until_terminal("r3") is DAGStatus.DONE
