@@ -115,10 +115,11 @@ class SentLedger:
     Memory is enough for the common path: the leader dispatches every step that becomes
     ready on an event and remembers its sequence. A step dispatched elsewhere (a submit in
     another process, a previous leader) is learned once by a probe or recorded in the
-    step record by a re-send.
+    step record by a re-send. Past ``limit`` steps the oldest are forgotten (a producer's
+    engine never sees its DAGs finish); a forgotten step is probed like a foreign one.
     """
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = 65_536) -> None:
         self._limit = limit
         self._seqs: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
 

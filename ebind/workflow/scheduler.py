@@ -551,6 +551,7 @@ class Scheduler:
             # from the first dispatch (or one dispatched before digests were recorded)
             # becomes a new generation instead.
             gen, bump = ld.revs[rec.step_id], True
+            reason = "unknown" if reason == "probe" else reason
             ctx = {**env.trace_ctx, GENERATION_KEY: str(gen)}
             env = msgspec.structs.replace(env, trace_ctx=ctx)
         try:
