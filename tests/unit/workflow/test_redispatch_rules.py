@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from ebind._jsreq import PubAck
 from ebind.wire import TaskEnvelope
-from ebind.workflow import CaptureEnqueuer
+from ebind.workflow import CaptureEnqueuer, NatsEnqueuer
 from ebind.workflow.redispatch import (
     RedispatchAction,
     RedispatchTiming,
@@ -149,3 +150,14 @@ async def test_the_capture_enqueuer_acks_like_the_stream_and_answers_look_ups() 
     assert not await enq.present(1, "d:a:1") and await enq.present(2, "d:a:5")
     with pytest.raises(KeyError, match="no message was stored under msg-id 'd:b:1'"):
         enq.lose("d:b:1")
+
+
+async def test_the_nats_enqueuer_hands_back_the_pubacks_sequence() -> None:
+    async def publish(env: TaskEnvelope, *, msg_id: str) -> PubAck:
+        return PubAck(stream="EBIND_TASKS", seq=41 if msg_id == "d:a:1" else 42)
+
+    enq = NatsEnqueuer(publish)
+    env = TaskEnvelope(id="d:a", name="inc")
+    first, second = await enq.enqueue(env, msg_id="d:a:1"), await enq.enqueue(env)
+    assert first is not None and second is not None
+    assert (first.seq, second.seq) == (41, 42)
