@@ -104,3 +104,26 @@ async def test_an_orphaned_step_counts_as_a_resend_with_its_reason() -> None:
         unsubscribe()
     assert reasons == ["orphaned"]
     await bus.close()
+
+
+async def test_a_new_leader_checks_a_resent_step_by_the_sequence_in_its_record() -> None:
+    enq = CaptureEnqueuer()
+    wf, store, bus, enq = make_wf(enq=enq, presence=enq, redispatch_after=0.1, start_write_delay=0)
+    dag = DAG(id="r4")
+    dag.step("a", "inc", 1)
+    dag.step("b", "inc", 2)
+    await dag.submit(wf)
+    async with running(wf):
+        enq.lose(next(mid for env, mid in enq.calls if env.step_id == "a"))
+        await _until(lambda: len(enq.calls) == 3, limit=5.0)
+        # A new leader: nothing in memory, only what the records hold.
+        for sid in ("a", "b"):
+            wf.engine.sent.forget("r4", sid)
+        start = wf.scheduler.sweeps
+        await _until(lambda: wf.scheduler.sweeps >= start + 5, limit=5.0)
+    steps = [env.step_id for env, _ in enq.calls]
+    assert steps.count("a") == 2  # checked through its record's dispatch_seq: no publish
+    assert steps.count("b") == 2 and enq.duplicates == 1  # probed once, stored nothing
+    rec, _ = await store.get_step("r4", "a")
+    assert rec.dispatch_seq == 3 and rec.redispatches == 1
+    await bus.close()
