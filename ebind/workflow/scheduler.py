@@ -489,9 +489,22 @@ class Scheduler:
             action = decide(age, rec.redispatches, seq_known=True, present=present, timing=timing)
         if action is RedispatchAction.PROBE:
             await self._probe(ld, rec, age, timing)
-        elif action is RedispatchAction.RESEND:
+        elif action is RedispatchAction.RESEND and await self._unchanged(ld, rec):
             reason = "lost" if seq is not None else "unknown"
             await self._redispatch(ld, rec, bump=True, reason=reason)
+
+    async def _unchanged(self, ld: Loaded, rec: StepRecord) -> bool:
+        """Whether the step record still reads as this pass loaded it.
+
+        A worker writes a step's outcome before it acks the message, so a message found
+        gone after the pass read the record may just have finished: the fresh record
+        shows that, and the step is not re-sent.
+        """
+        fresh, rev = await self.engine.store.get_step(rec.dag_id, rec.step_id)
+        if rev == ld.revs[rec.step_id]:
+            return True
+        ld.state.steps[rec.step_id], ld.revs[rec.step_id] = fresh, rev
+        return False
 
     async def _probe(
         self, ld: Loaded, rec: StepRecord, age: float, timing: RedispatchTiming
@@ -504,7 +517,7 @@ class Scheduler:
         if present is None:
             return
         action = decide(age, rec.redispatches, seq_known=True, present=present, timing=timing)
-        if action is RedispatchAction.RESEND:
+        if action is RedispatchAction.RESEND and await self._unchanged(ld, rec):
             await self._redispatch(ld, rec, bump=True, reason="lost")
 
     async def _orphaned(self, rec: StepRecord) -> bool:
@@ -566,7 +579,6 @@ class Scheduler:
                 # Nothing had that msg-id within the window: this publish stored it.
                 self._count_resend(rec, reason, gen)
             return ack
-        self._count_resend(rec, reason, gen)
         new = msgspec.structs.replace(
             rec,
             generation=gen,
@@ -581,6 +593,7 @@ class Scheduler:
             rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]
         )
         ld.state.steps[rec.step_id] = new
+        self._count_resend(rec, reason, gen)
         return ack
 
 

@@ -127,3 +127,32 @@ async def test_a_new_leader_checks_a_resent_step_by_the_sequence_in_its_record()
     rec, _ = await store.get_step("r4", "a")
     assert rec.dispatch_seq == 3 and rec.redispatches == 1
     await bus.close()
+
+
+class FinishedMeanwhile:
+    """The stream's answer arrives after the worker finished the step and acked it."""
+
+    def __init__(self, worker: SimWorker) -> None:
+        self.worker = worker
+        self.asked = 0
+
+    async def present(self, seq: int, expected_msg_id: str) -> bool:
+        self.asked += 1
+        await self.worker.pump()  # runs the step: outcome written, then the message acked
+        return False
+
+
+async def test_a_step_that_finishes_while_the_sweep_looks_is_not_resent() -> None:
+    enq = CaptureEnqueuer()
+    wf, _, bus, enq = make_wf(enq=enq, redispatch_after=0.1, start_write_delay=1.0)
+    w = SimWorker(wf, enq, INC)
+    wf.scheduler.presence = presence = FinishedMeanwhile(w)
+    dag = DAG(id="r5")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    async with running(wf):
+        await _until(lambda: presence.asked >= 1, limit=5.0)
+        assert await w.run_until_terminal("r5") is DAGStatus.DONE
+    assert len(enq.calls) == 1 and wf.scheduler.redispatches == 0
+    assert w.executions == {"r5:a": 1}
+    await bus.close()
