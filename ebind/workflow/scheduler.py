@@ -59,6 +59,8 @@ _POISON_LIMIT = 20
 # dropped (with nak_delay between them: ample for a lagging replica or a redelivered step).
 _UNSEEN_LIMIT = 10
 _INFO_KINDS = (EventKind.BP_HIT, EventKind.BP_RESUMED)
+# Message look-ups of one DAG's queued steps in flight at once during a sweep.
+_LOOKUPS = 32
 
 
 @dataclass(frozen=True)
@@ -430,12 +432,16 @@ class Scheduler:
             self._indexed = True
 
     async def _rescue_running(self, ld: Loaded) -> None:
+        dispatched = [
+            r for r in ld.state.steps.values() if r.status is StepStatus.RUNNING and r.attempt == 0
+        ]
+        looked = await self._look_up(dispatched)
         for sid, rec in list(ld.state.steps.items()):
             if rec.status is not StepStatus.RUNNING:
                 self.engine.sent.forget(rec.dag_id, sid)
                 continue
             if rec.attempt == 0:
-                await self._rescue_dispatched(ld, rec)
+                await self._rescue_dispatched(ld, rec, looked)
                 continue
             self.engine.sent.forget(rec.dag_id, sid)
             if await self._orphaned(rec):
@@ -475,7 +481,36 @@ class Scheduler:
             )
             return None
 
-    async def _rescue_dispatched(self, ld: Loaded, rec: StepRecord) -> None:
+    async def _look_up(self, recs: list[StepRecord]) -> dict[str, bool | None]:
+        """Look up, concurrently, the messages of the steps due for a check (by step id).
+
+        A DAG behind a backlog can have thousands of queued steps: one round trip after
+        another would make the sweep's cost grow with the backlog's latency.
+        """
+        timing, due = self._timing(), []
+        for rec in recs:
+            seq = self._known_seq(rec)
+            if seq is None:
+                continue
+            age = _age(rec.started_at)
+            if decide(age, rec.redispatches, seq_known=True, present=None, timing=timing) is (
+                RedispatchAction.CHECK
+            ):
+                due.append((rec, seq))
+        if not due:
+            return {}
+        gate = asyncio.Semaphore(_LOOKUPS)
+
+        async def one(rec: StepRecord, seq: int) -> bool | None:
+            async with gate:
+                return await self._present(rec, seq)
+
+        got = await asyncio.gather(*(one(rec, seq) for rec, seq in due))
+        return {rec.step_id: present for (rec, _), present in zip(due, got, strict=True)}
+
+    async def _rescue_dispatched(
+        self, ld: Loaded, rec: StepRecord, looked: dict[str, bool | None]
+    ) -> None:
         """Re-send a dispatched, unstarted step only when its message is gone, backed off."""
         age, timing = _age(rec.started_at), self._timing()
         seq = self._known_seq(rec)
@@ -483,9 +518,9 @@ class Scheduler:
             age, rec.redispatches, seq_known=seq is not None, present=None, timing=timing
         )
         if action is RedispatchAction.CHECK and seq is not None:
-            present = await self._present(rec, seq)
+            present = looked.get(rec.step_id)
             if present is None:
-                return
+                return  # the look-up failed: try again on the next sweep
             action = decide(age, rec.redispatches, seq_known=True, present=present, timing=timing)
         if action is RedispatchAction.PROBE:
             await self._probe(ld, rec, age, timing)
