@@ -41,6 +41,7 @@ from ebind.validate import check_future_ids
 from ebind.wire import TaskEnvelope
 
 if TYPE_CHECKING:
+    from ebind._jsreq import PubAck
     from ebind.dlq import DeadLetters
     from ebind.periodic import ScheduleInfo
     from ebind.sync import SyncApp
@@ -538,8 +539,11 @@ class App:
         msg_id: str | None = None,
         countdown: float | timedelta | None = None,
         eta: datetime | None = None,
-    ) -> None:
+    ) -> PubAck:
         """The one publish path: size check, pipelined publish, PubAck awaited with a bound.
+
+        Returns the PubAck: the stream sequence the message got (for a duplicate msg-id,
+        that of the message stored first).
 
         Raises:
             PayloadTooLarge: envelope plus headers exceed the server's max_payload.
@@ -550,7 +554,7 @@ class App:
             raise NotConnected(self._not_connected())
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)
-        await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
+        return await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
 
     async def publish_response(self, subject: str, data: bytes) -> None:
         """Publish an encoded TaskResponse and wait until EBIND_RESP stored it (for workers).

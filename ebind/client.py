@@ -153,8 +153,8 @@ class Publisher:
         msg_id: str | None = None,
         countdown: float | timedelta | None = None,
         eta: datetime | None = None,
-    ) -> None:
-        """Publish ``env`` (scheduled when countdown/eta is set); raises PublishFailed.
+    ) -> PubAck:
+        """Publish ``env`` (scheduled when countdown/eta is set); returns the server's PubAck.
 
         A publish this NATS user may not make raises PermissionDenied at once.
 
@@ -195,6 +195,7 @@ class Publisher:
             )
         if ack.duplicate:
             log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=mid, seq=ack.seq)
+        return ack
 
     async def publish_stored(self, subject: str, data: bytes, *, stream: str) -> None:
         """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed)."""

@@ -20,6 +20,7 @@ __all__ = [
     "GAUGE_LIVE_DAGS",
     "GAUGE_STUCK_THREADS",
     "REDELIVERED",
+    "STEP_REDISPATCHED",
     "SWEEP_DONE",
     "SWEEP_FAILED",
     "SWEEP_TIMED_OUT",
@@ -49,6 +50,8 @@ DEAD_LETTERED = "task.dead_lettered"
 """A dead letter was stored: ``kind`` (the error kind, e.g. ``expired``)."""
 REDELIVERED = "task.redelivered"
 """A worker received a message delivered before: ``delivery`` (the server's count)."""
+STEP_REDISPATCHED = "step.redispatched"
+"""The sweep re-sent a DAG step's message: ``reason`` (lost, orphaned, unknown, probe)."""
 
 GAUGE_STUCK_THREADS = "worker_stuck_threads"
 """Sync handler threads still running past their timeout."""

@@ -166,6 +166,12 @@ class PrometheusMetrics:
         self.redeliveries = prometheus_client.Counter(
             "ebind_redeliveries", "Deliveries the server had made before.", registry=reg
         )
+        self.redispatches = prometheus_client.Counter(
+            "ebind_step_redispatches",
+            "DAG step messages the sweep re-sent, by reason.",
+            ["reason"],
+            registry=reg,
+        )
         reg.register(_ObservedGauges())
         self._unsubscribe: Callable[[], None] | None = None
         self.listen()
@@ -190,6 +196,8 @@ class PrometheusMetrics:
             self.sweep_duration.observe(float(fields.get("seconds", 0.0)))
         elif event == observe.SWEEP_FAILED:
             self.sweep_failures.inc()
+        elif event == observe.STEP_REDISPATCHED:
+            self.redispatches.labels(str(fields.get("reason", ""))).inc()
 
     def close(self) -> None:
         """Stop counting events (the series stay registered; ``listen()`` resumes)."""

@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ebind._jsreq import PubAck
 from ebind.streams import task_subject
 from ebind.wire import TaskEnvelope
 from ebind.workflow.enqueuer import NatsEnqueuer
 from ebind.workflow.liveness import NatsLiveness
+from ebind.workflow.redispatch import NatsPresence
 from ebind.workflow.store_nats import NatsStore
 
 if TYPE_CHECKING:
@@ -21,10 +23,11 @@ _enc = msgspec.json.Encoder()
 
 
 def _js_publisher(js: Any) -> Any:
-    async def publish(env: TaskEnvelope, *, msg_id: str) -> None:
-        await js.publish(
+    async def publish(env: TaskEnvelope, *, msg_id: str) -> PubAck:
+        ack = await js.publish(
             task_subject(env.name, env.target), _enc.encode(env), headers={"Nats-Msg-Id": msg_id}
         )
+        return PubAck(stream=ack.stream, seq=int(ack.seq), duplicate=bool(ack.duplicate))
 
     return publish
 
@@ -51,6 +54,7 @@ async def build_from_nats(cls: type[Workflow], nc: Any, replicas: int, **options
     store = await NatsStore.create(js, replicas=replicas)
     bus = await NatsBus.create(js, replicas=replicas)
     options.setdefault("liveness", NatsLiveness(js))
+    options.setdefault("presence", NatsPresence(js))
     return cls(store, bus, NatsEnqueuer(_js_publisher(js)), **options)
 
 
@@ -59,6 +63,7 @@ def build_from_app(cls: type[Workflow], app: Any, **options: Any) -> Workflow:
     js = app.js
     replicas = int(getattr(app, "replicas", 1) or 1)
     options.setdefault("liveness", NatsLiveness(js))
+    options.setdefault("presence", NatsPresence(js))
     options.setdefault("registry", getattr(app, "registry", None))
     retention = getattr(app, "retention", None)
     if retention is not None:

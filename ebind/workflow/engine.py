@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
+from ebind._jsreq import PubAck
 from ebind.errors import (
     PayloadTooLarge,
     PlacementError,
@@ -36,6 +37,7 @@ from ebind.workflow.history import drop_live
 from ebind.workflow.placement import resolve_placement
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
+from ebind.workflow.redispatch import SentLedger
 from ebind.workflow.ref import find_refs, resolve_args
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
@@ -94,6 +96,8 @@ class Engine:
         self._lanes = asyncio.Semaphore(lanes)
         self.states = StateCache()
         self.results = ResultCache()
+        self.sent = SentLedger()
+        """Stream sequence of each step message this process sent (see redispatch)."""
 
     async def load(self, dag_id: str, events: Sequence[Event] = ()) -> Loaded:
         """The DAG's state, from the cache when ``events`` are completions of known steps.
@@ -277,6 +281,8 @@ class Engine:
         st.meta = meta
         _log.info("dag.finished", dag_id=meta.id, status=final.value)
         await drop_live(self.store, meta.id)
+        for sid in st.steps:
+            self.sent.forget(meta.id, sid)
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -373,6 +379,8 @@ class Engine:
                 started_at=_now(),
                 error_kind="",
                 error_message="",
+                redispatches=0,
+                dispatch_seq=0,
             )
             # Record and message leave together (one round trip instead of two). The
             # record's CAS goes first (this coroutine publishes it before it yields), the
@@ -404,13 +412,18 @@ class Engine:
             ld.enqueued.append(sid)
             return None
 
-    async def send(self, env: TaskEnvelope, generation: int) -> None:
-        """Publish a step's envelope; a failure leaves it dispatched for the sweep to resend."""
+    async def send(self, env: TaskEnvelope, generation: int) -> PubAck | None:
+        """Publish a step's envelope; a failure leaves it dispatched for the sweep to resend.
+
+        Returns the PubAck (None when the enqueuer does not report one); its sequence is
+        remembered in ``sent`` so the sweep can tell a queued message from a lost one.
+        """
         msg_id = f"{env.dag_id}:{env.step_id}:{generation}"
+        ack: PubAck | None = None
         try:
             for i in range(_LEADERLESS_RETRIES):
                 try:
-                    await self.enqueuer.enqueue(env, msg_id=msg_id)
+                    ack = await self.enqueuer.enqueue(env, msg_id=msg_id)
                     break
                 except Exception as exc:
                     # No stream leader (a new R3 stream, an election): nothing was stored,
@@ -426,6 +439,9 @@ class Engine:
             )
             raise TransientError(f"enqueue {msg_id}: {exc}") from exc
         _log.debug("step.enqueued", dag_id=env.dag_id, step_id=env.step_id, generation=generation)
+        if ack is not None and ack.seq > 0:
+            self.sent.put(env.dag_id, env.step_id, generation, ack.seq)
+        return ack
 
     async def build_envelope(
         self, ld: Loaded, rec: StepRecord, generation: int

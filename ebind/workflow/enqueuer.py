@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from ebind._jsreq import PubAck
 from ebind.wire import TaskEnvelope
 
 __all__ = ["CaptureEnqueuer", "NatsEnqueuer", "PublishFn"]
@@ -14,8 +15,11 @@ __all__ = ["CaptureEnqueuer", "NatsEnqueuer", "PublishFn"]
 class PublishFn(Protocol):
     """The publish callable NatsEnqueuer delegates to (``App.publish_task`` is one)."""
 
-    def __call__(self, env: TaskEnvelope, *, msg_id: str) -> Awaitable[None]:
-        """Publish ``env`` with ``Nats-Msg-Id: msg_id``; raise if the server did not confirm."""
+    def __call__(self, env: TaskEnvelope, *, msg_id: str) -> Awaitable[PubAck | None]:
+        """Publish ``env`` with ``Nats-Msg-Id: msg_id``; raise if the server did not confirm.
+
+        Returns the PubAck when the publish path reports it (None: not known).
+        """
         ...
 
 
@@ -30,9 +34,9 @@ class NatsEnqueuer:
     def __init__(self, publish: PublishFn) -> None:
         self._publish = publish
 
-    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> None:
-        """Publish ``envelope`` with ``msg_id`` (default: envelope.id) for dedupe."""
-        await self._publish(envelope, msg_id=msg_id or envelope.id)
+    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> PubAck | None:
+        """Publish ``envelope`` with ``msg_id`` (default: envelope.id); returns its PubAck."""
+        return await self._publish(envelope, msg_id=msg_id or envelope.id)
 
 
 FailHook = Callable[[TaskEnvelope, str], BaseException | None]
@@ -46,13 +50,18 @@ class CaptureEnqueuer:
         calls: every ``(envelope, msg_id)`` passed in, duplicates included.
         envelopes: the envelopes the stream would hold (first per msg-id), in order.
         duplicates: how many enqueues were dropped as duplicate msg-ids.
+
+    Each held envelope gets a sequence (its 1-based position in ``envelopes``), returned
+    in a PubAck like the stream's; :meth:`present` answers the sweep's look-up of it
+    until :meth:`lose` drops the message.
     """
 
     def __init__(self, *, fail: FailHook | None = None) -> None:
         self.calls: list[tuple[TaskEnvelope, str]] = []
         self.envelopes: list[TaskEnvelope] = []
         self.duplicates = 0
-        self._seen: set[str] = set()
+        self._seen: dict[str, int] = {}
+        self._lost: set[int] = set()
         self._fail = fail
         self._fail_next: list[BaseException] = []
         self._changed = asyncio.Condition()
@@ -61,8 +70,8 @@ class CaptureEnqueuer:
         """Make the next ``count`` enqueues raise ``exc`` (nothing recorded for them)."""
         self._fail_next.extend([exc] * count)
 
-    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> None:
-        """Record ``envelope`` under ``msg_id`` (default: envelope.id)."""
+    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> PubAck | None:
+        """Record ``envelope`` under ``msg_id`` (default: envelope.id); no PubAck to return."""
         mid = msg_id or envelope.id
         if self._fail_next:
             raise self._fail_next.pop(0)
@@ -72,13 +81,27 @@ class CaptureEnqueuer:
                 raise exc
         await asyncio.sleep(0)
         self.calls.append((envelope, mid))
-        if mid in self._seen:
+        seq = self._seen.get(mid)
+        duplicate = seq is not None
+        if seq is not None:
             self.duplicates += 1
         else:
-            self._seen.add(mid)
             self.envelopes.append(envelope)
+            seq = self._seen[mid] = len(self.envelopes)
         async with self._changed:
             self._changed.notify_all()
+        return PubAck(stream="EBIND_TASKS", seq=seq, duplicate=duplicate)
+
+    async def present(self, seq: int, expected_msg_id: str) -> bool:
+        """Whether the message stored at ``seq`` carries ``expected_msg_id`` and is not lost."""
+        return self._seen.get(expected_msg_id) == seq and seq not in self._lost
+
+    def lose(self, msg_id: str) -> None:
+        """Drop the message stored under ``msg_id`` (as if deleted from the stream)."""
+        seq = self._seen.get(msg_id)
+        if seq is None:
+            raise KeyError(f"no message was stored under msg-id {msg_id!r}")
+        self._lost.add(seq)
 
     def ids(self) -> list[str]:
         """Envelope ids the stream would hold, in enqueue order."""
@@ -93,6 +116,7 @@ class CaptureEnqueuer:
         self.calls.clear()
         self.envelopes.clear()
         self._seen.clear()
+        self._lost.clear()
         self.duplicates = 0
 
     async def wait_for(self, count: int) -> list[TaskEnvelope]:

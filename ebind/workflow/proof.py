@@ -155,6 +155,6 @@ def _at_dispatch_revision(rec: StepRecord, gen: int) -> tuple[StepVerdict, str]:
     if rec.held:
         return StepVerdict.UNPROVEN, "step is held by a pause; no dispatch starts from it"
     # A pending record: the dispatch's CAS may travel beside its message. A running one:
-    # the sweep's re-enqueue writes its new generation before it publishes, but a lagging
-    # replica can still show the revision it wrote from.
+    # the sweep's re-enqueue publishes its new generation, then records it (with the
+    # message's sequence), so the record can still sit at the revision it writes from.
     return StepVerdict.AWAIT, ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+from ebind._jsreq import PubAck
 from ebind.wire import TaskEnvelope
 from ebind.workflow.types import DAGMeta, Event, SignalRecord, StepRecord
 
@@ -159,8 +160,11 @@ class EventBus(Protocol):
 class Enqueuer(Protocol):
     """Places a ready step's task envelope on the TASKS stream."""
 
-    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> None:
-        """Publish ``envelope`` with ``msg_id`` (default: envelope.id) for dedupe."""
+    async def enqueue(self, envelope: TaskEnvelope, *, msg_id: str | None = None) -> PubAck | None:
+        """Publish ``envelope`` with ``msg_id`` (default: envelope.id) for dedupe.
+
+        Returns the server's PubAck (stream sequence, duplicate flag) when known.
+        """
         ...
 
 

@@ -11,8 +11,8 @@ for redelivery; an event that keeps failing is terminated and logged (poison).
 Reconciliation: on every false → true leader edge and every ``sweep_interval`` the
 leader re-evaluates each live DAG through the same lanes and, in addition, rescues
 ``running`` steps that nothing will finish: a step dispatched but never started is
-re-published (same msg-id while inside the stream's duplicate window, a new generation
-after ``redispatch_after``), and a started step whose worker is gone (liveness record
+re-sent only when its message is gone from the stream, backing off between re-sends
+(``ebind.workflow.redispatch``), and a started step whose worker is gone (liveness record
 missing, stale, or no longer listing the step) is re-enqueued as a new generation.
 """
 
@@ -31,7 +31,9 @@ import structlog
 
 from ebind import observe
 from ebind._aio import raise_if_cancelling, wait_event
+from ebind._jsreq import PubAck
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
+from ebind.streams import DUPLICATE_WINDOW
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
 from ebind.workflow.events import EVENTS_FILTER
@@ -40,6 +42,13 @@ from ebind.workflow.lifecycle import decode_live, fresh_entry
 from ebind.workflow.liveness import Liveness
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Delivery, LeaderElector, Subscription
+from ebind.workflow.redispatch import (
+    Presence,
+    RedispatchAction,
+    RedispatchTiming,
+    decide,
+    msg_id,
+)
 from ebind.workflow.types import Event, EventKind, StepRecord, StepStatus
 
 __all__ = ["Scheduler", "SchedulerConfig"]
@@ -50,6 +59,8 @@ _POISON_LIMIT = 20
 # dropped (with nak_delay between them: ample for a lagging replica or a redelivered step).
 _UNSEEN_LIMIT = 10
 _INFO_KINDS = (EventKind.BP_HIT, EventKind.BP_RESUMED)
+# Message look-ups of one DAG's queued steps in flight at once during a sweep.
+_LOOKUPS = 32
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class SchedulerConfig:
     sweep_timeout: float = 60.0
     dispatch_grace: float = 10.0
     redispatch_after: float = 240.0
+    redispatch_cap: float = 3600.0
+    """Longest wait between two re-sends of one step (they double from redispatch_after)."""
     liveness_ttl: float = 15.0
     history: float = 0.0
     """Finished DAGs older than this are removed by the leader (0: kept forever)."""
@@ -110,11 +123,15 @@ class Scheduler:
         *,
         config: SchedulerConfig | None = None,
         liveness: Liveness | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.engine = engine
         self.elector = elector
         self.config = config or SchedulerConfig()
         self.liveness = liveness
+        self.presence = presence
+        self.redispatches = 0
+        """Step messages this scheduler re-sent (a lost message, an orphaned step)."""
         self._lanes: dict[str, _Lane] = {}
         self._failures: dict[tuple[str, bytes], int] = {}
         self._sweep_task: asyncio.Task[int] | None = None
@@ -415,12 +432,19 @@ class Scheduler:
             self._indexed = True
 
     async def _rescue_running(self, ld: Loaded) -> None:
+        dispatched = [
+            r for r in ld.state.steps.values() if r.status is StepStatus.RUNNING and r.attempt == 0
+        ]
+        looked = await self._look_up(dispatched)
         for sid, rec in list(ld.state.steps.items()):
             if rec.status is not StepStatus.RUNNING:
+                self.engine.sent.forget(rec.dag_id, sid)
                 continue
             if rec.attempt == 0:
-                await self._rescue_dispatched(ld, rec)
-            elif await self._orphaned(rec):
+                await self._rescue_dispatched(ld, rec, looked)
+                continue
+            self.engine.sent.forget(rec.dag_id, sid)
+            if await self._orphaned(rec):
                 _log.warning(
                     "step.orphaned",
                     dag_id=rec.dag_id,
@@ -428,15 +452,108 @@ class Scheduler:
                     worker_id=rec.worker_id,
                     attempt=rec.attempt,
                 )
-                await self._redispatch(ld, rec, bump=True)
+                await self._redispatch(ld, rec, bump=True, reason="orphaned")
 
-    async def _rescue_dispatched(self, ld: Loaded, rec: StepRecord) -> None:
-        age = _age(rec.started_at)
-        if age < self.config.dispatch_grace:
+    def _timing(self) -> RedispatchTiming:
+        cfg = self.config
+        return RedispatchTiming(
+            grace=cfg.dispatch_grace,
+            base=cfg.redispatch_after,
+            cap=max(cfg.redispatch_cap, cfg.redispatch_after),
+            # Half the stream's duplicate window: a same-id re-publish is still dropped.
+            probe_window=DUPLICATE_WINDOW / 2 if self.presence is not None else 0.0,
+        )
+
+    def _known_seq(self, rec: StepRecord) -> int | None:
+        seq = self.engine.sent.get(rec.dag_id, rec.step_id, rec.generation)
+        if seq is None and rec.dispatch_seq > 0:
+            seq = rec.dispatch_seq
+        return seq if self.presence is not None else None
+
+    async def _present(self, rec: StepRecord, seq: int) -> bool | None:
+        assert self.presence is not None
+        try:
+            return await self.presence.present(seq, msg_id(rec.dag_id, rec.step_id, rec.generation))
+        except Exception as exc:
+            # Unknown: leave the step for the next sweep rather than add a copy.
+            _log.warning(
+                "step.presence_unknown", dag_id=rec.dag_id, step_id=rec.step_id, error=repr(exc)
+            )
+            return None
+
+    async def _look_up(self, recs: list[StepRecord]) -> dict[str, bool | None]:
+        """Look up, concurrently, the messages of the steps due for a check (by step id).
+
+        A DAG behind a backlog can have thousands of queued steps: one round trip after
+        another would make the sweep's cost grow with the backlog's latency.
+        """
+        timing, due = self._timing(), []
+        for rec in recs:
+            seq = self._known_seq(rec)
+            if seq is None:
+                continue
+            age = _age(rec.started_at)
+            if decide(age, rec.redispatches, seq_known=True, present=None, timing=timing) is (
+                RedispatchAction.CHECK
+            ):
+                due.append((rec, seq))
+        if not due:
+            return {}
+        gate = asyncio.Semaphore(_LOOKUPS)
+
+        async def one(rec: StepRecord, seq: int) -> bool | None:
+            async with gate:
+                return await self._present(rec, seq)
+
+        got = await asyncio.gather(*(one(rec, seq) for rec, seq in due))
+        return {rec.step_id: present for (rec, _), present in zip(due, got, strict=True)}
+
+    async def _rescue_dispatched(
+        self, ld: Loaded, rec: StepRecord, looked: dict[str, bool | None]
+    ) -> None:
+        """Re-send a dispatched, unstarted step only when its message is gone, backed off."""
+        age, timing = _age(rec.started_at), self._timing()
+        seq = self._known_seq(rec)
+        action = decide(
+            age, rec.redispatches, seq_known=seq is not None, present=None, timing=timing
+        )
+        if action is RedispatchAction.CHECK and seq is not None:
+            present = looked.get(rec.step_id)
+            if present is None:
+                return  # the look-up failed: try again on the next sweep
+            action = decide(age, rec.redispatches, seq_known=True, present=present, timing=timing)
+        if action is RedispatchAction.PROBE:
+            await self._probe(ld, rec, age, timing)
+        elif action is RedispatchAction.RESEND and await self._unchanged(ld, rec):
+            reason = "lost" if seq is not None else "unknown"
+            await self._redispatch(ld, rec, bump=True, reason=reason)
+
+    async def _unchanged(self, ld: Loaded, rec: StepRecord) -> bool:
+        """Whether the step record still reads as this pass loaded it.
+
+        A worker writes a step's outcome before it acks the message, so a message found
+        gone after the pass read the record may just have finished: the fresh record
+        shows that, and the step is not re-sent.
+        """
+        fresh, rev = await self.engine.store.get_step(rec.dag_id, rec.step_id)
+        if rev == ld.revs[rec.step_id]:
+            return True
+        ld.state.steps[rec.step_id], ld.revs[rec.step_id] = fresh, rev
+        return False
+
+    async def _probe(
+        self, ld: Loaded, rec: StepRecord, age: float, timing: RedispatchTiming
+    ) -> None:
+        """Learn the sequence of a dispatch made elsewhere, then check it like any other."""
+        sent = await self._redispatch(ld, rec, bump=False, reason="probe")
+        if sent is None or not sent.duplicate:
+            return  # the re-publish stored a message (counted as a re-send) or failed
+        present = await self._present(rec, sent.seq)
+        if present is None:
             return
-        bump = age >= self.config.redispatch_after
-        _log.info("step.redispatched", dag_id=rec.dag_id, step_id=rec.step_id, new_generation=bump)
-        await self._redispatch(ld, rec, bump=bump)
+        action = decide(age, rec.redispatches, seq_known=True, present=present, timing=timing)
+        if action is RedispatchAction.RESEND and await self._unchanged(ld, rec):
+            await self._redispatch(ld, rec, bump=True, reason="lost")
 
     async def _orphaned(self, rec: StepRecord) -> bool:
         if self.liveness is None or not rec.worker_id:
@@ -450,38 +567,69 @@ class Scheduler:
             return True
         return f"{rec.dag_id}:{rec.step_id}" not in view.steps and age > 2 * ttl
 
-    async def _redispatch(self, ld: Loaded, rec: StepRecord, *, bump: bool) -> None:
+    def _count_resend(self, rec: StepRecord, reason: str, generation: int) -> None:
+        self.redispatches += 1
+        _log.info(
+            "step.redispatched",
+            dag_id=rec.dag_id,
+            step_id=rec.step_id,
+            reason=reason,
+            generation=generation,
+            resends=rec.redispatches + 1,
+        )
+        observe.emit(observe.STEP_REDISPATCHED, reason=reason)
+
+    async def _redispatch(
+        self, ld: Loaded, rec: StepRecord, *, bump: bool, reason: str
+    ) -> PubAck | None:
+        """Send ``rec``'s message again (as a new generation when ``bump``); its PubAck.
+
+        A new generation is published first and then recorded, with the sequence the
+        stream gave it, in one CAS: a worker that gets the message before the CAS lands
+        reads the record still at the revision the message names and waits for it. If the
+        CAS loses, the message names a revision the record moved past and is dropped.
+        """
         # A new generation is the revision it is written from (see Engine._dispatch_one).
         gen = ld.revs[rec.step_id] if bump else rec.generation
         env = await self.engine.build_envelope(ld, rec, gen)
         if env is None:
-            return  # doomed: the cascade in advance() settles it
+            return None  # doomed: the cascade in advance() settles it
         if not bump and dispatch_digest(env) != rec.dispatch_digest:
             # Only a message whose digest the record holds may run: a re-send that differs
             # from the first dispatch (or one dispatched before digests were recorded)
             # becomes a new generation instead.
             gen, bump = ld.revs[rec.step_id], True
+            reason = "unknown" if reason == "probe" else reason
             ctx = {**env.trace_ctx, GENERATION_KEY: str(gen)}
             env = msgspec.structs.replace(env, trace_ctx=ctx)
-        if bump:
-            new = msgspec.structs.replace(
-                rec,
-                generation=gen,
-                dispatch_digest=dispatch_digest(env),
-                attempt=0,
-                worker_id="",
-                started_at=datetime.now(UTC),
-            )
-            ld.revs[rec.step_id] = await self.engine.store.put_step(
-                rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]
-            )
-            ld.state.steps[rec.step_id] = new
         try:
-            await self.engine.send(env, gen)
+            ack = await self.engine.send(env, gen)
         except PayloadTooLarge as exc:
             # It cannot ever be enqueued (e.g. its first dispatch's failing write was
             # lost): fail it now; advance() persists the failure and the cascade.
             ld.state.mark_failed(rec.step_id, *unenqueueable(rec.step_id, exc))
+            return None
+        if not bump:
+            if ack is None or not ack.duplicate:
+                # Nothing had that msg-id within the window: this publish stored it.
+                self._count_resend(rec, reason, gen)
+            return ack
+        new = msgspec.structs.replace(
+            rec,
+            generation=gen,
+            dispatch_digest=dispatch_digest(env),
+            attempt=0,
+            worker_id="",
+            started_at=datetime.now(UTC),
+            redispatches=rec.redispatches + 1,
+            dispatch_seq=ack.seq if ack is not None else 0,
+        )
+        ld.revs[rec.step_id] = await self.engine.store.put_step(
+            rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]
+        )
+        ld.state.steps[rec.step_id] = new
+        self._count_resend(rec, reason, gen)
+        return ack
 
 
 def _event_key(ev: Event) -> tuple[str, bytes]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ebind._jsreq import PubAck
 from ebind.errors import StaleRevision
 from ebind.payload import PayloadCodec, seal, unseal
 from ebind.wire import TaskEnvelope
@@ -140,8 +141,8 @@ class SealedStore:
 def sealing_publisher(publish: PublishFn, codec: PayloadCodec) -> PublishFn:
     """Wrap a step publish so the envelope's resolved arguments leave sealed."""
 
-    async def sealed(env: TaskEnvelope, *, msg_id: str) -> None:
+    async def sealed(env: TaskEnvelope, *, msg_id: str) -> PubAck | None:
         payload = msgspec.Raw(seal(codec, bytes(env.payload)))
-        await publish(msgspec.structs.replace(env, payload=payload), msg_id=msg_id)
+        return await publish(msgspec.structs.replace(env, payload=payload), msg_id=msg_id)
 
     return sealed

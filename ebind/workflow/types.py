@@ -153,6 +153,9 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     records the span of the step that added it, so tracing links the two across processes.
     ``run_id`` is the run of the DAG the record belongs to (see DAGMeta): its result is
     stored under that run, so a DAG re-submitted with the same id never reads it.
+    ``redispatches`` counts the sweep's re-sends of the current dispatch (they back off),
+    and ``dispatch_seq`` is the ``EBIND_TASKS`` sequence of the last re-send (0: unknown),
+    so any leader can check whether that message is still queued.
     """
 
     dag_id: str
@@ -186,6 +189,8 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     finished_at: datetime | None = None
     trace_ctx: dict[str, str] = {}
     run_id: str = ""
+    redispatches: int = 0
+    dispatch_seq: int = 0
 
     def is_terminal(self) -> bool:
         """Whether this step's status can no longer change."""

@@ -30,6 +30,7 @@ from ebind.workflow.hook import StepHook
 from ebind.workflow.liveness import Liveness
 from ebind.workflow.protocols import Enqueuer, EventBus, LeaderElector, StateStore
 from ebind.workflow.query import list_dags
+from ebind.workflow.redispatch import Presence
 from ebind.workflow.scheduler import Scheduler, SchedulerConfig
 from ebind.workflow.signals import MAX_SIGNAL_PAYLOAD, list_signals, send_signal
 from ebind.workflow.types import (
@@ -72,8 +73,12 @@ class Workflow:
         liveness: worker liveness records for orphaned-step detection (None: off).
         liveness_interval: seconds between a worker's liveness announcements.
         liveness_ttl: silence after which a worker counts as gone.
-        dispatch_grace: age after which a dispatched, unstarted step is re-published.
-        redispatch_after: age after which it is re-enqueued as a new generation.
+        dispatch_grace: age before which a dispatched, unstarted step is never looked at.
+        redispatch_after: age after which such a step is re-sent if its message is gone
+            from the tasks stream; each further re-send waits twice as long.
+        redispatch_cap: longest wait between two re-sends of one step.
+        presence: looks a step's message up in the tasks stream (None: unknown, so a
+            step past ``redispatch_after`` is re-sent, backed off).
         registry: task registry for typed result decoding (optional).
         start_write_delay: steps finishing sooner skip the separate ``running`` write
             (see StepHook); 0 writes it before every handler.
@@ -100,6 +105,8 @@ class Workflow:
         liveness_ttl: float = 15.0,
         dispatch_grace: float = 10.0,
         redispatch_after: float = 240.0,
+        redispatch_cap: float = 3600.0,
+        presence: Presence | None = None,
         registry: Any = None,
         start_write_delay: float = 0.05,
         dag_history: float = 0.0,
@@ -128,6 +135,7 @@ class Workflow:
             sweep_timeout=sweep_timeout,
             dispatch_grace=dispatch_grace,
             redispatch_after=redispatch_after,
+            redispatch_cap=redispatch_cap,
             liveness_ttl=liveness_ttl,
             history=dag_history,
             collect_interval=(
@@ -136,7 +144,9 @@ class Workflow:
                 else min(max(dag_history / 10, 60.0), 3600.0)
             ),
         )
-        self.scheduler = Scheduler(self.engine, self.elector, config=self.config, liveness=liveness)
+        self.scheduler = Scheduler(
+            self.engine, self.elector, config=self.config, liveness=liveness, presence=presence
+        )
         self._hook: StepHook | None = None
         self._sched_task: asyncio.Task[None] | None = None
         self._sched_users = 0

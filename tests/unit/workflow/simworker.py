@@ -126,3 +126,12 @@ async def running(wf: Workflow) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await wf.close()
+
+
+async def wait_for(cond: Callable[[], object], limit: float = 2.0) -> None:
+    """Poll ``cond`` every 2 ms until it holds; fail after ``limit`` seconds."""
+    for _ in range(int(limit / 0.002)):
+        if cond():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"condition not met within {limit}s")

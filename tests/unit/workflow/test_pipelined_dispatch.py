@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import msgspec
 import pytest
 from simworker import SimWorker, make_wf, running
+from simworker import wait_for as _wait_for
 
 from ebind.errors import StaleRevision
 from ebind.worker.hook import StepUnproven
@@ -51,14 +51,6 @@ class GatedDispatchStore(MemStore):
             self.held += 1
             await self.gate.wait()
         return await super().put_step(dag_id, step_id, rec, expected_rev)
-
-
-async def _wait_for(cond: Callable[[], object], limit: float = 2.0) -> None:
-    for _ in range(int(limit / 0.002)):
-        if cond():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"condition not met within {limit}s")
 
 
 async def test_a_message_that_outruns_its_dispatch_write_waits_for_it_and_runs_once() -> None:
@@ -272,24 +264,30 @@ async def test_a_stale_message_of_a_canceled_dag_leaves_a_newer_generation_runni
 
 
 async def _one_step_submitted(dag_id: str) -> tuple[Workflow, MemStore, MemBus, CaptureEnqueuer]:
-    """A one-step DAG dispatched at submit; the sweep re-sends but never bumps it."""
-    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=30.0)
+    """A one-step DAG dispatched at submit by another process: the leader has no sequence."""
+    enq = CaptureEnqueuer()
+    wf, store, bus, enq = make_wf(start_write_delay=0, redispatch_after=0.1, enq=enq, presence=enq)
     dag = DAG(id=dag_id)
     dag.step("a", "inc", 1)
     await dag.submit(wf)
+    wf.engine.sent.forget(dag_id, "a")
     return wf, store, bus, enq
 
 
-async def test_the_sweeps_resend_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
+async def test_the_sweeps_probe_of_a_dispatch_keeps_its_generation_and_its_proof() -> None:
     wf, store, bus, enq = await _one_step_submitted("p9")
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     first_env, first_mid = enq.calls[0]
-    async with running(wf):  # the message is never delivered: the sweep re-sends it
+    sweeps = wf.scheduler.sweeps
+    async with running(wf):  # not delivered yet: the sweep learns its sequence, no more
         await _wait_for(lambda: len(enq.calls) > 1)
         resent, mid = enq.calls[1]
         rec, _ = await store.get_step("p9", "a")
         assert mid == first_mid and _gen(resent) == _gen(first_env) == rec.generation
         assert dispatch_digest(resent) == dispatch_digest(first_env) == rec.dispatch_digest
+        await _wait_for(lambda: wf.scheduler.sweeps >= sweeps + 4)
+        assert len(enq.calls) == 2 and enq.duplicates == 1  # queued: left alone
+        assert wf.scheduler.redispatches == 0
         assert await w.run_until_terminal("p9") is DAGStatus.DONE
     assert w.executions == {"p9:a": 1}
     await bus.close()
