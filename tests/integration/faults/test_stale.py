@@ -121,10 +121,11 @@ def procs(nats_url: str, tmp_path: Path) -> Iterator[Procs]:
 
 @pytest.fixture
 async def producer(nats_url: str) -> AsyncIterator[App]:
-    """A connected App that knows ``stale_app``'s tasks."""
+    """A connected App that knows ``stale_app``'s tasks (and its short workflow intervals)."""
+    from stale_app import StaleApp
     from stale_app import app as stale_app
 
-    app = App("stale", nats_url=nats_url)
+    app = StaleApp("stale", nats_url=nats_url)
     app.registry = stale_app.registry
     await app.connect()
     try:
@@ -214,3 +215,115 @@ async def test_a_stale_workers_late_success_after_a_dead_letter_is_fenced(
     assert await _stored_responses(producer, task_id) == 1
     assert isinstance(await _recorded(producer, task_id, "st.first_succeeds"), TaskFailed)
     assert [e.entry.task.id for e in await producer.dlq.list() if e.entry.task] == [task_id]
+
+
+def _scheduler_events(procs: Procs, worker_id: str) -> list[dict[str, Any]]:
+    """The worker's scheduler lease events (acquired, lost, released), in order."""
+    path = procs.log(worker_id)
+    found = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if str(record.get("event", "")).startswith("leader.") and record.get("key") == "scheduler":
+            found.append(record)
+    return found
+
+
+async def test_a_stale_workers_late_step_outcome_is_fenced(procs: Procs, producer: App) -> None:
+    from ebind.workflow import DAG, StepStatus
+
+    scheduler = asyncio.create_task(producer.workflow.run_scheduler())
+    try:
+        w1 = procs.start("W1")
+        dag = DAG(id="stale-step")
+        a = dag.step("a", "st.step", 1)
+        b = dag.step("b", "st.step", a.ref())
+        await dag.submit(producer.workflow)
+        step_a = f"{dag.id}:a"
+        await _until(_started(procs, step_a, w1.pid), 20, "W1 starting step a")
+        procs.pause("W1")
+        w2 = procs.start("W2")
+        await _until(_ended(procs, step_a, w2.pid), 20, "W2 running step a")
+        procs.resume("W1")
+        await _until(_ended(procs, step_a, w1.pid), 10, "W1 finishing its stale run")
+        await _until(lambda: bool(procs.events("W1", "step.outcome_fenced")), 10, "W1 fenced")
+        assert await producer.workflow.result(dag.id, b, timeout=30) == 3
+        meta = await producer.workflow.wait(dag.id, timeout=10)
+    finally:
+        scheduler.cancel()
+        await asyncio.gather(scheduler, return_exceptions=True)
+    assert meta.status.value == "done"
+    _, steps = await producer.workflow.info(dag.id)
+    rec = {s.step_id: s for s in steps}["a"]
+    assert rec.status is StepStatus.DONE and rec.worker_id == "W2"
+    assert await producer.workflow.result(dag.id, a, timeout=5) == 2
+    runs = [r for r in procs.runs() if r["phase"] == "start"]
+    assert sorted((r["task_id"], r["pid"]) for r in runs if r["task_id"] == step_a) == sorted(
+        [(step_a, w1.pid), (step_a, w2.pid)]
+    )
+    assert len([r for r in runs if r["task_id"] == f"{dag.id}:b"]) == 1
+    assert await producer.dlq.count() == 0
+
+
+async def test_a_stale_leader_steps_down_and_runs_no_step_twice(
+    procs: Procs, producer: App
+) -> None:
+    from stale_app import LEASE_TTL
+
+    from ebind.workflow import DAG
+
+    old = procs.start("L", scheduler=True)
+    await _until(lambda: bool(_scheduler_events(procs, "L")), 20, "L leading")
+    procs.start("F", scheduler=True)
+    dag = DAG(id="stale-leader")
+    prev = dag.step("s0", "st.step", 0)
+    for n in range(1, 6):
+        prev = dag.step(f"s{n}", "st.step", prev.ref())
+    await dag.submit(producer.workflow)
+    await _until(
+        lambda: any(r["task_id"] == f"{dag.id}:s1" for r in procs.runs()), 20, "the chain moving"
+    )
+    paused_at = time.time()
+    procs.pause("L")
+    t0 = time.monotonic()
+    await _until(lambda: bool(_scheduler_events(procs, "F")), 3 * LEASE_TTL, "F taking over")
+    takeover = time.monotonic() - t0
+    await asyncio.sleep(LEASE_TTL)  # F dispatches while L is still paused
+    resumed_at = time.time()
+    procs.resume("L")
+    t1 = time.monotonic()
+    await _until(
+        lambda: _scheduler_events(procs, "L")[-1]["event"] == "leader.lost", 10, "L stepping down"
+    )
+    step_down = time.monotonic() - t1
+    assert await producer.workflow.result(dag.id, prev, timeout=40) == 6
+    meta = await producer.workflow.wait(dag.id, timeout=10)
+    assert meta.status.value == "done"
+    assert [e["event"] for e in _scheduler_events(procs, "F")] == ["leader.acquired"]
+    lost = _scheduler_events(procs, "L")[-1]
+    # Each step ran once, apart from the run L had in hand when it was paused (which its
+    # ack_wait handed to F); a stale dispatch by L would show as a second run.
+    starts = [r for r in procs.runs() if r["phase"] == "start"]
+    ends = [r for r in procs.runs() if r["phase"] == "end"]
+    for n in range(6):
+        task_id = f"{dag.id}:s{n}"
+        mine = [r for r in starts if r["task_id"] == task_id]
+        interrupted = [
+            r
+            for r in mine
+            if r["pid"] == old.pid
+            and r["at"] < paused_at
+            and not any(
+                e["task_id"] == task_id and e["pid"] == old.pid and e["at"] < paused_at
+                for e in ends
+            )
+        ]
+        assert len(mine) - len(interrupted) == 1, f"step s{n} ran {len(mine)} times: {mine}"
+    assert await producer.dlq.count() == 0
+    print(
+        f"stale leader: follower took over {takeover:.2f}s after the pause; the resumed leader "
+        f"stepped down {step_down:.2f}s after SIGCONT ({lost.get('reason', 'renew refused')}); "
+        f"paused {resumed_at - paused_at:.1f}s"
+    )
