@@ -175,9 +175,10 @@ async def _take_over(procs: Procs, producer: App, name: str, x: int) -> tuple[st
         got = exc
     assert _ended(procs, fut.id, w2.pid)(), "the waiter's answer did not come from W2"
     procs.resume("W1")
+    t0 = time.monotonic()
     await _until(_ended(procs, fut.id, w1.pid), 10, "W1 finishing its stale run")
-    # W1's late outcome goes out right after its run ended: let it land.
     await _until(lambda: bool(procs.events("W1", "task.outcome_fenced")), 10, "W1 fenced")
+    print(f"stale worker ({name}): resume to its late outcome fenced {time.monotonic() - t0:.2f}s")
     return fut.id, got
 
 
