@@ -556,19 +556,27 @@ class App:
             env = hook(env)
         return await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)
 
-    async def publish_response(self, subject: str, data: bytes) -> None:
+    async def publish_response(
+        self, subject: str, data: bytes, *, expected_last_seq: int | None = None
+    ) -> None:
         """Publish an encoded TaskResponse and wait until EBIND_RESP stored it (for workers).
 
         Waiters receive it through their core subscription as soon as the server has it;
         the confirmation only gates the worker's ack, so a response lost in a stream leader
         election makes the task run again instead of vanishing.
 
+        ``expected_last_seq`` stores it only if the subject's newest response has that
+        sequence (0: none yet), so a worker whose delivery went stale cannot add a second one.
+
         Raises:
             PublishFailed: EBIND_RESP did not confirm in time.
+            SubjectMoved: ``expected_last_seq`` was given and the subject moved on.
         """
         if self._publisher is None:
             raise NotConnected(self._not_connected())
-        await self._publisher.publish_stored(subject, data, stream=RESP_STREAM)
+        await self._publisher.publish_stored(
+            subject, data, stream=RESP_STREAM, expected_last_seq=expected_last_seq
+        )
 
     # ------------------------------------------------------------------ other parts
     @property

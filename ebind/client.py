@@ -20,7 +20,7 @@ import msgspec
 import structlog
 
 from ebind._denied import Violation, denial, denials_for
-from ebind._jsreq import PubAck, decode_ack, requests_for
+from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, PubAck, decode_ack, requests_for
 from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed, ResultExpired, StreamFull
 from ebind.payload import PayloadCodec
 from ebind.schedule import MAX_SCHEDULE_AHEAD, resolve_at, schedule_headers, scheduled_subject
@@ -197,13 +197,35 @@ class Publisher:
             log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=mid, seq=ack.seq)
         return ack
 
-    async def publish_stored(self, subject: str, data: bytes, *, stream: str) -> None:
-        """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed)."""
+    async def publish_stored(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        stream: str,
+        expected_last_seq: int | None = None,
+    ) -> None:
+        """Publish ``data`` and wait until ``stream`` confirms storing it (else PublishFailed).
+
+        With ``expected_last_seq`` the stream stores it only if the subject's newest message
+        has that sequence (0: the subject holds none); otherwise SubjectMoved is raised.
+        """
+        headers = (
+            None
+            if expected_last_seq is None
+            else {HEADER_EXPECTED_LAST_SUBJECT_SEQ: str(expected_last_seq)}
+        )
         try:
-            ack = await self._confirmed(subject, data, None)
+            ack = await self._confirmed(subject, data, headers)
         except (asyncio.CancelledError, PermissionDenied):
             raise
         except Exception as exc:
+            if expected_last_seq is not None and _wrong_last_seq(exc):
+                raise SubjectMoved(
+                    f"{stream} refused the publish to {subject!r}: the subject's newest "
+                    f"message is no longer sequence {expected_last_seq}",
+                    subject=subject,
+                ) from exc
             if is_stream_full(exc):
                 raise StreamFull(
                     f"publish to {subject!r} was refused by {stream}: {_describe(exc)}; nothing "
@@ -289,6 +311,16 @@ class Publisher:
             fut.set_result(decode_ack(msg))
         except Exception as exc:  # no responders, an undecodable reply, a server error
             fut.set_exception(exc)
+
+
+class SubjectMoved(PublishFailed):
+    """A conditional publish was refused: the subject's newest message is not the expected one."""
+
+
+def _wrong_last_seq(exc: BaseException) -> bool:
+    from nats.js.errors import KeyWrongLastSequenceError  # decode_ack's type for that refusal
+
+    return isinstance(exc, KeyWrongLastSequenceError)
 
 
 # JSStreamStoreFailedF: the server could not store the message; with a "maximum ..."

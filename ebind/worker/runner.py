@@ -20,7 +20,7 @@ import structlog
 
 from ebind import observe
 from ebind._jsreq import requests_for
-from ebind.client import HEADER_MSG_ID
+from ebind.client import HEADER_MSG_ID, SubjectMoved
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
@@ -39,6 +39,7 @@ from ebind.wire import (
     encoder,
 )
 from ebind.worker.blocking import Watched
+from ebind.worker.fence import answers_run, response_fence
 from ebind.worker.hook import StepUnproven
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
@@ -72,6 +73,9 @@ RESPOND_PATIENCE = 60.0
 """Seconds a worker keeps trying to store the response of a task that succeeded."""
 RESPOND_RETRY_DELAY = 0.25
 RESPOND_RETRY_MAX_DELAY = 5.0
+FENCE_TRIES = 3
+"""Conditional response publishes before giving up on a subject that keeps moving."""
+HEADER_SEQUENCE = "Nats-Sequence"
 
 _NO_RETRY = RetryPolicy.none()
 
@@ -493,6 +497,12 @@ class AttemptRunner:
                     attempt=env.attempt,
                     error=str(exc),
                 )
+        if not is_step and env.reply_to and await self._answered(env):
+            # Another delivery of this run recorded its outcome while this one was stale.
+            self._fenced(env, "dead_lettered")
+            self._outcome(ctx, "skipped", None)
+            await msg.ack()
+            return
         entry = DLQEntry(
             error=error,
             final_attempt=env.attempt,
@@ -608,10 +618,10 @@ class AttemptRunner:
             log.exception("worker.step_release_failed", dag_id=env.dag_id, step_id=env.step_id)
 
     async def _answered(self, env: TaskEnvelope) -> bool:
-        """Whether EBIND_RESP holds a response to this run of the task (redeliveries only).
+        """Whether EBIND_RESP holds a response to this run of the task.
 
-        A response older than the envelope's ``enqueued_at`` belongs to an earlier run
-        (a DLQ requeue keeps the task id); any trouble reading means "no" (run it).
+        Asked by redeliveries before they run and before any dead letter; any trouble
+        reading means "no" (run it, record it).
         """
         try:
             got = await requests_for(self._nc).get_last(RESP_STREAM, env.reply_to)
@@ -621,11 +631,26 @@ class AttemptRunner:
         except Exception as exc:
             log.info("worker.answered_check_failed", task_id=env.id, error=repr(exc))
             return False
-        if resp.task_id != env.id:
-            return False
-        if env.enqueued_at is None or resp.completed_at is None:
-            return False  # nothing tells this run's answer from an earlier one: run it
-        return resp.completed_at >= env.enqueued_at
+        return answers_run(resp, env)
+
+    async def _expected_seq(self, env: TaskEnvelope) -> int | None:
+        """``response_fence`` for the newest message on the task's response subject."""
+        got = await requests_for(self._nc).get_last(RESP_STREAM, env.reply_to)
+        if got is None:
+            return 0
+        seq = int((got.headers or {}).get(HEADER_SEQUENCE, 0))
+        return response_fence(bytes(got.data), seq, env)
+
+    def _fenced(self, env: TaskEnvelope, outcome: str) -> None:
+        log.warning(
+            "task.outcome_fenced",
+            task_id=env.id,
+            task_name=env.name,
+            attempt=env.attempt,
+            worker_id=self.worker_id,
+            outcome=outcome,
+            reason="this run's outcome is already recorded (the delivery went stale)",
+        )
 
     # ------------------------------------------------------------------ publishing
     async def _respond(
@@ -639,12 +664,26 @@ class AttemptRunner:
             attempts=env.attempt,
             completed_at=_now(),
         )
-        try:
-            await self.app.publish_response(env.reply_to, encoder.encode(resp))
-        except Exception as exc:
-            log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
-            return False
-        return True
+        data = encoder.encode(resp)
+        expected: int | None = 0
+        for _ in range(FENCE_TRIES):
+            try:
+                await self.app.publish_response(env.reply_to, data, expected_last_seq=expected)
+                return True
+            except SubjectMoved:
+                try:
+                    expected = await self._expected_seq(env)
+                except Exception as exc:
+                    log.warning("worker.respond_failed", task_id=env.id, error=repr(exc))
+                    return False
+                if expected is None:
+                    self._fenced(env, "failed" if error is not None else "succeeded")
+                    return True  # recorded already: acking loses nothing
+            except Exception as exc:
+                log.warning("worker.respond_failed", task_id=env.id, error=str(exc))
+                return False
+        log.warning("worker.respond_failed", task_id=env.id, error="response subject kept moving")
+        return False
 
     async def answer_failed(self, env: TaskEnvelope, error: TaskError) -> bool:
         """Publish a failure response to ``env``'s (validated) reply subject."""

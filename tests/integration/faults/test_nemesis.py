@@ -9,7 +9,8 @@ the run must reach quiescence with these invariants:
 
 - no loss: every accepted task has exactly one outcome (its result, or TaskFailed with a
   dead letter), every DAG finishes with the expected result;
-- bounded duplicates: no task runs more often than the faults could explain;
+- bounded duplicates: no task runs more often than the faults could explain, and none has
+  more than one stored response;
 - nothing stuck: no step left running, the task stream empty and nothing unacknowledged;
 - typed errors: every failure the client saw is an ebind error or a timeout.
 
@@ -40,7 +41,7 @@ from ebind.crashpoints import POINTS
 from ebind.embed import Node
 from ebind.errors import EbindError, TaskFailed
 from ebind.future import Future
-from ebind.streams import TASKS_STREAM, WORKER_DURABLE
+from ebind.streams import RESP_STREAM, TASKS_STREAM, WORKER_DURABLE
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent.parent
@@ -296,6 +297,11 @@ async def _check(app: App, fleet: Fleet, run: Run, outcomes: dict[str, Any]) -> 
     dead = {e.entry.task.id for e in await app.dlq.list(limit=10_000) if e.entry.task}
     plain_dead = {t for t in dead if t in run.futures}
     assert plain_dead == failed, f"dead letters {plain_dead ^ failed} do not match failures"
+    # One recorded outcome: a late answer from a stale or crashed delivery is never stored.
+    info = await app.js.stream_info(RESP_STREAM, subjects_filter=f"RESP.{app.client_id}.>")
+    answers = {s.rsplit(".", 1)[-1]: n for s, n in (info.state.subjects or {}).items()}
+    twice = {t: n for t, n in answers.items() if t in run.futures and n != 1}
+    assert not twice, f"tasks with more than one stored response: {twice}"
     # Every DAG finished with the expected result and no step is left running.
     for dag_id, want in run.dags.items():
         meta, steps = await app.workflow.info(dag_id)
