@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import structlog
 
+from ebind.crashpoints import crashpoint
 from ebind.errors import DuplicateStep, InvalidArguments, StaleRevision
 from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
@@ -302,6 +303,7 @@ class DAG:
             _create_steps(wf, self._id, list(self._records.values())),
             _transient_retry(lambda: wf.store.put_live(self._id, entry)),
         )
+        crashpoint("submit.after_steps")
         meta = DAGMeta(
             id=self._id,
             status=DAGStatus.RUNNING,

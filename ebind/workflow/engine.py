@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
+from ebind.crashpoints import crashpoint
 from ebind.errors import (
     PayloadTooLarge,
     PlacementError,
@@ -379,6 +380,7 @@ class Engine:
             # message right after (its task starts at that yield); a worker that still
             # reads the record pending at ``gen`` re-reads until the CAS shows: only the
             # digest it writes proves the message (ebind.workflow.proof).
+            crashpoint("dispatch.before_send")
             send_t = asyncio.ensure_future(self.send(env, gen))
             wrote: int | BaseException
             try:

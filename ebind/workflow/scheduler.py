@@ -31,6 +31,7 @@ import structlog
 
 from ebind import observe
 from ebind._aio import raise_if_cancelling, wait_event
+from ebind.crashpoints import crashpoint
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
@@ -451,6 +452,7 @@ class Scheduler:
         return f"{rec.dag_id}:{rec.step_id}" not in view.steps and age > 2 * ttl
 
     async def _redispatch(self, ld: Loaded, rec: StepRecord, *, bump: bool) -> None:
+        crashpoint("sweep.before_resend")
         # A new generation is the revision it is written from (see Engine._dispatch_one).
         gen = ld.revs[rec.step_id] if bump else rec.generation
         env = await self.engine.build_envelope(ld, rec, gen)
