@@ -11,6 +11,8 @@ with StaleRevision.
 from __future__ import annotations
 
 import asyncio
+import enum
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ import msgspec
 import structlog
 
 from ebind.crashpoints import crashpoint
-from ebind.errors import DuplicateStep, InvalidArguments, StaleRevision
+from ebind.errors import DAGNotFound, DuplicateStep, InvalidArguments, StaleRevision
 from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
 from ebind.workflow import _keys
@@ -45,7 +47,15 @@ from ebind.workflow.types import (
 if TYPE_CHECKING:
     from ebind.workflow.workflow import Workflow
 
-__all__ = ["DAG", "Step", "build_record", "clean_labels", "placement_of"]
+__all__ = [
+    "DAG",
+    "Step",
+    "StepConflict",
+    "build_record",
+    "clean_labels",
+    "placement_of",
+    "step_conflict",
+]
 
 _log = structlog.get_logger("ebind.workflow.dag")
 _enc = msgspec.json.Encoder()
@@ -291,18 +301,24 @@ class DAG:
         armed = _labels(active_breakpoints, "active_breakpoints")
         self._submitted = True
         run = new_run_id()
-        self._records = {
-            sid: msgspec.structs.replace(r, run_id=run) for sid, r in self._records.items()
-        }
-        created = datetime.now(UTC)
-        # The live-index entry is written before the meta (beside the steps, in the same
-        # round trip): a crash before the meta leaves an entry the sweep drops later,
-        # never a live DAG the sweep cannot see.
-        entry = encode_live(LiveEntry(at=created, run_id=run))
-        revs, _ = await asyncio.gather(
-            _create_steps(wf, self._id, list(self._records.values())),
-            _transient_retry(lambda: wf.store.put_live(self._id, entry)),
-        )
+        while True:
+            self._records = {
+                sid: msgspec.structs.replace(r, run_id=run) for sid, r in self._records.items()
+            }
+            created = datetime.now(UTC)
+            # The live-index entry is written before the meta (beside the steps, in the same
+            # round trip): a crash before the meta leaves an entry the sweep drops later,
+            # never a live DAG the sweep cannot see.
+            entry = encode_live(LiveEntry(at=created, run_id=run))
+            try:
+                revs, _ = await asyncio.gather(
+                    _create_steps(wf, self._id, list(self._records.values())),
+                    _transient_retry(functools.partial(wf.store.put_live, self._id, entry)),
+                )
+            except _AdoptRun as adopt:
+                run = adopt.run_id  # write every step again under the older, smaller run
+                continue
+            break
         crashpoint("submit.after_steps")
         meta = DAGMeta(
             id=self._id,
@@ -324,6 +340,47 @@ class DAG:
         except StaleRevision:
             # The scheduler (or a sweep) is already driving the DAG; it owns the rest.
             _log.debug("dag.submit_handover", dag_id=self._id)
+
+
+class StepConflict(enum.Enum):
+    """What submit does with a step record that is already stored under the DAG's id."""
+
+    OWN = "own"
+    """Our own create landed (its reply was lost): keep it."""
+    TAKE_OVER = "take_over"
+    """Left by a submit that never wrote its meta, under a larger run id: overwrite it."""
+    ADOPT = "adopt"
+    """Left by a submit that never wrote its meta, under a smaller run id: submit again
+    under that run id, so that two producers racing on one id settle on one run."""
+    REFUSE = "refuse"
+    """Another DAG with this id exists (or another definition): submit raises."""
+
+
+def step_conflict(existing: StepRecord, mine: StepRecord, meta_exists: bool) -> StepConflict:
+    """Decide about a stored step record that submit's create-only write collided with.
+
+    Step records without a meta belong to no DAG yet: their submit died (or is still under
+    way) between the steps and the meta. Only a pending record of the same definition can
+    be reused; the smaller run id wins so that concurrent submits of one id converge on
+    one run, and the meta's create-only write still lets exactly one of them commit.
+    """
+    if existing.status is not StepStatus.PENDING:
+        return StepConflict.REFUSE
+    if existing.run_id == mine.run_id:
+        return StepConflict.OWN if _same_definition(existing, mine) else StepConflict.REFUSE
+    if meta_exists or not _same_definition(
+        msgspec.structs.replace(existing, run_id=mine.run_id), mine
+    ):
+        return StepConflict.REFUSE
+    return StepConflict.TAKE_OVER if mine.run_id < existing.run_id else StepConflict.ADOPT
+
+
+class _AdoptRun(Exception):
+    """Raised by a step create to restart submit under an abandoned submit's run id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
 
 
 def _same_definition(a: StepRecord, b: StepRecord) -> bool:
@@ -361,6 +418,14 @@ async def _create_meta(wf: Workflow, meta: DAGMeta) -> int:
         return rev
 
 
+async def _meta_exists(wf: Workflow, dag_id: str) -> bool:
+    try:
+        await wf.store.get_meta(dag_id)
+    except DAGNotFound:
+        return False
+    return True
+
+
 async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) -> dict[str, int]:
     """Create every step record (create-only), many in flight at once.
 
@@ -377,18 +442,26 @@ async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) ->
                 )
             except StaleRevision:
                 existing, rev = await wf.store.get_step(dag_id, rec.step_id)
-                if existing.status is not StepStatus.PENDING or not _same_definition(existing, rec):
-                    raise StaleRevision(
-                        f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
-                        dag_id=dag_id,
-                        step_id=rec.step_id,
-                    ) from None
-                return rev
+                has_meta = existing.run_id != rec.run_id and await _meta_exists(wf, dag_id)
+                verdict = step_conflict(existing, rec, has_meta)
+                if verdict is StepConflict.OWN:
+                    return rev
+                if verdict is StepConflict.TAKE_OVER:
+                    _log.info("dag.submit_takes_over", dag_id=dag_id, step_id=rec.step_id)
+                    return await wf.store.put_step(dag_id, rec.step_id, rec, rev)
+                if verdict is StepConflict.ADOPT:
+                    raise _AdoptRun(existing.run_id) from None
+                raise StaleRevision(
+                    f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
+                    dag_id=dag_id,
+                    step_id=rec.step_id,
+                ) from None
 
     got = await asyncio.gather(*(create(rec) for rec in records), return_exceptions=True)
     revs: dict[str, int] = {}
     for rec, out in zip(records, got, strict=True):
         if isinstance(out, BaseException):
-            raise out  # the first failing step in definition order
+            adopt = [o for o in got if isinstance(o, _AdoptRun)]
+            raise min(adopt, key=lambda a: a.run_id) if adopt else out
         revs[rec.step_id] = out
     return revs
