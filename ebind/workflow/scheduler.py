@@ -478,6 +478,7 @@ class Scheduler:
                 rec.dag_id, rec.step_id, new, ld.revs[rec.step_id]
             )
             ld.state.steps[rec.step_id] = new
+            crashpoint("sweep.after_bump")
         try:
             await self.engine.send(env, gen)
         except PayloadTooLarge as exc:

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from ebind.app import App
-from ebind.errors import DAGNotFound
-from ebind.streams import KV_DAGS, TASKS_STREAM, WORKER_DURABLE
+from ebind.errors import DAGNotFound, TaskFailed
+from ebind.streams import KV_DAGS, RESP_STREAM, TASKS_STREAM, WORKER_DURABLE
 from ebind.workflow.types import DAGStatus, StepStatus
 
 HERE = Path(__file__).parent
@@ -205,24 +205,61 @@ async def test_a_dag_survives_a_worker_killed_at_a_scheduler_or_step_point(
 
 
 @pytest.mark.timeout(60)
-async def test_a_dag_survives_a_leader_killed_before_the_sweep_resends_a_lost_step(
-    workers: tuple[Path, Start], producer: App
+@pytest.mark.parametrize(
+    ("point", "bumped"),
+    [
+        # The first sweep after dispatch_grace finds the step and dies before re-sending.
+        ("sweep.before_resend", False),
+        # After redispatch_after the sweep records a new generation and dies before its
+        # message goes out: the record now names a dispatch that no message carries.
+        ("sweep.after_bump", True),
+    ],
+)
+async def test_a_dag_survives_a_leader_killed_while_the_sweep_rescues_a_lost_step(
+    workers: tuple[Path, Start], producer: App, point: str, bumped: bool
 ) -> None:
     from dag_crash_app import build_dag
 
     ledger, start = workers
-    dag_id = "crash-sweep-resend"
+    dag_id = f"crash-{point.replace('.', '-')}"
     # No worker yet: submit dispatches the root, then its message is lost, so the step is
     # stranded (dispatched, never started) until a sweep re-sends it.
     await build_dag(dag_id).submit(producer.workflow)
     await producer.js.purge_stream(TASKS_STREAM)
-    doomed = start("sweep.before_resend")
-    await _died_at(doomed, "sweep.before_resend")
-    _, steps = await producer.workflow.info(dag_id)
-    root = next(s for s in steps if s.step_id == "a")
-    assert root.status is StepStatus.RUNNING and root.attempt == 0  # still stranded
+    before, _ = await producer.workflow.store.get_step(dag_id, "a")
+    doomed = start(point)
+    await _died_at(doomed, point)
+    after, _ = await producer.workflow.store.get_step(dag_id, "a")
+    assert after.status is StepStatus.RUNNING and after.attempt == 0  # still stranded
+    assert (after.generation != before.generation) is bumped
     start()
     await _completes(producer, ledger, dag_id, set())
+
+
+@pytest.mark.timeout(60)
+async def test_an_expirer_killed_before_deleting_an_expired_task_records_it_once(
+    workers: tuple[Path, Start], producer: App
+) -> None:
+    _, start = workers
+    horizon = {"EBIND_RETENTION_TASKS": "2s"}
+    doomed = start("expirer.before_delete", **horizon)
+    fut = await producer.apply_async("dc.add", (1, 2), target="a-claim-nobody-holds")
+    await _died_at(doomed, "expirer.before_delete", within=20)
+    with pytest.raises(TaskFailed) as caught:  # the reply went out before the crash
+        await fut.result(timeout=5)
+    assert caught.value.kind == "expired"
+    assert (await producer.js.stream_info(TASKS_STREAM)).state.messages == 1
+    start(**horizon)  # its expirer takes the lease over once the dead one's lapses
+    deadline = time.monotonic() + 25
+    while (await producer.js.stream_info(TASKS_STREAM)).state.messages:
+        assert time.monotonic() < deadline, "the expired task was never deleted"
+        await asyncio.sleep(0.2)
+    entries = await producer.dlq.list()
+    assert [e.entry.error.kind for e in entries] == ["expired"]
+    assert entries[0].entry.task is not None and entries[0].entry.task.id == fut.id
+    # The second expirer finds the dead letter and the answer stored and adds neither.
+    resp = await producer.js.stream_info(RESP_STREAM, subjects_filter=f"RESP.*.{fut.id}")
+    assert resp.state.messages == 1
 
 
 @pytest.mark.timeout(60)
