@@ -11,7 +11,6 @@ with StaleRevision.
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from ebind.workflow.engine import Loaded
 from ebind.workflow.graph import graph_of, validate_graph
 from ebind.workflow.lifecycle import LiveEntry, encode_live, new_run_id
 from ebind.workflow.ref import find_refs, make_ref, make_ref_or_default
+from ebind.workflow.resubmit import StepConflict, step_conflict
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
     DAGMeta,
@@ -47,15 +47,7 @@ from ebind.workflow.types import (
 if TYPE_CHECKING:
     from ebind.workflow.workflow import Workflow
 
-__all__ = [
-    "DAG",
-    "Step",
-    "StepConflict",
-    "build_record",
-    "clean_labels",
-    "placement_of",
-    "step_conflict",
-]
+__all__ = ["DAG", "Step", "build_record", "clean_labels", "placement_of"]
 
 _log = structlog.get_logger("ebind.workflow.dag")
 _enc = msgspec.json.Encoder()
@@ -342,52 +334,12 @@ class DAG:
             _log.debug("dag.submit_handover", dag_id=self._id)
 
 
-class StepConflict(enum.Enum):
-    """What submit does with a step record that is already stored under the DAG's id."""
-
-    OWN = "own"
-    """Our own create landed (its reply was lost): keep it."""
-    TAKE_OVER = "take_over"
-    """Left by a submit that never wrote its meta, under a larger run id: overwrite it."""
-    ADOPT = "adopt"
-    """Left by a submit that never wrote its meta, under a smaller run id: submit again
-    under that run id, so that two producers racing on one id settle on one run."""
-    REFUSE = "refuse"
-    """Another DAG with this id exists (or another definition): submit raises."""
-
-
-def step_conflict(existing: StepRecord, mine: StepRecord, meta_exists: bool) -> StepConflict:
-    """Decide about a stored step record that submit's create-only write collided with.
-
-    Step records without a meta belong to no DAG yet: their submit died (or is still under
-    way) between the steps and the meta. Only a pending record of the same definition can
-    be reused; the smaller run id wins so that concurrent submits of one id converge on
-    one run, and the meta's create-only write still lets exactly one of them commit.
-    """
-    if existing.status is not StepStatus.PENDING:
-        return StepConflict.REFUSE
-    if existing.run_id == mine.run_id:
-        return StepConflict.OWN if _same_definition(existing, mine) else StepConflict.REFUSE
-    if meta_exists or not _same_definition(
-        msgspec.structs.replace(existing, run_id=mine.run_id), mine
-    ):
-        return StepConflict.REFUSE
-    return StepConflict.TAKE_OVER if mine.run_id < existing.run_id else StepConflict.ADOPT
-
-
 class _AdoptRun(Exception):
     """Raised by a step create to restart submit under an abandoned submit's run id."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__(run_id)
         self.run_id = run_id
-
-
-def _same_definition(a: StepRecord, b: StepRecord) -> bool:
-    def key(r: StepRecord) -> bytes:
-        return _enc.encode(msgspec.structs.replace(r, added_at=None))
-
-    return key(a) == key(b)
 
 
 async def _transient_retry(call: Callable[[], Awaitable[_T]]) -> _T:

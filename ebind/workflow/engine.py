@@ -38,9 +38,11 @@ from ebind.workflow.placement import resolve_placement
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
 from ebind.workflow.ref import find_refs, resolve_args
+from ebind.workflow.resubmit import stray_steps
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
     BPState,
+    DAGMeta,
     DAGStatus,
     Event,
     EventKind,
@@ -140,11 +142,26 @@ class Engine:
         (meta, meta_rev), listed = await asyncio.gather(meta_f, self.store.list_steps(dag_id))
         steps = {rec.step_id: rec for rec, _ in listed}
         revs = {rec.step_id: rev for rec, rev in listed}
+        await self._reclaim_strays(meta, steps, revs)
         signals = []
         if any(r.wait_signals and not r.is_terminal() for r in steps.values()):
             signals = await self.store.list_signals(dag_id)
         state = DAGState(meta, steps, {s.name: s for s in signals})
         return Loaded(state, revs, meta_rev)
+
+    async def _reclaim_strays(
+        self, meta: DAGMeta, steps: dict[str, StepRecord], revs: dict[str, int]
+    ) -> None:
+        """Put pending steps a racing submit of this id overwrote back under the meta's run.
+
+        Raises StaleRevision if one moved meanwhile (the caller's pass is retried).
+        """
+        for rec in stray_steps(meta, steps.values()):
+            revs[rec.step_id] = await self.store.put_step(
+                rec.dag_id, rec.step_id, rec, revs[rec.step_id]
+            )
+            steps[rec.step_id] = rec
+            _log.warning("step.run_reclaimed", dag_id=rec.dag_id, step_id=rec.step_id)
 
     async def _prefetch(self, dag_id: str, step_ids: list[str], run: str) -> None:
         # The completed step's result is what its dependents will need next.

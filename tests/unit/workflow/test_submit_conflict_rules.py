@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from ebind.workflow.dag import StepConflict, step_conflict
-from ebind.workflow.types import StepRecord, StepStatus
+from ebind.workflow.resubmit import StepConflict, step_conflict, stray_steps
+from ebind.workflow.types import DAGMeta, DAGStatus, StepRecord, StepStatus
 
 
 def _rec(run_id: str, **changes: object) -> StepRecord:
@@ -63,3 +63,25 @@ def test_another_definition_under_the_same_id_is_refused(run: str) -> None:
     assert step_conflict(other, _rec("b"), False) is StepConflict.REFUSE
     renamed = _rec(run, fn_name="g")
     assert step_conflict(renamed, _rec("b"), False) is StepConflict.REFUSE
+
+
+def _meta(run_id: str) -> DAGMeta:
+    return DAGMeta(id="nightly", status=DAGStatus.RUNNING, run_id=run_id)
+
+
+def test_a_pending_step_under_another_run_is_put_back_under_the_meta_run() -> None:
+    stray = _rec("a", step_id="b")
+    got = stray_steps(_meta("b"), [_rec("b"), stray])
+    assert got == [msgspec.structs.replace(stray, run_id="b")]
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in StepStatus if s is not StepStatus.PENDING], ids=lambda s: s.value
+)
+def test_a_step_that_moved_on_is_never_rewritten(status: StepStatus) -> None:
+    assert stray_steps(_meta("b"), [_rec("a", status=status)]) == []
+
+
+def test_steps_of_the_meta_run_and_dags_without_runs_have_no_strays() -> None:
+    assert stray_steps(_meta("b"), [_rec("b"), _rec("b", step_id="c")]) == []
+    assert stray_steps(_meta(""), [_rec("a")]) == []
