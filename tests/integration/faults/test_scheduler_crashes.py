@@ -94,14 +94,15 @@ def _log_of(proc: subprocess.Popen[bytes]) -> str:
     return log.read_text(errors="replace")
 
 
-async def _died_at(proc: subprocess.Popen[bytes], point: str, within: float = 15.0) -> None:
-    """Wait (without blocking the loop) for ``proc`` to be SIGKILLed at ``point``."""
+async def _died_at(proc: subprocess.Popen[bytes], point: str, within: float = 15.0) -> float:
+    """Wait (without blocking the loop) for ``proc`` to be SIGKILLed at ``point``; returns when."""
     deadline = time.monotonic() + within
     while proc.poll() is None:
         assert time.monotonic() < deadline, f"the worker did not reach {point}"
         await asyncio.sleep(0.05)
     assert proc.returncode == -signal.SIGKILL, _log_of(proc)
     assert f"crash point {point} reached" in _log_of(proc)
+    return time.monotonic()
 
 
 def _runs(ledger: Path) -> Counter[str]:
@@ -129,15 +130,17 @@ async def _stored_results(app: App, dag_id: str) -> dict[str, int]:
     return dict(out)
 
 
-async def _completes(app: App, ledger: Path, dag_id: str, twice: set[str]) -> None:
+async def _completes(app: App, ledger: Path, dag_id: str, twice: set[str], died: float) -> None:
     """The DAG finished right, each step once on record, and nothing is left behind.
 
-    ``twice``: steps whose handler the crash may make run a second time (at-least-once).
+    ``twice``: steps whose handler the crash may make run a second time (at-least-once);
+    ``died``: when the crash was seen (the recovery time is printed from there).
     """
     from dag_crash_app import EXPECTED
 
     wf = app.workflow
     meta = await wf.wait(dag_id, timeout=25)
+    print(f"{dag_id}: done {time.monotonic() - died:.2f} s after the crash")
     assert meta.status is DAGStatus.DONE, meta
     _, steps = await wf.info(dag_id)
     assert {s.step_id: s.status for s in steps} == dict.fromkeys(EXPECTED, StepStatus.DONE)
@@ -199,9 +202,9 @@ async def test_a_dag_survives_a_worker_killed_at_a_scheduler_or_step_point(
     doomed = start(point, **env)
     dag_id = f"crash-{point.replace('.', '-')}"
     await build_dag(dag_id).submit(producer.workflow)
-    await _died_at(doomed, point)
+    died = await _died_at(doomed, point)
     start(**env)
-    await _completes(producer, ledger, dag_id, twice)
+    await _completes(producer, ledger, dag_id, twice, died)
 
 
 @pytest.mark.timeout(60)
@@ -228,12 +231,12 @@ async def test_a_dag_survives_a_leader_killed_while_the_sweep_rescues_a_lost_ste
     await producer.js.purge_stream(TASKS_STREAM)
     before, _ = await producer.workflow.store.get_step(dag_id, "a")
     doomed = start(point)
-    await _died_at(doomed, point)
+    died = await _died_at(doomed, point)
     after, _ = await producer.workflow.store.get_step(dag_id, "a")
     assert after.status is StepStatus.RUNNING and after.attempt == 0  # still stranded
     assert (after.generation != before.generation) is bumped
     start()
-    await _completes(producer, ledger, dag_id, set())
+    await _completes(producer, ledger, dag_id, set(), died)
 
 
 @pytest.mark.timeout(60)
@@ -244,7 +247,7 @@ async def test_an_expirer_killed_before_deleting_an_expired_task_records_it_once
     horizon = {"EBIND_RETENTION_TASKS": "2s"}
     doomed = start("expirer.before_delete", **horizon)
     fut = await producer.apply_async("dc.add", (1, 2), target="a-claim-nobody-holds")
-    await _died_at(doomed, "expirer.before_delete", within=20)
+    died = await _died_at(doomed, "expirer.before_delete", within=20)
     with pytest.raises(TaskFailed) as caught:  # the reply went out before the crash
         await fut.result(timeout=5)
     assert caught.value.kind == "expired"
@@ -254,6 +257,7 @@ async def test_an_expirer_killed_before_deleting_an_expired_task_records_it_once
     while (await producer.js.stream_info(TASKS_STREAM)).state.messages:
         assert time.monotonic() < deadline, "the expired task was never deleted"
         await asyncio.sleep(0.2)
+    print(f"expired task deleted {time.monotonic() - died:.2f} s after the crash")
     entries = await producer.dlq.list()
     assert [e.entry.error.kind for e in entries] == ["expired"]
     assert entries[0].entry.task is not None and entries[0].entry.task.id == fut.id
@@ -264,7 +268,7 @@ async def test_an_expirer_killed_before_deleting_an_expired_task_records_it_once
 
 @pytest.mark.timeout(60)
 async def test_a_producer_killed_between_step_records_and_meta_can_submit_again(
-    workers: tuple[Path, Start], producer: App, nats_url: str, tmp_path: Path
+    workers: tuple[Path, Start], producer: App, nats_url: str
 ) -> None:
     from dag_crash_app import build_dag
 
@@ -283,13 +287,14 @@ async def test_a_producer_killed_between_step_records_and_meta_can_submit_again(
         stderr=subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
+    died = time.monotonic()
     assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
     assert b"crash point submit.after_steps reached" in err
     with pytest.raises(DAGNotFound):
         await producer.workflow.info(dag_id)
-    assert len(await producer.workflow.store.list_steps(dag_id)) == 4  # half written
+    assert len(await producer.workflow.store.list_steps(dag_id)) == 4  # steps, no meta
     # The producer (restarted) submits the same DAG again: it takes the orphaned records
     # over instead of refusing the id for good, and the DAG runs once.
     await build_dag(dag_id).submit(producer.workflow)
-    await _completes(producer, ledger, dag_id, set())
+    await _completes(producer, ledger, dag_id, set(), died)
     assert _runs(ledger).total() == 4
