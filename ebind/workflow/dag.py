@@ -280,6 +280,9 @@ class DAG:
     async def submit(self, wf: Workflow, active_breakpoints: Iterable[str] = ()) -> None:
         """Persist the DAG and dispatch its ready roots.
 
+        Step records left by an earlier submit of the same definition under this id that
+        died before writing its meta are reused (see :mod:`ebind.workflow.resubmit`).
+
         Raises:
             CycleError: the dependencies form a cycle (nothing is persisted).
             InvalidArguments: no steps, or a dependency names no step.
