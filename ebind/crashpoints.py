@@ -30,6 +30,9 @@ POINTS: dict[str, str] = {
     "dispatch.before_send": "the dispatch is decided; its record and message are not sent",
     "submit.after_steps": "a DAG's step records exist; its meta record does not",
     "sweep.before_resend": "the sweep found a stranded step; it has not re-sent it",
+    "sweep.after_bump": "a stranded step's new generation is sent; the record does not show it yet",
+    "expirer.before_delete": "an expired task's dead letter and reply are stored; the task "
+    "message is not deleted",
 }
 """Every crash point and the half-done state a crash there leaves."""
 

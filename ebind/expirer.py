@@ -26,10 +26,12 @@ import msgspec
 import structlog
 
 from ebind.client import HEADER_MSG_ID
+from ebind.crashpoints import crashpoint
 from ebind.errors import InvalidName
 from ebind.horizon import expirer_interval, grace, horizon_error, is_expired
 from ebind.streams import (
     KV_LEASES,
+    RESP_STREAM,
     TASKS_STREAM,
     check_id,
     check_task_name,
@@ -37,7 +39,14 @@ from ebind.streams import (
     resp_subject,
     subject_matches,
 )
-from ebind.wire import DLQEntry, TaskEnvelope, TaskResponse, decode_envelope, encoder
+from ebind.wire import (
+    DLQEntry,
+    TaskEnvelope,
+    TaskResponse,
+    decode_envelope,
+    decode_response,
+    encoder,
+)
 
 __all__ = [
     "EXPIRED_SUBJECTS",
@@ -45,6 +54,7 @@ __all__ = [
     "Delivered",
     "Expirer",
     "Expiry",
+    "answers_run",
     "expiry_for",
     "reply_subject",
     "was_delivered",
@@ -60,6 +70,19 @@ MAX_PER_PASS = 1000
 """Messages expired per subject and pass, so one pass never holds the loop for long."""
 _CONSUMER_PAGE = 256  # consumers per CONSUMER.INFO list page
 _ALREADY_GONE = 10057  # JSStreamMsgDeleteFailedF: "no message found" at that sequence
+
+
+def answers_run(resp: TaskResponse, task: TaskEnvelope | None) -> bool:
+    """Whether ``resp`` answers this run of ``task`` (not an earlier run of its id).
+
+    A DLQ requeue keeps the task id, so only a response completed at or after the
+    message was enqueued counts; without both times nothing tells them apart.
+    """
+    if task is None or resp.task_id != task.id:
+        return False
+    if task.enqueued_at is None or resp.completed_at is None:
+        return False
+    return resp.completed_at >= task.enqueued_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,16 +291,37 @@ class Expirer:
                 return out
             offset += len(page)
 
+    async def _answered(self, reply_to: str | None, task: TaskEnvelope | None) -> bool:
+        """Whether EBIND_RESP already holds the answer to this run of ``task``.
+
+        A direct get, as the worker's own check: the permissions a scheduler worker holds
+        allow it. Any trouble reading means "no": answering twice beats not answering.
+        """
+        from ebind._jsreq import requests_for
+
+        if reply_to is None:
+            return False
+        try:
+            got = await requests_for(self.app.nc).get_last(RESP_STREAM, reply_to)
+            return got is not None and answers_run(decode_response(got.data), task)
+        except Exception as exc:
+            log.info("expirer.answered_check_failed", subject=reply_to, error=repr(exc))
+            return False
+
     async def _record(self, plan: Expiry, seq: int) -> None:
         """Dead letter (awaited), reply, then delete: a failure before the delete retries."""
         from nats.js.errors import APIError, NotFoundError
 
         js = self.app.js
-        await js.publish(
+        ack = await js.publish(
             plan.dlq_subject, encoder.encode(plan.entry), headers={HEADER_MSG_ID: plan.msg_id}
         )
-        if plan.reply_to is not None and plan.response is not None:
+        # A duplicate dead letter means this message was recorded before (by a worker, or
+        # an expirer that died before its delete): answer only if that one did not.
+        answered = ack.duplicate and await self._answered(plan.reply_to, plan.entry.task)
+        if plan.reply_to is not None and plan.response is not None and not answered:
             await self.app.publish_response(plan.reply_to, encoder.encode(plan.response))
+        crashpoint("expirer.before_delete")
         try:
             await js.delete_msg(TASKS_STREAM, seq)
         except APIError as exc:

@@ -11,6 +11,7 @@ with StaleRevision.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import structlog
 
-from ebind.errors import DuplicateStep, InvalidArguments, StaleRevision
+from ebind.crashpoints import crashpoint
+from ebind.errors import DAGNotFound, DuplicateStep, InvalidArguments, StaleRevision
 from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
 from ebind.workflow import _keys
@@ -29,6 +31,7 @@ from ebind.workflow.engine import Loaded
 from ebind.workflow.graph import graph_of, validate_graph
 from ebind.workflow.lifecycle import LiveEntry, encode_live, new_run_id
 from ebind.workflow.ref import find_refs, make_ref, make_ref_or_default
+from ebind.workflow.resubmit import StepConflict, step_conflict
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
     DAGMeta,
@@ -277,6 +280,9 @@ class DAG:
     async def submit(self, wf: Workflow, active_breakpoints: Iterable[str] = ()) -> None:
         """Persist the DAG and dispatch its ready roots.
 
+        Step records left by an earlier submit of the same definition under this id that
+        died before writing its meta are reused (see :mod:`ebind.workflow.resubmit`).
+
         Raises:
             CycleError: the dependencies form a cycle (nothing is persisted).
             InvalidArguments: no steps, or a dependency names no step.
@@ -290,18 +296,25 @@ class DAG:
         armed = _labels(active_breakpoints, "active_breakpoints")
         self._submitted = True
         run = new_run_id()
-        self._records = {
-            sid: msgspec.structs.replace(r, run_id=run) for sid, r in self._records.items()
-        }
-        created = datetime.now(UTC)
-        # The live-index entry is written before the meta (beside the steps, in the same
-        # round trip): a crash before the meta leaves an entry the sweep drops later,
-        # never a live DAG the sweep cannot see.
-        entry = encode_live(LiveEntry(at=created, run_id=run))
-        revs, _ = await asyncio.gather(
-            _create_steps(wf, self._id, list(self._records.values())),
-            _transient_retry(lambda: wf.store.put_live(self._id, entry)),
-        )
+        while True:
+            self._records = {
+                sid: msgspec.structs.replace(r, run_id=run) for sid, r in self._records.items()
+            }
+            created = datetime.now(UTC)
+            # The live-index entry is written before the meta (beside the steps, in the same
+            # round trip): a crash before the meta leaves an entry the sweep drops later,
+            # never a live DAG the sweep cannot see.
+            entry = encode_live(LiveEntry(at=created, run_id=run))
+            try:
+                revs, _ = await asyncio.gather(
+                    _create_steps(wf, self._id, list(self._records.values())),
+                    _transient_retry(functools.partial(wf.store.put_live, self._id, entry)),
+                )
+            except _AdoptRun as adopt:
+                run = adopt.run_id  # write every step again under the older, smaller run
+                continue
+            break
+        crashpoint("submit.after_steps")
         meta = DAGMeta(
             id=self._id,
             status=DAGStatus.RUNNING,
@@ -324,11 +337,12 @@ class DAG:
             _log.debug("dag.submit_handover", dag_id=self._id)
 
 
-def _same_definition(a: StepRecord, b: StepRecord) -> bool:
-    def key(r: StepRecord) -> bytes:
-        return _enc.encode(msgspec.structs.replace(r, added_at=None))
+class _AdoptRun(Exception):
+    """Raised by a step create to restart submit under an abandoned submit's run id."""
 
-    return key(a) == key(b)
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
 
 
 async def _transient_retry(call: Callable[[], Awaitable[_T]]) -> _T:
@@ -359,6 +373,14 @@ async def _create_meta(wf: Workflow, meta: DAGMeta) -> int:
         return rev
 
 
+async def _meta_exists(wf: Workflow, dag_id: str) -> bool:
+    try:
+        await wf.store.get_meta(dag_id)
+    except DAGNotFound:
+        return False
+    return True
+
+
 async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) -> dict[str, int]:
     """Create every step record (create-only), many in flight at once.
 
@@ -375,18 +397,26 @@ async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) ->
                 )
             except StaleRevision:
                 existing, rev = await wf.store.get_step(dag_id, rec.step_id)
-                if existing.status is not StepStatus.PENDING or not _same_definition(existing, rec):
-                    raise StaleRevision(
-                        f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
-                        dag_id=dag_id,
-                        step_id=rec.step_id,
-                    ) from None
-                return rev
+                has_meta = existing.run_id != rec.run_id and await _meta_exists(wf, dag_id)
+                verdict = step_conflict(existing, rec, has_meta)
+                if verdict is StepConflict.OWN:
+                    return rev
+                if verdict is StepConflict.TAKE_OVER:
+                    _log.info("dag.submit_takes_over", dag_id=dag_id, step_id=rec.step_id)
+                    return await wf.store.put_step(dag_id, rec.step_id, rec, rev)
+                if verdict is StepConflict.ADOPT:
+                    raise _AdoptRun(existing.run_id) from None
+                raise StaleRevision(
+                    f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
+                    dag_id=dag_id,
+                    step_id=rec.step_id,
+                ) from None
 
     got = await asyncio.gather(*(create(rec) for rec in records), return_exceptions=True)
     revs: dict[str, int] = {}
     for rec, out in zip(records, got, strict=True):
         if isinstance(out, BaseException):
-            raise out  # the first failing step in definition order
+            adopt = [o for o in got if isinstance(o, _AdoptRun)]
+            raise min(adopt, key=lambda a: a.run_id) if adopt else out
         revs[rec.step_id] = out
     return revs

@@ -22,6 +22,7 @@ import msgspec
 import structlog
 
 from ebind._jsreq import PubAck
+from ebind.crashpoints import crashpoint
 from ebind.errors import (
     PayloadTooLarge,
     PlacementError,
@@ -39,9 +40,11 @@ from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
 from ebind.workflow.redispatch import SentLedger
 from ebind.workflow.ref import find_refs, resolve_args
+from ebind.workflow.resubmit import stray_steps
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import (
     BPState,
+    DAGMeta,
     DAGStatus,
     Event,
     EventKind,
@@ -143,11 +146,26 @@ class Engine:
         (meta, meta_rev), listed = await asyncio.gather(meta_f, self.store.list_steps(dag_id))
         steps = {rec.step_id: rec for rec, _ in listed}
         revs = {rec.step_id: rev for rec, rev in listed}
+        await self._reclaim_strays(meta, steps, revs)
         signals = []
         if any(r.wait_signals and not r.is_terminal() for r in steps.values()):
             signals = await self.store.list_signals(dag_id)
         state = DAGState(meta, steps, {s.name: s for s in signals})
         return Loaded(state, revs, meta_rev)
+
+    async def _reclaim_strays(
+        self, meta: DAGMeta, steps: dict[str, StepRecord], revs: dict[str, int]
+    ) -> None:
+        """Put pending steps a racing submit of this id overwrote back under the meta's run.
+
+        Raises StaleRevision if one moved meanwhile (the caller's pass is retried).
+        """
+        for rec in stray_steps(meta, steps.values()):
+            revs[rec.step_id] = await self.store.put_step(
+                rec.dag_id, rec.step_id, rec, revs[rec.step_id]
+            )
+            steps[rec.step_id] = rec
+            _log.warning("step.run_reclaimed", dag_id=rec.dag_id, step_id=rec.step_id)
 
     async def _prefetch(self, dag_id: str, step_ids: list[str], run: str) -> None:
         # The completed step's result is what its dependents will need next.
@@ -387,6 +405,7 @@ class Engine:
             # message right after (its task starts at that yield); a worker that still
             # reads the record pending at ``gen`` re-reads until the CAS shows: only the
             # digest it writes proves the message (ebind.workflow.proof).
+            crashpoint("dispatch.before_send")
             send_t = asyncio.ensure_future(self.send(env, gen))
             wrote: int | BaseException
             try:

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from ebind.crashpoints import crashpoint
 from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
 from ebind.payload import is_sealed, unseal
 from ebind.wire import TaskEnvelope, TaskError
@@ -244,6 +245,7 @@ class StepHook:
         rec = claim.rec
         try:
             claim.rev = await self._store.put_step(rec.dag_id, rec.step_id, rec, claim.rev)
+            crashpoint("step.after_started")
         except Exception as exc:  # stale: someone else owns it now; the finish path fences
             claim.lost = True
             _log.info(
@@ -322,6 +324,7 @@ class StepHook:
             except StaleRevision:
                 await asyncio.sleep(0.05 * (i + 1))
                 continue
+            crashpoint("step.after_started")
             self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
             return True
         return await self._not_shown(env, verdict, got is None and meta is not None)
@@ -514,10 +517,12 @@ class StepHook:
             return
         if data is not None:
             await self._put_result(dag_id, step_id, data, rec.run_id)
+            crashpoint("step.after_result")
         new = msgspec.structs.replace(
             rec, **fields, worker_id=env.worker_id, attempt=env.attempt, finished_at=_now()
         )
         await self._store.put_step(dag_id, step_id, new, rev)
+        crashpoint("step.after_done")
         self._tracker.discard(env.worker_id, key)
         await self._republish(new)
 

@@ -32,6 +32,7 @@ import structlog
 from ebind import observe
 from ebind._aio import raise_if_cancelling, wait_event
 from ebind._jsreq import PubAck
+from ebind.crashpoints import crashpoint
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
 from ebind.streams import DUPLICATE_WINDOW
 from ebind.workflow._transient import is_transient
@@ -589,6 +590,7 @@ class Scheduler:
         reads the record still at the revision the message names and waits for it. If the
         CAS loses, the message names a revision the record moved past and is dropped.
         """
+        crashpoint("sweep.before_resend")
         # A new generation is the revision it is written from (see Engine._dispatch_one).
         gen = ld.revs[rec.step_id] if bump else rec.generation
         env = await self.engine.build_envelope(ld, rec, gen)
@@ -614,6 +616,7 @@ class Scheduler:
                 # Nothing had that msg-id within the window: this publish stored it.
                 self._count_resend(rec, reason, gen)
             return ack
+        crashpoint("sweep.after_bump")
         new = msgspec.structs.replace(
             rec,
             generation=gen,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3] / "ebind" / "workflow"
-PURE = ["state.py", "ref.py", "graph.py", "placement.py", "debug.py", "types.py"]
+PURE = ["state.py", "ref.py", "graph.py", "placement.py", "debug.py", "types.py", "resubmit.py"]
 FORBIDDEN = {"nats", "asyncio"}
 
 
