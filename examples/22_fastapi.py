@@ -28,8 +28,8 @@ from pydantic import BaseModel
 
 import ebind
 import ebind.logging
-from ebind.errors import InvalidName
 from ebind.embed import start_node
+from ebind.errors import InvalidName
 
 app = ebind.App("fastapi-demo")
 
@@ -69,16 +69,16 @@ async def enqueue_add(req: AddRequest) -> dict[str, str]:
 
 
 @api.get("/result/{task_id}")
-async def result(task_id: str, timeout: float = 10.0) -> dict[str, object]:
+async def result(task_id: str, wait: float = 10.0) -> dict[str, object]:
     try:
         fut = app.future(task_id)
-        value = await fut.result(timeout=timeout)
+        value = await fut.result(timeout=wait)
     except InvalidName as exc:
         raise HTTPException(400, f"InvalidName: {exc}") from exc
     except ebind.TaskFailed as exc:
         raise HTTPException(422, f"{exc.error.kind}: {exc.error.message}") from exc
     except ebind.TaskTimeout as exc:
-        raise HTTPException(504, f"no result within {timeout} s") from exc
+        raise HTTPException(504, f"no result within {wait} s") from exc
     return {"task_id": task_id, "result": value}
 
 
@@ -110,7 +110,7 @@ def main() -> None:
             resp = client.get(f"/result/{failing}")
             print(f"GET /result of a failing task -> {resp.status_code}", resp.json()["detail"])
 
-            resp = client.get("/result/no-such-task", params={"timeout": 0.3})
+            resp = client.get("/result/no-such-task", params={"wait": 0.3})
             print(f"GET /result of an unknown task -> {resp.status_code}", resp.json()["detail"])
 
             resp = client.get("/result/*")
