@@ -46,7 +46,7 @@ def test_top_level_nats_url_disagreeing_with_the_dict() -> None:
 
 
 def test_ebind_must_be_a_dict() -> None:
-    with pytest.raises(SettingsError, match="settings.EBIND must be a dict, got list"):
+    with pytest.raises(SettingsError, match=r"settings\.EBIND must be a dict, got list"):
         app_options(["nats://a:4222"])
 
 

@@ -168,7 +168,9 @@ def test_missing_django_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "django", None)
     monkeypatch.setitem(sys.modules, "django.conf", None)
-    with pytest.raises(ImportError, match="ebind.contrib.django needs Django: pip install django"):
+    with pytest.raises(
+        ImportError, match=r"ebind\.contrib\.django needs Django: pip install django"
+    ):
         contrib.app_from_settings()
     monkeypatch.undo()
     importlib.import_module("django.conf")
