@@ -102,7 +102,7 @@ def test_console_commands_exist_with_their_options(where: str, argv: list[str]) 
 
 
 def test_command_check_catches_a_wrong_option() -> None:
-    command, rest = _resolve(["ebind", "worker", "-A", "x:app", "--queues", "a"])
+    command, _ = _resolve(["ebind", "worker", "-A", "x:app", "--queues", "a"])
     known = {opt for p in command.params for opt in p.opts}
     assert command.name == "worker"
     assert "--queues" not in known and "--claim" in known
