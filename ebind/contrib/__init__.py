@@ -1,1 +1,1 @@
-"""Optional integrations: import the submodule you need (prometheus, otel, fernet)."""
+"""Optional integrations: import the submodule you need (prometheus, otel, fernet, django)."""
