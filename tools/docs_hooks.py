@@ -28,7 +28,7 @@ def _prune(nav: list[Any], docs_dir: Path) -> list[Any]:
     kept: list[Any] = []
     for item in nav:
         if isinstance(item, dict):
-            (title, target), = item.items()
+            ((title, target),) = item.items()
             if isinstance(target, list):
                 kept.append({title: _prune(target, docs_dir)})
                 continue

@@ -30,6 +30,8 @@ async def cleanup(ctx: ebind.Context) -> None:
     ticks.append(ctx.task_id)  # one task id per firing
     if len(ticks) >= 2:
         two_ticks.set()
+
+
 # --8<-- [end:tasks]
 
 

@@ -18,6 +18,7 @@ from ebind.embed import start_node
 
 app = ebind.App("guide")
 
+
 # --8<-- [start:retry]
 @app.task(
     name="flaky",
@@ -35,6 +36,8 @@ async def charge(card: str) -> str:
     if card.startswith("bad"):
         raise ebind.NonRetryable("card refused", kind="nonretryable-card")  # no retry
     return "ok"
+
+
 # --8<-- [end:retry]
 
 

@@ -43,6 +43,8 @@ async def total(parts: list[int]) -> int:
 @app.task
 async def deploy(version: str, approval: Approval) -> str:
     return f"deployed {version} (approved by {approval.by})"
+
+
 # --8<-- [end:tasks]
 
 
@@ -69,7 +71,7 @@ async def main() -> None:
     with start_node() as node:
         app.servers = [node.client_url]
         async with app:
-            worker = app.worker(concurrency=8)  # also runs the workflow scheduler
+            worker = app.worker(concurrency=8, shutdown_grace=1)  # also runs the scheduler
             running = asyncio.create_task(worker.run())
             try:
                 await guide(app.workflow)
