@@ -107,6 +107,23 @@ def test_site_names_nothing_outside_the_repository(site: Path) -> None:
             assert word not in text, f"{page.relative_to(site)} contains {word!r}"
 
 
+def test_snippet_markers_do_not_leak(site: Path) -> None:
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "--8&lt;--" not in text, f"{page.relative_to(site)} shows a snippet marker"
+
+
+def test_page_text_names_no_requirement_codes(site: Path) -> None:
+    """Codes such as "G5" or "§4" point at documents readers do not have; say the reason."""
+    article = re.compile(r"<article[^>]*>(.*?)</article>", re.DOTALL)
+    code = re.compile(r"\b[GH]\d{1,2}\b|§")
+    for page in site.rglob("*.html"):
+        for body in article.findall(page.read_text(encoding="utf-8")):
+            text = re.sub(r"<[^>]+>", " ", body)
+            found = code.findall(text)
+            assert not found, f"{page.relative_to(site)} names requirement codes: {found}"
+
+
 def test_page_text_links_only_inside_the_site(site: Path) -> None:
     article = re.compile(r"<article[^>]*>(.*?)</article>", re.DOTALL)
     href = re.compile(r'href="([^"]+)"')
