@@ -107,6 +107,14 @@ def test_site_names_nothing_outside_the_repository(site: Path) -> None:
             assert word not in text, f"{page.relative_to(site)} contains {word!r}"
 
 
+def test_pages_load_nothing_from_outside(site: Path) -> None:
+    """Styles, scripts and fonts come with the site, so it reads the same offline."""
+    remote = re.compile(r'<(?:link|script|img)\b[^>]*\b(?:href|src)="(?:https?:)?//')
+    for page in site.rglob("*.html"):
+        found = remote.search(page.read_text(encoding="utf-8"))
+        assert found is None, f"{page.relative_to(site)} loads {found.group(0) if found else ''}"
+
+
 def test_snippet_markers_do_not_leak(site: Path) -> None:
     for page in site.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
