@@ -1,6 +1,6 @@
 import ebind
 
-app = ebind.App("quickstart")  # NATS from $EBIND_NATS_URL, else nats://127.0.0.1:4222
+app = ebind.App("quickstart")  # connects to $EBIND_NATS_URL or 127.0.0.1:4222
 
 
 @app.task
@@ -9,5 +9,5 @@ async def add(a: int, b: int) -> int:
 
 
 @app.task(name="greet")
-def greet(who: str) -> str:  # plain `def` handlers run in the worker's thread pool
+def greet(who: str) -> str:  # plain `def` runs in a thread pool
     return f"hello, {who}"
