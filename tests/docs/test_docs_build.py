@@ -81,11 +81,11 @@ def test_api_reference_has_the_public_names(site: Path) -> None:
         "ebind.workflow.DAG",
         "ebind.workflow.Workflow",
         "ebind.errors.TaskFailed",
-        "ebind.sync",
-        "ebind.testing",
-        "ebind.contrib.prometheus",
-        "ebind.contrib.otel",
-        "ebind.contrib.fernet",
+        "ebind.sync.SyncResult",
+        "ebind.testing.running_worker",
+        "ebind.contrib.prometheus.PrometheusMetrics",
+        "ebind.contrib.otel.instrument_app",
+        "ebind.contrib.fernet.FernetCodec",
     ):
         assert f'id="{name}"' in html, f"the API reference has no entry for {name}"
 
