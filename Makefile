@@ -52,7 +52,10 @@ bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings),
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
 	$(BIN)/python -m ebind demo
 
+docs: $(STAMP) ## serve the documentation site with live reload (mkdocs serve)
+	$(BIN)/mkdocs serve
+
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install fmt lint type test test-unit test-examples check bench demo clean
+.PHONY: help install fmt lint type test test-unit test-examples check bench demo docs clean
