@@ -11,7 +11,6 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, TypeVar, overload
 
 import msgspec
-import structlog
 
 from ebind._denied import Denials, attach_denials
 from ebind.client import Publisher, ResponseRouter
@@ -19,7 +18,7 @@ from ebind.codec import encode_args, encode_raw_args
 from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
-from ebind.logging import redact
+from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
 from ebind.registry import Registry
 from ebind.retention import Retention
@@ -49,7 +48,7 @@ __all__ = ["DEFAULT_NATS_URL", "App", "resolve_servers"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-log = structlog.get_logger("ebind.app")
+log = get_logger("ebind.app")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_NATS_URL = "EBIND_NATS_URL"

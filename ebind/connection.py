@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import structlog
-
 from ebind.errors import AuthenticationFailed, ConnectionFailed, InvalidArguments
-from ebind.logging import redact, register_secret
+from ebind.logging import get_logger, redact, register_secret
 
 __all__ = [
     "AUTH_OPTIONS",
@@ -49,7 +47,7 @@ __all__ = [
     "url_secret",
 ]
 
-log = structlog.get_logger("ebind.connection")
+log = get_logger("ebind.connection")
 
 ENV: Mapping[str, str] = {
     "user": "EBIND_NATS_USER",

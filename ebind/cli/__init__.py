@@ -101,6 +101,10 @@ def main(
     ctx.obj.update(nats_url=nats_url, json=as_json, log_format=log_format, log_level=log_level)
     # --- --retention-* (ebind/cli/retention.py): applied by every command that connects ---
     ctx.obj.update(retention=retention_values(retention))
+    from ebind.cli.output import configure_logging
+
+    # Every command, `ebind server` included, logs to stderr at --log-level.
+    configure_logging(ctx)
 
 
 add_connection_flags(main)  # ebind --creds FILE <command> works as well as <command> --creds FILE

@@ -57,17 +57,17 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "(pip install 'ebind[prometheus]')"
     ) from exc
 
-import structlog
 
 from ebind import observe
 from ebind.context import Context
+from ebind.logging import get_logger
 from ebind.streams import DLQ_STREAM
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError
 from ebind.worker.middleware import Handler, add_outcome_listener
 
 __all__ = ["MetricsServer", "PrometheusMetrics", "prometheus_middleware", "start_metrics_server"]
 
-log = structlog.get_logger("ebind.contrib.prometheus")
+log = get_logger("ebind.contrib.prometheus")
 
 DLQ_SCRAPE_TIMEOUT = 2.0
 """Seconds a scrape waits for EBIND_DLQ's message count before serving the last value."""

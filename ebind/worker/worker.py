@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ebind import observe
 from ebind._aio import raise_if_cancelling
 from ebind._denied import guarded
 from ebind.errors import PermissionDenied
 from ebind.expirer import Expirer
+from ebind.logging import get_logger
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker import advisory
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker"]
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 TARGET_INACTIVE_THRESHOLD = 3600.0
