@@ -441,7 +441,7 @@ def _need_nkeys(name: str) -> None:
     if importlib.util.find_spec("nkeys") is None:
         raise InvalidArguments(
             f"{_both(name)} signs with nkeys, and the nkeys package is not installed; "
-            "install it with `pip install 'ebind[nkeys]'`"
+            "install it with `pip install 'ebind-nats[nkeys]'`"
         )
 
 

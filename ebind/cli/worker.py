@@ -69,7 +69,7 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
     try:
         make = getattr(app, "worker", None)
         kwargs = dict(options, middleware=[log_middleware])
-        # --- --metrics-port (ebind.contrib.prometheus, needs ebind[prometheus]) ---
+        # --- --metrics-port (ebind.contrib.prometheus, needs ebind-nats[prometheus]) ---
         metrics_server = _start_metrics(app, kwargs)
         # --- end --metrics-port ---
         w = make(**kwargs) if callable(make) else Worker(app, **kwargs)
@@ -123,7 +123,7 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=None,
-    help="Serve Prometheus metrics on this port (needs ebind[prometheus]).",
+    help="Serve Prometheus metrics on this port (needs ebind-nats[prometheus]).",
 )
 @click.option(
     "--metrics-addr",

@@ -1,4 +1,4 @@
-"""Prometheus metrics for ebind workers (extra: ``pip install 'ebind[prometheus]'``).
+"""Prometheus metrics for ebind workers (extra: ``pip install 'ebind-nats[prometheus]'``).
 
 .. code-block:: python
 
@@ -53,8 +53,8 @@ try:
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "ebind.contrib.prometheus needs prometheus-client; install ebind[prometheus] "
-        "(pip install 'ebind[prometheus]')"
+        "ebind.contrib.prometheus needs prometheus-client; install ebind-nats[prometheus] "
+        "(pip install 'ebind-nats[prometheus]')"
     ) from exc
 
 
