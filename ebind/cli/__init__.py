@@ -86,9 +86,7 @@ class LazyGroup(click.Group):
     help="Lowest log level written.",
 )
 @retention_options
-@click.version_option(
-    package_name="ebind-nats", prog_name="ebind", message="%(prog)s %(version)s"
-)
+@click.version_option(package_name="ebind-nats", prog_name="ebind", message="%(prog)s %(version)s")
 @click.pass_context
 def main(
     ctx: click.Context,
