@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "permissions": "ebind.cli.permissions:permissions",
     "schedule": "ebind.cli.schedule:schedule",
     "demo": "ebind.cli.demo:demo",
+    "send": "ebind.cli.send:send",  # ebind send TASK [ARGS] [--wait]
 }
 
 

@@ -14,7 +14,7 @@ from ebind.cli.retention import merged, retention_options, retention_values
 from ebind.errors import EbindError
 from ebind.logging import redact
 
-__all__ = ["load_app", "worker"]
+__all__ = ["load_app", "module_hint", "worker"]
 
 
 def load_app(path: str) -> Any:
@@ -22,6 +22,12 @@ def load_app(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if not module_name:
         raise click.BadParameter(f"expected 'pkg.module:app', got {path!r}", param_hint="-A")
+    hint = module_hint(module_name)
+    if hint is not None:
+        raise click.BadParameter(
+            f"{module_name!r} is a file path; -A takes a module: try -A {hint}:{attr or 'app'}",
+            param_hint="-A",
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like celery/uvicorn: apps next to the shell's cwd
     try:
@@ -41,6 +47,15 @@ def load_app(path: str) -> Any:
                 f"module {module_name!r} has no attribute {attr or 'app'!r}", param_hint="-A"
             ) from None
     return obj
+
+
+def module_hint(module_name: str) -> str | None:
+    """The dotted module a file path like ``tasks.py`` or ``pkg/tasks.py`` means, else None."""
+    if not (module_name.endswith(".py") or "/" in module_name or "\\" in module_name):
+        return None
+    stem = module_name.removesuffix(".py").replace("\\", "/").strip("/")
+    parts = [p for p in stem.split("/") if p not in ("", ".")]
+    return ".".join(parts) or None
 
 
 def _configure_logging(fmt: str | None, level: str) -> None:
@@ -109,16 +124,45 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
 
 @click.command("worker")
 @click.option("-A", "--app", "app_path", required=True, help="The App to serve, as pkg.module:app.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Tasks run at once by this worker.",
+)
 @click.option("--claim", "claims", multiple=True, help="A target to execute (repeatable).")
 @click.option("--worker-id", default=None, help="Worker identity (default: random).")
 @click.option("--nats", "nats_url", default=None, help="NATS URL (overrides the App's).")
 @click.option("--embedded", is_flag=True, help="Start an embedded nats-server for this worker.")
 @click.option("--no-scheduler", is_flag=True, help="Do not run the workflow scheduler here.")
-@click.option("--ack-wait", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
-@click.option("--shutdown-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True)
-@click.option("--log-format", type=click.Choice(["console", "json"]), default=None)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--ack-wait",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a task may run without a progress signal before it is redelivered.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0.0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running tasks get to finish after SIGTERM before they are abandoned.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default=None,
+    help="Log rendering (default: console on a terminal, json otherwise).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Lowest log level written (default: info, or ebind --log-level).",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
