@@ -48,9 +48,7 @@ async def _feed(wf: Workflow, subject: str, as_json: bool) -> None:
     raise click.ClickException("the event feed ended: the connection to NATS was closed")
 
 
-async def _watch(
-    app: App, dag_id: str | None, until_done: bool, as_json: bool
-) -> DAGMeta | None:
+async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) -> DAGMeta | None:
     wf = app.workflow
     if dag_id is not None:
         await wf.store.get_meta(dag_id)  # unknown id: a clear error, not a silent feed
