@@ -327,6 +327,7 @@ async def _connect(ctx: click.Context) -> App:
         **nats_options(cli_settings(ctx)),
         retention=merged(Retention.from_env(), obj.get("retention", {}) if obj else {}),
         connect_timeout=CONNECT_TIMEOUT,
+        connect_wait=0,  # one try: an operator hears about an unreachable URL at once
         # nats-py otherwise retries a refused server 60 times, 2 s apart, before giving up;
         # an operator should hear about an unreachable URL within ~CONNECT_TIMEOUT.
         allow_reconnect=False,

@@ -83,7 +83,8 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
     await app.connect()
     try:
         make = getattr(app, "worker", None)
-        kwargs = dict(options, middleware=[log_middleware])
+        contrib = options.pop("contrib_middleware", [])  # --otel (ebind/cli/worker_config.py)
+        kwargs = dict(options, middleware=[*contrib, log_middleware])
         # --- --metrics-port (ebind.contrib.prometheus, needs ebind-nats[prometheus]) ---
         metrics_server = _start_metrics(app, kwargs)
         # --- end --metrics-port ---
@@ -182,6 +183,20 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     help="Serve /livez and /readyz on this port (0: any free port).",
 )
 @click.option("--health-host", default="127.0.0.1", show_default=True, help="Health bind address.")
+@click.option(
+    "--wait",
+    "connect_wait",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep trying to reach NATS this long before giving up (default: the App's "
+    "connect_wait, 10 s unless configured); for orchestrators that start workers first.",
+)
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Trace every task with OpenTelemetry (needs ebind-nats[otel] and an SDK set up).",
+)
 @retention_options
 @click.pass_context
 def worker(
@@ -202,6 +217,8 @@ def worker(
     metrics_addr: str,
     health_port: int | None,
     health_host: str,
+    connect_wait: float | None,
+    otel: bool,
     **retention: float | None,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
@@ -237,6 +254,13 @@ def worker(
         "health_port": health_port,
         "health_host": health_host,
     }
+    # --- App-level worker settings, --wait and contrib flags (ebind/cli/worker_config.py) ---
+    from ebind.cli.worker_config import contrib_middleware, with_app_defaults
+
+    options = with_app_defaults(ctx, getattr(app, "worker_options", {}), options)
+    options["contrib_middleware"] = contrib_middleware(app, otel=otel)
+    if connect_wait is not None:
+        app.connect_wait = connect_wait
     from ebind.worker.health import HealthServeError
 
     try:
