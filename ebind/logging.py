@@ -167,6 +167,18 @@ _LIBRARY_CHAIN: list[Any] = [
 ]
 
 
+def _config_key() -> tuple[Any, ...]:
+    """Identifies structlog's current configuration (every configure() call changes it)."""
+    config: Any = getattr(structlog, "_config")._CONFIG  # noqa: B009 - no public accessor
+    return (
+        config.is_configured,
+        id(config.default_processors),
+        id(config.logger_factory),
+        config.default_wrapper_class,
+        config.default_context_class,
+    )
+
+
 class LibraryLogger:
     """A logger for library code: stdlib records until structlog is configured, then structlog.
 
@@ -174,22 +186,31 @@ class LibraryLogger:
     ``structlog.testing.capture_logs``) after ebind was imported.
     """
 
-    __slots__ = ("_context", "_name")
+    __slots__ = ("_bound", "_context", "_key", "_name")
 
     def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
         self._name = name
         self._context = context or {}
+        self._key: tuple[Any, ...] | None = None
+        self._bound: Any = None
 
     def _target(self) -> Any:
+        # Rebinding costs microseconds per call, so the bound logger is kept for as long
+        # as structlog's configuration stays the same (configure() replaces its objects).
+        key = _config_key()
+        if key == self._key:
+            return self._bound
         if structlog.is_configured():
-            return structlog.get_logger(self._name, **self._context)
-        return structlog.wrap_logger(
-            logging.getLogger(self._name),
-            processors=_LIBRARY_CHAIN,
-            wrapper_class=structlog.stdlib.BoundLogger,
-            context_class=dict,
-            **self._context,
-        )
+            bound = structlog.get_logger(self._name).bind(**self._context)
+        else:
+            bound = structlog.wrap_logger(
+                logging.getLogger(self._name),
+                processors=_LIBRARY_CHAIN,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                context_class=dict,
+            ).bind(**self._context)
+        self._key, self._bound = key, bound
+        return bound
 
     def bind(self, **values: Any) -> LibraryLogger:
         """A logger that adds ``values`` to every event."""
