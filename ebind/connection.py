@@ -614,12 +614,13 @@ async def _connect_within(
     user_cb = options["error_cb"]
     attempts = 0
     last: BaseException | None = None
+    established = False  # once connected, every error goes to the caller's callback
 
     async def quiet_error_cb(exc: Exception) -> None:
         # Until connected, an unreachable server is reported once, at the end; refusals
         # (credentials, TLS) still end the attempt at once through the wrapped callback.
         nonlocal last
-        if failure_kind(exc) is not None:
+        if established or failure_kind(exc) is not None:
             await user_cb(exc)
         else:
             last = exc  # the reason the final error gives
@@ -633,6 +634,7 @@ async def _connect_within(
         try:
             async with asyncio.timeout(remaining):
                 await nc.connect(servers=list(servers), **{**options, "error_cb": quiet_error_cb})
+            established = True
             return nc
         except _Refused as refused:
             await _discard(nc)

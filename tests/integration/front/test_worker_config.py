@@ -230,3 +230,19 @@ def test_otel_flag_switches_on_the_tracing_middleware(
             return int(await (await client.enqueue("front.add", 4, 5)).result(timeout=15))
 
     assert asyncio.run(send()) == 9
+
+
+async def test_after_a_waited_connect_errors_reach_the_callers_callback(nats_url: str) -> None:
+    from ebind.connection import open_connection
+
+    seen: list[str] = []
+
+    async def error_cb(exc: Exception) -> None:
+        seen.append(str(exc))
+
+    nc = await open_connection([nats_url], {"error_cb": error_cb}, wait=5)
+    try:
+        await nc._error_cb(RuntimeError("slow consumer"))  # what nats-py calls on an error
+    finally:
+        await nc.close()
+    assert seen == ["slow consumer"]
