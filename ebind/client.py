@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-import structlog
 
 from ebind._denied import Violation, denial, denials_for
 from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, PubAck, decode_ack, requests_for
 from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed, ResultExpired, StreamFull
+from ebind.logging import get_logger
 from ebind.payload import PayloadCodec
 from ebind.schedule import MAX_SCHEDULE_AHEAD, resolve_at, schedule_headers, scheduled_subject
 from ebind.signing import HEADER_SIGNATURE, Signer
@@ -38,7 +38,7 @@ __all__ = [
     "message_size",
 ]
 
-log = structlog.get_logger("ebind.client")
+log = get_logger("ebind.client")
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_MARKER_REASON = "Nats-Marker-Reason"

@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import structlog
-
 from ebind.errors import AuthenticationFailed, ConnectionFailed, InvalidArguments
-from ebind.logging import redact, register_secret
+from ebind.logging import get_logger, redact, register_secret
 
 __all__ = [
     "AUTH_OPTIONS",
@@ -49,7 +47,7 @@ __all__ = [
     "url_secret",
 ]
 
-log = structlog.get_logger("ebind.connection")
+log = get_logger("ebind.connection")
 
 ENV: Mapping[str, str] = {
     "user": "EBIND_NATS_USER",
@@ -443,7 +441,7 @@ def _need_nkeys(name: str) -> None:
     if importlib.util.find_spec("nkeys") is None:
         raise InvalidArguments(
             f"{_both(name)} signs with nkeys, and the nkeys package is not installed; "
-            "install it with `pip install 'ebind[nkeys]'`"
+            "install it with `pip install 'ebind-nats[nkeys]'`"
         )
 
 
@@ -542,8 +540,13 @@ async def open_connection(
     options: Mapping[str, Any],
     *,
     settings: ConnectionSettings | None = None,
+    wait: float | None = None,
 ) -> Any:
     """Connect a nats-py client; refused credentials or TLS end the attempt at once.
+
+    With ``wait`` (seconds) an unreachable server is tried again until that much time has
+    passed, then reported in one error naming the (redacted) URL; the failed attempts in
+    between are logged at debug level only. Without it nats-py's own attempts decide.
 
     Raises:
         AuthenticationFailed: the server refused the credentials.
@@ -572,8 +575,12 @@ async def open_connection(
         if user_error_cb is not None:
             await user_error_cb(exc)
 
-    nc = Client()
     described = settings if settings is not None else explicit_settings(options)
+    if wait is not None:
+        nc = await _connect_within(servers, {**options, "error_cb": error_cb}, wait, described)
+        connected = True
+        return nc
+    nc = Client()
     try:
         await nc.connect(servers=list(servers), **{**options, "error_cb": error_cb})
     except _Refused as refused:
@@ -590,6 +597,62 @@ async def open_connection(
         raise _failed(kind, servers, exc, described) from None
     connected = True
     return nc
+
+
+_RETRY_PAUSE = 0.5  # seconds between connect rounds while waiting for a server
+
+
+async def _connect_within(
+    servers: Sequence[str], options: Mapping[str, Any], wait: float, described: ConnectionSettings
+) -> Any:
+    """Connect, trying an unreachable server again until ``wait`` seconds have passed."""
+    from nats.aio.client import Client
+    from nats.errors import NoServersError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    user_cb = options["error_cb"]
+    attempts = 0
+    last: BaseException | None = None
+    established = False  # once connected, every error goes to the caller's callback
+
+    async def quiet_error_cb(exc: Exception) -> None:
+        # Until connected, an unreachable server is reported once, at the end; refusals
+        # (credentials, TLS) still end the attempt at once through the wrapped callback.
+        nonlocal last
+        if established or failure_kind(exc) is not None:
+            await user_cb(exc)
+        else:
+            last = exc  # the reason the final error gives
+            log.debug("nats.connect_attempt_failed", error=redact(repr(exc)))
+
+    while True:
+        attempts += 1
+        nc = Client()
+        # A round gets at least one full connect timeout, so wait=0 means "one try".
+        remaining = max(deadline - loop.time(), float(options.get("connect_timeout", 2)) + 0.5)
+        try:
+            async with asyncio.timeout(remaining):
+                await nc.connect(servers=list(servers), **{**options, "error_cb": quiet_error_cb})
+            established = True
+            return nc
+        except _Refused as refused:
+            await _discard(nc)
+            raise _failed(refused.kind, servers, refused.cause, described) from None
+        except (NoServersError, OSError, TimeoutError) as exc:
+            await _discard(nc)
+            kind = failure_kind(exc)
+            if kind is not None:
+                raise _failed(kind, servers, exc, described) from None
+            last = exc if not isinstance(exc, TimeoutError) or last is None else last
+            if loop.time() + _RETRY_PAUSE >= deadline:
+                err = _failed("unreachable", servers, last, described)
+                raise ConnectionFailed(
+                    f"{err}; gave up after {wait:g}s (connect_wait / --wait)",
+                    server=err.server,
+                ) from None
+            log.debug("nats.waiting_for_server", attempt=attempts, servers=redact_servers(servers))
+            await asyncio.sleep(_RETRY_PAUSE)
 
 
 async def _discard(nc: Any) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import structlog
+from ebind.logging import get_logger
 
 __all__ = ["Context", "current_context"]
 
@@ -28,7 +28,7 @@ class Context:
     worker_id: str = ""
     target: str = ""
     deadline: datetime | None = None
-    log: Any = field(default_factory=lambda: structlog.get_logger("ebind.task"))
+    log: Any = field(default_factory=lambda: get_logger("ebind.task"))
     # Middlewares hang per-task objects here (the workflow puts its ContextDAG under "dag").
     extras: dict[str, Any] = field(default_factory=dict)
 

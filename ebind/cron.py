@@ -1,9 +1,12 @@
 """Pure cron and interval parsing for periodic schedules (the grammar nats-server 2.15 accepts).
 
 Cron expressions have 6 fields, seconds first; a 5-field expression gets a leading ``0``.
-Names (``jan``, ``mon``) are case-insensitive, aliases (``@hourly``) lowercase, and a
-schedule that matches no date is rejected here instead of never firing. ``@every`` takes a
-Go duration of at least one second. No IO: :mod:`ebind.periodic` publishes.
+Names (``jan``, ``MON-FRI``) are case-insensitive, ``7`` is Sunday as in crontab (the server
+only knows ``0``, so the weekday field is rewritten for it), aliases (``@hourly``) are
+lowercase, and a schedule that matches no date is rejected here instead of never firing.
+``@every`` takes a Go duration of at least one second. :meth:`CronSchedule.next_after`
+walks the calendar exactly as the server does, so the next run shown across a daylight
+saving change is the instant the server fires. No IO: :mod:`ebind.periodic` publishes.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ _SEARCH_YEARS = 9  # covers Feb 29 (leap years are at most 8 years apart)
 # ---------------------------------------------------------------------------- cron (pure)
 @dataclass(frozen=True)
 class CronSchedule:
-    """A parsed 6-field cron expression (``expr`` is what the server receives)."""
+    """A parsed cron expression: ``expr`` is what the server receives, ``written`` the input."""
 
     expr: str
     seconds: frozenset[int]
@@ -60,6 +63,7 @@ class CronSchedule:
     weekdays: frozenset[int]
     any_day: bool
     any_weekday: bool
+    written: str = ""
 
     def matches_day(self, d: date) -> bool:
         """Cron's day rule: both day fields restricted means either may match."""
@@ -70,24 +74,83 @@ class CronSchedule:
         return dom or dow
 
     def next_after(self, after: datetime, tz: tzinfo = UTC) -> datetime | None:
-        """The first firing strictly after ``after`` (aware), in ``tz``; None if none soon."""
-        t = after.astimezone(tz).replace(tzinfo=None, microsecond=0) + timedelta(seconds=1)
-        # Wall-clock search in tz, field by field from the largest (robfig/cron's approach).
-        limit = t.year + _SEARCH_YEARS
-        while t.year <= limit:
-            if t.month not in self.months:
-                t = datetime(t.year + (t.month == 12), t.month % 12 + 1, 1)
-            elif not self.matches_day(t.date()):
-                t = datetime(t.year, t.month, t.day) + timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0, second=0) + timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t = t.replace(second=0) + timedelta(minutes=1)
-            elif t.second not in self.seconds:
-                t += timedelta(seconds=1)
-            else:
-                return t.replace(tzinfo=tz)
+        """The first firing strictly after ``after`` (aware), in ``tz``; None if none soon.
+
+        The search mirrors the server's: fields are matched on the wall clock of ``tz``,
+        but hours, minutes and seconds advance in real time. So a wall time skipped by a
+        spring-forward gap does not fire that day, and one repeated by a fall-back overlap
+        fires at both instants.
+        """
+        t = _round_second(after.astimezone(UTC)) + timedelta(seconds=1)
+        limit = t.astimezone(tz).year + _SEARCH_YEARS
+        truncated = False
+        while t.astimezone(tz).year <= limit:
+            t, truncated, wrapped = self._advance(t, tz, truncated)
+            if not wrapped:
+                return t.astimezone(tz)
         return None
+
+    def _advance(self, t: datetime, tz: tzinfo, truncated: bool) -> tuple[datetime, bool, bool]:
+        """One pass over the fields; ``wrapped`` means a field rolled over: search again."""
+        local = t.astimezone(tz)
+        while local.month not in self.months:
+            if not truncated:
+                truncated, t = True, _wall(tz, local.year, local.month, 1)
+                local = t.astimezone(tz)
+            t = _wall(tz, local.year, local.month + 1, local.day, local.hour, local.minute)
+            local = t.astimezone(tz)
+            if local.month == 1:
+                return t, truncated, True
+        while not self.matches_day(local.date()):
+            if not truncated:
+                truncated, t = True, _wall(tz, local.year, local.month, local.day)
+                local = t.astimezone(tz)
+            t = _wall(tz, local.year, local.month, local.day + 1, local.hour, local.minute)
+            local = t.astimezone(tz)
+            if local.day == 1:
+                return t, truncated, True
+        for unit, allowed, part in (
+            (3600, self.hours, "hour"),
+            (60, self.minutes, "minute"),
+            (1, self.seconds, "second"),
+        ):
+            while getattr(local, part) not in allowed:
+                if not truncated:
+                    truncated = True
+                    t = _truncate(t, local, tz, unit)
+                t += timedelta(seconds=unit)
+                local = t.astimezone(tz)
+                if getattr(local, part) == 0:
+                    return t, truncated, True
+        return t, truncated, False
+
+
+def _round_second(t: datetime) -> datetime:
+    """Round to the nearest whole second, half up (the server's rounding)."""
+    whole = t.replace(microsecond=0)
+    return whole + timedelta(seconds=1) if t.microsecond >= 500_000 else whole
+
+
+def _wall(tz: tzinfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """The instant of a wall time in ``tz``, normalising overflowing months and days.
+
+    A wall time inside a gap or an overlap resolves the way the server's time library
+    does: take the offset in force at the wall time read as UTC, and if the instant this
+    gives lies under another offset, use that one instead.
+    """
+    first = date(year + (month - 1) // 12, (month - 1) % 12 + 1, 1) + timedelta(days=day - 1)
+    as_utc = datetime(first.year, first.month, first.day, hour, minute, tzinfo=UTC)
+    offset = as_utc.astimezone(tz).utcoffset() or timedelta(0)
+    instant = as_utc - offset
+    actual = instant.astimezone(tz).utcoffset() or timedelta(0)
+    return as_utc - actual if actual != offset else instant
+
+
+def _truncate(t: datetime, local: datetime, tz: tzinfo, unit: int) -> datetime:
+    """Drop what lies below ``unit`` seconds: an hour by the wall clock, less in real time."""
+    if unit == 3600:
+        return _wall(tz, local.year, local.month, local.day, local.hour)
+    return t - timedelta(seconds=int(t.timestamp()) % unit)
 
 
 def _bad_cron(expr: str, why: str) -> InvalidArguments:
@@ -106,6 +169,8 @@ def _value(expr: str, index: int, token: str) -> int:
     if not token.isdigit():
         raise _bad_cron(expr, f"{token!r} is not a number in the {name} field")
     value = int(token)
+    if index == 5 and value == 7:
+        return 7  # Sunday, as crontab writes it; folded into 0 by _field
     if not lo <= value <= hi:
         raise _bad_cron(expr, f"{name} {value} is outside {lo}-{hi}")
     return value
@@ -134,6 +199,8 @@ def _field(expr: str, index: int, text: str) -> tuple[frozenset[int], bool]:
             first = _value(expr, index, base)
             last = hi if slash else first  # "5/15" means from 5 to the end, every 15
         out.update(range(first, last + 1, step))
+    if index == 5 and 7 in out:
+        out = (out - {7}) | {0}
     return frozenset(out), star
 
 
@@ -161,8 +228,12 @@ def parse_cron(expr: str) -> CronSchedule:
         elif len(fields) != 6:
             raise _bad_cron(expr, f"it has {len(fields)} fields")
     parsed = [_field(expr, i, f) for i, f in enumerate(fields)]
+    if _mentions_seven(fields[5]):
+        weekdays, star = parsed[5]
+        fields[5] = "*" if star else ",".join(str(d) for d in sorted(weekdays))
     sched = CronSchedule(
         expr=text if text.startswith("@") else " ".join(fields),
+        written=" ".join(text.split()),
         seconds=parsed[0][0],
         minutes=parsed[1][0],
         hours=parsed[2][0],
@@ -175,6 +246,11 @@ def parse_cron(expr: str) -> CronSchedule:
     if sched.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
         raise _bad_cron(expr, "it matches no date (e.g. February 30)")
     return sched
+
+
+def _mentions_seven(field: str) -> bool:
+    """True when the weekday field names day 7, which the server does not accept."""
+    return any("7" in item.split("/")[0].split("-") for item in field.split(","))
 
 
 # ---------------------------------------------------------------------------- intervals (pure)

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
 from ebind.errors import DLQEntryNotFound, InvalidArguments, WorkflowError
+from ebind.logging import get_logger
 from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject, purge_stream
 from ebind.wire import DLQEntry, TaskEnvelope
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DeadLetter", "DeadLetters", "RequeueReport", "requeue_msg_id"]
 
-log = structlog.get_logger("ebind.dlq")
+log = get_logger("ebind.dlq")
 _decoder = msgspec.json.Decoder(DLQEntry)
 
 

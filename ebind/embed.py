@@ -26,8 +26,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import structlog
-
 from ebind._embed_auth import ServerAuth, generate_token
 from ebind._embed_proc import (
     HOST,
@@ -44,6 +42,7 @@ from ebind._embed_proc import (
     untrack,
 )
 from ebind.errors import EbindError, InvalidArguments, ServerVersionError
+from ebind.logging import get_logger
 
 __all__ = [
     "Cluster",
@@ -58,7 +57,7 @@ __all__ = [
     "start_node",
 ]
 
-log = structlog.get_logger("ebind.embed")
+log = get_logger("ebind.embed")
 
 _CLIENT_RE = re.compile(r"Listening for client connections on [^\s]+:(\d+)")
 _HTTP_RE = re.compile(r"Starting http monitor on [^\s]+:(\d+)")

@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import structlog
 
 from ebind.client import HEADER_MSG_ID
 from ebind.crashpoints import crashpoint
 from ebind.errors import InvalidName
 from ebind.horizon import expirer_interval, grace, horizon_error, is_expired
+from ebind.logging import get_logger
 from ebind.streams import (
     KV_LEASES,
     RESP_STREAM,
@@ -60,7 +60,7 @@ __all__ = [
     "was_delivered",
 ]
 
-log = structlog.get_logger("ebind.expirer")
+log = get_logger("ebind.expirer")
 
 EXPIRED_SUBJECTS = ("TASKS.>", "TASKS_TARGET.>")
 """Subjects of queued tasks; schedules (``TASKS_SCHEDULES``/``TASKS_SCHEDULED``) are not here."""

@@ -6,10 +6,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
-import structlog
 
 from ebind.codec import decode_result
 from ebind.errors import PermissionDenied, ResultExpired, TaskFailed, TaskTimeout
+from ebind.logging import get_logger
 from ebind.payload import PayloadUnreadable, unseal
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Future"]
 
 R = TypeVar("R")
-log = structlog.get_logger("ebind.client")
+log = get_logger("ebind.client")
 
 # How long a waiter trusts the subscription before asking the stream; doubles up to the cap.
 # Reconnects and slow-consumer drops wake waiters at once, so this is only a last resort.

@@ -1,8 +1,18 @@
-"""structlog configuration for the CLI and worker entry points, and secret redaction.
+"""Logging as a Python library does it, the CLI's log setup, and secret redaction.
 
-Library code only calls ``structlog.get_logger``; :func:`configure` is called by entry points
-(``ebind worker``, the CLI), never at import time. :func:`redact_secrets` is a processor that
-masks credentials in URLs, registered secrets and secret-named keys.
+Library code logs through :func:`get_logger`. Until the application (or the ``ebind``
+command line) configures structlog, every event becomes a standard :mod:`logging` record
+on the ``ebind.*`` logger it names, so the usual rules hold: nothing below WARNING is
+shown unless the application asks for it, nothing is ever written to stdout, and Django's
+``LOGGING``, log shippers and Sentry see ordinary records whose message reads
+``event key=value ...`` and whose ``event`` and ``ebind`` attributes hold the event name and
+its key-values. An application that configures structlog itself gets ebind's events
+through its own configuration instead.
+
+:func:`configure` is for entry points (``ebind worker``, every CLI command): it routes
+structlog through the standard library too (``structlog.stdlib.LoggerFactory`` and
+``ProcessorFormatter``) with one stderr handler on the root logger. :func:`redact_secrets`
+is a processor that masks credentials in URLs, registered secrets and secret-named keys.
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ from ebind.errors import InvalidArguments
 __all__ = [
     "MIN_SECRET_LEN",
     "SECRET_KEYS",
+    "LibraryLogger",
     "configure",
+    "get_logger",
     "redact",
     "redact_secrets",
     "register_secret",
@@ -124,34 +136,182 @@ def redact_secrets(
     return event_dict
 
 
+def _plain(value: Any) -> str:
+    text = str(value)
+    return repr(value) if isinstance(value, str) and (not text or " " in text) else text
+
+
+def _to_record(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Final processor of the library route: arguments for a plain stdlib logging call."""
+    event = str(event_dict.pop("event", ""))
+    exc_info = event_dict.pop("exc_info", None)
+    stack_info = bool(event_dict.pop("stack_info", False))
+    fields = dict(event_dict)
+    text = " ".join([event, *(f"{k}={_plain(v)}" for k, v in fields.items())])
+    # "%s" keeps a "%" inside a value from being read as a format directive.
+    kwargs: dict[str, Any] = {"extra": {"event": event, "ebind": fields}}
+    if exc_info:
+        kwargs["exc_info"] = exc_info
+    if stack_info:
+        kwargs["stack_info"] = True
+    return ("%s", text), kwargs
+
+
+_LIBRARY_CHAIN: list[Any] = [
+    structlog.stdlib.filter_by_level,  # a disabled level costs one check, not a render
+    structlog.contextvars.merge_contextvars,
+    redact_secrets,
+    _to_record,
+]
+
+
+def _config_key() -> tuple[Any, ...]:
+    """Identifies structlog's current configuration (every configure() call changes it)."""
+    config: Any = getattr(structlog, "_config")._CONFIG  # noqa: B009 - no public accessor
+    return (
+        config.is_configured,
+        id(config.default_processors),
+        id(config.logger_factory),
+        config.default_wrapper_class,
+        config.default_context_class,
+    )
+
+
+class LibraryLogger:
+    """A logger for library code: stdlib records until structlog is configured, then structlog.
+
+    The choice is made on every call, so an application may configure structlog (or
+    ``structlog.testing.capture_logs``) after ebind was imported.
+    """
+
+    __slots__ = ("_bound", "_context", "_key", "_name")
+
+    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
+        self._name = name
+        self._context = context or {}
+        self._key: tuple[Any, ...] | None = None
+        self._bound: Any = None
+
+    def _target(self) -> Any:
+        # Rebinding costs microseconds per call, so the bound logger is kept for as long
+        # as structlog's configuration stays the same (configure() replaces its objects).
+        key = _config_key()
+        if key == self._key:
+            return self._bound
+        if structlog.is_configured():
+            bound = structlog.get_logger(self._name).bind(**self._context)
+        else:
+            bound = structlog.wrap_logger(
+                logging.getLogger(self._name),
+                processors=_LIBRARY_CHAIN,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                context_class=dict,
+            ).bind(**self._context)
+        self._key, self._bound = key, bound
+        return bound
+
+    def bind(self, **values: Any) -> LibraryLogger:
+        """A logger that adds ``values`` to every event."""
+        return LibraryLogger(self._name, {**self._context, **values})
+
+    def new(self, **values: Any) -> LibraryLogger:
+        """A logger with only ``values`` as its context."""
+        return LibraryLogger(self._name, dict(values))
+
+    def unbind(self, *keys: str) -> LibraryLogger:
+        """A logger without ``keys`` in its context."""
+        return LibraryLogger(self._name, {k: v for k, v in self._context.items() if k not in keys})
+
+    try_unbind = unbind
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(self._target(), method)
+
+    def __repr__(self) -> str:
+        return f"<LibraryLogger {self._name} {self._context!r}>"
+
+
+def get_logger(name: str, **initial_values: Any) -> Any:
+    """The logger library code uses: ``get_logger("ebind.worker").info("event", key=value)``."""
+    return LibraryLogger(name, initial_values or None)
+
+
+_HANDLER_MARK = "_ebind_cli_handler"
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise InvalidArguments(f"unknown log level {level!r}; use debug, info, warning or error")
+    return numeric
+
+
+def colour_wanted(stream: Any) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (any non-empty value)."""
+    import os
+
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def configure(
-    format: Literal["console", "json"] | str = "console", level: str | int = "info"
+    format: Literal["console", "json"] | str = "console",
+    level: str | int = "info",
+    *,
+    stream: Any = None,
 ) -> None:
-    """Configure structlog for a process entry point (console for people, json for machines)."""
-    if isinstance(level, str):
-        numeric = logging.getLevelName(level.upper())
-        if not isinstance(numeric, int):
-            raise InvalidArguments(
-                f"unknown log level {level!r}; use debug, info, warning or error"
-            )
-        level = numeric
+    """Set up logging for a process entry point: one stderr handler, console or json lines.
+
+    structlog is routed through the standard library, so ebind's events, the
+    application's own stdlib records and those of its dependencies share one handler,
+    level and format. Calling it again replaces the handler it installed before.
+    """
+    number = _level_number(level)
     if format not in ("console", "json"):
         raise InvalidArguments(f"log format must be 'console' or 'json', got {format!r}")
+    out = stream if stream is not None else sys.stderr
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if format == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=colour_wanted(out))
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             redact_secrets,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            *shared,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(number)

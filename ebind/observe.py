@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-import structlog
+from ebind.logging import get_logger
 
 __all__ = [
     "DEAD_LETTERED",
@@ -32,7 +32,7 @@ __all__ = [
     "subscribe",
 ]
 
-log = structlog.get_logger("ebind.observe")
+log = get_logger("ebind.observe")
 _T = TypeVar("_T")
 
 Listener = Callable[[str, Mapping[str, Any]], None]

@@ -80,6 +80,8 @@ HEADER_TARGET = "Nats-Schedule-Target"
 HEADER_TIME_ZONE = "Nats-Schedule-Time-Zone"
 HEADER_SCHEDULER = "Nats-Scheduler"
 HEADER_TTL = "Nats-TTL"
+HEADER_CRON_WRITTEN = "Ebind-Cron"
+"""The cron expression as the user wrote it (the server gets a normalised 6-field form)."""
 
 
 def schedule_subject(name: str) -> str:
@@ -108,6 +110,7 @@ class ScheduleInfo(msgspec.Struct, kw_only=True, frozen=True):
     task: str
     every: timedelta | None = None
     cron: str | None = None
+    """The cron expression as written when the schedule was created."""
     tz: str | None = None
     target: str = ""
     created_at: datetime | None = None
@@ -180,7 +183,8 @@ def plan_schedule(
     task_name = spec.name if spec is not None else check_task_name(task)
     tgt = check_target(target) if target is not None else ""
     del zone  # validated above; the server applies it (Nats-Schedule-Time-Zone)
-    header = parse_cron(cron).expr if cron is not None else every_header(cast(float, every))
+    parsed = parse_cron(cron) if cron is not None else None
+    header = parsed.expr if parsed is not None else every_header(cast(float, every))
     payload = _encode_payload(spec, task_name, args, kwargs)
     env = TaskEnvelope(
         id=name,
@@ -197,6 +201,8 @@ def plan_schedule(
     }
     if tz is not None:
         headers[HEADER_TIME_ZONE] = tz
+    if parsed is not None and parsed.written != parsed.expr:
+        headers[HEADER_CRON_WRITTEN] = parsed.written
     data = encoder.encode(env)
     if signer is not None:
         headers[HEADER_SIGNATURE] = signer.sign(headers[HEADER_TARGET], data)
@@ -228,7 +234,7 @@ def _info_from(
             start = created or now
             next_run = start + (math.floor((now - start) / every) + 1) * every
     else:
-        cron = header
+        cron = headers.get(HEADER_CRON_WRITTEN) or header
         try:
             next_run = parse_cron(header).next_after(now, ZoneInfo(tz) if tz else UTC)
         except (InvalidArguments, ZoneInfoNotFoundError, ValueError):

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from ebind._denied import guarded
 from ebind.errors import InvalidArguments, InvalidName, PermissionDenied
+from ebind.logging import get_logger
 from ebind.retention import Retention
 
 __all__ = [
@@ -361,10 +362,9 @@ async def _dag_keys(js: Any) -> int:
 
 
 async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
-    import structlog
     from nats.js.errors import APIError, NotFoundError
 
-    log = structlog.get_logger("ebind.streams")
+    log = get_logger("ebind.streams")
     try:
         info = await _info(js, want.name)
     except NotFoundError:
@@ -481,7 +481,6 @@ _PROVISION_BACKOFF = (0.25, 0.5, 1.0, 2.0)
 
 async def _ensure_retrying(js: Any, want: Any, dag_keys: int) -> Any:
     import nats.errors
-    import structlog
     from nats.js.errors import ServiceUnavailableError
 
     transient = (TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
@@ -491,7 +490,7 @@ async def _ensure_retrying(js: Any, want: Any, dag_keys: int) -> Any:
         except transient as exc:
             if delay is None:
                 raise
-            structlog.get_logger("ebind.streams").info(
+            get_logger("ebind.streams").info(
                 "streams.provision_retry", stream=want.name, error=repr(exc), delay=delay
             )
             await asyncio.sleep(delay)

@@ -30,9 +30,8 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-import structlog
-
 from ebind.errors import EbindError, NotConnected, TaskTimeout
+from ebind.logging import get_logger
 from ebind.task import DEFAULT_OPTIONS, TaskOptions
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ __all__ = ["Route", "SyncApp", "SyncCallInEventLoop", "SyncResult", "SyncTask", 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-log = structlog.get_logger("ebind.sync")
+log = get_logger("ebind.sync")
 
 # Bounds the goodbye at interpreter exit: a server that is gone must not hold the exit up.
 _CLOSE_TIMEOUT = 5.0

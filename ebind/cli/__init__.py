@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "permissions": "ebind.cli.permissions:permissions",
     "schedule": "ebind.cli.schedule:schedule",
     "demo": "ebind.cli.demo:demo",
+    "send": "ebind.cli.send:send",  # ebind send TASK [ARGS] [--wait]
 }
 
 
@@ -86,6 +87,7 @@ class LazyGroup(click.Group):
     help="Lowest log level written.",
 )
 @retention_options
+@click.version_option(package_name="ebind-nats", prog_name="ebind", message="%(prog)s %(version)s")
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -101,6 +103,10 @@ def main(
     ctx.obj.update(nats_url=nats_url, json=as_json, log_format=log_format, log_level=log_level)
     # --- --retention-* (ebind/cli/retention.py): applied by every command that connects ---
     ctx.obj.update(retention=retention_values(retention))
+    from ebind.cli.output import configure_logging
+
+    # Every command, `ebind server` included, logs to stderr at --log-level.
+    configure_logging(ctx)
 
 
 add_connection_flags(main)  # ebind --creds FILE <command> works as well as <command> --creds FILE

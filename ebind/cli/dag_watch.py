@@ -15,7 +15,7 @@ import click
 
 from ebind.cli.dag_render import event_line, fmt_time
 from ebind.cli.output import echo_json_line, is_json, json_option, run_async
-from ebind.workflow.types import DAGMeta
+from ebind.workflow.types import DAGMeta, DAGStatus
 
 if TYPE_CHECKING:
     from ebind.app import App
@@ -48,7 +48,7 @@ async def _feed(wf: Workflow, subject: str, as_json: bool) -> None:
     raise click.ClickException("the event feed ended: the connection to NATS was closed")
 
 
-async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) -> None:
+async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) -> DAGMeta | None:
     wf = app.workflow
     if dag_id is not None:
         await wf.store.get_meta(dag_id)  # unknown id: a clear error, not a silent feed
@@ -56,7 +56,7 @@ async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) 
     try:
         if not until_done or dag_id is None:
             await feed
-            return
+            return None
         done = asyncio.ensure_future(_until_terminal(wf, dag_id))
         try:
             await asyncio.wait({feed, done}, return_when=asyncio.FIRST_COMPLETED)
@@ -67,6 +67,7 @@ async def _watch(app: App, dag_id: str | None, until_done: bool, as_json: bool) 
             done.cancel()
         await asyncio.sleep(_POLL)  # let the last events (published before the meta) print
         _finished(meta, as_json)
+        return meta
     finally:
         feed.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -84,7 +85,11 @@ def _finished(meta: DAGMeta, as_json: bool) -> None:
 @click.command("watch")
 @click.argument("dag_id", required=False)
 @click.option("--all", "all_dags", is_flag=True, help="Watch every DAG.")
-@click.option("--until-done", is_flag=True, help="Exit once the DAG is done/failed/canceled.")
+@click.option(
+    "--until-done",
+    is_flag=True,
+    help="Exit once the DAG finishes: status 0 when done, 1 when failed or canceled.",
+)
 @json_option
 @click.pass_context
 def watch(ctx: click.Context, dag_id: str | None, all_dags: bool, until_done: bool) -> None:
@@ -97,4 +102,6 @@ def watch(ctx: click.Context, dag_id: str | None, all_dags: bool, until_done: bo
     if until_done and dag_id is None:
         raise click.UsageError("--until-done needs a DAG id")
     as_json = is_json(ctx)
-    run_async(ctx, lambda app: _watch(app, dag_id, until_done, as_json))
+    meta = run_async(ctx, lambda app: _watch(app, dag_id, until_done, as_json))
+    if meta is not None and meta.status is not DAGStatus.DONE:
+        ctx.exit(1)  # scripts waiting on a DAG learn from the exit status that it did not finish

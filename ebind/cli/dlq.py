@@ -58,7 +58,13 @@ def _row(letter: DeadLetter) -> dict[str, Any]:
 
 
 @dlq.command("ls")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many dead letters.",
+)
 @json_option
 @click.pass_context
 def ls(ctx: click.Context, limit: int) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECT_TIMEOUT",
     "age",
+    "configure_logging",
     "confirm",
     "echo_json",
     "echo_json_line",
@@ -116,11 +117,13 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def _colour_on() -> bool:
-    return sys.stdout.isatty()
+    from ebind.logging import colour_wanted
+
+    return colour_wanted(sys.stdout)
 
 
 def style(text: str, **styles: Any) -> str:
-    """``click.style`` only when stdout is a terminal (pipes and files stay plain)."""
+    """``click.style`` only on a terminal and without ``NO_COLOR`` (pipes and files stay plain)."""
     return click.style(text, **styles) if _colour_on() else text
 
 
@@ -261,7 +264,8 @@ def _log_level(ctx: click.Context) -> str:
     return str(obj.get("log_level") or "info")
 
 
-def _configure_logging(ctx: click.Context) -> None:
+def configure_logging(ctx: click.Context) -> None:
+    """Apply ``--log-level`` / ``--log-format`` (stderr only) unless the host set up structlog."""
     import structlog
 
     from ebind.logging import configure
@@ -323,6 +327,7 @@ async def _connect(ctx: click.Context) -> App:
         **nats_options(cli_settings(ctx)),
         retention=merged(Retention.from_env(), obj.get("retention", {}) if obj else {}),
         connect_timeout=CONNECT_TIMEOUT,
+        connect_wait=0,  # one try: an operator hears about an unreachable URL at once
         # nats-py otherwise retries a refused server 60 times, 2 s apart, before giving up;
         # an operator should hear about an unreachable URL within ~CONNECT_TIMEOUT.
         allow_reconnect=False,
@@ -363,7 +368,7 @@ def run_async(ctx: click.Context, fn: Callable[[App], Awaitable[T]]) -> T | None
         click.ClickException: server unreachable, DAG/step not found, any EbindError or
             NATS error (click prints ``Error: <message>`` and exits with status 1).
     """
-    _configure_logging(ctx)
+    configure_logging(ctx)
     from ebind.logging import redact
 
     try:

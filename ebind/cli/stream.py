@@ -225,7 +225,13 @@ def _message(msg: Any) -> dict[str, Any]:
 
 @stream.command("peek")
 @click.argument("name")
-@click.option("--last", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Show this many of the newest messages.",
+)
 @click.option("--subject", default=None, help="Only messages on this subject (wildcards ok).")
 @json_option
 @click.pass_context

@@ -14,7 +14,7 @@ from ebind.cli.retention import merged, retention_options, retention_values
 from ebind.errors import EbindError
 from ebind.logging import redact
 
-__all__ = ["load_app", "worker"]
+__all__ = ["load_app", "module_hint", "worker"]
 
 
 def load_app(path: str) -> Any:
@@ -22,6 +22,12 @@ def load_app(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if not module_name:
         raise click.BadParameter(f"expected 'pkg.module:app', got {path!r}", param_hint="-A")
+    hint = module_hint(module_name)
+    if hint is not None:
+        raise click.BadParameter(
+            f"{module_name!r} is a file path; -A takes a module: try -A {hint}:{attr or 'app'}",
+            param_hint="-A",
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like celery/uvicorn: apps next to the shell's cwd
     try:
@@ -41,6 +47,15 @@ def load_app(path: str) -> Any:
                 f"module {module_name!r} has no attribute {attr or 'app'!r}", param_hint="-A"
             ) from None
     return obj
+
+
+def module_hint(module_name: str) -> str | None:
+    """The dotted module a file path like ``tasks.py`` or ``pkg/tasks.py`` means, else None."""
+    if not (module_name.endswith(".py") or "/" in module_name or "\\" in module_name):
+        return None
+    stem = module_name.removesuffix(".py").replace("\\", "/").strip("/")
+    parts = [p for p in stem.split("/") if p not in ("", ".")]
+    return ".".join(parts) or None
 
 
 def _configure_logging(fmt: str | None, level: str) -> None:
@@ -68,8 +83,9 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
     await app.connect()
     try:
         make = getattr(app, "worker", None)
-        kwargs = dict(options, middleware=[log_middleware])
-        # --- --metrics-port (ebind.contrib.prometheus, needs ebind[prometheus]) ---
+        contrib = options.pop("contrib_middleware", [])  # --otel (ebind/cli/worker_config.py)
+        kwargs = dict(options, middleware=[*contrib, log_middleware])
+        # --- --metrics-port (ebind.contrib.prometheus, needs ebind-nats[prometheus]) ---
         metrics_server = _start_metrics(app, kwargs)
         # --- end --metrics-port ---
         w = make(**kwargs) if callable(make) else Worker(app, **kwargs)
@@ -129,14 +145,30 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     help="Seconds before an unacknowledged task is redelivered, set on the consumers this "
     "worker creates; an existing consumer keeps its own value.",
 )
-@click.option("--shutdown-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True)
-@click.option("--log-format", type=click.Choice(["console", "json"]), default=None)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0.0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running tasks get to finish after SIGTERM before they are abandoned.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default=None,
+    help="Log rendering (default: console on a terminal, json otherwise).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Lowest log level written (default: info, or ebind --log-level).",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=None,
-    help="Serve Prometheus metrics on this port (needs ebind[prometheus]).",
+    help="Serve Prometheus metrics on this port (needs ebind-nats[prometheus]).",
 )
 @click.option(
     "--metrics-addr",
@@ -170,6 +202,20 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     default=None,
     help="Replace a child process after this many tasks [default: never].",
 )
+@click.option(
+    "--wait",
+    "connect_wait",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep trying to reach NATS this long before giving up (default: the App's "
+    "connect_wait, 10 s unless configured); for orchestrators that start workers first.",
+)
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Trace every task with OpenTelemetry (needs ebind-nats[otel] and an SDK set up).",
+)
 @retention_options
 @click.pass_context
 def worker(
@@ -193,6 +239,8 @@ def worker(
     pool: str,
     processes: int | None,
     max_tasks_per_child: int | None,
+    connect_wait: float | None,
+    otel: bool,
     **retention: float | None,
 ) -> None:
     """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
@@ -233,6 +281,13 @@ def worker(
         "max_tasks_per_child": max_tasks_per_child,
         "app_path": app_path,
     }
+    # --- App-level worker settings, --wait and contrib flags (ebind/cli/worker_config.py) ---
+    from ebind.cli.worker_config import contrib_middleware, with_app_defaults
+
+    options = with_app_defaults(ctx, getattr(app, "worker_options", {}), options)
+    options["contrib_middleware"] = contrib_middleware(app, otel=otel)
+    if connect_wait is not None:
+        app.connect_wait = connect_wait
     from ebind.worker.health import HealthServeError
 
     try:

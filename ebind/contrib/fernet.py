@@ -1,4 +1,4 @@
-"""Fernet payload encryption (extra: ``pip install 'ebind[crypto]'``).
+"""Fernet payload encryption (extra: ``pip install 'ebind-nats[crypto]'``).
 
 .. code-block:: python
 
@@ -38,7 +38,7 @@ class FernetCodec:
             from cryptography.fernet import Fernet, MultiFernet
         except ImportError as exc:  # pragma: no cover - the dev extra installs it
             raise ImportError(
-                "FernetCodec needs the cryptography package: pip install 'ebind[crypto]'"
+                "FernetCodec needs the cryptography package: pip install 'ebind-nats[crypto]'"
             ) from exc
         if isinstance(keys, bytes | str):
             raise InvalidArguments(

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing for ebind (extra: ``pip install 'ebind[otel]'``).
+"""OpenTelemetry tracing for ebind (extra: ``pip install 'ebind-nats[otel]'``).
 
 .. code-block:: python
 
@@ -32,8 +32,8 @@ try:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "ebind.contrib.otel needs opentelemetry-api/-sdk; install ebind[otel] "
-        "(pip install 'ebind[otel]')"
+        "ebind.contrib.otel needs opentelemetry-api; install ebind-nats[otel] "
+        "(pip install 'ebind-nats[otel]')"
     ) from exc
 
 import msgspec

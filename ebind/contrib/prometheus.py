@@ -1,4 +1,4 @@
-"""Prometheus metrics for ebind workers (extra: ``pip install 'ebind[prometheus]'``).
+"""Prometheus metrics for ebind workers (extra: ``pip install 'ebind-nats[prometheus]'``).
 
 .. code-block:: python
 
@@ -53,21 +53,21 @@ try:
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "ebind.contrib.prometheus needs prometheus-client; install ebind[prometheus] "
-        "(pip install 'ebind[prometheus]')"
+        "ebind.contrib.prometheus needs prometheus-client; install ebind-nats[prometheus] "
+        "(pip install 'ebind-nats[prometheus]')"
     ) from exc
 
-import structlog
 
 from ebind import observe
 from ebind.context import Context
+from ebind.logging import get_logger
 from ebind.streams import DLQ_STREAM
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError
 from ebind.worker.middleware import Handler, add_outcome_listener
 
 __all__ = ["MetricsServer", "PrometheusMetrics", "prometheus_middleware", "start_metrics_server"]
 
-log = structlog.get_logger("ebind.contrib.prometheus")
+log = get_logger("ebind.contrib.prometheus")
 
 DLQ_SCRAPE_TIMEOUT = 2.0
 """Seconds a scrape waits for EBIND_DLQ's message count before serving the last value."""

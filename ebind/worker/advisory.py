@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import structlog
 
 from ebind.client import HEADER_MSG_ID
+from ebind.logging import get_logger
 from ebind.streams import (
     DAG_EVENTS_STREAM,
     SCHEDULER_DURABLE,
@@ -49,7 +49,7 @@ __all__ = [
     "parse_advisory",
 ]
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 TASK_MAX_DELIVER = 1000
 """Deliveries after which the task durables stop delivering a message (see docs/security.md).

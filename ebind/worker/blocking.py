@@ -14,12 +14,12 @@ import time
 from collections.abc import Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
-import structlog
+from ebind.logging import get_logger
 
 __all__ = ["Watched"]
 
 _T = TypeVar("_T")
-_log = structlog.get_logger("ebind.worker")
+_log = get_logger("ebind.worker")
 
 
 class Watched(Generic[_T]):

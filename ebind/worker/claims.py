@@ -11,9 +11,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 
-import structlog
-
 from ebind.errors import InvalidName
+from ebind.logging import get_logger
 from ebind.streams import check_target
 
 __all__ = ["ClaimSource", "Claims", "concrete_target", "normalize_claims"]
@@ -21,7 +20,7 @@ __all__ = ["ClaimSource", "Claims", "concrete_target", "normalize_claims"]
 ClaimSource = Iterable[str] | Callable[[], Iterable[str] | Awaitable[Iterable[str]]]
 """A fixed list of claims, or a function (sync or async) returning the current list."""
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 
 def concrete_target(worker_id: str) -> str:

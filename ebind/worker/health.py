@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from ebind.logging import get_logger
 
 if TYPE_CHECKING:
     from ebind.worker.worker import Worker
@@ -46,7 +46,7 @@ __all__ = [
     "serve_health",
 ]
 
-log = structlog.get_logger("ebind.worker.health")
+log = get_logger("ebind.worker.health")
 
 DEFAULT_HEALTH_HOST = "127.0.0.1"
 """Health endpoints listen on loopback unless told otherwise."""

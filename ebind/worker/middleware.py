@@ -18,10 +18,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import structlog
-
 from ebind.context import Context
 from ebind.errors import NonRetryable
+from ebind.logging import get_logger
 from ebind.wire import TaskEnvelope, TaskError
 from ebind.worker.outcome import AttemptError, classify
 
@@ -55,7 +54,7 @@ LOG_CLAIMED = "ebind.log_claimed"
 
 _NON_RETRYABLE: tuple[type[BaseException], ...] = (NonRetryable,)
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 _LEVELS = {
     "succeeded": "info",

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
+from ebind.logging import get_logger
 from ebind.pools import (
     PoolSettings,
     death_error,
@@ -58,7 +58,7 @@ __all__ = [
     "pool_for",
 ]
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 BOOT_TIMEOUT = 60.0
 """Seconds a new child may take to import the App before it counts as failed."""
@@ -97,7 +97,7 @@ class ContextFields(msgspec.Struct, frozen=True):
         """A fresh Context in the child, with its own task logger."""
         from ebind.context import Context
 
-        logger = structlog.get_logger(
+        logger = get_logger(
             "ebind.task", task_id=self.task_id, task_name=self.name, attempt=self.attempt
         )
         return Context(**msgspec.structs.asdict(self), log=logger)

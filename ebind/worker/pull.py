@@ -27,11 +27,12 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import structlog
+
+from ebind.logging import get_logger
 
 __all__ = ["Budget", "Puller"]
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 _STATUS = "Status"
 _LOCAL_EXPIRY_SLACK = 1.0  # seconds after `expires` before a silent request is written off

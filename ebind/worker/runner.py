@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
 from ebind import observe
 from ebind._jsreq import requests_for
@@ -24,6 +23,7 @@ from ebind.client import HEADER_MSG_ID, SubjectMoved
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
+from ebind.logging import get_logger
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
 from ebind.retry import RetryPolicy
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AttemptRunner", "delivery_count"]
 
-log = structlog.get_logger("ebind.worker")
-task_log = structlog.get_logger("ebind.task")
+log = get_logger("ebind.worker")
+task_log = get_logger("ebind.task")
 
 UNKNOWN_HANDLER_DELIVERIES = 3
 """Deliveries of an unknown task name nak'd (for rolling deploys) before it is dead-lettered."""
@@ -288,9 +288,7 @@ class AttemptRunner:
             target=env.target,
             deadline=env.deadline,
             # get_logger with initial values is a lazy proxy: nothing is built unless used.
-            log=structlog.get_logger(
-                "ebind.task", task_id=env.id, task_name=env.name, attempt=env.attempt
-            ),
+            log=get_logger("ebind.task", task_id=env.id, task_name=env.name, attempt=env.attempt),
             # Lets the fallback attempt line report a duration when no log middleware ran.
             extras={_STARTED: time.monotonic()},
         )

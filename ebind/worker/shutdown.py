@@ -12,14 +12,14 @@ import contextlib
 import signal
 from typing import TYPE_CHECKING
 
-import structlog
+from ebind.logging import get_logger
 
 if TYPE_CHECKING:
     from ebind.worker.worker import Worker
 
 __all__ = ["run_until_signalled"]
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ebind import observe
 from ebind._aio import raise_if_cancelling
 from ebind._denied import guarded
 from ebind.errors import PermissionDenied
 from ebind.expirer import Expirer
+from ebind.hooks import WorkerHooks
+from ebind.logging import get_logger
 from ebind.pools import check_pool_settings
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker"]
 
-log = structlog.get_logger("ebind.worker")
+log = get_logger("ebind.worker")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 TARGET_INACTIVE_THRESHOLD = 3600.0
@@ -151,7 +151,8 @@ class Worker:
         self.pull_expires = min(pull_expires, max(self.ack_wait, 1.0))
         self.claims_refresh = claims_refresh
         self._claims = Claims(claims, self.worker_id)
-        self._middleware = list(middleware)
+        # App-level middleware (app.middleware) runs inside the middleware given here.
+        self._middleware = [*middleware, *getattr(app, "middleware", ())]
         self._hook = hook
         # id(message) -> (message, monotonic arrival); nats-py's Msg is an unhashable dataclass
         self._held: dict[int, tuple[Any, float]] = {}
@@ -248,6 +249,7 @@ class Worker:
         self._running = True
         self._stop_requested = asyncio.Event()
         background: list[asyncio.Task[Any]] = []
+        started_hooks: WorkerHooks | None = None
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ebind-task")
         drop_gauges = observe.add_gauge_source(self._gauges)
         try:
@@ -257,6 +259,10 @@ class Worker:
                     self, port=self.health_port, host=self.health_host, limits=self.health_limits
                 )
             self.procpool = await pool_for(self.app, self.pool_settings, self.app_path)
+            hooks = getattr(self.app, "worker_hooks", None)  # @app.on_worker_startup/_shutdown
+            if hooks is not None:
+                await hooks.run_startup(self)
+                started_hooks = hooks
             await self._setup(executor)
             background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
             # Always: besides re-reading dynamic claims it re-creates claim consumers whose
@@ -285,6 +291,8 @@ class Worker:
             await asyncio.shield(self._shutdown(0.0, background))
             raise
         finally:
+            if started_hooks is not None:
+                await started_hooks.run_shutdown(self)
             drop_gauges()
             if self.health is not None:
                 await self.health.close()

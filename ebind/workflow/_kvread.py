@@ -16,12 +16,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ebind.logging import get_logger
 
 __all__ = ["DirectReader", "KVMessage", "is_tombstone"]
 
-_log = structlog.get_logger("ebind.workflow.store")
+_log = get_logger("ebind.workflow.store")
 
 # The server's cap on subjects one multi_last request may match (nats-server 2.11-2.15).
 MULTI_LAST_LIMIT = 1024

@@ -10,9 +10,9 @@ is monotonic (``released``); the ``blocked`` marks are advisory and never gate a
 from __future__ import annotations
 
 import msgspec
-import structlog
 
 from ebind.errors import StaleRevision
+from ebind.logging import get_logger
 from ebind.workflow.debug import BreakpointInfo, compute_breakpoints
 from ebind.workflow.engine import Engine
 from ebind.workflow.state import DAGState
@@ -20,7 +20,7 @@ from ebind.workflow.types import BPState, Event, EventKind, StepRecord, StepStat
 
 __all__ = ["list_breakpoints", "resume_breakpoint"]
 
-_log = structlog.get_logger("ebind.workflow.breakpoints")
+_log = get_logger("ebind.workflow.breakpoints")
 _ATTEMPTS = 5
 
 

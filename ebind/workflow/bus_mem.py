@@ -18,14 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
-import structlog
 
+from ebind.logging import get_logger
 from ebind.workflow.protocols import EventHandler
 from ebind.workflow.types import Event
 
 __all__ = ["MemBus", "MemDelivery", "MemSubscription", "subject_matches"]
 
-_log = structlog.get_logger("ebind.workflow.bus")
+_log = get_logger("ebind.workflow.bus")
 _event_dec = msgspec.json.Decoder(Event)
 
 

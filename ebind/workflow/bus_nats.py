@@ -22,7 +22,6 @@ from typing import Any, Self
 
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -35,6 +34,7 @@ from nats.js.errors import NoStreamResponseError
 from ebind._jsreq import HEADER_EXPECTED_STREAM, requests_for
 from ebind.client import HEADER_MSG_ID
 from ebind.errors import PublishFailed
+from ebind.logging import get_logger
 from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE, dlq_subject
 from ebind.wire import DLQEntry, TaskError, encoder
 from ebind.worker import advisory
@@ -45,7 +45,7 @@ from ebind.workflow.types import Event
 
 __all__ = ["NatsBus", "NatsDelivery", "NatsSubscription"]
 
-_log = structlog.get_logger("ebind.workflow.bus")
+_log = get_logger("ebind.workflow.bus")
 DLQ_PUBLISH_TIMEOUT = 5.0
 
 EVENTS_MAX_AGE = 24 * 3600.0

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
 from ebind.context import Context, current_context
 from ebind.errors import DAGCanceled, DuplicateStep, StaleRevision
+from ebind.logging import get_logger
 from ebind.retry import RetryPolicy
 from ebind.wire import TaskEnvelope
 from ebind.workflow.dag import Step, build_record, placement_of
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 EXTRAS_KEY = "dag"
-_log = structlog.get_logger("ebind.workflow.context")
+_log = get_logger("ebind.workflow.context")
 _enc = msgspec.json.Encoder()
 
 

@@ -15,16 +15,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
-import structlog
 
 from ebind.errors import DAGNotFound, DAGNotPaused, DAGNotRunning, DAGRunning, StaleRevision
+from ebind.logging import get_logger
 from ebind.workflow.history import drop_live
 from ebind.workflow.protocols import StateStore
 from ebind.workflow.types import DAGStatus, StepRecord, StepStatus
 
 __all__ = ["cancel", "delete_dag", "fence_pending", "pause", "release_holds", "resume"]
 
-_log = structlog.get_logger("ebind.workflow.control")
+_log = get_logger("ebind.workflow.control")
 _ATTEMPTS = 5
 
 

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-import structlog
 
 from ebind.crashpoints import crashpoint
 from ebind.errors import DAGNotFound, DuplicateStep, InvalidArguments, StaleRevision
+from ebind.logging import get_logger
 from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
 from ebind.workflow import _keys
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DAG", "Step", "build_record", "clean_labels", "placement_of"]
 
-_log = structlog.get_logger("ebind.workflow.dag")
+_log = get_logger("ebind.workflow.dag")
 _enc = msgspec.json.Encoder()
 _T = TypeVar("_T")
 # Tries of each submit write while the store elects a leader (backing off to 2 s: ~20 s).

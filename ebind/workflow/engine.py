@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
-import structlog
 
 from ebind._jsreq import PubAck
 from ebind.crashpoints import crashpoint
@@ -30,6 +29,7 @@ from ebind.errors import (
     StaleRevision,
     StepNotFound,
 )
+from ebind.logging import get_logger
 from ebind.wire import ErrorKind, TaskEnvelope
 from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
@@ -55,7 +55,7 @@ from ebind.workflow.types import (
 
 __all__ = ["Engine", "Loaded", "TransientError", "unenqueueable"]
 
-_log = structlog.get_logger("ebind.workflow.scheduler")
+_log = get_logger("ebind.workflow.scheduler")
 _MAX_ROUNDS = 32
 # Tries of one enqueue while the tasks stream has no leader (backing off to 1 s: ~5 s).
 _LEADERLESS_RETRIES = 8

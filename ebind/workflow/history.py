@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import structlog
-
 from ebind.errors import DAGNotFound
+from ebind.logging import get_logger
 from ebind.workflow.lifecycle import (
     LiveEntry,
     collectable,
@@ -35,7 +34,7 @@ from ebind.workflow.types import DAGMeta
 
 __all__ = ["CollectReport", "collect", "drop_live", "live_metas", "prune_live"]
 
-_log = structlog.get_logger("ebind.workflow.history")
+_log = get_logger("ebind.workflow.history")
 _T = TypeVar("_T")
 # Meta reads in flight while pruning or listing the live DAGs.
 _READS_IN_FLIGHT = 64

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import structlog
 
 from ebind.crashpoints import crashpoint
 from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
+from ebind.logging import get_logger
 from ebind.payload import is_sealed, unseal
 from ebind.wire import TaskEnvelope, TaskError
 from ebind.worker.hook import StepUnproven
@@ -57,7 +57,7 @@ __all__ = [
     "truncate_error",
 ]
 
-_log = structlog.get_logger("ebind.workflow.hook")
+_log = get_logger("ebind.workflow.hook")
 PROOF_DELIVERIES = 3
 """Deliveries after which a message whose dispatch the step record never shows is dead-lettered."""
 # Reads of the record (seconds to wait before each) while it is behind the message or the

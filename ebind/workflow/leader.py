@@ -22,15 +22,15 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.js.api import KeyValueConfig
 
 from ebind._aio import raise_if_cancelling, wait_event
+from ebind.logging import get_logger
 from ebind.streams import KV_LEASES
 
 __all__ = ["AlwaysLeader", "KVLeaseElector"]
 
-_log = structlog.get_logger("ebind.workflow.leader")
+_log = get_logger("ebind.workflow.leader")
 
 _EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _TTL_HEADER = "Nats-TTL"

@@ -22,9 +22,9 @@ import time
 from typing import Any, Protocol
 
 import msgspec
-import structlog
 
 from ebind._aio import raise_if_cancelling
+from ebind.logging import get_logger
 from ebind.streams import KV_LEASES, b64_token
 from ebind.workflow.announce import (
     DEFAULT_ANNOUNCE_LIMIT,
@@ -38,7 +38,7 @@ from ebind.workflow.announce import (
 
 __all__ = ["Announcer", "Liveness", "LivenessView", "MemLiveness", "NatsLiveness"]
 
-_log = structlog.get_logger("ebind.workflow.liveness")
+_log = get_logger("ebind.workflow.liveness")
 
 
 class _Beat(msgspec.Struct, kw_only=True):

@@ -19,8 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import structlog
-
+from ebind.logging import get_logger
 from ebind.streams import TASKS_STREAM
 
 __all__ = [
@@ -34,7 +33,7 @@ __all__ = [
     "msg_id",
 ]
 
-_log = structlog.get_logger("ebind.workflow.redispatch")
+_log = get_logger("ebind.workflow.redispatch")
 
 _MSG_ID_HEADER = "Nats-Msg-Id"
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 
-import structlog
-
 from ebind.errors import RetryRefused, WorkflowError
+from ebind.logging import get_logger
 from ebind.wire import TaskEnvelope
 from ebind.workflow.types import StepStatus
 from ebind.workflow.workflow import Workflow
 
 __all__ = ["requeue_step"]
 
-_log = structlog.get_logger("ebind.workflow.requeue")
+_log = get_logger("ebind.workflow.requeue")
 
 
 async def requeue_step(wf: Workflow, env: TaskEnvelope, seq: int, *, wait_for: float) -> None:

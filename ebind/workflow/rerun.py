@@ -14,9 +14,9 @@ import asyncio
 from datetime import UTC, datetime
 
 import msgspec
-import structlog
 
 from ebind.errors import RetryRefused, StaleRevision
+from ebind.logging import get_logger
 from ebind.workflow.lifecycle import (
     LiveEntry,
     encode_live,
@@ -30,7 +30,7 @@ from ebind.workflow.types import DAGStatus
 
 __all__ = ["retry"]
 
-_log = structlog.get_logger("ebind.workflow.rerun")
+_log = get_logger("ebind.workflow.rerun")
 _ATTEMPTS = 5
 
 

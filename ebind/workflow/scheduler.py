@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
-import structlog
 
 from ebind import observe
 from ebind._aio import raise_if_cancelling, wait_event
 from ebind._jsreq import PubAck
 from ebind.crashpoints import crashpoint
 from ebind.errors import DAGNotFound, PayloadTooLarge, StaleRevision
+from ebind.logging import get_logger
 from ebind.streams import DUPLICATE_WINDOW
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Engine, Loaded, TransientError, unenqueueable
@@ -54,7 +54,7 @@ from ebind.workflow.types import Event, EventKind, StepRecord, StepStatus
 
 __all__ = ["Scheduler", "SchedulerConfig"]
 
-_log = structlog.get_logger("ebind.workflow.scheduler")
+_log = get_logger("ebind.workflow.scheduler")
 _POISON_LIMIT = 20
 # Redeliveries of a completion event whose record still is not terminal before it is
 # dropped (with nak_delay between them: ample for a lagging replica or a redelivered step).

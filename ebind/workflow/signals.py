@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import structlog
 
 from ebind.errors import InvalidArguments, PayloadTooLarge, StaleRevision
+from ebind.logging import get_logger
 from ebind.workflow import _keys
 from ebind.workflow.debug import SignalInfo, compute_signals
 from ebind.workflow.engine import Engine
@@ -28,7 +28,7 @@ __all__ = ["MAX_SIGNAL_PAYLOAD", "list_signals", "send_signal", "signal_ref"]
 MAX_SIGNAL_PAYLOAD = 256 * 1024
 """Largest signal payload (encoded JSON bytes) accepted; bigger raises PayloadTooLarge."""
 
-_log = structlog.get_logger("ebind.workflow.signals")
+_log = get_logger("ebind.workflow.signals")
 _enc = msgspec.json.Encoder()
 
 

@@ -20,11 +20,11 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 import nats.js.errors
-import structlog
 from nats.js.api import KeyValueConfig
 
 from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, Requests, requests_for
 from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
+from ebind.logging import get_logger
 from ebind.streams import KV_DAGS
 from ebind.workflow import _keys
 from ebind.workflow._kvread import DirectReader, KVMessage, is_tombstone
@@ -33,7 +33,7 @@ from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
 
 __all__ = ["NatsStore"]
 
-_log = structlog.get_logger("ebind.workflow.store")
+_log = get_logger("ebind.workflow.store")
 _enc = msgspec.json.Encoder()
 _meta_dec = msgspec.json.Decoder(DAGMeta)
 _step_dec = msgspec.json.Decoder(StepRecord)

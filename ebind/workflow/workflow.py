@@ -8,8 +8,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
-import structlog
-
 from ebind.codec import decode_result
 from ebind.errors import (
     DAGNotFound,
@@ -19,6 +17,7 @@ from ebind.errors import (
     StepNotFound,
     StepSkipped,
 )
+from ebind.logging import get_logger
 from ebind.workflow import control, rerun
 from ebind.workflow._transient import is_transient
 from ebind.workflow.breakpoints import list_breakpoints, resume_breakpoint
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Workflow"]
 
-_log = structlog.get_logger("ebind.workflow")
+_log = get_logger("ebind.workflow")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 

@@ -290,5 +290,5 @@ def test_nkey_and_creds_need_the_nkeys_package(
     seed = tmp_path / "user.nk"
     seed.write_text("SUAGOODLOOKINGSEED\n")
     for settings in (ConnectionSettings(nkey=str(seed)), ConnectionSettings(creds=str(seed))):
-        with pytest.raises(InvalidArguments, match=r"pip install 'ebind\[nkeys\]'"):
+        with pytest.raises(InvalidArguments, match=r"pip install 'ebind-nats\[nkeys\]'"):
             nats_options(settings)

@@ -46,7 +46,7 @@ def test_parse_cron_accepts_what_the_server_accepts(expr: str, sent: str) -> Non
         ("0 0 24 * * *", "hour 24 is outside 0-23"),
         ("0 0 0 0 * *", "day of month 0 is outside 1-31"),
         ("0 0 0 * 13 *", "month 13 is outside 1-12"),
-        ("0 0 9 * * 7", "day of week 7 is outside 0-6"),
+        ("0 0 9 * * 8", "day of week 8 is outside 0-6"),
         ("5-1 * * * * *", "range '5-1' in the second field runs backwards"),
         ("*/0 * * * * *", "step '0' in the second field must be >= 1"),
         ("a * * * * *", "'a' is not a number in the second field"),
@@ -186,7 +186,7 @@ def test_plan_cron_with_tz_and_target(app: App) -> None:
     assert plan.headers["Nats-Schedule"] == "0 0 9 * * *"
     assert plan.headers["Nats-Schedule-Time-Zone"] == "Europe/Paris"
     assert plan.headers["Nats-Schedule-Target"].startswith("TASKS_TARGET.")
-    assert plan.info.cron == "0 0 9 * * *" and plan.info.target == "eu-1"
+    assert plan.info.cron == "0 9 * * *" and plan.info.target == "eu-1"
 
 
 def test_plan_unknown_task_name_sends_positional_args_unchecked(app: App) -> None:

@@ -35,10 +35,9 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import structlog
-
 from ebind.app import App
 from ebind.errors import EbindError
+from ebind.logging import get_logger
 
 __all__ = [
     "SETTING_KEYS",
@@ -50,7 +49,7 @@ __all__ = [
     "task_modules",
 ]
 
-log = structlog.get_logger("ebind.contrib.django")
+log = get_logger("ebind.contrib.django")
 
 SETTING_KEYS: Mapping[str, str] = {
     "NAME": "name",

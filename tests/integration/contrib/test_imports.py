@@ -11,8 +11,8 @@ import pytest
 @pytest.mark.parametrize(
     ("module", "hidden", "extra"),
     [
-        ("ebind.contrib.prometheus", "prometheus_client", "ebind[prometheus]"),
-        ("ebind.contrib.otel", "opentelemetry", "ebind[otel]"),
+        ("ebind.contrib.prometheus", "prometheus_client", "ebind-nats[prometheus]"),
+        ("ebind.contrib.otel", "opentelemetry", "ebind-nats[otel]"),
     ],
 )
 def test_missing_dependency_names_the_extra(

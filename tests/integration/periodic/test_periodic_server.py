@@ -99,7 +99,7 @@ async def test_ls_shows_schedules_and_rm_removes_them(nats_url: str) -> None:
         assert [s.name for s in listed] == ["a-every", "b-cron"]
         a, b = listed
         assert a.every == timedelta(hours=2) and a.cron is None and a.task == "tick"
-        assert b.cron == "0 */5 * * * *" and b.tz == "Europe/Berlin"
+        assert b.cron == "*/5 * * * *" and b.tz == "Europe/Berlin"
         assert a.next_run is not None and b.next_run is not None
         assert await app.unschedule("b-cron") is True
         assert await app.unschedule("b-cron") is False
