@@ -168,15 +168,24 @@ _LIBRARY_CHAIN: list[Any] = [
 
 
 def _config_key() -> tuple[Any, ...]:
-    """Identifies structlog's current configuration (every configure() call changes it)."""
+    """Structlog's current configuration objects (compared by identity, see ``_same``).
+
+    The objects themselves are kept, not their ``id()``: an id can be reused by a new
+    object once the old one is freed (a test's fresh logger factory), which would make a
+    stale logger look current.
+    """
     config: Any = getattr(structlog, "_config")._CONFIG  # noqa: B009 - no public accessor
     return (
         config.is_configured,
-        id(config.default_processors),
-        id(config.logger_factory),
+        config.default_processors,
+        config.logger_factory,
         config.default_wrapper_class,
         config.default_context_class,
     )
+
+
+def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...]) -> bool:
+    return a is not None and all(x is y for x, y in zip(a, b, strict=True))
 
 
 class LibraryLogger:
@@ -198,7 +207,7 @@ class LibraryLogger:
         # Rebinding costs microseconds per call, so the bound logger is kept for as long
         # as structlog's configuration stays the same (configure() replaces its objects).
         key = _config_key()
-        if key == self._key:
+        if _same(self._key, key):
             return self._bound
         if structlog.is_configured():
             bound = structlog.get_logger(self._name).bind(**self._context)
