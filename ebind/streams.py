@@ -334,7 +334,7 @@ def operator_differences(have: Any, want: Any) -> dict[str, tuple[float, float]]
     return found
 
 
-_logged_differences: set[tuple[str, str, float]] = set()
+_logged_differences: set[tuple[str, str, Any]] = set()
 
 
 def _log_kept(log: Any, stream: str, differences: dict[str, tuple[float, float]]) -> None:
@@ -348,6 +348,40 @@ def _log_kept(log: Any, stream: str, differences: dict[str, tuple[float, float]]
         stream=stream,
         settings={k: {"server": v[0], "ebind": v[1]} for k, v in sorted(fresh.items())},
         note="the value set on the server stays; ebind never lowers or reverts it",
+    )
+
+
+_WORK_STREAMS = (TASKS_STREAM, DAG_EVENTS_STREAM)
+
+
+def silent_discard_limits(stream: str, config: Any) -> dict[str, int]:
+    """Size limits an operator set that make the server drop the oldest work without a record.
+
+    On the task and event streams a ``max_msgs`` / ``max_bytes`` bound with the "old"
+    discard policy removes queued work silently once reached (ebind sets neither); with
+    "new" the publisher gets an error (``StreamFull``) instead.
+    """
+    if stream not in _WORK_STREAMS:
+        return {}
+    discard = getattr(config, "discard", None)
+    if str(getattr(discard, "value", discard) or "old").lower() != "old":
+        return {}
+    limits = {k: int(getattr(config, k, 0) or 0) for k in ("max_msgs", "max_bytes")}
+    return {k: v for k, v in limits.items() if v > 0}
+
+
+def _warn_silent_discard(log: Any, stream: str, config: Any) -> None:
+    limits = silent_discard_limits(stream, config)
+    if not limits or (stream, "discard", tuple(sorted(limits.items()))) in _logged_differences:
+        return
+    _logged_differences.add((stream, "discard", tuple(sorted(limits.items()))))
+    log.warning(
+        "streams.silent_discard_configured",
+        stream=stream,
+        limits=limits,
+        note="once a limit is reached the server deletes the oldest queued work without a "
+        "dead letter; remove the limit, or use the 'new' discard policy so publishers get "
+        "StreamFull instead",
     )
 
 
@@ -390,6 +424,7 @@ async def _ensure_one(js: Any, want: Any, dag_keys: int) -> Any:
     changes = stream_additions(info.config, want)
     kept = operator_differences(info.config, want)
     _log_kept(log, want.name, {k: v for k, v in kept.items() if k not in changes})
+    _warn_silent_discard(log, want.name, info.config)
     if not changes:
         return info.config
     try:

@@ -118,3 +118,21 @@ def test_replicas_are_raised_never_lowered() -> None:
     assert stream_additions(_as_reported(want3, num_replicas=1), want3) == {"num_replicas": 3}
     want1 = _wanted(replicas=1)[TASKS_STREAM]
     assert stream_additions(_as_reported(want1, num_replicas=3), want1) == {}
+
+
+def test_only_size_bounds_with_the_old_discard_policy_on_work_streams_drop_silently() -> None:
+    from types import SimpleNamespace
+
+    from nats.js import api
+
+    from ebind.streams import DLQ_STREAM, TASKS_STREAM, silent_discard_limits
+
+    old, new = api.DiscardPolicy.OLD, api.DiscardPolicy.NEW
+    bounded = SimpleNamespace(max_msgs=10, max_bytes=-1, discard=old)
+    assert silent_discard_limits(TASKS_STREAM, bounded) == {"max_msgs": 10}
+    both = SimpleNamespace(max_msgs=10, max_bytes=4096, discard=None)  # unset means "old"
+    assert silent_discard_limits(TASKS_STREAM, both) == {"max_msgs": 10, "max_bytes": 4096}
+    assert silent_discard_limits(TASKS_STREAM, SimpleNamespace(max_msgs=10, discard=new)) == {}
+    assert silent_discard_limits(DLQ_STREAM, bounded) == {}  # dead letters age out by design
+    unbounded = SimpleNamespace(max_msgs=-1, max_bytes=-1, discard=old)
+    assert silent_discard_limits(TASKS_STREAM, unbounded) == {}

@@ -177,3 +177,18 @@ async def test_a_full_response_stream_is_reported_to_the_worker_not_lost(nats_ur
         await app.publish_response("RESP.x.t1", b'{"task_id":"t1"}')
         with pytest.raises(StreamFull, match="refused by EBIND_RESP"):
             await app.publish_response("RESP.x.t2", b'{"task_id":"t2"}')
+
+
+async def test_an_operator_bound_that_would_drop_tasks_silently_is_warned_about_once(
+    nats_url: str,
+) -> None:
+    async with App("ret", nats_url=nats_url) as app:
+        info = await app.js.stream_info(TASKS_STREAM)
+        await app.js.update_stream(info.config.evolve(max_msgs=1000))  # discard stays "old"
+    with capture_logs() as logs:
+        for _ in range(2):
+            async with App("ret", nats_url=nats_url) as app:
+                assert (await app.js.stream_info(TASKS_STREAM)).config.max_msgs == 1000
+    warned = [e for e in logs if e["event"] == "streams.silent_discard_configured"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    assert warned[0]["stream"] == TASKS_STREAM and warned[0]["limits"] == {"max_msgs": 1000}
