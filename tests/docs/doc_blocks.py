@@ -23,7 +23,19 @@ GUIDE_PAGES = (
     "api.md",
 )
 
-_FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+# A fence may be indented (a block inside a list item); its lines carry the same indent.
+_FENCE = re.compile(r"^( *)```([^\n]*)\n(.*?)^\1```\s*$", re.MULTILINE | re.DOTALL)
+# Every page of the site; the older pages keep their samples inline, type-checked per page.
+PAGES = tuple(sorted(p.name for p in DOCS.glob("*.md")))
+
+# Pages whose inline python blocks, joined in order, form one module checked by mypy --strict.
+TYPECHECKED_PAGES = ("sync.md", "security.md", "reliability.md", "front-door.md")
+
+# Pages whose python blocks a dedicated test runs against a server.
+RUN_PAGES = ("celery.md",)
+
+PYTHON_LANGS = ("python", "py", "python3")
+
 _INCLUDE = re.compile(r'^--8<-- "([^"]+)"$')
 
 
@@ -43,7 +55,12 @@ class Block:
 def blocks(path: Path) -> list[Block]:
     """Every fenced block of a Markdown file, in order."""
     text = path.read_text(encoding="utf-8")
-    return [Block(m.group(1).strip(), m.group(2)) for m in _FENCE.finditer(text)]
+    found: list[Block] = []
+    for m in _FENCE.finditer(text):
+        indent = m.group(1)
+        body = "".join(ln.removeprefix(indent) for ln in m.group(3).splitlines(keepends=True))
+        found.append(Block(m.group(2).strip(), body))
+    return found
 
 
 def include_target(block: Block) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -10,12 +12,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from doc_blocks import (
     DOCS,
     GUIDE_PAGES,
+    PAGES,
+    PYTHON_LANGS,
     ROOT,
     SNIPPETS,
     blocks,
@@ -153,17 +158,27 @@ def test_quickstart_worker_and_producer(node: Node) -> None:
     assert worker.returncode == 0, f"the worker exited {worker.returncode} on SIGTERM"
 
 
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_SHELL_OPERATORS = frozenset({"|", "||", "&&", ";", "&", ">", ">>", "<"})
+
+
 def _command_lines() -> list[tuple[str, str]]:
-    """Every `ebind ...` line of a shell block on the guide pages: (page, line)."""
+    """Every `ebind ...` line of a shell block on any docs page: (page, line)."""
     found: list[tuple[str, str]] = []
-    for page in GUIDE_PAGES:
+    for page in PAGES:
         for block in blocks(DOCS / page):
-            if block.lang not in ("bash", "console"):
+            if block.lang not in ("bash", "console", "sh", "shell"):
                 continue
-            for raw in block.text.splitlines():
+            # a trailing backslash continues the command on the next line
+            for raw in block.text.replace("\\\n", " ").splitlines():
                 line = raw.removeprefix("$ ").split("  #", 1)[0].strip()
-                if line.startswith("ebind "):
-                    found.append((page, line))
+                words = shlex.split(line, comments=True) if line else []
+                cut = [i for i, w in enumerate(words) if w in _SHELL_OPERATORS]
+                words = words[: cut[0]] if cut else words  # the first command of a pipeline
+                while words and _ENV_ASSIGNMENT.match(words[0]):
+                    words.pop(0)  # `EBIND_NATS_USER=alice ebind ...` sets the environment
+                if words[:1] == ["ebind"] and len(words) > 1:
+                    found.append((page, shlex.join(words)))
     return found
 
 
@@ -174,3 +189,23 @@ def test_command_lines_parse(page: str, line: str) -> None:
         parse_command(shlex.split(line))
     except click.UsageError as exc:
         pytest.fail(f"{page}: `{line}` is not accepted: {exc.format_message()}")
+
+
+@pytest.mark.timeout(60)
+async def test_sync_page_sample_runs(nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sync.md's view gets the sum through the blocking API while a worker serves the task."""
+    monkeypatch.setenv("EBIND_NATS_URL", nats_url)  # the sample's App("myproject") reads it
+    code = "\n\n".join(b.text for b in blocks(DOCS / "sync.md") if b.lang in PYTHON_LANGS)
+    ns: dict[str, Any] = {"__name__": "sync_page"}
+    exec(compile(code, "sync.md", "exec"), ns)
+    app = ns["app"]
+    await app.connect()
+    worker = app.worker(concurrency=2, ack_wait=5, shutdown_grace=5)
+    running = asyncio.create_task(worker.run())
+    try:
+        # a view is plain sync code: it runs off the event loop, as a web server's thread would
+        assert await asyncio.to_thread(ns["view"], None) == "3"
+    finally:
+        await worker.stop()
+        await running
+        await app.close()
