@@ -13,7 +13,17 @@ from ebind.progress import Progress, read_progress
 if TYPE_CHECKING:
     from ebind.app import App
 
-__all__ = ["describe", "get", "task"]
+__all__ = ["describe", "get", "task", "task_id_problem"]
+
+
+def task_id_problem(task_id: str) -> str:
+    """Why ``task_id`` cannot name a task ("" when it can; DAG steps are ``<dag>:<step>``)."""
+    if not task_id:
+        return "task id is empty"
+    bad = sorted({c for c in task_id if c in ".*>" or c.isspace() or not c.isprintable()})
+    if bad:
+        return f"task id {task_id!r} contains {''.join(bad)!r}, which no task id holds"
+    return ""
 
 
 def describe(task_id: str, progress: Progress | None, now: datetime | None = None) -> str:
@@ -40,12 +50,9 @@ def task() -> None:
 @click.pass_context
 def get(ctx: click.Context, task_id: str) -> None:
     """Show the latest progress task TASK_ID reported (fraction, note, when)."""
-    from ebind.streams import check_id
-
-    try:
-        check_id(task_id, "task id")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="TASK_ID") from exc
+    problem = task_id_problem(task_id)
+    if problem:
+        raise click.BadParameter(problem, param_hint="TASK_ID")
     got: Progress | None = run_async(ctx, lambda app: _read(app, task_id))
     if is_json(ctx):
         doc: dict[str, Any] = {"task_id": task_id, "progress": None}

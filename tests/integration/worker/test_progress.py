@@ -117,3 +117,37 @@ async def test_task_get_without_progress_says_so(app: App, nats_url: str) -> Non
         CliRunner().invoke, main, ["--nats", nats_url, "task", "get", "bad.id"]
     )
     assert bad.exit_code != 0 and "task id" in bad.output
+
+
+async def test_a_running_dag_step_shows_its_progress_in_dag_get_and_tree(
+    app: App, nats_url: str
+) -> None:
+    from ebind.cli.dag_progress import step_task_id
+    from ebind.workflow.dag import DAG
+
+    release = asyncio.Event()
+
+    @app.task(name="p.step")
+    async def step(ctx: Context) -> int:
+        await ctx.progress(0.3, note="loading rows")
+        await release.wait()
+        return 1
+
+    async with running(app, worker_id="w-dag", scheduler=True):
+        dag = DAG()
+        dag.step("load", step)
+        await dag.submit(app.workflow)
+
+        async def reported() -> bool:
+            return await read_progress(app.nc, step_task_id(dag.id, "load"), "") is not None
+
+        await wait_for(reported, 15)
+        for command in ("get", "tree"):
+            out = await asyncio.to_thread(
+                CliRunner().invoke, main, ["--nats", nats_url, "dag", command, dag.id]
+            )
+            assert out.exit_code == 0, out.output
+            assert "progress:" in out.output, out.output
+            assert "load  30% 'loading rows'" in out.output, out.output
+        release.set()
+        assert await app.workflow.result(dag.id, "load", timeout=15) == 1
