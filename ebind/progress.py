@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ebind import observe
 from ebind.logging import get_logger
 
 __all__ = [
@@ -128,8 +129,11 @@ async def read_progress(nc: Any, task_id: str, client_id: str | None = None) -> 
 class _TaskProgress:
     """One task's rate limiter: the latest report waits here until it may be written."""
 
-    def __init__(self, publisher: ProgressPublisher, reply_to: str, task_id: str) -> None:
+    def __init__(
+        self, publisher: ProgressPublisher, reply_to: str, task_id: str, name: str
+    ) -> None:
         self.publisher = publisher
+        self._name = name
         self._reply_to = reply_to
         self._task_id = task_id
         self._pending: Progress | None = None
@@ -159,6 +163,7 @@ class _TaskProgress:
         self._last_sent = time.monotonic()
         subject = progress_subject(client_of_reply(self._reply_to), self._task_id)
         await self.publisher.publish(subject, msgspec.json.encode(record))
+        observe.emit(observe.PROGRESS_WRITTEN, task=self._name, fraction=record.fraction)
 
 
 class ProgressPublisher:
@@ -169,11 +174,11 @@ class ProgressPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def for_task(self, task_id: str, reply_to: str) -> _TaskProgress:
+    def for_task(self, task_id: str, reply_to: str, name: str = "") -> _TaskProgress:
         """A rate limiter for one task run (called on the worker loop)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        return _TaskProgress(self, reply_to, task_id)
+        return _TaskProgress(self, reply_to, task_id, name)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

@@ -293,7 +293,7 @@ class AttemptRunner:
             log=get_logger("ebind.task", task_id=env.id, task_name=env.name, attempt=env.attempt),
             # Lets the fallback attempt line report a duration when no log middleware ran.
             extras={_STARTED: time.monotonic()},
-            progress_sink=self._progress.for_task(env.id, env.reply_to),
+            progress_sink=self._progress.for_task(env.id, env.reply_to, env.name),
         )
 
     def _task_horizon(self, msg: Any, env: TaskEnvelope) -> TaskHorizon | None:
