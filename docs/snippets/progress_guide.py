@@ -49,26 +49,29 @@ async def latest(fut: ebind.Future[object]) -> ebind.Progress:
         await asyncio.sleep(0.05)
 
 
+async def show() -> None:
+    """The producer side: enqueue, read the progress, let the tasks finish."""
+    a = await copy.delay(10)
+    s = await digest.delay()
+    pa = await asyncio.wait_for(latest(a), 10)
+    print(f"async progress: {pa.fraction:.0%} {pa.note}")
+    ps = await asyncio.wait_for(latest(s), 10)
+    print(f"sync progress: {ps.fraction:.0%} {ps.note}")
+    release.set()
+    sync_release.set()
+    print(f"results: {await a.result(10)} {await s.result(10)}")
+
+
 async def main() -> None:
     ebind.logging.configure(level="error")
     with start_node() as node:
         app.servers = [node.client_url]
         async with app:
             worker = app.worker(scheduler=False)
-            running = asyncio.create_task(worker.run())
-            try:
-                a = await copy.delay(10)
-                s = await digest.delay()
-                pa = await asyncio.wait_for(latest(a), 10)
-                print(f"async progress: {pa.fraction:.0%} {pa.note}")
-                ps = await asyncio.wait_for(latest(s), 10)
-                print(f"sync progress: {ps.fraction:.0%} {ps.note}")
-                release.set()
-                sync_release.set()
-                print(f"results: {await a.result(10)} {await s.result(10)}")
-            finally:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(worker.run())
+                await show()
                 await worker.stop()
-                await running
 
 
 if __name__ == "__main__":
