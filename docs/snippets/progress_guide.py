@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import ebind
 import ebind.logging
@@ -38,7 +39,7 @@ def digest(ctx: ebind.Context) -> str:
 # --8<-- [end:handlers]
 
 
-async def latest(fut: ebind.Future[object]) -> ebind.Progress:
+async def latest(fut: ebind.Future[Any]) -> ebind.Progress:
     """Poll until the task's progress record shows up."""
     while True:
         # --8<-- [start:read]
