@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
@@ -113,6 +114,10 @@ async def test_task_get_without_progress_says_so(app: App, nats_url: str) -> Non
     )
     assert out.exit_code == 0, out.output
     assert "no progress reported" in out.output
+    as_json = await asyncio.to_thread(
+        CliRunner().invoke, main, ["--nats", nats_url, "task", "get", "no-such-task", "--json"]
+    )
+    assert json.loads(as_json.output) == {"task_id": "no-such-task", "progress": None}
     bad = await asyncio.to_thread(
         CliRunner().invoke, main, ["--nats", nats_url, "task", "get", "bad.id"]
     )
