@@ -18,6 +18,7 @@ from ebind.errors import (
     UnknownTask,
 )
 from ebind.future import Future
+from ebind.progress import Progress, ProgressUnavailable
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
 from ebind.task import Task
@@ -40,6 +41,8 @@ __all__ = [
     "InvalidArguments",
     "NonRetryable",
     "PayloadTooLarge",
+    "Progress",
+    "ProgressUnavailable",
     "PublishFailed",
     "ResultExpired",
     "Retention",

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ebind.logging import get_logger
+from ebind.progress import ProgressUnavailable, check_progress
 
 __all__ = ["Context", "current_context"]
 
@@ -31,6 +32,28 @@ class Context:
     log: Any = field(default_factory=lambda: get_logger("ebind.task"))
     # Middlewares hang per-task objects here (the workflow puts its ContextDAG under "dag").
     extras: dict[str, Any] = field(default_factory=dict)
+    # The worker's per-task progress rate limiter (None: direct call or process-pool child).
+    progress_sink: Any = None
+
+    async def progress(self, fraction: float, note: str = "") -> None:
+        """Report how far this task is (``fraction`` in [0, 1]); readable through its Future."""
+        value, text = check_progress(fraction, note)
+        await self._sink().report(value, text)
+
+    def progress_sync(self, fraction: float, note: str = "") -> None:
+        """:meth:`progress` for sync handlers (runs in a worker thread; does not block)."""
+        value, text = check_progress(fraction, note)
+        sink = self._sink()
+        sink.publisher.report_threadsafe(sink, value, text)
+
+    def _sink(self) -> Any:
+        if self.progress_sink is None:
+            raise ProgressUnavailable(
+                f"progress of task {self.name} {self.task_id} cannot be reported here: only a "
+                "worker's event loop or thread pool publishes it (not a direct call of the "
+                "handler, not a process-pool child)"
+            )
+        return self.progress_sink
 
 
 def current_context() -> Context | None:

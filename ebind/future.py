@@ -11,6 +11,7 @@ from ebind.codec import decode_result
 from ebind.errors import PermissionDenied, ResultExpired, TaskFailed, TaskTimeout
 from ebind.logging import get_logger
 from ebind.payload import PayloadUnreadable, unseal
+from ebind.progress import Progress, read_progress
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ class Future(Generic[R]):
                 await self._check_stream()
                 check = min(check * 2, _MAX_CHECK)
         return self._decode(self._waiter.result())
+
+    async def progress(self) -> Progress | None:
+        """The latest progress the task reported (validated), or None if it reported none."""
+        client = self._client_id or self._router.client_id
+        return await read_progress(self._router._nc, self._id, client)
 
     async def _check_stream(self) -> None:
         try:

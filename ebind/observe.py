@@ -52,6 +52,8 @@ REDELIVERED = "task.redelivered"
 """A worker received a message delivered before: ``delivery`` (the server's count)."""
 STEP_REDISPATCHED = "step.redispatched"
 """The sweep re-sent a DAG step's message: ``reason`` (lost, orphaned, unknown, probe)."""
+PROGRESS_WRITTEN = "task.progress"
+"""A task's progress record was written (rate-limited): ``task`` (its name), ``fraction``."""
 
 GAUGE_STUCK_THREADS = "worker_stuck_threads"
 """Sync handler threads still running past their timeout."""

@@ -30,6 +30,7 @@ from typing import cast
 import msgspec
 
 from ebind.errors import InvalidArguments
+from ebind.progress import PROGRESS_STREAM
 from ebind.streams import (
     DAG_EVENTS_STREAM,
     DLQ_STREAM,
@@ -62,7 +63,14 @@ ROLES = ("producer", "worker", "operator")
 
 _API = "$JS.API"
 _KV_STREAMS = (f"KV_{KV_DAGS}", f"KV_{KV_LEASES}")
-EBIND_STREAMS = (TASKS_STREAM, RESP_STREAM, DLQ_STREAM, DAG_EVENTS_STREAM, *_KV_STREAMS)
+EBIND_STREAMS = (
+    TASKS_STREAM,
+    RESP_STREAM,
+    DLQ_STREAM,
+    DAG_EVENTS_STREAM,
+    *_KV_STREAMS,
+    PROGRESS_STREAM,
+)
 """Every stream ebind provisions (KV buckets are the ``KV_`` streams)."""
 # A subject token of an inbox prefix: no wildcards, no whitespace, not empty.
 _PREFIX_TOKEN = re.compile(r"[A-Za-z0-9_$-]+")
@@ -145,6 +153,8 @@ def producer(
         *(["TASKS_SCHEDULED.>"] if countdown else []),
         *_stream_info(),
         f"{_API}.DIRECT.GET.{RESP_STREAM}.RESP.{cid}.>",
+        # the latest progress of its own tasks (fut.progress())
+        f"{_API}.DIRECT.GET.{PROGRESS_STREAM}.PROGRESS.{cid}.>",
         *_dag_reads(),
     ]
     if dags:
@@ -183,6 +193,7 @@ def worker(*, inbox_prefix: str) -> Permissions:
             "DAG.>",
             f"$KV.{KV_DAGS}.>",
             f"$KV.{KV_LEASES}.>",
+            "PROGRESS.>",  # handlers' progress reports
             # a redelivered task whose response is already stored is not run again
             f"{_API}.DIRECT.GET.{RESP_STREAM}.>",
             *_dag_reads(),
@@ -227,6 +238,7 @@ def operator(*, inbox_prefix: str) -> Permissions:
             "DAG.>",
             f"$KV.{KV_DAGS}.>",
             f"$KV.{KV_LEASES}.>",
+            "PROGRESS.>",
         ),
         subscribe=(f"{inbox}.>", "RESP.>"),
     )

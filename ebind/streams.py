@@ -189,6 +189,7 @@ MAX_CONSUMERS = {
     DAG_EVENTS_STREAM: 256,
     f"KV_{KV_DAGS}": 4096,
     f"KV_{KV_LEASES}": 256,
+    "EBIND_PROGRESS": 64,
 }
 SCHEDULED_SUBJECTS = "TASKS_SCHEDULED.>"
 # periodic schedules (ebind/periodic.py): one schedule message per TASKS_SCHEDULES.<name>
@@ -258,6 +259,18 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
         ),
         _kv_config(KV_DAGS, replicas),
         _kv_config(KV_LEASES, replicas),
+        # progress (ebind/progress.py): only each task's latest report, gone with its result
+        api.StreamConfig(
+            name="EBIND_PROGRESS",
+            subjects=["PROGRESS.>"],
+            retention=limits,
+            storage=file,
+            max_age=keep.results,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_consumers=MAX_CONSUMERS["EBIND_PROGRESS"],
+            num_replicas=replicas,
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ebind.cli.dag_ops import bp, signal
+from ebind.cli.dag_progress import progress_lines, step_progress
 from ebind.cli.dag_render import step_counts, step_detail_lines, steps_cell, tree_lines
 from ebind.cli.dag_watch import watch
 from ebind.cli.output import (
@@ -32,6 +33,7 @@ from ebind.cli.output import (
     yes_option,
 )
 from ebind.errors import InvalidArguments, StepNotFound
+from ebind.progress import Progress
 from ebind.retention import parse_duration
 from ebind.workflow.debug import (
     DAGDebug,
@@ -175,12 +177,20 @@ def _ls_row(row: dict[str, Any], now: datetime) -> list[str]:
 def get(ctx: click.Context, dag_id: str) -> None:
     """Show the debug report of a DAG: steps, durations, blockers, breakpoints, signals."""
 
-    def render(dbg: DAGDebug) -> None:
+    def render(got: tuple[DAGDebug, dict[str, Progress]]) -> None:
+        dbg, found = got
         buf = StringIO()
         write_debug(buf, dbg)
         click.echo(buf.getvalue(), nl=False)
+        for line in progress_lines(found):
+            click.echo(line)
 
-    emit(ctx, run_async(ctx, lambda app: app.workflow.debug(dag_id)), render)
+    async def run(app: App) -> tuple[DAGDebug, dict[str, Progress]]:
+        dbg = await app.workflow.debug(dag_id)
+        running = [s.record.step_id for s in dbg.steps if s.record.status is StepStatus.RUNNING]
+        return dbg, await step_progress(app, dag_id, running)
+
+    emit(ctx, run_async(ctx, run), render, lambda got: got[0])
 
 
 @dag.command("tree")
@@ -189,18 +199,27 @@ def get(ctx: click.Context, dag_id: str) -> None:
 @click.pass_context
 def tree(ctx: click.Context, dag_id: str) -> None:
     """Draw the DAG as a tree: roots at the top, children indented under each parent."""
-    emit(ctx, run_async(ctx, lambda app: app.workflow.info(dag_id)), _tree, _tree_json)
+
+    async def run(app: App) -> _TreeData:
+        meta, recs = await app.workflow.info(dag_id)
+        running = [r.step_id for r in recs if r.status is StepStatus.RUNNING]
+        return meta, recs, await step_progress(app, dag_id, running)
+
+    emit(ctx, run_async(ctx, run), _tree, _tree_json)
 
 
-def _tree(got: tuple[DAGMeta, list[StepRecord]]) -> None:
-    meta, recs = got
+_TreeData = tuple[DAGMeta, list[StepRecord], dict[str, Progress]]
+
+
+def _tree(got: _TreeData) -> None:
+    meta, recs, found = got
     blocked = {i.step_id for i in compute_breakpoints(meta, recs) if i.state is BPState.BLOCKED}
-    for line in tree_lines(meta, recs, blocked):
+    for line in [*tree_lines(meta, recs, blocked), *progress_lines(found)]:
         click.echo(line)
 
 
-def _tree_json(got: tuple[DAGMeta, list[StepRecord]]) -> dict[str, Any]:
-    meta, recs = got
+def _tree_json(got: _TreeData) -> dict[str, Any]:
+    meta, recs, _found = got
     steps = [
         {
             "id": r.step_id,

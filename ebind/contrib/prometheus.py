@@ -31,6 +31,9 @@ Health and alarms (reported by the worker and scheduler through :mod:`ebind.obse
 - ``ebind_redeliveries_total``: deliveries the server had made before (delivery count > 1).
 - ``ebind_dags_live``: unfinished DAGs counted by the last sweep (0 unless leader).
 - ``ebind_worker_stuck_threads``: sync handler threads still running past their timeout.
+- ``ebind_progress_reports_total{task}``: progress records written by handlers (after the
+  per-task rate limit of a few a second).
+- ``ebind_progress_fraction``: the fractions those records carried (histogram, 0.1 buckets).
 - ``ebind_scheduler_leader``: 1 while this process's scheduler holds the leader lease.
 
 Attempts that fail before the handler chain runs (unknown task, deadline passed before
@@ -105,6 +108,8 @@ _GAUGES = (
         "1 while this process's scheduler holds the leader lease.",
     ),
 )
+PROGRESS_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Histogram buckets of reported progress fractions."""
 SWEEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Sweep duration buckets (seconds): a sweep's default time-out is 60 s."""
 
@@ -172,6 +177,18 @@ class PrometheusMetrics:
             ["reason"],
             registry=reg,
         )
+        self.progress_reports = prometheus_client.Counter(
+            "ebind_progress_reports",
+            "Progress records written by handlers (rate-limited per task).",
+            ["task"],
+            registry=reg,
+        )
+        self.progress_fraction = prometheus_client.Histogram(
+            "ebind_progress_fraction",
+            "Fractions carried by written progress records.",
+            buckets=PROGRESS_BUCKETS,
+            registry=reg,
+        )
         reg.register(_ObservedGauges())
         self._unsubscribe: Callable[[], None] | None = None
         self.listen()
@@ -198,6 +215,9 @@ class PrometheusMetrics:
             self.sweep_failures.inc()
         elif event == observe.STEP_REDISPATCHED:
             self.redispatches.labels(str(fields.get("reason", ""))).inc()
+        elif event == observe.PROGRESS_WRITTEN:
+            self.progress_reports.labels(str(fields.get("task", ""))).inc()
+            self.progress_fraction.observe(float(fields.get("fraction", 0.0)))
 
     def close(self) -> None:
         """Stop counting events (the series stay registered; ``listen()`` resumes)."""

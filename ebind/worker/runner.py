@@ -26,6 +26,7 @@ from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.logging import get_logger
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
+from ebind.progress import ProgressPublisher
 from ebind.retry import RetryPolicy
 from ebind.streams import RESP_STREAM, dlq_subject
 from ebind.validate import admit_envelope
@@ -190,6 +191,7 @@ class AttemptRunner:
         self._horizon_ns = int(self._horizon * 1e9)
         self._nc = app.nc
         self._js = app.js
+        self._progress = ProgressPublisher(app.js)
         from ebind.codec import decode_args, encode_result  # pure module, imported once
 
         self._decode_args: Callable[[HandlerSpec, Any], list[Any]] = decode_args
@@ -291,6 +293,7 @@ class AttemptRunner:
             log=get_logger("ebind.task", task_id=env.id, task_name=env.name, attempt=env.attempt),
             # Lets the fallback attempt line report a duration when no log middleware ran.
             extras={_STARTED: time.monotonic()},
+            progress_sink=self._progress.for_task(env.id, env.reply_to, env.name),
         )
 
     def _task_horizon(self, msg: Any, env: TaskEnvelope) -> TaskHorizon | None:

@@ -74,6 +74,11 @@ def tasks(app: App) -> None:
             raise RuntimeError("first attempt fails on purpose")
         return ctx.attempt
 
+    @app.task(name="perm.progress")
+    async def progress(ctx: Context) -> int:
+        await ctx.progress(0.5, note="half")
+        return 1
+
     @app.task(name="perm.fail", retry=RetryPolicy.none())
     async def fail() -> None:
         raise NonRetryable("refused on purpose")
@@ -183,6 +188,11 @@ async def producer_flows(prod: App) -> None:
     assert await prod.future(futures[0].id, name="perm.add").result(timeout=5) == 1
     with pytest.raises(TaskFailed):
         await (await prod.tasks["perm.fail"].delay()).result(timeout=20)
+    # progress: the worker writes it, the producer reads its own task's record
+    reported = await prod.tasks["perm.progress"].apply_async((), task_id="perm-progress-1")
+    assert await reported.result(timeout=20) == 1
+    got = await reported.progress()
+    assert got is not None and (got.fraction, got.note) == (0.5, "half")
     # a retried task: its second delivery first checks for a stored response
     assert await (await prod.tasks["perm.flaky"].delay()).result(timeout=20) == 2
 
@@ -230,6 +240,7 @@ OPERATOR_COMMANDS = [
     ["dag", "signal", "ls", "approval"],
     ["dag", "bp", "ls", "approval"],
     ["dag", "rm", "approval", "--yes"],
+    ["task", "get", "perm-progress-1"],
     ["dlq", "ls"],
     ["dlq", "show", "1"],
     ["dlq", "requeue", "1", "--yes"],
@@ -445,7 +456,7 @@ def test_the_operator_provisions_and_a_producer_purge_is_one_error_line(
 ) -> None:
     made = cli(secured_node, "operator", "stream", "provision")
     assert made.returncode == 0, made.stderr
-    assert made.stdout.startswith("provisioned 6 streams: EBIND_TASKS, ")
+    assert made.stdout.startswith("provisioned 7 streams: EBIND_TASKS, ")
     refused = cli(secured_node, "producer", "stream", "purge", DLQ_STREAM, "--yes")
     assert refused.returncode == 1, refused
     assert refused.stdout == ""

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from ebind.app import App
+from ebind.context import Context
 from ebind.contrib.prometheus import prometheus_middleware, start_metrics_server
 from ebind.errors import TaskFailed
 from ebind.retry import RetryPolicy
@@ -65,3 +66,21 @@ async def test_one_metrics_object_per_registry(app: App) -> None:
     assert first.app is app
     assert await first.refresh_dlq() == 0
     assert first.dlq_for_scrape() == 0  # on the loop: the cached value, no blocking
+
+
+async def test_progress_reports_are_counted_with_their_fractions(app: App, run_worker: Any) -> None:
+    @app.task(name="prog")
+    async def prog(ctx: Context) -> int:
+        await ctx.progress(0.35, note="a third")
+        return 1
+
+    registry = CollectorRegistry()
+    metrics = prometheus_middleware(registry, app=app)
+    try:
+        async with run_worker(app, middleware=[metrics]):
+            assert await (await prog.delay()).result(timeout=10) == 1
+    finally:
+        metrics.close()
+    assert registry.get_sample_value("ebind_progress_reports_total", {"task": "prog"}) == 1
+    assert registry.get_sample_value("ebind_progress_fraction_bucket", {"le": "0.3"}) == 0
+    assert registry.get_sample_value("ebind_progress_fraction_bucket", {"le": "0.4"}) == 1

@@ -75,3 +75,13 @@ def _park(pid_file: str, seconds: float) -> str:
         f.write(str(os.getpid()))
     time.sleep(seconds)
     return "not killed"
+
+
+@app.task(name="pool.progress", retry=RetryPolicy.none())
+def report_progress(ctx: Context) -> str:
+    """Try to report progress from a child; return what it said."""
+    try:
+        ctx.progress_sync(0.5, note="from a child")
+    except RuntimeError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "reported"

@@ -78,6 +78,15 @@ async def test_results_errors_and_context_round_trip_through_a_child(pool_worker
     assert children and all(_gone(pid) for pid in children)
 
 
+async def test_progress_in_a_child_says_it_is_not_available(pool_worker_app: App) -> None:
+    app = pool_worker_app
+    async with running(app, pool="process", processes=1, app_path=APP_PATH):
+        fut = await app.enqueue("pool.progress")
+        said = await fut.result(20)
+        assert said.startswith("ProgressUnavailable: ") and "process-pool child" in said
+        assert await fut.progress() is None
+
+
 async def test_cpu_bound_handlers_run_in_parallel_children(pool_worker_app: App) -> None:
     app = pool_worker_app
     async with running(app, pool="process", processes=2, app_path=APP_PATH):
