@@ -16,6 +16,8 @@ def test_ebind_all_is_pinned_and_sorted() -> None:
         "InvalidArguments",
         "NonRetryable",
         "PayloadTooLarge",
+        "Progress",
+        "ProgressUnavailable",
         "PublishFailed",
         "ResultExpired",
         "Retention",
