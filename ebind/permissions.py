@@ -146,6 +146,8 @@ def producer(
         *_stream_info(),
         f"{_API}.DIRECT.GET.{RESP_STREAM}.RESP.{cid}.>",
         *_dag_reads(),
+        # app.revoke(): a revocation record in the leases bucket (only under revoked.)
+        f"$KV.{KV_LEASES}.revoked.>",
     ]
     if dags:
         publish += [f"$KV.{KV_DAGS}.>", "DAG.>"]
