@@ -116,7 +116,10 @@ class Revocations:
 async def _recorded(js: Any) -> list[str]:
     # nats-py's kv.keys() lists the whole bucket and filters by substring: watch only ours.
     kv = await js.key_value(KV_LEASES)
-    watcher = await kv.watch(REVOKED_KEYS, ignore_deletes=True, meta_only=True)
+    # the server removes the listing consumer soon after (a worker may restart often)
+    watcher = await kv.watch(
+        REVOKED_KEYS, ignore_deletes=True, meta_only=True, inactive_threshold=10.0
+    )
     keys: list[str] = []
     try:
         async for entry in watcher:

@@ -186,6 +186,10 @@ async def producer_flows(prod: App) -> None:
     # a retried task: its second delivery first checks for a stored response
     assert await (await prod.tasks["perm.flaky"].delay()).result(timeout=20) == 2
 
+    # revoking: the record goes to the leases bucket, which workers list when they start
+    revoked = await prod.revoke("perm-unknown-task")
+    assert revoked.task_id == "perm-unknown-task"
+
     wf = prod.workflow
     dag = DAG(id="approval")
     first = dag.step("first", prod.tasks["perm.echo"], "x")
