@@ -267,14 +267,16 @@ class AttemptRunner:
         self, revocations: Revocations, spec: HandlerSpec, ctx: Context, env: TaskEnvelope
     ) -> bytes:
         """Run the chain so a revocation can cancel it (async) or flag it (sync handlers)."""
-        # A sync handler's thread cannot be interrupted: it sees ctx.revoked instead.
-        inner = asyncio.ensure_future(self.chain(ctx, env)) if spec.is_async else None
-        revocations.running(env.id, ctx, inner)
+        # A revocation cancels this very task (no extra task per attempt); a sync handler's
+        # thread cannot be interrupted, so it sees ctx.revoked instead.
+        current = asyncio.current_task() if spec.is_async else None
+        revocations.running(env.id, ctx, current)
         try:
-            result = await (inner if inner is not None else self.chain(ctx, env))
+            result = await self.chain(ctx, env)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if ctx.revoked and (current is None or not current.cancelling()):
+            # Ours alone (a shutdown's cancel on top leaves the count above one): absorb it.
+            if ctx.revoked and current is not None and current.cancelling() == 1:
+                current.uncancel()
                 raise AttemptError(revoked_error(env.id)) from None
             raise
         except Exception:
