@@ -33,13 +33,20 @@ class Revocations:
         self._ids: set[str] = set()
         self._running: dict[str, tuple[Context, asyncio.Task[Any] | None]] = {}
         self._sub: Any = None
-        self._since_ns = 0
+        self._since_ns = _ALWAYS_READ
 
-    async def start(self, js: Any) -> None:
-        """Subscribe to revocation writes, then load the revocations already recorded."""
+    async def subscribe(self) -> None:
+        """Receive revocation writes from now on."""
         self._sub = await self._nc.subscribe(REVOKED_SUBJECTS, cb=self._on_revoked)
+
+    async def load(self, js: Any) -> None:
+        """Add the revocations already recorded; till then every task reads the bucket."""
+        from ebind._denied import guarded
+
         try:
-            keys = await _recorded(js)
+            keys = await guarded(
+                js, f"$JS.API.CONSUMER.CREATE.KV_{KV_LEASES}", _recorded(js), "list revocations"
+            )
         except Exception as exc:
             # A delayed task fires with a fresh stream time, so without the list every
             # message is checked against the bucket instead.

@@ -349,9 +349,10 @@ class Worker:
         self._budget = Budget(self.concurrency)
         runner.on_stuck = self._thread_stuck
         runner.procpool = self.procpool
-        # Before any consumer: a revocation written from now on is in the local set.
+        # Before any consumer: a revocation written from now on is in the local set (until
+        # the stored ones are listed below, every task is checked against the bucket).
         runner.revocations = Revocations(app.nc)
-        await runner.revocations.start(app.js)
+        await runner.revocations.subscribe()
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
@@ -359,6 +360,7 @@ class Worker:
         await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
         await self._claims.refresh(strict=True)
         await self._sync_claims()
+        await runner.revocations.load(app.js)
 
     def _scheduler_coro(self) -> Any:
         if not self.scheduler:

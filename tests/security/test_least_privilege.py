@@ -334,6 +334,8 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
         # the would-be worker's watch for messages out of deliveries
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.*",
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DAG_EVENTS_STREAM}.*",
+        # ... and its subscription to revocations (producers may write them, not follow them)
+        f"$KV.{KV_LEASES}.revoked.>",
         "TASKS_SCHEDULES.mine",
         f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
         lease,
