@@ -14,6 +14,7 @@ from ebind.errors import (
     ResultExpired,
     StreamFull,
     TaskFailed,
+    TaskRevoked,
     TaskTimeout,
     UnknownTask,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "TaskEnvelope",
     "TaskError",
     "TaskFailed",
+    "TaskRevoked",
     "TaskTimeout",
     "UnknownTask",
     "__version__",

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ebind._jsreq import PubAck
     from ebind.dlq import DeadLetters
     from ebind.periodic import ScheduleInfo
+    from ebind.revoke import Revocation
     from ebind.sync import SyncApp
     from ebind.worker import Worker
     from ebind.worker.middleware import Middleware
@@ -491,6 +492,7 @@ class App:
             result_type=spec.return_type if spec else Any,
             client_id=client_id,
             check_stream_first=True,
+            revoker=self.revoke,
         )
 
     def _lookup(self, task: str | Task[Any, Any]) -> tuple[HandlerSpec | None, str]:
@@ -537,7 +539,11 @@ class App:
             timeout=spec.timeout if spec else None,
         )
         fut: Future[Any] = Future(
-            self._router, task_id, name=name, result_type=spec.return_type if spec else Any
+            self._router,
+            task_id,
+            name=name,
+            result_type=spec.return_type if spec else Any,
+            revoker=self.revoke,
         )
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)
@@ -676,6 +682,14 @@ class App:
         return await list_schedules(self)
 
     list_schedules = schedules
+
+    async def revoke(self, task_id: str) -> Revocation:
+        """Revoke ``task_id`` cluster-wide and durably: it never runs, or running is cancelled."""
+        from ebind.revoke import revoke
+
+        if not self.is_connected:
+            raise NotConnected(self._not_connected())
+        return await revoke(self, task_id)
 
     async def unschedule(self, name: str) -> bool:
         """Remove the periodic schedule ``name``; False when there was none."""

@@ -32,6 +32,16 @@ class Context:
     log: Any = field(default_factory=lambda: get_logger("ebind.task"))
     # Middlewares hang per-task objects here (the workflow puts its ContextDAG under "dag").
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set by the worker when this task is revoked while it runs; sync handlers poll it.
+    revoked: bool = False
+
+    def check_revoked(self) -> None:
+        """Raise :class:`ebind.errors.TaskRevoked` if this task was revoked while running."""
+        if self.revoked:
+            from ebind.errors import TaskRevoked
+
+            raise TaskRevoked(f"task {self.task_id} was revoked")
+
     # The worker's per-task progress rate limiter (None: direct call or process-pool child).
     progress_sink: Any = None
 

@@ -72,6 +72,7 @@ __all__ = [
     "StepSkipped",
     "StreamFull",
     "TaskFailed",
+    "TaskRevoked",
     "TaskTimeout",
     "UnknownTask",
     "WorkflowError",
@@ -130,6 +131,10 @@ class TaskFailed(EbindError):
         self.task_id = task_id
         self.task_name = task_name
         self.kind = error.kind
+
+
+class TaskRevoked(EbindError):
+    """Raised inside a handler by ``ctx.check_revoked()`` once its task was revoked."""
 
 
 class TaskTimeout(EbindError, TimeoutError):

@@ -15,7 +15,10 @@ from ebind.progress import Progress, read_progress
 from ebind.wire import ErrorKind, TaskError, TaskResponse
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ebind.client import ResponseRouter
+    from ebind.revoke import Revocation
 
 __all__ = ["Future"]
 
@@ -40,6 +43,7 @@ class Future(Generic[R]):
         result_type: Any = Any,
         client_id: str | None = None,
         check_stream_first: bool = False,
+        revoker: Callable[[str], Awaitable[Revocation]] | None = None,
     ) -> None:
         self._router = router
         self._id = task_id
@@ -48,6 +52,7 @@ class Future(Generic[R]):
         self._client_id = client_id
         self._check_first = check_stream_first
         self._waiter = router.waiter(task_id)
+        self._revoker = revoker
 
     def __del__(self) -> None:
         # Drop the router's waiter of a Future nobody holds (send(), or a result never
@@ -66,6 +71,12 @@ class Future(Generic[R]):
     def name(self) -> str | None:
         """The task name, when known."""
         return self._name
+
+    async def revoke(self) -> Revocation:
+        """Revoke this task cluster-wide (see ``App.revoke``); its waiter gets ``revoked``."""
+        if self._revoker is None:
+            raise RuntimeError("this Future was not made by an App, so it cannot revoke")
+        return await self._revoker(self._id)
 
     def done(self) -> bool:
         """True once the response has arrived (``result()`` then returns at once)."""

@@ -156,6 +156,8 @@ def producer(
         # the latest progress of its own tasks (fut.progress())
         f"{_API}.DIRECT.GET.{PROGRESS_STREAM}.PROGRESS.{cid}.>",
         *_dag_reads(),
+        # app.revoke(): a revocation record in the leases bucket (only under revoked.)
+        f"$KV.{KV_LEASES}.revoked.>",
     ]
     if dags:
         publish += [f"$KV.{KV_DAGS}.>", "DAG.>"]
@@ -199,6 +201,9 @@ def worker(*, inbox_prefix: str) -> Permissions:
             *_dag_reads(),
             # the scheduler lease and worker liveness records held by other workers
             f"{_API}.DIRECT.GET.KV_{KV_LEASES}.>",
+            # a starting worker lists the revoked task ids (a short-lived ordered consumer)
+            f"{_API}.CONSUMER.CREATE.KV_{KV_LEASES}",
+            f"{_API}.CONSUMER.INFO.KV_{KV_LEASES}.*",
             # a message out of deliveries is read by sequence, dead-lettered and removed;
             # the expirer does the same with tasks past their horizon
             f"{_API}.STREAM.MSG.GET.{TASKS_STREAM}",

@@ -28,7 +28,7 @@ _COMMANDS: dict[str, str] = {
     "schedule": "ebind.cli.schedule:schedule",
     "demo": "ebind.cli.demo:demo",
     "send": "ebind.cli.send:send",  # ebind send TASK [ARGS] [--wait]
-    "task": "ebind.cli.task_get:task",  # ebind task get ID
+    "task": "ebind.cli.task:task",  # ebind task get|revoke ID
 }
 
 

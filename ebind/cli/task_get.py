@@ -1,4 +1,4 @@
-"""``ebind task get ID``: the latest progress a task reported (another command may join it)."""
+"""``ebind task get ID``: the latest progress a task reported (a command of ``ebind task``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ebind.progress import Progress, read_progress
 if TYPE_CHECKING:
     from ebind.app import App
 
-__all__ = ["describe", "get", "task", "task_id_problem"]
+__all__ = ["describe", "get", "task_id_problem"]
 
 
 def task_id_problem(task_id: str) -> str:
@@ -39,12 +39,7 @@ async def _read(app: App, task_id: str) -> Progress | None:
     return await read_progress(app.nc, task_id)
 
 
-@click.group("task")
-def task() -> None:
-    """Look at single tasks by id."""
-
-
-@task.command("get")
+@click.command("get")
 @click.argument("task_id")
 @json_option
 @click.pass_context

@@ -28,6 +28,7 @@ from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
 from ebind.periodic import firing_envelope
 from ebind.progress import ProgressPublisher
 from ebind.retry import RetryPolicy
+from ebind.revoke import revoked_error
 from ebind.streams import RESP_STREAM, dlq_subject
 from ebind.validate import admit_envelope
 from ebind.wire import (
@@ -46,6 +47,7 @@ from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, not
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
 from ebind.worker.procpool import EncodedResult, ProcessPool
+from ebind.worker.revoked import Revocations
 
 _STARTED = "ebind.started_monotonic"
 
@@ -180,6 +182,8 @@ class AttemptRunner:
         """Told about a sync handler's thread still running past its timeout (the worker
         counts it against its capacity until the thread returns)."""
         self.procpool: ProcessPool | None = None
+        self.revocations: Revocations | None = None
+        """Revoked task ids and the running attempts to cancel (set by the worker)."""
         """Child processes for sync handlers that run there (set by the worker)."""
         self._registry = app.registry
         # Message trust (ebind/signing.py, ebind/payload.py); None switches each off.
@@ -237,11 +241,18 @@ class AttemptRunner:
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
+        revocations = self.revocations
+        if revocations is not None and await revocations.is_revoked(env.id, _ack_field(msg, 3)):
+            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+            return
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
         set_current(ctx)
         try:
-            result = await self.chain(ctx, env)
+            if revocations is None:
+                result = await self.chain(ctx, env)
+            else:
+                result = await self._revocable(revocations, spec, ctx, env)
         except AttemptError as exc:
             await self._failed(msg, env, ctx, policy, exc.error, is_step)
             return
@@ -253,6 +264,32 @@ class AttemptRunner:
             await self._failed(msg, env, ctx, policy, classify(exc), is_step)
             return
         await self._succeeded(msg, env, ctx, policy, result, is_step)
+
+    async def _revocable(
+        self, revocations: Revocations, spec: HandlerSpec, ctx: Context, env: TaskEnvelope
+    ) -> bytes:
+        """Run the chain so a revocation can cancel it (async) or flag it (sync handlers)."""
+        # A revocation cancels this very task (no extra task per attempt); a sync handler's
+        # thread cannot be interrupted, so it sees ctx.revoked instead.
+        current = asyncio.current_task() if spec.is_async else None
+        revocations.running(env.id, ctx, current)
+        try:
+            result = await self.chain(ctx, env)
+        except asyncio.CancelledError:
+            # Ours alone (a shutdown's cancel on top leaves the count above one): absorb it.
+            if ctx.revoked and current is not None and current.cancelling() == 1:
+                current.uncancel()
+                raise AttemptError(revoked_error(env.id)) from None
+            raise
+        except Exception:
+            if ctx.revoked:
+                raise AttemptError(revoked_error(env.id)) from None
+            raise
+        finally:
+            revocations.finished(env.id)
+        if ctx.revoked:
+            raise AttemptError(revoked_error(env.id))
+        return result
 
     async def _admit(self, msg: Any, attempt: int) -> TaskEnvelope | None:
         """The delivery's envelope, or None once a message that may not run is dead-lettered."""

@@ -44,6 +44,7 @@ from ebind.worker.health import (
 from ebind.worker.middleware import Middleware, chain
 from ebind.worker.procpool import ProcessPool, pool_for
 from ebind.worker.pull import Budget, Puller
+from ebind.worker.revoked import Revocations
 from ebind.worker.runner import AttemptRunner
 
 if TYPE_CHECKING:
@@ -348,6 +349,10 @@ class Worker:
         self._budget = Budget(self.concurrency)
         runner.on_stuck = self._thread_stuck
         runner.procpool = self.procpool
+        # Before any consumer: a revocation written from now on is in the local set (until
+        # the stored ones are listed below, every task is checked against the bucket).
+        runner.revocations = Revocations(app.nc)
+        await runner.revocations.subscribe()
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
@@ -355,6 +360,7 @@ class Worker:
         await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
         await self._claims.refresh(strict=True)
         await self._sync_claims()
+        await runner.revocations.load(app.js)
 
     def _scheduler_coro(self) -> Any:
         if not self.scheduler:
@@ -627,8 +633,14 @@ class Worker:
                         await msg.in_progress()
 
     # ------------------------------------------------------------------ shutdown
+    async def _stop_revocations(self) -> None:
+        revocations = getattr(self._runner, "revocations", None)
+        if revocations is not None:
+            await revocations.stop()
+
     async def _shutdown(self, grace: float, background: list[asyncio.Task[Any]]) -> None:
         self._stopping = True
+        await self._stop_revocations()
         for task in self._recovering.values():
             task.cancel()
         for puller in list(self._pullers.values()):

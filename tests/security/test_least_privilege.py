@@ -196,6 +196,10 @@ async def producer_flows(prod: App) -> None:
     # a retried task: its second delivery first checks for a stored response
     assert await (await prod.tasks["perm.flaky"].delay()).result(timeout=20) == 2
 
+    # revoking: the record goes to the leases bucket, which workers list when they start
+    revoked = await prod.revoke("perm-unknown-task")
+    assert revoked.task_id == "perm-unknown-task"
+
     wf = prod.workflow
     dag = DAG(id="approval")
     first = dag.step("first", prod.tasks["perm.echo"], "x")
@@ -341,6 +345,8 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
         # the would-be worker's watch for messages out of deliveries
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.*",
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DAG_EVENTS_STREAM}.*",
+        # ... and its subscription to revocations (producers may write them, not follow them)
+        f"$KV.{KV_LEASES}.revoked.>",
         "TASKS_SCHEDULES.mine",
         f"$JS.API.STREAM.MSG.GET.{TASKS_STREAM}",
         lease,
