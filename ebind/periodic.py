@@ -1,4 +1,4 @@
-"""Periodic tasks on JetStream message schedules (ADR-51): the server fires them, no beat.
+"""Periodic tasks on JetStream message schedules: the server fires them, no beat.
 
 ``await app.schedule("report", send_report, every=timedelta(hours=1))`` stores one message
 on ``TASKS_SCHEDULES.<name>`` in EBIND_TASKS carrying the task envelope and the headers

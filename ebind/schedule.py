@@ -1,4 +1,4 @@
-"""Pure scheduling math: countdown/eta -> a JetStream message-schedule (ADR-51) publish.
+"""Pure scheduling math: countdown/eta -> a JetStream message-schedule publish.
 
 A delayed task is published to ``TASKS_SCHEDULED.<task_id>`` on EBIND_TASKS with the
 headers ``Nats-Schedule: @at <RFC 3339 UTC>`` and ``Nats-Schedule-Target: <task subject>``.
@@ -49,7 +49,7 @@ def scheduled_subject(task_id: str) -> str:
 
 
 def schedule_headers(at: datetime, target_subject: str) -> dict[str, str]:
-    """The ADR-51 headers that make the server publish to ``target_subject`` at ``at``.
+    """The message-schedule headers that make the server publish to ``target_subject`` at ``at``.
 
     ``Nats-TTL: never`` keeps a pending countdown from the stream's max_age, so it is never
     removed before it fires; the server strips it from the fired task, whose own horizon
