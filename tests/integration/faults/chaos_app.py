@@ -13,6 +13,9 @@ from ebind.app import App
 from ebind.context import Context
 from ebind.errors import NonRetryable
 
+LEASE_TTL = 2.0
+"""Seconds the scheduler lease outlives a holder that stopped renewing."""
+
 
 class ChaosApp(App):
     """An App whose workflow reacts within seconds, so faults heal inside a short run."""
@@ -33,7 +36,7 @@ class ChaosApp(App):
             liveness_interval=0.2,
             liveness_ttl=1.5,
             nak_delay=0.1,
-            elector=KVLeaseElector(self.js, ttl=2.0),
+            elector=KVLeaseElector(self.js, ttl=LEASE_TTL),
         )
 
 

@@ -13,35 +13,15 @@ import os
 import time
 from typing import Any
 
-from ebind.app import App
+from chaos_app import ChaosApp
+
 from ebind.context import Context
 from ebind.errors import NonRetryable
 
-LEASE_TTL = 2.0
 RUN_SECONDS = 1.0
 
-
-class StaleApp(App):
-    """An App whose scheduler lease expires two seconds after its holder stops renewing."""
-
-    async def connect(self) -> None:
-        """Connect, then configure the workflow with test-sized intervals and lease."""
-        already = self._nc is not None
-        await super().connect()
-        if already:
-            return
-        from ebind.workflow.leader import KVLeaseElector
-
-        self.configure_workflow(
-            sweep_check_interval=0.2,
-            sweep_interval=0.5,
-            dispatch_grace=0.5,
-            redispatch_after=3.0,
-            liveness_interval=0.2,
-            liveness_ttl=1.5,
-            nak_delay=0.1,
-            elector=KVLeaseElector(self.js, ttl=LEASE_TTL),
-        )
+# The same fast workflow and 2 s lease as the nemesis app.
+StaleApp = ChaosApp
 
 
 app = StaleApp("stale")

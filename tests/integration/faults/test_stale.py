@@ -271,7 +271,7 @@ async def test_a_stale_workers_late_step_outcome_is_fenced(procs: Procs, produce
 async def test_a_stale_leader_steps_down_and_runs_no_step_twice(
     procs: Procs, producer: App
 ) -> None:
-    from stale_app import LEASE_TTL
+    from chaos_app import LEASE_TTL
 
     from ebind.workflow import DAG
 
