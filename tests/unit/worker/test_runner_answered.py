@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from runner_delivery import Delivery
 
 from ebind.app import App
 from ebind.retry import RetryPolicy
@@ -15,24 +16,8 @@ from ebind.wire import TaskEnvelope, encoder
 from ebind.worker.runner import AttemptRunner
 
 
-class _Msg:
-    """The parts of a JetStream delivery the runner uses."""
-
-    def __init__(self, data: bytes, delivered: int) -> None:
-        self.data = data
-        self.subject = "TASKS.t.once"
-        self.reply = f"$JS.ACK.EBIND_TASKS.w.{delivered}.7.7.0.0"
-        self.headers = None
-        self.acts: list[str] = []
-
-    async def ack(self) -> None:
-        self.acts.append("ack")
-
-    async def nak(self, delay: float | None = None) -> None:
-        self.acts.append("nak")
-
-    async def term(self) -> None:
-        self.acts.append("term")
+def _delivery(data: bytes, delivered: int) -> Delivery:
+    return Delivery(data, delivered, "TASKS.t.once")
 
 
 async def test_an_answered_redelivery_over_the_attempt_limit_is_acked_not_dead_lettered() -> None:
@@ -79,7 +64,7 @@ async def test_an_answered_redelivery_over_the_attempt_limit_is_acked_not_dead_l
             reply_to="RESP.c.id1",
             enqueued_at=datetime.now(UTC),
         )
-        msg = _Msg(encoder.encode(env), delivered=2)
+        msg = _delivery(encoder.encode(env), delivered=2)
         await runner.process(msg)
     assert msg.acts == ["ack"]
     assert published == []  # no dead letter, no error response over the stored answer

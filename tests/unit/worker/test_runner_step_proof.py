@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from runner_delivery import Delivery
 
 from ebind.app import App
 from ebind.retry import RetryPolicy
@@ -17,24 +18,8 @@ from ebind.worker.hook import StepUnproven
 from ebind.worker.runner import UNKNOWN_HANDLER_DELIVERIES, AttemptRunner
 
 
-class _Msg:
-    """The parts of a JetStream delivery the runner uses."""
-
-    def __init__(self, data: bytes, delivered: int) -> None:
-        self.data = data
-        self.subject = "TASKS.t.step"
-        self.reply = f"$JS.ACK.EBIND_TASKS.w.{delivered}.7.7.0.0"
-        self.headers = None
-        self.acts: list[str] = []
-
-    async def ack(self) -> None:
-        self.acts.append("ack")
-
-    async def nak(self, delay: float | None = None) -> None:
-        self.acts.append("nak")
-
-    async def term(self) -> None:
-        self.acts.append("term")
+def _delivery(data: bytes, delivered: int) -> Delivery:
+    return Delivery(data, delivered, "TASKS.t.step")
 
 
 class _RefusingHook:
@@ -123,7 +108,7 @@ async def test_an_unproven_step_is_dead_lettered_raw_without_failing_the_step(
     hook = _RefusingHook()
     rig = _Rig(hook)
     data = _raw(**over)
-    msg = _Msg(data, 1)
+    msg = _delivery(data, 1)
     await rig.runner.process(msg)
     rig.pool.shutdown()
     entry = rig.entry()
@@ -139,11 +124,11 @@ async def test_a_worker_without_the_step_hook_never_runs_a_dag_step() -> None:
     rig = _Rig(None)
     data = _raw()
     for delivered in range(1, UNKNOWN_HANDLER_DELIVERIES):
-        msg = _Msg(data, delivered)
+        msg = _delivery(data, delivered)
         await rig.runner.process(msg)
         assert msg.acts == ["nak"]  # for a worker with the hook to take
     assert rig.dlq == []
-    last = _Msg(data, UNKNOWN_HANDLER_DELIVERIES)
+    last = _delivery(data, UNKNOWN_HANDLER_DELIVERIES)
     await rig.runner.process(last)
     rig.pool.shutdown()
     entry = rig.entry()
