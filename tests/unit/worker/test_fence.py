@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from test_runner_step_proof import _Msg as _Delivery
+from test_runner_step_proof import _delivery
 from test_runner_step_proof import _Rig as _StepRig
 
 from ebind.client import SubjectMoved
@@ -66,7 +66,7 @@ def test_response_fence(last: bytes | None, expected: int | None) -> None:
 
 
 def _msg() -> Any:
-    return _Delivery(encoder.encode(_env(datetime.now(UTC))), delivered=1)
+    return _delivery(encoder.encode(_env(datetime.now(UTC))), delivered=1)
 
 
 class _Rig(_StepRig):
