@@ -3,7 +3,7 @@
 The factory points the App at the URL from Flask's config and connects once through the
 blocking API (a wrong URL fails at start, not on the first request). Views call
 ``task.sync.delay(...).get(timeout=)``: every request thread shares that one connection.
-The worker is a separate ``ebind worker -A 24_flask:app`` process. Driven by Flask's test
+The worker is a separate ``ebind worker -A 29_flask:app`` process. Driven by Flask's test
 client.
 
 # expect: GET /add?a=2&b=3 -> 200 {'result': 5}
