@@ -23,6 +23,7 @@ from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
+from ebind.ratelimit import check_rate_key, key_argument
 from ebind.registry import Registry
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
@@ -400,6 +401,8 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -412,11 +415,17 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
     ) -> Any:
         """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``).
 
         ``pool="process"`` runs a sync handler in a worker's child processes (its own GIL,
         killed past its timeout) even when the worker's pool is the thread pool.
+
+        ``rate_limit="100/s"`` (or ``/m``, ``/h``) caps how often the task starts across
+        every worker together; ``rate_key="customer_id"`` names the argument whose value
+        gets a limit of its own. A limited task waits for its turn; it is never failed.
         """
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -428,6 +437,8 @@ class App:
                 aliases=aliases,
                 dont_retry=dont_retry,
                 pool=pool,
+                rate_limit=rate_limit,
+                rate_key=rate_key,
             )
             self.registry.register(spec)
             handle: Task[Any, Any] = Task(self, spec)
@@ -537,6 +548,7 @@ class App:
             retry_policy=_retry(options.retry) or (spec.retry if spec else None),
             target=check_target(options.target) if options.target is not None else "",
             timeout=spec.timeout if spec else None,
+            rate_key=_rate_key(spec, name, args, kwargs, options.rate_key),
         )
         fut: Future[Any] = Future(
             self._router,
@@ -753,6 +765,30 @@ def _deadline(deadline: datetime | float | None) -> datetime | None:
             f"deadline must be > 0 seconds from now, got {deadline!r}", parameter="deadline"
         )
     return datetime.now(UTC) + timedelta(seconds=deadline)
+
+
+def _rate_key(
+    spec: HandlerSpec | None,
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    given: str | None,
+) -> str:
+    """The rate key a call counts against: given on the call, else the task's key argument."""
+    if given is not None:
+        if spec is not None and spec.rate_limit is None:
+            raise InvalidArguments(
+                f"task {name!r} has no rate_limit, so rate_key={given!r} would do nothing",
+                task_name=name,
+                parameter="rate_key",
+            )
+        return check_rate_key(given)
+    if spec is None or spec.rate_key is None:
+        return ""
+    position = spec.positions[spec.rate_key]
+    return key_argument(
+        spec.rate_key, position, spec.params[position].default, tuple(args), dict(kwargs)
+    )
 
 
 def _retry(policy: object) -> RetryPolicy | None:

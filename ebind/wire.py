@@ -85,6 +85,8 @@ class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     target: str = ""
     worker_id: str = ""
     timeout: float | None = None
+    rate_key: str = ""
+    """Which of the task's rate limits this run counts against ("" for the task-wide one)."""
 
 
 class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -54,6 +54,7 @@ _STARTED = "ebind.started_monotonic"
 if TYPE_CHECKING:
     from ebind.signature import HandlerSpec
     from ebind.signing import Signer
+    from ebind.worker.admission import RateAdmission
     from ebind.worker.hook import StepHook
 
 __all__ = ["AttemptRunner", "delivery_count"]
@@ -185,6 +186,8 @@ class AttemptRunner:
         self.revocations: Revocations | None = None
         """Revoked task ids and the running attempts to cancel (set by the worker)."""
         """Child processes for sync handlers that run there (set by the worker)."""
+        self.admission: RateAdmission | None = None
+        """Holds or defers deliveries of rate-limited tasks (set when any task has a limit)."""
         self._registry = app.registry
         # Message trust (ebind/signing.py, ebind/payload.py); None switches each off.
         self._signer: Signer | None = getattr(app, "signer", None)
@@ -241,10 +244,9 @@ class AttemptRunner:
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
-        revocations = self.revocations
-        if revocations is not None and await revocations.is_revoked(env.id, _ack_field(msg, 3)):
-            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+        if not await self._may_start(msg, env, ctx, policy, spec):
             return
+        revocations = self.revocations
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
         set_current(ctx)
@@ -264,6 +266,23 @@ class AttemptRunner:
             await self._failed(msg, env, ctx, policy, classify(exc), is_step)
             return
         await self._succeeded(msg, env, ctx, policy, result, is_step)
+
+    async def _may_start(
+        self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, spec: HandlerSpec
+    ) -> bool:
+        """Whether the delivery may run now: not revoked, and admitted by its limits.
+
+        False once the delivery is answered, deferred or handed back.
+        """
+        revocations = self.revocations
+        if revocations is not None and await revocations.is_revoked(env.id, _ack_field(msg, 3)):
+            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+            return False
+        admission = self.admission
+        if spec.rate_limit is not None and admission is not None:
+            # A limited task waits here for its token, or as a delayed copy.
+            return await admission.admit(msg, env, spec, stream_seq(msg))
+        return True
 
     async def _revocable(
         self, revocations: Revocations, spec: HandlerSpec, ctx: Context, env: TaskEnvelope

@@ -353,6 +353,12 @@ class Worker:
         # the stored ones are listed below, every task is checked against the bucket).
         runner.revocations = Revocations(app.nc)
         await runner.revocations.subscribe()
+        if any(app.registry.get(n).rate_limit for n in app.registry.primary_names()):
+            from ebind.worker.admission import RateAdmission
+
+            runner.admission = RateAdmission(
+                app, worker_id=self.worker_id, concurrency=self.concurrency
+            )
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)

@@ -462,7 +462,7 @@ def test_the_operator_provisions_and_a_producer_purge_is_one_error_line(
 ) -> None:
     made = cli(secured_node, "operator", "stream", "provision")
     assert made.returncode == 0, made.stderr
-    assert made.stdout.startswith("provisioned 7 streams: EBIND_TASKS, ")
+    assert made.stdout.startswith("provisioned 8 streams: EBIND_TASKS, ")
     refused = cli(secured_node, "producer", "stream", "purge", DLQ_STREAM, "--yes")
     assert refused.returncode == 1, refused
     assert refused.stdout == ""

@@ -1,0 +1,328 @@
+"""Rate-limit admission: a delivery of a limited task waits for its token before it runs.
+
+The token math is :mod:`ebind.ratelimit`; this module does the IO. A worker leases blocks
+of tokens from the ``ebind-ratelimits`` bucket with one compare-and-set each and spends
+them locally, so at high rates most tasks pass with no KV operation at all.
+
+A limited task never fails, retries or dead-letters for want of a token. It waits in one
+of two ways:
+
+- **held**: when its token falls due within :data:`HOLD_LIMIT` seconds, the delivery is
+  held (the worker's in-progress acks keep it) and runs at that moment;
+- **deferred**: when the limit is booked further ahead, or too many of this worker's slots
+  already hold waiting tasks, a delayed copy is published through the countdown path
+  (under a message id derived from this delivery, so a crash between the two steps leaves
+  one copy) and this delivery is acked. A nak would count as a delivery against the
+  server's finite ``max_deliver`` and the task's attempts; a copy starts afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ebind import observe
+from ebind.logging import get_logger
+from ebind.ratelimit import (
+    HOLDER_TTL,
+    Lease,
+    Rate,
+    RateRecord,
+    TokenBlock,
+    decode_record,
+    encode_record,
+    lease,
+    record_key,
+    split_record_key,
+)
+from ebind.streams import KV_RATELIMITS
+
+if TYPE_CHECKING:
+    from ebind.signature import HandlerSpec
+    from ebind.wire import TaskEnvelope
+
+__all__ = ["HOLD_LIMIT", "LimitInfo", "RateAdmission", "list_limits"]
+
+log = get_logger("ebind.worker.ratelimit")
+
+HOLD_LIMIT = 2.0
+"""Longest a worker holds a delivery waiting for its token before deferring it instead."""
+STALE = 0.05
+"""Seconds a leased slot may lie in the past and still be spent."""
+CAS_TRIES = 8
+"""Compare-and-set attempts per lease before the task is deferred briefly."""
+CONTENDED_DEFER = 0.5
+"""Delay of a task deferred because its limit's record kept changing under the lease."""
+MIN_DEFER = 0.05
+"""Shortest delay of a deferred copy."""
+KV_TROUBLE_DELAY = 2.0
+"""Delay of the nak when the bucket cannot be read or written."""
+
+
+@dataclass(slots=True)
+class _Limit:
+    """This worker's state for one limit (task name, or task name and key)."""
+
+    kv_key: str
+    block: TokenBlock = field(default_factory=TokenBlock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+    record: RateRecord | None = None
+    revision: int | None = None
+    """Revision of ``record`` in the bucket; None: read it before the next write."""
+    defer_at: float = 0.0
+    """Wall-clock time the last task deferred here was expected to find a token."""
+
+
+class RateAdmission:
+    """Admits deliveries of rate-limited tasks for one worker."""
+
+    def __init__(
+        self, app: Any, *, worker_id: str, concurrency: int, hold_limit: float = HOLD_LIMIT
+    ) -> None:
+        self._app = app
+        self._worker_id = worker_id
+        self._hold_limit = hold_limit
+        # Waiting deliveries hold worker slots; a quarter stays free for other tasks.
+        self._hold_cap = max(1, concurrency * 3 // 4)
+        self._holding = 0
+        self._limits: dict[str, _Limit] = {}
+        self._kv: Any = None
+        self.kv_ops = 0
+        """KV reads and writes made so far (the bench divides it by tasks run)."""
+        self.held = 0
+        """Deliveries that waited in place for their token."""
+        self.deferred = 0
+        """Deliveries deferred as delayed copies."""
+
+    async def admit(self, msg: Any, env: TaskEnvelope, spec: HandlerSpec, seq: int) -> bool:
+        """True when ``env`` may run now; False once the delivery was deferred or nak'd."""
+        rate = spec.rate_limit
+        if rate is None:
+            return True
+        kv_key = record_key(spec.name, env.rate_key)
+        limit = self._limits.get(kv_key)
+        if limit is None:
+            limit = self._limits[kv_key] = _Limit(kv_key)
+        slot = limit.block.take(time.time(), STALE)
+        if slot is not None and slot <= time.time():
+            return True  # the common case at high rates: a local token, no IO
+        if slot is None and self._holding >= self._hold_cap:
+            await self._defer(msg, env, seq, self._return_in(limit, rate, 0.0), "slots")
+            return False
+        self._holding += 1
+        limit.waiting += 1
+        try:
+            if slot is None:
+                got = await self._slot(limit, rate)
+                if isinstance(got, str):
+                    await self._trouble(msg, env, got)
+                    return False
+                if got[1] > 0:
+                    await self._defer(msg, env, seq, self._return_in(limit, rate, got[1]), "booked")
+                    return False
+                slot = got[0]
+            wait = slot - time.time()
+            if wait > 0:
+                self.held += 1
+                log.debug(
+                    "task.rate_limited",
+                    task_id=env.id,
+                    task_name=env.name,
+                    rate_key=env.rate_key or None,
+                    rate_limit=rate.text,
+                    wait_ms=round(wait * 1000),
+                )
+                observe.emit(observe.RATE_LIMITED, task=spec.name, seconds=wait, deferred=False)
+                await asyncio.sleep(wait)
+        finally:
+            self._holding -= 1
+            limit.waiting -= 1
+        return True
+
+    async def _slot(self, limit: _Limit, rate: Rate) -> tuple[float, float] | str:
+        """``(slot, 0)``, ``(0, seconds booked ahead)``, or what went wrong with the bucket."""
+        async with limit.lock:  # one lease in flight per limit; the others spend its block
+            slot = limit.block.take(time.time(), STALE)
+            if slot is not None:
+                return slot, 0.0
+            try:
+                got = await self._lease(limit, rate)
+            except Exception as exc:
+                limit.revision = None
+                return repr(exc)
+            if isinstance(got, float):
+                return 0.0, got
+            limit.block.refill(got)
+            slot = limit.block.take(time.time(), STALE)
+            return (slot, 0.0) if slot is not None else (0.0, CONTENDED_DEFER)
+
+    async def _lease(self, limit: _Limit, rate: Rate) -> Lease | float:
+        """A block of tokens, or seconds until the limit has some (one CAS when uncontended)."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        kv = await self._bucket()
+        for _ in range(CAS_TRIES):
+            if limit.revision is None:
+                await self._read(kv, limit)
+            assert limit.revision is not None
+            got = lease(
+                limit.record,
+                now=time.time(),
+                rate=rate,
+                demand=limit.waiting,
+                holder=self._worker_id,
+                hold_limit=self._hold_limit,
+            )
+            if isinstance(got, float):
+                # The cached record may be behind; read before the next lease.
+                limit.revision = None
+                return got
+            record, leased = got
+            try:
+                self.kv_ops += 1
+                revision = await kv.update(limit.kv_key, encode_record(record), last=limit.revision)
+            except KeyWrongLastSequenceError:
+                limit.revision = None  # another worker leased first: read and try again
+                continue
+            limit.record, limit.revision = record, revision
+            return leased
+        return CONTENDED_DEFER
+
+    async def _read(self, kv: Any, limit: _Limit) -> None:
+        from nats.js.errors import KeyDeletedError, NotFoundError
+
+        self.kv_ops += 1
+        try:
+            entry = await kv.get(limit.kv_key)
+        except KeyDeletedError as exc:
+            limit.record, limit.revision = None, int(exc.entry.revision or 0) if exc.entry else 0
+            return
+        except NotFoundError:
+            limit.record, limit.revision = None, 0
+            return
+        revision = int(entry.revision or 0)
+        found = decode_record(bytes(entry.value or b""), time.time(), self._hold_limit)
+        if isinstance(found, str):
+            # Untrusted bytes: a corrupt record is replaced by the next lease (CAS on its
+            # revision), so the limit keeps working from a fresh start.
+            log.warning(
+                "ratelimit.record_reset", key=limit.kv_key, revision=revision, problem=found
+            )
+            limit.record, limit.revision = None, revision
+            return
+        limit.record, limit.revision = found, revision
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self._app.js.key_value(KV_RATELIMITS)
+        return self._kv
+
+    def _return_in(self, limit: _Limit, rate: Rate, booked: float) -> float:
+        """Seconds until a task deferred now should come back.
+
+        Each deferral takes the next token-sized step after the last one, so deferred tasks
+        return spread at the rate, in order, instead of all at once; they arrive half a hold
+        limit early and are held for their token.
+        """
+        now = time.time()
+        rec = limit.record
+        booked = max(booked, (rec.tat - now) if rec is not None else 0.0)
+        expected = max(limit.defer_at + rate.interval, now + booked)
+        limit.defer_at = expected
+        return max(expected - now - self._hold_limit / 2, MIN_DEFER)
+
+    async def _defer(self, msg: Any, env: TaskEnvelope, seq: int, ahead: float, why: str) -> None:
+        """Publish a delayed copy of ``env`` and ack this delivery (nak when that fails)."""
+        countdown = ahead
+        copy = msgspec.structs.replace(env, attempt=0, worker_id="")
+        msg_id = f"{env.id}.rate.{seq}" if seq else None
+        try:
+            await self._app.publish_task(copy, msg_id=msg_id, countdown=countdown)
+        except Exception as exc:
+            await self._trouble(msg, env, f"deferring failed: {exc!r}")
+            return
+        self.deferred += 1
+        log.debug(
+            "task.rate_deferred",
+            task_id=env.id,
+            task_name=env.name,
+            rate_key=env.rate_key or None,
+            countdown_ms=round(countdown * 1000),
+            reason=why,
+        )
+        observe.emit(observe.RATE_LIMITED, task=env.name, seconds=countdown, deferred=True)
+        await msg.ack()
+
+    async def _trouble(self, msg: Any, env: TaskEnvelope, error: str) -> None:
+        log.warning(
+            "ratelimit.unavailable",
+            task_id=env.id,
+            task_name=env.name,
+            error=error,
+            retry_in=KV_TROUBLE_DELAY,
+        )
+        await msg.nak(delay=KV_TROUBLE_DELAY)
+
+
+class LimitInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """One rate limit as an operator sees it (``ebind ratelimit ls``)."""
+
+    task: str
+    key: str
+    """The rate key ("" for the task-wide limit)."""
+    per_second: float
+    booked_ahead: float
+    """Seconds of tokens already leased past now: about how long a new task would wait."""
+    workers: int
+    """Workers that leased from it within the last few seconds."""
+    problem: str = ""
+    """Why the record cannot be trusted (the next lease resets it)."""
+
+
+async def list_limits(js: Any, *, limit: int = 10_000) -> list[LimitInfo]:
+    """Every rate-limit record in the bucket, read once (at most ``limit``)."""
+    from nats.js.errors import NoKeysError, NotFoundError
+
+    kv = await js.key_value(KV_RATELIMITS)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    now = time.time()
+    found: list[LimitInfo] = []
+    for kv_key in sorted(keys)[:limit]:
+        parts = split_record_key(kv_key)
+        if parts is None:
+            continue
+        try:
+            entry = await kv.get(kv_key)
+        except NotFoundError:
+            continue  # aged out between the listing and the read
+        rec = decode_record(bytes(entry.value or b""), now, HOLD_LIMIT)
+        if isinstance(rec, str):
+            found.append(
+                LimitInfo(
+                    task=parts.task,
+                    key=parts.key,
+                    per_second=0,
+                    booked_ahead=0,
+                    workers=0,
+                    problem=rec,
+                )
+            )
+            continue
+        found.append(
+            LimitInfo(
+                task=parts.task,
+                key=parts.key,
+                per_second=rec.per_second,
+                booked_ahead=max(rec.tat - now, 0.0),
+                workers=sum(1 for at in rec.holders.values() if now - at < HOLDER_TTL),
+            )
+        )
+    return found
