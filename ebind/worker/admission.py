@@ -87,8 +87,10 @@ class RateAdmission:
         self._app = app
         self._worker_id = worker_id
         self._hold_limit = hold_limit
-        # Waiting deliveries hold worker slots; a quarter stays free for other tasks.
+        # Waiting deliveries hold worker slots: a quarter stays free for tasks without a
+        # limit, and no one limit takes more than half, so other keys keep moving.
         self._hold_cap = max(1, concurrency * 3 // 4)
+        self._hold_cap_each = max(1, concurrency // 2)
         self._holding = 0
         self._limits: dict[str, _Limit] = {}
         self._kv: Any = None
@@ -111,7 +113,9 @@ class RateAdmission:
         slot = limit.block.take(time.time(), STALE)
         if slot is not None and slot <= time.time():
             return True  # the common case at high rates: a local token, no IO
-        if slot is None and self._holding >= self._hold_cap:
+        if slot is None and (
+            self._holding >= self._hold_cap or limit.waiting >= self._hold_cap_each
+        ):
             await self._defer(msg, env, seq, self._return_in(limit, rate, 0.0), "slots")
             return False
         self._holding += 1

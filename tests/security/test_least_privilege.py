@@ -79,6 +79,10 @@ def tasks(app: App) -> None:
         await ctx.progress(0.5, note="half")
         return 1
 
+    @app.task(name="perm.limited", rate_limit="5/s", rate_key="who")
+    async def limited(who: str, i: int) -> int:
+        return i
+
     @app.task(name="perm.fail", retry=RetryPolicy.none())
     async def fail() -> None:
         raise NonRetryable("refused on purpose")
@@ -196,6 +200,11 @@ async def producer_flows(prod: App) -> None:
     # a retried task: its second delivery first checks for a stored response
     assert await (await prod.tasks["perm.flaky"].delay()).result(timeout=20) == 2
 
+    # rate limits: leases from the ratelimits bucket; past 2 s of tokens a task is deferred
+    # as a delayed copy (12 tasks at 5/s)
+    limited = [await prod.tasks["perm.limited"].delay("acme", i) for i in range(12)]
+    assert [await f.result(timeout=30) for f in limited] == list(range(12))
+
     # revoking: the record goes to the leases bucket, which workers list when they start
     revoked = await prod.revoke("perm-unknown-task")
     assert revoked.task_id == "perm-unknown-task"
@@ -245,6 +254,7 @@ OPERATOR_COMMANDS = [
     ["dag", "bp", "ls", "approval"],
     ["dag", "rm", "approval", "--yes"],
     ["task", "get", "perm-progress-1"],
+    ["ratelimit", "ls"],
     ["dlq", "ls"],
     ["dlq", "show", "1"],
     ["dlq", "requeue", "1", "--yes"],
