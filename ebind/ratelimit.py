@@ -38,6 +38,7 @@ __all__ = [
     "fresh_record",
     "key_argument",
     "lease",
+    "next_want",
     "parse_rate",
     "record_key",
     "split_record_key",
@@ -273,19 +274,39 @@ def lease(
     return new, Lease(start, count, rate.interval)
 
 
+def next_want(want: int, spent_cleanly: bool, since_lease: float) -> int:
+    """How many tokens to ask for next, from how the last block went.
+
+    A block spent to its last slot within :data:`LEASE_SPAN` means tasks arrive faster than
+    blocks this size last: ask for twice as many (the share caps it). Otherwise start again
+    from one, so an idle worker does not book tokens others could use.
+    """
+    if spent_cleanly and since_lease < LEASE_SPAN:
+        return min(want * 2, MAX_BLOCK)
+    return 1
+
+
 class TokenBlock:
     """A leased block spent locally, one slot per task, in order."""
 
-    __slots__ = ("interval", "left", "next_at")
+    __slots__ = ("dropped", "interval", "left", "next_at")
 
     def __init__(self) -> None:
         self.next_at = 0.0
         self.left = 0
         self.interval = 0.0
+        self.dropped = 0
+        """Slots of this block that went stale unspent."""
 
     def refill(self, got: Lease) -> None:
         """Replace what is left with a fresh lease (the old slots are all in the past)."""
         self.next_at, self.left, self.interval = got.start, got.count, got.interval
+        self.dropped = 0
+
+    @property
+    def spent_cleanly(self) -> bool:
+        """Every slot went to a task (none went stale)."""
+        return self.left == 0 and self.dropped == 0
 
     def take(self, now: float, stale: float) -> float | None:
         """The next slot's time, or None when the block is spent.
@@ -299,8 +320,10 @@ class TokenBlock:
         if behind > 0:
             skip = math.ceil(behind / self.interval) if self.interval > 0 else self.left
             if skip >= self.left:
+                self.dropped += self.left
                 self.left = 0
                 return None
+            self.dropped += skip
             self.left -= skip
             self.next_at += skip * self.interval
         at = self.next_at

@@ -36,6 +36,7 @@ from ebind.ratelimit import (
     decode_record,
     encode_record,
     lease,
+    next_want,
     record_key,
     split_record_key,
 )
@@ -57,6 +58,8 @@ CAS_TRIES = 8
 """Compare-and-set attempts per lease before the task is deferred briefly."""
 CONTENDED_DEFER = 0.5
 """Delay of a task deferred because its limit's record kept changing under the lease."""
+MAX_LIMITS = 10_000
+"""Limits (task and key) a worker keeps state for before it forgets the idle ones."""
 MIN_DEFER = 0.05
 """Shortest delay of a deferred copy."""
 KV_TROUBLE_DELAY = 2.0
@@ -76,6 +79,9 @@ class _Limit:
     """Revision of ``record`` in the bucket; None: read it before the next write."""
     defer_at: float = 0.0
     """Wall-clock time the last task deferred here was expected to find a token."""
+    want: int = 1
+    """Tokens to ask for at the next lease (grows while blocks run out fast)."""
+    leased_at: float = 0.0
 
 
 class RateAdmission:
@@ -92,7 +98,7 @@ class RateAdmission:
         self._hold_cap = max(1, concurrency * 3 // 4)
         self._hold_cap_each = max(1, concurrency // 2)
         self._holding = 0
-        self._limits: dict[str, _Limit] = {}
+        self._limits: dict[tuple[str, str], _Limit] = {}
         self._kv: Any = None
         self.kv_ops = 0
         """KV reads and writes made so far (the bench divides it by tasks run)."""
@@ -106,12 +112,13 @@ class RateAdmission:
         rate = spec.rate_limit
         if rate is None:
             return True
-        kv_key = record_key(spec.name, env.rate_key)
-        limit = self._limits.get(kv_key)
+        key = (spec.name, env.rate_key)
+        limit = self._limits.get(key)
         if limit is None:
-            limit = self._limits[kv_key] = _Limit(kv_key)
-        slot = limit.block.take(time.time(), STALE)
-        if slot is not None and slot <= time.time():
+            limit = self._new_limit(key)
+        now = time.time()
+        slot = limit.block.take(now, STALE)
+        if slot is not None and slot <= now:
             return True  # the common case at high rates: a local token, no IO
         if slot is None and (
             self._holding >= self._hold_cap or limit.waiting >= self._hold_cap_each
@@ -148,6 +155,15 @@ class RateAdmission:
             limit.waiting -= 1
         return True
 
+    def _new_limit(self, key: tuple[str, str]) -> _Limit:
+        if len(self._limits) >= MAX_LIMITS:
+            # Many keys (one per customer, say): forget the idle ones; a later task of one
+            # of them reads its record again.
+            for old in [k for k, v in self._limits.items() if not v.waiting]:
+                del self._limits[old]
+        limit = self._limits[key] = _Limit(record_key(*key))
+        return limit
+
     async def _slot(self, limit: _Limit, rate: Rate) -> tuple[float, float] | str:
         """``(slot, 0)``, ``(0, seconds booked ahead)``, or what went wrong with the bucket."""
         async with limit.lock:  # one lease in flight per limit; the others spend its block
@@ -170,6 +186,9 @@ class RateAdmission:
         from nats.js.errors import KeyWrongLastSequenceError
 
         kv = await self._bucket()
+        now = time.time()
+        limit.want = next_want(limit.want, limit.block.spent_cleanly, now - limit.leased_at)
+        limit.leased_at = now
         for _ in range(CAS_TRIES):
             if limit.revision is None:
                 await self._read(kv, limit)
@@ -178,7 +197,7 @@ class RateAdmission:
                 limit.record,
                 now=time.time(),
                 rate=rate,
-                demand=limit.waiting,
+                demand=max(limit.waiting, limit.want),
                 holder=self._worker_id,
                 hold_limit=self._hold_limit,
             )

@@ -27,6 +27,7 @@ from ebind.ratelimit import (
     fresh_record,
     key_argument,
     lease,
+    next_want,
     parse_rate,
     record_key,
     split_record_key,
@@ -263,6 +264,35 @@ def test_stale_slots_are_dropped_not_spent_in_a_burst() -> None:
     assert block.left == 4
     assert block.take(NOW + 100, 0.05) is None
     assert block.left == 0
+
+
+def test_a_block_knows_whether_every_slot_went_to_a_task() -> None:
+    block = TokenBlock()
+    block.refill(Lease(NOW, 2, 0.1))
+    block.take(NOW, 0.05)
+    assert not block.spent_cleanly
+    block.take(NOW, 0.05)
+    assert block.spent_cleanly
+    block.refill(Lease(NOW, 2, 0.1))
+    assert block.take(NOW + 1, 0.05) is None
+    assert block.dropped == 2 and not block.spent_cleanly
+
+
+@pytest.mark.parametrize(
+    ("want", "clean", "since", "expected"),
+    [
+        (1, True, 0.01, 2),
+        (64, True, 0.1, 128),
+        (MAX_BLOCK, True, 0.01, MAX_BLOCK),
+        (600, True, 0.01, MAX_BLOCK),
+        (64, True, 5.0, 1),  # the block lasted long: tasks arrive slowly
+        (64, False, 0.01, 1),  # slots went stale: fewer next time
+    ],
+)
+def test_the_next_request_grows_while_blocks_run_out_fast(
+    want: int, clean: bool, since: float, expected: int
+) -> None:
+    assert next_want(want, clean, since) == expected
 
 
 # ---------------------------------------------------------------- many workers, one record
