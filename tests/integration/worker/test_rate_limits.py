@@ -14,11 +14,13 @@ import msgspec
 import pytest
 import structlog
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
 from rate_app import LIMIT, register
 from worker_helpers import dlq_entries, running, wait_for
 
 from ebind.app import App
 from ebind.cli import main
+from ebind.contrib.prometheus import prometheus_middleware
 from ebind.errors import InvalidArguments
 from ebind.ratelimit import RateRecord, decode_record, record_key
 from ebind.retry import RetryPolicy
@@ -107,17 +109,32 @@ async def test_a_limited_task_waits_and_succeeds_without_using_its_attempts(app:
     async def slow(i: int) -> int:
         return i
 
-    with structlog.testing.capture_logs() as logs:
-        async with running(app, concurrency=16) as w:
-            futs = [await slow.delay(i) for i in range(12)]  # 3 s of tokens: some wait as copies
-            assert [await f.result(timeout=30) for f in futs] == list(range(12))
-            admission = w._runner.admission
-            assert admission is not None
-            assert admission.held > 0 and admission.deferred > 0
+    registry = CollectorRegistry()
+    metrics = prometheus_middleware(registry, app=app)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running(app, concurrency=16, middleware=[metrics]) as w:
+                # 3 s of tokens: the first ones are held, the later ones wait as copies
+                futs = [await slow.delay(i) for i in range(12)]
+                assert [await f.result(timeout=30) for f in futs] == list(range(12))
+                admission = w._runner.admission
+                assert admission is not None
+                assert admission.held > 0 and admission.deferred > 0
+    finally:
+        metrics.close()
     assert await dlq_entries(app, "rl.slow") == []
     events = {e["event"] for e in logs}
     assert {"task.rate_limited", "task.rate_deferred"} <= events
     assert "task.dead_lettered" not in events
+    held = registry.get_sample_value(
+        "ebind_rate_limited_total", {"task": "rl.slow", "deferred": "false"}
+    )
+    deferred = registry.get_sample_value(
+        "ebind_rate_limited_total", {"task": "rl.slow", "deferred": "true"}
+    )
+    assert held == admission.held and deferred == admission.deferred
+    waited = registry.get_sample_value("ebind_rate_limit_wait_seconds_total", {"task": "rl.slow"})
+    assert waited is not None and waited > 0
 
 
 @pytest.mark.parametrize(
