@@ -270,18 +270,23 @@ class AttemptRunner:
     async def _may_start(
         self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, spec: HandlerSpec
     ) -> bool:
-        """Whether the delivery may run now: not revoked, and admitted by its limits.
+        """Whether the delivery may run now: admitted by its limits, and not revoked.
 
         False once the delivery is answered, deferred or handed back.
         """
+        # A limited task waits here for its token, or as a delayed copy; the revocation
+        # check comes after, so a task revoked while it waited does not run.
+        admission = self.admission
+        if (
+            spec.rate_limit is not None
+            and admission is not None
+            and not await admission.admit(msg, env, spec, stream_seq(msg))
+        ):
+            return False
         revocations = self.revocations
         if revocations is not None and await revocations.is_revoked(env.id, _ack_field(msg, 3)):
             await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
             return False
-        admission = self.admission
-        if spec.rate_limit is not None and admission is not None:
-            # A limited task waits here for its token, or as a delayed copy.
-            return await admission.admit(msg, env, spec, stream_seq(msg))
         return True
 
     async def _revocable(

@@ -21,10 +21,11 @@ from worker_helpers import dlq_entries, running, wait_for
 from ebind.app import App
 from ebind.cli import main
 from ebind.contrib.prometheus import prometheus_middleware
-from ebind.errors import InvalidArguments
+from ebind.errors import InvalidArguments, TaskFailed
 from ebind.ratelimit import RateRecord, decode_record, record_key
 from ebind.retry import RetryPolicy
 from ebind.streams import KV_RATELIMITS
+from ebind.workflow import DAG, DAGStatus
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent.parent
@@ -228,3 +229,40 @@ async def test_operators_list_the_limits_in_use(app: App) -> None:
     table = await asyncio.to_thread(CliRunner().invoke, main, ["--nats", url, "ratelimit", "ls"])
     assert table.exit_code == 0
     assert "rl.listed" in table.output and "30/m" in table.output
+
+
+async def test_a_task_revoked_while_it_waits_for_its_token_never_runs(app: App) -> None:
+    ran: list[int] = []
+
+    @app.task(name="rl.revocable", rate_limit="1/s")
+    async def revocable(i: int) -> int:
+        ran.append(i)
+        return i
+
+    async with running(app):
+        first = await revocable.delay(1)
+        second = await revocable.delay(2)  # its token is a second after the first one's
+        assert await first.result(timeout=10) == 1
+        await second.revoke()
+        with pytest.raises(TaskFailed) as info:
+            await second.result(timeout=10)
+    assert info.value.error.kind == "revoked"
+    assert ran == [1]
+
+
+async def test_limited_dag_steps_wait_and_the_dag_finishes(app: App) -> None:
+    @app.task(name="rl.step", rate_limit="3/s")
+    async def step(i: int) -> int:
+        return i
+
+    async with running(app, scheduler=True):
+        dag = DAG()
+        for i in range(9):  # 3 s of tokens: the later steps wait as delayed copies
+            dag.step(f"s{i}", step, i)
+        await dag.submit(app.workflow)
+        done = await app.workflow.wait(dag.id, timeout=40)
+        assert done.status is DAGStatus.DONE
+        assert [await app.workflow.result(dag.id, f"s{i}", timeout=5) for i in range(9)] == list(
+            range(9)
+        )
+    assert await dlq_entries(app, "rl.step") == []
