@@ -63,7 +63,7 @@ MAX_LIMITS = 10_000
 MIN_DEFER = 0.05
 """Shortest delay of a deferred copy."""
 KV_TROUBLE_DELAY = 2.0
-"""Delay of the nak when the bucket cannot be read or written."""
+"""Delay of a task whose limit's bucket is out of reach (and of a failed deferral's nak)."""
 
 
 @dataclass(slots=True)
@@ -131,7 +131,9 @@ class RateAdmission:
             if slot is None:
                 got = await self._slot(limit, rate)
                 if isinstance(got, str):
-                    await self._trouble(msg, env, got)
+                    # The bucket is out of reach: wait as a copy, which uses no attempt.
+                    _trouble("ratelimit.unavailable", env, got)
+                    await self._defer(msg, env, seq, KV_TROUBLE_DELAY, "unavailable")
                     return False
                 if got[1] > 0:
                     await self._defer(msg, env, seq, self._return_in(limit, rate, got[1]), "booked")
@@ -267,7 +269,7 @@ class RateAdmission:
         try:
             await self._app.publish_task(copy, msg_id=msg_id, countdown=countdown)
         except Exception as exc:
-            await self._trouble(msg, env, f"deferring failed: {exc!r}")
+            await self._hand_back(msg, env, repr(exc))
             return
         self.deferred += 1
         log.debug(
@@ -281,15 +283,14 @@ class RateAdmission:
         observe.emit(observe.RATE_LIMITED, task=env.name, seconds=countdown, deferred=True)
         await msg.ack()
 
-    async def _trouble(self, msg: Any, env: TaskEnvelope, error: str) -> None:
-        log.warning(
-            "ratelimit.unavailable",
-            task_id=env.id,
-            task_name=env.name,
-            error=error,
-            retry_in=KV_TROUBLE_DELAY,
-        )
+    async def _hand_back(self, msg: Any, env: TaskEnvelope, error: str) -> None:
+        """Nak the delivery when not even a delayed copy could be published."""
+        _trouble("ratelimit.defer_failed", env, error)
         await msg.nak(delay=KV_TROUBLE_DELAY)
+
+
+def _trouble(event: str, env: TaskEnvelope, error: str) -> None:
+    log.warning(event, task_id=env.id, task_name=env.name, error=error, retry_in=KV_TROUBLE_DELAY)
 
 
 class LimitInfo(msgspec.Struct, kw_only=True, frozen=True):

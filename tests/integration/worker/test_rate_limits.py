@@ -20,11 +20,12 @@ from worker_helpers import dlq_entries, running, wait_for
 
 from ebind.app import App
 from ebind.cli import main
+from ebind.context import Context
 from ebind.contrib.prometheus import prometheus_middleware
 from ebind.errors import InvalidArguments, TaskFailed
 from ebind.ratelimit import RateRecord, decode_record, record_key
 from ebind.retry import RetryPolicy
-from ebind.streams import KV_RATELIMITS
+from ebind.streams import KV_RATELIMITS, ensure_streams
 from ebind.workflow import DAG, DAGStatus
 
 HERE = Path(__file__).parent
@@ -266,3 +267,20 @@ async def test_limited_dag_steps_wait_and_the_dag_finishes(app: App) -> None:
             range(9)
         )
     assert await dlq_entries(app, "rl.step") == []
+
+
+async def test_while_the_bucket_is_gone_a_task_waits_without_using_attempts(app: App) -> None:
+    @app.task(name="rl.outage", rate_limit="50/s", retry=RetryPolicy.none())
+    async def outage(ctx: Context) -> int:
+        return ctx.attempt
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(app):
+            assert await (await outage.delay()).result(timeout=10) == 1
+            await app.js.delete_stream(f"KV_{KV_RATELIMITS}")
+            # the block leased before may still hold a token: spend it, then need the bucket
+            futs = [await outage.delay() for _ in range(3)]
+            await wait_for(lambda: any(e["event"] == "ratelimit.unavailable" for e in logs), 10)
+            await ensure_streams(app.js)
+            assert [await f.result(timeout=20) for f in futs] == [1, 1, 1]
+    assert await dlq_entries(app, "rl.outage") == []
