@@ -289,18 +289,20 @@ def next_want(want: int, spent_cleanly: bool, since_lease: float) -> int:
 class TokenBlock:
     """A leased block spent locally, one slot per task, in order."""
 
-    __slots__ = ("dropped", "interval", "left", "next_at")
+    __slots__ = ("dropped", "interval", "left", "next_at", "received")
 
     def __init__(self) -> None:
         self.next_at = 0.0
         self.left = 0
         self.interval = 0.0
+        self.received = 0.0
         self.dropped = 0
         """Slots of this block that went stale unspent."""
 
-    def refill(self, got: Lease) -> None:
-        """Replace what is left with a fresh lease (the old slots are all in the past)."""
+    def refill(self, got: Lease, received: float) -> None:
+        """Replace what is left with a lease that arrived at ``received``."""
         self.next_at, self.left, self.interval = got.start, got.count, got.interval
+        self.received = received
         self.dropped = 0
 
     @property
@@ -312,12 +314,14 @@ class TokenBlock:
         """The next slot's time, or None when the block is spent.
 
         Slots more than ``stale`` seconds in the past are dropped: spending them late would
-        start tasks in a burst above the rate while other workers use later slots.
+        start tasks in a burst above the rate while other workers use later slots. Lateness
+        counts from when the lease arrived at the earliest, so a slow KV answer does not
+        make a whole block stale on arrival.
         """
         if self.left <= 0:
             return None
-        behind = now - stale - self.next_at
-        if behind > 0:
+        if now - stale > max(self.next_at, self.received):
+            behind = now - stale - self.next_at
             skip = math.ceil(behind / self.interval) if self.interval > 0 else self.left
             if skip >= self.left:
                 self.dropped += self.left

@@ -54,6 +54,9 @@ HOLD_LIMIT = 2.0
 """Longest a worker holds a delivery waiting for its token before deferring it instead."""
 STALE = 0.05
 """Seconds a leased slot may lie in the past and still be spent."""
+EARLY = 0.002
+"""Seconds before its slot a task may start: a sleep shorter than this costs more than it
+shifts (at high rates the next slots are microseconds ahead)."""
 CAS_TRIES = 8
 """Compare-and-set attempts per lease before the task is deferred briefly."""
 CONTENDED_DEFER = 0.5
@@ -74,6 +77,9 @@ class _Limit:
     block: TokenBlock = field(default_factory=TokenBlock)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
+    """Deliveries waiting for a lease of this limit."""
+    held: int = 0
+    """Deliveries holding a slot of this worker until their token's time."""
     record: RateRecord | None = None
     revision: int | None = None
     """Revision of ``record`` in the bucket; None: read it before the next write."""
@@ -98,6 +104,7 @@ class RateAdmission:
         self._hold_cap = max(1, concurrency * 3 // 4)
         self._hold_cap_each = max(1, concurrency // 2)
         self._holding = 0
+        """Deliveries held for their token, all limits together."""
         self._limits: dict[tuple[str, str], _Limit] = {}
         self._kv: Any = None
         self.kv_ops = 0
@@ -118,70 +125,99 @@ class RateAdmission:
             limit = self._new_limit(key)
         now = time.time()
         slot = limit.block.take(now, STALE)
-        if slot is not None and slot <= now:
+        if slot is not None and slot <= now + EARLY:
             return True  # the common case at high rates: a local token, no IO
-        if slot is None and (
-            self._holding >= self._hold_cap or limit.waiting >= self._hold_cap_each
-        ):
-            await self._defer(msg, env, seq, self._return_in(limit, rate, 0.0), "slots")
-            return False
+        if slot is None:
+            limit.waiting += 1  # the demand the next lease sizes its block by
+            try:
+                kind, value = await self._slot(limit, rate)
+            finally:
+                limit.waiting -= 1
+            if kind != "slot":
+                await self._wait_as_copy(msg, env, seq, limit, rate, kind, value)
+                return False
+            slot = float(value)
+        wait = slot - time.time()
+        if wait > EARLY:
+            await self._hold(env, spec, rate, limit, wait)
+        return True
+
+    async def _hold(
+        self, env: TaskEnvelope, spec: HandlerSpec, rate: Rate, limit: _Limit, wait: float
+    ) -> None:
+        """Keep the delivery (the worker's in-progress acks cover it) until its slot."""
+        self.held += 1
         self._holding += 1
-        limit.waiting += 1
+        limit.held += 1
+        log.debug(
+            "task.rate_limited",
+            task_id=env.id,
+            task_name=env.name,
+            rate_key=env.rate_key or None,
+            rate_limit=rate.text,
+            wait_ms=round(wait * 1000),
+        )
+        observe.emit(observe.RATE_LIMITED, task=spec.name, seconds=wait, deferred=False)
         try:
-            if slot is None:
-                got = await self._slot(limit, rate)
-                if isinstance(got, str):
-                    # The bucket is out of reach: wait as a copy, which uses no attempt.
-                    _trouble("ratelimit.unavailable", env, got)
-                    await self._defer(msg, env, seq, KV_TROUBLE_DELAY, "unavailable")
-                    return False
-                if got[1] > 0:
-                    await self._defer(msg, env, seq, self._return_in(limit, rate, got[1]), "booked")
-                    return False
-                slot = got[0]
-            wait = slot - time.time()
-            if wait > 0:
-                self.held += 1
-                log.debug(
-                    "task.rate_limited",
-                    task_id=env.id,
-                    task_name=env.name,
-                    rate_key=env.rate_key or None,
-                    rate_limit=rate.text,
-                    wait_ms=round(wait * 1000),
-                )
-                observe.emit(observe.RATE_LIMITED, task=spec.name, seconds=wait, deferred=False)
-                await asyncio.sleep(wait)
+            await asyncio.sleep(wait)
         finally:
             self._holding -= 1
-            limit.waiting -= 1
-        return True
+            limit.held -= 1
+
+    async def _wait_as_copy(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        seq: int,
+        limit: _Limit,
+        rate: Rate,
+        kind: str,
+        value: float | str,
+    ) -> None:
+        if kind == "error":
+            # The bucket is out of reach: wait as a copy, which uses no attempt.
+            _trouble("ratelimit.unavailable", env, str(value))
+            await self._defer(msg, env, seq, KV_TROUBLE_DELAY, kind)
+            return
+        booked = float(value) if kind == "booked" else 0.0
+        await self._defer(msg, env, seq, self._return_in(limit, rate, booked), kind)
+
+    def _full(self, limit: _Limit) -> bool:
+        """Whether held deliveries already take this limit's share of the worker's slots."""
+        return self._holding >= self._hold_cap or limit.held >= self._hold_cap_each
 
     def _new_limit(self, key: tuple[str, str]) -> _Limit:
         if len(self._limits) >= MAX_LIMITS:
             # Many keys (one per customer, say): forget the idle ones; a later task of one
             # of them reads its record again.
-            for old in [k for k, v in self._limits.items() if not v.waiting]:
+            for old in [k for k, v in self._limits.items() if not (v.waiting or v.held)]:
                 del self._limits[old]
         limit = self._limits[key] = _Limit(record_key(*key))
         return limit
 
-    async def _slot(self, limit: _Limit, rate: Rate) -> tuple[float, float] | str:
-        """``(slot, 0)``, ``(0, seconds booked ahead)``, or what went wrong with the bucket."""
+    async def _slot(self, limit: _Limit, rate: Rate) -> tuple[str, float | str]:
+        """A token's slot, or why the task waits as a copy instead.
+
+        ``("slot", time)``, ``("booked", seconds ahead)``, ``("slots", 0)`` (held tasks
+        fill this worker's share) or ``("error", what went wrong with the bucket)``.
+        """
         async with limit.lock:  # one lease in flight per limit; the others spend its block
             slot = limit.block.take(time.time(), STALE)
             if slot is not None:
-                return slot, 0.0
+                return "slot", slot
+            if self._full(limit):
+                return "slots", 0.0
             try:
                 got = await self._lease(limit, rate)
             except Exception as exc:
                 limit.revision = None
-                return repr(exc)
+                return "error", repr(exc)
             if isinstance(got, float):
-                return 0.0, got
-            limit.block.refill(got)
-            slot = limit.block.take(time.time(), STALE)
-            return (slot, 0.0) if slot is not None else (0.0, CONTENDED_DEFER)
+                return "booked", got
+            now = time.time()
+            limit.block.refill(got, now)
+            slot = limit.block.take(now, STALE)
+            return ("slot", slot) if slot is not None else ("booked", CONTENDED_DEFER)
 
     async def _lease(self, limit: _Limit, rate: Rate) -> Lease | float:
         """A block of tokens, or seconds until the limit has some (one CAS when uncontended)."""

@@ -249,7 +249,7 @@ def test_a_block_never_books_past_the_hold_limit() -> None:
 def test_a_block_hands_out_its_slots_in_order_then_runs_dry() -> None:
     block = TokenBlock()
     assert block.take(NOW, 0.05) is None
-    block.refill(Lease(NOW, 3, 0.1))
+    block.refill(Lease(NOW, 3, 0.1), NOW)
     got = [block.take(NOW, 0.05) for _ in range(3)]
     assert got == pytest.approx([NOW, NOW + 0.1, NOW + 0.2])
     assert block.take(NOW, 0.05) is None
@@ -257,7 +257,7 @@ def test_a_block_hands_out_its_slots_in_order_then_runs_dry() -> None:
 
 def test_stale_slots_are_dropped_not_spent_in_a_burst() -> None:
     block = TokenBlock()
-    block.refill(Lease(NOW, 10, 0.1))
+    block.refill(Lease(NOW, 10, 0.1), NOW)
     slot = block.take(NOW + 0.55, 0.05)  # slots at +0.0 .. +0.4 are past the tolerance
     assert slot is not None
     assert math.isclose(slot, NOW + 0.5)
@@ -268,12 +268,12 @@ def test_stale_slots_are_dropped_not_spent_in_a_burst() -> None:
 
 def test_a_block_knows_whether_every_slot_went_to_a_task() -> None:
     block = TokenBlock()
-    block.refill(Lease(NOW, 2, 0.1))
+    block.refill(Lease(NOW, 2, 0.1), NOW)
     block.take(NOW, 0.05)
     assert not block.spent_cleanly
     block.take(NOW, 0.05)
     assert block.spent_cleanly
-    block.refill(Lease(NOW, 2, 0.1))
+    block.refill(Lease(NOW, 2, 0.1), NOW)
     assert block.take(NOW + 1, 0.05) is None
     assert block.dropped == 2 and not block.spent_cleanly
 
@@ -293,6 +293,16 @@ def test_the_next_request_grows_while_blocks_run_out_fast(
     want: int, clean: bool, since: float, expected: int
 ) -> None:
     assert next_want(want, clean, since) == expected
+
+
+def test_lateness_counts_from_when_the_lease_arrived() -> None:
+    block = TokenBlock()
+    # a block of 1 ms of slots whose KV answer took 80 ms: usable for STALE after arrival
+    block.refill(Lease(NOW, 100, 0.00001), NOW + 0.08)
+    assert block.take(NOW + 0.08, 0.05) == NOW
+    assert block.take(NOW + 0.12, 0.05) == pytest.approx(NOW + 0.00001)
+    assert block.take(NOW + 0.2, 0.05) is None
+    assert block.dropped == 98
 
 
 # ---------------------------------------------------------------- many workers, one record
@@ -332,7 +342,7 @@ def _simulate(workers: int, per_second: float, tasks: int, seed: int) -> list[tu
             new, leased = got
             stored, revision = new, revision + 1
             cached[w] = (new, revision)
-            blocks[w].refill(leased)
+            blocks[w].refill(leased, now)
             slot = blocks[w].take(now, STALE)
             assert slot is not None
         busy_until[lane] = max(slot, now)
