@@ -139,25 +139,15 @@ class RateAdmission:
             slot = float(value)
         wait = slot - time.time()
         if wait > EARLY:
-            await self._hold(env, spec, rate, limit, wait)
+            await self._hold(env, rate, limit, wait)
         return True
 
-    async def _hold(
-        self, env: TaskEnvelope, spec: HandlerSpec, rate: Rate, limit: _Limit, wait: float
-    ) -> None:
+    async def _hold(self, env: TaskEnvelope, rate: Rate, limit: _Limit, wait: float) -> None:
         """Keep the delivery (the worker's in-progress acks cover it) until its slot."""
         self.held += 1
         self._holding += 1
         limit.held += 1
-        log.debug(
-            "task.rate_limited",
-            task_id=env.id,
-            task_name=env.name,
-            rate_key=env.rate_key or None,
-            rate_limit=rate.text,
-            wait_ms=round(wait * 1000),
-        )
-        observe.emit(observe.RATE_LIMITED, task=spec.name, seconds=wait, deferred=False)
+        _waiting(env, wait, deferred=False, rate_limit=rate.text)
         try:
             await asyncio.sleep(wait)
         finally:
@@ -308,21 +298,26 @@ class RateAdmission:
             await self._hand_back(msg, env, repr(exc))
             return
         self.deferred += 1
-        log.debug(
-            "task.rate_deferred",
-            task_id=env.id,
-            task_name=env.name,
-            rate_key=env.rate_key or None,
-            countdown_ms=round(countdown * 1000),
-            reason=why,
-        )
-        observe.emit(observe.RATE_LIMITED, task=env.name, seconds=countdown, deferred=True)
+        _waiting(env, countdown, deferred=True, reason=why)
         await msg.ack()
 
     async def _hand_back(self, msg: Any, env: TaskEnvelope, error: str) -> None:
         """Nak the delivery when not even a delayed copy could be published."""
         _trouble("ratelimit.defer_failed", env, error)
         await msg.nak(delay=KV_TROUBLE_DELAY)
+
+
+def _waiting(env: TaskEnvelope, seconds: float, *, deferred: bool, **fields: Any) -> None:
+    """The debug line and the metric of a task waiting for its token."""
+    log.debug(
+        "task.rate_deferred" if deferred else "task.rate_limited",
+        task_id=env.id,
+        task_name=env.name,
+        rate_key=env.rate_key or None,
+        wait_ms=round(seconds * 1000),
+        **fields,
+    )
+    observe.emit(observe.RATE_LIMITED, task=env.name, seconds=seconds, deferred=deferred)
 
 
 def _trouble(event: str, env: TaskEnvelope, error: str) -> None:
