@@ -61,6 +61,9 @@ CAS_TRIES = 8
 """Compare-and-set attempts per lease before the task is deferred briefly."""
 CONTENDED_DEFER = 0.5
 """Delay of a task deferred because its limit's record kept changing under the lease."""
+LEASE_TIMEOUT = 2.0
+"""Seconds a lease (its reads and compare-and-sets) may take before the bucket counts as
+out of reach."""
 MAX_LIMITS = 10_000
 """Limits (task and key) a worker keeps state for before it forgets the idle ones."""
 MIN_DEFER = 0.05
@@ -88,6 +91,8 @@ class _Limit:
     want: int = 1
     """Tokens to ask for at the next lease (grows while blocks run out fast)."""
     leased_at: float = 0.0
+    failed_at: float = -1e9
+    """Monotonic time of the last lease that failed."""
 
 
 class RateAdmission:
@@ -197,10 +202,15 @@ class RateAdmission:
                 return "slot", slot
             if self._full(limit):
                 return "slots", 0.0
+            if time.monotonic() - limit.failed_at < KV_TROUBLE_DELAY:
+                # The tasks queued behind a failed lease do not each wait for it to fail.
+                return "error", "the bucket did not answer a moment ago"
             try:
-                got = await self._lease(limit, rate)
+                async with asyncio.timeout(LEASE_TIMEOUT):
+                    got = await self._lease(limit, rate)
             except Exception as exc:
                 limit.revision = None
+                limit.failed_at = time.monotonic()
                 return "error", repr(exc)
             if isinstance(got, float):
                 return "booked", got
