@@ -27,12 +27,14 @@ import msgspec
 
 from ebind import observe
 from ebind.logging import get_logger
+from ebind.payload import open_args
 from ebind.ratelimit import (
     HOLDER_TTL,
     Lease,
     Rate,
     RateRecord,
     TokenBlock,
+    check_rate_key,
     decode_record,
     encode_record,
     lease,
@@ -112,6 +114,7 @@ class RateAdmission:
         """Deliveries held for their token, all limits together."""
         self._limits: dict[tuple[str, str], _Limit] = {}
         self._kv: Any = None
+        self._codec = getattr(app, "payload_codec", None)
         self.kv_ops = 0
         """KV reads and writes made so far (the bench divides it by tasks run)."""
         self.held = 0
@@ -124,7 +127,7 @@ class RateAdmission:
         rate = spec.rate_limit
         if rate is None:
             return True
-        key = (spec.name, env.rate_key)
+        key = (spec.name, env.rate_key or self._key_in_args(env, spec))
         limit = self._limits.get(key)
         if limit is None:
             limit = self._new_limit(key)
@@ -146,6 +149,23 @@ class RateAdmission:
         if wait > EARLY:
             await self._hold(env, rate, limit, wait)
         return True
+
+    def _key_in_args(self, env: TaskEnvelope, spec: HandlerSpec) -> str:
+        """The key argument's value, for a message from a producer without the task's code.
+
+        Producers that have it send the key in the envelope. A value that cannot be a key
+        counts against the task-wide limit (the handler's argument check reports it).
+        """
+        if spec.rate_key is None:
+            return ""
+        position = spec.positions[spec.rate_key]
+        try:
+            raw = open_args(self._codec, bytes(env.payload), f"arguments of task {env.name!r}")
+            args = msgspec.json.decode(raw)
+            value = args[position] if len(args) > position else spec.params[position].default
+            return check_rate_key(value)
+        except Exception:
+            return ""
 
     async def _hold(self, env: TaskEnvelope, rate: Rate, limit: _Limit, wait: float) -> None:
         """Keep the delivery (the worker's in-progress acks cover it) until its slot."""

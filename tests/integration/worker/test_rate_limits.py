@@ -284,3 +284,22 @@ async def test_while_the_bucket_is_gone_a_task_waits_without_using_attempts(app:
             await ensure_streams(app.js)
             assert [await f.result(timeout=20) for f in futs] == [1, 1, 1]
     assert await dlq_entries(app, "rl.outage") == []
+
+
+async def test_a_producer_without_the_code_gets_the_key_from_the_arguments(
+    app: App, nats_node_module: Node
+) -> None:
+    @app.task(name="rl.byname", rate_limit="100/s", rate_key="customer")
+    async def byname(customer: str | float, n: int = 0) -> str | float:
+        return customer
+
+    async with App("rl-producer", nats_url=nats_node_module.client_url) as producer:
+        async with running(app):
+            assert await (await producer.enqueue("rl.byname", "zed", 1)).result(10) == "zed"
+            # a value that cannot be a key counts against the task-wide limit
+            assert await (await producer.enqueue("rl.byname", 7.5)).result(10) == 7.5
+            named = await producer.apply_async("rl.byname", ["zed"], rate_key="zed-batch")
+            assert await named.result(10) == "zed"
+    kv = await app.js.key_value(KV_RATELIMITS)
+    for key in ("zed", "", "zed-batch"):
+        assert (await kv.get(record_key("rl.byname", key))).value
