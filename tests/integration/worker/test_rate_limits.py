@@ -22,6 +22,7 @@ from ebind.app import App
 from ebind.cli import main
 from ebind.context import Context
 from ebind.contrib.prometheus import prometheus_middleware
+from ebind.embed import Node
 from ebind.errors import InvalidArguments, TaskFailed
 from ebind.ratelimit import RateRecord, decode_record, record_key
 from ebind.retry import RetryPolicy
@@ -293,13 +294,13 @@ async def test_a_producer_without_the_code_gets_the_key_from_the_arguments(
     async def byname(customer: str | float, n: int = 0) -> str | float:
         return customer
 
-    async with App("rl-producer", nats_url=nats_node_module.client_url) as producer:
-        async with running(app):
-            assert await (await producer.enqueue("rl.byname", "zed", 1)).result(10) == "zed"
-            # a value that cannot be a key counts against the task-wide limit
-            assert await (await producer.enqueue("rl.byname", 7.5)).result(10) == 7.5
-            named = await producer.apply_async("rl.byname", ["zed"], rate_key="zed-batch")
-            assert await named.result(10) == "zed"
+    producer = App("rl-producer", nats_url=nats_node_module.client_url)
+    async with producer, running(app):
+        assert await (await producer.enqueue("rl.byname", "zed", 1)).result(10) == "zed"
+        # a value that cannot be a key counts against the task-wide limit
+        assert await (await producer.enqueue("rl.byname", 7.5)).result(10) == 7.5
+        named = await producer.apply_async("rl.byname", ["zed"], rate_key="zed-batch")
+        assert await named.result(10) == "zed"
     kv = await app.js.key_value(KV_RATELIMITS)
     for key in ("zed", "", "zed-batch"):
         assert (await kv.get(record_key("rl.byname", key))).value
