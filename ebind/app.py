@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import uuid
@@ -21,6 +22,7 @@ from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
+from ebind.limits.concurrency_rules import Concurrency, call_key, check_key, task_limit
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
 from ebind.registry import Registry
@@ -400,6 +402,8 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        concurrency: int | Concurrency | None = None,
+        concurrency_key: str | Callable[..., object] | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -412,11 +416,15 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        concurrency: int | Concurrency | None = None,
+        concurrency_key: str | Callable[..., object] | None = None,
     ) -> Any:
         """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``).
 
         ``pool="process"`` runs a sync handler in a worker's child processes (its own GIL,
         killed past its timeout) even when the worker's pool is the thread pool.
+        ``concurrency=N`` lets at most N calls run at once across the cluster, per key when
+        ``concurrency_key`` (an argument name or a function of the arguments) is given.
         """
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -429,6 +437,9 @@ class App:
                 dont_retry=dont_retry,
                 pool=pool,
             )
+            limit = task_limit(concurrency, concurrency_key, [p.name for p in spec.params])
+            if limit is not None:
+                spec = dataclasses.replace(spec, concurrency=limit)
             self.registry.register(spec)
             handle: Task[Any, Any] = Task(self, spec)
             for n in spec.names:
@@ -537,6 +548,7 @@ class App:
             retry_policy=_retry(options.retry) or (spec.retry if spec else None),
             target=check_target(options.target) if options.target is not None else "",
             timeout=spec.timeout if spec else None,
+            concurrency_key=_concurrency_key(spec, args, kwargs, options.concurrency_key),
         )
         fut: Future[Any] = Future(
             self._router,
@@ -761,3 +773,17 @@ def _retry(policy: object) -> RetryPolicy | None:
     raise InvalidArguments(
         f"retry must be an ebind.RetryPolicy, got {type(policy).__name__}", parameter="retry"
     )
+
+
+def _concurrency_key(
+    spec: HandlerSpec | None, args: Sequence[Any], kwargs: Mapping[str, Any], given: str | None
+) -> str:
+    """The call's concurrency key: the one given, else the task's key of these arguments."""
+    if given is not None:
+        return check_key(given)
+    limit = spec.concurrency if spec is not None else None
+    if spec is None or limit is None:
+        return ""
+    names = [p.name for p in spec.params]
+    defaults = {p.name: p.default for p in spec.params if not p.required}
+    return call_key(limit, names, defaults, args, kwargs)

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ebind.errors import InvalidArguments, InvalidName
+from ebind.limits.concurrency_rules import Concurrency
 from ebind.retry import RetryPolicy
 from ebind.streams import check_task_name
 
@@ -57,6 +58,8 @@ class HandlerSpec:
     aliases: tuple[str, ...] = ()
     pool: str | None = None
     """Where a sync handler runs: "process" (a child), "thread", or None (the worker's pool)."""
+    concurrency: Concurrency | None = None
+    """The cluster-wide limit on running calls per key, if any."""
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
     # Derived in __post_init__ so the per-call codec paths never recompute them.

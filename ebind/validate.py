@@ -29,6 +29,7 @@ from typing import TypeVar
 import msgspec
 
 from ebind.errors import InvalidName
+from ebind.limits.concurrency_rules import MAX_KEY_LEN
 from ebind.streams import MAX_ID_LEN, b64_token, check_id, check_target, check_task_name
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError, decode_envelope
 
@@ -262,6 +263,8 @@ def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
     timeout = env.timeout
     if timeout is not None and not (0 < timeout < math.inf):  # NaN fails both comparisons
         return f"timeout must be a finite number of seconds > 0, got {timeout!r}"
+    if len(env.concurrency_key) > MAX_KEY_LEN:
+        return f"concurrency_key is longer than {MAX_KEY_LEN} characters"
     if env.trace_ctx:
         return _trace_problem(env.trace_ctx)
     return None

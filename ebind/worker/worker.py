@@ -353,6 +353,12 @@ class Worker:
         # the stored ones are listed below, every task is checked against the bucket).
         runner.revocations = Revocations(app.nc)
         await runner.revocations.subscribe()
+        registry = app.registry
+        if any(getattr(registry.get(n), "concurrency", None) for n in registry.names()):
+            from ebind.limits.concurrency import ConcurrencyGate
+
+            runner.concurrency = ConcurrencyGate(app, self.worker_id, self.concurrency)
+            await runner.concurrency.start()
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
@@ -637,6 +643,9 @@ class Worker:
         revocations = getattr(self._runner, "revocations", None)
         if revocations is not None:
             await revocations.stop()
+        gate = getattr(self._runner, "concurrency", None)
+        if gate is not None:
+            await gate.stop()
 
     async def _shutdown(self, grace: float, background: list[asyncio.Task[Any]]) -> None:
         self._stopping = True
