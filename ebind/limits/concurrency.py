@@ -37,9 +37,9 @@ from ebind.limits.concurrency_rules import (
     decode_notice,
     defer_delay,
     free_slot,
-    hold_cap,
     key_group,
     lease_ttl_header,
+    may_hold,
     renew_interval,
     slot_key,
     superseded_error,
@@ -127,7 +127,8 @@ class ConcurrencyGate:
         if held is not None:
             return held
         waiting = self._holding.get(group, 0)
-        hold = limit.hold if waiting < hold_cap(limit.mode, self._capacity) else 0.0
+        total = sum(self._holding.values())
+        hold = limit.hold if may_hold(limit.mode, self._capacity, waiting, total) else 0.0
         self._holding[group] = waiting + 1
         try:
             held = await self._wait(group, env, limit, ctx, hold)

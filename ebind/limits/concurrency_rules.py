@@ -40,9 +40,9 @@ __all__ = [
     "decode_notice",
     "defer_delay",
     "free_slot",
-    "hold_cap",
     "key_group",
     "lease_ttl_header",
+    "may_hold",
     "renew_interval",
     "slot_key",
     "superseded_error",
@@ -69,10 +69,10 @@ class ConcurrencyStrategy(str, enum.Enum):
     """What a task does when every slot of its key is taken."""
 
     QUEUE = "queue"
-    """Wait for a slot; a worker holds several waiters of one key, oldest first."""
+    """Wait for a slot; a worker holds a few waiters of a key, so a freed slot is taken at once."""
     ROUND_ROBIN = "round_robin"
-    """Wait for a slot, but a worker holds one waiter per key and sends the rest of a
-    key's backlog to the back of the stream, so other keys' tasks run in between."""
+    """Wait for a slot at the back of the stream: a worker holds no waiters, so the tasks
+    of other keys behind a key's backlog run in between."""
     CANCEL_IN_PROGRESS = "cancel_in_progress"
     """Cancel the oldest running task of the key and take its slot."""
 
@@ -309,15 +309,18 @@ def victim(views: Sequence[SlotView], spared: frozenset[str]) -> SlotLease | Non
     return min(leases, key=lambda lease: (lease.started_at, lease.task_id))
 
 
-def hold_cap(strategy: ConcurrencyStrategy, capacity: int) -> int:
-    """How many waiters of one key a worker holds at once; the rest are re-published.
+def may_hold(
+    strategy: ConcurrencyStrategy, capacity: int, key_holding: int, total_holding: int
+) -> bool:
+    """Whether a worker may hold one more waiter (of a key it holds ``key_holding`` of).
 
-    A quarter of the worker's capacity for ``queue`` (so one key's backlog never fills a
-    worker), one for ``round_robin`` (each key takes its turn) and for cancel-in-progress.
+    Held waiters take the worker's capacity, so a worker holds at most a quarter of it per
+    key and half of it in all; the rest are re-published. ``round_robin`` holds none: every
+    waiter goes to the back of the stream, so keys take turns.
     """
-    if strategy is ConcurrencyStrategy.QUEUE:
-        return max(1, capacity // 4)
-    return 1
+    if strategy is ConcurrencyStrategy.ROUND_ROBIN:
+        return False
+    return key_holding < max(1, capacity // 4) and total_holding < capacity // 2
 
 
 def defer_delay(waited: float, jitter: float) -> float:

@@ -1,0 +1,178 @@
+"""Concurrency keys on real workers: visible waits, round-robin, cancel-in-progress, bad records."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import structlog
+from worker_helpers import dlq_entries, running, wait_for
+
+from ebind.app import App
+from ebind.context import Context
+from ebind.embed import Node
+from ebind.errors import TaskFailed
+from ebind.limits.concurrency_rules import Concurrency, key_group, slot_key
+from ebind.streams import KV_LEASES
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def app(nats_node_module: Node) -> AsyncIterator[App]:
+    """A connected App on the module's node (each test registers its own task names)."""
+    a = App("ctest", nats_url=nats_node_module.client_url)
+    await a.connect()
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+async def test_a_waiting_task_is_visible_and_runs_once_the_slot_frees(app: App) -> None:
+    gate = asyncio.Event()
+    ran: list[str] = []
+
+    @app.task(name="ck.visible", concurrency=1, concurrency_key="account")
+    async def work(account: str, n: int) -> int:
+        ran.append(f"{account}{n}")
+        if n == 1:
+            await gate.wait()
+        return n
+
+    async with running(app, concurrency=8):
+        first = await work.delay("acme", 1)
+        await wait_for(lambda: ran == ["acme1"], 10)
+        second = await work.delay("acme", 2)
+        # another key, and a call whose key is given explicitly, are not held back
+        other = await work.delay("globex", 3)
+        assert await other.result(10) == 3
+        given = await work.apply_async(("acme", 4), concurrency_key="acme-batch")
+        assert await given.result(10) == 4
+
+        async def waiting_note() -> bool:
+            got = await second.progress()
+            return got is not None and "waiting for a concurrency slot" in got.note
+
+        await wait_for(waiting_note, 10)
+        assert "acme2" not in ran
+        gate.set()
+        assert await first.result(10) == 1
+        assert await second.result(15) == 2
+    assert await dlq_entries(app, "ck.visible") == []
+
+
+async def test_round_robin_lets_other_keys_run_between_a_backlog(app: App) -> None:
+    done: list[str] = []
+
+    @app.task(
+        name="ck.rr",
+        concurrency=Concurrency(limit=1, key="key", strategy="round_robin", lease_ttl=5.0),
+    )
+    async def work(key: str, n: int) -> str:
+        await asyncio.sleep(0.4)
+        done.append(f"{key}{n}")
+        return key
+
+    # A backlog of key "a" ahead of two tasks of key "b", on a worker that runs two at once.
+    futs = [await work.delay("a", n) for n in range(5)]
+    futs += [await work.delay("b", n) for n in range(2)]
+    async with running(app, concurrency=2):
+        await asyncio.gather(*(f.result(40) for f in futs))
+    a_done = [i for i, name in enumerate(done) if name.startswith("a")]
+    b_done = [i for i, name in enumerate(done) if name.startswith("b")]
+    # "b" did not wait for the backlog: its first task finished before the second "a"
+    assert b_done[0] < a_done[1], done
+    assert b_done[-1] < a_done[-1], done
+    assert await dlq_entries(app, "ck.rr") == []
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_cancel_in_progress_stops_the_oldest_run_and_tells_its_waiter(
+    app: App, kind: str
+) -> None:
+    started = threading.Event()
+    stopped: list[str] = []
+    strategy = Concurrency(limit=1, key="doc", strategy="cancel_in_progress")
+    name = f"ck.cancel.{kind}"
+
+    if kind == "async":
+
+        @app.task(name=name, concurrency=strategy)
+        async def render(doc: str, version: int) -> int:
+            if version == 1:
+                started.set()
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    stopped.append("cancelled")
+                    raise
+            return version
+
+    else:
+
+        @app.task(name=name, concurrency=strategy)
+        def render(ctx: Context, doc: str, version: int) -> int:  # type: ignore[misc]
+            if version == 1:
+                started.set()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if ctx.revoked:
+                        stopped.append("flagged")
+                    ctx.check_revoked()
+                    time.sleep(0.02)
+            return version
+
+    async with running(app, concurrency=4):
+        old = await render.delay("d1", 1)
+        await asyncio.to_thread(started.wait, 10)
+        new = await render.delay("d1", 2)
+        with pytest.raises(TaskFailed) as info:
+            await old.result(15)
+        assert info.value.error.kind == "superseded"
+        assert new.id in info.value.error.message and "'d1'" in info.value.error.message
+        assert await new.result(15) == 2
+    assert stopped[:1] == ["cancelled" if kind == "async" else "flagged"]
+    (entry,) = await dlq_entries(app, name)
+    assert entry.error.kind == "superseded" and not entry.error.retryable
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"\xff not json",
+        b'{"task_id":"x","task_name":"ck.bad","key":"k","worker_id":"w",'
+        b'"started_at":0,"expires_at":1e18}',
+        b'{"task_id":"x","task_name":"other","key":"k","worker_id":"w",'
+        b'"started_at":0,"expires_at":0}',
+    ],
+    ids=["garbage", "far-future", "another-task"],
+)
+async def test_a_bad_slot_record_does_not_wedge_its_key(app: App, record: bytes) -> None:
+    @app.task(name="ck.bad", concurrency=1, concurrency_key="key")
+    async def work(key: str) -> str:
+        return key
+
+    kv = await app.js.key_value(KV_LEASES)
+    await kv.put(slot_key(key_group("ck.bad", "k"), 0), record)  # no TTL: it would stay
+    with structlog.testing.capture_logs() as logs:
+        async with running(app):
+            assert await (await work.delay("k")).result(10) == "k"
+    assert any(e["event"] == "concurrency.bad_slot_record" for e in logs)
+
+
+async def test_a_key_that_cannot_be_computed_fails_the_call_not_the_worker(app: App) -> None:
+    from ebind.errors import InvalidArguments
+
+    @app.task(name="ck.keyfn", concurrency=1, concurrency_key=lambda user, **_: user["id"])
+    async def work(user: dict[str, Any]) -> int:
+        return 1
+
+    with pytest.raises(InvalidArguments, match="concurrency key function raised KeyError"):
+        await work.delay({"name": "no id"})
+    with pytest.raises(InvalidArguments, match="1 to 256 characters"):
+        await work.delay({"id": "x" * 300})
