@@ -195,7 +195,8 @@ def call_key(
 
 def key_group(task_name: str, key: str) -> str:
     """The bucket-key token of (task, key): a digest, so any key text is a safe subject."""
-    digest = hashlib.sha256(f"{task_name}\0{key}".encode()).hexdigest()
+    # length-prefixed, so no (name, key) pair spells another's
+    digest = hashlib.sha256(f"{len(task_name)}:{task_name}{key}".encode()).hexdigest()
     return digest[:32]
 
 
