@@ -26,10 +26,12 @@ import msgspec
 from ebind import observe
 from ebind.limits.concurrency_rules import (
     CANCEL_PREFIX,
+    SLOT_PREFIX,
     CancelNotice,
     Concurrency,
     ConcurrencyStrategy,
     SlotLease,
+    SlotRow,
     SlotView,
     cancel_key,
     cancelled_task_id,
@@ -42,6 +44,7 @@ from ebind.limits.concurrency_rules import (
     may_hold,
     renew_interval,
     slot_key,
+    slot_row,
     superseded_error,
     victim,
 )
@@ -52,7 +55,7 @@ from ebind.wire import TaskEnvelope, encoder
 if TYPE_CHECKING:
     from ebind.context import Context
 
-__all__ = ["CONCURRENCY_WAIT", "ConcurrencyGate", "SlotHeld"]
+__all__ = ["CONCURRENCY_DEFERRED", "CONCURRENCY_WAIT", "ConcurrencyGate", "SlotHeld", "list_slots"]
 
 log = get_logger("ebind.limits.concurrency")
 
@@ -462,3 +465,24 @@ async def _note(ctx: Context, note: str) -> None:
         await ctx.progress(0.0, note=note)
     except Exception as exc:
         log.debug("concurrency.note_failed", task_id=ctx.task_id, error=str(exc))
+
+
+async def list_slots(js: Any) -> list[SlotRow]:
+    """Every taken concurrency slot in the bucket, sorted by task, key and slot."""
+    kv = await js.key_value(KV_LEASES)
+    # only our keys (nats-py's keys() would list the whole bucket); removed soon after
+    watcher = await kv.watch(f"{SLOT_PREFIX}>", ignore_deletes=True, inactive_threshold=10.0)
+    now = time.time()
+    rows: list[SlotRow] = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of what is stored
+                break
+            if entry.operation is not None:  # a freed slot's delete marker
+                continue
+            row = slot_row(entry.key, bytes(entry.value or b""), now)
+            if row is not None:
+                rows.append(row)
+    finally:
+        await watcher.stop()
+    return sorted(rows, key=lambda r: (r.task_name, r.key, r.slot, r.bucket_key))

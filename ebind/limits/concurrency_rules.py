@@ -31,6 +31,7 @@ __all__ = [
     "Concurrency",
     "ConcurrencyStrategy",
     "SlotLease",
+    "SlotRow",
     "SlotView",
     "call_key",
     "cancel_key",
@@ -45,6 +46,7 @@ __all__ = [
     "may_hold",
     "renew_interval",
     "slot_key",
+    "slot_row",
     "superseded_error",
     "victim",
 ]
@@ -378,3 +380,42 @@ def task_limit(
             parameter="concurrency_key",
         )
     return limit
+
+
+class SlotRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One taken slot as ``ebind concurrency ls`` shows it (``valid`` False: a bad record)."""
+
+    bucket_key: str
+    slot: int
+    task_name: str = ""
+    key: str = ""
+    task_id: str = ""
+    worker_id: str = ""
+    running_for: float = 0.0
+    expires_in: float = 0.0
+    valid: bool = True
+
+
+def slot_row(bucket_key: str, data: bytes, now: float) -> SlotRow | None:
+    """What the record at ``bucket_key`` says, checked against its key (None: not a slot key)."""
+    parts = bucket_key.split(".")
+    if len(parts) != 3 or parts[0] + "." != SLOT_PREFIX or not parts[2].isdigit():
+        return None
+    slot = int(parts[2])
+    try:
+        lease = _lease_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return SlotRow(bucket_key=bucket_key, slot=slot, valid=False)
+    if key_group(lease.task_name, lease.key) != parts[1]:
+        return SlotRow(bucket_key=bucket_key, slot=slot, valid=False)
+    return SlotRow(
+        bucket_key=bucket_key,
+        slot=slot,
+        task_name=lease.task_name,
+        key=lease.key,
+        task_id=lease.task_id,
+        worker_id=lease.worker_id,
+        running_for=max(0.0, now - lease.started_at),
+        expires_in=lease.expires_at - now,
+        valid=math.isfinite(lease.expires_at) and math.isfinite(lease.started_at),
+    )

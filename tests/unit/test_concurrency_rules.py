@@ -31,6 +31,7 @@ from ebind.limits.concurrency_rules import (
     may_hold,
     renew_interval,
     slot_key,
+    slot_row,
     superseded_error,
     task_limit,
     victim,
@@ -282,3 +283,16 @@ def test_an_envelope_with_an_overlong_key_is_invalid() -> None:
     assert "concurrency_key" in (envelope_problem(env, "TASKS.app.work") or "")
     ok = TaskEnvelope(id="t1", name="app.work", concurrency_key="x" * MAX_KEY_LEN)
     assert envelope_problem(ok, "TASKS.app.work") is None
+
+
+def test_slot_row_checks_the_record_against_its_key() -> None:
+    group = key_group("app.work", "k")
+    row = slot_row(slot_key(group, 2), encoded(), NOW)
+    assert row is not None and row.valid and row.slot == 2
+    assert row.task_id == "t1" and row.running_for == 5 and row.expires_in == 10
+    forged = slot_row(slot_key(key_group("app.work", "other"), 0), encoded(), NOW)
+    assert forged is not None and not forged.valid
+    junk = slot_row(slot_key(group, 0), b"junk", NOW)
+    assert junk is not None and not junk.valid
+    for not_a_slot in ("revoked.t1", "conc.a", "conc.a.b.c", "conc.a.x", "lease.a.1"):
+        assert slot_row(not_a_slot, encoded(), NOW) is None
