@@ -252,12 +252,18 @@ class ConcurrencyGate:
     ) -> SlotHeld | None:
         """Write our lease into ``slot`` if it still is at revision ``expected``."""
         record = self._record(env, limit, time.time())
-        revision = await self._put(slot_key(group, slot), record, limit.lease_ttl, expected)
+        key = slot_key(group, slot)
+        try:
+            revision = await self._put(key, record, limit.lease_ttl, expected)
+        except Exception as exc:  # unreachable bucket: wait as if the slot were taken
+            log.warning("concurrency.slot_write_failed", key=key, error=str(exc))
+            return None
         if revision is None:
             return None
         return SlotHeld(group=group, slot=slot, revision=revision, record=record, limit=limit)
 
     async def _put(self, key: str, record: SlotLease, ttl: float, expected: int) -> int | None:
+        """Write ``record`` if ``key`` is at revision ``expected``: its new revision, or None."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, requests_for
@@ -271,9 +277,6 @@ class ConcurrencyGate:
                 _SUBJECT + key, encoder.encode(record), headers
             )
         except KeyWrongLastSequenceError:
-            return None
-        except Exception as exc:  # unreachable bucket: wait as if the slot were taken
-            log.warning("concurrency.slot_write_failed", key=key, error=str(exc))
             return None
         return int(ack.seq)
 
@@ -359,7 +362,11 @@ class ConcurrencyGate:
             record = msgspec.structs.replace(
                 held.record, expires_at=time.time() + held.limit.lease_ttl
             )
-            revision = await self._put(key, record, held.limit.lease_ttl, held.revision)
+            try:
+                revision = await self._put(key, record, held.limit.lease_ttl, held.revision)
+            except Exception as exc:  # try again next time; the lease lasts two more
+                log.warning("concurrency.renew_failed", key=key, error=str(exc))
+                continue
             if revision is None:
                 log.warning(
                     "concurrency.lease_lost",
