@@ -102,6 +102,7 @@ class ConcurrencyGate:
         self._asked: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._sub: Any = None
+        self._stopping = False
         self._rng = random.Random()
 
     # ------------------------------------------------------------------ lifecycle
@@ -110,7 +111,10 @@ class ConcurrencyGate:
         self._sub = await self._nc.subscribe(_CANCEL_SUBJECTS, cb=self._on_notice)
 
     async def stop(self) -> None:
-        """Stop listening; slots still held lapse with their TTL if not freed."""
+        """Stop listening and hand held waiters back; running tasks free their slots as they end."""
+        self._stopping = True
+        for group in list(self._wakers):
+            self._wake(group)
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()
@@ -163,13 +167,13 @@ class ConcurrencyGate:
                     return held
                 continue  # another worker won it: look again at once
             if limit.mode is ConcurrencyStrategy.CANCEL_IN_PROGRESS:
-                await self._cancel_oldest(views, env)
+                await self._cancel_oldest(views, env, limit)
             if not announced:
                 announced = True
                 await self._announce(env, limit, views, ctx)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
+            if remaining <= 0 or self._stopping:
+                return None  # a stopping worker hands its waiters back at once
             await self._sleep(group, min(poll, remaining))
             poll = min(poll * 2, _MAX_POLL)
 
@@ -400,7 +404,9 @@ class ConcurrencyGate:
         self._wake(held.group)
 
     # ------------------------------------------------------------------ cancel-in-progress
-    async def _cancel_oldest(self, views: list[SlotView], env: TaskEnvelope) -> None:
+    async def _cancel_oldest(
+        self, views: list[SlotView], env: TaskEnvelope, limit: Concurrency
+    ) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
 
         from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, requests_for
@@ -413,7 +419,8 @@ class ConcurrencyGate:
             notice = CancelNotice(task_id=oldest.task_id, by=env.id, key=env.concurrency_key)
             headers = {
                 HEADER_EXPECTED_LAST_SUBJECT_SEQ: "0",
-                "Nats-TTL": lease_ttl_header(oldest.expires_at - oldest.started_at),
+                # it is heard at once; the TTL only covers a run that is just starting
+                "Nats-TTL": lease_ttl_header(limit.lease_ttl),
             }
             try:
                 await requests_for(self._nc).publish(

@@ -176,3 +176,22 @@ async def test_a_key_that_cannot_be_computed_fails_the_call_not_the_worker(app: 
         await work.delay({"name": "no id"})
     with pytest.raises(InvalidArguments, match="1 to 256 characters"):
         await work.delay({"id": "x" * 300})
+
+
+async def test_a_run_longer_than_the_lease_ttl_keeps_its_slot(app: App) -> None:
+    spans: list[tuple[float, float]] = []
+
+    @app.task(name="ck.renew", concurrency=Concurrency(limit=1, lease_ttl=1.0))
+    async def work(seconds: float) -> None:
+        began = time.monotonic()
+        await asyncio.sleep(seconds)
+        spans.append((began, time.monotonic()))
+
+    async with running(app, concurrency=8):
+        long = await work.delay(2.5)  # renewed twice a TTL
+        await asyncio.sleep(0.3)
+        short = await work.delay(0.0)
+        await long.result(15)
+        await short.result(15)
+    (first, second) = spans
+    assert second[0] >= first[1], "the second run started while the first held the only slot"
