@@ -190,6 +190,7 @@ def worker(*, inbox_prefix: str) -> Permissions:
             f"$JS.ACK.{DAG_EVENTS_STREAM}.>",
             "TASKS.>",
             "TASKS_TARGET.>",  # the scheduler dispatches placed steps to their target
+            "TASKS_SCHEDULED.>",  # a task waiting for a concurrency slot comes back later
             "RESP.>",
             "DLQ.>",
             "DAG.>",
