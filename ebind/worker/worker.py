@@ -358,12 +358,15 @@ class Worker:
             from ebind.limits.concurrency import ConcurrencyGate
 
             runner.concurrency = ConcurrencyGate(app, self.worker_id, self.concurrency)
-            await runner.concurrency.start()
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
         await self._watcher.start()
         await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
+        if runner.concurrency is not None:
+            # after the durable, so a user who may not run workers is refused there first; a
+            # notice in the moment between is missed and its newer task waits for the run
+            await runner.concurrency.start()
         await self._claims.refresh(strict=True)
         await self._sync_claims()
         await runner.revocations.load(app.js)
