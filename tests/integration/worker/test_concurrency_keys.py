@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
 from worker_helpers import dlq_entries, running, wait_for
@@ -16,7 +17,13 @@ from ebind.app import App
 from ebind.context import Context
 from ebind.embed import Node
 from ebind.errors import TaskFailed
-from ebind.limits.concurrency_rules import Concurrency, key_group, slot_key
+from ebind.limits.concurrency_rules import (
+    CancelNotice,
+    Concurrency,
+    cancel_key,
+    key_group,
+    slot_key,
+)
 from ebind.streams import KV_LEASES
 
 pytestmark = pytest.mark.timeout(60)
@@ -188,10 +195,36 @@ async def test_a_run_longer_than_the_lease_ttl_keeps_its_slot(app: App) -> None:
         spans.append((began, time.monotonic()))
 
     async with running(app, concurrency=8):
-        long = await work.delay(2.5)  # renewed twice a TTL
+        long = await work.delay(1.6)  # renewed four times in its run
         await asyncio.sleep(0.3)
         short = await work.delay(0.0)
         await long.result(15)
         await short.result(15)
     (first, second) = spans
     assert second[0] >= first[1], "the second run started while the first held the only slot"
+
+
+async def test_bad_cancel_notices_leave_the_run_alone(app: App) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.task(name="ck.notices", concurrency=Concurrency(limit=1, key="doc"))
+    async def work(doc: str) -> str:
+        started.set()
+        await release.wait()
+        return doc
+
+    kv = await app.js.key_value(KV_LEASES)
+    async with running(app):
+        fut = await work.delay("d1")
+        await asyncio.wait_for(started.wait(), 10)
+        key = cancel_key(fut.id)
+        await kv.put(key, b"\xff junk")
+        # well formed, but for another task, or another key of this one
+        await kv.put(key, msgspec.json.encode(CancelNotice(task_id="other", by="x", key="d1")))
+        await kv.put(key, msgspec.json.encode(CancelNotice(task_id=fut.id, by="x", key="d2")))
+        await kv.delete(key)
+        await app.nc.flush()
+        await asyncio.sleep(0.2)
+        release.set()
+        assert await fut.result(10) == "d1"
+    assert await dlq_entries(app, "ck.notices") == []
