@@ -84,7 +84,8 @@ class SlotHeld:
     record: SlotLease
     limit: Concurrency
     superseded_by: str = ""
-    renewer: asyncio.Task[None] | None = field(default=None, repr=False)
+    renewer: asyncio.Task[None] | asyncio.TimerHandle | None = field(default=None, repr=False)
+    """A timer until the first renewal is due, then the renewing task (short runs need none)."""
 
 
 class ConcurrencyGate:
@@ -333,7 +334,8 @@ class ConcurrencyGate:
         current = asyncio.current_task() if is_async else None
         task_id = held.record.task_id
         self._running[task_id] = (held, ctx, current)
-        held.renewer = asyncio.create_task(self._renew(held), name="ebind-slot-renew")
+        interval = renew_interval(held.limit.lease_ttl)
+        held.renewer = asyncio.get_running_loop().call_later(interval, self._renewing, held)
         try:
             notice = self._notices.pop(task_id, None)
             if notice is not None:  # asked before it was registered here
@@ -358,11 +360,13 @@ class ConcurrencyGate:
     def _error(self, held: SlotHeld) -> Any:
         return superseded_error(held.record.task_id, held.superseded_by, held.record.key)
 
+    def _renewing(self, held: SlotHeld) -> None:
+        held.renewer = asyncio.create_task(self._renew(held), name="ebind-slot-renew")
+
     async def _renew(self, held: SlotHeld) -> None:
         interval = renew_interval(held.limit.lease_ttl)
         key = slot_key(held.group, held.slot)
         while True:
-            await asyncio.sleep(interval)
             record = msgspec.structs.replace(
                 held.record, expires_at=time.time() + held.limit.lease_ttl
             )
@@ -370,6 +374,7 @@ class ConcurrencyGate:
                 revision = await self._put(key, record, held.limit.lease_ttl, held.revision)
             except Exception as exc:  # try again next time; the lease lasts two more
                 log.warning("concurrency.renew_failed", key=key, error=str(exc))
+                await asyncio.sleep(interval)
                 continue
             if revision is None:
                 log.warning(
@@ -380,6 +385,7 @@ class ConcurrencyGate:
                 )
                 return
             held.revision, held.record = revision, record
+            await asyncio.sleep(interval)
 
     def _free(self, held: SlotHeld) -> None:
         if held.renewer is not None:
