@@ -88,6 +88,16 @@ class SlotHeld:
     """A timer until the first renewal is due, then the renewing task (short runs need none)."""
 
 
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """A delivery held here until a slot of its key frees."""
+
+    env: TaskEnvelope
+    limit: Concurrency
+    fut: asyncio.Future[SlotHeld | None] | None = None
+    """Set while it sleeps: resolved with a handed-over slot, or None to look again."""
+
+
 class ConcurrencyGate:
     """Admits deliveries of tasks with a concurrency limit; one per worker."""
 
@@ -97,7 +107,8 @@ class ConcurrencyGate:
         self._worker_id = worker_id
         self._capacity = capacity
         self._holding: dict[str, int] = {}
-        self._wakers: dict[str, set[asyncio.Future[None]]] = {}
+        self._queues: dict[str, list[_Waiter]] = {}
+        """The waiters each key's group holds here, oldest first."""
         self._running: dict[str, tuple[SlotHeld, Context, asyncio.Task[Any] | None]] = {}
         self._notices: dict[str, CancelNotice] = {}
         self._asked: set[str] = set()
@@ -114,7 +125,7 @@ class ConcurrencyGate:
     async def stop(self) -> None:
         """Stop listening and hand held waiters back; running tasks free their slots as they end."""
         self._stopping = True
-        for group in list(self._wakers):
+        for group in list(self._queues):
             self._wake(group)
         if self._sub is not None:
             sub, self._sub = self._sub, None
@@ -154,6 +165,20 @@ class ConcurrencyGate:
     async def _wait(
         self, group: str, env: TaskEnvelope, limit: Concurrency, ctx: Context, hold: float
     ) -> SlotHeld | None:
+        waiter = _Waiter(env, limit)
+        queue = self._queues.setdefault(group, [])
+        queue.append(waiter)
+        try:
+            return await self._waiting(group, waiter, ctx, hold)
+        finally:
+            queue.remove(waiter)
+            if not queue:
+                self._queues.pop(group, None)
+
+    async def _waiting(
+        self, group: str, waiter: _Waiter, ctx: Context, hold: float
+    ) -> SlotHeld | None:
+        env, limit = waiter.env, waiter.limit
         deadline = time.monotonic() + hold
         poll = _FIRST_POLL
         announced = False
@@ -175,7 +200,10 @@ class ConcurrencyGate:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stopping:
                 return None  # a stopping worker hands its waiters back at once
-            await self._sleep(group, min(poll, remaining))
+            handed = await self._sleep(waiter, min(poll, remaining))
+            if handed is not None:
+                await _note(ctx, "running: got a concurrency slot")
+                return handed
             poll = min(poll * 2, _MAX_POLL)
 
     async def _announce(
@@ -195,24 +223,33 @@ class ConcurrencyGate:
         shown = f" {env.concurrency_key!r}" if env.concurrency_key else ""
         await _note(ctx, f"waiting for a concurrency slot of key{shown} ({running} running)")
 
-    async def _sleep(self, group: str, seconds: float) -> None:
-        """Sleep up to ``seconds``, or until a slot of ``group`` is freed on this worker."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        wakers = self._wakers.setdefault(group, set())
-        wakers.add(fut)
+    async def _sleep(self, waiter: _Waiter, seconds: float) -> SlotHeld | None:
+        """Sleep up to ``seconds``; a slot freed on this worker may be handed over meanwhile."""
+        fut: asyncio.Future[SlotHeld | None] = asyncio.get_running_loop().create_future()
+        waiter.fut = fut
         try:
-            await asyncio.wait_for(fut, seconds)
+            return await asyncio.wait_for(fut, seconds)
         except TimeoutError:
-            pass
+            return None
+        except BaseException:
+            # cancelled (shutdown) just as a slot was handed over: give it back
+            if fut.done() and not fut.cancelled() and (got := fut.result()) is not None:
+                self._free(got)
+            raise
         finally:
-            wakers.discard(fut)
-            if not wakers:
-                self._wakers.pop(group, None)
+            waiter.fut = None
 
     def _wake(self, group: str) -> None:
-        for fut in self._wakers.get(group, ()):
-            if not fut.done():
-                fut.set_result(None)
+        for waiter in self._queues.get(group, ()):
+            if waiter.fut is not None and not waiter.fut.done():
+                waiter.fut.set_result(None)
+
+    def _sleeper(self, group: str) -> _Waiter | None:
+        """The longest-waiting holder of ``group`` that is asleep now (it takes a handover)."""
+        for waiter in self._queues.get(group, ()):
+            if waiter.fut is not None and not waiter.fut.done():
+                return waiter
+        return None
 
     async def _defer(self, msg: Any, env: TaskEnvelope) -> None:
         """Re-publish the task to come back later and ack this delivery (a nak on failure)."""
@@ -398,6 +435,8 @@ class ConcurrencyGate:
         from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, requests_for
 
         key = slot_key(held.group, held.slot)
+        if await self._hand_over(held, key):
+            return
         headers = {
             _OP: "DEL",
             HEADER_EXPECTED_LAST_SUBJECT_SEQ: str(held.revision),
@@ -408,6 +447,31 @@ class ConcurrencyGate:
         except Exception as exc:  # it lapses with its TTL instead
             log.info("concurrency.slot_free_failed", key=key, error=str(exc))
         self._wake(held.group)
+
+    async def _hand_over(self, held: SlotHeld, key: str) -> bool:
+        """Give the slot to the oldest waiter sleeping here (one write, no scan): True if done.
+
+        Waiters of one key on one worker thus run in arrival order. If the waiter stopped
+        waiting during the write, the slot it was given is freed instead.
+        """
+        waiter = self._sleeper(held.group)
+        if waiter is None:
+            return False
+        record = self._record(waiter.env, waiter.limit, time.time())
+        try:
+            revision = await self._put(key, record, waiter.limit.lease_ttl, held.revision)
+        except Exception as exc:
+            log.info("concurrency.hand_over_failed", key=key, error=str(exc))
+            return False
+        if revision is None:
+            return False  # the lease lapsed and another worker took the slot
+        given = SlotHeld(held.group, held.slot, revision, record, waiter.limit)
+        fut = waiter.fut
+        if fut is not None and not fut.done():
+            fut.set_result(given)
+            return True
+        await self._delete(given)
+        return True
 
     # ------------------------------------------------------------------ cancel-in-progress
     async def _cancel_oldest(

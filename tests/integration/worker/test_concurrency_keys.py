@@ -228,3 +228,29 @@ async def test_bad_cancel_notices_leave_the_run_alone(app: App) -> None:
         release.set()
         assert await fut.result(10) == "d1"
     assert await dlq_entries(app, "ck.notices") == []
+
+
+async def test_waiters_held_on_one_worker_run_in_arrival_order(app: App) -> None:
+    gate = asyncio.Event()
+    order: list[int] = []
+
+    @app.task(name="ck.fifo", concurrency=Concurrency(limit=1, key="key", hold=20.0))
+    async def work(key: str, n: int) -> int:
+        order.append(n)
+        if n == 0:
+            await gate.wait()
+        return n
+
+    async with running(app, concurrency=16):
+        first = await work.delay("k", 0)
+        await wait_for(lambda: order == [0], 10)
+        rest = [await work.delay("k", n) for n in (1, 2, 3)]
+
+        async def all_waiting() -> bool:
+            notes = [await f.progress() for f in rest]
+            return all(p is not None and p.note.startswith("waiting") for p in notes)
+
+        await wait_for(all_waiting, 10)
+        gate.set()
+        assert [await f.result(10) for f in (first, *rest)] == [0, 1, 2, 3]
+    assert order == [0, 1, 2, 3]
