@@ -59,10 +59,8 @@ __all__ = ["CONCURRENCY_DEFERRED", "CONCURRENCY_WAIT", "ConcurrencyGate", "SlotH
 
 log = get_logger("ebind.limits.concurrency")
 
-CONCURRENCY_WAIT = "task.concurrency_wait"
-"""Event emitted when a task finds every slot of its key taken (it waits)."""
-CONCURRENCY_DEFERRED = "task.concurrency_deferred"
-"""Event emitted when a waiting task is re-published to come back later."""
+CONCURRENCY_WAIT = observe.CONCURRENCY_WAIT
+CONCURRENCY_DEFERRED = observe.CONCURRENCY_DEFERRED
 _STREAM = f"KV_{KV_LEASES}"
 _SUBJECT = f"$KV.{KV_LEASES}."
 _CANCEL_SUBJECTS = f"{_SUBJECT}{CANCEL_PREFIX}>"
@@ -219,7 +217,7 @@ class ConcurrencyGate:
             running=running,
             strategy=limit.mode.value,
         )
-        observe.emit(CONCURRENCY_WAIT, task_name=env.name)
+        observe.emit(CONCURRENCY_WAIT, task=env.name)
         shown = f" {env.concurrency_key!r}" if env.concurrency_key else ""
         await _note(ctx, f"waiting for a concurrency slot of key{shown} ({running} running)")
 
@@ -276,7 +274,7 @@ class ConcurrencyGate:
             concurrency_key=env.concurrency_key,
             back_in=delay,
         )
-        observe.emit(CONCURRENCY_DEFERRED, task_name=env.name)
+        observe.emit(CONCURRENCY_DEFERRED, task=env.name)
 
     # ------------------------------------------------------------------ slots in KV
     def _record(self, env: TaskEnvelope, limit: Concurrency, started: float) -> SlotLease:
