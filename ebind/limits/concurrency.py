@@ -82,6 +82,8 @@ class SlotHeld:
     record: SlotLease
     limit: Concurrency
     superseded_by: str = ""
+    waited: bool = False
+    """Taken after a wait (a revocation may have come meanwhile)."""
     renewer: asyncio.Task[None] | asyncio.TimerHandle | None = field(default=None, repr=False)
     """A timer until the first renewal is due, then the renewing task (short runs need none)."""
 
@@ -149,6 +151,8 @@ class ConcurrencyGate:
         self._holding[group] = waiting + 1
         try:
             held = await self._wait(group, env, limit, ctx, hold)
+            if held is not None:
+                held.waited = True
         finally:
             left = self._holding[group] - 1
             if left:
@@ -421,6 +425,10 @@ class ConcurrencyGate:
                 return
             held.revision, held.record = revision, record
             await asyncio.sleep(interval)
+
+    def release(self, held: SlotHeld) -> None:
+        """Free a slot taken for a run that will not happen."""
+        self._free(held)
 
     def _free(self, held: SlotHeld) -> None:
         if held.renewer is not None:

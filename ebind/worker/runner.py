@@ -250,7 +250,7 @@ class AttemptRunner:
             return
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
-        go, held = await self._take_slot(msg, env, spec, ctx, is_step)
+        go, held = await self._take_slot(msg, env, spec, ctx, policy, is_step)
         if not go:
             return  # handed back to wait for a concurrency slot (not an attempt)
         set_current(ctx)
@@ -269,14 +269,32 @@ class AttemptRunner:
         await self._succeeded(msg, env, ctx, policy, result, is_step)
 
     async def _take_slot(
-        self, msg: Any, env: TaskEnvelope, spec: HandlerSpec, ctx: Context, is_step: bool
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        spec: HandlerSpec,
+        ctx: Context,
+        policy: RetryPolicy,
+        is_step: bool,
     ) -> tuple[bool, SlotHeld | None]:
         """A concurrency slot when the task has a limit; ``(False, None)`` once handed back."""
         gate = self.concurrency
         if gate is None or spec.concurrency is None or is_step:
             return True, None
         held = await gate.admit(msg, env, spec.concurrency, ctx)
-        return held is not None, held
+        if held is None:
+            return False, None
+        revocations = self.revocations
+        # revoked while it waited: it must not run
+        if (
+            held.waited
+            and revocations is not None
+            and await revocations.is_revoked(env.id, _ack_field(msg, 3))
+        ):
+            gate.release(held)
+            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+            return False, None
+        return True, held
 
     def _attempt(
         self, spec: HandlerSpec, ctx: Context, env: TaskEnvelope, held: SlotHeld | None

@@ -254,3 +254,33 @@ async def test_waiters_held_on_one_worker_run_in_arrival_order(app: App) -> None
         gate.set()
         assert [await f.result(10) for f in (first, *rest)] == [0, 1, 2, 3]
     assert order == [0, 1, 2, 3]
+
+
+async def test_a_task_revoked_while_it_waits_never_runs(app: App) -> None:
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    @app.task(name="ck.revoked", concurrency=Concurrency(limit=1, hold=20.0))
+    async def work(n: int) -> int:
+        ran.append(n)
+        if n == 0:
+            await gate.wait()
+        return n
+
+    async with running(app, concurrency=8):
+        first = await work.delay(0)
+        await wait_for(lambda: ran == [0], 10)
+        second = await work.delay(1)
+
+        async def waiting() -> bool:
+            got = await second.progress()
+            return got is not None and got.note.startswith("waiting")
+
+        await wait_for(waiting, 10)
+        await second.revoke()
+        gate.set()
+        assert await first.result(10) == 0
+        with pytest.raises(TaskFailed) as info:
+            await second.result(10)
+        assert info.value.error.kind == "revoked"
+    assert ran == [0]
