@@ -50,7 +50,7 @@ from ebind.limits.concurrency_rules import (
 )
 from ebind.logging import get_logger
 from ebind.streams import KV_LEASES
-from ebind.wire import TaskEnvelope, encoder
+from ebind.wire import TaskEnvelope, TaskError, encoder
 
 if TYPE_CHECKING:
     from ebind.context import Context
@@ -70,6 +70,8 @@ _RELEASED_TTL = "1s"
 """A freed slot's delete marker lapses too, so a key's many past slots leave nothing behind."""
 _MAX_REMEMBERED = 10_000
 _OP = "KV-Operation"
+_UNREAD = "?"
+"""The task id of a slot that could not be read (counted as taken, never cancelled)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -337,7 +339,7 @@ class ConcurrencyGate:
         except Exception as exc:  # counted as taken, so an unreadable bucket never over-admits
             log.warning("concurrency.slot_read_failed", key=key, error=str(exc))
             busy = SlotLease(
-                task_id="?",
+                task_id=_UNREAD,
                 task_name=env.name,
                 key=env.concurrency_key,
                 worker_id="?",
@@ -396,7 +398,7 @@ class ConcurrencyGate:
             raise AttemptError(self._error(held))
         return result
 
-    def _error(self, held: SlotHeld) -> Any:
+    def _error(self, held: SlotHeld) -> TaskError:
         return superseded_error(held.record.task_id, held.superseded_by, held.record.key)
 
     def _renewing(self, held: SlotHeld) -> None:
@@ -488,8 +490,8 @@ class ConcurrencyGate:
         from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, requests_for
 
         while True:
-            oldest = victim(views, frozenset(self._asked))
-            if oldest is None or oldest.task_id == "?":
+            oldest = victim(views, frozenset({*self._asked, _UNREAD}))
+            if oldest is None:
                 return
             self._remember(self._asked, oldest.task_id)
             notice = CancelNotice(task_id=oldest.task_id, by=env.id, key=env.concurrency_key)
