@@ -13,6 +13,7 @@ import pytest
 import structlog
 from worker_helpers import dlq_entries, running, wait_for
 
+from ebind import observe
 from ebind.app import App
 from ebind.context import Context
 from ebind.embed import Node
@@ -25,6 +26,7 @@ from ebind.limits.concurrency_rules import (
     slot_key,
 )
 from ebind.streams import KV_LEASES
+from ebind.worker import advisory
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -284,3 +286,35 @@ async def test_a_task_revoked_while_it_waits_never_runs(app: App) -> None:
             await second.result(10)
         assert info.value.error.kind == "revoked"
     assert ran == [0]
+
+
+async def test_a_wait_longer_than_the_delivery_limit_is_not_dead_lettered(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(advisory, "TASK_MAX_DELIVER", 2)
+    gate = asyncio.Event()
+    deferred: list[str] = []
+    stop = observe.subscribe(
+        lambda event, fields: (
+            deferred.append(fields["task"]) if event == observe.CONCURRENCY_DEFERRED else None
+        )
+    )
+
+    # hold=0: every wait is a re-publish, which a nak-based wait would count as a delivery
+    @app.task(name="ck.long_wait", concurrency=Concurrency(limit=1, hold=0.0))
+    async def work(n: int) -> int:
+        if n == 0:
+            await gate.wait()
+        return n
+
+    try:
+        async with running(app, concurrency=4):
+            first = await work.delay(0)
+            second = await work.delay(1)
+            await wait_for(lambda: len(deferred) >= 3, 15)
+            gate.set()
+            assert await first.result(10) == 0
+            assert await second.result(15) == 1
+    finally:
+        stop()
+    assert await dlq_entries(app, "ck.long_wait") == []
