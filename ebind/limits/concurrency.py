@@ -113,6 +113,8 @@ class ConcurrencyGate:
         """The waiters each key's group holds here, oldest first."""
         self._running: dict[str, tuple[SlotHeld, Context, asyncio.Task[Any] | None]] = {}
         self._notices: dict[str, CancelNotice] = {}
+        self._freed: dict[str, int] = {}
+        """Slot key -> revision of the delete marker this worker wrote when it freed it."""
         self._asked: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._sub: Any = None
@@ -144,7 +146,9 @@ class ConcurrencyGate:
         """
         group = key_group(env.name, env.concurrency_key)
         first = self._rng.randrange(limit.limit)
-        held = await self._try(group, first, 0, env, limit)
+        # a slot freed here a moment ago holds its delete marker: expect that, not nothing
+        expected = self._freed.pop(slot_key(group, first), 0)
+        held = await self._try(group, first, expected, env, limit)
         if held is not None:
             return held
         waiting = self._holding.get(group, 0)
@@ -451,9 +455,13 @@ class ConcurrencyGate:
             "Nats-TTL": _RELEASED_TTL,
         }
         try:
-            await requests_for(self._nc).publish(_SUBJECT + key, b"", headers)
+            ack = await requests_for(self._nc).publish(_SUBJECT + key, b"", headers)
         except Exception as exc:  # it lapses with its TTL instead
             log.info("concurrency.slot_free_failed", key=key, error=str(exc))
+        else:
+            if len(self._freed) >= _MAX_REMEMBERED:
+                self._freed.clear()
+            self._freed[key] = int(ack.seq)
         self._wake(held.group)
 
     async def _hand_over(self, held: SlotHeld, key: str) -> bool:
