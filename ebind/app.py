@@ -779,9 +779,16 @@ def _concurrency_key(
     spec: HandlerSpec | None, args: Sequence[Any], kwargs: Mapping[str, Any], given: str | None
 ) -> str:
     """The call's concurrency key: the one given, else the task's key of these arguments."""
-    if given is not None:
-        return check_key(given)
     limit = spec.concurrency if spec is not None else None
+    if given is not None:
+        if spec is not None and limit is None:
+            raise InvalidArguments(
+                f"task {spec.name!r} has no concurrency limit, so concurrency_key= would do "
+                "nothing; declare it with @app.task(concurrency=N)",
+                task_name=spec.name,
+                parameter="concurrency_key",
+            )
+        return check_key(given)
     if spec is None or limit is None:
         return ""
     names = [p.name for p in spec.params]

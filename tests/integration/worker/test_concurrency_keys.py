@@ -185,6 +185,15 @@ async def test_a_key_that_cannot_be_computed_fails_the_call_not_the_worker(app: 
         await work.delay({"name": "no id"})
     with pytest.raises(InvalidArguments, match="1 to 256 characters"):
         await work.delay({"id": "x" * 300})
+    with pytest.raises(InvalidArguments, match="1 to 256 characters"):
+        await work.apply_async(({"id": "k"},), concurrency_key="")
+
+    @app.task(name="ck.unlimited")
+    async def unlimited() -> int:
+        return 1
+
+    with pytest.raises(InvalidArguments, match="has no concurrency limit"):
+        await unlimited.apply_async(concurrency_key="k")
 
 
 async def test_a_run_longer_than_the_lease_ttl_keeps_its_slot(app: App) -> None:
