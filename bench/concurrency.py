@@ -8,8 +8,11 @@ all enqueued first, then collected:
    difference is the slot lease itself (a conditional write, then its delete marker);
 3. ``contended``: ``concurrency=4`` on one key, so most tasks find every slot taken.
 
-The variants take turns for ``--rounds`` rounds and each keeps its best round. The last
-line printed is one JSON object with tasks/s, the ratio to the floor and µs added per task.
+The variants take turns for ``--rounds`` rounds and each keeps its best round. Beside
+throughput (which other jobs on the machine move a lot), each reports the CPU time per task
+of this process (producer and worker) and of the server, which load moves far less; the
+difference to ``plain`` is what a concurrency key costs. The last line printed is one JSON
+object.
 
 Usage: ``python bench/concurrency.py [--tasks 2000] [--rounds 3]``.
 """
@@ -24,9 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for entry in (str(ROOT), str(HERE)):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+from tasks import _cpu_seconds  # noqa: E402
 
 from ebind.app import App  # noqa: E402
 from ebind.limits.concurrency_rules import Concurrency  # noqa: E402
@@ -52,7 +59,8 @@ def _app(url: str) -> App:
     return app
 
 
-async def _run(url: str, variant: str, tasks: int) -> float:
+async def _run(url: str, server_pid: int, variant: str, tasks: int) -> tuple[float, float, float]:
+    """(tasks/s, this process's CPU µs per task, the server's CPU µs per task)."""
     from ebind.worker import Worker
 
     app = _app(url)
@@ -63,11 +71,14 @@ async def _run(url: str, variant: str, tasks: int) -> float:
         await w.wait_ready()
         name = f"bench.{variant}"
         await (await app.enqueue(name, -1)).result(60)  # warm up
-        start = time.perf_counter()
+        start, cpu, server = time.perf_counter(), time.process_time(), _cpu_seconds(server_pid)
         futs = [await app.enqueue(name, n) for n in range(tasks)]
         for fut in futs:
             await fut.result(600)
-        return tasks / (time.perf_counter() - start)
+        rate = tasks / (time.perf_counter() - start)
+        per_task = 1e6 / tasks
+        server_us = (_cpu_seconds(server_pid) - server) * per_task
+        return rate, (time.process_time() - cpu) * per_task, server_us
     finally:
         await w.stop()
         await running
@@ -85,13 +96,21 @@ async def main() -> None:
 
     configure(format="console", level="warning")
     best = dict.fromkeys(VARIANTS, 0.0)
+    cpu = dict.fromkeys(VARIANTS, float("inf"))
+    server = dict.fromkeys(VARIANTS, float("inf"))
     node = start_node()
     try:
+        assert node.pid is not None
         for _ in range(args.rounds):
             for variant in VARIANTS:
-                got = await _run(node.client_url, variant, args.tasks)
-                print(f"concurrency key  {variant:9s}: {got:8.1f} tasks/s")
+                got, us, server_us = await _run(node.client_url, node.pid, variant, args.tasks)
+                print(
+                    f"concurrency key  {variant:9s}: {got:8.1f} tasks/s, CPU per task "
+                    f"{us:6.0f} µs here + {server_us:5.0f} µs in the server"
+                )
                 best[variant] = max(best[variant], got)
+                cpu[variant] = min(cpu[variant], us)
+                server[variant] = min(server[variant], server_us)
     finally:
         node.shutdown()
     floor = best["plain"]
@@ -105,9 +124,15 @@ async def main() -> None:
         summary[f"{variant}_tasks_per_s"] = round(rate, 1)
         summary[f"{variant}_vs_plain"] = round(rate / floor, 3)
         summary[f"{variant}_added_us_per_task"] = round((1 / rate - 1 / floor) * 1e6, 1)
+        summary[f"{variant}_cpu_us_per_task"] = round(cpu[variant], 1)
+        summary[f"{variant}_server_cpu_us_per_task"] = round(server[variant], 1)
+    added_cpu = cpu["keyed"] - cpu["plain"]
+    added_server = server["keyed"] - server["plain"]
+    summary["keyed_added_cpu_us_per_task"] = round(added_cpu, 1)
+    summary["keyed_added_server_cpu_us_per_task"] = round(added_server, 1)
     print(
-        f"keyed / plain: {best['keyed'] / floor:.2f}x, "
-        f"{summary['keyed_added_us_per_task']} µs added per task"
+        f"keyed / plain: {best['keyed'] / floor:.2f}x throughput; a key adds "
+        f"{added_cpu:.0f} µs CPU here and {added_server:.0f} µs in the server per task"
     )
     summary["load_avg_1m"] = round(os.getloadavg()[0], 2)  # shared cores: context for the ratio
     summary["cpus"] = os.cpu_count()
