@@ -191,8 +191,7 @@ def worker(*, inbox_prefix: str) -> Permissions:
             f"$JS.ACK.{DAG_EVENTS_STREAM}.>",
             "TASKS.>",
             "TASKS_TARGET.>",  # the scheduler dispatches placed steps to their target
-            # a rate-limited task booked far ahead waits as a delayed copy
-            "TASKS_SCHEDULED.>",
+            "TASKS_SCHEDULED.>",  # a limited task waiting for its turn comes back as a delayed copy
             "RESP.>",
             "DLQ.>",
             "DAG.>",

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ebind.errors import InvalidArguments, InvalidName
+from ebind.limits.concurrency_rules import Concurrency
 from ebind.ratelimit import Rate, parse_rate
 from ebind.retry import RetryPolicy
 from ebind.streams import check_task_name
@@ -62,6 +63,8 @@ class HandlerSpec:
     """Cluster-wide limit on how often the task starts (per rate key when calls give one)."""
     rate_key: str | None = None
     """The parameter whose value is the rate key of a call."""
+    concurrency: Concurrency | None = None
+    """The cluster-wide limit on running calls per key, if any."""
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
     # Derived in __post_init__ so the per-call codec paths never recompute them.

@@ -36,6 +36,7 @@ class TaskOptions:
     target: str | None = None
     ignore_result: bool = False
     rate_key: str | None = None
+    concurrency_key: str | None = None
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -107,6 +108,7 @@ class Task(Generic[P, R]):
         target: str | None = None,
         ignore_result: bool = False,
         rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> Future[R]:
         """Enqueue with options.
 
@@ -122,6 +124,8 @@ class Task(Generic[P, R]):
             ignore_result: publish no response (fire-and-forget).
             rate_key: count this call against the task's rate limit for this key
                 (instead of the key its ``rate_key`` argument gives, or the task-wide one).
+            concurrency_key: the key this call counts against, instead of the one the
+                task's ``concurrency_key`` computes.
         """
         options = TaskOptions(
             task_id=task_id,
@@ -132,5 +136,6 @@ class Task(Generic[P, R]):
             target=target,
             ignore_result=ignore_result,
             rate_key=rate_key,
+            concurrency_key=concurrency_key,
         )
         return await self.app._submit(self.spec, self.spec.name, args, kwargs or {}, options)

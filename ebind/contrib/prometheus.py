@@ -200,6 +200,13 @@ class PrometheusMetrics:
         self.rate_wait = prometheus_client.Counter(
             "ebind_rate_limit_wait_seconds", seconds, ["task"], registry=reg
         )
+        self.concurrency_waits = prometheus_client.Counter(
+            "ebind_concurrency_waits",
+            "Deliveries that found every slot of their concurrency key taken, by what they "
+            "did: waited (held or not), deferred (re-published for later).",
+            ["task", "action"],
+            registry=reg,
+        )
         reg.register(_ObservedGauges())
         self._unsubscribe: Callable[[], None] | None = None
         self.listen()
@@ -226,6 +233,9 @@ class PrometheusMetrics:
             self.sweep_failures.inc()
         elif event == observe.STEP_REDISPATCHED:
             self.redispatches.labels(str(fields.get("reason", ""))).inc()
+        elif event in (observe.CONCURRENCY_WAIT, observe.CONCURRENCY_DEFERRED):
+            action = "waited" if event == observe.CONCURRENCY_WAIT else "deferred"
+            self.concurrency_waits.labels(str(fields.get("task", "")), action).inc()
         elif event == observe.PROGRESS_WRITTEN:
             self.progress_reports.labels(str(fields.get("task", ""))).inc()
             self.progress_fraction.observe(float(fields.get("fraction", 0.0)))

@@ -26,7 +26,7 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
-from ebind import App, Context, NonRetryable, RetryPolicy, TaskFailed
+from ebind import App, Concurrency, Context, NonRetryable, RetryPolicy, TaskFailed
 from ebind._denied import guarded
 from ebind.cli import main
 from ebind.embed import Node, start_node
@@ -82,6 +82,12 @@ def tasks(app: App) -> None:
     @app.task(name="perm.limited", rate_limit="5/s", rate_key="who")
     async def limited(who: str, i: int) -> int:
         return i
+
+    # hold=0: a second call of one key is re-published with a countdown at once
+    @app.task(name="perm.slotted", concurrency=Concurrency(limit=1, key="key", hold=0.0))
+    async def slotted(key: str) -> str:
+        await asyncio.sleep(0.3)
+        return key
 
     @app.task(name="perm.fail", retry=RetryPolicy.none())
     async def fail() -> None:
@@ -197,6 +203,9 @@ async def producer_flows(prod: App) -> None:
     assert await reported.result(timeout=20) == 1
     got = await reported.progress()
     assert got is not None and (got.fraction, got.note) == (0.5, "half")
+    # concurrency keys: slot leases in the leases bucket, the waiter re-published for later
+    both = [await prod.tasks["perm.slotted"].delay("k") for _ in range(2)]
+    assert [await f.result(timeout=20) for f in both] == ["k", "k"]
     # a retried task: its second delivery first checks for a stored response
     assert await (await prod.tasks["perm.flaky"].delay()).result(timeout=20) == 2
 
@@ -255,6 +264,7 @@ OPERATOR_COMMANDS = [
     ["dag", "rm", "approval", "--yes"],
     ["task", "get", "perm-progress-1"],
     ["ratelimit", "ls"],
+    ["concurrency", "ls"],
     ["dlq", "ls"],
     ["dlq", "show", "1"],
     ["dlq", "requeue", "1", "--yes"],
