@@ -52,3 +52,9 @@ async def test_a_running_sync_task_is_only_flagged_and_a_finished_one_untouched(
     revocations.finished("t5")
     await revocations._on_revoked(_Msg("$KV.ebind-leases.revoked.t5"))
     assert done.revoked is False
+
+
+async def test_a_dag_step_id_is_never_revoked_and_needs_no_read() -> None:
+    # nc=None: a read would raise, and is_revoked would log a failed check
+    revocations = Revocations(nc=None)
+    assert await revocations.is_revoked("order-7:charge", None) is False
