@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from ebind.context import Context
 from ebind.worker.revoked import Revocations
 
@@ -54,7 +56,12 @@ async def test_a_running_sync_task_is_only_flagged_and_a_finished_one_untouched(
     assert done.revoked is False
 
 
-async def test_a_dag_step_id_is_never_revoked_and_needs_no_read() -> None:
-    # nc=None: a read would raise, and is_revoked would log a failed check
+async def test_a_dag_step_id_is_never_revoked_and_needs_no_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_read(nc: object) -> object:
+        raise AssertionError("a step id must not be looked up in the bucket")
+
+    monkeypatch.setattr("ebind._jsreq.requests_for", no_read)
     revocations = Revocations(nc=None)
     assert await revocations.is_revoked("order-7:charge", None) is False
