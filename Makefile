@@ -44,12 +44,14 @@ test-examples: $(STAMP) ## run every example as a subprocess
 
 check: lint type test ## lint + type + test
 
-bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process scaling, memory
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/cpu_pool.py
+	$(BIN)/python bench/processes.py
+	$(BIN)/python bench/memory.py
 
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
 	$(BIN)/python -m ebind demo
