@@ -50,7 +50,7 @@ bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings),
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/cpu_pool.py
-	$(BIN)/python bench/processes.py
+	$(BIN)/python bench/processes.py --cluster
 	$(BIN)/python bench/memory.py
 
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down

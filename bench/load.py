@@ -18,7 +18,7 @@ from typing import Any
 
 from tasks import HERE, LANES, _cpu_seconds, _spawn, _stop
 
-__all__ = ["children", "run_noops", "tree_cpu", "worker"]
+__all__ = ["children", "cluster_app", "run_noops", "tree_cpu", "worker"]
 
 
 def children(pid: int) -> list[int]:
@@ -47,9 +47,11 @@ async def run_noops(app: Any, n: int) -> None:
 
 
 @contextmanager
-def worker(url: str, *args: str, ready: int = 1, timeout: float = 60.0) -> Iterator[Any]:
-    """``ebind worker -A tasks:app`` (warning-level JSON logs) until ``ready`` report ready."""
-    cmd = [sys.executable, "-m", "ebind", "worker", "-A", "tasks:app", "--nats", url]
+def worker(
+    url: str, *args: str, ready: int = 1, timeout: float = 60.0, app: str = "tasks:app"
+) -> Iterator[Any]:
+    """``ebind worker -A app`` (warning-level JSON logs) until ``ready`` report ready."""
+    cmd = [sys.executable, "-m", "ebind", "worker", "-A", app, "--nats", url]
     cmd += ["--log-format", "json", "--log-level", "warning", *args]
     log_path = Path(tempfile.mkstemp(prefix="ebind-bench-worker-", suffix=".log")[1])
     proc = _spawn(cmd, log_path, cwd=HERE)
@@ -63,3 +65,17 @@ def worker(url: str, *args: str, ready: int = 1, timeout: float = 60.0) -> Itera
     finally:
         _stop(proc)
         log_path.unlink()
+
+
+def _cluster_app() -> Any:
+    from tasks import noop
+
+    from ebind.app import App
+
+    app = App("bench", replicas=3)  # every stream and bucket on all three nodes
+    app.registry.register(noop.spec)
+    return app
+
+
+cluster_app = _cluster_app()
+"""The bench App with replicated streams, served as ``-A load:cluster_app``."""
