@@ -123,3 +123,19 @@ def test_the_old_process_pool_spelling_still_sizes_the_pool_with_a_warning() -> 
     assert "use --pool-size N" in result.output
     # it went on to serve one worker (no supervisor): the App import is what failed
     assert "cannot import module 'no_such_module_xyz'" in result.output
+
+
+def test_embedded_with_processes_starts_one_server_for_all_children(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """--embedded: the supervisor owns the one server; the --nats URL is not used."""
+    sup = spawn_cli_worker(
+        "nats://127.0.0.1:1", tmp_path / "ledger", "--embedded", "--processes", "2"
+    )
+    procs.append(sup)
+    out = ProcOutput(sup)
+    out.wait("worker.ready", 2, 30)
+    servers = [line for line in out.lines() if line.startswith(b"embedded nats-server at ")]
+    assert len(servers) == 1
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(20) == 0
