@@ -6,13 +6,16 @@ import asyncio
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ebind.cli.retention import merged, retention_options, retention_values
 from ebind.errors import EbindError
 from ebind.logging import redact
+
+if TYPE_CHECKING:
+    from ebind.supervision import ChildSlot
 
 __all__ = ["load_app", "module_hint", "worker"]
 
@@ -333,7 +336,7 @@ def worker(
 
 def _processes(
     ctx: click.Context, processes: int | None, pool: str, pool_size: int | None, embedded: bool
-) -> tuple[Any, int | None]:
+) -> tuple[ChildSlot | None, int | None]:
     """--processes / --pool-size: supervise N children and exit, or (this child's slot, size)."""
     from ebind.supervision import resolve_process_flags
 
@@ -351,7 +354,7 @@ def _processes(
     return child, flags.pool_size
 
 
-def _child_slot() -> Any:
+def _child_slot() -> ChildSlot | None:
     """This process's slot when a ``--processes`` supervisor started it, else None."""
     from ebind.supervision import CHILD_ENV, parse_child_env
 

@@ -19,10 +19,6 @@ def _started(path: Path) -> set[object]:
     return {e["pid"] for e in read_ledger(path) if e["phase"] == "start"}
 
 
-def _gone(pids: list[int]) -> bool:
-    return not any(Path(f"/proc/{pid}/status").exists() for pid in pids)
-
-
 async def test_children_share_the_work_and_sigterm_drains_all_of_them(
     nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -59,9 +55,10 @@ async def test_children_share_the_work_and_sigterm_drains_all_of_them(
         gate.touch()
         assert sorted([await f.result(20) for f in futs]) == ["P-0", "P-1"]
     assert sup.wait(20) == 0
+    assert all(_ended(pid) for pid in kids)
 
 
-async def test_a_killed_child_is_restarted_and_serves_again(
+async def test_a_killed_child_is_restarted_and_a_killed_supervisor_drains_its_children(
     nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     import cli_app
@@ -81,9 +78,12 @@ async def test_a_killed_child_is_restarted_and_serves_again(
         producer.registry.register(cli_app.echo.spec)
         futs = [await producer.enqueue("cli.echo", i) for i in range(20)]
         assert [await f.result(20) for f in futs] == list(range(20))
-    sup.send_signal(signal.SIGTERM)
-    assert sup.wait(20) == 0
-    assert _gone(now)  # the supervisor reaped them
+    # The supervisor itself dies: each child notices and drains on its own.
+    sup.kill()
+    sup.wait(10)
+    await wait_for(lambda: all(_ended(pid) for pid in now), 20)
+    assert len(out.events("worker.supervisor_gone")) == 2
+    assert len(out.events("worker.stopped")) == 2  # a graceful stop, not a kill
 
 
 def test_a_child_refusing_its_command_line_ends_the_supervisor_with_exit_2(
@@ -139,3 +139,19 @@ def test_embedded_with_processes_starts_one_server_for_all_children(
     assert len(servers) == 1
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(20) == 0
+
+
+def test_the_environment_sets_the_process_count() -> None:
+    args = ["worker", "-A", "no_such_module_xyz:app", "--health-port", "65535"]
+    result = CliRunner().invoke(main, args, env={"EBIND_WORKER_PROCESSES": "2"})
+    assert result.exit_code == 2, result.output
+    assert "port 65535 + child 1 is past 65535" in result.output
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie nobody reaps (the new parent may be a container's init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
