@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -125,18 +126,28 @@ def test_the_old_process_pool_spelling_still_sizes_the_pool_with_a_warning() -> 
     assert "cannot import module 'no_such_module_xyz'" in result.output
 
 
-def test_embedded_with_processes_starts_one_server_for_all_children(
+async def test_embedded_with_processes_starts_one_server_for_all_children(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    """--embedded: the supervisor owns the one server; the --nats URL is not used."""
-    sup = spawn_cli_worker(
-        "nats://127.0.0.1:1", tmp_path / "ledger", "--embedded", "--processes", "2"
-    )
+    """--embedded: the supervisor owns the one server; the --nats URL is not used.
+
+    Both children run the scheduler and the expiry sweeper, but each lease has one holder.
+    """
+    args = ("--embedded", "--processes", "2")
+    sup = spawn_cli_worker("nats://127.0.0.1:1", tmp_path / "ledger", *args, scheduler=True)
     procs.append(sup)
     out = ProcOutput(sup)
     out.wait("worker.ready", 2, 30)
     servers = [line for line in out.lines() if line.startswith(b"embedded nats-server at ")]
     assert len(servers) == 1
+
+    def leases() -> list[str]:
+        events = out.events("leader.acquired")
+        return sorted(str(e["key"]) for e in events if e["logger"] == "ebind.workflow.leader")
+
+    await wait_for(lambda: len(leases()) >= 2, 20)
+    await asyncio.sleep(0.5)  # a second holder of either lease would show up by now
+    assert leases() == ["expirer", "scheduler"]
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(20) == 0
 

@@ -25,7 +25,11 @@ ROOT = HERE.parent.parent.parent
 
 
 def spawn_cli_worker(
-    nats_url: str, ledger: Path, *args: str, app_path: str = "cli_app:app"
+    nats_url: str,
+    ledger: Path,
+    *args: str,
+    app_path: str = "cli_app:app",
+    scheduler: bool = False,
 ) -> subprocess.Popen[bytes]:
     """``python -m ebind worker`` for an app in this directory, output (JSON logs) piped."""
     env = {
@@ -36,7 +40,7 @@ def spawn_cli_worker(
     }
     cmd = [sys.executable, "-m", "ebind", "worker", "-A", app_path, "--nats", nats_url]
     return subprocess.Popen(
-        [*cmd, "--no-scheduler", "--log-format", "json", *args],
+        [*cmd, *([] if scheduler else ["--no-scheduler"]), "--log-format", "json", *args],
         cwd=HERE,
         env=env,
         stdout=subprocess.PIPE,
