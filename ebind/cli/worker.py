@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +108,7 @@ async def _serve(app: Any, options: dict[str, Any], *, parent_pid: int | None = 
 
             orphan = asyncio.create_task(watch_parent(parent_pid))
         try:
-            await run_until_signalled(w)
+            await run_until_signalled(w, supervised=parent_pid is not None)
         finally:
             ready.cancel()
             if orphan is not None:
@@ -345,6 +346,8 @@ def _processes(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     child = _child_slot()
+    if child is not None:  # SIGINT is the supervisor's "stop now", meant for a running worker
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if flags.warning and child is None:
         click.echo(f"warning: {flags.warning}", err=True)
     if child is None and flags.workers > 1:

@@ -3,8 +3,8 @@
 Each child is ``python -m ebind`` with this process's own arguments and :data:`CHILD_ENV`
 set, so it parses the same flags, imports the App itself and opens its own NATS
 connection; the parent never imports the App or connects. Children run in their own
-process group, so a terminal's Ctrl-C reaches only the parent, which forwards SIGTERM
-once per signal it gets (first: graceful drain, second: stop now, as for one worker).
+process group, so a terminal's Ctrl-C reaches only the parent, which forwards its first
+signal as SIGTERM (graceful drain) and a second as SIGINT (stop now, as for one worker).
 A child that exits while no stop was asked for is restarted by the rules in
 :mod:`ebind.supervision`; a child whose parent vanished drains and exits on its own.
 """
@@ -99,13 +99,17 @@ class _Supervisor:
             if self.stopping.is_set():
                 return code
 
-    def stop(self) -> None:
-        """Ask every running child to drain (SIGTERM); a second call makes it stop now."""
+    def stop(self, *, now: bool = False) -> None:
+        """Ask every running child to drain (SIGTERM), or with ``now`` to stop at once (SIGINT).
+
+        A child takes a repeated SIGTERM as the same request (systemd may have sent it one
+        too); only SIGINT after a first signal ends its grace.
+        """
         self.stopping.set()
         for proc in self.procs.values():
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+                    proc.send_signal(signal.SIGINT if now else signal.SIGTERM)
 
     def on_signal(self, signum: int) -> None:
         self.signals += 1
@@ -114,7 +118,7 @@ class _Supervisor:
             log.info("worker.stopping", processes=self.count, signal=name)
         else:
             log.warning("worker.stopping_now", processes=self.count, signal=name)
-        self.stop()
+        self.stop(now=self.signals > 1)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -131,8 +135,10 @@ class _Supervisor:
                 loop.remove_signal_handler(sig)
         if self.give_up is not None:
             return self.give_up.exit_code
-        # SIGTERM before a child set up its handler ends it before it took any task.
-        bad = [(i, c) for i, c in enumerate(codes) if c not in (0, -signal.SIGTERM)]
+        # The signal we sent can land before a child set up its handlers or after it took
+        # them down to exit: it then dies of that signal, holding no task either way.
+        asked = (0, -signal.SIGTERM, -signal.SIGINT)
+        bad = [(i, c) for i, c in enumerate(codes) if c not in asked]
         if bad:
             log.error(
                 "worker.processes_failed",

@@ -23,7 +23,11 @@ def _started(path: Path) -> set[object]:
 async def test_children_share_the_work_and_sigterm_drains_all_of_them(
     nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    """With -c 1 each, two blocked tasks need both children; SIGTERM lets both finish."""
+    """With -c 1 each, two blocked tasks need both children; SIGTERM lets both finish.
+
+    The SIGTERM goes to every process at once, as systemd sends it to a whole unit: the
+    children take the forwarded copy as the same request, not as "stop now".
+    """
     import cli_app
 
     ledger, gate = tmp_path / "ledger.jsonl", tmp_path / "gate"
@@ -50,8 +54,10 @@ async def test_children_share_the_work_and_sigterm_drains_all_of_them(
         futs = [await producer.enqueue("cli.barrier", str(gate)) for _ in range(2)]
         await wait_for(lambda: len(_started(ledger)) == 2, 20)
         assert _started(ledger) == set(kids)
-        sup.send_signal(signal.SIGTERM)
-        await wait_for(lambda: len(out.events("worker.stopping")) == 3, 10)  # parent + 2
+        for pid in [sup.pid, *kids]:
+            os.kill(pid, signal.SIGTERM)
+        await wait_for(lambda: len(out.events("worker.already_stopping")) == 2, 10)
+        assert len(out.events("worker.stopping")) == 3  # parent + 2
         assert sup.poll() is None  # draining: both tasks are still running
         gate.touch()
         assert sorted([await f.result(20) for f in futs]) == ["P-0", "P-1"]
@@ -132,14 +138,18 @@ async def test_embedded_with_processes_starts_one_server_for_all_children(
     """--embedded: the supervisor owns the one server; the --nats URL is not used.
 
     Both children run the scheduler and the expiry sweeper, but each lease has one holder.
+    A second signal to the supervisor stops its children at once, running tasks or not.
     """
+    import cli_app
+
+    ledger = tmp_path / "ledger.jsonl"
     args = ("--embedded", "--processes", "2")
-    sup = spawn_cli_worker("nats://127.0.0.1:1", tmp_path / "ledger", *args, scheduler=True)
+    sup = spawn_cli_worker("nats://127.0.0.1:1", ledger, *args, scheduler=True)
     procs.append(sup)
     out = ProcOutput(sup)
     out.wait("worker.ready", 2, 30)
-    servers = [line for line in out.lines() if line.startswith(b"embedded nats-server at ")]
-    assert len(servers) == 1
+    prefix = b"embedded nats-server at "
+    [server] = [line.removeprefix(prefix) for line in out.lines() if line.startswith(prefix)]
 
     def leases() -> list[str]:
         events = out.events("leader.acquired")
@@ -148,8 +158,17 @@ async def test_embedded_with_processes_starts_one_server_for_all_children(
     await wait_for(lambda: len(leases()) >= 2, 20)
     await asyncio.sleep(0.5)  # a second holder of either lease would show up by now
     assert leases() == ["expirer", "scheduler"]
-    sup.send_signal(signal.SIGTERM)
-    assert sup.wait(20) == 0
+    async with App("producer", nats_url=server.decode()) as producer:
+        producer.registry.register(cli_app.hang.spec)
+        await producer.enqueue("cli.hang")
+        await wait_for(lambda: len(_started(ledger)) == 1, 20)
+        sup.send_signal(signal.SIGTERM)
+        await wait_for(lambda: len(out.events("worker.draining")) == 1, 10)
+        sup.send_signal(signal.SIGTERM)
+        assert out.exit_code() == 0, out.text()
+    # the parent, then the child running the task (the idle one may be gone already)
+    assert len(out.events("worker.stopping_now")) >= 2
+    assert [e["phase"] for e in read_ledger(ledger)] == ["start"]
 
 
 def test_the_environment_sets_the_process_count() -> None:

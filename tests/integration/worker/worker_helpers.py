@@ -100,6 +100,13 @@ class ProcOutput:
             time.sleep(0.05)
         raise AssertionError(f"no {count} x {event} within {timeout}s:\n{self.text()}")
 
+    def exit_code(self, timeout: float = 20.0) -> int:
+        """Wait for the process to exit; its code (its output in the failure if it does not)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout}s:\n{self.text()}") from None
+
     def text(self) -> str:
         """All output so far, for failure messages."""
         return b"\n".join(self.lines()).decode(errors="replace")
