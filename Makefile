@@ -46,6 +46,7 @@ check: lint type test ## lint + type + test
 
 bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling, rate-limit cost
 bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling, concurrency-key cost
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process scaling, memory
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
@@ -53,6 +54,8 @@ bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings),
 	$(BIN)/python bench/cpu_pool.py
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/processes.py --cluster
+	$(BIN)/python bench/memory.py
 
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
 	$(BIN)/python -m ebind demo

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from worker_helpers import child_pids
 
 from ebind.app import App
 from ebind.embed import Node
@@ -45,13 +47,14 @@ async def module_app(nats_node_module: Node) -> AsyncIterator[App]:
 
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes started by the test, killed by PID afterwards."""
+    """Worker processes started by the test; they and their children are killed after."""
     started: list[subprocess.Popen[bytes]] = []
     try:
         yield started
     finally:
         for p in started:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                os.kill(p.pid, signal.SIGKILL)
+            for pid in [p.pid, *child_pids(p.pid)]:  # a --processes supervisor's children too
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                    os.kill(pid, signal.SIGKILL)
             p.wait(10)
