@@ -110,13 +110,16 @@ class Engine:
         """
         cached = self.states.get(dag_id)
         ids = list(dict.fromkeys(e.step_id for e in events))
-        if (
-            cached is None
-            or not ids
-            or any(e.kind is not EventKind.COMPLETED for e in events)
-            or any(sid not in cached.state.steps for sid in ids)
-        ):
-            return await self._load_full(dag_id)
+        completions = bool(ids) and all(e.kind is EventKind.COMPLETED for e in events)
+        if cached is None or not completions or any(sid not in cached.state.steps for sid in ids):
+            full = await self._load_full(dag_id)
+            if completions:
+                # Completions can only have readied their own dependents. Looking at every
+                # pending step here would also dispatch roots that a submit of a large DAG
+                # is still dispatching: each such race costs a failed CAS and another full
+                # read. Steps nothing completes for are the submit's and the sweep's.
+                full.hint = set(ids)
+            return full
         done = [e.step_id for e in events if e.status is StepStatus.DONE]
         run = cached.state.meta.run_id
         meta_t = asyncio.ensure_future(self.store.get_meta(dag_id))
@@ -467,15 +470,15 @@ class Engine:
     ) -> TaskEnvelope | None:
         """Resolve args and target of ``rec``; None when a required upstream dooms it."""
         st = ld.state
-        refs = {
-            p.step_id
+        # Only the referenced upstreams' statuses: a map of every step's status, built per
+        # dispatch, made a wide fan-out quadratic.
+        statuses = {
+            p.step_id: st.steps[p.step_id].status
             for p in find_refs(bytes(rec.args_json))
-            if isinstance(p, Ref)
-            and p.step_id in st.steps
-            and st.steps[p.step_id].status is StepStatus.DONE
+            if isinstance(p, Ref) and p.step_id in st.steps
         }
+        refs = {sid for sid, status in statuses.items() if status is StepStatus.DONE}
         results = await self.results_for(rec.dag_id, refs, rec.run_id)
-        statuses = {k: v.status for k, v in st.steps.items()}
         resolved, skip = resolve_args(
             rec.args_json, results, statuses, st.signals, step_id=rec.step_id
         )
