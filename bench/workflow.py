@@ -115,7 +115,7 @@ def counted_workflow(client: ebind.App, *, scheduler: bool) -> tuple[Any, Counti
 
 
 async def serve(url: str, worker_id: str, count_file: str) -> None:
-    ebind.logging.configure(level="error")
+    ebind.logging.configure(level=os.environ.get("BENCH_WORKER_LOG", "error"))
     app.servers = [url]
     await app.connect()
     _, store = counted_workflow(app, scheduler=True)

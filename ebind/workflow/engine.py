@@ -13,7 +13,6 @@ in the same round trip as the CAS.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,18 +119,21 @@ class Engine:
                 # read. Steps nothing completes for are the submit's and the sweep's.
                 full.hint = set(ids)
             return full
-        done = [e.step_id for e in events if e.status is StepStatus.DONE]
         run = cached.state.meta.run_id
-        meta_t = asyncio.ensure_future(self.store.get_meta(dag_id))
-        pre_t = asyncio.ensure_future(self._prefetch(dag_id, done, run))
-        try:
-            if len(ids) == 1:  # the common case: no gather, no extra Task
-                records = [await self.store.get_step(dag_id, ids[0])]
-            else:
-                records = await asyncio.gather(*(self.store.get_step(dag_id, s) for s in ids))
-        finally:
-            meta, meta_rev = await meta_t
-            await pre_t
+        # The completed steps' results are what their dependents need next: read in the
+        # same request as the records (a step nothing depends on needs no result read).
+        wanted = [
+            e.step_id
+            for e in events
+            if e.status is StepStatus.DONE
+            and cached.state.has_dependents(e.step_id)
+            and self.results.get(dag_id, e.step_id, run) is None
+        ]
+        snap = await self.store.read_dag(dag_id, ids, list(dict.fromkeys(wanted)), run)
+        meta, meta_rev = snap.require_meta(dag_id)
+        records = [snap.require_step(dag_id, sid) for sid in ids]
+        for sid, data in snap.results.items():
+            self.results.put(dag_id, sid, data, run)
         if meta.run_id != run:
             # The DAG was deleted and submitted again: nothing cached belongs to this run.
             self.states.forget(dag_id)
@@ -169,14 +171,6 @@ class Engine:
             )
             steps[rec.step_id] = rec
             _log.warning("step.run_reclaimed", dag_id=rec.dag_id, step_id=rec.step_id)
-
-    async def _prefetch(self, dag_id: str, step_ids: list[str], run: str) -> None:
-        # The completed step's result is what its dependents will need next.
-        for sid in step_ids:
-            if self.results.get(dag_id, sid, run) is None:
-                with contextlib.suppress(StepNotFound):
-                    data = await self.store.get_result(dag_id, sid, run)
-                    self.results.put(dag_id, sid, data, run)
 
     async def results_for(
         self, dag_id: str, step_ids: Iterable[str], run_id: str = ""

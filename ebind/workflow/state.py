@@ -341,6 +341,10 @@ class DAGState:
         """
         return self._cascade_from([s for s in self.ordered_ids() if self.steps[s].status in _BAD])
 
+    def has_dependents(self, step_id: str) -> bool:
+        """Whether some step depends on ``step_id`` (so it may need its result)."""
+        return bool(self._required_dependents().get(step_id))
+
     def _required_dependents(self) -> dict[str, list[str]]:
         if self._dependents is None:
             index: dict[str, list[str]] = {}
