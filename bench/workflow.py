@@ -144,6 +144,15 @@ def _count_ops(files: list[Path], client: dict[str, int]) -> dict[str, int]:
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids``."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -253,10 +262,17 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
                 rtt, chain = statistics.median(trips), statistics.median(chains)
                 print(f"  [{sync}] no-op round trip {rtt * 1e3:.3f} ms", flush=True)
                 print(f"  [{sync}] chain {chain:.3f} s (median of {CHAINS})", flush=True)
+                # CPU of every process involved (server, workers, this one): the host is
+                # shared, so wall time is noisy while CPU per step is not.
+                pids = [node.pid or 0, os.getpid(), *(p.pid for p in procs)]
+                cpu0 = cpu_seconds(pids)
                 fan = (await run_fan(client, counter, LEAVES))[1]
-                print(f"  [{sync}] fan-out/in {fan:.3f} s", flush=True)
+                fan_cpu = cpu_seconds(pids) - cpu0
+                print(f"  [{sync}] fan-out/in {fan:.3f} s, {fan_cpu:.2f} CPU s", flush=True)
+                cpu0 = cpu_seconds(pids)
                 many = await run_many(client, counter, SMALL_DAGS)
-                print(f"  [{sync}] {SMALL_DAGS} small DAGs {many:.3f} s", flush=True)
+                many_cpu = cpu_seconds(pids) - cpu0
+                print(f"  [{sync}] {SMALL_DAGS} small DAGs {many:.3f} s, {many_cpu:.2f} CPU s")
                 scale: dict[str, list[float]] = {}
                 for n in SCALE:
                     sub, whole = await run_fan(client, counter, n)
@@ -280,6 +296,8 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
         "chain_steps_per_s": round(CHAIN / chain, 1),
         "fan_steps_per_s": round((LEAVES + 1) / fan, 1),
         "fan_seconds": round(fan, 3),
+        "fan_cpu_ms_per_step": round(fan_cpu * 1e3 / (LEAVES + 1), 3),
+        "small_dag_cpu_ms_per_step": round(many_cpu * 1e3 / (3 * SMALL_DAGS), 3),
         "small_dags": SMALL_DAGS,
         "small_dag_steps_per_s": round(3 * SMALL_DAGS / many, 1),
         "scale_submit_and_dag_seconds": scale,
@@ -381,8 +399,10 @@ async def main() -> None:
             f"[sync={sync}] no-op rtt {r['noop_rtt_ms']} ms | chain {r['chain_ms_per_step']} "
             f"ms/step, overhead {r['chain_overhead_ms_per_step']} ms/step "
             f"({r['chain_overhead_x_rtt']}x rtt, target <= 3) | fan-out/in "
-            f"{r['fan_steps_per_s']} steps/s | {SMALL_DAGS} small DAGs "
-            f"{r['small_dag_steps_per_s']} steps/s | submit {SCALE[-1]}/{SCALE[0]} leaves "
+            f"{r['fan_steps_per_s']} steps/s ({r['fan_cpu_ms_per_step']} CPU ms/step) | "
+            f"{SMALL_DAGS} small DAGs {r['small_dag_steps_per_s']} steps/s "
+            f"({r['small_dag_cpu_ms_per_step']} CPU ms/step) | "
+            f"submit {SCALE[-1]}/{SCALE[0]} leaves "
             f"{r['scale_submit_ratio']}x (target <= {SCALE[-1] / SCALE[0]:g}) | "
             f"{r['kv_ops_per_step']} KV ops/step {r['kv_ops_by_call']} | "
             f"worker peak RSS {r['worker_peak_rss_mb']} MB"
