@@ -26,7 +26,6 @@ from ebind.errors import (
     PlacementError,
     ResolveError,
     StaleRevision,
-    StepNotFound,
 )
 from ebind.logging import get_logger
 from ebind.wire import ErrorKind, TaskEnvelope
@@ -188,17 +187,17 @@ class Engine:
                 missing.append(sid)
             else:
                 out[sid] = hit
-        got = await asyncio.gather(
-            *(self.store.get_result(dag_id, sid, run_id) for sid in missing),
-            return_exceptions=True,
-        )
-        for sid, item in zip(missing, got, strict=True):
-            if isinstance(item, StepNotFound):
+        if not missing:
+            return out
+        # Batched: a fan-in over thousands of upstreams reads them in a few requests, not
+        # a request (and a Task) per result.
+        got = (await self.store.read_dag(dag_id, (), missing, run_id)).results
+        for sid in missing:
+            item = got.get(sid)
+            if item is None:
                 # The record says done, so the result was written first; a lagging replica
                 # can still miss it: retry rather than fail the step.
-                raise TransientError(f"result of {sid!r} not readable yet") from item
-            if isinstance(item, BaseException):
-                raise item
+                raise TransientError(f"result of {sid!r} not readable yet")
             self.results.put(dag_id, sid, item, run_id)
             out[sid] = item
         return out
