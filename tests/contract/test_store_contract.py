@@ -144,6 +144,15 @@ async def test_read_dag_past_one_request_of_keys(store: StateStore) -> None:
     assert snap.meta is not None
 
 
+async def test_list_steps_past_one_page(store: StateStore) -> None:
+    d = dag()
+    ids = [f"s{i:04d}" for i in range(1100)]  # more than one page of a batched get
+    await asyncio.gather(*(store.put_step(d, s, step(d, s), 0) for s in ids))
+    await store.delete_step(d, ids[7])
+    listed = await store.list_steps(d)
+    assert [r.step_id for r, _ in listed] == [s for s in ids if s != ids[7]]
+
+
 async def test_returned_record_is_a_copy(store: StateStore) -> None:
     d = dag()
     await store.put_step(d, "a", step(d, "a"), 0)
