@@ -13,6 +13,7 @@ in the same round trip as the CAS.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from ebind.errors import (
 )
 from ebind.logging import get_logger
 from ebind.wire import ErrorKind, TaskEnvelope
+from ebind.workflow._lanes import in_lanes
 from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
@@ -95,6 +97,7 @@ class Engine:
         self.bus = bus
         self.enqueuer = enqueuer
         self._lanes = asyncio.Semaphore(lanes)
+        self._lane_count = lanes
         self.states = StateCache()
         self.results = ResultCache()
         self.sent = SentLedger()
@@ -332,16 +335,9 @@ class Engine:
         ready = self._ready(ld)
         if not ready:
             return 0
-        outcomes: list[tuple[str, str] | BaseException | None]
-        if len(ready) == 1:  # a chain's next step: awaited directly, no Task
-            try:
-                outcomes = [await self._dispatch_one(ld, ready[0])]
-            except Exception as exc:
-                outcomes = [exc]
-        else:
-            outcomes = await asyncio.gather(
-                *(self._dispatch_one(ld, sid) for sid in ready), return_exceptions=True
-            )
+        outcomes = await in_lanes(
+            functools.partial(self._dispatch_one, ld), ready, self._lane_count
+        )
         failure: BaseException | None = None
         settled = 0
         for sid, out in zip(ready, outcomes, strict=True):
