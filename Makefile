@@ -44,12 +44,15 @@ test-examples: $(STAMP) ## run every example as a subprocess
 
 check: lint type test ## lint + type + test
 
-bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling, rate-limit cost
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling, concurrency-key cost
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/cpu_pool.py
+	$(BIN)/python bench/limits.py
+	$(BIN)/python bench/concurrency.py
 
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
 	$(BIN)/python -m ebind demo

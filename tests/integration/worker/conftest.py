@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from ebind.app import App
+from ebind.embed import Node
 
 
 async def _connected(nats_url: str) -> AsyncIterator[App]:
@@ -30,3 +34,24 @@ async def other_app(nats_url: str) -> AsyncIterator[App]:
     """A second connected App on the same node, as a second worker process would have."""
     async for a in _connected(nats_url):
         yield a
+
+
+@pytest.fixture
+async def module_app(nats_node_module: Node) -> AsyncIterator[App]:
+    """A connected App on the module's shared node (tests register distinct task names)."""
+    async for a in _connected(nats_node_module.client_url):
+        yield a
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes started by the test, killed by PID afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,20 +40,6 @@ def _spawn(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes started by the test, killed by PID afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for p in started:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                os.kill(p.pid, signal.SIGKILL)
-            p.wait(10)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> list[dict[str, object]]:
