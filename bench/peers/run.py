@@ -355,9 +355,9 @@ def one_rep(row: Row, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 finally:
                     _stop(proc)
             if proc.returncode != 0 or not out.strip():
-                raise RuntimeError(
-                    f"client exited {proc.returncode}: {_tail(client_log)} / workers: {_tail(log)}"
-                )
+                print(f"{row.key}: {_tail(client_log)} / workers: {_tail(log)}", file=sys.stderr)
+                # The table cell gets the exception the client ended with.
+                raise RuntimeError(_tail(client_log, 1) or f"client exited {proc.returncode}")
             dead = [w.pid for w in workers if w.poll() is not None]
             if dead:
                 raise RuntimeError(f"worker(s) {dead} exited during the run: {_tail(log)}")
@@ -377,8 +377,7 @@ def skip_reason(row: Row) -> str | None:
     return None
 
 
-def run_row(row: Row, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Every repetition of one row, then its medians."""
+def _head(row: Row, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "key": row.key,
         "system": row.system,
@@ -391,16 +390,37 @@ def run_row(row: Row, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         out["leaves"] = args.leaves
     else:
         out["tasks"] = args.tasks
-    reason = skip_reason(row)
-    if reason:
-        return {**out, "skipped": reason}
-    samples = []
-    for _ in range(args.reps):
-        try:
-            samples.append(one_rep(row, args, tmp))
-        except (RuntimeError, OSError, ValueError) as exc:
-            return {**out, "error": str(exc)[:400], "reps": len(samples)}
-    return {**out, "reps": len(samples), **report.median_of(samples)}
+    return out
+
+
+def run_all(rows: list[Row], args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Every row once per pass, ``args.reps`` passes, then each row's medians.
+
+    Passes rather than one row's repetitions back to back: on a shared machine the load
+    drifts, and spreading each row over the whole run lets every row see the same drift.
+    """
+    samples: list[list[dict[str, Any]]] = [[] for _ in rows]
+    problems: list[dict[str, str]] = [{} for _ in rows]
+    for i, row in enumerate(rows):
+        reason = skip_reason(row)
+        if reason:
+            problems[i]["skipped"] = reason
+    for rep in range(args.reps):
+        for i, row in enumerate(rows):
+            if problems[i]:
+                continue
+            try:
+                samples[i].append(one_rep(row, args, tmp))
+            except (RuntimeError, OSError, ValueError) as exc:
+                problems[i]["error"] = str(exc)[:400]  # a row that failed once stays out
+            got = samples[i][-1] if samples[i] and not problems[i] else problems[i]
+            print(f"pass {rep + 1}/{args.reps} {row.key} {row.sync}: {got}", file=sys.stderr)
+    return [
+        {**_head(row, args), **problems[i], "reps": len(samples[i])}
+        if problems[i]
+        else {**_head(row, args), "reps": len(samples[i]), **report.median_of(samples[i])}
+        for i, row in enumerate(rows)
+    ]
 
 
 def _machine() -> str:
@@ -411,6 +431,13 @@ def _machine() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{os.cpu_count()} cores ({model}), Python {sys.version.split()[0]}"
+
+
+def write_docs(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """The generated block of docs/performance.md and docs/img/peers.png."""
+    page = ROOT / "docs" / "performance.md"
+    page.write_text(report.replace_block(page.read_text(), report.render(results, meta)))
+    report.plot(results, ROOT / "docs" / "img" / "peers.png", meta["tasks"])
 
 
 def _on_term(_sig: int, _frame: Any) -> None:
@@ -428,7 +455,16 @@ def main() -> None:
     parser.add_argument("--settings", default="default,always", help="NATS sync settings")
     parser.add_argument("--only", default="", help="row keys starting with any of these")
     parser.add_argument("--no-docs", action="store_true", help="leave the docs page and plot")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only redraw the docs block and plot from results.json",
+    )
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((HERE / "results.json").read_text())
+        write_docs(saved["rows"], saved["meta"])
+        return
     if args.quick:
         args.reps, args.tasks, args.latency, args.leaves = 1, 1000, 50, 200
     signal.signal(signal.SIGTERM, _on_term)
@@ -444,23 +480,19 @@ def main() -> None:
         "latency": args.latency,
         "leaves": args.leaves,
     }
-    results = []
     with tempfile.TemporaryDirectory(prefix="ebind-peers-") as tmp:
         try:
-            for row in rows:
-                result = run_row(row, args, Path(tmp))
-                results.append(result)
-                print(report.json_line(result), flush=True)
+            results = run_all(rows, args, Path(tmp))
         finally:
             for proc in list(STARTED):
                 _stop(proc)
+    for result in results:
+        print(report.json_line(result), flush=True)
     (HERE / "results.json").write_text(
         json.dumps({"meta": meta, "rows": results}, indent=1, ensure_ascii=False) + "\n"
     )
     if not args.no_docs:
-        page = ROOT / "docs" / "performance.md"
-        page.write_text(report.replace_block(page.read_text(), report.render(results, meta)))
-        report.plot(results, ROOT / "docs" / "img" / "peers.png", args.tasks)
+        write_docs(results, meta)
     print(f"wrote {HERE / 'results.json'}", file=sys.stderr)
 
 

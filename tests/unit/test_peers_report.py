@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,15 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("peers_report", ROOT / "bench/peers/report.py")
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"peers_{name}", ROOT / f"bench/peers/{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
 
-report = _load()
+report = _load("report")
+run = _load("run")  # the driver; loading it starts nothing
 
 
 def _row(key: str, sync: str = "default", kind: str = "tasks", **measured: Any) -> dict[str, Any]:
@@ -154,3 +157,35 @@ def test_labels_add_the_sync_setting_only_where_there_is_one() -> None:
     assert report.label(_row("ebind-loop")) == "ebind, delay() loop (default)"
     assert report.label(_row("arq", sync="—")) == "arq (5 ms polls)"
     assert report.label(_row("new-row", sync="—")) == "new-row"
+
+
+def test_every_row_is_one_key_per_sync_setting_and_has_a_plot_label() -> None:
+    rows = run.rows_for(["default", "always"])
+    pairs = [(r.key, r.sync) for r in rows]
+    assert len(pairs) == len(set(pairs))
+    for r in rows:
+        assert r.kind in ("tasks", "dag")
+        assert r.broker in ("nats", "redis")
+        assert r.kind == "dag" or r.key in report.LABELS
+        assert (r.broker == "redis") == (r.sync == "—")
+        assert all(cmd for cmd in r.workers)
+
+
+def test_the_peers_run_only_once_and_the_floor_under_each_setting() -> None:
+    keys = [r.key for r in run.rows_for(["default", "always"])]
+    assert keys.count("celery-prefork") == 1
+    assert keys.count("floor-puback") == 2
+    assert "celery-prefork" not in [r.key for r in run.rows_for(["always"])]
+
+
+def test_a_failed_client_is_summed_up_by_the_exception_it_ended_with(tmp_path: Path) -> None:
+    log = tmp_path / "client.log"
+    log.write_text(
+        "Traceback (most recent call last):\n  File 'x.py', line 1\n    boom()\n"
+        "ValueError: first\n\nThe above exception was the direct cause of the following"
+        " exception:\n\nTraceback (most recent call last):\n  File 'y.py'\n"
+        "PublishFailed: not confirmed within 5.0s\n"
+    )
+    assert run._tail(log, 1) == "PublishFailed: not confirmed within 5.0s"
+    assert "ValueError: first" in run._tail(log)
+    assert run._tail(tmp_path / "missing.log") == ""
