@@ -63,11 +63,11 @@ $(PEERS)/.venvs/%/.installed: $(PEERS)/requirements-%.txt
 	$(PEERS)/.venvs/$*/bin/pip install -q -r $<
 	touch $@
 
-$(VENV)/.bench: $(STAMP) pyproject.toml
-	$(BIN)/pip install -q -e '.[dev,bench]'
+$(VENV)/.plot: $(STAMP) $(PEERS)/requirements-plot.txt
+	$(BIN)/pip install -q -r $(PEERS)/requirements-plot.txt
 	touch $@
 
-bench-peers: $(VENV)/.bench $(PEER_VENVS) ## the same workloads on Celery, Dramatiq, taskiq-nats, arq, ebind and the floor (PEERS_ARGS=--quick)
+bench-peers: $(VENV)/.plot $(PEER_VENVS) ## the same workloads on Celery, Dramatiq, taskiq-nats, arq, ebind and the floor (PEERS_ARGS=--quick)
 	@# Debian's redis-server for the Redis-backed peers; without it those rows say why they were skipped.
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get update -q && apt-get install -y -q redis-server; } >/dev/null; } \
