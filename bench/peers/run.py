@@ -331,6 +331,13 @@ def _tail(path: Path, lines: int = 6) -> str:
     return " | ".join([t for t in text if t and not t[0].isspace()][-lines:])
 
 
+def _summary(path: Path) -> str:
+    """The exception a client ended with, and the first one in its chain when that differs."""
+    last, first = _tail(path, 1), _tail(path, 1 << 16).split(" | ")
+    causes = [t for t in first if not t.startswith(("Traceback", "The above", "During"))]
+    return f"{last} (from {causes[0]})" if causes and causes[0] != last else last
+
+
 def one_rep(row: Row, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Broker and workers up, the client's single JSON line back, everything stopped."""
     with broker(row, tmp) as (url, server_pid):
@@ -357,7 +364,7 @@ def one_rep(row: Row, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if proc.returncode != 0 or not out.strip():
                 print(f"{row.key}: {_tail(client_log)} / workers: {_tail(log)}", file=sys.stderr)
                 # The table cell gets the exception the client ended with.
-                raise RuntimeError(_tail(client_log, 1) or f"client exited {proc.returncode}")
+                raise RuntimeError(_summary(client_log) or f"client exited {proc.returncode}")
             dead = [w.pid for w in workers if w.poll() is not None]
             if dead:
                 raise RuntimeError(f"worker(s) {dead} exited during the run: {_tail(log)}")

@@ -187,5 +187,13 @@ def test_a_failed_client_is_summed_up_by_the_exception_it_ended_with(tmp_path: P
         "PublishFailed: not confirmed within 5.0s\n"
     )
     assert run._tail(log, 1) == "PublishFailed: not confirmed within 5.0s"
+    assert run._summary(log) == "PublishFailed: not confirmed within 5.0s (from ValueError: first)"
     assert "ValueError: first" in run._tail(log)
     assert run._tail(tmp_path / "missing.log") == ""
+
+
+def test_a_single_exception_is_summed_up_alone(tmp_path: Path) -> None:
+    log = tmp_path / "client.log"
+    log.write_text("Traceback (most recent call last):\n  File 'x.py'\nKeyError: 'k'\n")
+    assert run._summary(log) == "KeyError: 'k'"
+    assert run._summary(tmp_path / "missing.log") == ""
