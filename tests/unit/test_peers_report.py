@@ -77,6 +77,14 @@ def test_task_table_renders_measured_skipped_and_failed_rows() -> None:
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
+def test_a_long_failure_is_cut_short_in_the_table() -> None:
+    table = report.task_table([_row("ebind-gather", error="PublishFailed: " + "x" * 500)])
+    cell = table.splitlines()[2].split(" | ")[3]
+    assert cell.startswith("failed: PublishFailed: xxx")
+    assert cell.endswith("…")
+    assert len(cell) == report.CELL
+
+
 def test_dag_table_holds_only_the_dag_rows() -> None:
     rows = [
         _row("ebind-loop", tasks_per_s=1.0),
@@ -104,7 +112,7 @@ def test_headlines_state_the_ratios_the_targets_use() -> None:
     assert "0.50 of the pipelined floor" in text
     assert "p50 is 1.10× the floor's" in text
     assert "2.00× the floor's" in text
-    assert "5.0× faster than Celery's fastest chord" in text
+    assert "5.0× as fast as Celery's fastest chord" in text
     assert "always" not in text  # no always rows, no always lines
 
 
