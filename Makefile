@@ -44,9 +44,7 @@ test-examples: $(STAMP) ## run every example as a subprocess
 
 check: lint type test ## lint + type + test
 
-bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling, rate-limit cost
-bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling, concurrency-key cost
-bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process scaling, memory
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings): tasks, workflows, faults, sync API, pools, limits, processes, memory
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
