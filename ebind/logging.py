@@ -235,6 +235,12 @@ class LibraryLogger:
 
     try_unbind = unbind
 
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` (a logging number) would be written at all."""
+        # The cached target, so a check costs no rebinding (the worker asks once per task).
+        check = getattr(self._target(), "is_enabled_for", None)
+        return True if check is None else bool(check(level))
+
     def __getattr__(self, method: str) -> Any:
         return getattr(self._target(), method)
 
