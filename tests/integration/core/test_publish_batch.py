@@ -68,3 +68,16 @@ async def test_an_oversized_item_publishes_nothing(app: App) -> None:
     with pytest.raises(PayloadTooLarge):
         await echo.map(["small", "x" * (int(app.nc.max_payload) + 1)])
     assert await tasks_count(app) == before
+
+
+async def test_a_cancelled_batch_leaves_no_pubacks_waited_for(app: App) -> None:
+    pub = Publisher(app.nc, app.js, timeout=5.0, window=4)
+    await pub.start()
+    pub._prefix = "_INBOX.ebind-test-nowhere."  # never confirmed: the batch waits
+    batch = asyncio.create_task(pub.publish_many(_envs("gone", 10)))
+    while len(pub._acks) < 4:
+        await asyncio.sleep(0.01)
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert pub._acks == {}
