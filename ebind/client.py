@@ -210,7 +210,19 @@ class Publisher:
             for i, (subject, data, headers) in enumerate(framed):
                 while waiting and len(self._acks) >= self._window:
                     await settle_oldest()  # our own oldest frees a slot; never wait on it
-                token, fut = await self._start(subject, data, headers)
+                try:
+                    token, fut = await self._start(subject, data, headers)
+                except PermissionDenied as exc:
+                    failures.extend((j, exc) for j in range(i, len(envs)))
+                    break
+                except Exception as exc:
+                    # Closed connection, or a window held by others that did not free in
+                    # time: this and every later envelope are not published, each says so.
+                    failures.extend(
+                        (j, _task_failure(envs[j], framed[j][0], exc, self._timeout))
+                        for j in range(i, len(envs))
+                    )
+                    break
                 waiting.append((i, token, fut))
             while waiting:
                 await settle_oldest()

@@ -53,9 +53,13 @@ async def test_unconfirmed_publishes_of_a_batch_each_fail_within_the_bound(app: 
     pub = Publisher(app.nc, app.js, timeout=0.3, window=4)
     await pub.start()
     pub._prefix = "_INBOX.ebind-test-nowhere."  # stored, never confirmed
+    # Others hold the whole window meanwhile: every item still ends with a typed error.
+    others = asyncio.gather(*[pub.publish(e) for e in _envs("held", 4)], return_exceptions=True)
+    await asyncio.sleep(0)
     failures = await pub.publish_many(_envs("lost", 6))
     assert [i for i, _ in failures] == list(range(6))
     assert all(isinstance(e, PublishFailed) and e.task_id == f"lost-{i}" for i, e in failures)
+    assert all(isinstance(r, PublishFailed) for r in await others)
     assert pub._acks == {}
 
 
