@@ -136,7 +136,9 @@ async def floor_consumer(url: str) -> None:
             await nc.publish("floor.reply", msg.data)
 
 
-async def _floor(url: str, n: int, lat_n: int) -> dict[str, float]:
+async def _floor(url: str, n: int, lat_n: int, *, pipelined: bool = True) -> dict[str, float]:
+    """The floor's producer: ``publish_async`` pipelined, or (not pipelined) the plain loop
+    that awaits each PubAck before the next publish."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
@@ -175,9 +177,13 @@ async def _floor(url: str, n: int, lat_n: int) -> dict[str, float]:
         cpu0 = _cpu_seconds(proc.pid)
         pcpu0 = time.process_time()
         t0 = time.perf_counter()
-        for i in range(n):
-            await js.publish_async("floor.task", b"%d" % i)
-        await js.publish_async_completed()
+        if pipelined:
+            for i in range(n):
+                await js.publish_async("floor.task", b"%d" % i)
+            await js.publish_async_completed()
+        else:
+            for i in range(n):
+                await js.publish("floor.task", b"%d" % i)
         await asyncio.wait_for(done, 120)
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(proc.pid) - cpu0

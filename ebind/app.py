@@ -19,7 +19,7 @@ from ebind.client import Publisher, ResponseRouter
 from ebind.codec import encode_args, encode_raw_args
 from ebind.config import connect_wait_setting
 from ebind.context import Context
-from ebind.errors import InvalidArguments, NotConnected
+from ebind.errors import InvalidArguments, NotConnected, PublishFailed
 from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
 from ebind.limits.concurrency_rules import Concurrency, call_key, check_key, task_limit
@@ -534,6 +534,52 @@ class App:
         kwargs: Mapping[str, Any],
         options: TaskOptions,
     ) -> Future[Any]:
+        env, fut = self._prepare(spec, name, args, kwargs, options)
+        assert self._publisher is not None  # _prepare checked the connection
+        await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
+        return fut
+
+    async def _submit_many(
+        self,
+        spec: HandlerSpec | None,
+        name: str,
+        calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+        options: TaskOptions,
+    ) -> list[Future[Any]]:
+        """Every call published before any PubAck is awaited; every PubAck still checked.
+
+        Raises the first publish's error once all of them are settled; the Futures of the
+        publishes the server did confirm are on the error's ``accepted`` (those tasks run).
+        """
+        prepared = [self._prepare(spec, name, a, kw, options) for a, kw in calls]
+        futures = [fut for _, fut in prepared]
+        if not prepared:
+            return futures
+        assert self._publisher is not None  # _prepare checked the connection
+        failures = await self._publisher.publish_many(
+            [env for env, _ in prepared], countdown=options.countdown, eta=options.eta
+        )
+        if failures:
+            first = failures[0][1]
+            if isinstance(first, PublishFailed):
+                refused = {i for i, _ in failures}
+                first.accepted = [f for i, f in enumerate(futures) if i not in refused]
+                first.add_note(
+                    f"{len(first.accepted)} of {len(futures)} tasks were accepted and will run; "
+                    "their Futures are on this error's .accepted"
+                )
+            raise first
+        return futures
+
+    def _prepare(
+        self,
+        spec: HandlerSpec | None,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: TaskOptions,
+    ) -> tuple[TaskEnvelope, Future[Any]]:
+        """The validated, encoded envelope of one call and the Future for its result."""
         if spec is not None:
             payload = encode_args(spec, args, kwargs)
         elif kwargs:
@@ -571,8 +617,7 @@ class App:
         )
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)
-        await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
-        return fut
+        return env, fut
 
     async def publish_task(
         self,

@@ -168,34 +168,69 @@ class Publisher:
         except (asyncio.CancelledError, PermissionDenied):
             raise
         except Exception as exc:
-            if is_stream_full(exc):
-                raise StreamFull(
-                    f"task {env.name!r} ({env.id}) was refused by {TASKS_STREAM}: "
-                    f"{_describe(exc)}; nothing was stored (the stream's max_msgs/max_bytes "
-                    "bound with discard new is reached): retry once workers drain the "
-                    "backlog, or raise the bound",
-                    task_id=env.id,
-                    subject=subject,
-                    stream=TASKS_STREAM,
-                ) from exc
-            reason = "no confirmation" if isinstance(exc, TimeoutError) else repr(exc)
-            raise PublishFailed(
-                f"publishing task {env.name!r} ({env.id}) was not confirmed within "
-                f"{self._timeout}s ({reason}); it may or may not be stored: retry with the same "
-                "task_id within 5 minutes and the server drops the duplicate",
-                task_id=env.id,
-                subject=subject,
-            ) from exc
-        if ack.stream != TASKS_STREAM:
-            raise PublishFailed(
-                f"task {env.name!r} ({env.id}) was stored in stream {ack.stream!r}, not "
-                f"{TASKS_STREAM}; another stream claims subject {subject!r}",
-                task_id=env.id,
-                subject=subject,
-            )
-        if ack.duplicate:
-            log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=mid, seq=ack.seq)
-        return ack
+            raise _task_failure(env, subject, exc, self._timeout) from exc
+        return _checked(env, subject, mid, ack)
+
+    async def publish_many(
+        self,
+        envs: list[TaskEnvelope],
+        *,
+        countdown: float | timedelta | None = None,
+        eta: datetime | None = None,
+    ) -> list[tuple[int, Exception]]:
+        """Publish every envelope before awaiting PubAcks; each PubAck is still checked.
+
+        All are framed (size-checked) before the first goes out, so a PayloadTooLarge
+        publishes nothing. Returns ``(index, error)`` of each publish that was not
+        confirmed, in order (PublishFailed, StreamFull or PermissionDenied); the rest are
+        stored. At most the window is unconfirmed at once: the oldest is settled first.
+        """
+        framed = [self._frame(env, env.id, countdown, eta) for env in envs]
+        failures: list[tuple[int, Exception]] = []
+        waiting: collections.deque[tuple[int, str, asyncio.Future[PubAck]]] = collections.deque()
+
+        async def settle_oldest() -> None:
+            i, token, fut = waiting.popleft()
+            try:
+                ack = await fut
+            except PermissionDenied as exc:
+                failures.append((i, exc))
+                return
+            except Exception as exc:
+                failures.append((i, _task_failure(envs[i], framed[i][0], exc, self._timeout)))
+                return
+            finally:
+                self._settled(token)
+            try:
+                _checked(envs[i], framed[i][0], envs[i].id, ack)
+            except PublishFailed as exc:
+                failures.append((i, exc))
+
+        try:
+            for i, (subject, data, headers) in enumerate(framed):
+                while waiting and len(self._acks) >= self._window:
+                    await settle_oldest()  # our own oldest frees a slot; never wait on it
+                try:
+                    token, fut = await self._start(subject, data, headers)
+                except PermissionDenied as exc:
+                    failures.extend((j, exc) for j in range(i, len(envs)))
+                    break
+                except Exception as exc:
+                    # Closed connection, or a window held by others that did not free in
+                    # time: this and every later envelope are not published, each says so.
+                    failures.extend(
+                        (j, _task_failure(envs[j], framed[j][0], exc, self._timeout))
+                        for j in range(i, len(envs))
+                    )
+                    break
+                waiting.append((i, token, fut))
+            while waiting:
+                await settle_oldest()
+        finally:
+            for _, token, _ in waiting:  # cancelled: no one awaits these any more
+                self._settled(token)
+        failures.sort(key=lambda f: f[0])
+        return failures
 
     async def publish_stored(
         self,
@@ -247,6 +282,16 @@ class Publisher:
 
     async def _confirmed(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
         """One publish through the PubAck pipeline; raises on timeout or a server error."""
+        token, fut = await self._start(subject, data, headers)
+        try:
+            return await fut
+        finally:
+            self._settled(token)
+
+    async def _start(
+        self, subject: str, data: bytes, headers: dict[str, str] | None
+    ) -> tuple[str, asyncio.Future[PubAck]]:
+        """Publish with a PubAck reply subject; the caller must pass the token to _settled."""
         acks = self._acks
         if len(acks) >= self._window:
             await self._wait_slot()
@@ -259,11 +304,16 @@ class Publisher:
             self._sweeper = loop.call_at(deadline, self._sweep)
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-            return await fut
-        finally:
-            del acks[token]
-            if self._slots:
-                _wake_one(self._slots)
+        except BaseException:
+            self._settled(token)
+            raise
+        return token, fut
+
+    def _settled(self, token: str) -> None:
+        """Forget a publish's PubAck wait and hand its window slot on."""
+        del self._acks[token]
+        if self._slots:
+            _wake_one(self._slots)
 
     async def _wait_slot(self) -> None:
         # Rare: the window of unconfirmed publishes is full. Wait for a PubAck, bounded like
@@ -311,6 +361,42 @@ class Publisher:
             fut.set_result(decode_ack(msg))
         except Exception as exc:  # no responders, an undecodable reply, a server error
             fut.set_exception(exc)
+
+
+def _task_failure(env: TaskEnvelope, subject: str, exc: Exception, timeout: float) -> PublishFailed:
+    """The typed error of a task publish the server did not confirm."""
+    if is_stream_full(exc):
+        return StreamFull(
+            f"task {env.name!r} ({env.id}) was refused by {TASKS_STREAM}: "
+            f"{_describe(exc)}; nothing was stored (the stream's max_msgs/max_bytes "
+            "bound with discard new is reached): retry once workers drain the "
+            "backlog, or raise the bound",
+            task_id=env.id,
+            subject=subject,
+            stream=TASKS_STREAM,
+        )
+    reason = "no confirmation" if isinstance(exc, TimeoutError) else repr(exc)
+    return PublishFailed(
+        f"publishing task {env.name!r} ({env.id}) was not confirmed within "
+        f"{timeout}s ({reason}); it may or may not be stored: retry with the same "
+        "task_id within 5 minutes and the server drops the duplicate",
+        task_id=env.id,
+        subject=subject,
+    )
+
+
+def _checked(env: TaskEnvelope, subject: str, msg_id: str, ack: PubAck) -> PubAck:
+    """``ack`` if it confirms the task landed in EBIND_TASKS, else PublishFailed."""
+    if ack.stream != TASKS_STREAM:
+        raise PublishFailed(
+            f"task {env.name!r} ({env.id}) was stored in stream {ack.stream!r}, not "
+            f"{TASKS_STREAM}; another stream claims subject {subject!r}",
+            task_id=env.id,
+            subject=subject,
+        )
+    if ack.duplicate:
+        log.info("task.duplicate", task_id=env.id, task_name=env.name, msg_id=msg_id, seq=ack.seq)
+    return ack
 
 
 class SubjectMoved(PublishFailed):

@@ -35,7 +35,7 @@ The tree::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ebind.wire import TaskError
@@ -161,6 +161,8 @@ class PublishFailed(EbindError):
         super().__init__(message)
         self.task_id = task_id
         self.subject = subject
+        self.accepted: list[Any] = []
+        """From a batch publish (``Task.map``): Futures of the tasks the server did store."""
 
 
 class StreamFull(PublishFailed):

@@ -167,14 +167,17 @@ _LIBRARY_CHAIN: list[Any] = [
 ]
 
 
+_STRUCTLOG_CONFIG = getattr(structlog, "_config")  # noqa: B009 - no public accessor
+
+
 def _config_key() -> tuple[Any, ...]:
-    """Structlog's current configuration objects (compared by identity, see ``_same``).
+    """Structlog's current configuration objects (compared by identity, see ``_current``).
 
     The objects themselves are kept, not their ``id()``: an id can be reused by a new
     object once the old one is freed (a test's fresh logger factory), which would make a
     stale logger look current.
     """
-    config: Any = getattr(structlog, "_config")._CONFIG  # noqa: B009 - no public accessor
+    config: Any = _STRUCTLOG_CONFIG._CONFIG
     return (
         config.is_configured,
         config.default_processors,
@@ -184,8 +187,20 @@ def _config_key() -> tuple[Any, ...]:
     )
 
 
-def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...]) -> bool:
-    return a is not None and all(x is y for x, y in zip(a, b, strict=True))
+def _current(key: tuple[Any, ...] | None) -> bool:
+    """Whether ``key`` (from ``_config_key``) still names structlog's configuration."""
+    # Compared in place, without building a new key: asked on every log call and level
+    # check, where building and zipping tuples cost more than the check it guards.
+    if key is None:
+        return False
+    config: Any = _STRUCTLOG_CONFIG._CONFIG
+    return (
+        key[0] is config.is_configured
+        and key[1] is config.default_processors
+        and key[2] is config.logger_factory
+        and key[3] is config.default_wrapper_class
+        and key[4] is config.default_context_class
+    )
 
 
 class LibraryLogger:
@@ -206,9 +221,9 @@ class LibraryLogger:
     def _target(self) -> Any:
         # Rebinding costs microseconds per call, so the bound logger is kept for as long
         # as structlog's configuration stays the same (configure() replaces its objects).
-        key = _config_key()
-        if _same(self._key, key):
+        if _current(self._key):
             return self._bound
+        key = _config_key()
         if structlog.is_configured():
             bound = structlog.get_logger(self._name).bind(**self._context)
         else:
@@ -234,6 +249,12 @@ class LibraryLogger:
         return LibraryLogger(self._name, {k: v for k, v in self._context.items() if k not in keys})
 
     try_unbind = unbind
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` (a logging number) would be written at all."""
+        # The cached target, so a check costs no rebinding (the worker asks once per task).
+        check = getattr(self._target(), "is_enabled_for", None)
+        return True if check is None else bool(check(level))
 
     def __getattr__(self, method: str) -> Any:
         return getattr(self._target(), method)

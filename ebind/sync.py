@@ -340,14 +340,17 @@ class SyncTask(Generic[P, R]):
         return SyncResult(fut, loop)
 
     def delay_many(self, calls: Iterable[Sequence[Any]]) -> list[SyncResult[R]]:
-        """Enqueue one task per argument tuple, publishing them concurrently, in order."""
-        app, spec = self._task.app, self._task.spec
+        """Enqueue one task per argument tuple, publishing them concurrently, in order.
+
+        Like ``Task.starmap``: every PubAck is checked; a PublishFailed raised for one
+        carries the Futures of the tasks that were stored on ``.accepted``.
+        """
+        task = self._task
         batch = [tuple(args) for args in calls]
-        loop = _loop_for(app)
+        loop = _loop_for(task.app)
 
         async def publish_all() -> list[Future[R]]:
-            jobs = (app._submit(spec, spec.name, a, {}, DEFAULT_OPTIONS) for a in batch)
-            return list(await asyncio.gather(*jobs))
+            return await task.starmap(batch)
 
         return [SyncResult(f, loop) for f in _wait(loop, publish_all())]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -43,6 +43,7 @@ DEFAULT_OPTIONS = TaskOptions()
 """Options of a plain ``delay``/``enqueue`` (shared: TaskOptions is frozen)."""
 FIRE_AND_FORGET = TaskOptions(ignore_result=True)
 """Options of ``send``."""
+_NO_KWARGS: Mapping[str, Any] = {}
 
 
 class Task(Generic[P, R]):
@@ -94,6 +95,23 @@ class Task(Generic[P, R]):
             self.spec, self.spec.name, args, kwargs, FIRE_AND_FORGET
         )
         return fut.id
+
+    async def map(self, items: Iterable[Any]) -> list[Future[R]]:
+        """Enqueue one task per item (the item is its one argument), every publish pipelined.
+
+        Returns once every PubAck is checked. If some publish is not confirmed, the first
+        such error is raised after all are settled; a PublishFailed carries the Futures of
+        the tasks that were stored on ``.accepted``.
+        """
+        return await self.app._submit_many(
+            self.spec, self.spec.name, (((item,), _NO_KWARGS) for item in items), DEFAULT_OPTIONS
+        )
+
+    async def starmap(self, items: Iterable[Sequence[Any]]) -> list[Future[R]]:
+        """Like :meth:`map`, each item being the positional arguments of one task."""
+        return await self.app._submit_many(
+            self.spec, self.spec.name, ((args, _NO_KWARGS) for args in items), DEFAULT_OPTIONS
+        )
 
     async def apply_async(
         self,

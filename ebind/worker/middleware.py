@@ -133,12 +133,7 @@ def _enabled(level: str) -> bool:
     # Asked per line (the configuration may change at run time), and cheaper than building
     # the fields of a line the filtering logger would drop: at --log-level warning every
     # success line used to cost a dict, a rounding and a structlog call for nothing.
-    # bind() on the lazy proxy is the cached logger once structlog caches on first use, so
-    # this skips the proxy's __getattr__ (which binds on every attribute access).
-    check = getattr(log.bind(), "is_enabled_for", None)
-    if check is None:
-        return True  # a wrapper class without the method (stdlib BoundLogger...): emit
-    return bool(check(_LEVEL_NUMBERS[level]))
+    return bool(log.is_enabled_for(_LEVEL_NUMBERS[level]))
 
 
 def emit_attempt_line(

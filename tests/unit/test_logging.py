@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from ebind.errors import InvalidArguments
@@ -47,3 +49,23 @@ def test_configure_rejects_unknown_format_and_level() -> None:
         configure(format="xml")
     with pytest.raises(InvalidArguments, match="unknown log level 'loud'"):
         configure(level="loud")
+
+
+def test_level_check_follows_the_configured_level_and_reuses_the_bound_logger() -> None:
+    import io
+
+    from ebind.logging import get_logger
+
+    log = get_logger("ebind.test-level")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure("json", "warning", stream=io.StringIO())
+        assert not log.is_enabled_for(logging.INFO) and log.is_enabled_for(logging.ERROR)
+        bound = log._target()
+        assert log.is_enabled_for(logging.WARNING) and log._target() is bound  # not rebound
+        configure("json", "debug", stream=io.StringIO())  # a new configuration is seen at once
+        assert log.is_enabled_for(logging.INFO)
+    finally:  # leave the process's logging as it was for the next test
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -8,6 +8,7 @@ from typing import Any
 
 import nats
 import pytest
+from core_helpers import bound_tasks_stream
 from nats.js import api
 from structlog.testing import capture_logs
 
@@ -141,19 +142,7 @@ async def test_a_result_read_after_its_retention_raises_result_expired(nats_url:
 
 async def test_a_task_refused_by_a_full_stream_raises_stream_full(nats_url: str) -> None:
     # An operator provisions EBIND_TASKS with a bound and discard new (no schedules then).
-    nc = await nats.connect(nats_url)
-    try:
-        await nc.jetstream().add_stream(
-            api.StreamConfig(
-                name=TASKS_STREAM,
-                subjects=["TASKS.>", "TASKS_TARGET.>", "TASKS_SCHEDULED.>", "TASKS_SCHEDULES.>"],
-                retention=api.RetentionPolicy.WORK_QUEUE,
-                max_msgs=2,
-                discard=api.DiscardPolicy.NEW,
-            )
-        )
-    finally:
-        await nc.close()
+    await bound_tasks_stream(nats_url, max_msgs=4)
     app = App("ret", nats_url=nats_url)
 
     @app.task(name="ret.job")
@@ -163,10 +152,16 @@ async def test_a_task_refused_by_a_full_stream_raises_stream_full(nats_url: str)
     async with app:
         await job.delay(1)
         await job.delay(2)
+        # A batch publishes all before checking: it names what was stored, then raises.
+        with pytest.raises(StreamFull, match="refused by EBIND_TASKS") as batch:
+            await job.map(range(5))
+        accepted = batch.value.accepted
+        assert len(accepted) == 2 and batch.value.task_id not in {f.id for f in accepted}
+        assert "2 of 5 tasks were accepted" in "".join(batch.value.__notes__)
         with pytest.raises(StreamFull, match="refused by EBIND_TASKS") as caught:
             await job.delay(3)
         assert caught.value.stream == TASKS_STREAM and caught.value.task_id
-        assert (await app.js.stream_info(TASKS_STREAM)).state.messages == 2
+        assert (await app.js.stream_info(TASKS_STREAM)).state.messages == 4
 
 
 async def test_a_full_response_stream_is_reported_to_the_worker_not_lost(nats_url: str) -> None:
