@@ -23,6 +23,7 @@ from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
+from ebind.queues import wire_priority, wire_queue
 from ebind.registry import Registry
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
@@ -400,6 +401,8 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -412,11 +415,15 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> Any:
         """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``).
 
         ``pool="process"`` runs a sync handler in a worker's child processes (its own GIL,
         killed past its timeout) even when the worker's pool is the thread pool.
+        ``queue=`` routes its calls to that queue (workers serve it with ``-Q``), and
+        ``priority=`` ("high", "normal", "low") puts them in that band; a call may override both.
         """
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -428,6 +435,8 @@ class App:
                 aliases=aliases,
                 dont_retry=dont_retry,
                 pool=pool,
+                queue=queue,
+                priority=priority,
             )
             self.registry.register(spec)
             handle: Task[Any, Any] = Task(self, spec)
@@ -537,6 +546,8 @@ class App:
             retry_policy=_retry(options.retry) or (spec.retry if spec else None),
             target=check_target(options.target) if options.target is not None else "",
             timeout=spec.timeout if spec else None,
+            queue=_routed(options.queue, wire_queue, spec.queue if spec else ""),
+            priority=_routed(options.priority, wire_priority, spec.priority if spec else ""),
         )
         fut: Future[Any] = Future(
             self._router,
@@ -761,3 +772,8 @@ def _retry(policy: object) -> RetryPolicy | None:
     raise InvalidArguments(
         f"retry must be an ebind.RetryPolicy, got {type(policy).__name__}", parameter="retry"
     )
+
+
+def _routed(value: str | None, check: Callable[[str], str], default: str) -> str:
+    """A call's queue or band (validated) when it names one, else the task's."""
+    return default if value is None else check(value)

@@ -62,7 +62,7 @@ __all__ = [
 
 log = get_logger("ebind.expirer")
 
-EXPIRED_SUBJECTS = ("TASKS.>", "TASKS_TARGET.>")
+EXPIRED_SUBJECTS = ("TASKS.>", "TASKS_TARGET.>", "TASKQ.>")
 """Subjects of queued tasks; schedules (``TASKS_SCHEDULES``/``TASKS_SCHEDULED``) are not here."""
 LEASE_KEY = "expirer"
 """Key of the expirer's lease in ``ebind-leases``."""

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ebind.errors import InvalidArguments, InvalidName
+from ebind.queues import wire_priority, wire_queue
 from ebind.retry import RetryPolicy
 from ebind.streams import check_task_name
 
@@ -57,6 +58,10 @@ class HandlerSpec:
     aliases: tuple[str, ...] = ()
     pool: str | None = None
     """Where a sync handler runs: "process" (a child), "thread", or None (the worker's pool)."""
+    queue: str = ""
+    """Queue its calls go to unless the call names one; empty for the default queue."""
+    priority: str = ""
+    """Priority band of its calls unless the call names one; empty for normal."""
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
     # Derived in __post_init__ so the per-call codec paths never recompute them.
@@ -246,6 +251,8 @@ def inspect_handler(
     aliases: Iterable[str] = (),
     dont_retry: Iterable[type[BaseException]] = (),
     pool: str | None = None,
+    queue: str | None = None,
+    priority: str | None = None,
 ) -> HandlerSpec:
     """Check ``fn`` and its options and describe it; raises InvalidArguments on any problem."""
     if not callable(fn):
@@ -265,6 +272,8 @@ def inspect_handler(
         dont_retry=_check_dont_retry(dont_retry),
         aliases=_check_aliases(task_name, aliases),
         pool=_check_pool(pool, is_async, task_name),
+        queue=wire_queue(queue) if queue is not None else "",
+        priority=wire_priority(priority) if priority is not None else "",
         decoders=tuple(_decoder(task_name, p) for p in params),
     )
 

@@ -321,6 +321,8 @@ class SyncTask(Generic[P, R]):
         retry: RetryPolicy | None = None,
         target: str | None = None,
         ignore_result: bool = False,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> SyncResult[R]:
         """Enqueue with options (those of the async ``Task.apply_async``)."""
         options = TaskOptions(
@@ -331,6 +333,8 @@ class SyncTask(Generic[P, R]):
             retry=retry,
             target=target,
             ignore_result=ignore_result,
+            queue=queue,
+            priority=priority,
         )
         app, spec = self._task.app, self._task.spec
         loop = _loop_for(app)

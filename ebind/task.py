@@ -35,6 +35,8 @@ class TaskOptions:
     retry: RetryPolicy | None = None
     target: str | None = None
     ignore_result: bool = False
+    queue: str | None = None
+    priority: str | None = None
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -105,6 +107,8 @@ class Task(Generic[P, R]):
         retry: RetryPolicy | None = None,
         target: str | None = None,
         ignore_result: bool = False,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> Future[R]:
         """Enqueue with options.
 
@@ -118,6 +122,8 @@ class Task(Generic[P, R]):
             retry: RetryPolicy for this call, overriding the task's.
             target: run only on a worker that claims this target.
             ignore_result: publish no response (fire-and-forget).
+            queue: queue for this call, overriding the task's (workers take it with ``-Q``).
+            priority: band for this call ("high", "normal", "low"), overriding the task's.
         """
         options = TaskOptions(
             task_id=task_id,
@@ -127,5 +133,7 @@ class Task(Generic[P, R]):
             retry=retry,
             target=target,
             ignore_result=ignore_result,
+            queue=queue,
+            priority=priority,
         )
         return await self.app._submit(self.spec, self.spec.name, args, kwargs or {}, options)

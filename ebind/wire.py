@@ -85,6 +85,10 @@ class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     target: str = ""
     worker_id: str = ""
     timeout: float | None = None
+    queue: str = ""
+    """Queue the task is routed to; empty for the default queue."""
+    priority: str = ""
+    """Priority band (high, normal, low); empty for normal."""
 
 
 class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

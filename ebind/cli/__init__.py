@@ -29,6 +29,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "ebind.cli.demo:demo",
     "send": "ebind.cli.send:send",  # ebind send TASK [ARGS] [--wait]
     "task": "ebind.cli.task:task",  # ebind task get|revoke ID
+    "queue": "ebind.cli.queue:queue",  # ebind queue ls
 }
 
 

@@ -15,6 +15,13 @@ open while some slot is not running anything. Over-subscription is thus bounded 
 number of claims (one message each), and such a message is kept alive by in-progress acks
 like any held one. A claim puller also reports its consumer's backlog (the ``pending``
 count every delivery carries), and the shared puller leaves that many free slots to it.
+
+Lane pullers (one per queue, band and task name, see :mod:`ebind.queues`) work like claim
+pullers with a rank: a lane asks for counted slots only for the backlog it has seen and
+only while no puller of a higher rank (claims first, then the high, normal and low bands)
+has a backlog; when no backlog is known anywhere and a slot is idle, every lane keeps one
+uncounted request for one message open (a probe, living ``idle_expires``), so new work in
+any lane is seen at once. Over-subscription is thus bounded by the number of lanes.
 """
 
 from __future__ import annotations
@@ -54,13 +61,20 @@ class Budget:
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
         # Backlog reported by claim pullers: slots the shared puller leaves to targeted work.
         self.reserved: dict[str, int] = {}
-        # (threshold, overdraft, future) of pullers waiting until at least `threshold` slots
-        # are free, or (overdraft) until some slot runs nothing.
-        self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
+        # Rank of each durable with a backlog entry: lanes of a higher rank go first.
+        self.ranks: dict[str, int] = {}
+        # (rank, threshold, overdraft, future) of pullers waiting until at least `threshold`
+        # slots are free, or (overdraft) until some slot runs nothing; woken by rank.
+        self._waiters: list[tuple[int, int, bool, asyncio.Future[None]]] = []
 
     def claim_demand(self) -> int:
         """Messages known to wait on claim consumers (the shared puller leaves them room)."""
         return sum(self.reserved.values()) if self.reserved else 0
+
+    def backlog_above(self, rank: int) -> bool:
+        """Whether a puller of a higher rank (a lower number) has seen a backlog."""
+        ranks = self.ranks
+        return any(n > 0 and ranks.get(d, -1) < rank for d, n in self.reserved.items())
 
     def free(self) -> int:
         """Slots neither running a message nor promised to an open pull request."""
@@ -76,8 +90,10 @@ class Budget:
         """Wake waiting pullers (all of them when ``free`` is None)."""
         keep = []
         idle_slot = self.held < self.capacity
+        if len(self._waiters) > 1:
+            self._waiters.sort(key=_rank_of)  # woken in rank order, so they request in it
         for entry in self._waiters:
-            threshold, overdraft, fut = entry
+            _, threshold, overdraft, fut = entry
             if fut.done():
                 continue
             if free is None or free >= threshold or (overdraft and idle_slot):
@@ -86,13 +102,16 @@ class Budget:
                 keep.append(entry)
         self._waiters = keep
 
-    def waiter(self, threshold: int, *, overdraft: bool = False) -> asyncio.Future[None]:
+    def waiter(
+        self, threshold: int, *, overdraft: bool = False, rank: int = -1
+    ) -> asyncio.Future[None]:
         """A future resolved once ``threshold`` slots are free, or when ``wake()`` is called.
 
-        With ``overdraft`` it also resolves once some slot runs nothing.
+        With ``overdraft`` it also resolves once some slot runs nothing. Waiters of a
+        lower ``rank`` are woken first.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((threshold, overdraft, fut))
+        self._waiters.append((rank, threshold, overdraft, fut))
         return fut
 
     @staticmethod
@@ -104,6 +123,10 @@ class Budget:
             await fut
         finally:
             handle.cancel()
+
+
+def _rank_of(entry: tuple[int, int, bool, asyncio.Future[None]]) -> int:
+    return entry[0]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -131,6 +154,8 @@ class Puller:
         expires: float,
         min_one: bool = False,
         on_gone: Callable[[Puller], None] | None = None,
+        rank: int | None = None,
+        idle_expires: float | None = None,
     ) -> None:
         self.durable = durable
         self._nc = nc
@@ -140,7 +165,13 @@ class Puller:
         self._expires = expires
         # Claim pullers may overdraft (see the module docstring), so a targeted task is
         # never stuck behind the shared consumer's open requests.
-        self._min_one = min_one
+        self._min_one = min_one or rank is not None
+        # A lane puller (see the module docstring); claims rank before every lane.
+        self._lane = rank is not None
+        self.rank = rank if rank is not None else -1
+        self._idle_expires = idle_expires or expires
+        if rank is not None:
+            budget.ranks[durable] = rank
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         # Open requests, oldest first: [messages still due, local deadline, counted], where
         # counted is 0.0 for an overdraft request (beyond the budget, so not in `requested`).
@@ -217,7 +248,9 @@ class Puller:
                 self._retire_expired()
                 if self._backoff and self.outstanding == 0:
                     await asyncio.sleep(self._backoff)
-                if self._min_one:
+                if self._lane:
+                    await self._step_lane()
+                elif self._min_one:
                     await self._step_claim()
                 else:
                     await self._step_shared()
@@ -263,9 +296,27 @@ class Puller:
         self._waiting = budget.waiter(threshold, overdraft=overdraft)
         await budget.wait(self._waiting, self._next_expiry_in())
 
-    async def _request(self, n: int, *, counted: bool = True) -> None:
-        body = _request_encoder.encode({"batch": n, "expires": int(self._expires * 1e9)})
-        deadline = time.monotonic() + self._expires + _LOCAL_EXPIRY_SLACK
+    async def _step_lane(self) -> None:
+        budget = self._budget
+        mine = self.outstanding
+        backlog = budget.reserved.get(self.durable, 0) - mine
+        free = budget.free()
+        if backlog > 0 and free >= 1 and not budget.backlog_above(self.rank):
+            await self._request(min(free, backlog))
+            return
+        # A probe only while a slot is idle and nothing is known to wait anywhere.
+        idle = mine == 0 and budget.held < budget.capacity and not budget.requested
+        if idle and not any(budget.reserved.values()):
+            await self._request(1, counted=False, expires=self._idle_expires)
+            return
+        threshold = 1 if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
+        self._waiting = budget.waiter(threshold, overdraft=mine == 0, rank=self.rank)
+        await budget.wait(self._waiting, self._next_expiry_in())
+
+    async def _request(self, n: int, *, counted: bool = True, expires: float = 0.0) -> None:
+        expires = expires or self._expires
+        body = _request_encoder.encode({"batch": n, "expires": int(expires * 1e9)})
+        deadline = time.monotonic() + expires + _LOCAL_EXPIRY_SLACK
         self._requests.append([float(n), deadline, 1.0 if counted else 0.0])
         if counted:
             self._budget.requested += n

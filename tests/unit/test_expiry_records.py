@@ -29,7 +29,7 @@ def _env(**fields: object) -> TaskEnvelope:
 
 
 def test_queued_subjects_only_schedules_are_never_expired() -> None:
-    assert EXPIRED_SUBJECTS == ("TASKS.>", "TASKS_TARGET.>")
+    assert EXPIRED_SUBJECTS == ("TASKS.>", "TASKS_TARGET.>", "TASKQ.>")
 
 
 def test_reply_goes_only_to_the_tasks_own_response_subject() -> None:
