@@ -490,7 +490,12 @@ class Worker:
 
         js = self.app.js
         try:
-            info = await js.consumer_info(TASKS_STREAM, WORKER_DURABLE)
+            info = await guarded(
+                js,
+                f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{WORKER_DURABLE}",
+                js.consumer_info(TASKS_STREAM, WORKER_DURABLE),
+                f"read the durable consumer {WORKER_DURABLE}",
+            )
         except NotFoundError:
             return
         except Exception as exc:  # no right to read it: creating the lanes says more
