@@ -61,8 +61,8 @@ class Budget:
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
         # Backlog reported by claim pullers: slots the shared puller leaves to targeted work.
         self.reserved: dict[str, int] = {}
-        # Rank of each durable with a backlog entry: lanes of a higher rank go first.
-        self.ranks: dict[str, int] = {}
+        # Every running puller by durable: its rank and open requests qualify its backlog.
+        self.pullers: dict[str, Puller] = {}
         # (rank, threshold, overdraft, future) of pullers waiting until at least `threshold`
         # slots are free, or (overdraft) until some slot runs nothing; woken by rank.
         self._waiters: list[tuple[int, int, bool, asyncio.Future[None]]] = []
@@ -72,9 +72,16 @@ class Budget:
         return sum(self.reserved.values()) if self.reserved else 0
 
     def backlog_above(self, rank: int) -> bool:
-        """Whether a puller of a higher rank (a lower number) has seen a backlog."""
-        ranks = self.ranks
-        return any(n > 0 and ranks.get(d, -1) < rank for d, n in self.reserved.items())
+        """Whether a puller of a higher rank (a lower number) has seen a backlog it has not
+        asked for yet (claims rank above every lane)."""
+        for durable, n in self.reserved.items():
+            puller = self.pullers.get(durable)
+            if puller is None:
+                if n > 0 and rank > -1:
+                    return True
+            elif puller.rank < rank and n > puller.outstanding:
+                return True
+        return False
 
     def free(self) -> int:
         """Slots neither running a message nor promised to an open pull request."""
@@ -170,8 +177,7 @@ class Puller:
         self._lane = rank is not None
         self.rank = rank if rank is not None else -1
         self._idle_expires = idle_expires or expires
-        if rank is not None:
-            budget.ranks[durable] = rank
+        budget.pullers[durable] = self
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         # Open requests, oldest first: [messages still due, local deadline, counted], where
         # counted is 0.0 for an overdraft request (beyond the budget, so not in `requested`).
@@ -216,6 +222,8 @@ class Puller:
                 await self._sub.drain()
         self._retire_all()
         self._clear_backlog()
+        if self._budget.pullers.get(self.durable) is self:
+            del self._budget.pullers[self.durable]
 
     def finished(self) -> None:
         """A message this puller delivered is done (call after ``Budget.release``)."""
