@@ -72,8 +72,10 @@ class Budget:
         return sum(self.reserved.values()) if self.reserved else 0
 
     def backlog_above(self, rank: int) -> bool:
-        """Whether a puller of a higher rank (a lower number) has seen a backlog it has not
-        asked for yet (claims rank above every lane)."""
+        """Whether a higher-ranked puller has seen a backlog it has not asked for yet.
+
+        A lower number is a higher rank; claims rank above every lane.
+        """
         for durable, n in self.reserved.items():
             puller = self.pullers.get(durable)
             if puller is None:

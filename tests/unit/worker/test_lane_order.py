@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -47,10 +48,8 @@ def _lane(nc: _Conn, budget: Budget, durable: str, rank: int) -> Puller:
 
 async def _step(p: Puller) -> None:
     # one decision: it either requests at once or parks on a waiter (then gives up)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(p._step_lane(), 0.05)
-    except TimeoutError:
-        pass
 
 
 async def test_idle_lanes_each_keep_one_uncounted_probe() -> None:
