@@ -28,6 +28,7 @@ __all__ = [
     "WorkerRow",
     "decode_worker_record",
     "lane_consumers",
+    "queue_depths",
     "queue_rows",
     "worker_key",
     "worker_rows",
@@ -223,11 +224,19 @@ async def queue_rows(js: Any, now: datetime | None = None) -> list[QueueRow]:
     return rows
 
 
-def depth_by_queue(rows: list[QueueRow]) -> dict[tuple[str, str], int]:
-    """Messages waiting per (queue, band), every band present for each queue seen."""
+async def queue_depths(js: Any) -> dict[tuple[str, str], int]:
+    """Untargeted tasks waiting per (queue, band): one stream read per subject family.
+
+    Every band of a queue seen is present (0 when empty), so a gauge drops to zero
+    instead of vanishing when a band drains.
+    """
     out: dict[tuple[str, str], int] = {}
-    for row in rows:
-        for band in BANDS:
-            out.setdefault((row.queue, band), 0)
-        out[(row.queue, row.band)] += row.depth
+    for subject, count in (await _subject_counts(js)).items():
+        parsed = parse_subject(subject)
+        if parsed is None:
+            continue
+        queue, band, _ = parsed
+        for b in BANDS:
+            out.setdefault((queue, b), 0)
+        out[(queue, band)] += int(count)
     return out
