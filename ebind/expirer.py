@@ -118,6 +118,8 @@ def _dlq_name(subject: str, env: TaskEnvelope | None) -> str:
     candidates = [env.name] if env is not None else []
     if subject.startswith("TASKS_TARGET."):
         candidates.append(subject.split(".", 2)[-1])
+    elif subject.startswith("TASKQ."):  # TASKQ.<queue>.<band>.<name>
+        candidates.append(subject.split(".", 3)[-1])
     else:
         candidates.append(subject.partition(".")[2])
     for name in candidates:

@@ -100,6 +100,7 @@ def test_a_forged_reply_subject_is_dead_lettered_but_never_answered() -> None:
     [
         ("TASKS.mail.send", "mail.send"),
         ("TASKS_TARGET.Z3B1.a.b", "a.b"),
+        ("TASKQ.billing.high.a.b", "a.b"),
         ("TASKS.", "_undecodable"),
     ],
 )

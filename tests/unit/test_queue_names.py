@@ -134,3 +134,26 @@ def test_parse_subject_reads_only_valid_lanes(
     assert parse_subject(subject) == parsed
     if parsed is not None:
         assert lane_subject(parsed[2], parsed[0], parsed[1]) == subject
+
+
+def test_queues_from_settings_and_the_environment() -> None:
+    from ebind.config import parse_settings
+    from ebind.errors import InvalidArguments
+
+    assert parse_settings({"EBIND_WORKER_QUEUES": "billing, emails"}).worker == {
+        "queues": ["billing", "emails"]
+    }
+    assert parse_settings({"worker_queues": ["reports"]}).worker == {"queues": ["reports"]}
+    with pytest.raises(InvalidArguments, match="EBIND_WORKER_QUEUES"):
+        parse_settings({"worker_queues": "billing,a.b"})
+
+
+def test_the_cli_flag_checks_queue_names() -> None:
+    import click
+
+    from ebind.cli.worker import _queue_list
+
+    assert _queue_list(None) is None
+    assert _queue_list("billing,emails") == ["billing", "emails"]
+    with pytest.raises(click.BadParameter, match="queue"):
+        _queue_list("billing,*")
