@@ -19,9 +19,11 @@ count every delivery carries), and the shared puller leaves that many free slots
 Lane pullers (one per queue, band and task name, see :mod:`ebind.queues`) work like claim
 pullers with a rank: a lane asks for counted slots only for the backlog it has seen and
 only while no puller of a higher rank (claims first, then the high, normal and low bands)
-has a backlog; when no backlog is known anywhere and a slot is idle, every lane keeps one
-uncounted request for one message open (a probe, living ``idle_expires``), so new work in
-any lane is seen at once. Over-subscription is thus bounded by the number of lanes.
+has a backlog it has not asked for. A lane with no request open and no backlog seen keeps
+one uncounted request for one message open (a probe, living ``idle_expires``), so new
+work in any lane is seen at once, also while lower bands keep every slot busy (then only
+lanes holding none of their messages probe). Over-subscription is thus bounded by the
+number of lanes, and the worker starts held messages highest band first.
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ class Puller:
         self._stopping = False
         self._backoff = 0.0  # current 503 backoff (0 = none)
         self._inflight = 0  # messages delivered here and not yet finished
+        self._unstarted = 0  # of those, messages still waiting for an execution slot
         self._waiting: asyncio.Future[None] | None = None
 
     @property
@@ -227,8 +230,16 @@ class Puller:
         if self._budget.pullers.get(self.durable) is self:
             del self._budget.pullers[self.durable]
 
-    def finished(self) -> None:
+    def started(self) -> None:
+        """A message this puller delivered got an execution slot (a lane may probe again)."""
+        self._unstarted -= 1
+        if self._lane:
+            self._kick()
+
+    def finished(self, *, started: bool = True) -> None:
         """A message this puller delivered is done (call after ``Budget.release``)."""
+        if not started:
+            self._unstarted -= 1
         self._inflight -= 1
         if self._min_one and self._inflight == 0:
             self._kick()  # may overdraft again
@@ -314,9 +325,10 @@ class Puller:
         if backlog > 0 and free >= 1 and not budget.backlog_above(self.rank):
             await self._request(min(free, backlog))
             return
-        # A probe only while a slot is idle and nothing is known to wait anywhere.
-        idle = mine == 0 and budget.held < budget.capacity and not budget.requested
-        if idle and not any(budget.reserved.values()):
+        # A probe: while no request is open here and no backlog is known here, so new work
+        # in this lane is seen even while lower bands keep every slot busy. Bounded: with
+        # every slot busy, only a lane none of whose messages waits for a slot probes.
+        if mine == 0 and backlog <= 0 and (budget.held < budget.capacity or not self._unstarted):
             await self._request(1, counted=False, expires=self._idle_expires)
             return
         threshold = 1 if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
@@ -372,6 +384,7 @@ class Puller:
             if head[0] <= 0:
                 self._requests.popleft()
         self._inflight += 1
+        self._unstarted += 1
         if self._min_one:
             self._note_backlog(msg)
             self._kick()  # re-evaluate now, not when the shared budget next moves

@@ -693,7 +693,7 @@ class Worker:
     def _received(self, msg: Any, puller: Puller) -> None:
         if self._stopping:
             # Arrived after stop began: hand it straight back for another worker.
-            puller.finished()
+            puller.finished(started=False)
             self._nak_now(msg)
             return
         assert self._budget is not None
@@ -705,8 +705,11 @@ class Worker:
 
     async def _run_one(self, msg: Any, puller: Puller) -> None:
         assert self._runner is not None and self._budget is not None
+        started = False
         try:
             await self._slots.acquire(puller.rank)
+            started = True
+            puller.started()
             try:
                 await self._runner.process(msg)
             finally:
@@ -720,7 +723,7 @@ class Worker:
         finally:
             self._held.pop(id(msg), None)
             self._budget.release()
-            puller.finished()
+            puller.finished(started=started)
 
     def _nak_now(self, msg: Any) -> None:
         async def nak() -> None:

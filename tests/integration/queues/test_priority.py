@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ebind.context import Context
 from tests.integration.queues.conftest import AppFactory
 from tests.integration.worker.worker_helpers import running
@@ -53,3 +55,24 @@ async def test_strict_priority_a_low_task_waits_out_the_whole_high_backlog(
     assert sorted(order[:-1]) == sorted(
         [*(f"high{i}" for i in range(4)), "late0", "late1", "late2"]
     )
+
+
+async def test_high_work_arriving_while_lows_run_goes_next(service: AppFactory) -> None:
+    """A busy worker still sees a higher band: it runs right after the task in progress."""
+    order: list[str] = []
+    async with service("arrive") as app:
+
+        @app.task(name="arrive.job")
+        async def job(label: str) -> str:
+            order.append(label)
+            await asyncio.sleep(0.2)
+            return label
+
+        lows = [await job.apply_async((f"low{i}",), priority="low") for i in range(5)]
+        async with running(app, concurrency=1):
+            while not order:
+                await asyncio.sleep(0.01)
+            highs = [await job.apply_async((f"high{i}",), priority="high") for i in range(2)]
+            for f in [*lows, *highs]:
+                await f.result(15)
+    assert order[1:3] == ["high0", "high1"], order

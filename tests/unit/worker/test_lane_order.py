@@ -146,3 +146,23 @@ async def test_a_slot_handed_to_a_waiter_cancelled_at_once_passes_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     await asyncio.wait_for(second, 1)
+
+
+async def test_a_busy_worker_still_probes_lanes_holding_nothing() -> None:
+    """Every slot runs low-band work: the high lane still sees new work, one message at a
+    time, while the busy low lane (holding messages, backlog known) asks for nothing."""
+    nc, budget = _Conn(), Budget(2)
+    high, low = _lane(nc, budget, "high", 0), _lane(nc, budget, "low", 2)
+    budget.held = 2
+    low._inflight = low._unstarted = 2
+    budget.reserved["low"] = 2
+    await _step(low)
+    await _step(high)
+    assert nc.sent == [("high", {"batch": 1, "expires": 5_000_000_000})]
+    high._inflight = high._unstarted = 1  # its probe delivered: it waits for a slot ...
+    high._requests.clear()
+    await _step(high)
+    assert len(nc.sent) == 1  # ... and probes no more until it starts
+    high.started()
+    await _step(high)
+    assert len(nc.sent) == 2
