@@ -60,18 +60,19 @@ async def test_strict_priority_a_low_task_waits_out_the_whole_high_backlog(
 async def test_high_work_arriving_while_lows_run_goes_next(service: AppFactory) -> None:
     """A busy worker still sees a higher band: it runs right after the task in progress."""
     order: list[str] = []
+    first_started = asyncio.Event()
     async with service("arrive") as app:
 
         @app.task(name="arrive.job")
         async def job(label: str) -> str:
             order.append(label)
+            first_started.set()
             await asyncio.sleep(0.2)
             return label
 
         lows = [await job.apply_async((f"low{i}",), priority="low") for i in range(5)]
         async with running(app, concurrency=1):
-            while not order:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(first_started.wait(), 10)
             highs = [await job.apply_async((f"high{i}",), priority="high") for i in range(2)]
             for f in [*lows, *highs]:
                 await f.result(15)
