@@ -239,6 +239,7 @@ def operator(*, inbox_prefix: str) -> Permissions:
             "$JS.ACK.>",
             "TASKS.>",
             "TASKS_TARGET.>",
+            "TASKQ.>",
             "TASKS_SCHEDULED.>",
             "TASKS_SCHEDULES.>",
             "RESP.>",

@@ -1,7 +1,8 @@
 """Untrusted-message checks: pure functions deciding whether a task or event may be used.
 
-Anyone allowed to publish on ``TASKS.>`` or ``DAG.>`` controls every byte of what a worker
-or the scheduler pulls, so nothing in a message is trusted before it passes here:
+Anyone allowed to publish on ``TASKS.>``/``TASKQ.>`` or ``DAG.>`` controls every byte of
+what a worker or the scheduler pulls, so nothing in a message is trusted before it passes
+here:
 
 - :func:`too_deep` bounds JSON nesting before any decoder recurses into it (a 4 KB message
   nested thousands of levels deep would otherwise raise deep inside the decoder);

@@ -1,6 +1,6 @@
 """The delivery backstop: a finite ``max_deliver`` on every ebind durable, and its advisory.
 
-Every task durable (``ebind-worker``, ``ebind-targets-*``) and the scheduler's event
+Every task durable (``ebind-t-*`` lanes, ``ebind-targets-*``) and the scheduler's event
 durable stop delivering a message after :data:`TASK_MAX_DELIVER` / :data:`EVENT_MAX_DELIVER`
 deliveries, whatever went wrong (a message that kills every worker that takes it, an
 unlimited retry policy, a DLQ that cannot be written). The server then publishes an
