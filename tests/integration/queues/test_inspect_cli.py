@@ -94,3 +94,16 @@ async def test_queue_ls_shows_depth_age_and_consumers(
     ]  # fmt: skip
     assert lines[1].split()[:4] == ["orphans", "high", "qls.nobody", "2"]
     assert "none" in lines[1]
+
+
+async def test_send_puts_a_task_in_a_queue_and_band(
+    service: AppFactory, nats_node_module: Node
+) -> None:
+    url = nats_node_module.client_url
+    await _cli(url, "send", "snd.job", "[1]", "-Q", "sendq", "--priority", "low")
+    rows = json.loads((await _cli(url, "queue", "ls", "-Q", "sendq", "--json")).stdout)
+    assert [(r["band"], r["task"], r["depth"]) for r in rows] == [("low", "snd.job", 1)]
+    bad = await asyncio.to_thread(
+        CliRunner().invoke, main, ["--nats", url, "send", "snd.job", "-Q", "a.b"]
+    )
+    assert bad.exit_code == 1 and "invalid queue" in bad.stderr
