@@ -46,8 +46,18 @@ class RankedSlots:
                 heapq.heapify(self._waiting)
             raise
 
+    def take(self) -> None:
+        """Occupy a slot at once, even when none is free (a thread that outlived its task).
+
+        The next :meth:`release` repays it before any waiter is served.
+        """
+        self._free -= 1
+
     def release(self) -> None:
         """Give a slot back: to the best waiter, else to the pool."""
+        if self._free < 0:
+            self._free += 1  # repays a take() made while no slot was free
+            return
         while self._waiting:
             _, _, fut = heapq.heappop(self._waiting)
             if not fut.done():

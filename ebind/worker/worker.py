@@ -205,6 +205,8 @@ class Worker:
             return
         self._stuck += 1
         budget.held += 1
+        slots = self._slots
+        slots.take()  # held messages must not start while no thread can run them
         log.error(
             "worker.threads_stuck",
             worker_id=self.worker_id,
@@ -216,6 +218,7 @@ class Worker:
 
         def returned(_: asyncio.Future[Any]) -> None:
             self._stuck -= 1
+            slots.release()
             budget.release()
             log.info("worker.stuck_thread_returned", worker_id=self.worker_id, stuck=self._stuck)
 

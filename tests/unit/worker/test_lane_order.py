@@ -166,3 +166,16 @@ async def test_a_busy_worker_still_probes_lanes_holding_nothing() -> None:
     high.started()
     await _step(high)
     assert len(nc.sent) == 2
+
+
+async def test_a_taken_slot_is_repaid_before_any_waiter_runs() -> None:
+    slots = RankedSlots(1)
+    await slots.acquire(0)
+    slots.take()  # the running task's thread outlives it
+    waiter = asyncio.create_task(slots.acquire(0))
+    await asyncio.sleep(0)
+    slots.release()  # the task ends: its slot repays the take, the thread still holds one
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    slots.release()  # the thread returns
+    await asyncio.wait_for(waiter, 1)
