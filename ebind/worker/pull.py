@@ -233,8 +233,8 @@ class Puller:
     def started(self) -> None:
         """A message this puller delivered got an execution slot (a lane may probe again)."""
         self._unstarted -= 1
-        if self._lane:
-            self._kick()
+        if self._lane and not self._unstarted:
+            self._kick()  # the probe rule changes only once nothing waits
 
     def finished(self, *, started: bool = True) -> None:
         """A message this puller delivered is done (call after ``Budget.release``)."""
