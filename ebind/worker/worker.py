@@ -569,7 +569,9 @@ class Worker:
             min_one=bool(claim),
             on_gone=lambda p: self._consumer_gone(p, config),
             rank=lane.rank if lane is not None else None,
-            idle_expires=self.pull_expires,
+            # Shorter than ack_wait: a worker frozen right after taking a message (a pause,
+            # a long GC) must not hold a probe that takes that message's redelivery too.
+            idle_expires=min(self.pull_expires, max(self.ack_wait / 2, 0.5)),
         )
         await puller.start()
         if lane is not None:
