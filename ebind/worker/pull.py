@@ -321,8 +321,11 @@ class Puller:
         budget = self._budget
         mine = self.outstanding
         backlog = budget.reserved.get(self.durable, 0) - mine
+        # Batch requests while one is still open (as the shared puller does), so a busy lane
+        # sends one request per few messages instead of one per message.
+        need = min(backlog, 1 if mine == 0 else max(1, budget.capacity // 4))
         free = budget.free()
-        if backlog > 0 and free >= 1 and not budget.backlog_above(self.rank):
+        if backlog > 0 and free >= need and not budget.backlog_above(self.rank):
             await self._request(min(free, backlog))
             return
         # A probe: while no request is open here and no backlog is known here, so new work
@@ -331,7 +334,7 @@ class Puller:
         if mine == 0 and backlog <= 0 and (budget.held < budget.capacity or not self._unstarted):
             await self._request(1, counted=False, expires=self._idle_expires)
             return
-        threshold = 1 if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
+        threshold = need if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
         self._waiting = budget.waiter(threshold, overdraft=mine == 0, rank=self.rank)
         await budget.wait(self._waiting, self._next_expiry_in())
 
