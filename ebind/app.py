@@ -25,6 +25,7 @@ from ebind.hooks import WorkerHook, WorkerHooks
 from ebind.limits.concurrency_rules import Concurrency, call_key, check_key, task_limit
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
+from ebind.queues import wire_priority, wire_queue
 from ebind.ratelimit import check_rate_key, key_argument
 from ebind.registry import Registry
 from ebind.retention import Retention
@@ -407,6 +408,8 @@ class App:
         rate_key: str | None = None,
         concurrency: int | Concurrency | None = None,
         concurrency_key: str | Callable[..., object] | None = None,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -423,6 +426,8 @@ class App:
         rate_key: str | None = None,
         concurrency: int | Concurrency | None = None,
         concurrency_key: str | Callable[..., object] | None = None,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> Any:
         """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``).
 
@@ -434,6 +439,8 @@ class App:
         gets a limit of its own. A limited task waits for its turn; it is never failed.
         ``concurrency=N`` lets at most N calls run at once across the cluster, per key when
         ``concurrency_key`` (an argument name or a function of the arguments) is given.
+        ``queue=`` routes its calls to that queue (workers serve it with ``-Q``), and
+        ``priority=`` ("high", "normal", "low") puts them in that band; a call may override both.
         """
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -447,6 +454,8 @@ class App:
                 pool=pool,
                 rate_limit=rate_limit,
                 rate_key=rate_key,
+                queue=queue,
+                priority=priority,
             )
             limit = task_limit(concurrency, concurrency_key, [p.name for p in spec.params])
             if limit is not None:
@@ -607,6 +616,8 @@ class App:
             timeout=spec.timeout if spec else None,
             rate_key=_rate_key(spec, name, args, kwargs, options.rate_key),
             concurrency_key=_concurrency_key(spec, args, kwargs, options.concurrency_key),
+            queue=_routed(options.queue, wire_queue, spec.queue if spec else ""),
+            priority=_routed(options.priority, wire_priority, spec.priority if spec else ""),
         )
         fut: Future[Any] = Future(
             self._router,
@@ -875,3 +886,8 @@ def _concurrency_key(
     names = [p.name for p in spec.params]
     defaults = {p.name: p.default for p in spec.params if not p.required}
     return call_key(limit, names, defaults, args, kwargs)
+
+
+def _routed(value: str | None, check: Callable[[str], str], default: str) -> str:
+    """A call's queue or band (validated) when it names one, else the task's."""
+    return default if value is None else check(value)

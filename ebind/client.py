@@ -117,7 +117,7 @@ class Publisher:
         eta: datetime | None,
     ) -> tuple[str, bytes, dict[str, str]]:
         data = encoder.encode(env)
-        subject = task_subject(env.name, env.target)
+        subject = task_subject(env.name, env.target, env.queue, env.priority)
         headers = {HEADER_MSG_ID: msg_id}
         if self._signer is not None:
             # Signed for the subject the task is delivered on: a scheduled copy arrives on

@@ -10,7 +10,7 @@ The names are the environment variables' names, so one list documents both:
   credential and TLS settings ``EBIND_NATS_USER`` ... ``EBIND_NATS_TLS_HOSTNAME``;
 - retention: ``EBIND_RETENTION_TASKS`` / ``_RESULTS`` / ``_DEAD_LETTERS`` / ``_DAG_HISTORY``;
 - worker: ``EBIND_WORKER_CONCURRENCY``, ``_ACK_WAIT``, ``_SHUTDOWN_GRACE``, ``_CLAIMS``,
-  ``_SCHEDULER``, ``_HEALTH_PORT``, ``_HEALTH_HOST``, ``_POOL`` (thread or process) and
+  ``_QUEUES``, ``_SCHEDULER``, ``_HEALTH_PORT``, ``_HEALTH_HOST``, ``_POOL`` (thread or process) and
   ``_POOL_SIZE`` (the process pool's children). ``EBIND_WORKER_PROCESSES`` (worker
   processes) is read by ``ebind worker --processes`` only: an App cannot fork itself.
 
@@ -126,6 +126,17 @@ def _names(name: str, value: Any) -> list[str]:
     return [i.strip() for i in items if i.strip()]
 
 
+def _queues(name: str, value: Any) -> list[str]:
+    from ebind.errors import InvalidName
+    from ebind.queues import check_queue
+
+    queues = _names(name, value)
+    try:
+        return [check_queue(q) for q in queues]
+    except InvalidName as exc:
+        raise InvalidArguments(f"{name}: {exc}") from None
+
+
 # name (lowercase, no prefix) -> (section, key in that section, parser)
 _Parser = Callable[[str, Any], Any]
 SETTINGS: dict[str, tuple[str, str, _Parser]] = {
@@ -141,6 +152,7 @@ SETTINGS: dict[str, tuple[str, str, _Parser]] = {
     "worker_ack_wait": ("worker", "ack_wait", _duration),
     "worker_shutdown_grace": ("worker", "shutdown_grace", _duration),
     "worker_claims": ("worker", "claims", _names),
+    "worker_queues": ("worker", "queues", _queues),
     "worker_scheduler": ("worker", "scheduler", _flag),
     "worker_health_port": ("worker", "health_port", _port),
     "worker_health_host": ("worker", "health_host", _text),

@@ -62,7 +62,7 @@ __all__ = [
 
 log = get_logger("ebind.expirer")
 
-EXPIRED_SUBJECTS = ("TASKS.>", "TASKS_TARGET.>")
+EXPIRED_SUBJECTS = ("TASKS.>", "TASKS_TARGET.>", "TASKQ.>")
 """Subjects of queued tasks; schedules (``TASKS_SCHEDULES``/``TASKS_SCHEDULED``) are not here."""
 LEASE_KEY = "expirer"
 """Key of the expirer's lease in ``ebind-leases``."""
@@ -118,6 +118,8 @@ def _dlq_name(subject: str, env: TaskEnvelope | None) -> str:
     candidates = [env.name] if env is not None else []
     if subject.startswith("TASKS_TARGET."):
         candidates.append(subject.split(".", 2)[-1])
+    elif subject.startswith("TASKQ."):  # TASKQ.<queue>.<band>.<name>
+        candidates.append(subject.split(".", 3)[-1])
     else:
         candidates.append(subject.partition(".")[2])
     for name in candidates:

@@ -193,10 +193,12 @@ def plan_schedule(
         retry_policy=spec.retry if spec is not None else None,
         target=tgt,
         timeout=spec.timeout if spec is not None else None,
+        queue=spec.queue if spec is not None else "",
+        priority=spec.priority if spec is not None else "",
     )
     headers = {
         HEADER_SCHEDULE: header,
-        HEADER_TARGET: task_subject(task_name, tgt),
+        HEADER_TARGET: task_subject(task_name, tgt, env.queue, env.priority),
         HEADER_TTL: "never",
     }
     if tz is not None:

@@ -151,6 +151,7 @@ def producer(
     publish = [
         "TASKS.>",
         "TASKS_TARGET.>",
+        "TASKQ.>",  # tasks in a named queue or a priority band other than normal
         *(["TASKS_SCHEDULED.>"] if countdown else []),
         *_stream_info(),
         f"{_API}.DIRECT.GET.{RESP_STREAM}.RESP.{cid}.>",
@@ -174,8 +175,9 @@ def worker(*, inbox_prefix: str) -> Permissions:
     """What a worker (with or without the DAG scheduler) needs; no stream administration."""
     inbox = check_inbox_prefix(inbox_prefix)
     consumers = (
-        # its durables on EBIND_TASKS: ebind-worker and one ebind-targets-<claim> per claim
-        # (consumer names are single tokens; nats-py puts the filter subject after the name)
+        # its durables on EBIND_TASKS: one per lane (queue, band, task) and one
+        # ebind-targets-<claim> per claim (consumer names are single tokens; nats-py puts
+        # the filter subject after the name)
         f"{_API}.CONSUMER.CREATE.{TASKS_STREAM}.*.>",
         f"{_API}.CONSUMER.INFO.{TASKS_STREAM}.*",  # checked before re-creating a lost one
         f"{_API}.CONSUMER.MSG.NEXT.{TASKS_STREAM}.*",
@@ -192,6 +194,7 @@ def worker(*, inbox_prefix: str) -> Permissions:
             "TASKS.>",
             "TASKS_TARGET.>",  # the scheduler dispatches placed steps to their target
             "TASKS_SCHEDULED.>",  # a limited task waiting for its turn comes back as a delayed copy
+            "TASKQ.>",  # and steps of tasks in a named queue or band
             "RESP.>",
             "DLQ.>",
             "DAG.>",
@@ -241,6 +244,7 @@ def operator(*, inbox_prefix: str) -> Permissions:
             "$JS.ACK.>",
             "TASKS.>",
             "TASKS_TARGET.>",
+            "TASKQ.>",
             "TASKS_SCHEDULED.>",
             "TASKS_SCHEDULES.>",
             "RESP.>",

@@ -19,6 +19,7 @@ import msgspec
 
 from ebind.errors import InvalidArguments, InvalidName
 from ebind.limits.concurrency_rules import Concurrency
+from ebind.queues import wire_priority, wire_queue
 from ebind.ratelimit import Rate, parse_rate
 from ebind.retry import RetryPolicy
 from ebind.streams import check_task_name
@@ -65,6 +66,10 @@ class HandlerSpec:
     """The parameter whose value is the rate key of a call."""
     concurrency: Concurrency | None = None
     """The cluster-wide limit on running calls per key, if any."""
+    queue: str = ""
+    """Queue its calls go to unless the call names one; empty for the default queue."""
+    priority: str = ""
+    """Priority band of its calls unless the call names one; empty for normal."""
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
     # Derived in __post_init__ so the per-call codec paths never recompute them.
@@ -256,6 +261,8 @@ def inspect_handler(
     pool: str | None = None,
     rate_limit: str | None = None,
     rate_key: str | None = None,
+    queue: str | None = None,
+    priority: str | None = None,
 ) -> HandlerSpec:
     """Check ``fn`` and its options and describe it; raises InvalidArguments on any problem."""
     if not callable(fn):
@@ -275,6 +282,8 @@ def inspect_handler(
         dont_retry=_check_dont_retry(dont_retry),
         aliases=_check_aliases(task_name, aliases),
         pool=_check_pool(pool, is_async, task_name),
+        queue=wire_queue(queue) if queue is not None else "",
+        priority=wire_priority(priority) if priority is not None else "",
         decoders=tuple(_decoder(task_name, p) for p in params),
         rate_limit=_check_rate(rate_limit, rate_key, task_name),
         rate_key=_check_rate_key(rate_key, params, task_name),

@@ -143,11 +143,19 @@ def check_target(target: str) -> str:
     return target
 
 
-def task_subject(name: str, target: str = "") -> str:
-    """``TASKS.<name>`` or ``TASKS_TARGET.<b64(target)>.<name>``."""
+def task_subject(name: str, target: str = "", queue: str = "", priority: str = "") -> str:
+    """``TASKS_TARGET.<b64(target)>.<name>`` when targeted, else the subject of its lane.
+
+    A lane is ``TASKS.<name>`` for the default queue and normal band, otherwise
+    ``TASKQ.<queue>.<band>.<name>`` (see :mod:`ebind.queues`).
+    """
     if target:
         return f"TASKS_TARGET.{b64_token(target)}.{name}"
-    return f"TASKS.{name}"
+    if not queue and not priority:
+        return f"TASKS.{name}"
+    from ebind.queues import lane_subject  # imports this module
+
+    return lane_subject(name, queue, priority)
 
 
 def target_filter(claim: str) -> str:
@@ -217,7 +225,13 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
         # and max_age is the tasks horizon plus a margin so the expirer records them first.
         api.StreamConfig(
             name=TASKS_STREAM,
-            subjects=["TASKS.>", "TASKS_TARGET.>", SCHEDULED_SUBJECTS, PERIODIC_SUBJECTS],
+            subjects=[
+                "TASKS.>",
+                "TASKS_TARGET.>",
+                SCHEDULED_SUBJECTS,
+                PERIODIC_SUBJECTS,
+                "TASKQ.>",
+            ],
             retention=work_queue,
             storage=file,
             max_age=tasks_age,

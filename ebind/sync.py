@@ -322,6 +322,8 @@ class SyncTask(Generic[P, R]):
         target: str | None = None,
         ignore_result: bool = False,
         concurrency_key: str | None = None,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> SyncResult[R]:
         """Enqueue with options (those of the async ``Task.apply_async``)."""
         options = TaskOptions(
@@ -333,6 +335,8 @@ class SyncTask(Generic[P, R]):
             target=target,
             ignore_result=ignore_result,
             concurrency_key=concurrency_key,
+            queue=queue,
+            priority=priority,
         )
         app, spec = self._task.app, self._task.spec
         loop = _loop_for(app)

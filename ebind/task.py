@@ -37,6 +37,8 @@ class TaskOptions:
     ignore_result: bool = False
     rate_key: str | None = None
     concurrency_key: str | None = None
+    queue: str | None = None
+    priority: str | None = None
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -127,6 +129,8 @@ class Task(Generic[P, R]):
         ignore_result: bool = False,
         rate_key: str | None = None,
         concurrency_key: str | None = None,
+        queue: str | None = None,
+        priority: str | None = None,
     ) -> Future[R]:
         """Enqueue with options.
 
@@ -144,6 +148,8 @@ class Task(Generic[P, R]):
                 (instead of the key its ``rate_key`` argument gives, or the task-wide one).
             concurrency_key: the key this call counts against, instead of the one the
                 task's ``concurrency_key`` computes.
+            queue: queue for this call, overriding the task's (workers take it with ``-Q``).
+            priority: band for this call ("high", "normal", "low"), overriding the task's.
         """
         options = TaskOptions(
             task_id=task_id,
@@ -155,5 +161,7 @@ class Task(Generic[P, R]):
             ignore_result=ignore_result,
             rate_key=rate_key,
             concurrency_key=concurrency_key,
+            queue=queue,
+            priority=priority,
         )
         return await self.app._submit(self.spec, self.spec.name, args, kwargs or {}, options)

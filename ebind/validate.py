@@ -1,7 +1,8 @@
 """Untrusted-message checks: pure functions deciding whether a task or event may be used.
 
-Anyone allowed to publish on ``TASKS.>`` or ``DAG.>`` controls every byte of what a worker
-or the scheduler pulls, so nothing in a message is trusted before it passes here:
+Anyone allowed to publish on ``TASKS.>``/``TASKQ.>`` or ``DAG.>`` controls every byte of
+what a worker or the scheduler pulls, so nothing in a message is trusted before it passes
+here:
 
 - :func:`too_deep` bounds JSON nesting before any decoder recurses into it (a 4 KB message
   nested thousands of levels deep would otherwise raise deep inside the decoder);
@@ -30,6 +31,7 @@ import msgspec
 
 from ebind.errors import InvalidName
 from ebind.limits.concurrency_rules import MAX_KEY_LEN
+from ebind.queues import check_priority, check_queue, lane_subject
 from ebind.ratelimit import MAX_RATE_KEY
 from ebind.streams import MAX_ID_LEN, b64_token, check_id, check_target, check_task_name
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError, decode_envelope
@@ -112,9 +114,9 @@ def too_deep(data: bytes, limit: int = MAX_NESTING) -> bool:
 # Memos of checks that passed, so the hot path checks a route (subject, name, target) or a
 # client id once rather than per message; cleared when full so no sender can grow them.
 _MEMO_LIMIT = 1024
-_good_routes: dict[str, tuple[str, str]] = {}
+_good_routes: dict[str, tuple[str, str, str, str]] = {}
 _good_clients: set[str] = set()
-_Memo = TypeVar("_Memo", dict[str, tuple[str, str]], set[str])
+_Memo = TypeVar("_Memo", dict[str, tuple[str, str, str, str]], set[str])
 
 
 def _remember(memo: _Memo) -> _Memo:
@@ -186,11 +188,16 @@ def _route_problem(env: TaskEnvelope, subject: str) -> str | None:
             return str(exc)
         expected = f"{_TARGET_PREFIX}{b64_token(env.target)}.{env.name}"
     else:
-        expected = f"TASKS.{env.name}"
+        try:
+            queue = check_queue(env.queue) if env.queue else ""
+            band = check_priority(env.priority) if env.priority else ""
+        except InvalidName as exc:
+            return str(exc)
+        expected = lane_subject(env.name, queue, band)
     if subject != expected:
         return (
-            f"message arrived on {subject[:300]!r} but its name and target belong on "
-            f"{expected[:300]!r}"
+            f"message arrived on {subject[:300]!r} but its name, target, queue and priority "
+            f"belong on {expected[:300]!r}"
         )
     return None
 
@@ -248,11 +255,11 @@ def _limit_key_problem(env: TaskEnvelope) -> str | None:
 def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
     """The first rule ``env`` (which arrived on ``subject``) breaks, or None if it may run."""
     route = _good_routes.get(subject)
-    if route is None or route[0] != env.name or route[1] != env.target:
+    if route is None or route != (env.name, env.target, env.queue, env.priority):
         problem = _route_problem(env, subject)
         if problem is not None:
             return problem
-        _remember(_good_routes)[subject] = (env.name, env.target)
+        _remember(_good_routes)[subject] = (env.name, env.target, env.queue, env.priority)
     # The common case is checked inline (a few attribute reads and one regex); the helpers
     # run only to name what is wrong.
     if env.dag_id or env.step_id:

@@ -91,6 +91,10 @@ class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     """Which of the task's rate limits this run counts against ("" for the task-wide one)."""
     concurrency_key: str = ""
     """The call's concurrency key ("" for the task-wide one); only tasks with a limit read it."""
+    queue: str = ""
+    """Queue the task is routed to; empty for the default queue."""
+    priority: str = ""
+    """Priority band (high, normal, low); empty for normal."""
 
 
 class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

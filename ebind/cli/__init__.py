@@ -31,6 +31,7 @@ _COMMANDS: dict[str, str] = {
     "task": "ebind.cli.task:task",  # ebind task get|revoke ID
     "ratelimit": "ebind.cli.ratelimit:ratelimit",  # ebind ratelimit ls
     "concurrency": "ebind.cli.concurrency:concurrency",  # ebind concurrency ls
+    "queue": "ebind.cli.queue:queue",  # ebind queue ls
 }
 
 

@@ -40,9 +40,9 @@ def parse_args(text: str | None) -> list[Any]:
 
 
 async def _send(
-    app: App, task: str, args: list[Any], wait: bool, wait_for: float, target: str | None
+    app: App, task: str, args: list[Any], wait: bool, wait_for: float, route: dict[str, Any]
 ) -> tuple[str, Any, bool]:
-    future = await app.apply_async(task, args, ignore_result=not wait, target=target)
+    future = await app.apply_async(task, args, ignore_result=not wait, **route)
     if not wait:
         return future.id, None, False
     return future.id, await future.result(timeout=wait_for), True
@@ -60,6 +60,13 @@ async def _send(
     help="Seconds --wait waits for the result before giving up (the task may still run).",
 )
 @click.option("--target", default=None, help="Send to workers that claim this target only.")
+@click.option("-Q", "--queue", default=None, help="The queue to send it to [default: default].")
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default=None,
+    help="Its priority band [default: normal].",
+)
 @json_option
 @click.pass_context
 def send(
@@ -69,6 +76,8 @@ def send(
     wait: bool,
     timeout: float,
     target: str | None,
+    queue: str | None,
+    priority: str | None,
 ) -> None:
     """Enqueue TASK with ARGS (a JSON array of positional arguments) and print its task id.
 
@@ -76,7 +85,8 @@ def send(
     prints its error and exits with status 1.
     """
     values = parse_args(args)
-    sent = run_async(ctx, lambda app: _send(app, task, values, wait, timeout, target))
+    route = {"target": target, "queue": queue, "priority": priority}
+    sent = run_async(ctx, lambda app: _send(app, task, values, wait, timeout, route))
     if sent is None:
         return
     task_id, result, waited = sent

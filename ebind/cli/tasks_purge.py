@@ -16,7 +16,7 @@ from ebind.streams import PERIODIC_SUBJECTS, SCHEDULED_SUBJECTS, TASKS_STREAM
 __all__ = ["CATEGORIES", "PurgeReport", "plan", "purge_tasks", "render"]
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "queued tasks": ("TASKS.>", "TASKS_TARGET.>"),
+    "queued tasks": ("TASKS.>", "TASKS_TARGET.>", "TASKQ.>"),
     "delayed tasks": (SCHEDULED_SUBJECTS,),
     "periodic schedules": (PERIODIC_SUBJECTS,),
 }

@@ -134,8 +134,15 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     return server
 
 
-@click.command("worker")
-@click.option("-A", "--app", "app_path", required=True, help="The App to serve, as pkg.module:app.")
+@click.group("worker", invoke_without_command=True)
+@click.option("-A", "--app", "app_path", default=None, help="The App to serve, as pkg.module:app.")
+@click.option(
+    "-Q",
+    "--queues",
+    default=None,
+    help="Queues to serve, comma-separated [default: 'default' plus every queue the App's "
+    "tasks name].",
+)
 @click.option(
     "-c",
     "--concurrency",
@@ -241,7 +248,8 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
 def worker(
     ctx: click.Context,
     /,
-    app_path: str,
+    app_path: str | None,
+    queues: str | None,
     concurrency: int | None,
     claims: tuple[str, ...],
     worker_id: str | None,
@@ -264,7 +272,14 @@ def worker(
     otel: bool,
     **retention: float | None,
 ) -> None:
-    """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now)."""
+    """Run a worker for the App at -A until SIGINT/SIGTERM (graceful; a second signal: now).
+
+    ``ebind worker ls`` lists the running workers instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return  # `ebind worker ls`: the subcommand does the work
+    if not app_path:
+        raise click.UsageError("Missing option '-A' / '--app' (the App to serve, pkg.module:app).")
     obj: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
     _configure_logging(
         log_format or obj.get("log_format"), log_level or obj.get("log_level") or "info"
@@ -299,6 +314,7 @@ def worker(
     options: dict[str, Any] = {
         "concurrency": concurrency,
         "claims": list(claims),
+        "queues": _queue_list(queues),
         "worker_id": worker_id,
         "scheduler": not no_scheduler,
         "ack_wait": ack_wait,
@@ -402,6 +418,18 @@ def _supervise(count: int, embedded: bool) -> int:
             node.shutdown()
 
 
+def _queue_list(text: str | None) -> list[str] | None:
+    """``-Q a,b`` checked; None when not given (the App's setting or the default applies)."""
+    if text is None:
+        return None
+    from ebind.queues import parse_queues
+
+    try:
+        return list(parse_queues(text))
+    except EbindError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-Q' / '--queues'") from None
+
+
 def _apply_connection_flags(ctx: click.Context, app: Any) -> None:
     """Connection flags win over the App's own options; without flags the App reads the env."""
     from ebind.cli.conn_flags import flag_settings
@@ -422,3 +450,12 @@ def _runner() -> asyncio.Runner:
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         return asyncio.Runner()
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def _add_subcommands() -> None:
+    from ebind.cli.queue import worker_ls
+
+    worker.add_command(worker_ls)
+
+
+_add_subcommands()

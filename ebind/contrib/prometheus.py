@@ -18,6 +18,8 @@ Or ``ebind worker -A pkg.app:app --metrics-port 9464``. Exported series:
 - ``ebind_dlq_messages``: dead letters stored in EBIND_DLQ, read from the stream when the
   endpoint is scraped (bounded wait; the last value is served if NATS is slow), or
   refreshed explicitly with :meth:`PrometheusMetrics.refresh_dlq`.
+- ``ebind_queue_depth{queue,band}``: untargeted tasks waiting in each queue and priority
+  band, read like the DLQ gauge (or with :meth:`PrometheusMetrics.refresh_queues`).
 
 Health and alarms (reported by the worker and scheduler through :mod:`ebind.observe`):
 
@@ -98,6 +100,26 @@ class _DLQCollector(Collector):
             )
 
 
+_QUEUE_DOC = "Untargeted tasks waiting, by queue and priority band."
+
+
+class _QueueCollector(Collector):
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return [GaugeMetricFamily("ebind_queue_depth", _QUEUE_DOC, labels=["queue", "band"])]
+
+    def collect(self) -> Iterator[Any]:
+        depths = self._metrics.queues_for_scrape()
+        if depths is None:
+            return
+        family = GaugeMetricFamily("ebind_queue_depth", _QUEUE_DOC, labels=["queue", "band"])
+        for (queue, band), depth in sorted(depths.items()):
+            family.add_metric([queue, band], float(depth))
+        yield family
+
+
 _GAUGES = (
     ("ebind_dags_live", observe.GAUGE_LIVE_DAGS, "Unfinished DAGs counted by the last sweep."),
     (
@@ -137,6 +159,7 @@ class PrometheusMetrics:
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dlq: int | None = None
+        self._queues: dict[tuple[str, str], int] | None = None
         reg = self.registry
         self.tasks = prometheus_client.Counter(
             "ebind_tasks", "Task attempts by outcome.", ["task", "outcome"], registry=reg
@@ -151,6 +174,7 @@ class PrometheusMetrics:
             "ebind_tasks_in_flight", "Handlers running now.", ["task"], registry=reg
         )
         reg.register(_DLQCollector(self))
+        reg.register(_QueueCollector(self))
         self.sweep_duration = prometheus_client.Histogram(
             "ebind_sweep_duration_seconds",
             "Reconciliation sweep run time.",
@@ -287,26 +311,44 @@ class PrometheusMetrics:
         self._dlq = int(info.state.messages or 0)
         return self._dlq
 
+    async def refresh_queues(self) -> dict[tuple[str, str], int] | None:
+        """Read the tasks waiting per (queue, band) now (None without an app)."""
+        if self.app is None:
+            return None
+        from ebind.inspection import queue_depths
+
+        self._queues = await queue_depths(self.app.js)
+        return self._queues
+
     def dlq_for_scrape(self) -> int | None:
         """The DLQ size for a scrape: fresh when reachable in time, else the last value."""
+        self._refresh_for_scrape(self.refresh_dlq, "dlq")
+        return self._dlq
+
+    def queues_for_scrape(self) -> dict[tuple[str, str], int] | None:
+        """Queue depths for a scrape: fresh when reachable in time, else the last values."""
+        self._refresh_for_scrape(self.refresh_queues, "queues")
+        return self._queues
+
+    def _refresh_for_scrape(self, refresh: Callable[[], Any], what: str) -> None:
+        """Run ``refresh`` on the worker's loop within the scrape timeout (never on it)."""
         loop = self._loop
         if self.app is None or loop is None or loop.is_closed():
-            return self._dlq
+            return
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            return self._dlq  # blocking here would deadlock the loop we wait on
-        fut = asyncio.run_coroutine_threadsafe(self.refresh_dlq(), loop)
+            return  # blocking here would deadlock the loop we wait on
+        fut = asyncio.run_coroutine_threadsafe(refresh(), loop)
         try:
             fut.result(DLQ_SCRAPE_TIMEOUT)
         except FutureTimeout:
             fut.cancel()
-            log.warning("metrics.dlq_refresh_slow", timeout=DLQ_SCRAPE_TIMEOUT)
+            log.warning(f"metrics.{what}_refresh_slow", timeout=DLQ_SCRAPE_TIMEOUT)
         except Exception as exc:
-            log.warning("metrics.dlq_refresh_failed", error=str(exc))
-        return self._dlq
+            log.warning(f"metrics.{what}_refresh_failed", error=str(exc))
 
 
 def prometheus_middleware(

@@ -1,6 +1,6 @@
 """Per-worker ack_wait on shared durables: which value a durable keeps, how often to keep alive.
 
-Workers started with different ``ack_wait`` share the ``ebind-worker`` and claim durables.
+Workers started with different ``ack_wait`` share the lane and claim durables.
 Had each worker written its own value into the durable, the last one to start would set it
 for all, and a long task on a worker counting on a longer ack_wait would be redelivered
 while it runs. So a durable keeps the ack_wait it was created with, and every worker sends

@@ -1,6 +1,6 @@
 """The delivery backstop: a finite ``max_deliver`` on every ebind durable, and its advisory.
 
-Every task durable (``ebind-worker``, ``ebind-targets-*``) and the scheduler's event
+Every task durable (``ebind-t-*`` lanes, ``ebind-targets-*``) and the scheduler's event
 durable stop delivering a message after :data:`TASK_MAX_DELIVER` / :data:`EVENT_MAX_DELIVER`
 deliveries, whatever went wrong (a message that kills every worker that takes it, an
 unlimited retry policy, a DLQ that cannot be written). The server then publishes an
@@ -28,6 +28,7 @@ import msgspec
 
 from ebind.client import HEADER_MSG_ID
 from ebind.logging import get_logger
+from ebind.queues import LANE_DURABLE_PREFIX
 from ebind.streams import (
     DAG_EVENTS_STREAM,
     SCHEDULER_DURABLE,
@@ -66,7 +67,10 @@ ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 WATCHED_STREAMS = (TASKS_STREAM, DAG_EVENTS_STREAM)
 _TARGET_DURABLE_PREFIX = "ebind-targets-"
 # Subjects the watched durables consume (schedules and not-yet-due tasks share the stream).
-_CONSUMED_PREFIXES = {TASKS_STREAM: ("TASKS.", "TASKS_TARGET."), DAG_EVENTS_STREAM: ("DAG.",)}
+_CONSUMED_PREFIXES = {
+    TASKS_STREAM: ("TASKS.", "TASKS_TARGET.", "TASKQ."),
+    DAG_EVENTS_STREAM: ("DAG.",),
+}
 DLQ_PUBLISH_TIMEOUT = 5.0
 MAX_ADVISORY_BYTES = 4096
 """Advisories are small JSON documents; anything larger is not one."""
@@ -103,7 +107,7 @@ def parse_advisory(data: bytes) -> Exhausted | None:
     if adv.stream not in WATCHED_STREAMS or adv.stream_seq <= 0:
         return None
     if adv.consumer not in (WORKER_DURABLE, SCHEDULER_DURABLE) and not adv.consumer.startswith(
-        _TARGET_DURABLE_PREFIX
+        (_TARGET_DURABLE_PREFIX, LANE_DURABLE_PREFIX)
     ):
         return None  # another application's consumer on the stream: not ebind's to settle
     return Exhausted(adv.stream, adv.consumer, adv.stream_seq, max(adv.deliveries, 0))

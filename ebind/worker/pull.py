@@ -15,6 +15,15 @@ open while some slot is not running anything. Over-subscription is thus bounded 
 number of claims (one message each), and such a message is kept alive by in-progress acks
 like any held one. A claim puller also reports its consumer's backlog (the ``pending``
 count every delivery carries), and the shared puller leaves that many free slots to it.
+
+Lane pullers (one per queue, band and task name, see :mod:`ebind.queues`) work like claim
+pullers with a rank: a lane asks for counted slots only for the backlog it has seen and
+only while no puller of a higher rank (claims first, then the high, normal and low bands)
+has a backlog it has not asked for. A lane with no request open and no backlog seen keeps
+one uncounted request for one message open (a probe, living ``idle_expires``), so new
+work in any lane is seen at once, also while lower bands keep every slot busy (then only
+lanes holding none of their messages probe). Over-subscription is thus bounded by the
+number of lanes, and the worker starts held messages highest band first.
 """
 
 from __future__ import annotations
@@ -54,13 +63,29 @@ class Budget:
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
         # Backlog reported by claim pullers: slots the shared puller leaves to targeted work.
         self.reserved: dict[str, int] = {}
-        # (threshold, overdraft, future) of pullers waiting until at least `threshold` slots
-        # are free, or (overdraft) until some slot runs nothing.
-        self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
+        # Every running puller by durable: its rank and open requests qualify its backlog.
+        self.pullers: dict[str, Puller] = {}
+        # (rank, threshold, overdraft, future) of pullers waiting until at least `threshold`
+        # slots are free, or (overdraft) until some slot runs nothing; woken by rank.
+        self._waiters: list[tuple[int, int, bool, asyncio.Future[None]]] = []
 
     def claim_demand(self) -> int:
         """Messages known to wait on claim consumers (the shared puller leaves them room)."""
         return sum(self.reserved.values()) if self.reserved else 0
+
+    def backlog_above(self, rank: int) -> bool:
+        """Whether a higher-ranked puller has seen a backlog it has not asked for yet.
+
+        A lower number is a higher rank; claims rank above every lane.
+        """
+        for durable, n in self.reserved.items():
+            puller = self.pullers.get(durable)
+            if puller is None:
+                if n > 0 and rank > -1:
+                    return True
+            elif puller.rank < rank and n > puller.outstanding:
+                return True
+        return False
 
     def free(self) -> int:
         """Slots neither running a message nor promised to an open pull request."""
@@ -76,8 +101,10 @@ class Budget:
         """Wake waiting pullers (all of them when ``free`` is None)."""
         keep = []
         idle_slot = self.held < self.capacity
+        if len(self._waiters) > 1:
+            self._waiters.sort(key=_rank_of)  # woken in rank order, so they request in it
         for entry in self._waiters:
-            threshold, overdraft, fut = entry
+            _, threshold, overdraft, fut = entry
             if fut.done():
                 continue
             if free is None or free >= threshold or (overdraft and idle_slot):
@@ -86,13 +113,16 @@ class Budget:
                 keep.append(entry)
         self._waiters = keep
 
-    def waiter(self, threshold: int, *, overdraft: bool = False) -> asyncio.Future[None]:
+    def waiter(
+        self, threshold: int, *, overdraft: bool = False, rank: int = -1
+    ) -> asyncio.Future[None]:
         """A future resolved once ``threshold`` slots are free, or when ``wake()`` is called.
 
-        With ``overdraft`` it also resolves once some slot runs nothing.
+        With ``overdraft`` it also resolves once some slot runs nothing. Waiters of a
+        lower ``rank`` are woken first.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((threshold, overdraft, fut))
+        self._waiters.append((rank, threshold, overdraft, fut))
         return fut
 
     @staticmethod
@@ -104,6 +134,10 @@ class Budget:
             await fut
         finally:
             handle.cancel()
+
+
+def _rank_of(entry: tuple[int, int, bool, asyncio.Future[None]]) -> int:
+    return entry[0]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -131,6 +165,8 @@ class Puller:
         expires: float,
         min_one: bool = False,
         on_gone: Callable[[Puller], None] | None = None,
+        rank: int | None = None,
+        idle_expires: float | None = None,
     ) -> None:
         self.durable = durable
         self._nc = nc
@@ -140,7 +176,12 @@ class Puller:
         self._expires = expires
         # Claim pullers may overdraft (see the module docstring), so a targeted task is
         # never stuck behind the shared consumer's open requests.
-        self._min_one = min_one
+        self._min_one = min_one or rank is not None
+        # A lane puller (see the module docstring); claims rank before every lane.
+        self._lane = rank is not None
+        self.rank = rank if rank is not None else -1
+        self._idle_expires = idle_expires or expires
+        budget.pullers[durable] = self
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         # Open requests, oldest first: [messages still due, local deadline, counted], where
         # counted is 0.0 for an overdraft request (beyond the budget, so not in `requested`).
@@ -150,6 +191,7 @@ class Puller:
         self._stopping = False
         self._backoff = 0.0  # current 503 backoff (0 = none)
         self._inflight = 0  # messages delivered here and not yet finished
+        self._unstarted = 0  # of those, messages still waiting for an execution slot
         self._waiting: asyncio.Future[None] | None = None
 
     @property
@@ -185,9 +227,19 @@ class Puller:
                 await self._sub.drain()
         self._retire_all()
         self._clear_backlog()
+        if self._budget.pullers.get(self.durable) is self:
+            del self._budget.pullers[self.durable]
 
-    def finished(self) -> None:
+    def started(self) -> None:
+        """A message this puller delivered got an execution slot (a lane may probe again)."""
+        self._unstarted -= 1
+        if self._lane and not self._unstarted:
+            self._kick()  # the probe rule changes only once nothing waits
+
+    def finished(self, *, started: bool = True) -> None:
         """A message this puller delivered is done (call after ``Budget.release``)."""
+        if not started:
+            self._unstarted -= 1
         self._inflight -= 1
         if self._min_one and self._inflight == 0:
             self._kick()  # may overdraft again
@@ -217,7 +269,9 @@ class Puller:
                 self._retire_expired()
                 if self._backoff and self.outstanding == 0:
                     await asyncio.sleep(self._backoff)
-                if self._min_one:
+                if self._lane:
+                    await self._step_lane()
+                elif self._min_one:
                     await self._step_claim()
                 else:
                     await self._step_shared()
@@ -263,9 +317,31 @@ class Puller:
         self._waiting = budget.waiter(threshold, overdraft=overdraft)
         await budget.wait(self._waiting, self._next_expiry_in())
 
-    async def _request(self, n: int, *, counted: bool = True) -> None:
-        body = _request_encoder.encode({"batch": n, "expires": int(self._expires * 1e9)})
-        deadline = time.monotonic() + self._expires + _LOCAL_EXPIRY_SLACK
+    async def _step_lane(self) -> None:
+        budget = self._budget
+        mine = self.outstanding
+        backlog = budget.reserved.get(self.durable, 0) - mine
+        # Batch requests while one is still open (as the shared puller does), so a busy lane
+        # sends one request per few messages instead of one per message.
+        need = min(backlog, 1 if mine == 0 else max(1, budget.capacity // 4))
+        free = budget.free()
+        if backlog > 0 and free >= need and not budget.backlog_above(self.rank):
+            await self._request(min(free, backlog))
+            return
+        # A probe: while no request is open here and no backlog is known here, so new work
+        # in this lane is seen even while lower bands keep every slot busy. Bounded: with
+        # every slot busy, only a lane none of whose messages waits for a slot probes.
+        if mine == 0 and backlog <= 0 and (budget.held < budget.capacity or not self._unstarted):
+            await self._request(1, counted=False, expires=self._idle_expires)
+            return
+        threshold = need if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
+        self._waiting = budget.waiter(threshold, overdraft=mine == 0, rank=self.rank)
+        await budget.wait(self._waiting, self._next_expiry_in())
+
+    async def _request(self, n: int, *, counted: bool = True, expires: float = 0.0) -> None:
+        expires = expires or self._expires
+        body = _request_encoder.encode({"batch": n, "expires": int(expires * 1e9)})
+        deadline = time.monotonic() + expires + _LOCAL_EXPIRY_SLACK
         self._requests.append([float(n), deadline, 1.0 if counted else 0.0])
         if counted:
             self._budget.requested += n
@@ -311,6 +387,7 @@ class Puller:
             if head[0] <= 0:
                 self._requests.popleft()
         self._inflight += 1
+        self._unstarted += 1
         if self._min_one:
             self._note_backlog(msg)
             self._kick()  # re-evaluate now, not when the shared budget next moves

@@ -149,10 +149,14 @@ def _now() -> datetime:
 
 
 def _raw_subject_name(subject: str) -> str:
-    # TASKS.<name> / TASKS_TARGET.<token>.<name>: the name part is already a valid subject tail.
+    # TASKS.<name> / TASKS_TARGET.<token>.<name> / TASKQ.<queue>.<band>.<name>: the name
+    # part is already a valid subject tail.
     if subject.startswith("TASKS_TARGET."):
         parts = subject.split(".", 2)
         return parts[2] if len(parts) == 3 and parts[2] else "_undecodable"
+    if subject.startswith("TASKQ."):
+        parts = subject.split(".", 3)
+        return parts[3] if len(parts) == 4 and parts[3] else "_undecodable"
     name = subject.partition(".")[2]
     return name or "_undecodable"
 

@@ -1,7 +1,10 @@
 """Worker: pulls task messages, runs them with bounded concurrency, and stops gracefully.
 
-One shared durable (``ebind-worker``) carries untargeted tasks for every worker; each claim
-has its own durable (``ebind-targets-<b64(claim)>``) shared by the workers holding it. All
+Untargeted tasks travel in lanes, one per (queue, priority band, task name), each with its
+own durable shared by every worker serving it (:mod:`ebind.queues`): a worker creates
+durables only for the handlers it has, in the queues it serves, so it never receives a
+task it cannot run. Each claim has its own durable (``ebind-targets-<b64(claim)>``) shared
+by the workers holding it. Higher bands are pulled and started first. All
 consumers of a worker draw from one concurrency budget, so no message is requested before
 a slot can take it, and every message held is kept alive with in-progress acks every
 third of the shortest ack_wait in force (the worker's own or a durable's, see
@@ -28,11 +31,14 @@ from ebind.expirer import Expirer
 from ebind.hooks import WorkerHooks
 from ebind.logging import get_logger
 from ebind.pools import check_pool_settings
+from ebind.queues import DEFAULT_QUEUE, LEGACY_FILTER, Lane, check_queue, lanes_for
 from ebind.retry import RetryPolicy
 from ebind.streams import TASKS_STREAM, WORKER_DURABLE, check_target, target_durable, target_filter
 from ebind.worker import advisory
 from ebind.worker.ackwait import differs, durable_ack_wait, keepalive_interval
+from ebind.worker.beacon import Beacon
 from ebind.worker.claims import Claims, ClaimSource
+from ebind.worker.gate import RankedSlots
 from ebind.worker.health import (
     DEFAULT_HEALTH_HOST,
     HealthEndpoint,
@@ -99,6 +105,8 @@ class Worker:
         max_tasks_per_child: calls after which a child is replaced (None: never).
         app_path: ``pkg.module:app`` the children import; needed once any handler runs
             in a child (``ebind worker -A`` passes its own).
+        queues: queues to take tasks from (every handler of the app, in each of them);
+            None serves the default queue plus every queue a handler names.
     """
 
     def __init__(
@@ -123,7 +131,12 @@ class Worker:
         processes: int | None = None,
         max_tasks_per_child: int | None = None,
         app_path: str | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
+        self.queues: tuple[str, ...] | None = (
+            tuple(dict.fromkeys(check_queue(q) for q in queues)) if queues else None
+        )
+        """Queues given to serve (None: the default queue and those the handlers name)."""
         self.pool_settings = check_pool_settings(
             pool, processes, max_tasks_per_child, cpu_count=os.cpu_count()
         )
@@ -158,7 +171,8 @@ class Worker:
         # id(message) -> (message, monotonic arrival); nats-py's Msg is an unhashable dataclass
         self._held: dict[int, tuple[Any, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pullers: dict[str, Puller] = {}
+        self._pullers: dict[str, Puller] = {}  # claim -> puller
+        self._lanes: dict[str, Puller] = {}  # lane durable -> puller
         self._recovering: dict[str, asyncio.Task[None]] = {}  # durable -> re-create task
         self._durable_ack_wait: dict[str, float] = {}  # durable -> ack_wait on the server
         self._stopping = False
@@ -191,6 +205,8 @@ class Worker:
             return
         self._stuck += 1
         budget.held += 1
+        slots = self._slots
+        slots.take()  # held messages must not start while no thread can run them
         log.error(
             "worker.threads_stuck",
             worker_id=self.worker_id,
@@ -202,6 +218,7 @@ class Worker:
 
         def returned(_: asyncio.Future[Any]) -> None:
             self._stuck -= 1
+            slots.release()
             budget.release()
             log.info("worker.stuck_thread_returned", worker_id=self.worker_id, stuck=self._stuck)
 
@@ -231,7 +248,7 @@ class Worker:
     def unavailable_consumers(self) -> tuple[str, ...]:
         """Durables being re-created, or whose server answers "no responders"."""
         recovering = {d for d, t in self._recovering.items() if not t.done()}
-        backing_off = {p.durable for p in self._pullers.values() if p.unavailable}
+        backing_off = {p.durable for p in self._all_pullers() if p.unavailable}
         return tuple(sorted(recovering | backing_off))
 
     def _gauges(self) -> dict[str, float]:
@@ -241,6 +258,42 @@ class Worker:
     def claims(self) -> frozenset[str]:
         """The claims currently consumed."""
         return frozenset(c for c in self._pullers if c != "")
+
+    @property
+    def served_queues(self) -> tuple[str, ...]:
+        """The queues this worker takes tasks from."""
+        if self.queues is not None:
+            return self.queues
+        named = {getattr(s, "queue", "") or DEFAULT_QUEUE for s in _specs(self.app)}
+        return tuple(sorted(named | {DEFAULT_QUEUE}))
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        """Every lane (queue, band, task name) this worker pulls from, highest band first."""
+        return tuple(lanes_for(_names(self.app), self.served_queues))
+
+    @property
+    def in_flight(self) -> int:
+        """Handlers running now."""
+        slots = getattr(self, "_slots", None)
+        return len(self._held) - (slots.waiting if slots is not None else 0)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this worker runs the workflow scheduler and holds its leadership."""
+        if not (self.scheduler and self._running):
+            return False
+        wf = _workflow(self.app)
+        elector = getattr(wf, "elector", None)
+        return bool(elector is not None and elector.is_leader())
+
+    @property
+    def held_count(self) -> int:
+        """Messages received and not yet finished (running or waiting for a slot)."""
+        return len(self._held)
+
+    def _all_pullers(self) -> list[Puller]:
+        return [*self._pullers.values(), *self._lanes.values()]
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -266,6 +319,8 @@ class Worker:
                 started_hooks = hooks
             await self._setup(executor)
             background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
+            beacon = Beacon(self)
+            background.append(asyncio.create_task(beacon.run(), name="ebind-beacon"))
             # Always: besides re-reading dynamic claims it re-creates claim consumers whose
             # creation failed (e.g. during a cluster leader election).
             background.append(asyncio.create_task(self._claims_loop(), name="ebind-claims"))
@@ -364,13 +419,15 @@ class Worker:
             from ebind.limits.concurrency import ConcurrencyGate
 
             runner.concurrency = ConcurrencyGate(app, self.worker_id, self.concurrency)
-        self._sem = asyncio.Semaphore(self.concurrency)
+        self._slots = RankedSlots(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
         await self._watcher.start()
-        await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
+        await self._retire_legacy_durable()
+        for lane in self.lanes:
+            await self._consume_retrying("", lane.durable, lane.subject, lane=lane)
         if runner.concurrency is not None:
-            # after the durable, so a user who may not run workers is refused there first; a
+            # after the durables, so a user who may not run workers is refused there first; a
             # notice in the moment between is missed and its newer task waits for the run
             await runner.concurrency.start()
         await self._claims.refresh(strict=True)
@@ -439,7 +496,61 @@ class Worker:
                 "worker; this worker sends in-progress acks for the shorter of the two",
             )
 
-    async def _consume(self, claim: str, durable: str, filter_subject: str) -> None:
+    async def _retire_legacy_durable(self) -> None:
+        """Delete the shared ``TASKS.>`` durable of older releases: it overlaps every lane.
+
+        The server refuses consumers of a work-queue stream whose filters overlap, so no
+        lane could be created beside it. Messages it delivered and nobody acked stay in
+        the stream and reach the lanes; its own workers (older releases) stop receiving
+        untargeted tasks, which is why every worker is upgraded together.
+        """
+        from nats.js.errors import NotFoundError
+
+        js = self.app.js
+        try:
+            info = await guarded(
+                js,
+                f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{WORKER_DURABLE}",
+                js.consumer_info(TASKS_STREAM, WORKER_DURABLE),
+                f"read the durable consumer {WORKER_DURABLE}",
+            )
+        except NotFoundError:
+            return
+        except Exception as exc:  # no right to read it: creating the lanes says more
+            log.info("worker.legacy_durable_unread", durable=WORKER_DURABLE, error=repr(exc))
+            return
+        if (info.config.filter_subject or "") != LEGACY_FILTER:
+            return  # someone else's consumer that happens to share the name
+        try:
+            await guarded(
+                js,
+                f"$JS.API.CONSUMER.DELETE.{TASKS_STREAM}.{WORKER_DURABLE}",
+                js.delete_consumer(TASKS_STREAM, WORKER_DURABLE),
+                f"remove the shared durable {WORKER_DURABLE} of an older release",
+            )
+        except PermissionDenied as exc:
+            raise PermissionDenied(
+                f"the shared durable {WORKER_DURABLE} of an older ebind release overlaps the "
+                "per-task consumers this worker needs, and this NATS user may not remove it; "
+                f"an operator removes it once (`nats consumer rm {TASKS_STREAM} "
+                f"{WORKER_DURABLE}`, or start one worker with operator rights)",
+                subject=exc.subject,
+                action=exc.action,
+            ) from None
+        log.warning(
+            "worker.legacy_durable_removed",
+            worker_id=self.worker_id,
+            durable=WORKER_DURABLE,
+            pending=int(info.num_pending or 0),
+            unacked=int(info.num_ack_pending or 0),
+            note="the shared durable of older releases overlaps the per-task lanes; its "
+            "queued messages now reach the lanes, and workers of older releases still "
+            "running receive no untargeted tasks until they are upgraded",
+        )
+
+    async def _consume(
+        self, claim: str, durable: str, filter_subject: str, *, lane: Lane | None = None
+    ) -> None:
         config = self._consumer_config(claim, durable, filter_subject)
         # An existing durable keeps its ack_wait: the other workers on it count on it.
         config.ack_wait = durable_ack_wait(await self._existing_ack_wait(durable), self.ack_wait)
@@ -455,20 +566,33 @@ class Worker:
         actual = getattr(getattr(info, "config", None), "ack_wait", None)
         self._note_ack_wait(durable, float(actual or config.ack_wait))
         assert self._budget is not None
+        if lane is not None:
+            # What already waits in the lane, so the highest band is served from the start.
+            pending = int(getattr(info, "num_pending", 0) or 0)
+            if pending > 0:
+                self._budget.reserved[durable] = min(pending, self.concurrency)
         puller = Puller(
             self.app.nc,
             stream=TASKS_STREAM,
             durable=durable,
             budget=self._budget,
             on_msg=self._received,
-            # Claim requests promise at most one slot each, so they may live long; the
-            # shared one promises every free slot, so it is kept short (see the constant).
+            # Claim requests promise at most one slot each, so they may live long; counted
+            # lane requests promise free slots, so they are kept short (see the constant),
+            # while a lane's idle probe promises none and lives as long as a claim's.
             expires=self.pull_expires if claim else min(self.pull_expires, SHARED_PULL_EXPIRES),
             min_one=bool(claim),
             on_gone=lambda p: self._consumer_gone(p, config),
+            rank=lane.rank if lane is not None else None,
+            # Shorter than ack_wait: a worker frozen right after taking a message (a pause,
+            # a long GC) must not hold a probe that takes that message's redelivery too.
+            idle_expires=min(self.pull_expires, max(self.ack_wait / 2, 0.5)),
         )
         await puller.start()
-        self._pullers[claim] = puller
+        if lane is not None:
+            self._lanes[durable] = puller
+        else:
+            self._pullers[claim] = puller
 
     def _consumer_gone(self, puller: Puller, config: Any) -> None:
         """The server says ``puller``'s consumer is gone or unreachable: check, re-create."""
@@ -491,7 +615,7 @@ class Worker:
         durable = config.durable_name
         delay, cap = RECREATE_BACKOFF
         # Stop once the puller is dropped (its claim went away) or the worker stops.
-        while not self._stopping and puller in self._pullers.values():
+        while not self._stopping and puller in self._all_pullers():
             try:
                 try:
                     await self.app.js.consumer_info(TASKS_STREAM, durable)
@@ -519,7 +643,9 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cap)
 
-    async def _consume_retrying(self, claim: str, durable: str, filter_subject: str) -> None:
+    async def _consume_retrying(
+        self, claim: str, durable: str, filter_subject: str, *, lane: Lane | None = None
+    ) -> None:
         """:meth:`_consume`, retried with backoff while the server cannot answer.
 
         A worker started while a node is down or a stream elects its leader must wait for
@@ -528,7 +654,7 @@ class Worker:
         delay, cap = RECREATE_BACKOFF
         while True:
             try:
-                await self._consume(claim, durable, filter_subject)
+                await self._consume(claim, durable, filter_subject, lane=lane)
                 return
             except PermissionDenied:
                 raise  # waiting cannot help: the user lacks the right
@@ -560,7 +686,7 @@ class Worker:
 
     async def _recheck_ack_wait(self) -> None:
         """Re-read every held durable's ack_wait (an operator or an older worker may change it)."""
-        for puller in list(self._pullers.values()):
+        for puller in self._all_pullers():
             try:
                 actual = await self._existing_ack_wait(puller.durable)
             except Exception as exc:
@@ -587,7 +713,7 @@ class Worker:
     def _received(self, msg: Any, puller: Puller) -> None:
         if self._stopping:
             # Arrived after stop began: hand it straight back for another worker.
-            puller.finished()
+            puller.finished(started=False)
             self._nak_now(msg)
             return
         assert self._budget is not None
@@ -599,9 +725,15 @@ class Worker:
 
     async def _run_one(self, msg: Any, puller: Puller) -> None:
         assert self._runner is not None and self._budget is not None
+        started = False
         try:
-            async with self._sem:
+            await self._slots.acquire(puller.rank)
+            started = True
+            puller.started()
+            try:
                 await self._runner.process(msg)
+            finally:
+                self._slots.release()
         except asyncio.CancelledError:
             pass  # shutdown past its grace: the message was nak'd before cancelling
         except Exception:
@@ -611,7 +743,7 @@ class Worker:
         finally:
             self._held.pop(id(msg), None)
             self._budget.release()
-            puller.finished()
+            puller.finished(started=started)
 
     def _nak_now(self, msg: Any) -> None:
         async def nak() -> None:
@@ -661,7 +793,7 @@ class Worker:
         await self._stop_revocations()
         for task in self._recovering.values():
             task.cancel()
-        for puller in list(self._pullers.values()):
+        for puller in self._all_pullers():
             await puller.stop()
         for task in background:
             if task.get_name() != "ebind-keepalive":
@@ -695,12 +827,28 @@ class Worker:
                 await task
         if self._watcher is not None:
             await self._watcher.stop()
+        await Beacon(self).remove()
         with contextlib.suppress(Exception):
             await self.app.nc.flush(timeout=2)
 
 
 async def _placeholder(ctx: Any, env: Any) -> bytes:  # replaced in _setup
     raise RuntimeError("worker chain not built")
+
+
+def _specs(app: Any) -> list[Any]:
+    """The app's handler specs (each once)."""
+    registry = getattr(app, "registry", None)
+    if registry is None:
+        return []
+    found = {id(s): s for s in (registry.get(n) for n in registry.names()) if s is not None}
+    return list(found.values())
+
+
+def _names(app: Any) -> list[str]:
+    """Every task name (aliases too) the app has a handler for."""
+    registry = getattr(app, "registry", None)
+    return list(registry.names()) if registry is not None else []
 
 
 def _workflow(app: Any) -> Any:

@@ -25,7 +25,9 @@ _enc = msgspec.json.Encoder()
 def _js_publisher(js: Any) -> Any:
     async def publish(env: TaskEnvelope, *, msg_id: str) -> PubAck:
         ack = await js.publish(
-            task_subject(env.name, env.target), _enc.encode(env), headers={"Nats-Msg-Id": msg_id}
+            task_subject(env.name, env.target, env.queue, env.priority),
+            _enc.encode(env),
+            headers={"Nats-Msg-Id": msg_id},
         )
         return PubAck(stream=ack.stream, seq=int(ack.seq), duplicate=bool(ack.duplicate))
 

@@ -190,6 +190,8 @@ def build_record(
         policy=retry,
         placement=spec,
         timeout=timeout,
+        queue=spec_.queue if spec_ is not None else "",
+        priority=spec_.priority if spec_ is not None else "",
         added_at=datetime.now(UTC),
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,12 +23,14 @@ import msgspec
 from ebind._jsreq import PubAck
 from ebind.crashpoints import crashpoint
 from ebind.errors import (
+    InvalidName,
     PayloadTooLarge,
     PlacementError,
     ResolveError,
     StaleRevision,
 )
 from ebind.logging import get_logger
+from ebind.queues import check_priority, check_queue
 from ebind.wire import ErrorKind, TaskEnvelope
 from ebind.workflow._lanes import in_lanes
 from ebind.workflow._transient import is_leaderless
@@ -485,6 +487,8 @@ class Engine:
             target=target,
             timeout=rec.timeout,
             trace_ctx={**rec.trace_ctx, GENERATION_KEY: str(generation)},
+            queue=_valid_or_default(rec.queue, check_queue),
+            priority=_valid_or_default(rec.priority, check_priority),
         )
 
     # -- breakpoints -------------------------------------------------------------------
@@ -525,3 +529,14 @@ class Engine:
                     "bp.hit_publish_failed", dag_id=rec.dag_id, step_id=sid, error=str(exc)
                 )
             _log.info("bp.hit", dag_id=rec.dag_id, step_id=sid, position=pos)
+
+
+def _valid_or_default(value: str, check: Callable[[str], str]) -> str:
+    """A step record's queue or band when valid (records are read back from KV), else ""."""
+    if not value:
+        return ""
+    try:
+        return check(value)
+    except InvalidName:
+        _log.warning("workflow.step_route_invalid", value=value[:64], note="sent to the default")
+        return ""

@@ -184,6 +184,8 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     target: str = ""
     worker_id: str = ""
     timeout: float | None = None
+    queue: str = ""
+    priority: str = ""
     added_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -29,7 +29,7 @@ _FENCE = re.compile(r"^( *)```([^\n]*)\n(.*?)^\1```\s*$", re.MULTILINE | re.DOTA
 PAGES = tuple(sorted(p.name for p in DOCS.glob("*.md")))
 
 # Pages whose inline python blocks, joined in order, form one module checked by mypy --strict.
-TYPECHECKED_PAGES = ("sync.md", "security.md", "reliability.md", "front-door.md")
+TYPECHECKED_PAGES = ("sync.md", "security.md", "reliability.md", "front-door.md", "queues.md")
 
 # Pages whose python blocks a dedicated test runs against a server.
 RUN_PAGES = ("celery.md",)

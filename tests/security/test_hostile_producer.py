@@ -121,7 +121,10 @@ async def test_reply_to_another_clients_result_is_not_forged(
             "sec.echo",
             "time zone",
         ),
-        ("TASKS.sec", _envelope(name="sec echo"), "sec", "task name"),
+        ("TASKS.sec.echo", _envelope(name="sec echo"), "sec.echo", "task name"),
+        ("TASKS.sec.echo", _envelope(queue="billing"), "sec.echo", "TASKQ.billing.normal"),
+        ("TASKS.sec.echo", _envelope(queue="a.b"), "sec.echo", "invalid queue"),
+        ("TASKS.sec.echo", _envelope(priority="urgent"), "sec.echo", "priority must be"),
         (
             "TASKS.sec.echo",
             _envelope(id="d.1:s1", dag_id="d.1", step_id="s1"),
@@ -129,7 +132,15 @@ async def test_reply_to_another_clients_result_is_not_forged(
             "dag_id",
         ),
     ],
-    ids=["nested-2000-deep", "naive-deadline", "name-with-space", "dag-id-with-dot"],
+    ids=[
+        "nested-2000-deep",
+        "naive-deadline",
+        "name-with-space",
+        "queue-not-its-subject",
+        "queue-with-dot",
+        "unknown-band",
+        "dag-id-with-dot",
+    ],
 )
 async def test_malformed_envelopes_are_dead_lettered_on_their_first_delivery(
     app: App, attacker: Any, subject: str, raw: bytes, dlq_name: str, needle: str

@@ -32,6 +32,7 @@ from ebind.cli import main
 from ebind.embed import Node, start_node
 from ebind.errors import PermissionDenied
 from ebind.permissions import inbox_prefix_for, operator, producer, server_config, worker
+from ebind.queues import LANE_DURABLE_PREFIX, lane_durable, lanes_for
 from ebind.streams import (
     DAG_EVENTS_STREAM,
     DLQ_STREAM,
@@ -39,7 +40,6 @@ from ebind.streams import (
     KV_LEASES,
     RESP_STREAM,
     TASKS_STREAM,
-    WORKER_DURABLE,
     purge_stream,
 )
 from ebind.workflow import DAG, DAGStatus, signal_ref
@@ -244,7 +244,7 @@ async def run_flows(node: Node) -> None:
         # a second worker finds the first one's scheduler lease and liveness record, and
         # re-creates the workers' durable after the operator deleted it
         async with running_worker(node, "w2"), app_for(node, "operator") as ops:
-            await ops.js.delete_consumer(TASKS_STREAM, WORKER_DURABLE)
+            await ops.js.delete_consumer(TASKS_STREAM, lane_durable("perm.add"))
             assert await (await prod.tasks["perm.add"].delay(2, 2)).result(timeout=30) == 4
             assert [d.task.name for d in await ops.dlq.list() if d.task] == ["perm.fail"]
 
@@ -302,6 +302,7 @@ async def denied_within(seconds: float, awaitable: Awaitable[object]) -> Permiss
 async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: Node) -> None:
     await provision(secured_node)
     async with app_for(secured_node, "producer", client_id=PRODUCER_ID) as prod:
+        prod_names = prod.registry.names()
         err = await denied_within(2.0, prod.dlq.purge())
         assert err.subject == f"$JS.API.STREAM.PURGE.{DLQ_STREAM}"
         assert "purge stream EBIND_DLQ" in str(err)
@@ -316,16 +317,16 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
             ),
         )
         # pulling from the workers' durable
-        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{TASKS_STREAM}.{WORKER_DURABLE}"
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{TASKS_STREAM}.{lane_durable('perm.add')}"
         await denied_within(
             2.0,
             guarded(
                 prod.nc, next_subject, prod.nc.request(next_subject, b"1", timeout=10), "pull tasks"
             ),
         )
-        # running a worker: it may not create the durable
+        # running a worker: it may not create the durables
         err = await denied_within(5.0, prod.worker(worker_id="sneaky", scheduler=False).run())
-        assert "ebind-worker" in str(err)
+        assert LANE_DURABLE_PREFIX in str(err)
         # periodic schedules are the operator's
         await denied_within(2.0, prod.schedule("mine", "perm.tick", ["x"], every=1.0))
         await denied_within(2.0, prod.unschedule("perm-tick"))
@@ -354,14 +355,17 @@ async def test_the_producer_cannot_purge_consume_or_write_leases(secured_node: N
             }
         ]
     # the server logged each refusal, and nothing else was refused
+    first = lanes_for(prod_names, ["default"])[0]
     assert {refused_subject(line) for line in violations(secured_node)} == {
         f"$JS.API.STREAM.PURGE.{DLQ_STREAM}",
         f"$JS.API.STREAM.PURGE.{TASKS_STREAM}",
         f"$JS.API.STREAM.DELETE.{TASKS_STREAM}",
         next_subject,
-        # the would-be worker reads the shared durable's ack_wait, then tries to create it
-        f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{WORKER_DURABLE}",
-        f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{WORKER_DURABLE}.TASKS.>",
+        # the would-be worker looks for the shared durable of older releases, reads its
+        # first lane's ack_wait, then tries to create that lane
+        f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.ebind-worker",
+        f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{first.durable}",
+        f"$JS.API.CONSUMER.CREATE.{TASKS_STREAM}.{first.durable}.{first.subject}",
         # the would-be worker's watch for messages out of deliveries
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS_STREAM}.*",
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DAG_EVENTS_STREAM}.*",

@@ -29,7 +29,7 @@ def _env(**fields: object) -> TaskEnvelope:
 
 
 def test_queued_subjects_only_schedules_are_never_expired() -> None:
-    assert EXPIRED_SUBJECTS == ("TASKS.>", "TASKS_TARGET.>")
+    assert EXPIRED_SUBJECTS == ("TASKS.>", "TASKS_TARGET.>", "TASKQ.>")
 
 
 def test_reply_goes_only_to_the_tasks_own_response_subject() -> None:
@@ -100,6 +100,7 @@ def test_a_forged_reply_subject_is_dead_lettered_but_never_answered() -> None:
     [
         ("TASKS.mail.send", "mail.send"),
         ("TASKS_TARGET.Z3B1.a.b", "a.b"),
+        ("TASKQ.billing.high.a.b", "a.b"),
         ("TASKS.", "_undecodable"),
     ],
 )

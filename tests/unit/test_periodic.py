@@ -189,6 +189,18 @@ def test_plan_cron_with_tz_and_target(app: App) -> None:
     assert plan.info.cron == "0 9 * * *" and plan.info.target == "eu-1"
 
 
+def test_plan_fires_into_the_tasks_queue_and_band() -> None:
+    a = App("plan-q")
+
+    @a.task(name="report.ranked", queue="reports", priority="low")
+    def ranked() -> None: ...
+
+    plan = plan_schedule(a.registry, "nightly", ranked, every=60, now=NOW)
+    assert plan.headers["Nats-Schedule-Target"] == "TASKQ.reports.low.report.ranked"
+    env = msgspec.json.decode(plan.data, type=TaskEnvelope)
+    assert (env.queue, env.priority) == ("reports", "low")
+
+
 def test_plan_unknown_task_name_sends_positional_args_unchecked(app: App) -> None:
     plan = plan_schedule(app.registry, "x", "other.task", [1, "a"], every=60, now=NOW)
     assert b'"payload":[1,"a"]' in plan.data

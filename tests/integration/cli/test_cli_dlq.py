@@ -104,7 +104,8 @@ def _count(bg: Background, name: str | None, want: int) -> None:
 def test_requeue_all_optionally_by_task_and_leaves_junk_in_place(empty_dlq: Background) -> None:
     bg, url = empty_dlq, empty_dlq.url
     old = {_dead_letter(bg, 1), _dead_letter(bg, 2)}
-    bg.run(bg.app.send("ghost", 1))  # no handler anywhere: dead-lettered under "ghost"
+    # sent to the worker, which has no handler for it: dead-lettered under "ghost"
+    bg.run(bg.app.apply_async("ghost", (1,), target=bg.worker.worker_id, ignore_result=True))
     _count(bg, "ghost", 1)
     junk = bg.run(bg.app.js.publish("DLQ.junk", b"not an entry")).seq
 

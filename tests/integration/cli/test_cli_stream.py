@@ -6,6 +6,8 @@ import json
 
 from cli_helpers import Background, assert_clean_error, invoke
 
+from ebind.queues import lane_durable
+
 
 def test_ls_lists_ebind_streams(bg: Background) -> None:
     r = invoke(bg.url, "stream", "ls")
@@ -27,10 +29,10 @@ def test_ls_lists_ebind_streams(bg: Background) -> None:
 def test_info_shows_consumers_with_pending_counts(bg: Background) -> None:
     doc = json.loads(invoke(bg.url, "stream", "info", "EBIND_TASKS", "--json").stdout)
     assert doc["name"] == "EBIND_TASKS" and doc["retention"] == "workq"
-    worker = next(c for c in doc["consumer_info"] if c["name"] == "ebind-worker")
-    assert worker["num_pending"] == 0 and "num_ack_pending" in worker
+    lane = next(c for c in doc["consumer_info"] if c["name"] == lane_durable("add"))
+    assert lane["num_pending"] == 0 and "num_ack_pending" in lane
     text = invoke(bg.url, "stream", "info", "EBIND_TASKS").stdout
-    assert "ACK-PENDING" in text and "ebind-worker" in text
+    assert "ACK-PENDING" in text and lane_durable("add") in text
 
 
 def test_peek_shows_last_messages_and_purge_empties(bg: Background) -> None:

@@ -50,9 +50,9 @@ def test_worker_serves_metrics_on_the_given_port(nats_url: str) -> None:
         stdin=subprocess.DEVNULL,
     )
     try:
-        out = _read_until(proc, rb"metrics at http://127\.0\.0\.1:\d+/metrics")
+        # one read for both lines: they may come in the same chunk
+        out = _read_until(proc, rb"metrics at http://127\.0\.0\.1:\d+/metrics(.|\n)*ready")
         url = re.search(rb"(http://127\.0\.0\.1:\d+/metrics)", out).group(1).decode()  # type: ignore[union-attr]
-        _read_until(proc, rb"ready")
         assert asyncio.run(_double(nats_url)) == 42
         with urllib.request.urlopen(url, timeout=10) as resp:
             text = resp.read().decode()

@@ -60,6 +60,31 @@ async def test_metrics_after_tasks_are_scraped_over_http(app: App, run_worker: A
     assert m[("ebind_dlq_messages", ())] == 1
 
 
+async def test_queue_depth_gauge_per_queue_and_band(app: App, run_worker: Any) -> None:
+    @app.task(name="qd.served")
+    async def served() -> None:
+        return None
+
+    registry = CollectorRegistry()
+    metrics = prometheus_middleware(registry, app=app)
+    server = start_metrics_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        async with run_worker(app, middleware=[metrics]):
+            await (await served.delay()).result(timeout=10)  # binds the metrics to the loop
+            for _ in range(2):  # nobody serves this task: it waits
+                await app.apply_async("qd.nobody", queue="reports", priority="high")
+            m = await asyncio.to_thread(_scrape, server.url)
+    finally:
+        server.close()
+    assert m[("ebind_queue_depth", (("band", "high"), ("queue", "reports")))] == 2
+    assert m[("ebind_queue_depth", (("band", "low"), ("queue", "reports")))] == 0
+    assert await metrics.refresh_queues() == {
+        ("reports", "high"): 2,
+        ("reports", "normal"): 0,
+        ("reports", "low"): 0,
+    }
+
+
 async def test_one_metrics_object_per_registry(app: App) -> None:
     registry = CollectorRegistry()
     first = prometheus_middleware(registry)

@@ -78,7 +78,7 @@ async def test_full_window_proceeds_as_acks_arrive(app: App) -> None:
 
 
 async def test_no_stream_for_the_subject_fails(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ebind.client, "task_subject", lambda name, target="": f"nostream.{name}")
+    monkeypatch.setattr(ebind.client, "task_subject", lambda name, *route: f"nostream.{name}")
     pub = await _publisher(app, bound=2.0)
     with pytest.raises(PublishFailed, match="NoStreamResponseError"):
         await pub.publish(_env("nostream-1"))

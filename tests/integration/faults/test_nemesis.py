@@ -41,7 +41,8 @@ from ebind.crashpoints import POINTS
 from ebind.embed import Node
 from ebind.errors import EbindError, TaskFailed
 from ebind.future import Future
-from ebind.streams import RESP_STREAM, TASKS_STREAM, WORKER_DURABLE
+from ebind.inspection import lane_consumers
+from ebind.streams import RESP_STREAM, TASKS_STREAM
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent.parent
@@ -267,13 +268,14 @@ async def _quiet(app: App, run: Run, within: float) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
         tasks = await app.js.stream_info(TASKS_STREAM)
-        consumer = await app.js.consumer_info(TASKS_STREAM, WORKER_DURABLE)
-        idle = consumer.num_ack_pending == 0 and consumer.num_pending == 0
-        if tasks.state.messages == 0 and idle:
+        lanes = await lane_consumers(app.js)
+        unacked = sum(c.num_ack_pending for c in lanes)
+        pending = sum(c.num_pending for c in lanes)
+        if tasks.state.messages == 0 and unacked == 0 and pending == 0:
             return outcomes
         assert time.monotonic() < deadline, (
             f"no quiescence: {tasks.state.messages} task messages, "
-            f"{consumer.num_ack_pending} unacked, {consumer.num_pending} pending"
+            f"{unacked} unacked, {pending} pending"
         )
         await asyncio.sleep(0.2)
 

@@ -25,7 +25,8 @@ import pytest
 
 from ebind.app import App
 from ebind.errors import DAGNotFound, TaskFailed
-from ebind.streams import KV_DAGS, RESP_STREAM, TASKS_STREAM, WORKER_DURABLE
+from ebind.inspection import lane_consumers
+from ebind.streams import KV_DAGS, RESP_STREAM, TASKS_STREAM
 from ebind.workflow.types import DAGStatus, StepStatus
 
 HERE = Path(__file__).parent
@@ -155,11 +156,11 @@ async def _completes(app: App, ledger: Path, dag_id: str, twice: set[str], died:
     deadline = time.monotonic() + 10
     while True:
         tasks = await app.js.stream_info(TASKS_STREAM)
-        consumer = await app.js.consumer_info(TASKS_STREAM, WORKER_DURABLE)
-        if tasks.state.messages == 0 and consumer.num_ack_pending == 0:
+        unacked = sum(c.num_ack_pending for c in await lane_consumers(app.js))
+        if tasks.state.messages == 0 and unacked == 0:
             break
         assert time.monotonic() < deadline, (
-            f"{tasks.state.messages} task messages, {consumer.num_ack_pending} unacked"
+            f"{tasks.state.messages} task messages, {unacked} unacked"
         )
         await asyncio.sleep(0.1)
 

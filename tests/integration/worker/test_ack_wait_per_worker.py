@@ -41,7 +41,7 @@ async def test_later_worker_with_short_ack_wait_does_not_redeliver_a_long_task(
         async with running(other_app, worker_id="b", ack_wait=1.0) as b:
             assert await fut.result(20) == "a"
             assert b.keepalive_interval == pytest.approx(1.0 / 3, rel=0.01)
-        info = await worker_consumer(app)
+        info = await worker_consumer(app, "aw.long")
         assert a.keepalive_interval == pytest.approx(2.0, rel=0.01)
     assert runs == ["a"]
     assert info.config.ack_wait == pytest.approx(6.0)
@@ -62,7 +62,7 @@ async def test_worker_with_long_ack_wait_keeps_alive_for_the_shorter_durable(
         await wait_for(lambda: runs == ["a"])
         async with running(other_app, worker_id="b", ack_wait=1.0):
             assert await fut.result(20) == "a"
-        info = await worker_consumer(app)
+        info = await worker_consumer(app, "aw.long")
     assert runs == ["a"]
     assert keepalive == pytest.approx(1.0 / 3, rel=0.01)
     assert info.config.ack_wait == pytest.approx(1.0)

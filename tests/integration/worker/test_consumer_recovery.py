@@ -9,18 +9,19 @@ import pytest
 import structlog
 
 from ebind.app import App
-from ebind.streams import TASKS_STREAM, WORKER_DURABLE, target_durable
+from ebind.queues import lane_durable
+from ebind.streams import TASKS_STREAM, target_durable
 from tests.integration.worker.worker_helpers import running, wait_for
 
 
-@pytest.mark.parametrize("which", ["shared", "claim"])
+@pytest.mark.parametrize("which", ["lane", "claim"])
 async def test_a_deleted_consumer_is_recreated_and_tasks_complete(app: App, which: str) -> None:
     @app.task(name="rec.echo")
     async def echo(i: int) -> int:
         return i
 
     target = "gpu" if which == "claim" else None
-    durable = target_durable("gpu") if which == "claim" else WORKER_DURABLE
+    durable = target_durable("gpu") if which == "claim" else lane_durable("rec.echo")
     with structlog.testing.capture_logs() as logs:
         async with running(app, worker_id="rec1", claims=["gpu"], concurrency=4):
             assert await (await echo.apply_async(args=(0,), target=target)).result(10) == 0

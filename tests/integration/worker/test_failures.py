@@ -15,8 +15,9 @@ from worker_helpers import dlq_entries, running, tasks_empty, wait_for
 
 from ebind.app import App
 from ebind.errors import NonRetryable, TaskFailed
+from ebind.queues import lane_durable
 from ebind.retry import RetryPolicy
-from ebind.streams import TASKS_STREAM, WORKER_DURABLE
+from ebind.streams import TASKS_STREAM
 from ebind.wire import TaskEnvelope
 
 FAST = RetryPolicy(initial_interval=0.2, backoff_coefficient=2.0, maximum_attempts=3)
@@ -80,7 +81,8 @@ async def test_non_retryable_and_dont_retry_run_once(app: App) -> None:
 async def test_unknown_task_is_naked_briefly_then_dead_lettered(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Never imported, bounded nak window, DLQ kind unknown_handler, worker still healthy."""
+    """Targeted at a worker without its handler: never imported, bounded nak window, DLQ kind
+    unknown_handler, worker still healthy. (Untargeted, it waits in its queue instead.)"""
     imported: list[str] = []
     real_import = importlib.import_module
 
@@ -94,8 +96,8 @@ async def test_unknown_task_is_naked_briefly_then_dead_lettered(
     async def known() -> str:
         return "alive"
 
-    async with running(app):
-        fut = await app.enqueue("no.such.task", 1)
+    async with running(app, worker_id="f-w"):
+        fut = await app.apply_async("no.such.task", (1,), target="f-w")
         err = await _failed(fut)
         assert err.error.kind == "unknown_handler"
         assert await (await known.delay()).result(20) == "alive"
@@ -114,14 +116,15 @@ async def test_malformed_envelope_goes_to_dlq_with_its_raw_bytes(app: App) -> No
 
     bad = [b"\x00garbage", b'{"id": "x", "name": ', b'{"name": "f.x"}', b'{"id": 5, "name": []}']
     async with running(app):
-        for i, raw in enumerate(bad):
-            await app.js.publish(f"TASKS.garbage{i}", raw)
+        # on a subject the worker consumes (it pulls only lanes it has a handler for)
+        for raw in bad:
+            await app.js.publish("TASKS.f.after_garbage", raw)
         assert await (await after.delay()).result(20) == 42
-        for i, raw in enumerate(bad):
-            await wait_for(lambda i=i: _count(dlq_entries(app, f"garbage{i}"), 1))
-            (entry,) = await dlq_entries(app, f"garbage{i}")
+        await wait_for(lambda: _count(dlq_entries(app, "f.after_garbage"), len(bad)))
+        entries = await dlq_entries(app, "f.after_garbage")
+        assert sorted(e.raw for e in entries) == sorted(bad)
+        for entry in entries:
             assert entry.error.kind == "decode"
-            assert entry.raw == raw
             assert entry.final_attempt == 1
             assert entry.task is None
     await wait_for(lambda: tasks_empty(app), 5)
@@ -238,14 +241,14 @@ async def test_crash_loop_guard_dead_letters_before_running(app: App) -> None:
     await app.js.add_consumer(
         TASKS_STREAM,
         ConsumerConfig(
-            durable_name=WORKER_DURABLE,
+            durable_name=lane_durable("f.crashy"),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=0.5,
             max_deliver=-1,
-            filter_subject="TASKS.>",
+            filter_subject="TASKS.f.crashy",
         ),
     )
-    sub = await app.js.pull_subscribe_bind(WORKER_DURABLE, stream=TASKS_STREAM)
+    sub = await app.js.pull_subscribe_bind(lane_durable("f.crashy"), stream=TASKS_STREAM)
     for _ in range(2):
         (msg,) = await sub.fetch(1, timeout=5)
         assert msg.metadata.num_delivered == _ + 1

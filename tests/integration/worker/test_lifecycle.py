@@ -73,9 +73,9 @@ async def test_in_progress_acks_keep_long_tasks_from_redelivery(app: App) -> Non
     async with running(app, ack_wait=1.0):
         f1, f2 = await long_async.delay(), await long_sync.delay()
         assert (await f1.result(20), await f2.result(20)) == ("a", "s")
-        info = await worker_consumer(app)
+        infos = [await worker_consumer(app, n) for n in ("l.long_async", "l.long_sync")]
     assert sorted(starts) == ["async", "sync"]
-    assert info.num_redelivered == 0
+    assert [i.num_redelivered for i in infos] == [0, 0]
 
 
 async def test_graceful_stop_lets_short_tasks_finish_and_acks_them(app: App) -> None:
@@ -101,7 +101,10 @@ async def test_graceful_stop_lets_short_tasks_finish_and_acks_them(app: App) -> 
 
 
 async def _drained(app: App) -> bool:
-    return await tasks_pending(app) == 0 and (await worker_consumer(app)).num_ack_pending == 0
+    return (
+        await tasks_pending(app) == 0
+        and (await worker_consumer(app, "l.short")).num_ack_pending == 0
+    )
 
 
 async def test_graceful_stop_naks_unfinished_tasks_for_prompt_redelivery(app: App) -> None:

@@ -12,7 +12,8 @@ from worker_helpers import dlq_entries, running, tasks_pending, wait_for, worker
 from ebind import RetryPolicy
 from ebind.app import App
 from ebind.errors import TaskFailed
-from ebind.streams import DLQ_STREAM, TASKS_STREAM, WORKER_DURABLE, resp_subject
+from ebind.queues import lane_durable
+from ebind.streams import DLQ_STREAM, TASKS_STREAM, WORKER_DURABLE, resp_subject, task_subject
 from ebind.wire import TaskEnvelope, encoder
 from ebind.worker import advisory
 
@@ -21,20 +22,25 @@ UNLIMITED_FAST = RetryPolicy(initial_interval=0.05, maximum_interval=0.05, maxim
 
 async def test_existing_unlimited_durable_gets_the_finite_limit(app: App) -> None:
     """A durable made by an older worker (max_deliver -1) is updated to the backstop."""
+
+    @app.task(name="md.old")
+    async def old() -> None:
+        return None
+
     await app.js.add_consumer(
         TASKS_STREAM,
         config=ConsumerConfig(
-            durable_name=WORKER_DURABLE,
-            name=WORKER_DURABLE,
+            durable_name=lane_durable("md.old"),
+            name=lane_durable("md.old"),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=2.0,
             max_deliver=-1,
-            filter_subject="TASKS.>",
+            filter_subject="TASKS.md.old",
         ),
     )
-    assert (await worker_consumer(app)).config.max_deliver == -1
+    assert (await worker_consumer(app, "md.old")).config.max_deliver == -1
     async with running(app):
-        info = await worker_consumer(app)
+        info = await worker_consumer(app, "md.old")
         assert info.config.max_deliver == advisory.TASK_MAX_DELIVER
 
 
@@ -83,8 +89,9 @@ async def test_a_message_out_of_deliveries_is_dead_lettered_once_and_its_caller_
 async def test_an_invalid_message_out_of_deliveries_keeps_its_bytes(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A message no worker ever settles (its handler name is unknown and the unknown-name
-    window is longer than the limit) still ends as a record with its raw bytes."""
+    """A message no worker ever settles (targeted at a worker without its handler, and the
+    unknown-name window is longer than the limit) still ends as a record with its raw bytes.
+    (Untargeted, it would just wait in its queue: no worker pulls a task it lacks.)"""
     import ebind.worker.runner as runner
 
     monkeypatch.setattr(advisory, "TASK_MAX_DELIVER", 2)
@@ -95,9 +102,9 @@ async def test_an_invalid_message_out_of_deliveries_keeps_its_bytes(
     async def known() -> str:
         return "alive"
 
-    raw = msgspec.json.encode({"id": "md-2", "name": "md.nobody"})
-    async with running(app):
-        await app.js.publish("TASKS.md.nobody", raw)
+    raw = msgspec.json.encode({"id": "md-2", "name": "md.nobody", "target": "md-w"})
+    async with running(app, worker_id="md-w"):
+        await app.js.publish(task_subject("md.nobody", "md-w"), raw)
         await wait_for(lambda: _dlq_count(app, "md.nobody"), 15)
         await wait_for(lambda: _no_tasks(app), 10)
         assert await (await known.delay()).result(20) == "alive"

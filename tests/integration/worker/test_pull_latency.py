@@ -1,7 +1,7 @@
-"""Targeted work is not held back by the shared consumer's open pull requests.
+"""Targeted work is not held back by the lanes' open pull requests, nor lane work by claims.
 
-The general puller keeps requests for every free slot open on ``ebind-worker``; a claim
-puller must still get its targeted messages at once (liveness bound, not a benchmark).
+Every lane of an idle worker keeps a probe open; a claim puller must still get its targeted
+messages at once, and an untargeted one too (liveness bound, not a benchmark).
 """
 
 from __future__ import annotations

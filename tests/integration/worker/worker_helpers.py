@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 
 from ebind.app import App
-from ebind.streams import DLQ_STREAM, TASKS_STREAM, WORKER_DURABLE
+from ebind.queues import lane_durable
+from ebind.streams import DLQ_STREAM, TASKS_STREAM
 from ebind.wire import DLQEntry
 from ebind.worker import Worker
 
@@ -175,9 +176,9 @@ async def tasks_pending(app: App) -> int:
     return int(info.state.messages)
 
 
-async def worker_consumer(app: App) -> Any:
-    """ConsumerInfo of the shared ``ebind-worker`` durable."""
-    return await app.js.consumer_info(TASKS_STREAM, WORKER_DURABLE)
+async def worker_consumer(app: App, name: str) -> Any:
+    """ConsumerInfo of the durable of task ``name`` (default queue, normal band)."""
+    return await app.js.consumer_info(TASKS_STREAM, lane_durable(name))
 
 
 async def tasks_empty(app: App) -> bool:

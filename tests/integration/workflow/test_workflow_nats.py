@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wf_app import add, echo, fail, fanout, total, whoami
+from wf_app import add, echo, fail, fanout, ranked, total, whoami
 
 from ebind.app import App
 from ebind.errors import (
@@ -48,6 +48,18 @@ async def test_linear_chain(app: App, start_worker: Any) -> None:
     await dag.submit(app.workflow)
     assert await app.workflow.result(dag.id, c, timeout=20) == 113
     assert await wait_status(app, dag.id, DAGStatus.DONE) is DAGStatus.DONE
+
+
+async def test_a_step_runs_in_its_tasks_queue_and_band(app: App, start_worker: Any) -> None:
+    await start_worker("wq")
+    dag = DAG(id="queued")
+    a = dag.step("a", add, 1, 2)
+    b = dag.step("b", ranked, a.ref())
+    await dag.submit(app.workflow)
+    assert await app.workflow.result(dag.id, b, timeout=20) == 6
+    _, records = await app.workflow.info(dag.id)
+    (record,) = [r for r in records if r.step_id == "b"]
+    assert (record.queue, record.priority) == ("wfq", "high")
 
 
 async def test_fan_out_fan_in_with_refs_nested_in_a_list(app: App, start_worker: Any) -> None:

@@ -24,6 +24,11 @@ async def add(a: int, b: int) -> int:
     return a + b
 
 
+@app.task(name="wf.ranked", queue="wfq", priority="high")
+async def ranked(value: int) -> int:
+    return value * 2
+
+
 @app.task(name="wf.total")
 def total(xs: list[int]) -> int:
     return sum(xs)
