@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes for `make test`. The suite mostly waits on servers, workers and timers, so
+# more processes than cores pay off; each takes whole files, keeping a file's shared server
+# in one process. 0 runs everything in this process (needed for -s or a debugger).
+PYTEST_WORKERS ?= 4
 
 .DEFAULT_GOAL := help
 
@@ -33,8 +37,8 @@ type: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy ebind
 	$(BIN)/mypy tests/typing
 
-test: $(STAMP) ## the whole test suite (what .ci/run and the README call)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+test: $(STAMP) ## the whole test suite in parallel processes (what .ci/run and the README call)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## pure unit tests only (no NATS)
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
