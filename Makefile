@@ -49,12 +49,39 @@ test-examples: $(STAMP) ## run every example as a subprocess
 
 check: lint type test ## lint + type + test
 
-bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings), process pool scaling
+bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings): tasks, workflows, faults, sync API, pools, limits, processes, memory
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/cpu_pool.py
+	$(BIN)/python bench/limits.py
+	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/processes.py --cluster
+	$(BIN)/python bench/memory.py
+
+PEERS := bench/peers
+PEER_VENVS := $(foreach p,celery dramatiq taskiq arq,$(PEERS)/.venvs/$(p)/.installed)
+PEERS_ARGS ?=
+
+# Each peer in its own venv, from its pinned requirements, so their dependencies never meet.
+$(PEERS)/.venvs/%/.installed: $(PEERS)/requirements-%.txt
+	rm -rf $(PEERS)/.venvs/$*
+	$(PY) -m venv $(PEERS)/.venvs/$*
+	$(PEERS)/.venvs/$*/bin/pip install -q --upgrade pip
+	$(PEERS)/.venvs/$*/bin/pip install -q -r $<
+	touch $@
+
+$(VENV)/.plot: $(STAMP) $(PEERS)/requirements-plot.txt
+	$(BIN)/pip install -q -r $(PEERS)/requirements-plot.txt
+	touch $@
+
+bench-peers: $(VENV)/.plot $(PEER_VENVS) ## the same workloads on Celery, Dramatiq, taskiq-nats, arq, ebind and the floor (PEERS_ARGS=--quick)
+	@# Debian's redis-server for the Redis-backed peers; without it those rows say why they were skipped.
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get update -q && apt-get install -y -q redis-server; } >/dev/null; } \
+		|| echo "redis-server unavailable: the Redis rows will be skipped"
+	$(BIN)/python $(PEERS)/run.py $(PEERS_ARGS)
 
 demo: $(STAMP) ## embedded NATS + worker + tasks + a DAG, printed, then shut down
 	$(BIN)/python -m ebind demo
@@ -63,6 +90,6 @@ docs: $(STAMP) ## serve the documentation site with live reload (mkdocs serve)
 	$(BIN)/mkdocs serve
 
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) $(PEERS)/.venvs .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 
-.PHONY: help install fmt lint type test test-unit test-examples check bench demo docs clean
+.PHONY: help install fmt lint type test test-unit test-examples check bench bench-peers demo docs clean

@@ -19,6 +19,7 @@ from ebind.errors import (
     UnknownTask,
 )
 from ebind.future import Future
+from ebind.limits.concurrency_rules import Concurrency
 from ebind.progress import Progress, ProgressUnavailable
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
@@ -36,6 +37,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "DISTRIBUTION",
     "App",
+    "Concurrency",
     "Context",
     "EbindError",
     "Future",

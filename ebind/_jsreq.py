@@ -35,6 +35,7 @@ _STATUS = "Status"
 _DESCRIPTION = "Description"
 _NO_RESPONDERS = "503"
 _NOT_FOUND = "404"
+_END_OF_BATCH = "204"
 # JSStreamWrongLastSequenceErrF / JSStreamWrongLastSequenceConstantErr: a failed CAS.
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 
@@ -102,12 +103,15 @@ class Requests:
         # token -> (reply future, request subject); the subject lets a permission
         # violation the server reports for it fail the request at once
         self._waiting: dict[str, tuple[asyncio.Future[Any], str]] = {}
+        # token -> a batched direct get collecting its several reply messages
+        self._batches: dict[str, _Batch] = {}
         self._lock = asyncio.Lock()
         denials_for(nc).listen(self._denied)
 
     def _denied(self, violation: Violation) -> bool:
         hit = False
-        for fut, subject in self._waiting.values():
+        waiting = [*self._waiting.values(), *((b.done, b.subject) for b in self._batches.values())]
+        for fut, subject in waiting:
             if not fut.done() and subject.lower() == violation.subject:
                 fut.set_exception(denial(subject))
                 hit = True
@@ -125,9 +129,15 @@ class Requests:
                 self._prefix = prefix
 
     async def _on_reply(self, msg: Any) -> None:
-        entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(msg)
+        token = msg.subject[len(self._prefix) :]
+        entry = self._waiting.pop(token, None)
+        if entry is not None:
+            if not entry[0].done():
+                entry[0].set_result(msg)
+            return
+        batch = self._batches.get(token)
+        if batch is not None:
+            batch.add(msg)
 
     async def request(
         self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None
@@ -189,6 +199,74 @@ class Requests:
         from nats.js.errors import APIError
 
         raise APIError(code=int(status), description=headers.get(_DESCRIPTION, ""))
+
+    async def get_batch(self, stream: str, subjects: list[str]) -> list[Any]:
+        """The newest message of each of ``subjects`` in one batched direct get.
+
+        Subjects without a message are left out; the messages come in stream order (their
+        ``Nats-Subject`` header tells which is which). Tombstones are returned as they are.
+        At most 1024 subjects (the server's limit for one request).
+
+        Raises:
+            TimeoutError: the reply did not complete in time.
+            nats.errors.NoRespondersError: the stream has no responder (no leader yet).
+            nats.js.errors.APIError: the server refused the request.
+        """
+        if self._sub is None:
+            await self._ensure()
+        loop = asyncio.get_running_loop()
+        token = str(next(self._ids))
+        subject = f"$JS.API.DIRECT.GET.{stream}"
+        batch = _Batch(loop.create_future(), subject)
+        self._batches[token] = batch
+        timer = loop.call_later(self.timeout, _expire, batch.done, subject)
+        body = _batch_request.encode(_BatchRequest(multi_last=subjects, batch=len(subjects)))
+        try:
+            await self._nc.publish(subject, body, reply=self._prefix + token)
+            return await batch.done
+        finally:
+            timer.cancel()
+            self._batches.pop(token, None)
+
+
+class _BatchRequest(msgspec.Struct, frozen=True):
+    """A batched direct get of the last message of each subject."""
+
+    multi_last: list[str]
+    batch: int
+
+
+_batch_request = msgspec.json.Encoder()
+
+
+class _Batch:
+    """The messages of one batched direct get, until the server's closing status."""
+
+    __slots__ = ("done", "msgs", "subject")
+
+    def __init__(self, done: asyncio.Future[list[Any]], subject: str) -> None:
+        self.done = done
+        self.subject = subject
+        self.msgs: list[Any] = []
+
+    def add(self, msg: Any) -> None:
+        if self.done.done():
+            return
+        headers = msg.headers
+        status = headers.get(_STATUS) if headers else None
+        if status is None:
+            self.msgs.append(msg)
+        elif status in (_END_OF_BATCH, _NOT_FOUND):  # 404: none of the subjects has one
+            self.done.set_result(self.msgs)
+        elif status == _NO_RESPONDERS:
+            import nats.errors
+
+            self.done.set_exception(nats.errors.NoRespondersError())
+        else:
+            from nats.js.errors import APIError
+
+            description = headers.get(_DESCRIPTION, "") if headers else ""
+            self.done.set_exception(APIError(code=int(status), description=description))
 
 
 def _expire(fut: asyncio.Future[Any], subject: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import uuid
@@ -21,8 +22,10 @@ from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected
 from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
+from ebind.limits.concurrency_rules import Concurrency, call_key, check_key, task_limit
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
+from ebind.ratelimit import check_rate_key, key_argument
 from ebind.registry import Registry
 from ebind.retention import Retention
 from ebind.retry import RetryPolicy
@@ -400,6 +403,10 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
+        concurrency: int | Concurrency | None = None,
+        concurrency_key: str | Callable[..., object] | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -412,11 +419,21 @@ class App:
         aliases: Iterable[str] = (),
         dont_retry: Iterable[type[BaseException]] = (),
         pool: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
+        concurrency: int | Concurrency | None = None,
+        concurrency_key: str | Callable[..., object] | None = None,
     ) -> Any:
         """Register a handler; use bare (``@app.task``) or with options (``@app.task(...)``).
 
         ``pool="process"`` runs a sync handler in a worker's child processes (its own GIL,
         killed past its timeout) even when the worker's pool is the thread pool.
+
+        ``rate_limit="100/s"`` (or ``/m``, ``/h``) caps how often the task starts across
+        every worker together; ``rate_key="customer_id"`` names the argument whose value
+        gets a limit of its own. A limited task waits for its turn; it is never failed.
+        ``concurrency=N`` lets at most N calls run at once across the cluster, per key when
+        ``concurrency_key`` (an argument name or a function of the arguments) is given.
         """
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -428,7 +445,12 @@ class App:
                 aliases=aliases,
                 dont_retry=dont_retry,
                 pool=pool,
+                rate_limit=rate_limit,
+                rate_key=rate_key,
             )
+            limit = task_limit(concurrency, concurrency_key, [p.name for p in spec.params])
+            if limit is not None:
+                spec = dataclasses.replace(spec, concurrency=limit)
             self.registry.register(spec)
             handle: Task[Any, Any] = Task(self, spec)
             for n in spec.names:
@@ -537,6 +559,8 @@ class App:
             retry_policy=_retry(options.retry) or (spec.retry if spec else None),
             target=check_target(options.target) if options.target is not None else "",
             timeout=spec.timeout if spec else None,
+            rate_key=_rate_key(spec, name, args, kwargs, options.rate_key),
+            concurrency_key=_concurrency_key(spec, args, kwargs, options.concurrency_key),
         )
         fut: Future[Any] = Future(
             self._router,
@@ -755,9 +779,54 @@ def _deadline(deadline: datetime | float | None) -> datetime | None:
     return datetime.now(UTC) + timedelta(seconds=deadline)
 
 
+def _rate_key(
+    spec: HandlerSpec | None,
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    given: str | None,
+) -> str:
+    """The rate key a call counts against: given on the call, else the task's key argument."""
+    if given is not None:
+        if spec is not None and spec.rate_limit is None:
+            raise InvalidArguments(
+                f"task {name!r} has no rate_limit, so rate_key={given!r} would do nothing",
+                task_name=name,
+                parameter="rate_key",
+            )
+        return check_rate_key(given)
+    if spec is None or spec.rate_key is None:
+        return ""
+    position = spec.positions[spec.rate_key]
+    return key_argument(
+        spec.rate_key, position, spec.params[position].default, tuple(args), dict(kwargs)
+    )
+
+
 def _retry(policy: object) -> RetryPolicy | None:
     if policy is None or isinstance(policy, RetryPolicy):
         return policy
     raise InvalidArguments(
         f"retry must be an ebind.RetryPolicy, got {type(policy).__name__}", parameter="retry"
     )
+
+
+def _concurrency_key(
+    spec: HandlerSpec | None, args: Sequence[Any], kwargs: Mapping[str, Any], given: str | None
+) -> str:
+    """The call's concurrency key: the one given, else the task's key of these arguments."""
+    limit = spec.concurrency if spec is not None else None
+    if given is not None:
+        if spec is not None and limit is None:
+            raise InvalidArguments(
+                f"task {spec.name!r} has no concurrency limit, so concurrency_key= would do "
+                "nothing; declare it with @app.task(concurrency=N)",
+                task_name=spec.name,
+                parameter="concurrency_key",
+            )
+        return check_key(given)
+    if spec is None or limit is None:
+        return ""
+    names = [p.name for p in spec.params]
+    defaults = {p.name: p.default for p in spec.params if not p.required}
+    return call_key(limit, names, defaults, args, kwargs)

@@ -10,7 +10,9 @@ The names are the environment variables' names, so one list documents both:
   credential and TLS settings ``EBIND_NATS_USER`` ... ``EBIND_NATS_TLS_HOSTNAME``;
 - retention: ``EBIND_RETENTION_TASKS`` / ``_RESULTS`` / ``_DEAD_LETTERS`` / ``_DAG_HISTORY``;
 - worker: ``EBIND_WORKER_CONCURRENCY``, ``_ACK_WAIT``, ``_SHUTDOWN_GRACE``, ``_CLAIMS``,
-  ``_SCHEDULER``, ``_HEALTH_PORT``, ``_HEALTH_HOST``.
+  ``_SCHEDULER``, ``_HEALTH_PORT``, ``_HEALTH_HOST``, ``_POOL`` (thread or process) and
+  ``_POOL_SIZE`` (the process pool's children). ``EBIND_WORKER_PROCESSES`` (worker
+  processes) is read by ``ebind worker --processes`` only: an App cannot fork itself.
 
 Durations take seconds or ``30s`` / ``15m`` / ``2h`` / ``7d``. Parsing is pure
 (:func:`parse_settings`); :func:`apply_settings` sets them on an App that is not connected.
@@ -110,6 +112,13 @@ def _text(name: str, value: Any) -> str:
     return value.strip()
 
 
+def _pool(name: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("thread", "process"):
+        raise InvalidArguments(f"{name} must be 'thread' or 'process', got {value!r}")
+    return text
+
+
 def _names(name: str, value: Any) -> list[str]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -135,6 +144,8 @@ SETTINGS: dict[str, tuple[str, str, _Parser]] = {
     "worker_scheduler": ("worker", "scheduler", _flag),
     "worker_health_port": ("worker", "health_port", _port),
     "worker_health_host": ("worker", "health_host", _text),
+    "worker_pool": ("worker", "pool", _pool),
+    "worker_pool_size": ("worker", "processes", _count),  # the Worker's name for it
 }
 """Every setting name (lowercase, without ``EBIND_``) → where it goes and how it is read."""
 

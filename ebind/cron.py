@@ -81,7 +81,7 @@ class CronSchedule:
         spring-forward gap does not fire that day, and one repeated by a fall-back overlap
         fires at both instants.
         """
-        t = _round_second(after.astimezone(UTC)) + timedelta(seconds=1)
+        t = _whole_second(after.astimezone(UTC)) + timedelta(seconds=1)
         limit = t.astimezone(tz).year + _SEARCH_YEARS
         truncated = False
         while t.astimezone(tz).year <= limit:
@@ -125,10 +125,9 @@ class CronSchedule:
         return t, truncated, False
 
 
-def _round_second(t: datetime) -> datetime:
-    """Round to the nearest whole second, half up (the server's rounding)."""
-    whole = t.replace(microsecond=0)
-    return whole + timedelta(seconds=1) if t.microsecond >= 500_000 else whole
+def _whole_second(t: datetime) -> datetime:
+    """Drop the fraction of a second, as the server does before it looks for the next run."""
+    return t.replace(microsecond=0)
 
 
 def _wall(tz: tzinfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:

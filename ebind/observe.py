@@ -19,6 +19,7 @@ __all__ = [
     "GAUGE_LEADER",
     "GAUGE_LIVE_DAGS",
     "GAUGE_STUCK_THREADS",
+    "RATE_LIMITED",
     "REDELIVERED",
     "STEP_REDISPATCHED",
     "SWEEP_DONE",
@@ -54,6 +55,14 @@ STEP_REDISPATCHED = "step.redispatched"
 """The sweep re-sent a DAG step's message: ``reason`` (lost, orphaned, unknown, probe)."""
 PROGRESS_WRITTEN = "task.progress"
 """A task's progress record was written (rate-limited): ``task`` (its name), ``fraction``."""
+CONCURRENCY_WAIT = "task.concurrency_wait"
+"""A delivery found every slot of its concurrency key taken and waits: ``task``."""
+CONCURRENCY_DEFERRED = "task.concurrency_deferred"
+"""A waiting task was re-published to come back later: ``task``."""
+
+RATE_LIMITED = "task.rate_limited"
+"""A task waited for its rate limit: ``task`` (its name), ``seconds``, ``deferred`` (a copy
+was published for later instead of holding the delivery)."""
 
 GAUGE_STUCK_THREADS = "worker_stuck_threads"
 """Sync handler threads still running past their timeout."""

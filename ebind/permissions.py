@@ -36,6 +36,7 @@ from ebind.streams import (
     DLQ_STREAM,
     KV_DAGS,
     KV_LEASES,
+    KV_RATELIMITS,
     RESP_STREAM,
     SCHEDULER_DURABLE,
     TASKS_STREAM,
@@ -62,7 +63,7 @@ ROLES = ("producer", "worker", "operator")
 """The role names :func:`permissions_for` accepts."""
 
 _API = "$JS.API"
-_KV_STREAMS = (f"KV_{KV_DAGS}", f"KV_{KV_LEASES}")
+_KV_STREAMS = (f"KV_{KV_DAGS}", f"KV_{KV_LEASES}", f"KV_{KV_RATELIMITS}")
 EBIND_STREAMS = (
     TASKS_STREAM,
     RESP_STREAM,
@@ -190,6 +191,7 @@ def worker(*, inbox_prefix: str) -> Permissions:
             f"$JS.ACK.{DAG_EVENTS_STREAM}.>",
             "TASKS.>",
             "TASKS_TARGET.>",  # the scheduler dispatches placed steps to their target
+            "TASKS_SCHEDULED.>",  # a limited task waiting for its turn comes back as a delayed copy
             "RESP.>",
             "DLQ.>",
             "DAG.>",
@@ -201,6 +203,9 @@ def worker(*, inbox_prefix: str) -> Permissions:
             *_dag_reads(),
             # the scheduler lease and worker liveness records held by other workers
             f"{_API}.DIRECT.GET.KV_{KV_LEASES}.>",
+            # rate limits: token blocks leased from the shared record (read, then CAS)
+            f"$KV.{KV_RATELIMITS}.>",
+            f"{_API}.DIRECT.GET.KV_{KV_RATELIMITS}.>",
             # a starting worker lists the revoked task ids (a short-lived ordered consumer)
             f"{_API}.CONSUMER.CREATE.KV_{KV_LEASES}",
             f"{_API}.CONSUMER.INFO.KV_{KV_LEASES}.*",
@@ -243,6 +248,7 @@ def operator(*, inbox_prefix: str) -> Permissions:
             "DAG.>",
             f"$KV.{KV_DAGS}.>",
             f"$KV.{KV_LEASES}.>",
+            f"$KV.{KV_RATELIMITS}.>",
             "PROGRESS.>",
         ),
         subscribe=(f"{inbox}.>", "RESP.>"),

@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 
 from ebind.errors import InvalidArguments, InvalidName
+from ebind.limits.concurrency_rules import Concurrency
+from ebind.ratelimit import Rate, parse_rate
 from ebind.retry import RetryPolicy
 from ebind.streams import check_task_name
 
@@ -57,6 +59,12 @@ class HandlerSpec:
     aliases: tuple[str, ...] = ()
     pool: str | None = None
     """Where a sync handler runs: "process" (a child), "thread", or None (the worker's pool)."""
+    rate_limit: Rate | None = None
+    """Cluster-wide limit on how often the task starts (per rate key when calls give one)."""
+    rate_key: str | None = None
+    """The parameter whose value is the rate key of a call."""
+    concurrency: Concurrency | None = None
+    """The cluster-wide limit on running calls per key, if any."""
     # One decoder per parameter, built once so the worker never rebuilds them per task.
     decoders: tuple[msgspec.json.Decoder[Any], ...] = field(default=(), repr=False, compare=False)
     # Derived in __post_init__ so the per-call codec paths never recompute them.
@@ -246,6 +254,8 @@ def inspect_handler(
     aliases: Iterable[str] = (),
     dont_retry: Iterable[type[BaseException]] = (),
     pool: str | None = None,
+    rate_limit: str | None = None,
+    rate_key: str | None = None,
 ) -> HandlerSpec:
     """Check ``fn`` and its options and describe it; raises InvalidArguments on any problem."""
     if not callable(fn):
@@ -266,7 +276,40 @@ def inspect_handler(
         aliases=_check_aliases(task_name, aliases),
         pool=_check_pool(pool, is_async, task_name),
         decoders=tuple(_decoder(task_name, p) for p in params),
+        rate_limit=_check_rate(rate_limit, rate_key, task_name),
+        rate_key=_check_rate_key(rate_key, params, task_name),
     )
+
+
+def _check_rate(rate_limit: object, rate_key: object, task_name: str) -> Rate | None:
+    if rate_limit is None:
+        if rate_key is not None:
+            raise InvalidArguments(
+                f"task {task_name!r}: rate_key= needs a rate_limit= to apply",
+                task_name=task_name,
+                parameter="rate_key",
+            )
+        return None
+    try:
+        return parse_rate(rate_limit)
+    except InvalidArguments as exc:
+        raise InvalidArguments(
+            f"task {task_name!r}: {exc}", task_name=task_name, parameter="rate_limit"
+        ) from None
+
+
+def _check_rate_key(rate_key: object, params: tuple[Param, ...], task_name: str) -> str | None:
+    if rate_key is None:
+        return None
+    names = [p.name for p in params]
+    if not isinstance(rate_key, str) or rate_key not in names:
+        raise InvalidArguments(
+            f"task {task_name!r}: rate_key={rate_key!r} must name one of its parameters "
+            f"({', '.join(names) or 'it has none'})",
+            task_name=task_name,
+            parameter="rate_key",
+        )
+    return rate_key
 
 
 def _check_pool(pool: object, is_async: bool, task_name: str) -> str | None:

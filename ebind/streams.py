@@ -23,6 +23,7 @@ __all__ = [
     "DUPLICATE_WINDOW",
     "KV_DAGS",
     "KV_LEASES",
+    "KV_RATELIMITS",
     "MAX_CONSUMERS",
     "MAX_ID_LEN",
     "MAX_TARGET_LEN",
@@ -53,6 +54,9 @@ DLQ_STREAM = "EBIND_DLQ"
 DAG_EVENTS_STREAM = "EBIND_DAG_EVENTS"
 KV_DAGS = "ebind-dags"
 KV_LEASES = "ebind-leases"
+KV_RATELIMITS = "ebind-ratelimits"
+RATELIMIT_IDLE_AGE = 3600.0
+"""Seconds a rate-limit record outlives its last lease (a later one starts afresh)."""
 WORKER_DURABLE = "ebind-worker"
 SCHEDULER_DURABLE = "ebind-scheduler"
 
@@ -189,6 +193,7 @@ MAX_CONSUMERS = {
     DAG_EVENTS_STREAM: 256,
     f"KV_{KV_DAGS}": 4096,
     f"KV_{KV_LEASES}": 256,
+    f"KV_{KV_RATELIMITS}": 64,
     "EBIND_PROGRESS": 64,
 }
 SCHEDULED_SUBJECTS = "TASKS_SCHEDULED.>"
@@ -259,6 +264,8 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
         ),
         _kv_config(KV_DAGS, replicas),
         _kv_config(KV_LEASES, replicas),
+        # rate limits (ebind/ratelimit.py): a limit idle this long has nothing worth keeping
+        _kv_config(KV_RATELIMITS, replicas, max_age=RATELIMIT_IDLE_AGE),
         # progress (ebind/progress.py): only each task's latest report, gone with its result
         api.StreamConfig(
             name="EBIND_PROGRESS",
@@ -274,7 +281,7 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
     ]
 
 
-def _kv_config(bucket: str, replicas: int) -> Any:
+def _kv_config(bucket: str, replicas: int, max_age: float | None = None) -> Any:
     # The same stream nats-py's create_key_value builds (so js.key_value() binds to it), plus
     # an explicit consumer cap; allow_msg_ttl gives per-key TTLs (the scheduler lease).
     from nats.js import api
@@ -291,6 +298,7 @@ def _kv_config(bucket: str, replicas: int) -> Any:
         discard=api.DiscardPolicy.NEW,
         duplicate_window=120.0,
         max_msgs_per_subject=1,
+        max_age=max_age,
         max_consumers=MAX_CONSUMERS[f"KV_{bucket}"],
         num_replicas=replicas,
     )

@@ -321,6 +321,7 @@ class SyncTask(Generic[P, R]):
         retry: RetryPolicy | None = None,
         target: str | None = None,
         ignore_result: bool = False,
+        concurrency_key: str | None = None,
     ) -> SyncResult[R]:
         """Enqueue with options (those of the async ``Task.apply_async``)."""
         options = TaskOptions(
@@ -331,6 +332,7 @@ class SyncTask(Generic[P, R]):
             retry=retry,
             target=target,
             ignore_result=ignore_result,
+            concurrency_key=concurrency_key,
         )
         app, spec = self._task.app, self._task.spec
         loop = _loop_for(app)

@@ -35,6 +35,8 @@ class TaskOptions:
     retry: RetryPolicy | None = None
     target: str | None = None
     ignore_result: bool = False
+    rate_key: str | None = None
+    concurrency_key: str | None = None
 
 
 DEFAULT_OPTIONS = TaskOptions()
@@ -105,6 +107,8 @@ class Task(Generic[P, R]):
         retry: RetryPolicy | None = None,
         target: str | None = None,
         ignore_result: bool = False,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> Future[R]:
         """Enqueue with options.
 
@@ -118,6 +122,10 @@ class Task(Generic[P, R]):
             retry: RetryPolicy for this call, overriding the task's.
             target: run only on a worker that claims this target.
             ignore_result: publish no response (fire-and-forget).
+            rate_key: count this call against the task's rate limit for this key
+                (instead of the key its ``rate_key`` argument gives, or the task-wide one).
+            concurrency_key: the key this call counts against, instead of the one the
+                task's ``concurrency_key`` computes.
         """
         options = TaskOptions(
             task_id=task_id,
@@ -127,5 +135,7 @@ class Task(Generic[P, R]):
             retry=retry,
             target=target,
             ignore_result=ignore_result,
+            rate_key=rate_key,
+            concurrency_key=concurrency_key,
         )
         return await self.app._submit(self.spec, self.spec.name, args, kwargs or {}, options)

@@ -29,6 +29,8 @@ from typing import TypeVar
 import msgspec
 
 from ebind.errors import InvalidName
+from ebind.limits.concurrency_rules import MAX_KEY_LEN
+from ebind.ratelimit import MAX_RATE_KEY
 from ebind.streams import MAX_ID_LEN, b64_token, check_id, check_target, check_task_name
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError, decode_envelope
 
@@ -234,6 +236,15 @@ def _trace_problem(trace: dict[str, str]) -> str | None:
     return None
 
 
+def _limit_key_problem(env: TaskEnvelope) -> str | None:
+    """The rate or concurrency key is longer than the limiters accept."""
+    if env.rate_key and len(env.rate_key.encode("utf-8")) > MAX_RATE_KEY:
+        return f"rate_key is longer than {MAX_RATE_KEY} bytes"
+    if len(env.concurrency_key) > MAX_KEY_LEN:
+        return f"concurrency_key is longer than {MAX_KEY_LEN} characters"
+    return None
+
+
 def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
     """The first rule ``env`` (which arrived on ``subject``) breaks, or None if it may run."""
     route = _good_routes.get(subject)
@@ -262,6 +273,9 @@ def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
     timeout = env.timeout
     if timeout is not None and not (0 < timeout < math.inf):  # NaN fails both comparisons
         return f"timeout must be a finite number of seconds > 0, got {timeout!r}"
+    keys = _limit_key_problem(env)
+    if keys:
+        return keys
     if env.trace_ctx:
         return _trace_problem(env.trace_ctx)
     return None

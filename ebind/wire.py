@@ -51,6 +51,8 @@ class ErrorKind(str, enum.Enum):
     """The server stopped delivering the message after its delivery limit."""
     REVOKED = "revoked"
     """The task was revoked before or while it ran."""
+    SUPERSEDED = "superseded"
+    """A newer task of the same concurrency key cancelled this one (cancel_in_progress)."""
 
 
 class TaskError(msgspec.Struct, kw_only=True, frozen=True):
@@ -85,6 +87,10 @@ class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     target: str = ""
     worker_id: str = ""
     timeout: float | None = None
+    rate_key: str = ""
+    """Which of the task's rate limits this run counts against ("" for the task-wide one)."""
+    concurrency_key: str = ""
+    """The call's concurrency key ("" for the task-wide one); only tasks with a limit read it."""
 
 
 class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -10,6 +10,7 @@ def test_ebind_all_is_pinned_and_sorted() -> None:
     assert ebind.__all__ == [
         "DISTRIBUTION",
         "App",
+        "Concurrency",
         "Context",
         "EbindError",
         "Future",

@@ -29,6 +29,8 @@ _COMMANDS: dict[str, str] = {
     "demo": "ebind.cli.demo:demo",
     "send": "ebind.cli.send:send",  # ebind send TASK [ARGS] [--wait]
     "task": "ebind.cli.task:task",  # ebind task get|revoke ID
+    "ratelimit": "ebind.cli.ratelimit:ratelimit",  # ebind ratelimit ls
+    "concurrency": "ebind.cli.concurrency:concurrency",  # ebind concurrency ls
 }
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ebind.cli.retention import merged, retention_options, retention_values
 from ebind.errors import EbindError
 from ebind.logging import redact
+
+if TYPE_CHECKING:
+    from ebind.supervision import ChildSlot
 
 __all__ = ["load_app", "module_hint", "worker"]
 
@@ -75,7 +79,7 @@ def _point_at(app: Any, url: str) -> None:
     app.servers = resolve_servers(url)
 
 
-async def _serve(app: Any, options: dict[str, Any]) -> None:
+async def _serve(app: Any, options: dict[str, Any], *, parent_pid: int | None = None) -> None:
     from ebind.worker.middleware import log_middleware
     from ebind.worker.shutdown import run_until_signalled
     from ebind.worker.worker import Worker
@@ -98,10 +102,17 @@ async def _serve(app: Any, options: dict[str, Any]) -> None:
                 click.echo(f"health at {w.health.url}/livez and /readyz", err=True)
 
         ready = asyncio.create_task(announce())
+        orphan = None
+        if parent_pid is not None:  # --processes: drain if the supervisor is gone
+            from ebind.cli.worker_procs import watch_parent
+
+            orphan = asyncio.create_task(watch_parent(parent_pid))
         try:
-            await run_until_signalled(w)
+            await run_until_signalled(w, supervised=parent_pid is not None)
         finally:
             ready.cancel()
+            if orphan is not None:
+                orphan.cancel()
             if metrics_server is not None:  # --metrics-port
                 metrics_server.close()
     finally:
@@ -130,7 +141,8 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Handlers running at once [default: 16; --processes with --pool process].",
+    help="Handlers running at once, per worker process "
+    "[default: 16; --pool-size with --pool process].",
 )
 @click.option("--claim", "claims", multiple=True, help="A target to execute (repeatable).")
 @click.option("--worker-id", default=None, help="Worker identity (default: random).")
@@ -194,7 +206,15 @@ def _start_metrics(app: Any, kwargs: dict[str, Any]) -> Any:
     "--processes",
     type=click.IntRange(min=1),
     default=None,
-    help="Child processes of the process pool [default: one per CPU].",
+    envvar="EBIND_WORKER_PROCESSES",
+    help="Worker processes to run under one supervisor, each with its own NATS connection "
+    "[default: 1; $EBIND_WORKER_PROCESSES].",
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Child processes of the process pool (--pool process) [default: one per CPU].",
 )
 @click.option(
     "--max-tasks-per-child",
@@ -238,6 +258,7 @@ def worker(
     health_host: str,
     pool: str,
     processes: int | None,
+    pool_size: int | None,
     max_tasks_per_child: int | None,
     connect_wait: float | None,
     otel: bool,
@@ -248,6 +269,17 @@ def worker(
     _configure_logging(
         log_format or obj.get("log_format"), log_level or obj.get("log_level") or "info"
     )
+    # --- --processes N: a supervisor of N worker processes (ebind/cli/worker_procs.py) ---
+    child, pool_size = _processes(ctx, processes, pool, pool_size, embedded)
+    if child is not None:  # one of N: its own ports and identity, the parent's embedded NATS
+        from ebind.supervision import child_port, child_worker_id
+
+        worker_id = child_worker_id(worker_id, child.index)
+        health_port = child_port(health_port, child.index)
+        metrics_port = child_port(metrics_port, child.index)
+        if child.nats_url:
+            nats_url, embedded = child.nats_url, False
+    # --- end --processes ---
     app = load_app(app_path)
     url = nats_url or obj.get("nats_url")
     node = None
@@ -277,7 +309,7 @@ def worker(
         "health_host": health_host,
         # Children import the App from the same path (-A) as this process did.
         "pool": pool,
-        "processes": processes,
+        "processes": pool_size,  # the Worker's name for the process pool's size
         "max_tasks_per_child": max_tasks_per_child,
         "app_path": app_path,
     }
@@ -293,11 +325,78 @@ def worker(
     try:
         runner = _runner()
         with runner:
-            runner.run(_serve(app, options))
+            runner.run(_serve(app, options, parent_pid=child.parent_pid if child else None))
     except HealthServeError as exc:  # --health-port already taken: one line, no traceback
         raise click.ClickException(str(exc)) from None
     except EbindError as exc:  # refused credentials, TLS, unreachable, bad settings
         raise click.ClickException(redact(str(exc))) from None
+    finally:
+        if node is not None:
+            node.shutdown()
+
+
+def _processes(
+    ctx: click.Context, processes: int | None, pool: str, pool_size: int | None, embedded: bool
+) -> tuple[ChildSlot | None, int | None]:
+    """--processes / --pool-size: supervise N children and exit, or (this child's slot, size)."""
+    from ebind.supervision import resolve_process_flags
+
+    try:
+        flags = resolve_process_flags(processes, pool, pool_size)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    child = _child_slot()
+    if child is not None:  # SIGINT is the supervisor's "stop now", meant for a running worker
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if flags.warning and child is None:
+        click.echo(f"warning: {flags.warning}", err=True)
+    if child is None and flags.workers > 1:
+        params = ctx.params
+        _check_child_ports(flags.workers, params["health_port"], params["metrics_port"])
+        ctx.exit(_supervise(flags.workers, embedded))
+    return child, flags.pool_size
+
+
+def _child_slot() -> ChildSlot | None:
+    """This process's slot when a ``--processes`` supervisor started it, else None."""
+    from ebind.supervision import CHILD_ENV, parse_child_env
+
+    raw = os.environ.pop(CHILD_ENV, None)  # not inherited by whatever this worker starts
+    if raw is None:
+        return None
+    try:
+        return parse_child_env(raw)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _check_child_ports(count: int, health_port: int | None, metrics_port: int | None) -> None:
+    from ebind.supervision import child_port
+
+    for flag, port in (("--health-port", health_port), ("--metrics-port", metrics_port)):
+        try:
+            child_port(port, count - 1)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{exc} (child i serves on port + i)", param_hint=flag
+            ) from None
+
+
+def _supervise(count: int, embedded: bool) -> int:
+    """Run ``count`` worker processes with this command line until a signal; the exit code."""
+    from ebind.cli.worker_procs import supervise
+
+    argv = sys.argv[1:]
+    if "worker" not in argv:
+        raise click.UsageError("--processes runs from the ebind command line (ebind worker ...)")
+    node = None
+    if embedded:  # one server for all the children, owned by the supervisor
+        from ebind.embed import start_node
+
+        node = start_node()
+        click.echo(f"embedded nats-server at {node.client_url}", err=True)
+    try:
+        return supervise(argv, count, nats_url=node.client_url if node else None)
     finally:
         if node is not None:
             node.shutdown()

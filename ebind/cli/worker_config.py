@@ -14,7 +14,8 @@ import click
 __all__ = ["contrib_middleware", "with_app_defaults"]
 
 # Worker option -> the click parameter that sets it on `ebind worker`.
-_PARAM_OF = {"scheduler": "no_scheduler"}
+# The Worker calls the process pool's size ``processes``; `ebind worker` says --pool-size.
+_PARAM_OF = {"scheduler": "no_scheduler", "processes": "pool_size"}
 
 
 def with_app_defaults(

@@ -34,6 +34,9 @@ Health and alarms (reported by the worker and scheduler through :mod:`ebind.obse
 - ``ebind_progress_reports_total{task}``: progress records written by handlers (after the
   per-task rate limit of a few a second).
 - ``ebind_progress_fraction``: the fractions those records carried (histogram, 0.1 buckets).
+- ``ebind_rate_limited_total{task,deferred}``: tasks that waited for their rate limit, held
+  by the worker (``deferred="false"``) or put back as a delayed copy (``"true"``).
+- ``ebind_rate_limit_wait_seconds_total{task}``: the seconds those tasks were set to wait.
 - ``ebind_scheduler_leader``: 1 while this process's scheduler holds the leader lease.
 
 Attempts that fail before the handler chain runs (unknown task, deadline passed before
@@ -189,6 +192,21 @@ class PrometheusMetrics:
             buckets=PROGRESS_BUCKETS,
             registry=reg,
         )
+        waited = "Tasks that waited for their rate limit (held, or deferred as a copy)."
+        self.rate_limited = prometheus_client.Counter(
+            "ebind_rate_limited", waited, ["task", "deferred"], registry=reg
+        )
+        seconds = "Seconds tasks were set to wait for their rate limit."
+        self.rate_wait = prometheus_client.Counter(
+            "ebind_rate_limit_wait_seconds", seconds, ["task"], registry=reg
+        )
+        self.concurrency_waits = prometheus_client.Counter(
+            "ebind_concurrency_waits",
+            "Deliveries that found every slot of their concurrency key taken, by what they "
+            "did: waited (held or not), deferred (re-published for later).",
+            ["task", "action"],
+            registry=reg,
+        )
         reg.register(_ObservedGauges())
         self._unsubscribe: Callable[[], None] | None = None
         self.listen()
@@ -215,9 +233,16 @@ class PrometheusMetrics:
             self.sweep_failures.inc()
         elif event == observe.STEP_REDISPATCHED:
             self.redispatches.labels(str(fields.get("reason", ""))).inc()
+        elif event in (observe.CONCURRENCY_WAIT, observe.CONCURRENCY_DEFERRED):
+            action = "waited" if event == observe.CONCURRENCY_WAIT else "deferred"
+            self.concurrency_waits.labels(str(fields.get("task", "")), action).inc()
         elif event == observe.PROGRESS_WRITTEN:
             self.progress_reports.labels(str(fields.get("task", ""))).inc()
             self.progress_fraction.observe(float(fields.get("fraction", 0.0)))
+        elif event == observe.RATE_LIMITED:
+            task = str(fields.get("task", ""))
+            self.rate_limited.labels(task, str(bool(fields.get("deferred"))).lower()).inc()
+            self.rate_wait.labels(task).inc(max(float(fields.get("seconds", 0.0)), 0.0))
 
     def close(self) -> None:
         """Stop counting events (the series stay registered; ``listen()`` resumes)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
 import sys
@@ -317,6 +316,8 @@ class ProcessPool:
         self._sys_path = list(sys.path if sys_path is None else sys_path)
         if os.getcwd() not in self._sys_path:
             self._sys_path.insert(0, os.getcwd())
+        import multiprocessing  # only once a pool starts: a thread-pool worker never needs it
+
         method = start_method(multiprocessing.get_all_start_methods())
         self._mp = multiprocessing.get_context(method)
         if method == "forkserver":

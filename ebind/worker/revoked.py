@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ebind.context import Context
+from ebind.errors import InvalidName
 from ebind.logging import get_logger
 from ebind.revoke import REVOKED_KEYS, REVOKED_SUBJECTS, revoke_key, revoked_id, revoked_key_id
 from ebind.streams import KV_LEASES
@@ -95,8 +96,12 @@ class Revocations:
         from ebind._jsreq import requests_for
 
         try:
+            key = revoke_key(task_id)
+        except InvalidName:  # DAG step ids ("dag:step") cannot be revoked one by one
+            return False
+        try:
             found = await requests_for(self._nc).get_last(
-                f"KV_{KV_LEASES}", f"$KV.{KV_LEASES}.{revoke_key(task_id)}"
+                f"KV_{KV_LEASES}", f"$KV.{KV_LEASES}.{key}"
             )
         except Exception as exc:  # unreadable: run it rather than drop it on a guess
             log.warning("task.revoke_check_failed", task_id=task_id, error=str(exc))

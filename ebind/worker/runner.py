@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -52,8 +52,10 @@ from ebind.worker.revoked import Revocations
 _STARTED = "ebind.started_monotonic"
 
 if TYPE_CHECKING:
+    from ebind.limits.concurrency import ConcurrencyGate, SlotHeld
     from ebind.signature import HandlerSpec
     from ebind.signing import Signer
+    from ebind.worker.admission import RateAdmission
     from ebind.worker.hook import StepHook
 
 __all__ = ["AttemptRunner", "delivery_count"]
@@ -183,8 +185,12 @@ class AttemptRunner:
         counts it against its capacity until the thread returns)."""
         self.procpool: ProcessPool | None = None
         self.revocations: Revocations | None = None
+        self.concurrency: ConcurrencyGate | None = None
+        """Slot leases of tasks with a concurrency limit (set by the worker when any has one)."""
         """Revoked task ids and the running attempts to cancel (set by the worker)."""
         """Child processes for sync handlers that run there (set by the worker)."""
+        self.admission: RateAdmission | None = None
+        """Holds or defers deliveries of rate-limited tasks (set when any task has a limit)."""
         self._registry = app.registry
         # Message trust (ebind/signing.py, ebind/payload.py); None switches each off.
         self._signer: Signer | None = getattr(app, "signer", None)
@@ -241,18 +247,16 @@ class AttemptRunner:
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
-        revocations = self.revocations
-        if revocations is not None and await revocations.is_revoked(env.id, _ack_field(msg, 3)):
-            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+        if not await self._may_start(msg, env, ctx, policy, spec):
             return
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
+        go, held = await self._take_slot(msg, env, spec, ctx, policy, is_step)
+        if not go:
+            return  # handed back to wait for a concurrency slot (not an attempt)
         set_current(ctx)
         try:
-            if revocations is None:
-                result = await self.chain(ctx, env)
-            else:
-                result = await self._revocable(revocations, spec, ctx, env)
+            result = await self._attempt(spec, ctx, env, held)
         except AttemptError as exc:
             await self._failed(msg, env, ctx, policy, exc.error, is_step)
             return
@@ -264,6 +268,69 @@ class AttemptRunner:
             await self._failed(msg, env, ctx, policy, classify(exc), is_step)
             return
         await self._succeeded(msg, env, ctx, policy, result, is_step)
+
+    async def _may_start(
+        self, msg: Any, env: TaskEnvelope, ctx: Context, policy: RetryPolicy, spec: HandlerSpec
+    ) -> bool:
+        """Whether the delivery may run now: admitted by its limits, and not revoked.
+
+        False once the delivery is answered, deferred or handed back.
+        """
+        # A limited task waits here for its token, or as a delayed copy; the revocation
+        # check comes after, so a task revoked while it waited does not run.
+        admission = self.admission
+        if (
+            spec.rate_limit is not None
+            and admission is not None
+            and not await admission.admit(msg, env, spec, stream_seq(msg))
+        ):
+            return False
+        revocations = self.revocations
+        if revocations is not None and await revocations.is_revoked(env.id, _ack_field(msg, 3)):
+            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+            return False
+        return True
+
+    async def _take_slot(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        spec: HandlerSpec,
+        ctx: Context,
+        policy: RetryPolicy,
+        is_step: bool,
+    ) -> tuple[bool, SlotHeld | None]:
+        """A concurrency slot when the task has a limit; ``(False, None)`` once handed back."""
+        gate = self.concurrency
+        if gate is None or spec.concurrency is None or is_step:
+            return True, None
+        held = await gate.admit(msg, env, spec.concurrency, ctx)
+        if held is None:
+            return False, None
+        revocations = self.revocations
+        # revoked while it waited: it must not run
+        if (
+            held.waited
+            and revocations is not None
+            and await revocations.is_revoked(env.id, _ack_field(msg, 3))
+        ):
+            gate.release(held)
+            await self._fail_before_run(msg, env, ctx, policy, revoked_error(env.id))
+            return False, None
+        return True, held
+
+    def _attempt(
+        self, spec: HandlerSpec, ctx: Context, env: TaskEnvelope, held: SlotHeld | None
+    ) -> Awaitable[bytes]:
+        """The chain, revocable when revocations are on, holding its slot when it has one."""
+        revocations = self.revocations
+        if revocations is None:
+            run: Awaitable[bytes] = self.chain(ctx, env)
+        else:
+            run = self._revocable(revocations, spec, ctx, env)
+        if self.concurrency is not None and held is not None:
+            run = self.concurrency.guard(held, ctx, spec.is_async, run)
+        return run
 
     async def _revocable(
         self, revocations: Revocations, spec: HandlerSpec, ctx: Context, env: TaskEnvelope

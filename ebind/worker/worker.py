@@ -353,11 +353,26 @@ class Worker:
         # the stored ones are listed below, every task is checked against the bucket).
         runner.revocations = Revocations(app.nc)
         await runner.revocations.subscribe()
+        if any(app.registry.get(n).rate_limit for n in app.registry.primary_names()):
+            from ebind.worker.admission import RateAdmission
+
+            runner.admission = RateAdmission(
+                app, worker_id=self.worker_id, concurrency=self.concurrency
+            )
+        registry = app.registry
+        if any(getattr(registry.get(n), "concurrency", None) for n in registry.names()):
+            from ebind.limits.concurrency import ConcurrencyGate
+
+            runner.concurrency = ConcurrencyGate(app, self.worker_id, self.concurrency)
         self._sem = asyncio.Semaphore(self.concurrency)
         # Max-deliveries advisories become dead letters (the finite max_deliver backstop).
         self._watcher = advisory.MaxDeliveriesWatcher(app, runner.answer_failed)
         await self._watcher.start()
         await self._consume_retrying("", WORKER_DURABLE, "TASKS.>")
+        if runner.concurrency is not None:
+            # after the durable, so a user who may not run workers is refused there first; a
+            # notice in the moment between is missed and its newer task waits for the run
+            await runner.concurrency.start()
         await self._claims.refresh(strict=True)
         await self._sync_claims()
         await runner.revocations.load(app.js)
@@ -637,6 +652,9 @@ class Worker:
         revocations = getattr(self._runner, "revocations", None)
         if revocations is not None:
             await revocations.stop()
+        gate = getattr(self._runner, "concurrency", None)
+        if gate is not None:
+            await gate.stop()
 
     async def _shutdown(self, grace: float, background: list[asyncio.Task[Any]]) -> None:
         self._stopping = True

@@ -38,6 +38,25 @@ class KVMessage:
     data: bytes
 
 
+class _Page:
+    """The messages of one page of a batched direct get, until its closing status."""
+
+    __slots__ = ("done", "msgs")
+
+    def __init__(self, done: asyncio.Future[tuple[list[Any], dict[str, str]]]) -> None:
+        self.done = done
+        self.msgs: list[Any] = []
+
+    def add(self, msg: Any) -> None:
+        if self.done.done():
+            return
+        headers: dict[str, str] = msg.headers or {}
+        if "Status" in headers:
+            self.done.set_result((self.msgs, headers))
+        else:
+            self.msgs.append(msg)
+
+
 class _FallbackError(Exception):
     """multi_last cannot serve this filter; use a consumer."""
 
@@ -71,7 +90,7 @@ class DirectReader:
         self._timeout = timeout
         self._prefix = ""
         self._sub: Any = None
-        self._queues: dict[str, asyncio.Queue[Any]] = {}
+        self._pages: dict[str, _Page] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -85,9 +104,9 @@ class DirectReader:
             self._prefix = self._nc.new_inbox()
 
             async def route(msg: Any) -> None:
-                queue = self._queues.get(msg.subject.rsplit(".", 1)[-1])
-                if queue is not None:
-                    queue.put_nowait(msg)
+                page = self._pages.get(msg.subject.rsplit(".", 1)[-1])
+                if page is not None:
+                    page.add(msg)
 
             # One wildcard subscription for every request, so a listing costs no SUB/UNSUB.
             self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=route)
@@ -110,18 +129,17 @@ class DirectReader:
     async def _multi_last(self, filter_subject: str) -> list[KVMessage]:
         await self._ensure_sub()
         token = str(next(self._ids))
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._queues[token] = queue
         out: list[KVMessage] = []
         req: dict[str, Any] = {"multi_last": [filter_subject], "batch": MULTI_LAST_LIMIT}
         try:
             while True:
+                page = self._pages[token] = _Page(asyncio.get_running_loop().create_future())
                 await self._nc.publish(
                     f"$JS.API.DIRECT.GET.{self._stream}",
                     json.dumps(req).encode(),
                     reply=f"{self._prefix}.{token}",
                 )
-                last_seq, status = await self._read_batch(queue, out)
+                last_seq, status = await self._read_page(page, out)
                 if status.get("Status") == "404":
                     return out
                 if status.get("Status") != "204":
@@ -134,23 +152,22 @@ class DirectReader:
                 req["seq"] = last_seq + 1
                 req["up_to_seq"] = int(status["Nats-UpTo-Sequence"])
         finally:
-            self._queues.pop(token, None)
+            self._pages.pop(token, None)
 
-    async def _read_batch(
-        self, queue: asyncio.Queue[Any], out: list[KVMessage]
-    ) -> tuple[int, dict[str, str]]:
+    async def _read_page(self, page: _Page, out: list[KVMessage]) -> tuple[int, dict[str, str]]:
+        # One wait per page (a future), not one per message: asyncio.wait_for on a queue
+        # read costs a Task per message.
+        try:
+            msgs, status = await asyncio.wait_for(page.done, self._timeout)
+        except TimeoutError as exc:
+            raise _FallbackError("direct get timed out") from exc
         last_seq = 0
-        while True:
-            try:
-                msg = await asyncio.wait_for(queue.get(), self._timeout)
-            except TimeoutError as exc:
-                raise _FallbackError("direct get timed out") from exc
+        for msg in msgs:
             headers: dict[str, str] = msg.headers or {}
-            if "Status" in headers:
-                return last_seq, headers
             last_seq = int(headers["Nats-Sequence"])
             if not is_tombstone(headers):
                 out.append(KVMessage(headers["Nats-Subject"], last_seq, msg.data))
+        return last_seq, status
 
     async def _consume(self, filter_subject: str) -> list[KVMessage]:
         config = ConsumerConfig(

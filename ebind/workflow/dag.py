@@ -26,6 +26,7 @@ from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
 from ebind.workflow import _keys
 from ebind.workflow._args import bind_step_args, spec_of, task_name_of
+from ebind.workflow._lanes import in_lanes
 from ebind.workflow._transient import is_transient
 from ebind.workflow.engine import Loaded
 from ebind.workflow.graph import graph_of, validate_graph
@@ -387,32 +388,28 @@ async def _create_steps(wf: Workflow, dag_id: str, records: list[StepRecord]) ->
     The writes are independent and nothing reads them before the meta record exists, so
     their order does not matter; one at a time would cost a round trip per step.
     """
-    slots = asyncio.Semaphore(_SUBMIT_IN_FLIGHT)
 
     async def create(rec: StepRecord) -> int:
-        async with slots:
-            try:
-                return await _transient_retry(
-                    lambda: wf.store.put_step(dag_id, rec.step_id, rec, 0)
-                )
-            except StaleRevision:
-                existing, rev = await wf.store.get_step(dag_id, rec.step_id)
-                has_meta = existing.run_id != rec.run_id and await _meta_exists(wf, dag_id)
-                verdict = step_conflict(existing, rec, has_meta)
-                if verdict is StepConflict.OWN:
-                    return rev
-                if verdict is StepConflict.TAKE_OVER:
-                    _log.info("dag.submit_takes_over", dag_id=dag_id, step_id=rec.step_id)
-                    return await wf.store.put_step(dag_id, rec.step_id, rec, rev)
-                if verdict is StepConflict.ADOPT:
-                    raise _AdoptRun(existing.run_id) from None
-                raise StaleRevision(
-                    f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
-                    dag_id=dag_id,
-                    step_id=rec.step_id,
-                ) from None
+        try:
+            return await _transient_retry(lambda: wf.store.put_step(dag_id, rec.step_id, rec, 0))
+        except StaleRevision:
+            existing, rev = await wf.store.get_step(dag_id, rec.step_id)
+            has_meta = existing.run_id != rec.run_id and await _meta_exists(wf, dag_id)
+            verdict = step_conflict(existing, rec, has_meta)
+            if verdict is StepConflict.OWN:
+                return rev
+            if verdict is StepConflict.TAKE_OVER:
+                _log.info("dag.submit_takes_over", dag_id=dag_id, step_id=rec.step_id)
+                return await wf.store.put_step(dag_id, rec.step_id, rec, rev)
+            if verdict is StepConflict.ADOPT:
+                raise _AdoptRun(existing.run_id) from None
+            raise StaleRevision(
+                f"workflow: DAG {dag_id!r} already exists (step {rec.step_id!r})",
+                dag_id=dag_id,
+                step_id=rec.step_id,
+            ) from None
 
-    got = await asyncio.gather(*(create(rec) for rec in records), return_exceptions=True)
+    got = await in_lanes(create, records, _SUBMIT_IN_FLIGHT)
     revs: dict[str, int] = {}
     for rec, out in zip(records, got, strict=True):
         if isinstance(out, BaseException):

@@ -13,7 +13,7 @@ in the same round trip as the CAS.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +27,10 @@ from ebind.errors import (
     PlacementError,
     ResolveError,
     StaleRevision,
-    StepNotFound,
 )
 from ebind.logging import get_logger
 from ebind.wire import ErrorKind, TaskEnvelope
+from ebind.workflow._lanes import in_lanes
 from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
@@ -97,6 +97,7 @@ class Engine:
         self.bus = bus
         self.enqueuer = enqueuer
         self._lanes = asyncio.Semaphore(lanes)
+        self._lane_count = lanes
         self.states = StateCache()
         self.results = ResultCache()
         self.sent = SentLedger()
@@ -110,25 +111,31 @@ class Engine:
         """
         cached = self.states.get(dag_id)
         ids = list(dict.fromkeys(e.step_id for e in events))
-        if (
-            cached is None
-            or not ids
-            or any(e.kind is not EventKind.COMPLETED for e in events)
-            or any(sid not in cached.state.steps for sid in ids)
-        ):
-            return await self._load_full(dag_id)
-        done = [e.step_id for e in events if e.status is StepStatus.DONE]
+        completions = bool(ids) and all(e.kind is EventKind.COMPLETED for e in events)
+        if cached is None or not completions or any(sid not in cached.state.steps for sid in ids):
+            full = await self._load_full(dag_id)
+            if completions:
+                # Completions can only have readied their own dependents. Looking at every
+                # pending step here would also dispatch roots that a submit of a large DAG
+                # is still dispatching: each such race costs a failed CAS and another full
+                # read. Steps nothing completes for are the submit's and the sweep's.
+                full.hint = set(ids)
+            return full
         run = cached.state.meta.run_id
-        meta_t = asyncio.ensure_future(self.store.get_meta(dag_id))
-        pre_t = asyncio.ensure_future(self._prefetch(dag_id, done, run))
-        try:
-            if len(ids) == 1:  # the common case: no gather, no extra Task
-                records = [await self.store.get_step(dag_id, ids[0])]
-            else:
-                records = await asyncio.gather(*(self.store.get_step(dag_id, s) for s in ids))
-        finally:
-            meta, meta_rev = await meta_t
-            await pre_t
+        # The completed steps' results are what their dependents need next: read in the
+        # same request as the records (a step nothing depends on needs no result read).
+        wanted = [
+            e.step_id
+            for e in events
+            if e.status is StepStatus.DONE
+            and cached.state.has_dependents(e.step_id)
+            and self.results.get(dag_id, e.step_id, run) is None
+        ]
+        snap = await self.store.read_dag(dag_id, ids, list(dict.fromkeys(wanted)), run)
+        meta, meta_rev = snap.require_meta(dag_id)
+        records = [snap.require_step(dag_id, sid) for sid in ids]
+        for sid, data in snap.results.items():
+            self.results.put(dag_id, sid, data, run)
         if meta.run_id != run:
             # The DAG was deleted and submitted again: nothing cached belongs to this run.
             self.states.forget(dag_id)
@@ -167,14 +174,6 @@ class Engine:
             steps[rec.step_id] = rec
             _log.warning("step.run_reclaimed", dag_id=rec.dag_id, step_id=rec.step_id)
 
-    async def _prefetch(self, dag_id: str, step_ids: list[str], run: str) -> None:
-        # The completed step's result is what its dependents will need next.
-        for sid in step_ids:
-            if self.results.get(dag_id, sid, run) is None:
-                with contextlib.suppress(StepNotFound):
-                    data = await self.store.get_result(dag_id, sid, run)
-                    self.results.put(dag_id, sid, data, run)
-
     async def results_for(
         self, dag_id: str, step_ids: Iterable[str], run_id: str = ""
     ) -> dict[str, bytes]:
@@ -191,17 +190,17 @@ class Engine:
                 missing.append(sid)
             else:
                 out[sid] = hit
-        got = await asyncio.gather(
-            *(self.store.get_result(dag_id, sid, run_id) for sid in missing),
-            return_exceptions=True,
-        )
-        for sid, item in zip(missing, got, strict=True):
-            if isinstance(item, StepNotFound):
+        if not missing:
+            return out
+        # Batched: a fan-in over thousands of upstreams reads them in a few requests, not
+        # a request (and a Task) per result.
+        got = (await self.store.read_dag(dag_id, (), missing, run_id)).results
+        for sid in missing:
+            item = got.get(sid)
+            if item is None:
                 # The record says done, so the result was written first; a lagging replica
                 # can still miss it: retry rather than fail the step.
-                raise TransientError(f"result of {sid!r} not readable yet") from item
-            if isinstance(item, BaseException):
-                raise item
+                raise TransientError(f"result of {sid!r} not readable yet")
             self.results.put(dag_id, sid, item, run_id)
             out[sid] = item
         return out
@@ -336,16 +335,9 @@ class Engine:
         ready = self._ready(ld)
         if not ready:
             return 0
-        outcomes: list[tuple[str, str] | BaseException | None]
-        if len(ready) == 1:  # a chain's next step: awaited directly, no Task
-            try:
-                outcomes = [await self._dispatch_one(ld, ready[0])]
-            except Exception as exc:
-                outcomes = [exc]
-        else:
-            outcomes = await asyncio.gather(
-                *(self._dispatch_one(ld, sid) for sid in ready), return_exceptions=True
-            )
+        outcomes = await in_lanes(
+            functools.partial(self._dispatch_one, ld), ready, self._lane_count
+        )
         failure: BaseException | None = None
         settled = 0
         for sid, out in zip(ready, outcomes, strict=True):
@@ -467,15 +459,15 @@ class Engine:
     ) -> TaskEnvelope | None:
         """Resolve args and target of ``rec``; None when a required upstream dooms it."""
         st = ld.state
-        refs = {
-            p.step_id
+        # Only the referenced upstreams' statuses: a map of every step's status, built per
+        # dispatch, made a wide fan-out quadratic.
+        statuses = {
+            p.step_id: st.steps[p.step_id].status
             for p in find_refs(bytes(rec.args_json))
-            if isinstance(p, Ref)
-            and p.step_id in st.steps
-            and st.steps[p.step_id].status is StepStatus.DONE
+            if isinstance(p, Ref) and p.step_id in st.steps
         }
+        refs = {sid for sid, status in statuses.items() if status is StepStatus.DONE}
         results = await self.results_for(rec.dag_id, refs, rec.run_id)
-        statuses = {k: v.status for k, v in st.steps.items()}
         resolved, skip = resolve_args(
             rec.args_json, results, statuses, st.signals, step_id=rec.step_id
         )

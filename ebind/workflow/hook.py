@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from ebind.crashpoints import crashpoint
-from ebind.errors import DAGNotFound, StaleRevision, StepNotFound
+from ebind.errors import StaleRevision, StepNotFound
 from ebind.logging import get_logger
 from ebind.payload import is_sealed, unseal
 from ebind.wire import TaskEnvelope, TaskError
@@ -386,24 +386,8 @@ class StepHook:
         self, env: TaskEnvelope
     ) -> tuple[tuple[StepRecord, int] | None, DAGStatus | None]:
         """The step's record and revision (None if absent) and its DAG's status, read at once."""
-        # The step read is published first (before this coroutine yields), the meta read
-        # by the task at that yield: two requests in flight, one Task.
-        meta_t = asyncio.ensure_future(self._meta_status(env.dag_id))
-        try:
-            got: tuple[StepRecord, int] | None = await self._store.get_step(env.dag_id, env.step_id)
-        except StepNotFound:
-            got = None
-        except BaseException:
-            meta_t.cancel()
-            raise
-        return got, await meta_t
-
-    async def _meta_status(self, dag_id: str) -> DAGStatus | None:
-        try:
-            meta, _ = await self._store.get_meta(dag_id)
-        except DAGNotFound:
-            return None
-        return meta.status
+        snap = await self._store.read_dag(env.dag_id, [env.step_id])
+        return snap.steps.get(env.step_id), snap.meta[0].status if snap.meta else None
 
     async def _cancel_unstarted(self, rec: StepRecord, rev: int) -> None:
         new = msgspec.structs.replace(rec, status=StepStatus.CANCELED, finished_at=_now())

@@ -6,11 +6,12 @@ pass the suite in ``tests/contract``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from ebind._jsreq import PubAck
 from ebind.wire import TaskEnvelope
+from ebind.workflow.snapshot import Snapshot
 from ebind.workflow.types import DAGMeta, Event, SignalRecord, StepRecord
 
 __all__ = [
@@ -59,6 +60,19 @@ class StateStore(Protocol):
 
     async def get_result(self, dag_id: str, step_id: str, run_id: str = "") -> bytes:
         """A step's result bytes (JSON), stored under the DAG run ``run_id``."""
+        ...
+
+    async def read_dag(
+        self,
+        dag_id: str,
+        step_ids: Sequence[str],
+        result_ids: Sequence[str] = (),
+        run_id: str = "",
+    ) -> Snapshot:
+        """The meta, the steps ``step_ids`` and the results ``result_ids`` (run ``run_id``).
+
+        Missing records are absent from the Snapshot, never an error.
+        """
         ...
 
     async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:

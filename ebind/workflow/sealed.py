@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -13,6 +13,7 @@ from ebind.payload import PayloadCodec, seal, unseal
 from ebind.wire import TaskEnvelope
 from ebind.workflow.enqueuer import PublishFn
 from ebind.workflow.protocols import StateStore
+from ebind.workflow.snapshot import Snapshot
 from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
 
 __all__ = ["SealedStore", "sealing_publisher"]
@@ -93,6 +94,21 @@ class SealedStore:
         """A step's result of the DAG run ``run_id``, opened."""
         raw = await self.inner.get_result(dag_id, step_id, run_id)
         return self._open_result(dag_id, step_id, raw)
+
+    async def read_dag(
+        self,
+        dag_id: str,
+        step_ids: Sequence[str],
+        result_ids: Sequence[str] = (),
+        run_id: str = "",
+    ) -> Snapshot:
+        """The inner store's read, step arguments and results opened."""
+        snap = await self.inner.read_dag(dag_id, step_ids, result_ids, run_id)
+        return Snapshot(
+            meta=snap.meta,
+            steps={sid: (self._open_step(r), rev) for sid, (r, rev) in snap.steps.items()},
+            results={sid: self._open_result(dag_id, sid, raw) for sid, raw in snap.results.items()},
+        )
 
     async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Write a sealed result once; a stored result with the same plaintext is fine."""

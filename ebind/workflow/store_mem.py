@@ -10,13 +10,14 @@ they would against a server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
 from ebind.workflow import _keys
+from ebind.workflow.snapshot import Snapshot, read_each
 from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
 
 __all__ = ["FaultHook", "MemStore"]
@@ -173,6 +174,16 @@ class MemStore:
                 f"workflow: no result for step {step_id!r}", dag_id=dag_id, step_id=step_id
             )
         return slot.value
+
+    async def read_dag(
+        self,
+        dag_id: str,
+        step_ids: Sequence[str],
+        result_ids: Sequence[str] = (),
+        run_id: str = "",
+    ) -> Snapshot:
+        """The meta, some steps and some results, each read as its own get would."""
+        return await read_each(self, dag_id, step_ids, result_ids, run_id)
 
     async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
         """Write a result once; identical bytes are fine, different ones raise StaleRevision."""

@@ -277,6 +277,11 @@ class Workflow:
                 _raise_for(rec)
             if not watch.done():
                 await asyncio.wait({watch}, timeout=delay)
+                if watch.done():
+                    # The result is stored and the record turns done right after it:
+                    # read again at once rather than after the grown poll interval.
+                    delay = 0.005
+                    continue
             else:
                 await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)

@@ -114,6 +114,45 @@ async def test_step_crud(store: StateStore) -> None:
     assert r4 > r3
 
 
+async def test_read_dag_reads_meta_steps_and_results_together(store: StateStore) -> None:
+    d = dag()
+    empty = await store.read_dag(d, ["a"], ["a"], "r1")
+    assert (empty.meta, empty.steps, empty.results) == (None, {}, {})
+    with pytest.raises(DAGNotFound):
+        empty.require_meta(d)
+    with pytest.raises(StepNotFound):
+        empty.require_step(d, "a")
+    m_rev = await store.put_meta(d, meta(d), 0)
+    a_rev = await store.put_step(d, "a", step(d, "a", StepStatus.DONE), 0)
+    await store.put_step(d, "b", step(d, "b"), 0)
+    await store.put_result(d, "a", b"41", "r1")
+    await store.put_result(d, "b", b"42", "r0")  # another run's result is not this one's
+    await store.delete_step(d, "b")  # a deleted key reads as absent, not as its tombstone
+    snap = await store.read_dag(d, ["a", "b", "zz"], ["a", "b"], "r1")
+    assert snap.require_meta(d) == (meta(d), m_rev)
+    assert snap.steps == {"a": (step(d, "a", StepStatus.DONE), a_rev)}
+    assert snap.results == {"a": b"41"}
+
+
+async def test_read_dag_past_one_request_of_keys(store: StateStore) -> None:
+    d = dag()
+    await store.put_meta(d, meta(d), 0)
+    ids = [f"s{i}" for i in range(600)]
+    await asyncio.gather(*(store.put_step(d, s, step(d, s), 0) for s in ids[::50]))
+    snap = await store.read_dag(d, ids, ids)  # 1,201 keys: more than one batched get
+    assert sorted(snap.steps) == sorted(ids[::50]) and snap.results == {}
+    assert snap.meta is not None
+
+
+async def test_list_steps_past_one_page(store: StateStore) -> None:
+    d = dag()
+    ids = [f"s{i:04d}" for i in range(1100)]  # more than one page of a batched get
+    await asyncio.gather(*(store.put_step(d, s, step(d, s), 0) for s in ids))
+    await store.delete_step(d, ids[7])
+    listed = await store.list_steps(d)
+    assert [r.step_id for r, _ in listed] == [s for s in ids if s != ids[7]]
+
+
 async def test_returned_record_is_a_copy(store: StateStore) -> None:
     d = dag()
     await store.put_step(d, "a", step(d, "a"), 0)

@@ -26,7 +26,7 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
-from ebind import App, Context, NonRetryable, RetryPolicy, TaskFailed
+from ebind import App, Concurrency, Context, NonRetryable, RetryPolicy, TaskFailed
 from ebind._denied import guarded
 from ebind.cli import main
 from ebind.embed import Node, start_node
@@ -78,6 +78,16 @@ def tasks(app: App) -> None:
     async def progress(ctx: Context) -> int:
         await ctx.progress(0.5, note="half")
         return 1
+
+    @app.task(name="perm.limited", rate_limit="5/s", rate_key="who")
+    async def limited(who: str, i: int) -> int:
+        return i
+
+    # hold=0: a second call of one key is re-published with a countdown at once
+    @app.task(name="perm.slotted", concurrency=Concurrency(limit=1, key="key", hold=0.0))
+    async def slotted(key: str) -> str:
+        await asyncio.sleep(0.3)
+        return key
 
     @app.task(name="perm.fail", retry=RetryPolicy.none())
     async def fail() -> None:
@@ -193,8 +203,16 @@ async def producer_flows(prod: App) -> None:
     assert await reported.result(timeout=20) == 1
     got = await reported.progress()
     assert got is not None and (got.fraction, got.note) == (0.5, "half")
+    # concurrency keys: slot leases in the leases bucket, the waiter re-published for later
+    both = [await prod.tasks["perm.slotted"].delay("k") for _ in range(2)]
+    assert [await f.result(timeout=20) for f in both] == ["k", "k"]
     # a retried task: its second delivery first checks for a stored response
     assert await (await prod.tasks["perm.flaky"].delay()).result(timeout=20) == 2
+
+    # rate limits: leases from the ratelimits bucket; past 2 s of tokens a task is deferred
+    # as a delayed copy (12 tasks at 5/s)
+    limited = [await prod.tasks["perm.limited"].delay("acme", i) for i in range(12)]
+    assert [await f.result(timeout=30) for f in limited] == list(range(12))
 
     # revoking: the record goes to the leases bucket, which workers list when they start
     revoked = await prod.revoke("perm-unknown-task")
@@ -245,6 +263,8 @@ OPERATOR_COMMANDS = [
     ["dag", "bp", "ls", "approval"],
     ["dag", "rm", "approval", "--yes"],
     ["task", "get", "perm-progress-1"],
+    ["ratelimit", "ls"],
+    ["concurrency", "ls"],
     ["dlq", "ls"],
     ["dlq", "show", "1"],
     ["dlq", "requeue", "1", "--yes"],
@@ -467,7 +487,7 @@ def test_the_operator_provisions_and_a_producer_purge_is_one_error_line(
 ) -> None:
     made = cli(secured_node, "operator", "stream", "provision")
     assert made.returncode == 0, made.stderr
-    assert made.stdout.startswith("provisioned 7 streams: EBIND_TASKS, ")
+    assert made.stdout.startswith("provisioned 8 streams: EBIND_TASKS, ")
     refused = cli(secured_node, "producer", "stream", "purge", DLQ_STREAM, "--yes")
     assert refused.returncode == 1, refused
     assert refused.stdout == ""

@@ -167,3 +167,12 @@ def test_hooks_and_middleware_are_registered_on_the_app() -> None:
     assert app.worker_hooks.startup == [opened] and app.worker_hooks.shutdown == [closed]
     with pytest.raises(InvalidArguments, match="a worker hook must be callable"):
         app.on_worker_startup(3)  # type: ignore[type-var]
+
+
+def test_the_process_pool_settings_become_the_workers_pool_options() -> None:
+    s = parse_settings({"EBIND_WORKER_POOL": " Process ", "worker_pool_size": "3"})
+    assert s.worker == {"pool": "process", "processes": 3}
+    with pytest.raises(InvalidArguments, match="EBIND_WORKER_POOL must be 'thread' or 'process'"):
+        parse_settings({"worker_pool": "fork"})
+    with pytest.raises(InvalidArguments, match="EBIND_WORKER_POOL_SIZE must be a whole number"):
+        parse_settings({"worker_pool_size": 0})

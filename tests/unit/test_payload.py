@@ -211,6 +211,19 @@ async def test_sealed_store_keeps_step_args_sealed_at_rest() -> None:
     assert [bytes(r.args_json) for r, _ in listed] == [args]
 
 
+async def test_sealed_store_read_dag_opens_steps_and_results() -> None:
+    inner = MemStore()
+    store = SealedStore(inner, FernetCodec([KEY]))
+    args = b'["' + MARKER + b'"]'
+    rev = await store.put_step("d1", "s1", _record(args), 0)
+    await store.put_result("d1", "s1", b'"' + MARKER + b'"')
+    raw = await inner.read_dag("d1", ["s1"], ["s1"])
+    assert MARKER not in bytes(raw.steps["s1"][0].args_json)
+    snap = await store.read_dag("d1", ["s1", "s2"], ["s1", "s2"])
+    assert bytes(snap.steps["s1"][0].args_json) == args and snap.steps["s1"][1] == rev
+    assert snap.results == {"s1": b'"' + MARKER + b'"'} and snap.meta is None
+
+
 async def test_sealed_store_results_create_once_by_plaintext() -> None:
     inner = MemStore()
     store = SealedStore(inner, FernetCodec([KEY]))

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from ebind import observe
 from ebind.app import App
 from ebind.context import Context
 from ebind.contrib.prometheus import prometheus_middleware, start_metrics_server
@@ -84,3 +85,39 @@ async def test_progress_reports_are_counted_with_their_fractions(app: App, run_w
     assert registry.get_sample_value("ebind_progress_reports_total", {"task": "prog"}) == 1
     assert registry.get_sample_value("ebind_progress_fraction_bucket", {"le": "0.3"}) == 0
     assert registry.get_sample_value("ebind_progress_fraction_bucket", {"le": "0.4"}) == 1
+
+
+async def test_concurrency_waits_are_counted(app: App, run_worker: Any) -> None:
+    gate = asyncio.Event()
+
+    @app.task(name="limited", concurrency=1)
+    async def limited(n: int) -> int:
+        if n == 0:
+            await gate.wait()
+        return n
+
+    registry = CollectorRegistry()
+    metrics = prometheus_middleware(registry, app=app)
+
+    def count(action: str) -> float:
+        got = registry.get_sample_value(
+            "ebind_concurrency_waits_total", {"task": "limited", "action": action}
+        )
+        return got or 0.0
+
+    waiting = asyncio.Event()
+    stop = observe.subscribe(
+        lambda event, _: waiting.set() if event == observe.CONCURRENCY_WAIT else None
+    )
+    try:
+        async with run_worker(app, middleware=[metrics], concurrency=4):
+            first = await limited.delay(0)
+            await asyncio.sleep(0.2)
+            second = await limited.delay(1)
+            await asyncio.wait_for(waiting.wait(), 10)
+            gate.set()
+            assert [await first.result(10), await second.result(10)] == [0, 1]
+    finally:
+        stop()
+        metrics.close()
+    assert count("waited") >= 1

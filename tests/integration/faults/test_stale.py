@@ -37,11 +37,12 @@ pytestmark = pytest.mark.timeout(90)
 
 @dataclass
 class Procs:
-    """``ebind worker`` processes serving ``stale_app``; each one is stopped by PID at the end."""
+    """``ebind worker`` processes serving ``app_ref``; each one is stopped by PID at the end."""
 
     nats_url: str
     tmp: Path
     started: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    app_ref: str = "stale_app:app"
 
     @property
     def ledger(self) -> Path:
@@ -57,7 +58,7 @@ class Procs:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
         env["EBIND_TEST_LEDGER"] = str(self.ledger)
         env.pop("EBIND_CRASHPOINT", None)
-        cmd = [sys.executable, "-m", "ebind", "worker", "-A", "stale_app:app"]
+        cmd = [sys.executable, "-m", "ebind", "worker", "-A", self.app_ref]
         cmd += ["--nats", self.nats_url, "--worker-id", worker_id, "-c", "4"]
         cmd += ["--ack-wait", str(ACK_WAIT), "--shutdown-grace", "1", "--log-format", "json"]
         if not scheduler:
@@ -109,14 +110,19 @@ class Procs:
             proc.wait(10)
 
 
+def fleet(nats_url: str, tmp: Path, app_ref: str = "stale_app:app") -> Iterator[Procs]:
+    """Worker processes serving ``app_ref``, all stopped afterwards (for a fixture)."""
+    procs = Procs(nats_url, tmp, app_ref=app_ref)
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
 @pytest.fixture
 def procs(nats_url: str, tmp_path: Path) -> Iterator[Procs]:
     """The test's worker processes."""
-    fleet = Procs(nats_url, tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
+    yield from fleet(nats_url, tmp_path)
 
 
 @pytest.fixture

@@ -47,6 +47,21 @@ async def test_signed_plain_countdown_and_periodic_tasks_run(open_app: OpenApp) 
     assert await dlq_entries(app, "trust.tick") == []
 
 
+async def test_rate_limited_tasks_deferred_as_copies_are_signed_and_sealed(
+    open_app: OpenApp,
+) -> None:
+    from ebind.contrib.fernet import FernetCodec, generate_key
+
+    app = await open_app(signing_keys=[NEW], payload_codec=FernetCodec([generate_key()]))
+    # Concurrency 2: one task held for its token, the others wait as delayed copies.
+    async with running(app, concurrency=2) as worker:
+        futs = [await app.enqueue("trust.limited", "acme", n) for n in range(4)]
+        assert [await f.result(15) for f in futs] == [f"acme-{n}" for n in range(4)]
+        admission = worker._runner.admission
+        assert admission is not None and admission.deferred > 0
+    assert await dlq_entries(app, "trust.limited") == []
+
+
 async def test_signed_dag_steps_run(open_app: OpenApp) -> None:
     app = await open_app(signing_keys=[NEW])
     async with running(app, scheduler=True):

@@ -14,6 +14,11 @@ async def echo(value: str) -> str:
     return value + "!"
 
 
+@app.task(name="trust.limited", rate_limit="5/s", rate_key="who")
+async def limited(who: str, n: int) -> str:
+    return f"{who}-{n}"
+
+
 @app.task(name="trust.concat")
 async def concat(a: str, b: str) -> str:
     return a + "+" + b

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -45,3 +46,10 @@ def barrier(ctx: Context, path: str) -> str:
 async def echo(x: int) -> int:
     """Return ``x``."""
     return x
+
+
+@app.task(name="cli.hang")
+async def hang(ctx: Context) -> None:
+    """Record the start, then wait forever on the event loop (until cancelled)."""
+    _ledger("start", ctx)
+    await asyncio.Event().wait()

@@ -3,83 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from worker_helpers import running, wait_for
+from worker_helpers import read_ledger, running, spawn_cli_worker, wait_cli_ready, wait_for
 
 from ebind.app import App
 from ebind.cli import main
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent.parent
-
-
-def _spawn(
-    nats_url: str, ledger: Path, *args: str, app_path: str = "cli_app:app"
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
-        "EBIND_TEST_LEDGER": str(ledger),
-        "PYTHONUNBUFFERED": "1",
-    }
-    cmd = [sys.executable, "-m", "ebind", "worker", "-A", app_path, "--nats", nats_url]
-    return subprocess.Popen(
-        [*cmd, "--no-scheduler", "--log-format", "json", *args],
-        cwd=HERE,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes started by the test, killed by PID afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for p in started:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                os.kill(p.pid, signal.SIGKILL)
-            p.wait(10)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> list[dict[str, object]]:
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read() or b""
-        buf += chunk
-        for line in buf.splitlines():
-            if b'"worker.ready"' in line:
-                return [json.loads(line)]
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"worker exited {proc.returncode}:\n{buf.decode(errors='replace')}"
-            )
-        time.sleep(0.05)
-    raise AssertionError(f"worker not ready:\n{buf.decode(errors='replace')}")
-
-
-def _ledger(path: Path) -> list[dict[str, object]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def test_cli_help_lists_worker_and_server() -> None:
@@ -127,15 +64,15 @@ async def test_killed_worker_task_is_redelivered_and_completes_elsewhere(
     ledger = tmp_path / "ledger.jsonl"
     gate = tmp_path / "gate"
     monkeypatch.setenv("EBIND_TEST_LEDGER", str(ledger))  # for the in-process second worker
-    w1 = _spawn(nats_url, ledger, "--worker-id", "W1", "--ack-wait", "1", "-c", "2")
+    w1 = spawn_cli_worker(nats_url, ledger, "--worker-id", "W1", "--ack-wait", "1", "-c", "2")
     procs.append(w1)
-    _wait_ready(w1)
+    wait_cli_ready(w1)
     producer = App("producer", nats_url=nats_url)
     producer.registry.register(cli_app.barrier.spec)
     await producer.connect()
     try:
         fut = await producer.enqueue("cli.barrier", str(gate))
-        await wait_for(lambda: any(e["phase"] == "start" for e in _ledger(ledger)), 20)
+        await wait_for(lambda: any(e["phase"] == "start" for e in read_ledger(ledger)), 20)
         os.kill(w1.pid, signal.SIGKILL)
         w1.wait(10)
         gate.touch()
@@ -144,7 +81,7 @@ async def test_killed_worker_task_is_redelivered_and_completes_elsewhere(
             assert await fut.result(20) == "W2"
     finally:
         await producer.close()
-    entries = [e for e in _ledger(ledger) if e["task_id"] == fut.id]
+    entries = [e for e in read_ledger(ledger) if e["task_id"] == fut.id]
     starts = [(e["worker_id"], e["attempt"]) for e in entries if e["phase"] == "start"]
     ends = [(e["worker_id"], e["attempt"]) for e in entries if e["phase"] == "end"]
     assert starts == [("W1", 1), ("W2", 2)]
@@ -159,12 +96,12 @@ async def test_sigterm_stops_the_worker_process_gracefully(
 
     ledger = tmp_path / "ledger.jsonl"
     gate = tmp_path / "gate"
-    w = _spawn(nats_url, ledger, "--worker-id", "T1", "--shutdown-grace", "20")
+    w = spawn_cli_worker(nats_url, ledger, "--worker-id", "T1", "--shutdown-grace", "20")
     procs.append(w)
-    _wait_ready(w)
+    wait_cli_ready(w)
     app.registry.register(cli_app.barrier.spec)
     fut = await app.enqueue("cli.barrier", str(gate))
-    await wait_for(lambda: any(e["phase"] == "start" for e in _ledger(ledger)), 20)
+    await wait_for(lambda: any(e["phase"] == "start" for e in read_ledger(ledger)), 20)
     w.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.3)
     assert w.poll() is None  # still draining
@@ -176,8 +113,8 @@ async def test_sigterm_stops_the_worker_process_gracefully(
 async def test_worker_retention_options_override_the_apps_setting(
     nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    procs.append(_spawn(nats_url, tmp_path / "ledger", "--retention-tasks", "2h"))
-    _wait_ready(procs[-1])
+    procs.append(spawn_cli_worker(nats_url, tmp_path / "ledger", "--retention-tasks", "2h"))
+    wait_cli_ready(procs[-1])
     async with App("probe", nats_url=nats_url) as probe:
         info = await probe.js.stream_info("EBIND_TASKS")
     assert info.config.max_age == 2 * 3600 + 1800  # the worker's App created it so
@@ -186,13 +123,13 @@ async def test_worker_retention_options_override_the_apps_setting(
 async def test_worker_cli_runs_sync_handlers_in_a_process_pool(
     nats_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    """--pool process: children answer, concurrency follows --processes, SIGTERM ends them."""
+    """--pool process: children answer, concurrency follows --pool-size, SIGTERM ends them."""
     import pool_app
 
-    args = ("--pool", "process", "--processes", "2", "--max-tasks-per-child", "5")
-    w = _spawn(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
+    args = ("--pool", "process", "--pool-size", "2", "--max-tasks-per-child", "5")
+    w = spawn_cli_worker(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
     procs.append(w)
-    ready = _wait_ready(w, 60)
+    ready = wait_cli_ready(w, 60)
     assert ready[0]["concurrency"] == 2
     producer = App("producer", nats_url=nats_url)
     producer.registry.register(pool_app.spin.spec)
@@ -218,9 +155,9 @@ async def test_children_of_a_worker_killed_with_sigkill_do_not_outlive_it(
     import pool_app
 
     args = ("--pool", "process", "--processes", "1")
-    w = _spawn(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
+    w = spawn_cli_worker(nats_url, tmp_path / "ledger.jsonl", *args, app_path="pool_app:app")
     procs.append(w)
-    _wait_ready(w, 60)
+    wait_cli_ready(w, 60)
     pid_file = tmp_path / "child.pid"
     producer = App("producer", nats_url=nats_url)
     producer.registry.register(pool_app.wait.spec)

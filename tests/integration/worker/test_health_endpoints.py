@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_worker import _spawn
-from worker_helpers import running, wait_for
+from worker_helpers import running, spawn_cli_worker, wait_for
 
 from ebind.app import App
 from ebind.embed import Node
@@ -197,7 +196,7 @@ async def test_a_taken_port_fails_with_an_error_naming_the_address(app: App) -> 
 def test_ebind_worker_health_port_serves_readyz_from_the_command_line(
     nats_url: str, tmp_path: Path
 ) -> None:
-    proc = _spawn(nats_url, tmp_path / "ledger", "--health-port", "0")
+    proc = spawn_cli_worker(nats_url, tmp_path / "ledger", "--health-port", "0")
     try:
         assert proc.stdout is not None
         os.set_blocking(proc.stdout.fileno(), False)

@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 import prometheus_client
 import pytest
-from conftest import connected_app
 from prometheus_client import CollectorRegistry
 from wf_app import slow
+from wf_helpers import connected_app
 
 from ebind.app import App
 from ebind.contrib.prometheus import prometheus_middleware

@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from ebind.context import Context
 from ebind.worker.revoked import Revocations
 
@@ -52,3 +54,13 @@ async def test_a_running_sync_task_is_only_flagged_and_a_finished_one_untouched(
     revocations.finished("t5")
     await revocations._on_revoked(_Msg("$KV.ebind-leases.revoked.t5"))
     assert done.revoked is False
+
+
+async def test_a_dag_step_id_is_never_revoked_and_needs_no_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[object] = []
+    monkeypatch.setattr("ebind._jsreq.requests_for", reads.append)
+    revocations = Revocations(nc=None)
+    assert await revocations.is_revoked("order-7:charge", None) is False
+    assert reads == []  # not looked up (and so no failed-check warning per step)
