@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes for `make test`. The suite mostly waits on servers, workers and timers, so
+# more processes than cores pay off. Each process takes whole files (a file's shared server
+# stays in one process), handed out in collection order: the long integration files first,
+# the quick unit files last to fill the gaps. 0 runs everything in one process (for -s or pdb).
+PYTEST_WORKERS ?= 4
 
 .DEFAULT_GOAL := help
 
@@ -33,8 +38,8 @@ type: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy ebind
 	$(BIN)/mypy tests/typing
 
-test: $(STAMP) ## the whole test suite (what .ci/run and the README call)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+test: $(STAMP) ## the whole test suite in parallel processes (what .ci/run and the README call)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## pure unit tests only (no NATS)
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)

@@ -64,6 +64,7 @@ _HTTP_RE = re.compile(r"Starting http monitor on [^\s]+:(\d+)")
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 _STOP_TIMEOUT = 5.0
 _POLL = 0.05
+_PORT_ATTEMPTS = 3
 
 
 def check_server_version(info_version: str, minimum: tuple[int, int, int] = (2, 11, 0)) -> None:
@@ -439,11 +440,14 @@ class Cluster(_ShutdownOnExit):
             log_tail=tails,
         )
 
-    def shutdown(self) -> None:
-        """Stop every node and remove owned files (the base dir too when it was temporary)."""
+    def _stop_nodes(self) -> None:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop every node and remove owned files (the base dir too when it was temporary)."""
+        self._stop_nodes()
         if self._owns_base:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
@@ -472,32 +476,61 @@ def start_cluster(
     auth_config = auth.render() if auth is not None else None
     owns_base = store_dir is None
     base = Path(tempfile.mkdtemp(prefix="ebind-cluster-")) if store_dir is None else Path(store_dir)
+    # A retry must not restart members on stores the failed attempt wrote: stale peers
+    # there hold the election up for seconds. A caller's existing stores are kept.
+    fresh = [d for d in (base / f"node-{i}" for i in range(size)) if not d.exists()]
+    attempt = 1
+    while True:
+        cluster = Cluster([], base_dir=base, owns_base=owns_base, ready_timeout=ready_timeout)
+        try:
+            _start_members(cluster, size, name, sync_interval, auth_config)
+            return cluster
+        except EmbedError as err:
+            # The ports were free when reserved but are released before the servers bind
+            # them, so another process can take one meanwhile: reserve a new set and retry.
+            if attempt < _PORT_ATTEMPTS and _lost_port_race(err):
+                log.warning("nats.cluster_port_taken", attempt=attempt)
+                cluster._stop_nodes()
+                for store in fresh:
+                    shutil.rmtree(store, ignore_errors=True)
+                attempt += 1
+                continue
+            cluster.shutdown()
+            raise
+        except BaseException:
+            cluster.shutdown()
+            raise
+
+
+def _lost_port_race(err: EmbedError) -> bool:
+    """True when a server failed because a reserved port was bound by someone else first."""
+    return "address already in use" in err.log_tail
+
+
+def _start_members(
+    cluster: Cluster, size: int, name: str, sync_interval: str | None, auth_config: str | None
+) -> None:
+    """Create, spawn and wait for ``size`` routed nodes on freshly reserved ports."""
     ports = reserve_ports(2 * size)
     client_ports, route_ports = ports[:size], ports[size:]
-    nodes: list[Node] = []
-    cluster = Cluster(nodes, base_dir=base, owns_base=owns_base, ready_timeout=ready_timeout)
-    try:
-        for i in range(size):
-            routes = tuple(f"nats-route://{HOST}:{p}" for j, p in enumerate(route_ports) if j != i)
-            nodes.append(
-                Node(
-                    port=client_ports[i],
-                    store_dir=base / f"node-{i}",
-                    sync_interval=sync_interval,
-                    server_name=f"{name}-{i}",
-                    ready_timeout=ready_timeout,
-                    cluster=ClusterSpec(name=name, port=route_ports[i], routes=routes),
-                    extra_config=auth_config,
-                )
+    nodes = cluster.nodes
+    for i in range(size):
+        routes = tuple(f"nats-route://{HOST}:{p}" for j, p in enumerate(route_ports) if j != i)
+        nodes.append(
+            Node(
+                port=client_ports[i],
+                store_dir=cluster.base_dir / f"node-{i}",
+                sync_interval=sync_interval,
+                server_name=f"{name}-{i}",
+                ready_timeout=cluster.ready_timeout,
+                cluster=ClusterSpec(name=name, port=route_ports[i], routes=routes),
+                extra_config=auth_config,
             )
-        # Spawn all before waiting on any, so routes form before a lone node elects itself.
-        for node in nodes:
-            node._spawn()
-        deadline = time.monotonic() + ready_timeout
-        for node in nodes:
-            node._wait_ready(deadline)
-        cluster.wait_ready(max(deadline - time.monotonic(), 1.0))
-    except BaseException:
-        cluster.shutdown()
-        raise
-    return cluster
+        )
+    # Spawn all before waiting on any, so routes form before a lone node elects itself.
+    for node in nodes:
+        node._spawn()
+    deadline = time.monotonic() + cluster.ready_timeout
+    for node in nodes:
+        node._wait_ready(deadline)
+    cluster.wait_ready(max(deadline - time.monotonic(), 1.0))

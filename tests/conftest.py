@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from refused_port import RefusedPort
 
 from ebind.embed import Cluster, Node, start_cluster, start_node
 
@@ -72,3 +73,13 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[RefusedPort]:
+    """A loopback port that refuses connects and stays ours for the test (see RefusedPort)."""
+    held = RefusedPort()
+    try:
+        yield held
+    finally:
+        held.release()

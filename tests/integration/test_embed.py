@@ -21,6 +21,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
+from ebind import embed
+from ebind._embed_proc import reserve_ports
 from ebind.embed import (
     Cluster,
     EmbedError,
@@ -200,6 +202,48 @@ class TestCluster:
     def test_size_below_one_is_rejected(self) -> None:
         with pytest.raises(InvalidArguments, match="cluster size must be >= 1, got 0"):
             start_cluster(0)
+
+    def test_a_reserved_port_taken_before_the_server_binds_it_is_retried(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Another process binding a reserved port in the gap costs a retry, not the start."""
+        calls: list[list[int]] = []
+        with socket.socket() as thief:
+            thief.bind(("127.0.0.1", 0))
+            thief.listen(1)
+
+            def reserve(count: int) -> list[int]:
+                ports = reserve_ports(count)
+                if not calls:  # the first set loses its client port to the thief
+                    ports[0] = thief.getsockname()[1]
+                calls.append(ports)
+                return ports
+
+            monkeypatch.setattr(embed, "reserve_ports", reserve)
+            cluster = start_cluster(3, store_dir=tmp_path, ready_timeout=10)
+            try:
+                assert len(calls) == 2
+                assert cluster.nodes[0].port == calls[1][0] != thief.getsockname()[1]
+                assert cluster.meta_leader() in {"ebind-0", "ebind-1", "ebind-2"}
+            finally:
+                cluster.shutdown()
+
+    def test_a_port_taken_on_every_attempt_raises_with_the_server_log(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        calls: list[int] = []
+        with socket.socket() as thief:
+            thief.bind(("127.0.0.1", 0))
+            thief.listen(1)
+
+            def reserve(count: int) -> list[int]:
+                calls.append(count)
+                return [thief.getsockname()[1], *reserve_ports(count - 1)]
+
+            monkeypatch.setattr(embed, "reserve_ports", reserve)
+            with pytest.raises(EmbedError, match="address already in use"):
+                start_cluster(3, store_dir=tmp_path, ready_timeout=10)
+        assert calls == [6, 6, 6]
 
     async def test_r3_stream_survives_losing_a_follower(self, nats_cluster: Cluster) -> None:
         assert len(nats_cluster.client_urls) == 3

@@ -104,6 +104,7 @@ def test_fernet_rotation_new_key_first_reads_old_tokens() -> None:
 @pytest.mark.parametrize(
     ("keys", "needle"),
     [(KEY, "list of keys"), ([], "at least one"), (["not-a-key"], "keys\\[0\\] is not a Fernet")],
+    ids=["a bare key", "no keys", "a bad key"],  # a random key would make the id differ per run
 )
 def test_fernet_codec_refuses_bad_keys(keys: object, needle: str) -> None:
     with pytest.raises(InvalidArguments, match=needle):

@@ -88,6 +88,16 @@ def test_a_valid_record_decodes() -> None:
         _record(task_id="someone-else"),
         _record(at="yesterday"),
     ],
+    # ids by name: a record's timestamp would make them differ per run (and per test worker)
+    ids=[
+        "not json",
+        "empty",
+        "fraction over 1",
+        "fraction not a number",
+        "long note",
+        "other task",
+        "bad time",
+    ],
 )
 def test_invalid_or_foreign_records_read_as_none(data: bytes) -> None:
     assert decode_progress(data, "t1") is None

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 from cli_helpers import Background, assert_clean_error, invoke
+from refused_port import RefusedPort
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again on exit: nothing listens there
-
-
-def test_unreachable_server_fails_fast_with_one_line() -> None:
-    url = f"nats://127.0.0.1:{_closed_port()}"
+def test_unreachable_server_fails_fast_with_one_line(refused_port: RefusedPort) -> None:
+    url = f"nats://127.0.0.1:{refused_port.port}"
     for args in (("dag", "ls"), ("dlq", "ls"), ("stream", "ls")):
         started = time.monotonic()
         r = invoke(url, *args)

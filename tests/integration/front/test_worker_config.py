@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from refused_port import RefusedPort
 
 from ebind.app import App
 from ebind.context import Context
@@ -32,12 +32,6 @@ def _env(ledger: Path) -> dict[str, str]:
         "FRONT_LEDGER": str(ledger),
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -168,9 +162,9 @@ def test_a_flag_given_wins_over_the_apps_setting(
 
 
 def test_unreachable_server_is_one_line_naming_the_url_and_a_failure_exit(
-    tmp_path: Path,
+    tmp_path: Path, refused_port: RefusedPort
 ) -> None:
-    url = f"nats://ann:hunter22@127.0.0.1:{_free_port()}"
+    url = f"nats://ann:hunter22@127.0.0.1:{refused_port.port}"
     started = time.monotonic()
     done = subprocess.run(
         _cmd(url, "--wait", "1"),
@@ -190,14 +184,15 @@ def test_unreachable_server_is_one_line_naming_the_url_and_a_failure_exit(
 
 
 def test_wait_lets_the_worker_start_before_nats(
-    tmp_path: Path, procs: list[subprocess.Popen[str]]
+    tmp_path: Path, procs: list[subprocess.Popen[str]], refused_port: RefusedPort
 ) -> None:
-    port = _free_port()
+    port = refused_port.port
     ledger = tmp_path / "ledger"
     proc = _worker(f"nats://127.0.0.1:{port}", ledger, "--wait", "30")
     procs.append(proc)
     time.sleep(1.5)  # the worker is retrying meanwhile
     assert proc.poll() is None
+    refused_port.release()
     node: Node = start_node(port=port, store_dir=tmp_path / "store")
     try:
         _wait_line(ledger, "startup", within=30)
@@ -207,8 +202,10 @@ def test_wait_lets_the_worker_start_before_nats(
         node.shutdown()
 
 
-async def test_async_with_app_is_bounded_against_an_unreachable_server() -> None:
-    url = f"nats://127.0.0.1:{_free_port()}"
+async def test_async_with_app_is_bounded_against_an_unreachable_server(
+    refused_port: RefusedPort,
+) -> None:
+    url = f"nats://127.0.0.1:{refused_port.port}"
     started = time.monotonic()
     with pytest.raises(ConnectionFailed, match=f"cannot reach NATS at {url}") as info:
         async with App("bounded", nats_url=url, connect_wait=1):

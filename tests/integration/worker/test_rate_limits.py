@@ -149,6 +149,8 @@ async def test_a_limited_task_waits_and_succeeds_without_using_its_attempts(app:
         json.dumps({"tat": 1, "per_second": 1, "holders": {"x": "y"}}).encode(),
         b"\x00" * 64,
     ],
+    # named ids: a record holding time.time() would name the test differently per process
+    ids=["not json", "booked for ever", "booked a day ahead", "foreign field", "zero bytes"],
 )
 async def test_a_corrupt_record_is_reset_and_the_limit_keeps_working(
     app: App, hostile: bytes
