@@ -37,6 +37,7 @@ from typing import Any
 
 import msgspec
 
+from ebind._aio import raise_if_cancelling
 from ebind.logging import get_logger
 
 __all__ = ["Budget", "Puller"]
@@ -220,6 +221,9 @@ class Puller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            # the suppress above also swallows a cancel of stop() itself (a second signal
+            # asking for "stop now"): pass that one on
+            raise_if_cancelling()
         if self._sub is not None:
             # drain = UNSUB + flush + process what already arrived, so nothing delivered to
             # this inbox is dropped (it would otherwise wait a full ack_wait).
