@@ -1,11 +1,13 @@
 """The producer's IO: the one task publish path and the one response subscription.
 
-Publishing pipelines (PERFORMANCE fact 3): every publish goes out as a core publish whose
+Publishing pipelines (awaiting each PubAck before the next publish caps a producer at one
+round trip per task): every publish goes out as a core publish whose
 reply subject is the App's PubAck inbox, and its PubAck future is awaited with a bound, so
 concurrent ``delay()`` calls share round trips while no accepted task goes unconfirmed.
-Results (fact 1) arrive on a single core subscription per App, ``RESP.<client_id>.>``; a
+Results arrive on a single core subscription per App, ``RESP.<client_id>.>``; a
 waiter that may have missed its message asks the EBIND_RESP stream with a direct get — no
-consumer is ever created for a result.
+consumer is ever created for a result (consumers are costly server state, and a consumer
+per waiter would soon exhaust the stream's consumer limit).
 """
 
 from __future__ import annotations

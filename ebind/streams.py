@@ -190,7 +190,8 @@ def dlq_subject(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- provisioning
-# Explicit consumer caps (PERFORMANCE fact 1). They cannot be changed on an existing stream,
+# Explicit consumer caps (every consumer is server state; a runaway client must hit a
+# limit, not the server's memory). They cannot be changed on an existing stream,
 # so they are generous where consumers are legitimately many (one durable per worker claim,
 # result watches on the DAG bucket) and small where ebind never creates any (RESP: results
 # come through one core subscription and direct gets).

@@ -1,7 +1,7 @@
 """Pull loop for one durable consumer: requests only as many messages as the worker can take.
 
 nats-py's ``fetch(n)`` waits for the whole batch until its timeout, which would hold a lone
-task back (PERFORMANCE fact 2). This puller instead keeps server-side pull requests open,
+task back. This puller instead keeps server-side pull requests open,
 each with a short ``expires`` and a ``batch`` no larger than the free concurrency slots; the
 server hands messages over as they arrive, and the puller tops its requests up as slots
 free. Requests are tracked in FIFO order (the server serves a subscriber's requests in

@@ -49,7 +49,7 @@ _log = get_logger("ebind.workflow.bus")
 DLQ_PUBLISH_TIMEOUT = 5.0
 
 EVENTS_MAX_AGE = 24 * 3600.0
-# The durable plus a few operator consumers; an explicit cap (PERFORMANCE fact 1).
+# The durable plus a few operator consumers; an explicit cap bounds server state.
 EVENTS_MAX_CONSUMERS = 16
 
 

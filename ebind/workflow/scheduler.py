@@ -5,8 +5,8 @@ non-leader during a handover is nak'd with ``nak_delay``). Events are handled in
 one *lane* per DAG: while a DAG is being evaluated, further events for it wait and are
 covered together by the next evaluation (each evaluation re-reads the DAG from KV, so one
 pass settles any number of events), and their deliveries are acked only after that pass
-succeeded. DAGs advance concurrently (PERFORMANCE fact 5). A failed pass naks its events
-for redelivery; an event that keeps failing is terminated and logged (poison).
+succeeded. DAGs advance concurrently (one slow DAG never holds up the others). A failed
+pass naks its events for redelivery; an event that keeps failing is terminated and logged (poison).
 
 Reconciliation: on every false → true leader edge and every ``sweep_interval`` the
 leader re-evaluates each live DAG through the same lanes and, in addition, rescues

@@ -8,7 +8,7 @@ every put returns the revision the server assigned, so nobody reads back their o
 DAG's keys with a batched direct get (see ``_kvread``); ``list_dags`` reads only the
 ``*.meta`` keys. ``watch_result`` creates no consumer at all: a core subscription on the
 result key plus direct gets, so any number of waiters costs the server nothing (a
-consumer per wait exhausts the stream's consumer limit, PERFORMANCE fact 1).
+consumer per wait would exhaust the stream's consumer limit).
 """
 
 from __future__ import annotations
