@@ -344,13 +344,18 @@ _AUTH_MARKERS = (
 )
 
 
-def failure_kind(exc: BaseException) -> FailureKind | None:
+def failure_kind(exc: BaseException, *, over_tls: bool = False) -> FailureKind | None:
     """``"auth"`` for refused credentials, ``"tls"`` for a TLS failure, None otherwise.
 
     Only these two end a first connect at once: a retry would present the same credentials
-    and certificates and be refused again.
+    and certificates and be refused again. With ``over_tls`` (the client speaks TLS) a reset
+    connection counts as a TLS refusal too: a server that rejects the client certificate
+    after a TLS 1.3 handshake closes the socket, and the client often sees the reset before
+    the alert that names the reason.
     """
     if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if over_tls and _is_reset(exc):
         return "tls"
     text = str(exc).lower()
     if any(marker in text for marker in _AUTH_MARKERS):
@@ -358,6 +363,10 @@ def failure_kind(exc: BaseException) -> FailureKind | None:
     if "tls" in text and ("required" in text or "handshake" in text):
         return "tls"
     return None
+
+
+def _is_reset(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionResetError | BrokenPipeError)
 
 
 def _reason(exc: BaseException) -> str:
@@ -385,6 +394,11 @@ def failure_message(
             "Check the user, password, token, nkey or creds file the server expects"
         )
     if kind == "tls":
+        if _is_reset(exc):
+            reason = (
+                "the server closed the connection after the handshake, which is how it "
+                "refuses a client certificate it does not trust, or a missing one"
+            )
         return (
             f"TLS with NATS at {where} failed ({reason}); check the CA "
             f"({_both('tls_ca')}), the client certificate and key, and the server name "
@@ -526,6 +540,10 @@ def _failed(
     return ConnectionFailed(message, server=where, kind=kind)
 
 
+def _uses_tls(servers: Sequence[str], options: Mapping[str, Any]) -> bool:
+    return options.get("tls") is not None or any(u.startswith("tls://") for u in servers)
+
+
 class _Refused(Exception):
     """Raised from the error callback to end nats-py's connect loop at the first refusal."""
 
@@ -563,19 +581,20 @@ async def open_connection(
         register_secret(value.strip() if isinstance(value, str) else None)
     user_error_cb: Callable[[Exception], Awaitable[None]] | None = options.get("error_cb")
     connected = aborted = False
+    described = settings if settings is not None else explicit_settings(options)
+    over_tls = _uses_tls(servers, options)
 
     async def error_cb(exc: Exception) -> None:
         nonlocal aborted
         if aborted:
             return  # the attempt is over; closing the half-open client reports again
-        kind = None if connected else failure_kind(exc)
+        kind = None if connected else failure_kind(exc, over_tls=over_tls)
         if kind is not None:
             aborted = True
             raise _Refused(kind, exc)
         if user_error_cb is not None:
             await user_error_cb(exc)
 
-    described = settings if settings is not None else explicit_settings(options)
     if wait is not None:
         nc = await _connect_within(servers, {**options, "error_cb": error_cb}, wait, described)
         connected = True
@@ -588,9 +607,10 @@ async def open_connection(
         raise _failed(refused.kind, servers, refused.cause, described) from None
     except (NoServersError, OSError, TimeoutError) as exc:
         await _discard(nc)
-        raise _failed(failure_kind(exc) or "unreachable", servers, exc, described) from None
+        reached = failure_kind(exc, over_tls=over_tls) or "unreachable"
+        raise _failed(reached, servers, exc, described) from None
     except Exception as exc:
-        kind = failure_kind(exc)
+        kind = failure_kind(exc, over_tls=over_tls)
         if kind is None:
             raise
         await _discard(nc)
@@ -615,12 +635,13 @@ async def _connect_within(
     attempts = 0
     last: BaseException | None = None
     established = False  # once connected, every error goes to the caller's callback
+    over_tls = _uses_tls(servers, options)
 
     async def quiet_error_cb(exc: Exception) -> None:
         # Until connected, an unreachable server is reported once, at the end; refusals
         # (credentials, TLS) still end the attempt at once through the wrapped callback.
         nonlocal last
-        if established or failure_kind(exc) is not None:
+        if established or failure_kind(exc, over_tls=over_tls) is not None:
             await user_cb(exc)
         else:
             last = exc  # the reason the final error gives
@@ -641,7 +662,7 @@ async def _connect_within(
             raise _failed(refused.kind, servers, refused.cause, described) from None
         except (NoServersError, OSError, TimeoutError) as exc:
             await _discard(nc)
-            kind = failure_kind(exc)
+            kind = failure_kind(exc, over_tls=over_tls)
             if kind is not None:
                 raise _failed(kind, servers, exc, described) from None
             last = exc if not isinstance(exc, TimeoutError) or last is None else last

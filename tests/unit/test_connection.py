@@ -189,6 +189,33 @@ def test_failure_kind(exc: BaseException, kind: str | None) -> None:
     assert failure_kind(exc) == kind
 
 
+@pytest.mark.parametrize(
+    ("exc", "plain", "over_tls"),
+    [
+        (ConnectionResetError(104, "Connection reset by peer"), None, "tls"),
+        (ConnectionResetError("Connection lost"), None, "tls"),
+        (BrokenPipeError(32, "Broken pipe"), None, "tls"),
+        (ConnectionRefusedError("refused"), None, None),
+        (TimeoutError(), None, None),
+        (Exception("nats: 'Authorization Violation'"), "auth", "auth"),
+    ],
+)
+def test_a_reset_is_a_tls_refusal_only_over_tls(
+    exc: BaseException, plain: str | None, over_tls: str | None
+) -> None:
+    # A server refusing a client certificate after a TLS 1.3 handshake closes the socket;
+    # the client may see the reset before the alert, and retrying would be refused again.
+    assert failure_kind(exc) == plain
+    assert failure_kind(exc, over_tls=True) == over_tls
+
+
+def test_a_reset_tls_failure_says_the_certificate_was_refused() -> None:
+    msg = failure_message("tls", ["nats://127.0.0.1:4222"], ConnectionResetError(104, "reset"))
+    assert "refuses a client certificate" in msg and "127.0.0.1:4222" in msg
+    down = failure_message("unreachable", ["nats://127.0.0.1:4222"], ConnectionResetError("x"))
+    assert "certificate" not in down
+
+
 def test_failure_messages_name_the_server_and_hide_secrets() -> None:
     servers = [f"nats://alice:{SECRET}@127.0.0.1:4222"]
     settings = ConnectionSettings(user="alice", password=SECRET)
