@@ -34,6 +34,18 @@ _MAX_CHECK = 60.0
 class Future(Generic[R]):
     """A task's pending result: ``await fut.result(timeout=None)``."""
 
+    # One per delay(): slots skip the per-instance dict.
+    __slots__ = (
+        "_check_first",
+        "_client_id",
+        "_id",
+        "_name",
+        "_result_type",
+        "_revoker",
+        "_router",
+        "_waiter",
+    )
+
     def __init__(
         self,
         router: ResponseRouter,
