@@ -102,9 +102,13 @@ class Publisher:
         self._acks: dict[str, tuple[asyncio.Future[PubAck], float, str]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
+        # The loop the connection runs on, kept by start(): asyncio.get_running_loop() costs a
+        # getpid system call on Python 3.11, and this path ran it on every publish.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Subscribe the PubAck inbox; call once after connecting."""
+        self._loop = asyncio.get_running_loop()
         denials_for(self._nc).listen(self._denied)
         self._prefix = self._nc.new_inbox() + "."
         self._sub = await self._nc.subscribe(
@@ -310,7 +314,7 @@ class Publisher:
 
     def _register(self, subject: str) -> tuple[str, asyncio.Future[PubAck]]:
         """A PubAck wait bounded by the publish timeout, under a fresh reply token."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         token = str(next(self._ids))
         fut: asyncio.Future[PubAck] = loop.create_future()
         deadline = loop.time() + self._timeout
@@ -474,9 +478,12 @@ class ResponseRouter:
         # (O(1) add/discard) instead of one shared epoch future, whose remove_done_callback
         # scanned every other waiter's callback (O(n²) with thousands of waiting results).
         self._sleepers: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The connection's loop, kept by start() (one getpid system call less per waiter)."""
 
     async def start(self) -> None:
         """Subscribe; call once after connecting."""
+        self._loop = asyncio.get_running_loop()
         self._sub = await self._nc.subscribe(
             f"RESP.{self.client_id}.>", cb=self._on_msg, pending_msgs_limit=1_000_000
         )
@@ -509,7 +516,7 @@ class ResponseRouter:
         """The future resolved when ``task_id``'s response arrives (shared per task id)."""
         fut = self._pending.get(task_id)
         if fut is None:
-            fut = asyncio.get_running_loop().create_future()
+            fut = (self._loop or asyncio.get_running_loop()).create_future()
             self._pending[task_id] = fut
         return fut
 

@@ -107,9 +107,11 @@ class Future(Generic[R]):
         Raises PermissionDenied when this NATS user may not read the task's stored response (the
         result of another client id).
         """
+        if self._waiter.done():  # the common case once tasks run: nothing to wait for
+            return self._decode(self._waiter.result())
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        if not self._waiter.done() and self._check_first:
+        if self._check_first:
             await self._check_stream()
         check = _FIRST_CHECK
         while not self._waiter.done():
