@@ -52,6 +52,7 @@ check: lint type test ## lint + type + test
 bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings): tasks, workflows, faults, sync API, pools, limits, processes, memory
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/loop.py
+	$(BIN)/python bench/producer_cpu.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/sync.py

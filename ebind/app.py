@@ -22,6 +22,7 @@ from ebind.context import Context
 from ebind.errors import InvalidArguments, NotConnected, PublishFailed
 from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
+from ebind.ids import new_task_id
 from ebind.limits.concurrency_rules import Concurrency, call_key, check_key, task_limit
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
@@ -801,15 +802,6 @@ def _with_inbox_prefix(options: dict[str, Any]) -> dict[str, Any]:
     from ebind.permissions import check_inbox_prefix
 
     return {**options, "inbox_prefix": check_inbox_prefix(prefix, shared_ok=True)}
-
-
-def new_task_id() -> str:
-    """A random UUID4 string, built from one urandom call (``str(uuid.uuid4())`` costs ~3×)."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40  # version 4
-    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _deadline(deadline: datetime | float | None) -> datetime | None:

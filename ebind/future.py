@@ -34,6 +34,18 @@ _MAX_CHECK = 60.0
 class Future(Generic[R]):
     """A task's pending result: ``await fut.result(timeout=None)``."""
 
+    # One per delay(): slots skip the per-instance dict.
+    __slots__ = (
+        "_check_first",
+        "_client_id",
+        "_id",
+        "_name",
+        "_result_type",
+        "_revoker",
+        "_router",
+        "_waiter",
+    )
+
     def __init__(
         self,
         router: ResponseRouter,
@@ -95,9 +107,11 @@ class Future(Generic[R]):
         Raises PermissionDenied when this NATS user may not read the task's stored response (the
         result of another client id).
         """
+        if self._waiter.done():  # the common case once tasks run: nothing to wait for
+            return self._decode(self._waiter.result())
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        if not self._waiter.done() and self._check_first:
+        if self._check_first:
             await self._check_stream()
         check = _FIRST_CHECK
         while not self._waiter.done():
