@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ebind._denied import Violation, denial, denials_for
+from ebind.direct import subscribe_direct
 
 __all__ = [
     "HEADER_EXPECTED_LAST_SUBJECT_SEQ",
@@ -123,12 +124,12 @@ class Requests:
         async with self._lock:
             if self._sub is None:
                 prefix = self._nc.new_inbox() + "."
-                self._sub = await self._nc.subscribe(
-                    prefix + "*", cb=self._on_reply, pending_msgs_limit=1_000_000
+                self._sub = await subscribe_direct(
+                    self._nc, prefix + "*", self._on_reply, pending_msgs_limit=1_000_000
                 )
                 self._prefix = prefix
 
-    async def _on_reply(self, msg: Any) -> None:
+    def _on_reply(self, msg: Any) -> None:
         token = msg.subject[len(self._prefix) :]
         entry = self._waiting.pop(token, None)
         if entry is not None:

@@ -22,6 +22,7 @@ import msgspec
 
 from ebind._denied import Violation, denial, denials_for
 from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, PubAck, decode_ack, requests_for
+from ebind.direct import subscribe_direct
 from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed, ResultExpired, StreamFull
 from ebind.logging import get_logger
 from ebind.payload import PayloadCodec
@@ -111,8 +112,8 @@ class Publisher:
         self._loop = asyncio.get_running_loop()
         denials_for(self._nc).listen(self._denied)
         self._prefix = self._nc.new_inbox() + "."
-        self._sub = await self._nc.subscribe(
-            self._prefix + "*", cb=self._on_ack, pending_msgs_limit=1_000_000
+        self._sub = await subscribe_direct(
+            self._nc, self._prefix + "*", self._on_ack, pending_msgs_limit=1_000_000
         )
 
     def _frame(
@@ -366,7 +367,7 @@ class Publisher:
                 hit = True
         return hit
 
-    async def _on_ack(self, msg: Any) -> None:
+    def _on_ack(self, msg: Any) -> None:
         entry = self._acks.get(msg.subject[len(self._prefix) :])
         if entry is None or entry[0].done():
             return  # a late PubAck for a publish that already timed out
@@ -484,8 +485,8 @@ class ResponseRouter:
     async def start(self) -> None:
         """Subscribe; call once after connecting."""
         self._loop = asyncio.get_running_loop()
-        self._sub = await self._nc.subscribe(
-            f"RESP.{self.client_id}.>", cb=self._on_msg, pending_msgs_limit=1_000_000
+        self._sub = await subscribe_direct(
+            self._nc, f"RESP.{self.client_id}.>", self._on_msg, pending_msgs_limit=1_000_000
         )
 
     async def stop(self) -> None:
@@ -498,7 +499,7 @@ class ResponseRouter:
                 log.debug("client.unsubscribe_failed", error=repr(exc))
         self.missed()
 
-    async def _on_msg(self, msg: Any) -> None:
+    def _on_msg(self, msg: Any) -> None:
         try:
             resp = decode_response(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -570,8 +570,9 @@ async def open_connection(
         AuthenticationFailed: the server refused the credentials.
         ConnectionFailed: TLS failed, or no server could be reached.
     """
-    from nats.aio.client import Client
     from nats.errors import NoServersError
+
+    from ebind.direct import DirectClient
 
     register_url_secrets(servers)
     for url in servers:
@@ -599,7 +600,7 @@ async def open_connection(
         nc = await _connect_within(servers, {**options, "error_cb": error_cb}, wait, described)
         connected = True
         return nc
-    nc = Client()
+    nc = DirectClient()
     try:
         await nc.connect(servers=list(servers), **{**options, "error_cb": error_cb})
     except _Refused as refused:
@@ -626,8 +627,9 @@ async def _connect_within(
     servers: Sequence[str], options: Mapping[str, Any], wait: float, described: ConnectionSettings
 ) -> Any:
     """Connect, trying an unreachable server again until ``wait`` seconds have passed."""
-    from nats.aio.client import Client
     from nats.errors import NoServersError
+
+    from ebind.direct import DirectClient
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -649,7 +651,7 @@ async def _connect_within(
 
     while True:
         attempts += 1
-        nc = Client()
+        nc = DirectClient()
         # A round gets at least one full connect timeout, so wait=0 means "one try".
         remaining = max(deadline - loop.time(), float(options.get("connect_timeout", 2)) + 0.5)
         try:

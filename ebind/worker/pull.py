@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 
 from ebind._aio import raise_if_cancelling
+from ebind.direct import subscribe_direct
 from ebind.logging import get_logger
 
 __all__ = ["Budget", "Puller"]
@@ -210,7 +211,7 @@ class Puller:
         """Subscribe the delivery inbox and start requesting."""
         inbox = self._nc.new_inbox()
         self._inbox = inbox
-        self._sub = await self._nc.subscribe(inbox, cb=self._deliver)
+        self._sub = await subscribe_direct(self._nc, inbox, self._deliver)
         self._task = asyncio.create_task(self._loop(), name=f"ebind-pull-{self.durable}")
 
     async def stop(self) -> None:
@@ -378,7 +379,7 @@ class Puller:
         while self._requests and self._requests[0][1] <= now:
             self._retire_head()
 
-    async def _deliver(self, msg: Any) -> None:
+    def _deliver(self, msg: Any) -> None:
         headers = msg.headers
         if headers and _STATUS in headers and not msg.data:
             self._on_status(headers)

@@ -92,7 +92,7 @@ async def test_pubAck_api_error_fails_the_publish(app: App) -> None:  # noqa: N8
     error = (
         b'{"error":{"code":400,"err_code":10060,"description":"expected stream does not match"}}'
     )
-    await pub._on_ack(SimpleNamespace(subject=pub._prefix + "7", headers=None, data=error))
+    pub._on_ack(SimpleNamespace(subject=pub._prefix + "7", headers=None, data=error))
     with pytest.raises(Exception, match="expected stream does not match"):
         fut.result()
 
