@@ -70,13 +70,13 @@ async def _reads(app: App) -> None:
     assert reading is not None and not reading.done()
 
 
-@pytest.mark.parametrize("kind", sorted(HOSTILE))
 async def test_a_worker_keeps_reading_after_an_undecodable_delivery(
-    app: App, nats_url: str, kind: str
+    app: App, nats_url: str
 ) -> None:
+    # A task's stored headers reach the worker as sent; its subject must be the lane's.
     echo = _register(app)
     async with running(app):
-        await _send_raw(nats_url, HOSTILE[kind](b"TASKS.sec.echo"))
+        await _send_raw(nats_url, HOSTILE["header-block-cut-short"](b"TASKS.sec.echo"))
         await _reads(app)
         assert await (await echo.delay("after")).result(PROMPTLY) == "after"
 
