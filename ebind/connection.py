@@ -344,18 +344,19 @@ _AUTH_MARKERS = (
 )
 
 
-def failure_kind(exc: BaseException, *, over_tls: bool = False) -> FailureKind | None:
+def failure_kind(exc: BaseException, *, tls_up: bool = False) -> FailureKind | None:
     """``"auth"`` for refused credentials, ``"tls"`` for a TLS failure, None otherwise.
 
     Only these two end a first connect at once: a retry would present the same credentials
-    and certificates and be refused again. With ``over_tls`` (the client speaks TLS) a reset
-    connection counts as a TLS refusal too: a server that rejects the client certificate
-    after a TLS 1.3 handshake closes the socket, and the client often sees the reset before
-    the alert that names the reason.
+    and certificates and be refused again. With ``tls_up`` (the connection that failed had
+    finished its TLS handshake) a reset connection counts as a TLS refusal too: a server
+    that rejects the client certificate after a TLS 1.3 handshake closes the socket, and the
+    client often sees the reset before the alert that names the reason. A reset before the
+    handshake (a server restarting, a proxy with no backend yet) is a network failure.
     """
     if isinstance(exc, ssl.SSLError):
         return "tls"
-    if over_tls and _is_reset(exc):
+    if tls_up and _is_reset(exc):
         return "tls"
     text = str(exc).lower()
     if any(marker in text for marker in _AUTH_MARKERS):
@@ -367,6 +368,23 @@ def failure_kind(exc: BaseException, *, over_tls: bool = False) -> FailureKind |
 
 def _is_reset(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionResetError | BrokenPipeError)
+
+
+def _tls_established(nc: Any) -> bool:
+    """Whether ``nc``'s latest connection attempt finished a TLS handshake (False if unknown)."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    extra = getattr(writer, "get_extra_info", None)
+    return extra is not None and extra("ssl_object") is not None
+
+
+class _Attempt:
+    """The client of the connect attempt under way, to classify the errors it reports."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+
+    def kind(self, exc: BaseException) -> FailureKind | None:
+        return failure_kind(exc, tls_up=_tls_established(self.client))
 
 
 def _reason(exc: BaseException) -> str:
@@ -540,10 +558,6 @@ def _failed(
     return ConnectionFailed(message, server=where, kind=kind)
 
 
-def _uses_tls(servers: Sequence[str], options: Mapping[str, Any]) -> bool:
-    return options.get("tls") is not None or any(u.startswith("tls://") for u in servers)
-
-
 class _Refused(Exception):
     """Raised from the error callback to end nats-py's connect loop at the first refusal."""
 
@@ -583,13 +597,13 @@ async def open_connection(
     user_error_cb: Callable[[Exception], Awaitable[None]] | None = options.get("error_cb")
     connected = aborted = False
     described = settings if settings is not None else explicit_settings(options)
-    over_tls = _uses_tls(servers, options)
+    attempt = _Attempt()
 
     async def error_cb(exc: Exception) -> None:
         nonlocal aborted
         if aborted:
             return  # the attempt is over; closing the half-open client reports again
-        kind = None if connected else failure_kind(exc, over_tls=over_tls)
+        kind = None if connected else attempt.kind(exc)
         if kind is not None:
             aborted = True
             raise _Refused(kind, exc)
@@ -597,21 +611,23 @@ async def open_connection(
             await user_error_cb(exc)
 
     if wait is not None:
-        nc = await _connect_within(servers, {**options, "error_cb": error_cb}, wait, described)
+        nc = await _connect_within(
+            servers, {**options, "error_cb": error_cb}, wait, described, attempt
+        )
         connected = True
         return nc
-    nc = DirectClient()
+    nc = attempt.client = DirectClient()
     try:
         await nc.connect(servers=list(servers), **{**options, "error_cb": error_cb})
     except _Refused as refused:
         await _discard(nc)
         raise _failed(refused.kind, servers, refused.cause, described) from None
     except (NoServersError, OSError, TimeoutError) as exc:
+        reached = attempt.kind(exc) or "unreachable"
         await _discard(nc)
-        reached = failure_kind(exc, over_tls=over_tls) or "unreachable"
         raise _failed(reached, servers, exc, described) from None
     except Exception as exc:
-        kind = failure_kind(exc, over_tls=over_tls)
+        kind = attempt.kind(exc)
         if kind is None:
             raise
         await _discard(nc)
@@ -624,7 +640,11 @@ _RETRY_PAUSE = 0.5  # seconds between connect rounds while waiting for a server
 
 
 async def _connect_within(
-    servers: Sequence[str], options: Mapping[str, Any], wait: float, described: ConnectionSettings
+    servers: Sequence[str],
+    options: Mapping[str, Any],
+    wait: float,
+    described: ConnectionSettings,
+    attempt: _Attempt,
 ) -> Any:
     """Connect, trying an unreachable server again until ``wait`` seconds have passed."""
     from nats.errors import NoServersError
@@ -637,13 +657,12 @@ async def _connect_within(
     attempts = 0
     last: BaseException | None = None
     established = False  # once connected, every error goes to the caller's callback
-    over_tls = _uses_tls(servers, options)
 
     async def quiet_error_cb(exc: Exception) -> None:
         # Until connected, an unreachable server is reported once, at the end; refusals
         # (credentials, TLS) still end the attempt at once through the wrapped callback.
         nonlocal last
-        if established or failure_kind(exc, over_tls=over_tls) is not None:
+        if established or attempt.kind(exc) is not None:
             await user_cb(exc)
         else:
             last = exc  # the reason the final error gives
@@ -651,7 +670,7 @@ async def _connect_within(
 
     while True:
         attempts += 1
-        nc = DirectClient()
+        nc = attempt.client = DirectClient()
         # A round gets at least one full connect timeout, so wait=0 means "one try".
         remaining = max(deadline - loop.time(), float(options.get("connect_timeout", 2)) + 0.5)
         try:
@@ -663,8 +682,8 @@ async def _connect_within(
             await _discard(nc)
             raise _failed(refused.kind, servers, refused.cause, described) from None
         except (NoServersError, OSError, TimeoutError) as exc:
+            kind = attempt.kind(exc)
             await _discard(nc)
-            kind = failure_kind(exc, over_tls=over_tls)
             if kind is not None:
                 raise _failed(kind, servers, exc, described) from None
             last = exc if not isinstance(exc, TimeoutError) or last is None else last

@@ -190,7 +190,7 @@ def test_failure_kind(exc: BaseException, kind: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "plain", "over_tls"),
+    ("exc", "plain", "tls_up"),
     [
         (ConnectionResetError(104, "Connection reset by peer"), None, "tls"),
         (ConnectionResetError("Connection lost"), None, "tls"),
@@ -200,13 +200,14 @@ def test_failure_kind(exc: BaseException, kind: str | None) -> None:
         (Exception("nats: 'Authorization Violation'"), "auth", "auth"),
     ],
 )
-def test_a_reset_is_a_tls_refusal_only_over_tls(
-    exc: BaseException, plain: str | None, over_tls: str | None
+def test_a_reset_is_a_tls_refusal_only_after_the_handshake(
+    exc: BaseException, plain: str | None, tls_up: str | None
 ) -> None:
     # A server refusing a client certificate after a TLS 1.3 handshake closes the socket;
     # the client may see the reset before the alert, and retrying would be refused again.
+    # Before the handshake a reset is the network's (tests/security/test_tls_reset.py).
     assert failure_kind(exc) == plain
-    assert failure_kind(exc, over_tls=True) == over_tls
+    assert failure_kind(exc, tls_up=True) == tls_up
 
 
 def test_a_reset_tls_failure_says_the_certificate_was_refused() -> None:

@@ -88,3 +88,39 @@ async def test_a_plain_nats_py_client_gets_a_queued_subscription(nats_url: str) 
         assert got == [b"x"] and sub._received == 1
     finally:
         await plain.close()
+
+
+async def test_an_error_callback_that_raises_does_not_stop_reading(nats_url: str) -> None:
+    async def error_cb(exc: Exception) -> None:
+        raise RuntimeError("error callback bug")
+
+    client = DirectClient()
+    await client.connect(nats_url, error_cb=error_cb)
+    try:
+        seen: list[bytes] = []
+
+        def handler(msg: Msg) -> None:
+            if msg.data == b"boom":
+                raise ValueError("handler bug")
+            seen.append(msg.data)
+
+        await subscribe_direct(client, "direct.cb", handler)
+        for data in (b"boom", b"after"):
+            await client.publish("direct.cb", data)
+        await client.flush()
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        assert seen == [b"after"]
+        assert client._reading_task is not None and not client._reading_task.done()
+    finally:
+        await client.close()
+
+
+async def test_unsubscribe_and_drain_forget_the_handler(nc: Any) -> None:
+    subs = [await subscribe_direct(nc, f"direct.forget.{i}", lambda m: None) for i in range(2)]
+    assert all(s._id in nc._direct for s in subs)
+    await subs[0].unsubscribe()
+    await subs[1].drain()
+    assert not any(s._id in nc._direct for s in subs)
