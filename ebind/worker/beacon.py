@@ -73,11 +73,11 @@ class Beacon:
         self._failing = False
 
     async def run(self) -> None:
-        """Write the record every ``interval`` until cancelled."""
+        """Rewrite the record every ``interval`` until cancelled; the caller writes the first."""
         while True:
+            await asyncio.sleep(self.interval)
             await self.write()
             raise_if_cancelling()
-            await asyncio.sleep(self.interval)
 
     async def remove(self) -> None:
         """Delete the record (best effort: its TTL removes it anyway)."""

@@ -320,6 +320,8 @@ class Worker:
             await self._setup(executor)
             background.append(asyncio.create_task(self._keepalive(), name="ebind-keepalive"))
             beacon = Beacon(self)
+            # The first record before "ready", so `ebind worker ls` lists a ready worker.
+            await beacon.write()
             background.append(asyncio.create_task(beacon.run(), name="ebind-beacon"))
             # Always: besides re-reading dynamic claims it re-creates claim consumers whose
             # creation failed (e.g. during a cluster leader election).
