@@ -27,6 +27,7 @@ POINTS: dict[str, str] = {
     "step.after_started": "the step record says running; the handler has not run",
     "step.after_result": "the step's result is stored; its record is not done yet",
     "step.after_done": "the step record is done; its completed event is not published",
+    "step.after_failed": "the step record says failed; its dead letter is not stored",
     "dispatch.before_send": "the dispatch is decided; its record and message are not sent",
     "submit.after_steps": "a DAG's step records exist; its meta record does not",
     "sweep.before_resend": "the sweep found a stranded step; it has not re-sent it",

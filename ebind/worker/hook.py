@@ -6,7 +6,7 @@ from typing import Protocol
 
 from ebind.wire import TaskEnvelope, TaskError
 
-__all__ = ["StepHook", "StepUnproven"]
+__all__ = ["StepFailedEarlier", "StepHook", "StepUnproven"]
 
 
 class StepUnproven(Exception):
@@ -18,12 +18,27 @@ class StepUnproven(Exception):
     """
 
 
+class StepFailedEarlier(Exception):
+    """Raised by ``on_step_started``: this very dispatch already failed the step.
+
+    A delivery that failed the step for good can die (or lose the server) after the record
+    says failed and before its dead letter is stored; the message then comes back. The
+    worker stores the dead letter from ``error`` (the failure on record) and terminates
+    the message, without running the handler again.
+    """
+
+    def __init__(self, error: TaskError, attempt: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempt = attempt
+
+
 class StepHook(Protocol):
     """Called by the worker for envelopes that carry ``dag_id`` and ``step_id``.
 
     ``env.attempt`` and ``env.worker_id`` are filled in by the worker. Raising from any
     method makes the worker nak the message (with the policy's delay) instead of acking,
-    except :class:`StepUnproven` from ``on_step_started``.
+    except :class:`StepUnproven` and :class:`StepFailedEarlier` from ``on_step_started``.
     """
 
     async def on_step_started(self, env: TaskEnvelope) -> bool:

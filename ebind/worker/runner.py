@@ -42,7 +42,7 @@ from ebind.wire import (
 )
 from ebind.worker.blocking import Watched
 from ebind.worker.fence import answers_run, response_fence
-from ebind.worker.hook import StepUnproven
+from ebind.worker.hook import StepFailedEarlier, StepUnproven
 from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
@@ -593,6 +593,7 @@ class AttemptRunner:
         if is_step and self.hook is not None:
             try:
                 await self.hook.on_step_failed(env, error)
+                crashpoint("step.after_failed")
             except Exception as exc:
                 cap = max(policy.maximum_attempts, 1) + HOOK_EXTRA_DELIVERIES
                 if policy.maximum_attempts == 0 or env.attempt < cap:
@@ -684,6 +685,9 @@ class AttemptRunner:
             # no response), only leave its bytes in the DLQ.
             await self._dead_letter_raw(msg, env.attempt, _unproven(exc))
             return False
+        except StepFailedEarlier as exc:
+            await self._dead_letter_failed_step(msg, env, ctx, policy, exc)
+            return False
         except Exception as exc:
             await self._hook_failed(msg, env, ctx, policy, "on_step_started", exc)
             return False
@@ -692,6 +696,33 @@ class AttemptRunner:
             await msg.ack()
             self._outcome(ctx, "skipped", None)
         return bool(started)
+
+    async def _dead_letter_failed_step(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        policy: RetryPolicy,
+        failed: StepFailedEarlier,
+    ) -> None:
+        """Store the dead letter of a step this dispatch already failed, then terminate it.
+
+        The earlier delivery stopped between the failed record and its dead letter. The
+        message id is the one that delivery used, so an entry it did store is kept once.
+        """
+        entry = DLQEntry(
+            error=failed.error,
+            final_attempt=failed.attempt or env.attempt,
+            dead_lettered_at=_now(),
+            task=env,
+            subject=msg.subject,
+        )
+        if not await self._publish_dlq(env.name, entry, ctx, outcome_msg_id(msg, "dlq")):
+            await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+            self._outcome(ctx, "failed", failed.error)
+            return
+        self._outcome(ctx, "dead_lettered", failed.error)
+        await msg.term()
 
     async def _hook_failed(
         self,

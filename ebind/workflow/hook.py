@@ -28,7 +28,7 @@ from ebind.errors import StaleRevision, StepNotFound
 from ebind.logging import get_logger
 from ebind.payload import is_sealed, unseal
 from ebind.wire import TaskEnvelope, TaskError
-from ebind.worker.hook import StepUnproven
+from ebind.worker.hook import StepFailedEarlier, StepUnproven
 from ebind.workflow._transient import is_transient
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.liveness import Announcer, Liveness
@@ -307,6 +307,7 @@ class StepHook:
                 continue  # a replica behind, or the dispatch's CAS in flight: read again
             if got is None or verdict is not StepVerdict.RUN:
                 await self._decline(env, verdict, got)
+                _raise_if_failed_here(got, gen)
                 return False
             rec, rev = got
             new = msgspec.structs.replace(
@@ -593,6 +594,16 @@ class StepHook:
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):
             await self._bus.publish(*_completed(rec))
+
+
+def _raise_if_failed_here(got: tuple[StepRecord, int] | None, gen: int) -> None:
+    """Raise StepFailedEarlier if the record says this dispatch failed the step."""
+    if got is None:
+        return
+    rec = got[0]
+    if rec.status is StepStatus.FAILED and rec.generation == gen:
+        error = TaskError(kind=rec.error_kind or "failed", message=rec.error_message)
+        raise StepFailedEarlier(error, rec.attempt)
 
 
 def _token(env: TaskEnvelope) -> tuple[int, int | None]:

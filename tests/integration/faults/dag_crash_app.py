@@ -15,6 +15,7 @@ from typing import Any
 from chaos_app import ChaosApp, _ledger
 
 from ebind.context import Context
+from ebind.retry import RetryPolicy
 from ebind.workflow.workflow import Workflow
 
 
@@ -38,6 +39,13 @@ async def add(ctx: Context, x: int, y: int) -> int:
     return x + y
 
 
+@app.task(name="dc.fail", retry=RetryPolicy.none())
+async def fail(ctx: Context, x: int) -> int:
+    """Fail on the first attempt, so the step is failed and dead-lettered at once."""
+    _ledger(ctx)
+    raise ValueError(f"bad step {x}")
+
+
 EXPECTED = {"a": 3, "b": 13, "c": 103, "d": 116}
 """Each step's result in the DAG ``build_dag`` makes."""
 
@@ -51,6 +59,16 @@ def build_dag(dag_id: str) -> Any:
     b = dag.step("b", "dc.add", a.ref(), 10)
     c = dag.step("c", "dc.add", a.ref(), 100)
     dag.step("d", "dc.add", b.ref(), c.ref())
+    return dag
+
+
+def build_failing_dag(dag_id: str) -> Any:
+    """``a`` then ``bad``, which fails for good on its first attempt."""
+    from ebind.workflow import DAG
+
+    dag = DAG(id=dag_id)
+    a = dag.step("a", "dc.add", 1, 2)
+    dag.step("bad", "dc.fail", a.ref())
     return dag
 
 

@@ -209,6 +209,30 @@ async def test_a_dag_survives_a_worker_killed_at_a_scheduler_or_step_point(
 
 
 @pytest.mark.timeout(60)
+async def test_a_step_failed_on_record_before_its_dead_letter_still_gets_one(
+    workers: tuple[Path, Start], producer: App
+) -> None:
+    from dag_crash_app import build_failing_dag
+
+    ledger, start = workers
+    doomed = start("step.after_failed")
+    dag_id = "crash-after-failed"
+    await build_failing_dag(dag_id).submit(producer.workflow)
+    await _died_at(doomed, "step.after_failed")
+    start()  # the redelivery finds the failure on record and stores the dead letter
+    meta = await producer.workflow.wait(dag_id, timeout=25)
+    assert meta.status is DAGStatus.FAILED, meta
+    deadline = time.monotonic() + 10
+    while not (entries := await producer.dlq.list()):
+        assert time.monotonic() < deadline, "the failed step has no dead letter"
+        await asyncio.sleep(0.1)
+    (entry,) = entries
+    assert entry.entry.task is not None and entry.entry.task.id == f"{dag_id}:bad"
+    assert "bad step 3" in entry.entry.error.message
+    assert _runs(ledger)[f"{dag_id}:bad"] == 1  # the redelivery did not run it again
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "point",
     [

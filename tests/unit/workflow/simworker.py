@@ -14,6 +14,7 @@ import msgspec
 
 from ebind.errors import DAGNotFound
 from ebind.wire import TaskEnvelope, TaskError
+from ebind.worker.hook import StepFailedEarlier
 from ebind.workflow import CaptureEnqueuer, ContextDAG, DAGStatus, MemBus, MemStore, Workflow
 from ebind.workflow.liveness import MemLiveness
 
@@ -43,6 +44,7 @@ class SimWorker:
         self.seen = 0
         self.deliveries: Counter[str] = Counter()
         self.executions: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
 
     def take_new(self) -> list[TaskEnvelope]:
         new = self.enq.envelopes[self.seen :]
@@ -57,7 +59,12 @@ class SimWorker:
         live = msgspec.structs.replace(
             env, attempt=self.deliveries[key], worker_id=worker_id or self.worker_id
         )
-        if not await self.hook.on_step_started(live):
+        try:
+            started = await self.hook.on_step_started(live)
+        except StepFailedEarlier:
+            self.dead_letters[live.id] += 1  # the real worker stores the dead letter here
+            return
+        if not started:
             return
         if not run:
             return

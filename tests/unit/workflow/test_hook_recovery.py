@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 from simworker import make_wf
 
+from ebind.wire import TaskError
+from ebind.worker.hook import StepFailedEarlier
 from ebind.workflow import DAG, StepStatus
 from ebind.workflow.hook import owns
 from ebind.workflow.store_mem import MemStore
@@ -129,3 +132,27 @@ async def test_a_completion_whose_record_is_not_terminal_does_not_block_the_dag(
     assert (await store.get_step("u", "b"))[0].status is StepStatus.RUNNING
     await wf.close()
     await bus.close()
+
+
+async def test_a_redelivery_of_the_dispatch_that_failed_the_step_asks_for_its_dead_letter() -> None:
+    store = MemStore()
+    wf, _, env = await _one_step(store, start_write_delay=0)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    await hook.on_step_failed(env, TaskError(kind="error", message="boom"))
+    again = msgspec.structs.replace(env, attempt=2)
+    with pytest.raises(StepFailedEarlier) as info:
+        await hook.on_step_started(again)
+    assert info.value.error == TaskError(kind="error", message="boom")
+    assert info.value.attempt == 1
+    rec, _ = await store.get_step("d", "a")
+    assert rec.status is StepStatus.FAILED  # the record is left as it was
+
+
+async def test_a_redelivery_of_a_step_done_is_only_declined() -> None:
+    store = MemStore()
+    wf, _, env = await _one_step(store, start_write_delay=0)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    await hook.on_step_done(env, b'"x"')
+    assert not await hook.on_step_started(msgspec.structs.replace(env, attempt=2))
