@@ -22,7 +22,7 @@ import msgspec
 
 from ebind._denied import Violation, denial, denials_for
 from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, PubAck, decode_ack, requests_for
-from ebind.direct import subscribe_direct
+from ebind.direct import publish_nowait, subscribe_direct
 from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed, ResultExpired, StreamFull
 from ebind.logging import get_logger
 from ebind.payload import PayloadCodec
@@ -294,7 +294,9 @@ class Publisher:
             await self._wait_slot()
         token, fut = self._register(subject)
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            reply = self._prefix + token
+            if not publish_nowait(self._nc, subject, data, reply, headers):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
             return await fut
         finally:
             self._settled(token)
@@ -307,7 +309,9 @@ class Publisher:
             await self._wait_slot()
         token, fut = self._register(subject)
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            reply = self._prefix + token
+            if not publish_nowait(self._nc, subject, data, reply, headers):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
         except BaseException:
             self._settled(token)
             raise

@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from ebind._aio import raise_if_cancelling
-from ebind.direct import subscribe_direct
+from ebind.direct import publish_nowait, subscribe_direct
 from ebind.logging import get_logger
 
 __all__ = ["Budget", "Puller"]
@@ -360,7 +360,8 @@ class Puller:
             self._stopping = True
             return
         try:
-            await self._nc.publish(self._next_subject, body, reply=self._inbox)
+            if not publish_nowait(self._nc, self._next_subject, body, self._inbox):
+                await self._nc.publish(self._next_subject, body, reply=self._inbox)
         except Exception as exc:
             # Disconnected: forget the request and wait a little; nats-py reconnects.
             self._requests.pop()
@@ -380,10 +381,11 @@ class Puller:
             self._retire_head()
 
     def _deliver(self, msg: Any) -> None:
-        headers = msg.headers
-        if headers and _STATUS in headers and not msg.data:
-            self._on_status(headers)
-            return
+        if not msg.data:
+            headers = msg.headers
+            if headers and _STATUS in headers:
+                self._on_status(headers)
+                return
         self._backoff = 0.0
         if self._requests:
             head = self._requests[0]

@@ -22,6 +22,7 @@ from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID, SubjectMoved
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
+from ebind.direct import ack
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.logging import get_logger
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
@@ -528,7 +529,7 @@ class AttemptRunner:
             await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             return
         crashpoint("worker.after_response")
-        await msg.ack()
+        await ack(msg)
 
     async def _respond_stored(self, env: TaskEnvelope, result: bytes) -> bool:
         """Store the response of a task that succeeded, retrying for up to RESPOND_PATIENCE.
