@@ -8,6 +8,7 @@ are core publishes that only buffer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
@@ -206,6 +207,11 @@ class AttemptRunner:
         self._horizon_ns = int(self._horizon * 1e9)
         self._nc = app.nc
         self._js = app.js
+        # The worker's loop when built inside it (asking for the running loop is a getpid
+        # system call on Python 3.11); None asks each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         self._progress = ProgressPublisher(app.js)
         from ebind.codec import decode_args, encode_result  # pure module, imported once
 
@@ -343,7 +349,7 @@ class AttemptRunner:
         """Run the chain so a revocation can cancel it (async) or flag it (sync handlers)."""
         # A revocation cancels this very task (no extra task per attempt); a sync handler's
         # thread cannot be interrupted, so it sees ctx.revoked instead.
-        current = asyncio.current_task() if spec.is_async else None
+        current = asyncio.current_task(self._loop) if spec.is_async else None
         revocations.running(env.id, ctx, current)
         try:
             result = await self.chain(ctx, env)
