@@ -140,17 +140,25 @@ class DirectClient(Client):
         self._waker_loop: asyncio.AbstractEventLoop | None = None
 
     def publish_nowait(
-        self, subject: str, payload: bytes, reply: str = "", headers: bytes = b""
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str = "",
+        headers: bytes = b"",
+        *,
+        checked: bool = True,
     ) -> bool:
         """Buffer one publish and wake the flusher; False when nats-py's path must take it.
 
         ``headers`` is a ready header block (:func:`header_block`). Taken here only while
         connected, within max_payload and with room in the pending buffer; the command and
-        the accounting are what nats-py's ``publish`` produces.
+        the accounting are what nats-py's ``publish`` produces. ``checked=False`` skips the
+        whitespace check of the subjects, for a subject the server itself sent (an ack
+        subject, cut from a protocol line at whitespace).
         """
-        if self._status != Client.CONNECTED or not subject or _BAD_SUBJECT.search(subject):
+        if self._status != Client.CONNECTED or not subject:
             return False
-        if reply and _BAD_SUBJECT.search(reply):
+        if checked and (_BAD_SUBJECT.search(subject) or (reply and _BAD_SUBJECT.search(reply))):
             return False
         size = len(payload)
         if size > self._max_payload:
@@ -209,12 +217,24 @@ class DirectClient(Client):
 
 
 def publish_nowait(
-    nc: Any, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
+    nc: Any,
+    subject: str,
+    payload: bytes,
+    reply: str = "",
+    headers: dict[str, str] | None = None,
+    *,
+    block: bytes = b"",
 ) -> bool:
-    """Buffer a publish on a :class:`DirectClient`; False when ``nc.publish`` must take it."""
-    return isinstance(nc, DirectClient) and nc.publish_nowait(
-        subject, payload, reply, header_block(headers) if headers else b""
-    )
+    """Buffer a publish on a :class:`DirectClient`; False when ``nc.publish`` must take it.
+
+    ``block`` is ``headers`` already encoded by :func:`header_block` (one fewer encoding
+    for a header that is the same on every publish).
+    """
+    if not isinstance(nc, DirectClient):
+        return False
+    if headers and not block:
+        block = header_block(headers)
+    return nc.publish_nowait(subject, payload, reply, block)
 
 
 async def publish(
@@ -232,7 +252,7 @@ async def ack(msg: Msg) -> None:
         isinstance(nc, DirectClient)
         and not msg._ackd
         and msg.reply
-        and nc.publish_nowait(msg.reply, _ACK)
+        and nc.publish_nowait(msg.reply, _ACK, checked=False)
     ):
         msg._ackd = True
         return

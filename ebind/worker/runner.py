@@ -93,7 +93,12 @@ def _ack_field(msg: Any, offset: int) -> int | None:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with
     ``<domain>.<hash>`` after ``ACK`` (11+ tokens); read without building Metadata.
     """
-    tokens = (msg.reply or "").split(".")
+    try:
+        tokens: list[str] = msg._ebind_ack_tokens  # split once per delivery
+    except AttributeError:
+        tokens = (msg.reply or "").split(".")
+        with contextlib.suppress(AttributeError):
+            msg._ebind_ack_tokens = tokens
     try:
         if len(tokens) == 9:
             return int(tokens[4 + offset])
