@@ -263,13 +263,21 @@ class AttemptRunner:
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
-        if not await self._may_start(msg, env, ctx, policy, spec):
+        revocations = self.revocations
+        if (
+            (spec.rate_limit is not None and self.admission is not None)
+            or (
+                revocations is not None and not revocations.surely_clear(env.id, _ack_field(msg, 3))
+            )
+        ) and not await self._may_start(msg, env, ctx, policy, spec):
             return
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
-        go, held = await self._take_slot(msg, env, spec, ctx, policy, is_step)
-        if not go:
-            return  # handed back to wait for a concurrency slot (not an attempt)
+        held: SlotHeld | None = None
+        if self.concurrency is not None and spec.concurrency is not None and not is_step:
+            go, held = await self._take_slot(msg, env, spec, ctx, policy, is_step)
+            if not go:
+                return  # handed back to wait for a concurrency slot (not an attempt)
         set_current(ctx)
         try:
             result = await self._attempt(spec, ctx, env, held)
@@ -290,7 +298,8 @@ class AttemptRunner:
     ) -> bool:
         """Whether the delivery may run now: admitted by its limits, and not revoked.
 
-        False once the delivery is answered, deferred or handed back.
+        False once the delivery is answered, deferred or handed back. Skipped (it would
+        answer True) for a task without a rate limit whose id is surely not revoked.
         """
         # A limited task waits here for its token, or as a delayed copy; the revocation
         # check comes after, so a task revoked while it waited does not run.
