@@ -93,11 +93,10 @@ def _ack_field(msg: Any, offset: int) -> int | None:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with
     ``<domain>.<hash>`` after ``ACK`` (11+ tokens); read without building Metadata.
     """
-    try:
-        tokens: list[str] = msg._ebind_ack_tokens  # split once per delivery
-    except AttributeError:
+    tokens: list[str] | None = getattr(msg, "_ebind_ack_tokens", None)  # split once per delivery
+    if tokens is None:
         tokens = (msg.reply or "").split(".")
-        with contextlib.suppress(AttributeError):
+        with contextlib.suppress(AttributeError):  # without a __dict__: split each time
             msg._ebind_ack_tokens = tokens
     try:
         if len(tokens) == 9:
