@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -71,6 +72,24 @@ async def test_a_countdown_task_revoked_while_waiting_never_runs(app: App) -> No
         await app.revoke(fut.id)
         await _revoked(fut)
         await _one_dead_letter(app, "rv.countdown", fut.id)
+    assert ran == []
+
+
+async def test_an_eta_task_revoked_before_its_time_never_runs(app: App) -> None:
+    ran: list[int] = []
+
+    @app.task(name="rv.eta")
+    async def at_time(x: int) -> int:
+        ran.append(x)
+        return x
+
+    async with running(app):
+        when = datetime.now(UTC) + timedelta(seconds=1.5)
+        fut = await at_time.apply_async((1,), eta=when)
+        await app.revoke(fut.id)
+        await _revoked(fut)
+        await _one_dead_letter(app, "rv.eta", fut.id)
+        assert datetime.now(UTC) >= when  # answered when it came due, not before
     assert ran == []
 
 
