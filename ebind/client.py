@@ -22,7 +22,7 @@ import msgspec
 
 from ebind._denied import Violation, denial, denials_for
 from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, PubAck, decode_ack, requests_for
-from ebind.direct import subscribe_direct
+from ebind.direct import header_block, publish_nowait, subscribe_direct
 from ebind.errors import PayloadTooLarge, PermissionDenied, PublishFailed, ResultExpired, StreamFull
 from ebind.logging import get_logger
 from ebind.payload import PayloadCodec
@@ -59,6 +59,8 @@ def message_size(subject: str, payload: bytes, headers: dict[str, str]) -> int:
     header_bytes = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
     return len(payload) + (header_bytes + _HEADER_FRAME if headers else 0)
 
+
+_EXPECT_EMPTY = header_block({HEADER_EXPECTED_LAST_SUBJECT_SEQ: "0"})
 
 DEFAULT_WINDOW = 4000
 """PubAcks awaited at once per App before a publish waits for a free slot (nats-py's default)."""
@@ -257,8 +259,10 @@ class Publisher:
             if expected_last_seq is None
             else {HEADER_EXPECTED_LAST_SUBJECT_SEQ: str(expected_last_seq)}
         )
+        # A first response (nothing stored yet) is the common case: its block is built once.
+        block = _EXPECT_EMPTY if expected_last_seq == 0 else b""
         try:
-            ack = await self._confirmed(subject, data, headers)
+            ack = await self._confirmed(subject, data, headers, block)
         except (asyncio.CancelledError, PermissionDenied):
             raise
         except Exception as exc:
@@ -287,14 +291,21 @@ class Publisher:
                 subject=subject,
             )
 
-    async def _confirmed(self, subject: str, data: bytes, headers: dict[str, str] | None) -> PubAck:
-        """One publish through the PubAck pipeline; raises on timeout or a server error."""
+    async def _confirmed(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, block: bytes = b""
+    ) -> PubAck:
+        """One publish through the PubAck pipeline; raises on timeout or a server error.
+
+        ``block``, when given, is ``headers`` already encoded.
+        """
         # _start's steps inline: one coroutine fewer on every delay().
         if len(self._acks) >= self._window:
             await self._wait_slot()
         token, fut = self._register(subject)
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            reply = self._prefix + token
+            if not publish_nowait(self._nc, subject, data, reply, headers, block=block):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
             return await fut
         finally:
             self._settled(token)
@@ -307,7 +318,9 @@ class Publisher:
             await self._wait_slot()
         token, fut = self._register(subject)
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            reply = self._prefix + token
+            if not publish_nowait(self._nc, subject, data, reply, headers):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
         except BaseException:
             self._settled(token)
             raise

@@ -6,9 +6,15 @@ messages per task (task deliveries, PubAcks, responses, KV replies) that queue h
 tenth of a worker's CPU per task. Their handlers only resolve futures or start tasks, so
 they are called synchronously instead, in arrival order, from the connection's read loop.
 
+The same client buffers the publishes of the hot paths (responses, acks, pull requests,
+task publishes) without nats-py's four coroutine layers per publish: :func:`publish` and
+:func:`ack` append the protocol command to nats-py's pending buffer and wake its flusher,
+which writes it with everything else buffered in the same loop round. Anything unusual
+(not connected, a full buffer, an oversized payload) takes nats-py's own path.
+
 Only connections made by :class:`DirectClient` (every connection ebind opens) dispatch this
 way; on any other nats-py client :func:`subscribe_direct` falls back to a normal callback
-subscription, so behaviour is the same, only slower.
+subscription and the publishes to nats-py's, so behaviour is the same, only slower.
 
 :class:`DirectClient` also keeps its read loop alive through bytes nats-server relays but
 nats-py cannot decode (a subject or reply that is not UTF-8, a malformed header block):
@@ -19,6 +25,8 @@ and without headers, and logged.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,15 +35,104 @@ from nats.aio.msg import Msg
 
 from ebind.logging import get_logger, redact
 
-__all__ = ["DirectClient", "Handler", "subscribe_direct"]
+__all__ = [
+    "DirectClient",
+    "DirectMsg",
+    "Handler",
+    "ack",
+    "header_block",
+    "publish",
+    "publish_nowait",
+    "subscribe_direct",
+]
 
 log = get_logger("ebind.connection")
 
 Handler = Callable[[Msg], None]
 """A handler of a direct subscription: called in the read loop, so it must not block."""
 
-_parse_headers = Client._process_headers
-"""nats-py's header parser, called unwrapped on the direct path (no extra frame)."""
+# What nats-py refuses in a published subject (a CR or LF would inject protocol commands).
+_BAD_SUBJECT = re.compile(r"[ \t\r\n]")
+# Header names nats-py accepts (HTTP tokens); values lose CR and LF the way nats-py does it.
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_ACK = b"+ACK"
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    """The ``NATS/1.0`` header block nats-py would write for ``headers`` (same checks)."""
+    parts = [b"NATS/1.0\r\n"]
+    for k, v in headers.items():
+        key = k.strip()
+        if not key:
+            continue
+        if not _HEADER_KEY.fullmatch(key):
+            from nats.errors import BadHeaderError
+
+            raise BadHeaderError(key)
+        parts.append(f"{key}: {v.strip().translate(_NEWLINES)}\r\n".encode())
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class DirectMsg(Msg):
+    """nats-py's ``Msg``, its header block parsed on the first read of ``headers``.
+
+    Most deliveries carry only a ``Nats-Msg-Id`` header nobody on the worker reads, and
+    nats-py's parser is pure Python; :attr:`raw_headers` lets a reader check for a header's
+    name before paying for the parse.
+    """
+
+    def __init__(
+        self, client: Client, sid: int, subject: str, reply: str, data: bytes, raw: bytes
+    ) -> None:
+        # The fields nats-py's dataclass __init__ sets, minus the parse.
+        self._client = client
+        self._sid = sid
+        self.subject = subject
+        self.reply = reply
+        self.data = data
+        self._metadata = None
+        self._ackd = False
+        self._raw: bytes | None = raw
+        self._parsed: dict[str, str] | None = None
+
+    @property
+    def raw_headers(self) -> bytes | None:
+        """The header block as received (empty when none), None once ``headers`` was read."""
+        return self._raw
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The message's headers (None when it has none), parsed on the first read."""
+        raw = self._raw
+        if raw is not None:
+            self._raw = None
+            if raw:
+                self._parsed = _parse_headers(self._client, raw)
+        return self._parsed
+
+    @headers.setter
+    def headers(self, value: dict[str, str] | None) -> None:
+        self._raw = None
+        self._parsed = value
+
+
+def _parse_headers(client: Client, raw: bytes) -> dict[str, str] | None:
+    """nats-py's own header parsing, run to completion without a loop round.
+
+    It only suspends to report a malformed block to the error callback; such a block
+    reads as no headers, as nats-py leaves it.
+    """
+    coro = client._process_headers(raw)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        parsed: dict[str, str] | None = done.value
+        return parsed
+    coro.close()
+    log.warning("nats.headers_unreadable")
+    return None
 
 
 class DirectClient(Client):
@@ -44,6 +141,66 @@ class DirectClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._direct: dict[int, Handler] = {}
+        # The connection's loop, for the flusher's wake-up futures (asking for the running
+        # loop is a getpid system call on Python 3.11).
+        self._waker_loop: asyncio.AbstractEventLoop | None = None
+
+    def publish_nowait(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str = "",
+        headers: bytes = b"",
+        *,
+        checked: bool = True,
+    ) -> bool:
+        """Buffer one publish and wake the flusher; False when nats-py's path must take it.
+
+        ``headers`` is a ready header block (:func:`header_block`). Taken here only while
+        connected, within max_payload and with room in the pending buffer; the command and
+        the accounting are what nats-py's ``publish`` produces. ``checked=False`` skips the
+        whitespace check of the subjects, for a subject the server itself sent (an ack
+        subject, cut from a protocol line at whitespace).
+        """
+        if self._status != Client.CONNECTED or not subject:
+            return False
+        if checked and (_BAD_SUBJECT.search(subject) or (reply and _BAD_SUBJECT.search(reply))):
+            return False
+        size = len(payload)
+        if size > self._max_payload:
+            return False
+        if headers:
+            hlen = len(headers)
+            line = f"HPUB {subject} {reply} {hlen} {hlen + size}\r\n".encode()
+            cmd = b"".join((line, headers, payload, b"\r\n"))
+        else:
+            cmd = b"".join((f"PUB {subject} {reply} {size}\r\n".encode(), payload, b"\r\n"))
+        pending = self._pending
+        queue = self._flush_queue
+        total = self._pending_data_size + len(cmd)
+        flusher = self._flusher_task
+        if (
+            queue is None
+            or flusher is None
+            or flusher.done()
+            or (0 < self._max_pending_size < total)
+        ):
+            return False
+        pending.append(cmd)
+        self._pending_data_size = total
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        if queue.empty():
+            # What nats-py's publish does: one wake-up per flush round, not per publish.
+            queue.put_nowait(self._flush_waker())
+        return True
+
+    def _flush_waker(self) -> asyncio.Future[None]:
+        loop = self._waker_loop
+        if loop is None:
+            loop = self._waker_loop = asyncio.get_running_loop()
+        return loop.create_future()
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -56,18 +213,10 @@ class DirectClient(Client):
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         try:
-            hdr = await _parse_headers(self, headers) if headers else None
-            msg = self.msg_class(
-                subject=subject.decode(),
-                reply=reply.decode(),
-                data=data,
-                headers=hdr,
-                _client=self,
-                _sid=sid,
-            )
-        except Exception:  # hostile bytes: the tolerant path below says which
-            hdr = await self._process_headers(headers) if headers else None
-            msg = self._build_message(sid, subject, reply, data, hdr)
+            subj, rep = subject.decode(), reply.decode()
+        except UnicodeDecodeError:  # hostile bytes: delivered replaced, and logged
+            subj, rep = _tolerant(subject, reply)
+        msg = DirectMsg(self, sid, subj, rep, data, headers or b"")
         try:
             handler(msg)
         except Exception as exc:
@@ -84,10 +233,11 @@ class DirectClient(Client):
 
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
         try:
-            return await _parse_headers(self, headers)
+            parsed: dict[str, str] | None = await super()._process_headers(headers)
         except Exception as exc:
             log.warning("nats.headers_undecodable", error=repr(exc), size=len(headers))
             return None
+        return parsed
 
     def _build_message(
         self,
@@ -100,8 +250,7 @@ class DirectClient(Client):
         try:
             subj, rep = subject.decode(), reply.decode()
         except UnicodeDecodeError:
-            subj, rep = subject.decode(errors="replace"), reply.decode(errors="replace")
-            log.warning("nats.subject_undecodable", subject=redact(subj), reply=redact(rep))
+            subj, rep = _tolerant(subject, reply)
         return self.msg_class(
             subject=subj, reply=rep, data=data, headers=headers, _client=self, _sid=sid
         )
@@ -109,6 +258,56 @@ class DirectClient(Client):
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         super()._remove_sub(sid, max_msgs)
         self._direct.pop(sid, None)
+
+
+def _tolerant(subject: bytes, reply: bytes) -> tuple[str, str]:
+    """Subject and reply with undecodable bytes replaced (logged): nats-py's decode raises."""
+    subj, rep = subject.decode(errors="replace"), reply.decode(errors="replace")
+    log.warning("nats.subject_undecodable", subject=redact(subj), reply=redact(rep))
+    return subj, rep
+
+
+def publish_nowait(
+    nc: Any,
+    subject: str,
+    payload: bytes,
+    reply: str = "",
+    headers: dict[str, str] | None = None,
+    *,
+    block: bytes = b"",
+) -> bool:
+    """Buffer a publish on a :class:`DirectClient`; False when ``nc.publish`` must take it.
+
+    ``block`` is ``headers`` already encoded by :func:`header_block` (one fewer encoding
+    for a header that is the same on every publish).
+    """
+    if not isinstance(nc, DirectClient):
+        return False
+    if headers and not block:
+        block = header_block(headers)
+    return nc.publish_nowait(subject, payload, reply, block)
+
+
+async def publish(
+    nc: Any, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
+) -> None:
+    """``nc.publish(...)``, buffered directly on a :class:`DirectClient` when it can be."""
+    if not publish_nowait(nc, subject, payload, reply, headers):
+        await nc.publish(subject, payload, reply=reply, headers=headers)
+
+
+async def ack(msg: Msg) -> None:
+    """``msg.ack()``, buffered directly when the message came through a :class:`DirectClient`."""
+    nc = getattr(msg, "_client", None)
+    if (
+        isinstance(nc, DirectClient)
+        and not msg._ackd
+        and msg.reply
+        and nc.publish_nowait(msg.reply, _ACK, checked=False)
+    ):
+        msg._ackd = True
+        return
+    await msg.ack()
 
 
 async def subscribe_direct(

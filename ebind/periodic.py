@@ -79,6 +79,7 @@ HEADER_SCHEDULE = "Nats-Schedule"
 HEADER_TARGET = "Nats-Schedule-Target"
 HEADER_TIME_ZONE = "Nats-Schedule-Time-Zone"
 HEADER_SCHEDULER = "Nats-Scheduler"
+_SCHEDULER_NAME = HEADER_SCHEDULER.encode()
 HEADER_TTL = "Nats-TTL"
 HEADER_CRON_WRITTEN = "Ebind-Cron"
 """The cron expression as the user wrote it (the server gets a normalised 6-field form)."""
@@ -259,6 +260,9 @@ def firing_envelope(env: TaskEnvelope, msg: Any) -> TaskEnvelope:
     Every firing of a schedule carries the schedule's body, so without this all firings
     would share one task id (one log identity, one DLQ identity).
     """
+    raw = getattr(msg, "raw_headers", None)
+    if raw is not None and _SCHEDULER_NAME not in raw:
+        return env  # not parsed at all: the header block does not name the scheduler
     headers = msg.headers
     if not headers:
         return env

@@ -84,10 +84,16 @@ def notify_outcome(ctx: Context, outcome: str, error: TaskError | None) -> None:
 
 def chain(middlewares: Sequence[Middleware], base: Handler) -> Handler:
     """Compose ``middlewares`` around ``base``: first = outermost, ``recover`` innermost."""
-    handler = recover_middleware(base)
-    for mw in reversed(middlewares):
-        if mw is recover_middleware:  # already innermost; a second copy would be a no-op
-            continue
+    outer = [mw for mw in middlewares if mw is not recover_middleware]
+    if outer and outer[-1] is log_middleware:
+        # The CLI's default chain ends with log around recover: one frame does both, the
+        # same steps in the same order, one coroutine fewer per attempt.
+        outer.pop()
+        handler = _log_and_recover(base)
+    else:
+        # recover is already innermost; a second copy would be a no-op
+        handler = recover_middleware(base)
+    for mw in reversed(outer):
         handler = mw(handler)
     return handler
 
@@ -127,6 +133,29 @@ def log_middleware(next_handler: Handler) -> Handler:
         return await next_handler(ctx, env)
 
     return logged
+
+
+def _log_and_recover(base: Handler) -> Handler:
+    """``log_middleware(recover_middleware(base))`` in one coroutine."""
+
+    async def logged_recovering(ctx: Context, env: TaskEnvelope) -> bytes:
+        start = time.perf_counter()
+        ctx.extras[LOG_CLAIMED] = True
+
+        def emit(outcome: str, error: TaskError | None) -> None:
+            emit_attempt_line(ctx, outcome, error, (time.perf_counter() - start) * 1000.0)
+
+        add_outcome_listener(ctx, emit)
+        try:
+            return await base(ctx, env)
+        except AttemptError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            raise AttemptError(classify(exc, non_retryable=_NON_RETRYABLE)) from exc
+
+    return logged_recovering
 
 
 def _enabled(level: str) -> bool:

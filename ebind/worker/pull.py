@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from ebind._aio import raise_if_cancelling
-from ebind.direct import subscribe_direct
+from ebind.direct import publish_nowait, subscribe_direct
 from ebind.logging import get_logger
 
 __all__ = ["Budget", "Puller"]
@@ -70,6 +70,10 @@ class Budget:
         # (rank, threshold, overdraft, future) of pullers waiting until at least `threshold`
         # slots are free, or (overdraft) until some slot runs nothing; woken by rank.
         self._waiters: list[tuple[int, int, bool, asyncio.Future[None]]] = []
+        self._unsorted = False  # a waiter was added since the list was last sorted by rank
+        # The loop of the first waiter (asking for the running loop is a getpid system call
+        # on Python 3.11, and the pullers wait several times per few tasks).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def claim_demand(self) -> int:
         """Messages known to wait on claim consumers (the shared puller leaves them room)."""
@@ -103,7 +107,8 @@ class Budget:
         """Wake waiting pullers (all of them when ``free`` is None)."""
         keep = []
         idle_slot = self.held < self.capacity
-        if len(self._waiters) > 1:
+        if self._unsorted:
+            self._unsorted = False
             self._waiters.sort(key=_rank_of)  # woken in rank order, so they request in it
         for entry in self._waiters:
             _, threshold, overdraft, fut = entry
@@ -123,15 +128,21 @@ class Budget:
         With ``overdraft`` it also resolves once some slot runs nothing. Waiters of a
         lower ``rank`` are woken first.
         """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((rank, threshold, overdraft, fut))
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters
+        if waiters and waiters[-1][0] > rank:
+            self._unsorted = True
+        waiters.append((rank, threshold, overdraft, fut))
         return fut
 
     @staticmethod
     async def wait(fut: asyncio.Future[None], within: float) -> None:
         """Wait for ``fut`` (from :meth:`waiter`) at most ``within`` seconds."""
         # A timer plus one future is far cheaper than asyncio.wait_for (a Task per call).
-        handle = asyncio.get_running_loop().call_later(within, _resolve, fut)
+        handle = fut.get_loop().call_later(within, _resolve, fut)
         try:
             await fut
         finally:
@@ -360,7 +371,8 @@ class Puller:
             self._stopping = True
             return
         try:
-            await self._nc.publish(self._next_subject, body, reply=self._inbox)
+            if not publish_nowait(self._nc, self._next_subject, body, self._inbox):
+                await self._nc.publish(self._next_subject, body, reply=self._inbox)
         except Exception as exc:
             # Disconnected: forget the request and wait a little; nats-py reconnects.
             self._requests.pop()
@@ -380,10 +392,11 @@ class Puller:
             self._retire_head()
 
     def _deliver(self, msg: Any) -> None:
-        headers = msg.headers
-        if headers and _STATUS in headers and not msg.data:
-            self._on_status(headers)
-            return
+        if not msg.data:
+            headers = msg.headers
+            if headers and _STATUS in headers:
+                self._on_status(headers)
+                return
         self._backoff = 0.0
         if self._requests:
             head = self._requests[0]

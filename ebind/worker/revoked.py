@@ -87,6 +87,14 @@ class Revocations:
         if task is not None:
             task.cancel()
 
+    def surely_clear(self, task_id: str, stored_ns: int | None) -> bool:
+        """Whether ``task_id`` is known not revoked without reading the bucket.
+
+        True for a message stored after this worker began listening whose id it has not
+        seen revoked; :meth:`is_revoked` gives the same answer for it, without a coroutine.
+        """
+        return stored_ns is not None and stored_ns >= self._since_ns and task_id not in self._ids
+
     async def is_revoked(self, task_id: str, stored_ns: int | None) -> bool:
         """Whether ``task_id`` is revoked; reads the bucket only for messages stored earlier."""
         if task_id in self._ids:

@@ -8,6 +8,7 @@ are core publishes that only buffer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from ebind._jsreq import requests_for
 from ebind.client import HEADER_MSG_ID, SubjectMoved
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
+from ebind.direct import ack
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.logging import get_logger
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
@@ -91,7 +93,11 @@ def _ack_field(msg: Any, offset: int) -> int | None:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with
     ``<domain>.<hash>`` after ``ACK`` (11+ tokens); read without building Metadata.
     """
-    tokens = (msg.reply or "").split(".")
+    tokens: list[str] | None = getattr(msg, "_ebind_ack_tokens", None)  # split once per delivery
+    if tokens is None:
+        tokens = (msg.reply or "").split(".")
+        with contextlib.suppress(AttributeError):  # without a __dict__: split each time
+            msg._ebind_ack_tokens = tokens
     try:
         if len(tokens) == 9:
             return int(tokens[4 + offset])
@@ -205,6 +211,11 @@ class AttemptRunner:
         self._horizon_ns = int(self._horizon * 1e9)
         self._nc = app.nc
         self._js = app.js
+        # The worker's loop when built inside it (asking for the running loop is a getpid
+        # system call on Python 3.11); None asks each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         self._progress = ProgressPublisher(app.js)
         from ebind.codec import decode_args, encode_result  # pure module, imported once
 
@@ -251,13 +262,21 @@ class AttemptRunner:
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
-        if not await self._may_start(msg, env, ctx, policy, spec):
+        revocations = self.revocations
+        if (
+            (spec.rate_limit is not None and self.admission is not None)
+            or (
+                revocations is not None and not revocations.surely_clear(env.id, _ack_field(msg, 3))
+            )
+        ) and not await self._may_start(msg, env, ctx, policy, spec):
             return
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
-        go, held = await self._take_slot(msg, env, spec, ctx, policy, is_step)
-        if not go:
-            return  # handed back to wait for a concurrency slot (not an attempt)
+        held: SlotHeld | None = None
+        if self.concurrency is not None and spec.concurrency is not None and not is_step:
+            go, held = await self._take_slot(msg, env, spec, ctx, policy, is_step)
+            if not go:
+                return  # handed back to wait for a concurrency slot (not an attempt)
         set_current(ctx)
         try:
             result = await self._attempt(spec, ctx, env, held)
@@ -278,7 +297,8 @@ class AttemptRunner:
     ) -> bool:
         """Whether the delivery may run now: admitted by its limits, and not revoked.
 
-        False once the delivery is answered, deferred or handed back.
+        False once the delivery is answered, deferred or handed back. Skipped (it would
+        answer True) for a task without a rate limit whose id is surely not revoked.
         """
         # A limited task waits here for its token, or as a delayed copy; the revocation
         # check comes after, so a task revoked while it waited does not run.
@@ -342,7 +362,7 @@ class AttemptRunner:
         """Run the chain so a revocation can cancel it (async) or flag it (sync handlers)."""
         # A revocation cancels this very task (no extra task per attempt); a sync handler's
         # thread cannot be interrupted, so it sees ctx.revoked instead.
-        current = asyncio.current_task() if spec.is_async else None
+        current = asyncio.current_task(self._loop) if spec.is_async else None
         revocations.running(env.id, ctx, current)
         try:
             result = await self.chain(ctx, env)
@@ -528,7 +548,7 @@ class AttemptRunner:
             await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
             return
         crashpoint("worker.after_response")
-        await msg.ack()
+        await ack(msg)
 
     async def _respond_stored(self, env: TaskEnvelope, result: bytes) -> bool:
         """Store the response of a task that succeeded, retrying for up to RESPOND_PATIENCE.

@@ -301,6 +301,9 @@ class Worker:
         if self._running:
             raise RuntimeError("this Worker is already running")
         self._running = True
+        # Kept for the task started per delivery (asking for the running loop is a getpid
+        # system call on Python 3.11).
+        self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         background: list[asyncio.Task[Any]] = []
         started_hooks: WorkerHooks | None = None
@@ -721,7 +724,7 @@ class Worker:
         assert self._budget is not None
         self._budget.held += 1
         self._held[id(msg)] = (msg, time.monotonic())
-        task = asyncio.create_task(self._run_one(msg, puller))
+        task = self._loop.create_task(self._run_one(msg, puller))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

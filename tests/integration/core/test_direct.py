@@ -10,7 +10,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from ebind.app import App
-from ebind.direct import DirectClient, subscribe_direct
+from ebind.direct import DirectClient, DirectMsg, ack, publish, publish_nowait, subscribe_direct
 
 
 @pytest.fixture
@@ -67,6 +67,10 @@ async def test_after_unsubscribe_the_handler_gets_nothing(nc: Any) -> None:
     sub = await subscribe_direct(nc, "direct.unsub", lambda m: got.append(m.data))
     await nc.publish("direct.unsub", b"1")
     await nc.flush()
+    for _ in range(200):  # a loaded machine can still be handing "1" over
+        if got:
+            break
+        await asyncio.sleep(0.01)
     await sub.unsubscribe()
     await nc.publish("direct.unsub", b"2")
     await nc.flush()
@@ -124,3 +128,103 @@ async def test_unsubscribe_and_drain_forget_the_handler(nc: Any) -> None:
     await subs[0].unsubscribe()
     await subs[1].drain()
     assert not any(s._id in nc._direct for s in subs)
+
+
+async def _collect(got: list[Msg], n: int) -> None:
+    for _ in range(200):
+        if len(got) >= n:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_direct_publishes_arrive_as_nats_py_would_send_them(nc: Any) -> None:
+    got: list[Msg] = []
+
+    async def collect(msg: Msg) -> None:
+        got.append(msg)
+
+    sub = await nc.subscribe("direct.pub.>", cb=collect)
+    before = nc.stats["out_msgs"]
+    await publish(nc, "direct.pub.a", b"plain")
+    await publish(nc, "direct.pub.b", b"with", reply="direct.reply", headers={"K": " v\r\nx "})
+    assert publish_nowait(nc, "direct.pub.c", b"")
+    await nc.publish("direct.pub.d", b"nats-py's own, after")
+    await nc.flush()
+    await _collect(got, 4)
+    assert [(m.subject, m.data) for m in got] == [
+        ("direct.pub.a", b"plain"),
+        ("direct.pub.b", b"with"),
+        ("direct.pub.c", b""),
+        ("direct.pub.d", b"nats-py's own, after"),
+    ]
+    assert got[1].reply == "direct.reply" and got[1].headers == {"K": "v  x"}
+    assert nc.stats["out_msgs"] - before == 4
+    await sub.unsubscribe()
+
+
+async def test_a_subject_nats_py_would_refuse_takes_nats_py_s_path(nc: Any) -> None:
+    assert not publish_nowait(nc, "direct bad", b"x")
+    assert not publish_nowait(nc, "direct.ok", b"x", reply="bad\r\nPUB x 1")
+    with pytest.raises(nats.errors.BadSubjectError):
+        await publish(nc, "direct\r\nbad", b"x")
+
+
+async def test_deliveries_parse_headers_only_when_read(nc: Any) -> None:
+    got: list[Msg] = []
+    sub = await subscribe_direct(nc, "direct.lazy", got.append)
+    await nc.publish("direct.lazy", b"1", headers={"Nats-Msg-Id": "abc", "X": "y"})
+    await nc.publish("direct.lazy", b"2")
+    await nc.flush()
+    await _collect(got, 2)
+    first, second = got
+    assert isinstance(first, DirectMsg)
+    assert first.raw_headers is not None and b"Nats-Msg-Id: abc" in first.raw_headers
+    assert first.headers == {"Nats-Msg-Id": "abc", "X": "y"}
+    assert first.raw_headers is None  # parsed once, then kept
+    assert second.raw_headers == b"" and second.headers is None
+    first.headers = {"Z": "1"}
+    assert first.headers == {"Z": "1"}
+    await sub.unsubscribe()
+
+
+async def test_a_status_reply_reads_as_nats_py_parses_it(nc: Any) -> None:
+    got: list[Msg] = []
+    inbox = nc.new_inbox()
+    sub = await subscribe_direct(nc, inbox, got.append)
+    await nc.publish("direct.nobody.listens", b"x", reply=inbox)  # no responders: a 503
+    await nc.flush()
+    await _collect(got, 1)
+    assert got and not got[0].data
+    assert got[0].headers is not None and got[0].headers.get("Status") == "503"
+    await sub.unsubscribe()
+
+
+async def test_ack_through_the_direct_path_acks_once(app: App) -> None:
+    js = app.js
+    await js.add_stream(name="DIRECTACK", subjects=["directack.>"])
+    try:
+        await js.publish("directack.one", b"x")
+        psub = await js.pull_subscribe("directack.>", durable="d", stream="DIRECTACK")
+        [msg] = await psub.fetch(1, timeout=5)
+        await ack(msg)
+        assert msg._ackd
+        with pytest.raises(nats.errors.MsgAlreadyAckdError):
+            await ack(msg)  # a second ack is refused, as nats-py refuses it
+        await app.nc.flush()
+        for _ in range(100):
+            info = await js.consumer_info("DIRECTACK", "d")
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        await js.delete_stream("DIRECTACK")
+
+
+async def test_a_closed_connection_is_left_to_nats_py(nats_url: str) -> None:
+    client = DirectClient()
+    await client.connect(nats_url)
+    await client.close()
+    assert not client.publish_nowait("direct.closed", b"x")
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await publish(client, "direct.closed", b"x")

@@ -130,3 +130,56 @@ def test_a_failing_listener_does_not_break_the_others() -> None:
         notify_outcome(ctx, "succeeded", None)
     assert got == ["succeeded"]
     assert logs[0]["event"] == "worker.outcome_listener_failed"
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind", "retryable"),
+    [
+        (KeyError("missing"), "handler", True),
+        (SystemExit(1), "panic", False),
+        (TimeoutError("slow"), "timeout", True),
+    ],
+)
+async def test_the_default_chain_in_one_frame_fails_like_log_around_recover(
+    raised: BaseException, kind: str, retryable: bool
+) -> None:
+    async def base(ctx: Context, env: TaskEnvelope) -> bytes:
+        raise raised
+
+    errors: list[TaskError] = []
+    for handler in (chain([log_middleware], base), log_middleware(recover_middleware(base))):
+        ctx = _ctx()
+        with pytest.raises(AttemptError) as info:
+            await handler(ctx, ENV)
+        errors.append(info.value.error)
+        assert info.value.__cause__ is raised
+        assert ctx.extras["ebind.log_claimed"] is True
+        assert len(ctx.extras["ebind.outcome_listeners"]) == 1
+    assert errors[0] == errors[1]
+    assert (errors[0].kind, errors[0].retryable) == (kind, retryable)
+
+
+async def test_the_default_chain_in_one_frame_keeps_outer_middlewares_outside() -> None:
+    calls: list[str] = []
+
+    async def base(ctx: Context, env: TaskEnvelope) -> bytes:
+        calls.append("base")
+        return b"1"
+
+    handler = chain([_recording("a", calls), log_middleware], base)  # type: ignore[list-item]
+    ctx = _ctx()
+    assert await handler(ctx, ENV) == b"1"
+    assert calls == ["a>", "base", "<a"]
+    with structlog.testing.capture_logs() as logs:
+        notify_outcome(ctx, "succeeded", None)
+    assert [line["event"] for line in logs] == ["task.succeeded"]
+
+
+async def test_the_default_chain_in_one_frame_lets_cancellation_through() -> None:
+    import asyncio
+
+    async def base(ctx: Context, env: TaskEnvelope) -> bytes:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await chain([log_middleware], base)(_ctx(), ENV)

@@ -26,6 +26,19 @@ async def test_a_write_adds_the_id_and_a_message_stored_later_needs_no_read() ->
     assert await revocations.is_revoked("t2", 10) is False
 
 
+async def test_surely_clear_agrees_with_is_revoked_where_it_answers() -> None:
+    revocations = Revocations(nc=None)
+    await revocations._on_revoked(_Msg("$KV.ebind-leases.revoked.t1"))
+    revocations._since_ns = 5
+    # Stored after the worker began listening: answered locally, as is_revoked answers.
+    assert revocations.surely_clear("t2", 10) is True
+    assert await revocations.is_revoked("t2", 10) is False
+    # A revoked id, an older message or an unknown store time: the bucket decides.
+    assert revocations.surely_clear("t1", 10) is False
+    assert revocations.surely_clear("t2", 4) is False
+    assert revocations.surely_clear("t2", None) is False
+
+
 async def test_a_write_for_another_subject_is_ignored() -> None:
     revocations = Revocations(nc=None)
     await revocations._on_revoked(_Msg("$KV.ebind-leases.revoked.a.b"))
