@@ -124,23 +124,17 @@ async def worker_rows(js: Any, now: float | None = None) -> tuple[list[WorkerRow
     now = time.time() if now is None else now
     rows: list[WorkerRow] = []
     bad = 0
+    from ebind.workflow._kvread import list_last
+
+    prefix = f"$KV.{KV_LEASES}."
     try:
-        kv = await js.key_value(KV_LEASES)
+        # Every current record in one batched direct get (deleted ones are skipped).
+        entries = await list_last(js, f"KV_{KV_LEASES}", f"{prefix}{WORKER_RECORD_PREFIX}>")
     except NotFoundError:
         return [], 0
-    entries: list[Any] = []
-    # One ordered watch over the worker keys delivers every current record, then None.
-    watcher = await kv.watch(f"{WORKER_RECORD_PREFIX}>", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            entries.append(entry)
-    finally:
-        await watcher.stop()
     for entry in entries:
-        key = str(entry.key)
-        rec = decode_worker_record(bytes(entry.value or b""))
+        key = entry.subject[len(prefix) :]
+        rec = decode_worker_record(entry.data)
         if rec is None or worker_key(rec.worker_id) != key:
             bad += 1  # a record must sit under its own worker's key
             continue

@@ -204,12 +204,14 @@ def worker(*, inbox_prefix: str) -> Permissions:
             # a redelivered task whose response is already stored is not run again
             f"{_API}.DIRECT.GET.{RESP_STREAM}.>",
             *_dag_reads(),
-            # the scheduler lease and worker liveness records held by other workers
+            # the scheduler lease and worker liveness records held by other workers; the
+            # bare subject is the batched read that lists revoked task ids at start
+            f"{_API}.DIRECT.GET.KV_{KV_LEASES}",
             f"{_API}.DIRECT.GET.KV_{KV_LEASES}.>",
             # rate limits: token blocks leased from the shared record (read, then CAS)
             f"$KV.{KV_RATELIMITS}.>",
             f"{_API}.DIRECT.GET.KV_{KV_RATELIMITS}.>",
-            # a starting worker lists the revoked task ids (a short-lived ordered consumer)
+            # past 1024 revoked ids the listing reads through a short-lived consumer
             f"{_API}.CONSUMER.CREATE.KV_{KV_LEASES}",
             f"{_API}.CONSUMER.INFO.KV_{KV_LEASES}.*",
             # a message out of deliveries is read by sequence, dead-lettered and removed;

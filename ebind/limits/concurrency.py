@@ -569,20 +569,15 @@ async def _note(ctx: Context, note: str) -> None:
 
 async def list_slots(js: Any) -> list[SlotRow]:
     """Every taken concurrency slot in the bucket, sorted by task, key and slot."""
-    kv = await js.key_value(KV_LEASES)
-    # only our keys (nats-py's keys() would list the whole bucket); removed soon after
-    watcher = await kv.watch(f"{SLOT_PREFIX}>", ignore_deletes=True, inactive_threshold=10.0)
+    from ebind.workflow._kvread import list_last
+
+    prefix = f"$KV.{KV_LEASES}."
+    # Only our keys, read in one batched direct get; freed slots' delete markers are skipped.
+    found = await list_last(js, f"KV_{KV_LEASES}", f"{prefix}{SLOT_PREFIX}>")
     now = time.time()
     rows: list[SlotRow] = []
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of what is stored
-                break
-            if entry.operation is not None:  # a freed slot's delete marker
-                continue
-            row = slot_row(entry.key, bytes(entry.value or b""), now)
-            if row is not None:
-                rows.append(row)
-    finally:
-        await watcher.stop()
+    for m in found:
+        row = slot_row(m.subject[len(prefix) :], m.data, now)
+        if row is not None:
+            rows.append(row)
     return sorted(rows, key=lambda r: (r.task_name, r.key, r.slot, r.bucket_key))

@@ -134,18 +134,10 @@ class Revocations:
 
 
 async def _recorded(js: Any) -> list[str]:
-    # nats-py's kv.keys() lists the whole bucket and filters by substring: watch only ours.
-    kv = await js.key_value(KV_LEASES)
-    # the server removes the listing consumer soon after (a worker may restart often)
-    watcher = await kv.watch(
-        REVOKED_KEYS, ignore_deletes=True, meta_only=True, inactive_threshold=10.0
-    )
-    keys: list[str] = []
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of what is stored
-                break
-            keys.append(entry.key)
-    finally:
-        await watcher.stop()
-    return keys
+    # Only our keys, with one batched direct get (nats-py's kv.keys() lists the whole
+    # bucket and its watch can end a listing before the entries already sent are read).
+    from ebind.workflow._kvread import list_last
+
+    prefix = f"$KV.{KV_LEASES}."
+    found = await list_last(js, f"KV_{KV_LEASES}", prefix + REVOKED_KEYS)
+    return [m.subject[len(prefix) :] for m in found]

@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ebind.logging import get_logger
 
-__all__ = ["DirectReader", "KVMessage", "is_tombstone"]
+__all__ = ["DirectReader", "KVMessage", "is_tombstone", "list_last"]
 
 _log = get_logger("ebind.workflow.store")
 
@@ -202,3 +202,17 @@ class DirectReader:
             except Exception as exc:  # the inactive threshold removes it anyway
                 _log.warning("kv.consumer_delete_failed", consumer=info.name, error=str(exc))
         return out
+
+
+async def list_last(js: Any, stream: str, filter_subject: str) -> list[KVMessage]:
+    """Newest live message of every subject matching ``filter_subject``, read once.
+
+    For listings of a few keys (worker records, revocations, concurrency slots). nats-py's
+    ``kv.watch`` can say "no more entries" before the ones the server already pushed have
+    been read, so a listing through it can come back empty on a busy machine.
+    """
+    reader = DirectReader(js, stream, direct=True)
+    try:
+        return await reader.last_per_subject(filter_subject)
+    finally:
+        await reader.close()
