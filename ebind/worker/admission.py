@@ -371,24 +371,21 @@ class LimitInfo(msgspec.Struct, kw_only=True, frozen=True):
 
 async def list_limits(js: Any, *, limit: int = 10_000) -> list[LimitInfo]:
     """Every rate-limit record in the bucket, read once (at most ``limit``)."""
-    from nats.js.errors import NoKeysError, NotFoundError
+    from ebind.workflow._kvread import list_last
 
-    kv = await js.key_value(KV_RATELIMITS)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
+    prefix = f"$KV.{KV_RATELIMITS}."
+    # One batched read of every record (nats-py's kv.keys() can end before its entries).
+    entries = sorted(
+        (m.subject[len(prefix) :], m.data)
+        for m in await list_last(js, f"KV_{KV_RATELIMITS}", prefix + ">")
+    )
     now = time.time()
     found: list[LimitInfo] = []
-    for kv_key in sorted(keys)[:limit]:
+    for kv_key, data in entries[:limit]:
         parts = split_record_key(kv_key)
         if parts is None:
             continue
-        try:
-            entry = await kv.get(kv_key)
-        except NotFoundError:
-            continue  # aged out between the listing and the read
-        rec = decode_record(bytes(entry.value or b""), now, HOLD_LIMIT)
+        rec = decode_record(data, now, HOLD_LIMIT)
         if isinstance(rec, str):
             found.append(
                 LimitInfo(
