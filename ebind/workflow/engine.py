@@ -37,6 +37,7 @@ from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.history import drop_live
+from ebind.workflow.local import LocalDispatches
 from ebind.workflow.placement import resolve_placement
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
@@ -93,7 +94,13 @@ class Engine:
     """Loads, advances and persists one DAG at a time (callers serialize per DAG)."""
 
     def __init__(
-        self, store: StateStore, bus: EventBus, enqueuer: Enqueuer, *, lanes: int = 64
+        self,
+        store: StateStore,
+        bus: EventBus,
+        enqueuer: Enqueuer,
+        *,
+        lanes: int = 64,
+        local: LocalDispatches | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -104,6 +111,8 @@ class Engine:
         self.results = ResultCache()
         self.sent = SentLedger()
         """Stream sequence of each step message this process sent (see redispatch)."""
+        self.local = local
+        """Where dispatches are noted for a worker in this process (see ebind.workflow.local)."""
 
     async def load(self, dag_id: str, events: Sequence[Event] = ()) -> Loaded:
         """The DAG's state, from the cache when ``events`` are completions of known steps.
@@ -400,12 +409,20 @@ class Engine:
             # reads the record pending at ``gen`` re-reads until the CAS shows: only the
             # digest it writes proves the message (ebind.workflow.proof).
             crashpoint("dispatch.before_send")
+            local = self.local
+            noted = (
+                None if local is None else local.expect(rec.dag_id, sid, gen, new.dispatch_digest)
+            )
             send_t = asyncio.ensure_future(self.send(env, gen))
-            wrote: int | BaseException
+            wrote: int | BaseException = TransientError("dispatch not written")
             try:
                 wrote = await self.store.put_step(rec.dag_id, sid, new, gen)
             except Exception as exc:
                 wrote = exc
+            finally:
+                if noted is not None:
+                    # Only an acknowledged CAS proves the message to this process's worker.
+                    LocalDispatches.settle(noted, (new, wrote) if isinstance(wrote, int) else None)
             sent: BaseException | None = None
             try:
                 await send_t

@@ -32,6 +32,7 @@ from ebind.worker.hook import StepUnproven
 from ebind.workflow._transient import is_transient
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.liveness import Announcer, Liveness
+from ebind.workflow.local import LocalDispatches
 from ebind.workflow.proof import (
     GENERATION_KEY,
     StepVerdict,
@@ -152,6 +153,9 @@ class StepHook:
             if it has not finished after this many seconds; a fast step goes straight
             from dispatched to done in one CAS from the revision read at start, which
             keeps the fence and saves a write on the critical path (0: always write).
+        local: the dispatches of the engine in this process: a first delivery of one of
+            them is proven by what that dispatch wrote, without reading the record
+            (see ebind.workflow.local).
     """
 
     def __init__(
@@ -164,8 +168,10 @@ class StepHook:
         liveness_interval: float = 3.0,
         start_write_delay: float = 0.05,
         release_grace: float | None = None,
+        local: LocalDispatches | None = None,
     ) -> None:
         self._store = store
+        self._local = local
         self._bus = bus
         self._max_err = max_step_error_bytes
         self._tracker = Announcer(liveness, liveness_interval, release_grace)
@@ -295,6 +301,12 @@ class StepHook:
         if gen is None:  # nothing to read: no record can prove it
             raise StepUnproven(self._unproven(env, "the message carries no dispatch generation"))
         digest = self._digest(env)
+        if self._local is not None and env.attempt <= 1:
+            # Dispatched by the engine in this process moments ago, with this digest, and
+            # its CAS acknowledged: that record is what a read would return.
+            mine = await self._local.proof(env.dag_id, env.step_id, gen, digest)
+            if mine is not None and await self._begin(env, *mine):
+                return True
         verdict, got, meta = StepVerdict.BEHIND, None, None
         for i, pause in enumerate(_READ_BACKOFF):
             if pause:
@@ -308,26 +320,30 @@ class StepHook:
             if got is None or verdict is not StepVerdict.RUN:
                 await self._decline(env, verdict, got)
                 return False
-            rec, rev = got
-            new = msgspec.structs.replace(
-                rec,
-                status=StepStatus.RUNNING,
-                attempt=env.attempt,
-                worker_id=env.worker_id,
-                started_at=_now(),
-            )
-            if self._start_delay > 0:
-                self._claim(env, new, rev)
+            if await self._begin(env, *got):
                 return True
-            try:
-                await self._store.put_step(env.dag_id, env.step_id, new, rev)
-            except StaleRevision:
-                await asyncio.sleep(0.05 * (i + 1))
-                continue
-            crashpoint("step.after_started")
-            self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
-            return True
+            await asyncio.sleep(0.05 * (i + 1))
         return await self._not_shown(env, verdict, got is None and meta is not None)
+
+    async def _begin(self, env: TaskEnvelope, rec: StepRecord, rev: int) -> bool:
+        """Start the proven step from ``rec`` at ``rev``; False if its ``running`` CAS lost."""
+        new = msgspec.structs.replace(
+            rec,
+            status=StepStatus.RUNNING,
+            attempt=env.attempt,
+            worker_id=env.worker_id,
+            started_at=_now(),
+        )
+        if self._start_delay > 0:
+            self._claim(env, new, rev)
+            return True
+        try:
+            await self._store.put_step(env.dag_id, env.step_id, new, rev)
+        except StaleRevision:
+            return False
+        crashpoint("step.after_started")
+        self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
+        return True
 
     async def _not_shown(self, env: TaskEnvelope, verdict: StepVerdict, no_step: bool) -> bool:
         """Settle a delivery whose reads never showed its dispatch (or whose CAS kept losing)."""
