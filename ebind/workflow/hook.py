@@ -540,12 +540,18 @@ class StepHook:
         step_t = asyncio.ensure_future(self._store.put_step(dag_id, step_id, new, claim.rev))
         pub_t = asyncio.ensure_future(self._bus.publish(*_completed(new)))
         res_err: BaseException | None = None
+        stored = False
         if data is not None:
             try:
-                await self._put_result(dag_id, step_id, data, new.run_id)
+                stored = await self._put_result(dag_id, step_id, data, new.run_id)
             except Exception as exc:
                 res_err = exc
-        step_out, pub_out = await asyncio.gather(step_t, pub_t, return_exceptions=True)
+        step_out = await self._record_written(step_t, pub_t, new, data if stored else None)
+        pub_out: BaseException | None = None
+        try:
+            await pub_t
+        except Exception as exc:
+            pub_out = exc
         if isinstance(step_out, StaleRevision):
             return False
         if isinstance(step_out, Exception) and is_transient(step_out):
@@ -565,6 +571,30 @@ class StepHook:
         elif isinstance(pub_out, BaseException):
             raise pub_out  # the worker naks; the redelivery republishes for the done record
         return True
+
+    async def _record_written(
+        self,
+        step_t: asyncio.Future[int],
+        pub_t: asyncio.Future[None],
+        new: StepRecord,
+        stored: bytes | None,
+    ) -> int | Exception:
+        """The record CAS's revision or error; notes a ``done`` step whose result is stored.
+
+        Noted before the event's acknowledgement: the leader's pass for the event, if it
+        runs in this process, often starts first, and need not read back what was just
+        written (ebind.workflow.local).
+        """
+        try:
+            rev = await step_t
+        except Exception as exc:
+            return exc
+        except BaseException:
+            pub_t.cancel()
+            raise
+        if stored is not None and self._local is not None:
+            self._local.finished(new, rev, stored)
+        return rev
 
     async def _retry_result(
         self, dag_id: str, step_id: str, data: bytes, run_id: str
@@ -598,13 +628,16 @@ class StepHook:
         await self._store.put_step(rec.dag_id, rec.step_id, failed, rev)
         await self._republish(failed)
 
-    async def _put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str) -> None:
+    async def _put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str) -> bool:
+        """Store the result once; False if another owner's (different) result was kept."""
         try:
             await self._store.put_result(dag_id, step_id, data, run_id)
         except StaleRevision:
             # An earlier owner's result is already stored; first write wins so that every
             # reader (and every downstream step) sees one value.
             _log.warning("step.result_kept", dag_id=dag_id, step_id=step_id)
+            return False
+        return True
 
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):

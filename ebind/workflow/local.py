@@ -1,4 +1,4 @@
-"""Dispatches made by this process, so that its own worker can prove them without a read.
+"""Dispatches and completions made by this process, so that it need not read them back.
 
 A worker proves a step message by reading the step record: ``running`` at the message's
 generation with its digest (``ebind.workflow.proof``). When the scheduler that dispatched
@@ -23,6 +23,14 @@ A cancel that lands within the window after a step's dispatch is treated as if i
 landed right after the worker's read: the step runs like any step that had already
 started, and its outcome is still written by a CAS from the dispatch's revision, which
 fails if anyone wrote the record meanwhile.
+
+The other way round, when a step finishes ``done`` in the process that leads the
+scheduler, the leader's pass for its completion event would read back the record and the
+result this process has just written. A ``done`` record never changes again and a result
+is written once, so the worker notes both (only once the store acknowledged the record's
+CAS and stored this very result) and the pass reads only the DAG's meta record, which it
+always reads. Failed steps are not noted: ``retry`` can put them back to pending, and the
+pass must see that.
 """
 
 from __future__ import annotations
@@ -48,13 +56,26 @@ class _Entry:
     written: asyncio.Future[Written] = field(repr=False)
 
 
+@dataclass
+class _Done:
+    rec: StepRecord
+    rev: int
+    result: bytes
+    at: float
+
+
 class LocalDispatches:
-    """The step dispatches of this process's engine, for its worker's first delivery."""
+    """What this process dispatched and finished, so that it need not read it back.
+
+    Dispatches serve the worker's first delivery of a step; steps finished ``done`` serve
+    the engine's pass on their completion event.
+    """
 
     def __init__(self, window: float = 0.1, limit: int = 4096) -> None:
         self.window = window
         self.limit = limit
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._done: OrderedDict[tuple[str, str], _Done] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,6 +117,33 @@ class LocalDispatches:
                 return await asyncio.shield(entry.written)
         except TimeoutError:
             return None
+
+    def finished(self, rec: StepRecord, rev: int, result: bytes) -> None:
+        """The worker's CAS turned ``rec`` done at ``rev``, after it stored ``result``."""
+        now = time.monotonic()
+        done = self._done
+        while done:
+            key, first = next(iter(done.items()))
+            if now - first.at <= self.window and len(done) < self.limit:
+                break
+            del done[key]
+        key = (rec.dag_id, rec.step_id)
+        done.pop(key, None)
+        done[key] = _Done(rec, rev, result, now)
+
+    def take_finished(
+        self, dag_id: str, step_id: str, attempt: int
+    ) -> tuple[StepRecord, int, bytes] | None:
+        """The record, revision and result noted for a completion of ``attempt``, if fresh.
+
+        Used up either way; a later event for the step reads the store.
+        """
+        got = self._done.pop((dag_id, step_id), None)
+        if got is None or got.rec.attempt != attempt:
+            return None
+        if time.monotonic() - got.at > self.window:
+            return None
+        return got.rec, got.rev, got.result
 
     def _expire(self, now: float) -> None:
         """Drop entries past the window (steps that ran elsewhere) and any over the limit."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -22,8 +23,9 @@ from ebind.errors import StaleRevision
 from ebind.worker.hook import StepUnproven
 from ebind.workflow import DAG, DAGStatus, StepStatus, control
 from ebind.workflow.local import LocalDispatches
+from ebind.workflow.snapshot import Snapshot
 from ebind.workflow.store_mem import MemStore
-from ebind.workflow.types import StepRecord
+from ebind.workflow.types import DAGMeta, StepRecord
 
 
 class GateStore(MemStore):
@@ -238,3 +240,106 @@ async def test_notes_expire_and_are_bounded() -> None:
         e, (StepRecord(dag_id="d", step_id="a", fn_name="f", status=StepStatus.RUNNING), 2)
     )
     assert await stale.proof("d", "a", 1, "x") is None
+
+
+class ReadLog(MemStore):
+    """Records the step ids of every batched read and counts meta reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batched: list[list[str]] = []
+        self.metas = 0
+
+    async def read_dag(
+        self,
+        dag_id: str,
+        step_ids: Sequence[str],
+        result_ids: Sequence[str] = (),
+        run_id: str = "",
+    ) -> Snapshot:
+        self.batched.append([*step_ids, *(f"result:{r}" for r in result_ids)])
+        return await super().read_dag(dag_id, step_ids, result_ids, run_id)
+
+    async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
+        self.metas += 1
+        return await super().get_meta(dag_id)
+
+
+async def test_a_pass_on_a_step_finished_here_reads_only_the_meta() -> None:
+    store = ReadLog()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="f1")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "inc", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("f1") is DAGStatus.DONE
+    # No step record or result was read back: the worker's starts used the dispatches'
+    # notes, the passes the completions' notes (the first pass lists the DAG once).
+    assert store.batched == [], store.batched
+    recs = {r.step_id: r for r, _ in await store.list_steps("f1")}
+    assert msgspec.json.decode(await store.get_result("f1", "c", recs["c"].run_id)) == 4
+    await bus.close()
+
+
+async def test_a_failed_step_is_read_back_by_the_pass() -> None:
+    # retry can put a failed step back to pending, so the pass must see the store.
+    def boom(_ctx: object, x: int) -> int:
+        raise RuntimeError("no")
+
+    store = ReadLog()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1, "boom": boom})
+    dag = DAG(id="f2")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "boom", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("f2") is DAGStatus.FAILED
+    assert ["b"] in store.batched
+    recs = {r.step_id: r.status for r, _ in await store.list_steps("f2")}
+    assert recs == {"a": StepStatus.DONE, "b": StepStatus.FAILED, "c": StepStatus.SKIPPED}
+    await bus.close()
+
+
+async def test_a_result_kept_from_an_earlier_owner_is_read_not_the_one_computed_here() -> None:
+    class Keep(MemStore):
+        async def put_result(
+            self, dag_id: str, step_id: str, data: bytes, run_id: str = ""
+        ) -> None:
+            if step_id == "a":  # an earlier owner stored another value first
+                with contextlib.suppress(StaleRevision):
+                    await super().put_result(dag_id, step_id, b"41", run_id)
+            await super().put_result(dag_id, step_id, data, run_id)
+
+    store = Keep()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="f3")
+    a = dag.step("a", "inc", 1)
+    dag.step("b", "inc", a.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("f3") is DAGStatus.DONE
+    recs = {r.step_id: r for r, _ in await store.list_steps("f3")}
+    assert msgspec.json.decode(await store.get_result("f3", "b", recs["b"].run_id)) == 42
+    await bus.close()
+
+
+def test_finished_notes_match_the_attempt_and_expire() -> None:
+    rec = StepRecord(dag_id="d", step_id="a", fn_name="f", status=StepStatus.DONE, attempt=2)
+    local = LocalDispatches(window=10.0, limit=2)
+    local.finished(rec, 7, b"1")
+    assert local.take_finished("d", "a", 1) is None  # another attempt; used up
+    assert local.take_finished("d", "a", 2) is None
+    local.finished(rec, 7, b"1")
+    assert local.take_finished("d", "a", 2) == (rec, 7, b"1")
+    for sid in ("x", "y", "z"):
+        local.finished(msgspec.structs.replace(rec, step_id=sid), 1, b"1")
+    assert local.take_finished("d", "x", 2) is None  # dropped for the limit
+    stale = LocalDispatches(window=0.0)
+    stale.finished(rec, 7, b"1")
+    assert stale.take_finished("d", "a", 2) is None
