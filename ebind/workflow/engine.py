@@ -37,6 +37,7 @@ from ebind.workflow._transient import is_leaderless
 from ebind.workflow.cache import ResultCache, StateCache
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.history import drop_live
+from ebind.workflow.local import LocalDispatches
 from ebind.workflow.placement import resolve_placement
 from ebind.workflow.proof import GENERATION_KEY, dispatch_digest
 from ebind.workflow.protocols import Enqueuer, EventBus, StateStore
@@ -93,7 +94,13 @@ class Engine:
     """Loads, advances and persists one DAG at a time (callers serialize per DAG)."""
 
     def __init__(
-        self, store: StateStore, bus: EventBus, enqueuer: Enqueuer, *, lanes: int = 64
+        self,
+        store: StateStore,
+        bus: EventBus,
+        enqueuer: Enqueuer,
+        *,
+        lanes: int = 64,
+        local: LocalDispatches | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -104,6 +111,8 @@ class Engine:
         self.results = ResultCache()
         self.sent = SentLedger()
         """Stream sequence of each step message this process sent (see redispatch)."""
+        self.local = local
+        """Where dispatches are noted for a worker in this process (see ebind.workflow.local)."""
 
     async def load(self, dag_id: str, events: Sequence[Event] = ()) -> Loaded:
         """The DAG's state, from the cache when ``events`` are completions of known steps.
@@ -117,6 +126,8 @@ class Engine:
         if cached is None or not completions or any(sid not in cached.state.steps for sid in ids):
             full = await self._load_full(dag_id)
             if completions:
+                # The listing has the records; a note still spares reading a result.
+                self._finished_here(dag_id, events, full.state.meta.run_id)
                 # Completions can only have readied their own dependents. Looking at every
                 # pending step here would also dispatch roots that a submit of a large DAG
                 # is still dispatching: each such race costs a failed CAS and another full
@@ -124,20 +135,30 @@ class Engine:
                 full.hint = set(ids)
             return full
         run = cached.state.meta.run_id
+        # Steps this process's worker just finished done: their record and result are
+        # known (ebind.workflow.local), so only the meta is read for them.
+        known = self._finished_here(dag_id, events, run)
+        unknown = [sid for sid in ids if sid not in known]
         # The completed steps' results are what their dependents need next: read in the
         # same request as the records (a step nothing depends on needs no result read).
         wanted = [
             e.step_id
             for e in events
             if e.status is StepStatus.DONE
+            and e.step_id not in known
             and cached.state.has_dependents(e.step_id)
             and self.results.get(dag_id, e.step_id, run) is None
         ]
-        snap = await self.store.read_dag(dag_id, ids, list(dict.fromkeys(wanted)), run)
-        meta, meta_rev = snap.require_meta(dag_id)
-        records = [snap.require_step(dag_id, sid) for sid in ids]
-        for sid, data in snap.results.items():
-            self.results.put(dag_id, sid, data, run)
+        if unknown or wanted:
+            snap = await self.store.read_dag(dag_id, unknown, list(dict.fromkeys(wanted)), run)
+            meta, meta_rev = snap.require_meta(dag_id)
+            got = {sid: snap.require_step(dag_id, sid) for sid in unknown}
+            for sid, data in snap.results.items():
+                self.results.put(dag_id, sid, data, run)
+        else:
+            meta, meta_rev = await self.store.get_meta(dag_id)
+            got = {}
+        records = [got[sid] if sid in got else known[sid] for sid in ids]
         if meta.run_id != run:
             # The DAG was deleted and submitted again: nothing cached belongs to this run.
             self.states.forget(dag_id)
@@ -149,6 +170,25 @@ class Engine:
         cached.enqueued = []
         cached.hint = set(ids)
         return cached
+
+    def _finished_here(
+        self, dag_id: str, events: Sequence[Event], run: str
+    ) -> dict[str, tuple[StepRecord, int]]:
+        """Records (and results, into the cache) of steps this process's worker finished."""
+        local = self.local
+        if local is None:
+            return {}
+        known: dict[str, tuple[StepRecord, int]] = {}
+        for e in events:
+            if e.status is not StepStatus.DONE or e.step_id in known:
+                continue
+            got = local.take_finished(dag_id, e.step_id, e.attempt)
+            if got is None or got[0].run_id != run:
+                continue
+            rec, rev, result = got
+            known[e.step_id] = (rec, rev)
+            self.results.put(dag_id, e.step_id, result, run)
+        return known
 
     async def _load_full(self, dag_id: str) -> Loaded:
         meta_f = self.store.get_meta(dag_id)
@@ -400,12 +440,20 @@ class Engine:
             # reads the record pending at ``gen`` re-reads until the CAS shows: only the
             # digest it writes proves the message (ebind.workflow.proof).
             crashpoint("dispatch.before_send")
+            local = self.local
+            noted = (
+                None if local is None else local.expect(rec.dag_id, sid, gen, new.dispatch_digest)
+            )
             send_t = asyncio.ensure_future(self.send(env, gen))
-            wrote: int | BaseException
+            wrote: int | BaseException = TransientError("dispatch not written")
             try:
                 wrote = await self.store.put_step(rec.dag_id, sid, new, gen)
             except Exception as exc:
                 wrote = exc
+            finally:
+                if noted is not None:
+                    # Only an acknowledged CAS proves the message to this process's worker.
+                    LocalDispatches.settle(noted, (new, wrote) if isinstance(wrote, int) else None)
             sent: BaseException | None = None
             try:
                 await send_t

@@ -32,6 +32,7 @@ from ebind.worker.hook import StepFailedEarlier, StepUnproven
 from ebind.workflow._transient import is_transient
 from ebind.workflow.events import event_subject, marshal_event
 from ebind.workflow.liveness import Announcer, Liveness
+from ebind.workflow.local import LocalDispatches
 from ebind.workflow.proof import (
     GENERATION_KEY,
     StepVerdict,
@@ -152,6 +153,9 @@ class StepHook:
             if it has not finished after this many seconds; a fast step goes straight
             from dispatched to done in one CAS from the revision read at start, which
             keeps the fence and saves a write on the critical path (0: always write).
+        local: the dispatches of the engine in this process: a first delivery of one of
+            them is proven by what that dispatch wrote, without reading the record
+            (see ebind.workflow.local).
     """
 
     def __init__(
@@ -164,8 +168,10 @@ class StepHook:
         liveness_interval: float = 3.0,
         start_write_delay: float = 0.05,
         release_grace: float | None = None,
+        local: LocalDispatches | None = None,
     ) -> None:
         self._store = store
+        self._local = local
         self._bus = bus
         self._max_err = max_step_error_bytes
         self._tracker = Announcer(liveness, liveness_interval, release_grace)
@@ -295,6 +301,12 @@ class StepHook:
         if gen is None:  # nothing to read: no record can prove it
             raise StepUnproven(self._unproven(env, "the message carries no dispatch generation"))
         digest = self._digest(env)
+        if self._local is not None and env.attempt <= 1:
+            # Dispatched by the engine in this process moments ago, with this digest, and
+            # its CAS acknowledged: that record is what a read would return.
+            mine = await self._local.proof(env.dag_id, env.step_id, gen, digest)
+            if mine is not None and await self._begin(env, *mine):
+                return True
         verdict, got, meta = StepVerdict.BEHIND, None, None
         for i, pause in enumerate(_READ_BACKOFF):
             if pause:
@@ -309,26 +321,30 @@ class StepHook:
                 await self._decline(env, verdict, got)
                 _raise_if_failed_here(got, gen)
                 return False
-            rec, rev = got
-            new = msgspec.structs.replace(
-                rec,
-                status=StepStatus.RUNNING,
-                attempt=env.attempt,
-                worker_id=env.worker_id,
-                started_at=_now(),
-            )
-            if self._start_delay > 0:
-                self._claim(env, new, rev)
+            if await self._begin(env, *got):
                 return True
-            try:
-                await self._store.put_step(env.dag_id, env.step_id, new, rev)
-            except StaleRevision:
-                await asyncio.sleep(0.05 * (i + 1))
-                continue
-            crashpoint("step.after_started")
-            self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
-            return True
+            await asyncio.sleep(0.05 * (i + 1))
         return await self._not_shown(env, verdict, got is None and meta is not None)
+
+    async def _begin(self, env: TaskEnvelope, rec: StepRecord, rev: int) -> bool:
+        """Start the proven step from ``rec`` at ``rev``; False if its ``running`` CAS lost."""
+        new = msgspec.structs.replace(
+            rec,
+            status=StepStatus.RUNNING,
+            attempt=env.attempt,
+            worker_id=env.worker_id,
+            started_at=_now(),
+        )
+        if self._start_delay > 0:
+            self._claim(env, new, rev)
+            return True
+        try:
+            await self._store.put_step(env.dag_id, env.step_id, new, rev)
+        except StaleRevision:
+            return False
+        crashpoint("step.after_started")
+        self._tracker.add(env.worker_id, f"{env.dag_id}:{env.step_id}", _token(env))
+        return True
 
     async def _not_shown(self, env: TaskEnvelope, verdict: StepVerdict, no_step: bool) -> bool:
         """Settle a delivery whose reads never showed its dispatch (or whose CAS kept losing)."""
@@ -525,12 +541,18 @@ class StepHook:
         step_t = asyncio.ensure_future(self._store.put_step(dag_id, step_id, new, claim.rev))
         pub_t = asyncio.ensure_future(self._bus.publish(*_completed(new)))
         res_err: BaseException | None = None
+        stored = False
         if data is not None:
             try:
-                await self._put_result(dag_id, step_id, data, new.run_id)
+                stored = await self._put_result(dag_id, step_id, data, new.run_id)
             except Exception as exc:
                 res_err = exc
-        step_out, pub_out = await asyncio.gather(step_t, pub_t, return_exceptions=True)
+        step_out = await self._record_written(step_t, pub_t, new, data if stored else None)
+        pub_out: BaseException | None = None
+        try:
+            await pub_t
+        except Exception as exc:
+            pub_out = exc
         if isinstance(step_out, StaleRevision):
             return False
         if isinstance(step_out, Exception) and is_transient(step_out):
@@ -550,6 +572,30 @@ class StepHook:
         elif isinstance(pub_out, BaseException):
             raise pub_out  # the worker naks; the redelivery republishes for the done record
         return True
+
+    async def _record_written(
+        self,
+        step_t: asyncio.Future[int],
+        pub_t: asyncio.Future[None],
+        new: StepRecord,
+        stored: bytes | None,
+    ) -> int | Exception:
+        """The record CAS's revision or error; notes a ``done`` step whose result is stored.
+
+        Noted before the event's acknowledgement: the leader's pass for the event, if it
+        runs in this process, often starts first, and need not read back what was just
+        written (ebind.workflow.local).
+        """
+        try:
+            rev = await step_t
+        except Exception as exc:
+            return exc
+        except BaseException:
+            pub_t.cancel()
+            raise
+        if stored is not None and self._local is not None:
+            self._local.finished(new, rev, stored)
+        return rev
 
     async def _retry_result(
         self, dag_id: str, step_id: str, data: bytes, run_id: str
@@ -583,13 +629,16 @@ class StepHook:
         await self._store.put_step(rec.dag_id, rec.step_id, failed, rev)
         await self._republish(failed)
 
-    async def _put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str) -> None:
+    async def _put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str) -> bool:
+        """Store the result once; False if another owner's (different) result was kept."""
         try:
             await self._store.put_result(dag_id, step_id, data, run_id)
         except StaleRevision:
             # An earlier owner's result is already stored; first write wins so that every
             # reader (and every downstream step) sees one value.
             _log.warning("step.result_kept", dag_id=dag_id, step_id=step_id)
+            return False
+        return True
 
     async def _republish(self, rec: StepRecord) -> None:
         if rec.status in (StepStatus.DONE, StepStatus.FAILED):

@@ -27,6 +27,7 @@ from ebind.workflow.debug import BreakpointInfo, DAGDebug, SignalInfo, build_deb
 from ebind.workflow.engine import Engine
 from ebind.workflow.hook import StepHook
 from ebind.workflow.liveness import Liveness
+from ebind.workflow.local import LocalDispatches
 from ebind.workflow.protocols import Enqueuer, EventBus, LeaderElector, StateStore
 from ebind.workflow.query import list_dags
 from ebind.workflow.redispatch import Presence
@@ -126,6 +127,8 @@ class Workflow:
         self.liveness_interval = liveness_interval
         self.registry = registry
         self.start_write_delay = start_write_delay
+        self.local = LocalDispatches()
+        """The engine's dispatches, noted once a worker here has the hook (see hook())."""
         self.engine = Engine(store, bus, enqueuer)
         self.config = SchedulerConfig(
             nak_delay=nak_delay,
@@ -184,7 +187,11 @@ class Workflow:
                 liveness=self.liveness,
                 liveness_interval=self.liveness_interval,
                 start_write_delay=self.start_write_delay,
+                local=self.local,
             )
+            # A worker in this process proves the steps this process dispatched from what
+            # the dispatch wrote (ebind.workflow.local); without one, nothing is noted.
+            self.engine.local = self.local
         return self._hook
 
     def context_middleware(self) -> Middleware:

@@ -1,0 +1,345 @@
+"""A worker proves the steps its own process dispatched from what the dispatch wrote.
+
+The engine notes each dispatch (generation, digest) before it sends it and settles the
+note with the record and revision its CAS wrote. The first delivery of that message in the
+same process, within the window, starts from them without reading the step record; every
+other delivery (another digest, a redelivery, a late one, a dispatch whose CAS lost) reads
+the record and is judged by it exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pytest
+from simworker import SimWorker, make_wf, running
+from simworker import wait_for as _wait_for
+
+from ebind.errors import StaleRevision
+from ebind.worker.hook import StepUnproven
+from ebind.workflow import DAG, DAGStatus, StepStatus, control
+from ebind.workflow.local import LocalDispatches
+from ebind.workflow.snapshot import Snapshot
+from ebind.workflow.store_mem import MemStore
+from ebind.workflow.types import DAGMeta, StepRecord
+
+
+class GateStore(MemStore):
+    """Holds dispatch CASes (pending to running, attempt 0) while ``gate`` is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        gate = self.gate
+        if gate is not None and rec.status is StepStatus.RUNNING and rec.attempt == 0:
+            await gate.wait()
+        return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+
+class Reads:
+    """Counts the step-start reads of a hook."""
+
+    def __init__(self, hook: Any) -> None:
+        self.n = 0
+        inner = hook._read_start
+
+        async def counted(env: Any) -> Any:
+            self.n += 1
+            return await inner(env)
+
+        hook._read_start = counted
+
+
+def _live(env: object, attempt: int = 1) -> object:
+    return msgspec.structs.replace(env, attempt=attempt, worker_id="w1")  # type: ignore[type-var]
+
+
+async def test_the_first_delivery_of_a_local_dispatch_starts_without_a_read() -> None:
+    store = GateStore()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l1")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "inc", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("l1") is DAGStatus.DONE
+    assert reads.n == 0  # every step was dispatched here and delivered at once
+    recs = {r.step_id: r for r, _ in await store.list_steps("l1")}
+    assert all(r.status is StepStatus.DONE and r.worker_id == "w1" for r in recs.values())
+    assert msgspec.json.decode(await store.get_result("l1", "c", recs["c"].run_id)) == 4
+    assert len(wf.local) == 0  # each note was used up by its delivery
+    await bus.close()
+
+
+async def test_an_altered_message_with_the_dispatch_generation_is_read_and_refused() -> None:
+    store = GateStore()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l2")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    (env,) = w.take_new()
+    forged = msgspec.structs.replace(_live(env), payload=msgspec.Raw(b"[41]"))
+    with pytest.raises(StepUnproven, match="differs from the envelope dispatched"):
+        await w.hook.on_step_started(forged)
+    assert reads.n == 1
+    # The note was used up by the forged delivery: the real one is proven by the read.
+    assert await w.hook.on_step_started(_live(env))
+    assert reads.n == 2
+    await bus.close()
+
+
+async def test_a_redelivery_reads_the_record() -> None:
+    store = GateStore()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l3")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    (env,) = w.take_new()
+    assert await w.hook.on_step_started(_live(env))
+    assert reads.n == 0
+    await w.finish(_live(env))  # done
+    # The same message again (a redelivery, or a copy on attempt 1): read, and dropped.
+    assert not await w.hook.on_step_started(_live(env, attempt=2))
+    assert not await w.hook.on_step_started(_live(env))
+    assert reads.n == 2
+    assert w.executions == {"l3:a": 1}
+    await bus.close()
+
+
+async def test_a_delivery_after_the_window_reads_and_sees_a_cancel() -> None:
+    store = GateStore()
+    wf, _, bus, enq = make_wf(store=store)
+    wf.local.window = 0.02
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l4")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    await wf.cancel("l4")
+    await asyncio.sleep(0.05)
+    (env,) = w.take_new()
+    assert not await w.hook.on_step_started(_live(env))
+    assert reads.n == 1
+    assert (await store.get_step("l4", "a"))[0].status is StepStatus.CANCELED
+    await bus.close()
+
+
+async def test_a_cancel_within_the_window_finds_the_step_already_started() -> None:
+    # Within the window the delivery is treated as if it had read the record before the
+    # cancel landed: the step runs, as a started step does ("running ones may finish").
+    store = GateStore()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l5")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    await wf.cancel("l5")
+    (env,) = w.take_new()
+    assert await w.hook.on_step_started(_live(env))
+    assert reads.n == 0
+    await bus.close()
+
+
+async def test_a_dispatch_whose_cas_lost_is_not_proven_locally() -> None:
+    class PauseFirst(GateStore):
+        armed = True
+
+        async def put_step(
+            self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int
+        ) -> int:
+            if self.armed and rec.status is StepStatus.RUNNING and rec.attempt == 0:
+                self.armed = False
+                await control.pause(self, dag_id)  # fences the record: the CAS loses
+            return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+    store = PauseFirst()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l6")
+    dag.step("a", "inc", 1)
+    with contextlib.suppress(StaleRevision):
+        await dag.submit(wf)
+    (env,) = w.take_new()
+    assert not await w.hook.on_step_started(_live(env))  # stale: dropped, nothing runs
+    assert reads.n == 1
+    rec, _ = await store.get_step("l6", "a")
+    assert rec.status is StepStatus.PENDING and rec.held
+    await bus.close()
+
+
+async def test_a_message_ahead_of_its_dispatch_cas_waits_for_it_then_runs() -> None:
+    store = GateStore()
+    store.gate = asyncio.Event()
+    wf, _, bus, enq = make_wf(store=store)
+    wf.local.window = 5.0
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l7")
+    dag.step("a", "inc", 1)
+    submit = asyncio.create_task(dag.submit(wf))
+    await _wait_for(lambda: enq.envelopes)
+    (env,) = w.take_new()
+    start = asyncio.create_task(w.hook.on_step_started(_live(env)))
+    await asyncio.sleep(0.02)
+    assert not start.done()  # the CAS is not acknowledged yet
+    store.gate.set()
+    assert await start
+    await submit
+    assert reads.n == 0
+    await bus.close()
+
+
+async def test_a_cas_that_never_lands_within_the_window_falls_back_to_the_read() -> None:
+    store = GateStore()
+    store.gate = asyncio.Event()
+    wf, _, bus, enq = make_wf(store=store, start_write_delay=0)
+    wf.local.window = 0.02
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    reads = Reads(w.hook)
+    dag = DAG(id="l8")
+    dag.step("a", "inc", 1)
+    async with running(wf):
+        submit = asyncio.create_task(dag.submit(wf))
+        await _wait_for(lambda: enq.envelopes)
+        (env,) = w.take_new()
+        with pytest.raises(StaleRevision):  # read: the dispatch does not show; nak'd
+            await w.hook.on_step_started(_live(env))
+        assert reads.n >= 1
+        store.gate.set()
+        await submit
+    await bus.close()
+
+
+async def test_notes_expire_and_are_bounded() -> None:
+    local = LocalDispatches(window=10.0, limit=3)
+    for i in range(5):
+        local.expect("d", f"s{i}", i, "x")
+    assert len(local) == 3
+    assert await local.proof("d", "s0", 0, "x") is None  # dropped for the limit
+    e = local.expect("d", "s9", 9, "x")
+    LocalDispatches.settle(e, None)  # the CAS failed
+    assert await local.proof("d", "s9", 9, "x") is None
+    stale = LocalDispatches(window=0.0)
+    e = stale.expect("d", "a", 1, "x")
+    LocalDispatches.settle(
+        e, (StepRecord(dag_id="d", step_id="a", fn_name="f", status=StepStatus.RUNNING), 2)
+    )
+    assert await stale.proof("d", "a", 1, "x") is None
+
+
+class ReadLog(MemStore):
+    """Records the step ids of every batched read and counts meta reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batched: list[list[str]] = []
+        self.metas = 0
+
+    async def read_dag(
+        self,
+        dag_id: str,
+        step_ids: Sequence[str],
+        result_ids: Sequence[str] = (),
+        run_id: str = "",
+    ) -> Snapshot:
+        self.batched.append([*step_ids, *(f"result:{r}" for r in result_ids)])
+        return await super().read_dag(dag_id, step_ids, result_ids, run_id)
+
+    async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
+        self.metas += 1
+        return await super().get_meta(dag_id)
+
+
+async def test_a_pass_on_a_step_finished_here_reads_only_the_meta() -> None:
+    store = ReadLog()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="f1")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "inc", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("f1") is DAGStatus.DONE
+    # No step record or result was read back: the worker's starts used the dispatches'
+    # notes, the passes the completions' notes (the first pass lists the DAG once).
+    assert store.batched == [], store.batched
+    recs = {r.step_id: r for r, _ in await store.list_steps("f1")}
+    assert msgspec.json.decode(await store.get_result("f1", "c", recs["c"].run_id)) == 4
+    await bus.close()
+
+
+async def test_a_failed_step_is_read_back_by_the_pass() -> None:
+    # retry can put a failed step back to pending, so the pass must see the store.
+    def boom(_ctx: object, x: int) -> int:
+        raise RuntimeError("no")
+
+    store = ReadLog()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1, "boom": boom})
+    dag = DAG(id="f2")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "boom", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("f2") is DAGStatus.FAILED
+    assert ["b"] in store.batched
+    recs = {r.step_id: r.status for r, _ in await store.list_steps("f2")}
+    assert recs == {"a": StepStatus.DONE, "b": StepStatus.FAILED, "c": StepStatus.SKIPPED}
+    await bus.close()
+
+
+async def test_a_result_kept_from_an_earlier_owner_is_read_not_the_one_computed_here() -> None:
+    class Keep(MemStore):
+        async def put_result(
+            self, dag_id: str, step_id: str, data: bytes, run_id: str = ""
+        ) -> None:
+            if step_id == "a":  # an earlier owner stored another value first
+                with contextlib.suppress(StaleRevision):
+                    await super().put_result(dag_id, step_id, b"41", run_id)
+            await super().put_result(dag_id, step_id, data, run_id)
+
+    store = Keep()
+    wf, _, bus, enq = make_wf(store=store)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="f3")
+    a = dag.step("a", "inc", 1)
+    dag.step("b", "inc", a.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("f3") is DAGStatus.DONE
+    recs = {r.step_id: r for r, _ in await store.list_steps("f3")}
+    assert msgspec.json.decode(await store.get_result("f3", "b", recs["b"].run_id)) == 42
+    await bus.close()
+
+
+def test_finished_notes_match_the_attempt_and_expire() -> None:
+    rec = StepRecord(dag_id="d", step_id="a", fn_name="f", status=StepStatus.DONE, attempt=2)
+    local = LocalDispatches(window=10.0, limit=2)
+    local.finished(rec, 7, b"1")
+    assert local.take_finished("d", "a", 1) is None  # another attempt; used up
+    assert local.take_finished("d", "a", 2) is None
+    local.finished(rec, 7, b"1")
+    assert local.take_finished("d", "a", 2) == (rec, 7, b"1")
+    for sid in ("x", "y", "z"):
+        local.finished(msgspec.structs.replace(rec, step_id=sid), 1, b"1")
+    assert local.take_finished("d", "x", 2) is None  # dropped for the limit
+    stale = LocalDispatches(window=0.0)
+    stale.finished(rec, 7, b"1")
+    assert stale.take_finished("d", "a", 2) is None
