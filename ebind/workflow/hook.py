@@ -69,6 +69,8 @@ _CAS_ATTEMPTS = 5
 # leader: a JetStream leader election takes seconds.
 _TRANSIENT_ATTEMPTS = 12
 _NULL = b"null"
+_RESULT_STORE = "result_store"
+"""Error kind of a step whose handler succeeded but whose result could not be stored."""
 
 
 def _now() -> datetime:
@@ -319,7 +321,7 @@ class StepHook:
                 continue  # a replica behind, or the dispatch's CAS in flight: read again
             if got is None or verdict is not StepVerdict.RUN:
                 await self._decline(env, verdict, got)
-                _raise_if_failed_here(got, gen)
+                _raise_if_failed_here(got, gen, env.attempt)
                 return False
             if await self._begin(env, *got):
                 return True
@@ -623,7 +625,7 @@ class StepHook:
         failed = msgspec.structs.replace(
             rec,
             status=StepStatus.FAILED,
-            error_kind="result_store",
+            error_kind=_RESULT_STORE,
             error_message=truncate_error(f"result not stored: {exc}", self._max_err),
         )
         await self._store.put_step(rec.dag_id, rec.step_id, failed, rev)
@@ -645,12 +647,23 @@ class StepHook:
             await self._bus.publish(*_completed(rec))
 
 
-def _raise_if_failed_here(got: tuple[StepRecord, int] | None, gen: int) -> None:
-    """Raise StepFailedEarlier if the record says this dispatch failed the step."""
+def _raise_if_failed_here(got: tuple[StepRecord, int] | None, gen: int, attempt: int) -> None:
+    """Raise StepFailedEarlier if the record says an earlier delivery of this message failed it.
+
+    Only a later delivery of the message whose handler failed the step owes its dead letter:
+    its delivery count is past the attempt on record. Another message of the same dispatch
+    (a re-send by the sweep, a copy from a producer) starts again at delivery 1, and a step
+    failed because its result could not be stored was acked, not dead-lettered.
+    """
     if got is None:
         return
     rec = got[0]
-    if rec.status is StepStatus.FAILED and rec.generation == gen:
+    if (
+        rec.status is StepStatus.FAILED
+        and rec.generation == gen
+        and 0 < rec.attempt < attempt
+        and rec.error_kind != _RESULT_STORE
+    ):
         error = TaskError(kind=rec.error_kind or "failed", message=rec.error_message)
         raise StepFailedEarlier(error, rec.attempt)
 

@@ -156,3 +156,34 @@ async def test_a_redelivery_of_a_step_done_is_only_declined() -> None:
     assert await hook.on_step_started(env)
     await hook.on_step_done(env, b'"x"')
     assert not await hook.on_step_started(msgspec.structs.replace(env, attempt=2))
+
+
+async def test_a_copy_of_the_failing_dispatch_is_declined_without_a_dead_letter() -> None:
+    # A second message of the same dispatch (a sweep probe's re-send, or a byte-for-byte
+    # copy from a producer) is not the delivery that failed the step: the dead letter was
+    # that delivery's to store, and another entry would duplicate it.
+    store = MemStore()
+    wf, _, env = await _one_step(store, start_write_delay=0)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    await hook.on_step_failed(env, TaskError(kind="error", message="boom"))
+    copy = msgspec.structs.replace(env, worker_id="w2")  # a new message: delivery 1
+    assert not await hook.on_step_started(copy)
+
+
+class ResultRefusingStore(MemStore):
+    async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:
+        raise ValueError("value too large")
+
+
+async def test_a_redelivery_after_a_result_store_failure_stores_no_dead_letter() -> None:
+    # The delivery finished the handler and acked; the step failed because its result could
+    # not be stored. No dead letter was due then, and a redelivery (a lost ack) adds none.
+    store = ResultRefusingStore()
+    wf, _, env = await _one_step(store)
+    hook = wf.hook()
+    assert await hook.on_step_started(env)
+    await hook.on_step_done(env, b'"x"')
+    rec, _ = await store.get_step("d", "a")
+    assert (rec.status, rec.error_kind) == (StepStatus.FAILED, "result_store")
+    assert not await hook.on_step_started(msgspec.structs.replace(env, attempt=2))
