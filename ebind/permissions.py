@@ -214,6 +214,8 @@ def worker(*, inbox_prefix: str) -> Permissions:
             # past 1024 revoked ids the listing reads through a short-lived consumer
             f"{_API}.CONSUMER.CREATE.KV_{KV_LEASES}",
             f"{_API}.CONSUMER.INFO.KV_{KV_LEASES}.*",
+            f"{_API}.CONSUMER.MSG.NEXT.KV_{KV_LEASES}.*",
+            f"{_API}.CONSUMER.DELETE.KV_{KV_LEASES}.*",
             # a message out of deliveries is read by sequence, dead-lettered and removed;
             # the expirer does the same with tasks past their horizon
             f"{_API}.STREAM.MSG.GET.{TASKS_STREAM}",

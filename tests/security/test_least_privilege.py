@@ -499,3 +499,25 @@ def test_the_operator_provisions_and_a_producer_purge_is_one_error_line(
     assert refused.stderr.startswith(
         "Error: permission denied: this NATS user may not purge stream EBIND_DLQ"
     ), refused.stderr
+
+
+async def test_a_worker_lists_more_than_a_batch_of_revocations(secured_node: Node) -> None:
+    # Past the server's 1024 subjects per batched read the listing falls back to a
+    # short-lived consumer, which the worker's permissions must let it read and remove.
+    from ebind.worker.revoked import _ALWAYS_READ, Revocations
+
+    await provision(secured_node)
+    ids = [f"rv{i}" for i in range(1030)]
+    async with app_for(secured_node, "operator") as ops:
+        await asyncio.gather(*(ops.js.publish(f"$KV.{KV_LEASES}.revoked.{i}", b"{}") for i in ids))
+    before = len(violations(secured_node))
+    app = app_for(secured_node, "worker")
+    await app.connect()
+    try:
+        revs = Revocations(app.nc)
+        await asyncio.wait_for(revs.load(app.js), 20)
+        assert revs._since_ns != _ALWAYS_READ
+        assert set(ids) <= revs._ids
+    finally:
+        await app.close()
+    assert violations(secured_node)[before:] == []
