@@ -11,6 +11,7 @@ pull consumer filtered the same way, deleted as soon as it has been read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -51,10 +52,35 @@ class _Page:
         if self.done.done():
             return
         headers: dict[str, str] = msg.headers or {}
-        if "Status" in headers:
+        # A stored record can carry any headers, a ``Status`` one too; the server adds
+        # ``Nats-Stream`` to every record it returns and to none of its status replies.
+        if "Status" in headers and "Nats-Stream" not in headers:
             self.done.set_result((self.msgs, headers))
         else:
             self.msgs.append(msg)
+
+
+class _Pull:
+    """The messages one pull request delivers: until the batch, the last one, or a status."""
+
+    __slots__ = ("batch", "done", "msgs")
+
+    def __init__(self, done: asyncio.Future[None], batch: int) -> None:
+        self.done = done
+        self.batch = batch
+        self.msgs: list[Any] = []
+
+    def add(self, msg: Any) -> None:
+        if self.done.done():
+            return
+        # Only the server's deliveries have an ack subject; its status replies (no messages,
+        # request expired) have none, whatever headers a stored record carries.
+        if not (msg.reply or "").startswith("$JS.ACK."):
+            self.done.set_result(None)
+            return
+        self.msgs.append(msg)
+        if len(self.msgs) >= self.batch or int(msg.metadata.num_pending) == 0:
+            self.done.set_result(None)
 
 
 class _FallbackError(Exception):
@@ -90,7 +116,7 @@ class DirectReader:
         self._timeout = timeout
         self._prefix = ""
         self._sub: Any = None
-        self._pages: dict[str, _Page] = {}
+        self._pages: dict[str, _Page | _Pull] = {}
         self._ids = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -185,23 +211,47 @@ class DirectReader:
             remaining = int(info.num_pending)
             if remaining == 0:
                 return out
-            psub = await self._js.pull_subscribe_bind(consumer=info.name, stream=self._stream)
+            # Deliveries keep their own subjects, so they get an inbox of their own; a raw
+            # pull request, since nats-py's fetch takes a stored record's ``Status`` header
+            # for the server's and fails (or ends) the read on it.
+            current: list[_Pull] = []
+
+            async def route(msg: Any) -> None:
+                if current:
+                    current[0].add(msg)
+
+            inbox = self._nc.new_inbox()
+            sub = await self._nc.subscribe(inbox, cb=route)
             try:
                 while remaining > 0:
-                    msgs = await psub.fetch(min(remaining, 1024), timeout=self._timeout)
-                    for msg in msgs:
+                    pull = _Pull(asyncio.get_running_loop().create_future(), min(remaining, 1024))
+                    current[:] = [pull]
+                    for msg in await self._pull(info.name, pull, inbox):
                         meta = msg.metadata
                         remaining = int(meta.num_pending)
                         if not is_tombstone(msg.headers):
                             out.append(KVMessage(msg.subject, int(meta.sequence.stream), msg.data))
             finally:
-                await psub.unsubscribe()
+                await sub.unsubscribe()
         finally:
             try:
                 await self._js.delete_consumer(self._stream, info.name)
             except Exception as exc:  # the inactive threshold removes it anyway
                 _log.warning("kv.consumer_delete_failed", consumer=info.name, error=str(exc))
         return out
+
+    async def _pull(self, consumer: str, pull: _Pull, inbox: str) -> list[Any]:
+        expires = int(self._timeout * 1e9)
+        await self._nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer}",
+            json.dumps({"batch": pull.batch, "expires": expires}).encode(),
+            reply=inbox,
+        )
+        with contextlib.suppress(TimeoutError):  # a batch cut short: what came is kept
+            await asyncio.wait_for(pull.done, self._timeout + 1.0)
+        if not pull.msgs:
+            raise TimeoutError(f"no messages from consumer {consumer} of {self._stream}")
+        return pull.msgs
 
 
 async def list_last(js: Any, stream: str, filter_subject: str) -> list[KVMessage]:

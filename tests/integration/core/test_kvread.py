@@ -1,0 +1,84 @@
+"""list_last: the newest live record of every key under a filter, whatever the records hold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+
+from ebind.workflow._kvread import MULTI_LAST_LIMIT, list_last
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[Any]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.add_stream(
+        StreamConfig(
+            name="KV_b",
+            subjects=["$KV.b.>"],
+            allow_direct=True,
+            max_msgs_per_subject=1,
+            allow_rollup_hdrs=True,
+            allow_msg_ttl=True,
+            subject_delete_marker_ttl=60,
+        )
+    )
+    try:
+        yield js
+    finally:
+        await nc.close()
+
+
+def _keys(found: list[Any]) -> list[str]:
+    return sorted(m.subject.removeprefix("$KV.b.") for m in found)
+
+
+async def test_deleted_purged_and_expired_keys_are_left_out(js: Any) -> None:
+    kv = await js.key_value("b")
+    await kv.put("a.live", b"1")
+    await kv.put("a.deleted", b"2")
+    await kv.delete("a.deleted")
+    await kv.put("a.purged", b"3")
+    await kv.purge("a.purged")
+    await js.publish("$KV.b.a.expiring", b"4", headers={"Nats-TTL": "1s"})
+    await kv.put("other", b"5")
+    assert _keys(await list_last(js, "KV_b", "$KV.b.a.>")) == ["a.expiring", "a.live"]
+    await asyncio.sleep(2.5)  # the server's TTL marker replaces the expired record
+    assert _keys(await list_last(js, "KV_b", "$KV.b.a.>")) == ["a.live"]
+
+
+async def test_a_missing_bucket_raises_not_found(js: Any) -> None:
+    with pytest.raises(NotFoundError):
+        await list_last(js, "KV_missing", "$KV.missing.>")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Status": "204", "Nats-UpTo-Sequence": "1"},
+        {"Status": "204", "Description": "EOB"},
+        {"Status": "404"},
+        {"Status": "413", "Description": "Too Many Results"},
+    ],
+)
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_record_with_status_headers_neither_ends_nor_breaks_the_listing(
+    js: Any, headers: dict[str, str], many: bool
+) -> None:
+    # Whoever may write one key can store any headers with it: the listing must still
+    # return every key (past the batch limit too, where it reads through a consumer).
+    count = MULTI_LAST_LIMIT + 5 if many else 6
+    names = [f"a.k{i:05d}" for i in range(count)]
+    await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[:3]))
+    await js.publish("$KV.b.a.hostile", b"h", headers=headers)
+    await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[3:]))
+    got = await asyncio.wait_for(list_last(js, "KV_b", "$KV.b.a.>"), 20)
+    assert _keys(got) == sorted([*names, "a.hostile"])
