@@ -188,7 +188,7 @@ class Requests:
         """
         msg = await self.request(f"$JS.API.DIRECT.GET.{stream}.{subject}")
         headers = msg.headers
-        status = headers.get(_STATUS) if headers else None
+        status = _status(headers)
         if status is None:
             return msg
         if status == _NOT_FOUND:
@@ -254,7 +254,7 @@ class _Batch:
         if self.done.done():
             return
         headers = msg.headers
-        status = headers.get(_STATUS) if headers else None
+        status = _status(headers)
         if status is None:
             self.msgs.append(msg)
         elif status in (_END_OF_BATCH, _NOT_FOUND):  # 404: none of the subjects has one
@@ -268,6 +268,17 @@ class _Batch:
 
             description = headers.get(_DESCRIPTION, "") if headers else ""
             self.done.set_exception(APIError(code=int(status), description=description))
+
+
+def _status(headers: dict[str, str] | None) -> str | None:
+    """The server's status of a direct-get reply; None for a stored message.
+
+    A stored message can carry any headers, a ``Status`` one too; the server adds
+    ``Nats-Stream`` to every message it returns and to none of its status replies.
+    """
+    if not headers or "Nats-Stream" in headers:
+        return None
+    return headers.get(_STATUS)
 
 
 def _expire(fut: asyncio.Future[Any], subject: str) -> None:

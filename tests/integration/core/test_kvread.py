@@ -82,3 +82,19 @@ async def test_a_record_with_status_headers_neither_ends_nor_breaks_the_listing(
     await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[3:]))
     got = await asyncio.wait_for(list_last(js, "KV_b", "$KV.b.a.>"), 20)
     assert _keys(got) == sorted([*names, "a.hostile"])
+
+
+async def test_batched_and_single_direct_gets_return_a_record_with_a_status_header(
+    js: Any,
+) -> None:
+    from ebind._jsreq import requests_for
+
+    await js.publish("$KV.b.a.first", b"1")
+    await js.publish("$KV.b.a.hostile", b"h", headers={"Status": "204", "Description": "EOB"})
+    await js.publish("$KV.b.a.last", b"2")
+    fast = requests_for(js._nc)
+    subjects = ["$KV.b.a.first", "$KV.b.a.hostile", "$KV.b.a.last"]
+    got = await fast.get_batch("KV_b", subjects)
+    assert [m.headers["Nats-Subject"] for m in got] == subjects
+    one = await fast.get_last("KV_b", "$KV.b.a.hostile")
+    assert one is not None and one.data == b"h"
