@@ -123,29 +123,28 @@ def log_middleware(next_handler: Handler) -> Handler:
     """
 
     async def logged(ctx: Context, env: TaskEnvelope) -> bytes:
-        start = time.perf_counter()
-        ctx.extras[LOG_CLAIMED] = True
-
-        def emit(outcome: str, error: TaskError | None) -> None:
-            emit_attempt_line(ctx, outcome, error, (time.perf_counter() - start) * 1000.0)
-
-        add_outcome_listener(ctx, emit)
+        _log_outcome(ctx)
         return await next_handler(ctx, env)
 
     return logged
+
+
+def _log_outcome(ctx: Context) -> None:
+    """Claim the attempt's log line and emit it, with its duration, once the outcome is known."""
+    start = time.perf_counter()
+    ctx.extras[LOG_CLAIMED] = True
+
+    def emit(outcome: str, error: TaskError | None) -> None:
+        emit_attempt_line(ctx, outcome, error, (time.perf_counter() - start) * 1000.0)
+
+    add_outcome_listener(ctx, emit)
 
 
 def _log_and_recover(base: Handler) -> Handler:
     """``log_middleware(recover_middleware(base))`` in one coroutine."""
 
     async def logged_recovering(ctx: Context, env: TaskEnvelope) -> bytes:
-        start = time.perf_counter()
-        ctx.extras[LOG_CLAIMED] = True
-
-        def emit(outcome: str, error: TaskError | None) -> None:
-            emit_attempt_line(ctx, outcome, error, (time.perf_counter() - start) * 1000.0)
-
-        add_outcome_listener(ctx, emit)
+        _log_outcome(ctx)
         try:
             return await base(ctx, env)
         except AttemptError:

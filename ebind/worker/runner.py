@@ -633,16 +633,7 @@ class AttemptRunner:
             self._outcome(ctx, "skipped", None)
             await msg.ack()
             return
-        entry = DLQEntry(
-            error=error,
-            final_attempt=env.attempt,
-            dead_lettered_at=_now(),
-            task=env,
-            subject=msg.subject,
-        )
-        if not await self._publish_dlq(env.name, entry, ctx, outcome_msg_id(msg, "dlq")):
-            await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
-            self._outcome(ctx, "failed", error)
+        if not await self._store_dead_letter(msg, env, ctx, policy, error, env.attempt):
             return
         crashpoint("worker.after_dlq")
         self._outcome(ctx, "dead_lettered", error)
@@ -730,19 +721,38 @@ class AttemptRunner:
         The earlier delivery stopped between the failed record and its dead letter. The
         message id is the one that delivery used, so an entry it did store is kept once.
         """
+        final_attempt = failed.attempt or env.attempt
+        if not await self._store_dead_letter(msg, env, ctx, policy, failed.error, final_attempt):
+            return
+        self._outcome(ctx, "dead_lettered", failed.error)
+        await msg.term()
+
+    async def _store_dead_letter(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        policy: RetryPolicy,
+        error: TaskError,
+        final_attempt: int,
+    ) -> bool:
+        """Store the task's dead letter under its message's id; False once it was nak'd instead.
+
+        Every delivery of one message uses the same id, so a redelivery that stores it
+        again after an earlier delivery did leaves one entry.
+        """
         entry = DLQEntry(
-            error=failed.error,
-            final_attempt=failed.attempt or env.attempt,
+            error=error,
+            final_attempt=final_attempt,
             dead_lettered_at=_now(),
             task=env,
             subject=msg.subject,
         )
-        if not await self._publish_dlq(env.name, entry, ctx, outcome_msg_id(msg, "dlq")):
-            await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
-            self._outcome(ctx, "failed", failed.error)
-            return
-        self._outcome(ctx, "dead_lettered", failed.error)
-        await msg.term()
+        if await self._publish_dlq(env.name, entry, ctx, outcome_msg_id(msg, "dlq")):
+            return True
+        await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+        self._outcome(ctx, "failed", error)
+        return False
 
     async def _hook_failed(
         self,
