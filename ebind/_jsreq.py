@@ -27,6 +27,7 @@ __all__ = [
     "Requests",
     "ack_error",
     "decode_ack",
+    "reply_status",
     "requests_for",
 ]
 
@@ -188,7 +189,7 @@ class Requests:
         """
         msg = await self.request(f"$JS.API.DIRECT.GET.{stream}.{subject}")
         headers = msg.headers
-        status = _status(headers)
+        status = reply_status(headers)
         if status is None:
             return msg
         if status == _NOT_FOUND:
@@ -254,7 +255,7 @@ class _Batch:
         if self.done.done():
             return
         headers = msg.headers
-        status = _status(headers)
+        status = reply_status(headers)
         if status is None:
             self.msgs.append(msg)
         elif status in (_END_OF_BATCH, _NOT_FOUND):  # 404: none of the subjects has one
@@ -270,13 +271,20 @@ class _Batch:
             self.done.set_exception(APIError(code=int(status), description=description))
 
 
-def _status(headers: dict[str, str] | None) -> str | None:
+# What the server appends to the header block of every stored message a direct get returns,
+# and puts in none of its status replies.
+_STORED = ("Nats-Stream", "Nats-Subject", "Nats-Sequence")
+
+
+def reply_status(headers: dict[str, str] | None) -> str | None:
     """The server's status of a direct-get reply; None for a stored message.
 
-    A stored message can carry any headers, a ``Status`` one too; the server adds
-    ``Nats-Stream`` to every message it returns and to none of its status replies.
+    A stored message can carry any headers, a ``Status`` one too. The server appends
+    ``Nats-Stream``, ``Nats-Subject`` and ``Nats-Sequence`` to every message it returns,
+    each to the block as stored: a stored block whose last line is not terminated swallows
+    the first of them (and can even start with an inline status), never the later two.
     """
-    if not headers or "Nats-Stream" in headers:
+    if not headers or any(name in headers for name in _STORED):
         return None
     return headers.get(_STATUS)
 

@@ -392,7 +392,9 @@ class Puller:
             self._retire_head()
 
     def _deliver(self, msg: Any) -> None:
-        if not msg.data:
+        # The server's status replies are empty, carry a Status header and have no reply
+        # subject; a stored message can have the first two, every delivery has an ack subject.
+        if not msg.data and not msg.reply:
             headers = msg.headers
             if headers and _STATUS in headers:
                 self._on_status(headers)

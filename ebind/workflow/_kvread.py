@@ -19,6 +19,7 @@ from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from ebind._jsreq import reply_status
 from ebind.logging import get_logger
 
 __all__ = ["DirectReader", "KVMessage", "is_tombstone", "list_last"]
@@ -52,9 +53,8 @@ class _Page:
         if self.done.done():
             return
         headers: dict[str, str] = msg.headers or {}
-        # A stored record can carry any headers, a ``Status`` one too; the server adds
-        # ``Nats-Stream`` to every record it returns and to none of its status replies.
-        if "Status" in headers and "Nats-Stream" not in headers:
+        # A stored record can carry any headers, a ``Status`` one too (see reply_status).
+        if reply_status(headers) is not None:
             self.done.set_result((self.msgs, headers))
         else:
             self.msgs.append(msg)

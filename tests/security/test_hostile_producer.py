@@ -268,3 +268,31 @@ async def test_an_invalid_step_message_never_reaches_the_step_hook(app: App, att
         await _still_serves(app, echo)
     assert (entry.error.kind, entry.final_attempt) == ("invalid", 1)
     assert hook.calls == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Status": "409", "Description": "Consumer Deleted"},
+        {"Status": "409", "Description": "Leadership Change"},
+        {"Status": "503"},
+        {"Status": "408", "Description": "Request Timeout"},
+    ],
+    ids=["consumer-deleted", "leadership", "no-responders", "request-timeout"],
+)
+async def test_an_empty_task_message_with_a_status_header_is_dead_lettered(
+    app: App, attacker: Any, headers: dict[str, str]
+) -> None:
+    # The server's status replies to a pull request are empty and carry a Status header;
+    # a stored message can look the same, but only the server's deliveries have an ack
+    # subject. Taken for a status it was never settled, and came back until max_deliver.
+    echo = _register(app)
+    async with running(app):
+        await attacker.publish("TASKS.sec.echo", b"", headers=headers)
+        entry = await _dead_letter(app, "sec.echo", b"")
+        await _still_serves(app, echo)
+    assert (entry.error.kind, entry.final_attempt, entry.subject) == (
+        "decode",
+        1,
+        "TASKS.sec.echo",
+    )

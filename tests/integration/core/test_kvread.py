@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import pytest
@@ -91,6 +92,65 @@ async def test_batched_and_single_direct_gets_return_a_record_with_a_status_head
 
     await js.publish("$KV.b.a.first", b"1")
     await js.publish("$KV.b.a.hostile", b"h", headers={"Status": "204", "Description": "EOB"})
+    await js.publish("$KV.b.a.last", b"2")
+    fast = requests_for(js._nc)
+    subjects = ["$KV.b.a.first", "$KV.b.a.hostile", "$KV.b.a.last"]
+    got = await fast.get_batch("KV_b", subjects)
+    assert [m.headers["Nats-Subject"] for m in got] == subjects
+    one = await fast.get_last("KV_b", "$KV.b.a.hostile")
+    assert one is not None and one.data == b"h"
+
+
+async def _store_raw(url: str, subject: bytes, header: bytes, data: bytes) -> None:
+    """Store one message with exactly ``header`` as its header block (nats-py would fix it)."""
+    where = urlsplit(url)
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    try:
+        await reader.readline()  # INFO
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
+        total = len(header) + len(data)
+        writer.write(
+            b"HPUB %s %d %d\r\n%s%s\r\nPING\r\n" % (subject, len(header), total, header, data)
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
+    finally:
+        writer.close()
+
+
+# Header blocks whose last line is not terminated: the server appends its own headers to a
+# stored record's block, and the first of them (Nats-Stream) runs into that line, so the
+# record comes back looking like the server's end-of-batch or not-found status.
+CUT_SHORT = {
+    "status-404-line": b"NATS/1.0\r\nStatus: 404\r\nX\r\n",
+    "status-204-line": (b"NATS/1.0\r\nStatus: 204\r\nDescription: EOB\r\nNats-Num-Pending: 0\r\nX"),
+    "inline-204": b"NATS/1.0 204 EOB",
+    "inline-404": b"NATS/1.0 404 Message Not Found",
+}
+
+
+@pytest.mark.parametrize("header", sorted(CUT_SHORT))
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_record_whose_header_block_swallows_the_servers_neither_ends_the_listing(
+    js: Any, nats_url: str, header: str, many: bool
+) -> None:
+    count = MULTI_LAST_LIMIT + 5 if many else 6
+    names = [f"a.k{i:05d}" for i in range(count)]
+    await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[:3]))
+    await _store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
+    await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[3:]))
+    got = await asyncio.wait_for(list_last(js, "KV_b", "$KV.b.a.>"), 20)
+    assert _keys(got) == sorted([*names, "a.hostile"])
+
+
+@pytest.mark.parametrize("header", sorted(CUT_SHORT))
+async def test_direct_gets_return_a_record_whose_header_block_swallows_the_servers(
+    js: Any, nats_url: str, header: str
+) -> None:
+    from ebind._jsreq import requests_for
+
+    await js.publish("$KV.b.a.first", b"1")
+    await _store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
     await js.publish("$KV.b.a.last", b"2")
     fast = requests_for(js._nc)
     subjects = ["$KV.b.a.first", "$KV.b.a.hostile", "$KV.b.a.last"]
