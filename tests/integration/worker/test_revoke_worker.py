@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from worker_helpers import dlq_entries, running, tasks_empty, wait_for
@@ -200,3 +201,44 @@ async def test_a_revocation_seen_by_one_worker_holds_for_the_next(app: App) -> N
 def _known(worker: Any) -> frozenset[str]:
     revocations = worker._runner.revocations
     return frozenset() if revocations is None else revocations.ids
+
+
+async def _store_raw(url: str, subject: bytes, header: bytes, data: bytes) -> None:
+    """Store one message with exactly ``header`` as its header block, as a raw client can."""
+    where = urlsplit(url)
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    try:
+        await reader.readline()  # INFO
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
+        size = len(header) + len(data)
+        writer.write(
+            b"HPUB %s %d %d\r\n%s%s\r\nPING\r\n" % (subject, len(header), size, header, data)
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
+    finally:
+        writer.close()
+
+
+async def test_a_revocation_record_posing_as_end_of_listing_hides_no_later_revocation(
+    app: App, nats_url: str
+) -> None:
+    # Whoever may revoke can store any header block with a revocation. One whose last line
+    # is left open swallows the header the server adds first when it returns the record,
+    # and reads as the server's "not found": a starting worker's listing of revocations
+    # must not end there, or a countdown task revoked after it fires and runs.
+    ran: list[int] = []
+
+    @app.task(name="rv.hidden")
+    async def later(x: int) -> int:
+        ran.append(x)
+        return x
+
+    hostile = f"$KV.{KV_LEASES}.{revoke_key('posing-as-a-status')}".encode()
+    await _store_raw(nats_url, hostile, b"NATS/1.0\r\nStatus: 404\r\nX\r\n", b"{}")
+    fut = await later.apply_async((1,), countdown=2.0)
+    await app.revoke(fut.id)
+    async with running(app):
+        await _revoked(fut)
+        await _one_dead_letter(app, "rv.hidden", fut.id)
+    assert ran == []
