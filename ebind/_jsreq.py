@@ -271,11 +271,6 @@ class _Batch:
             self.done.set_exception(APIError(code=int(status), description=description))
 
 
-# What the server appends to the header block of every stored message a direct get returns,
-# and puts in none of its status replies.
-_STORED = ("Nats-Stream", "Nats-Subject", "Nats-Sequence")
-
-
 def reply_status(headers: dict[str, str] | None) -> str | None:
     """The server's status of a direct-get reply; None for a stored message.
 
@@ -284,7 +279,12 @@ def reply_status(headers: dict[str, str] | None) -> str | None:
     each to the block as stored: a stored block whose last line is not terminated swallows
     the first of them (and can even start with an inline status), never the later two.
     """
-    if not headers or any(name in headers for name in _STORED):
+    if (
+        not headers
+        or "Nats-Stream" in headers
+        or "Nats-Sequence" in headers
+        or "Nats-Subject" in headers
+    ):
         return None
     return headers.get(_STATUS)
 
