@@ -296,3 +296,26 @@ async def test_an_empty_task_message_with_a_status_header_is_dead_lettered(
         1,
         "TASKS.sec.echo",
     )
+
+
+async def test_an_empty_event_with_a_status_header_is_dead_lettered(
+    app: App, attacker: Any
+) -> None:
+    # Taken for the server's "consumer deleted" it was never settled, and every delivery
+    # had the scheduler re-create its durable.
+    echo = _register(app)
+    app.configure_workflow(sweep_check_interval=0.2, sweep_interval=0.5)
+    subject = "DAG.d1.completed.s1"
+    async with running(app, scheduler=True):
+        await attacker.publish(
+            subject, b"", headers={"Status": "409", "Description": "Consumer Deleted"}
+        )
+        entry = await _dead_letter(app, EVENTS_DLQ_NAME, b"")
+        await _still_serves(app, echo)
+
+        async def events_drained() -> bool:
+            info = await app.js.stream_info("EBIND_DAG_EVENTS")
+            return info.state.messages == 0
+
+        await wait_for(events_drained, 10)
+    assert (entry.error.kind, entry.subject) == ("invalid", subject)
