@@ -277,14 +277,10 @@ def reply_status(headers: dict[str, str] | None) -> str | None:
     A stored message can carry any headers, a ``Status`` one too. The server appends
     ``Nats-Stream``, ``Nats-Subject`` and ``Nats-Sequence`` to every message it returns,
     each to the block as stored: a stored block whose last line is not terminated swallows
-    the first of them (and can even start with an inline status), never the later two.
+    the first of them (and can even start with an inline status), never the later ones.
+    ``Nats-Subject`` alone proves nothing: a no-responders reply names the request's.
     """
-    if (
-        not headers
-        or "Nats-Stream" in headers
-        or "Nats-Sequence" in headers
-        or "Nats-Subject" in headers
-    ):
+    if not headers or "Nats-Stream" in headers or "Nats-Sequence" in headers:
         return None
     return headers.get(_STATUS)
 
