@@ -127,7 +127,8 @@ async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
     w = Worker(app, **options)
     task = asyncio.create_task(w.run())
     try:
-        await wait_for(lambda: bool(w.claims) or task.done(), 10)
+        # Ready, not merely set up: its first `worker ls` record is written in between.
+        await wait_for(lambda: w.is_consuming or task.done(), 10)
         if task.done():
             task.result()
         yield w
