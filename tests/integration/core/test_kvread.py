@@ -144,17 +144,27 @@ async def test_a_record_whose_header_block_swallows_the_servers_neither_ends_the
 
 
 @pytest.mark.parametrize("header", sorted(CUT_SHORT))
+@pytest.mark.parametrize("direct", [False, True], ids=["nats-py", "ebind-client"])
 async def test_direct_gets_return_a_record_whose_header_block_swallows_the_servers(
-    js: Any, nats_url: str, header: str
+    js: Any, nats_url: str, header: str, direct: bool
 ) -> None:
     from ebind._jsreq import requests_for
+    from ebind.direct import DirectClient
 
     await js.publish("$KV.b.a.first", b"1")
     await _store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
     await js.publish("$KV.b.a.last", b"2")
-    fast = requests_for(js._nc)
-    subjects = ["$KV.b.a.first", "$KV.b.a.hostile", "$KV.b.a.last"]
-    got = await fast.get_batch("KV_b", subjects)
-    assert [m.headers["Nats-Subject"] for m in got] == subjects
-    one = await fast.get_last("KV_b", "$KV.b.a.hostile")
-    assert one is not None and one.data == b"h"
+    nc = js._nc
+    if direct:  # the client every ebind connection is: replies parsed lazily, in the read loop
+        nc = DirectClient()
+        await nc.connect(nats_url)
+    try:
+        fast = requests_for(nc)
+        subjects = ["$KV.b.a.first", "$KV.b.a.hostile", "$KV.b.a.last"]
+        got = await fast.get_batch("KV_b", subjects)
+        assert [m.headers["Nats-Subject"] for m in got] == subjects
+        one = await fast.get_last("KV_b", "$KV.b.a.hostile")
+        assert one is not None and one.data == b"h"
+    finally:
+        if direct:
+            await nc.close()
