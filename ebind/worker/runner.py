@@ -104,19 +104,31 @@ def _ack_field(msg: Any, offset: int) -> int | None:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with
     ``<domain>.<hash>`` after ``ACK`` (11+ tokens); read without building Metadata.
     """
-    tokens: list[str] | None = getattr(msg, "_ebind_ack_tokens", None)  # split once per delivery
-    if tokens is None:
-        tokens = (msg.reply or "").split(".")
-        with contextlib.suppress(AttributeError):  # without a __dict__: split each time
-            msg._ebind_ack_tokens = tokens
+    fields: tuple[int | None, ...] | None = getattr(msg, "_ebind_ack_fields", None)
+    if fields is None:
+        fields = _ack_fields(msg.reply or "")
+        with contextlib.suppress(AttributeError):  # without a __dict__: parsed each time
+            msg._ebind_ack_fields = fields  # parsed once per delivery
+    return fields[offset]
+
+
+def _ack_fields(reply: str) -> tuple[int | None, ...]:
+    """The delivered count, stream and consumer sequences and timestamp of an ack subject."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        first = 4
+    elif len(tokens) >= 11:
+        first = 6
+    else:
+        return (None, None, None, None)
+    return tuple(_int(t) for t in tokens[first : first + 4])
+
+
+def _int(token: str) -> int | None:
     try:
-        if len(tokens) == 9:
-            return int(tokens[4 + offset])
-        if len(tokens) >= 11:
-            return int(tokens[6 + offset])
+        return int(token)
     except ValueError:
-        pass
-    return None
+        return None
 
 
 def delivery_count(msg: Any) -> int:
