@@ -206,8 +206,6 @@ class Puller:
         self._inflight = 0  # messages delivered here and not yet finished
         self._unstarted = 0  # of those, messages still waiting for an execution slot
         self._waiting: asyncio.Future[None] | None = None
-        self._waits_for: tuple[int, bool] = (0, False)
-        """A waiting lane's threshold and overdraft flag."""
 
     @property
     def outstanding(self) -> int:
@@ -337,20 +335,6 @@ class Puller:
 
     async def _step_lane(self) -> None:
         budget = self._budget
-        kind, n, overdraft = self._lane_plan()
-        if kind == "request":
-            await self._request(n)
-            return
-        if kind == "probe":
-            await self._request(1, counted=False, expires=self._idle_expires)
-            return
-        self._waiting = budget.waiter(n, overdraft=overdraft, rank=self.rank)
-        self._waits_for = (n, overdraft)
-        await budget.wait(self._waiting, self._next_expiry_in())
-
-    def _lane_plan(self) -> tuple[str, int, bool]:
-        """A lane's next step: request n, probe, or wait for a threshold (overdraft or not)."""
-        budget = self._budget
         mine = self.outstanding
         backlog = budget.reserved.get(self.durable, 0) - mine
         # Batch requests while one is still open (as the shared puller does), so a busy lane
@@ -358,14 +342,17 @@ class Puller:
         need = min(backlog, 1 if mine == 0 else max(1, budget.capacity // 4))
         free = budget.free()
         if backlog > 0 and free >= need and not budget.backlog_above(self.rank):
-            return "request", min(free, backlog), False
+            await self._request(min(free, backlog))
+            return
         # A probe: while no request is open here and no backlog is known here, so new work
         # in this lane is seen even while lower bands keep every slot busy. Bounded: with
         # every slot busy, only a lane none of whose messages waits for a slot probes.
         if mine == 0 and backlog <= 0 and (budget.held < budget.capacity or not self._unstarted):
-            return "probe", 1, False
+            await self._request(1, counted=False, expires=self._idle_expires)
+            return
         threshold = need if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
-        return "wait", threshold, mine == 0
+        self._waiting = budget.waiter(threshold, overdraft=mine == 0, rank=self.rank)
+        await budget.wait(self._waiting, self._next_expiry_in())
 
     async def _request(self, n: int, *, counted: bool = True, expires: float = 0.0) -> None:
         expires = expires or self._expires
@@ -421,20 +408,8 @@ class Puller:
         self._unstarted += 1
         if self._min_one:
             self._note_backlog(msg)
+            self._kick()  # re-evaluate now, not when the shared budget next moves
         self._on_msg(msg, self)
-        # Re-evaluate now, not when the shared budget next moves; a lane whose plan is to
-        # go on waiting as it does already is left waiting (in a busy worker that was a
-        # wake-up of its task per delivery, for nothing).
-        if self._min_one and not (self._lane and self._waiting_as_planned()):
-            self._kick()
-
-    def _waiting_as_planned(self) -> bool:
-        """Whether this lane waits already for what its plan would now wait for."""
-        fut = self._waiting
-        if fut is None or fut.done():
-            return False
-        kind, threshold, overdraft = self._lane_plan()
-        return kind == "wait" and self._waits_for == (threshold, overdraft)
 
     def _note_backlog(self, msg: Any) -> None:
         # The ack subject ends with the consumer's pending count after this delivery:

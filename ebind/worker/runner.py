@@ -121,7 +121,15 @@ def _ack_fields(reply: str) -> tuple[int | None, ...]:
         first = 6
     else:
         return (None, None, None, None)
-    return tuple(_int(t) for t in tokens[first : first + 4])
+    try:
+        return (
+            int(tokens[first]),
+            int(tokens[first + 1]),
+            int(tokens[first + 2]),
+            int(tokens[first + 3]),
+        )
+    except ValueError:
+        return tuple(_int(t) for t in tokens[first : first + 4])
 
 
 def _int(token: str) -> int | None:
