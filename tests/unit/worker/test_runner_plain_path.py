@@ -37,7 +37,6 @@ from ebind.worker.middleware import (
 from ebind.worker.runner import AttemptRunner
 
 NAME = "t.plain"
-_NOW_NS = time.time_ns()
 
 
 class _Revocations:
@@ -132,10 +131,10 @@ def _env(**fields: Any) -> TaskEnvelope:
     return TaskEnvelope(**base)
 
 
-def _delivery(env: TaskEnvelope | bytes, delivered: int = 1, stored_ns: int = _NOW_NS) -> Delivery:
+def _delivery(env: TaskEnvelope | bytes, delivered: int = 1, stored_ns: int = 0) -> Delivery:
     data = env if isinstance(env, bytes) else encoder.encode(env)
     msg = Delivery(data, delivered, f"TASKS.{NAME}")
-    msg.reply = f"$JS.ACK.EBIND_TASKS.w.{delivered}.7.7.{stored_ns}.0"
+    msg.reply = f"$JS.ACK.EBIND_TASKS.w.{delivered}.7.7.{stored_ns or time.time_ns()}.0"
     return msg
 
 
@@ -145,7 +144,7 @@ async def _run(
     *,
     middleware: list[Any] | None = None,
     delivered: int = 1,
-    stored_ns: int = _NOW_NS,
+    stored_ns: int = 0,
     setup: Callable[[App, _Rig], None] | None = None,
     **task_options: Any,
 ) -> tuple[_Rig, Delivery]:
@@ -251,7 +250,7 @@ async def test_an_expired_task_takes_the_full_path_and_is_dead_lettered() -> Non
         rig.runner._horizon = 60.0
         rig.runner._horizon_ns = 60 * 10**9
 
-    old = _NOW_NS - 3600 * 10**9
+    old = time.time_ns() - 3600 * 10**9
     rig, msg = await _run(_double, _env(), stored_ns=old, setup=setup)
     assert rig.paths == ["full"]
     assert msg.acts == ["term"]
