@@ -33,6 +33,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from ebind._parse import DirectParser, fits
 from ebind.logging import get_logger, redact
 
 __all__ = [
@@ -144,6 +145,8 @@ class DirectClient(Client):
         # The connection's loop, for the flusher's wake-up futures (asking for the running
         # loop is a getpid system call on Python 3.11).
         self._waker_loop: asyncio.AbstractEventLoop | None = None
+        if fits(self._ps):  # a nats-py whose parser keeps the state ours shares
+            self._ps = DirectParser(self)
 
     def publish_nowait(
         self,
@@ -205,13 +208,27 @@ class DirectClient(Client):
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:
-        handler = self._direct.get(sid)
-        if handler is None or sid not in self._subs:
+        done = self._dispatch_now(sid, subject, reply, data, headers)
+        if done is False:
             # Not direct, or unsubscribed (nats-py drops those): nats-py's own path.
             await super()._process_msg(sid, subject, reply, data, headers)
-            return
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
+        elif done is not True:
+            await self._report(done)
+
+    def _dispatch_now(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> bool | Exception:
+        """Hand a message of a direct subscription to its handler.
+
+        False when the subscription is not direct (nats-py's path takes it); what the
+        handler raised, for the error callback, when it failed; else True.
+        """
+        handler = self._direct.get(sid)
+        if handler is None or sid not in self._subs:
+            return False
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
         try:
             subj, rep = subject.decode(), reply.decode()
         except UnicodeDecodeError:  # hostile bytes: delivered replaced, and logged
@@ -222,7 +239,8 @@ class DirectClient(Client):
         except Exception as exc:
             # As nats-py does for a callback that raises: report it, keep reading.
             log.warning("nats.handler_failed", subject=redact(msg.subject), error=repr(exc))
-            await self._report(exc)
+            return exc
+        return True
 
     async def _report(self, exc: Exception) -> None:
         """Hand ``exc`` to the error callback; one that raises must not end the read loop."""

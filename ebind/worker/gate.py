@@ -28,6 +28,13 @@ class RankedSlots:
         """Messages held and waiting for a slot."""
         return len(self._waiting)
 
+    def try_acquire(self) -> bool:
+        """Take a slot at once if one is free and nobody waits for it; False otherwise."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
     async def acquire(self, rank: int) -> None:
         """Wait for a slot; lower ranks are served first."""
         if self._free > 0 and not self._waiting:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ebind.context import Context
 from ebind.errors import NonRetryable
@@ -29,11 +29,14 @@ __all__ = [
     "Handler",
     "Middleware",
     "OutcomeListener",
+    "PlainChain",
     "add_outcome_listener",
     "chain",
     "log_middleware",
     "notify_outcome",
+    "plain_chain",
     "recover_middleware",
+    "steps_only",
 ]
 
 Handler = Callable[[Context, TaskEnvelope], Awaitable[bytes]]
@@ -67,6 +70,35 @@ _LEVELS = {
 _LEVEL_NUMBERS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+_PLAIN = "_ebind_plain_chain"
+_STEPS_ONLY = "_ebind_steps_only"
+
+
+class PlainChain(NamedTuple):
+    """What a chain does for a task that is not a DAG step, when it only logs and recovers."""
+
+    base: Handler
+    """The innermost handler the chain was built around."""
+    logs: bool
+    """Whether the chain writes the attempt's log line (the log middleware is in it)."""
+
+
+def steps_only(middleware: Middleware) -> Middleware:
+    """Mark ``middleware`` as doing nothing for a task that is not a DAG step (returns it)."""
+    setattr(middleware, _STEPS_ONLY, True)
+    return middleware
+
+
+def plain_chain(handler: Handler) -> PlainChain | None:
+    """For a chain built by :func:`chain`: what it adds around its base for a plain task.
+
+    None when it holds a middleware that may act on any task; the worker then runs every
+    delivery through the chain.
+    """
+    got = getattr(handler, _PLAIN, None)
+    return got if isinstance(got, PlainChain) else None
+
+
 def add_outcome_listener(ctx: Context, listener: OutcomeListener) -> None:
     """Ask the worker to call ``listener(outcome, error)`` once this attempt's outcome is known."""
     listeners: list[OutcomeListener] = ctx.extras.setdefault(OUTCOME_LISTENERS, [])
@@ -85,7 +117,8 @@ def notify_outcome(ctx: Context, outcome: str, error: TaskError | None) -> None:
 def chain(middlewares: Sequence[Middleware], base: Handler) -> Handler:
     """Compose ``middlewares`` around ``base``: first = outermost, ``recover`` innermost."""
     outer = [mw for mw in middlewares if mw is not recover_middleware]
-    if outer and outer[-1] is log_middleware:
+    logs = bool(outer) and outer[-1] is log_middleware
+    if logs:
         # The CLI's default chain ends with log around recover: one frame does both, the
         # same steps in the same order, one coroutine fewer per attempt.
         outer.pop()
@@ -95,6 +128,10 @@ def chain(middlewares: Sequence[Middleware], base: Handler) -> Handler:
         handler = recover_middleware(base)
     for mw in reversed(outer):
         handler = mw(handler)
+    if all(getattr(mw, _STEPS_ONLY, False) for mw in outer):
+        # Only log and recover act on a task that is not a DAG step: the worker may run
+        # such a task through its flat path, which does the same two steps inline.
+        setattr(handler, _PLAIN, PlainChain(base, logs))
     return handler
 
 
@@ -131,13 +168,17 @@ def log_middleware(next_handler: Handler) -> Handler:
 
 def _log_outcome(ctx: Context) -> None:
     """Claim the attempt's log line and emit it, with its duration, once the outcome is known."""
-    start = time.perf_counter()
     ctx.extras[LOG_CLAIMED] = True
+    add_outcome_listener(ctx, attempt_line_listener(ctx, time.perf_counter()))
+
+
+def attempt_line_listener(ctx: Context, start: float) -> OutcomeListener:
+    """The listener that writes the attempt's line, timed from ``start`` (``perf_counter``)."""
 
     def emit(outcome: str, error: TaskError | None) -> None:
         emit_attempt_line(ctx, outcome, error, (time.perf_counter() - start) * 1000.0)
 
-    add_outcome_listener(ctx, emit)
+    return emit
 
 
 def _log_and_recover(base: Handler) -> Handler:

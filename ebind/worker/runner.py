@@ -24,6 +24,7 @@ from ebind.client import HEADER_MSG_ID, SubjectMoved
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
 from ebind.direct import ack
+from ebind.errors import NonRetryable
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.logging import get_logger
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
@@ -45,7 +46,16 @@ from ebind.wire import (
 from ebind.worker.blocking import Watched
 from ebind.worker.fence import answers_run, response_fence
 from ebind.worker.hook import StepFailedEarlier, StepUnproven
-from ebind.worker.middleware import LOG_CLAIMED, Handler, emit_attempt_line, notify_outcome
+from ebind.worker.middleware import (
+    LOG_CLAIMED,
+    OUTCOME_LISTENERS,
+    Handler,
+    PlainChain,
+    attempt_line_listener,
+    emit_attempt_line,
+    notify_outcome,
+    plain_chain,
+)
 from ebind.worker.outcome import AttemptError, DeadLetter, Retry, crash_looped, decide
 from ebind.worker.outcome import effective_policy as _effective_policy
 from ebind.worker.procpool import EncodedResult, ProcessPool
@@ -85,6 +95,7 @@ FENCE_TRIES = 3
 HEADER_SEQUENCE = "Nats-Sequence"
 
 _NO_RETRY = RetryPolicy.none()
+_NON_RETRYABLE: tuple[type[BaseException], ...] = (NonRetryable,)
 
 
 def _ack_field(msg: Any, offset: int) -> int | None:
@@ -93,19 +104,39 @@ def _ack_field(msg: Any, offset: int) -> int | None:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or with
     ``<domain>.<hash>`` after ``ACK`` (11+ tokens); read without building Metadata.
     """
-    tokens: list[str] | None = getattr(msg, "_ebind_ack_tokens", None)  # split once per delivery
-    if tokens is None:
-        tokens = (msg.reply or "").split(".")
-        with contextlib.suppress(AttributeError):  # without a __dict__: split each time
-            msg._ebind_ack_tokens = tokens
+    fields: tuple[int | None, ...] | None = getattr(msg, "_ebind_ack_fields", None)
+    if fields is None:
+        fields = _ack_fields(msg.reply or "")
+        with contextlib.suppress(AttributeError):  # without a __dict__: parsed each time
+            msg._ebind_ack_fields = fields  # parsed once per delivery
+    return fields[offset]
+
+
+def _ack_fields(reply: str) -> tuple[int | None, ...]:
+    """The delivered count, stream and consumer sequences and timestamp of an ack subject."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        first = 4
+    elif len(tokens) >= 11:
+        first = 6
+    else:
+        return (None, None, None, None)
     try:
-        if len(tokens) == 9:
-            return int(tokens[4 + offset])
-        if len(tokens) >= 11:
-            return int(tokens[6 + offset])
+        return (
+            int(tokens[first]),
+            int(tokens[first + 1]),
+            int(tokens[first + 2]),
+            int(tokens[first + 3]),
+        )
     except ValueError:
-        pass
-    return None
+        return tuple(_int(t) for t in tokens[first : first + 4])
+
+
+def _int(token: str) -> int | None:
+    try:
+        return int(token)
+    except ValueError:
+        return None
 
 
 def delivery_count(msg: Any) -> int:
@@ -221,6 +252,10 @@ class AttemptRunner:
 
         self._decode_args: Callable[[HandlerSpec, Any], list[Any]] = decode_args
         self._encode_result: Callable[[HandlerSpec, Any], bytes] = encode_result
+        self._base: Handler | None = None
+        """The handler :meth:`base_handler` built (a plain chain must wrap this one)."""
+        self._plain_of: Handler | None = None
+        self._plain_cache: PlainChain | None = None
 
     # ------------------------------------------------------------------ the delivery
     async def process(self, msg: Any) -> None:
@@ -228,16 +263,229 @@ class AttemptRunner:
         attempt = delivery_count(msg)
         if attempt > 1:
             observe.emit(observe.REDELIVERED, delivery=attempt)
-        env = await self._admit(msg, attempt)
-        if env is None:
+        admitted = self._admitted(msg, attempt)
+        if isinstance(admitted, TaskError):
+            await self._dead_letter_raw(msg, attempt, admitted)
             return
+        env = admitted
         try:
-            await self._process(msg, env, attempt)
+            spec = self._plain_spec(msg, env)
+            if spec is not None:
+                await self._run_plain(msg, env, spec)
+            else:
+                await self._process(msg, env, attempt)
         except BaseException:
             # Cancelled at shutdown (the worker nak'd the message first) or crashed (the
             # worker naks it): either way the delivery comes back without an outcome.
             self._release(env, 0.0)
             raise
+
+    def _plain_spec(self, msg: Any, env: TaskEnvelope) -> HandlerSpec | None:
+        """The handler of a delivery every check before its run would let through, else None.
+
+        Such a delivery takes :meth:`_run_plain`, one frame instead of the full path's
+        layers. It is the first delivery (no earlier response to look for, no attempt cap
+        it could exceed), not a DAG step, without deadline or time limit, of a task without
+        rate or concurrency limit or process pool, within the tasks horizon, surely not
+        revoked, and the chain only logs and recovers. Anything else returns None and takes
+        :meth:`_process`, which runs every check.
+        """
+        plain = self._plain
+        if (
+            plain is None
+            or env.attempt != 1
+            or env.dag_id
+            or env.step_id
+            or env.deadline is not None
+            or env.timeout
+        ):
+            return None
+        spec: HandlerSpec | None = self._registry.get(env.name)
+        if (
+            spec is None
+            or spec.timeout is not None
+            or spec.rate_limit is not None
+            or spec.concurrency is not None
+            or (not spec.is_async and self.procpool is not None and self.procpool.takes(spec))
+            or self._expiry_unsure(msg)
+            or self._start_checked(msg, env, spec)
+        ):
+            return None
+        return spec
+
+    @property
+    def _plain(self) -> PlainChain | None:
+        """What the chain adds for a plain task, when it is only log and recover around the base."""
+        chain = self.chain
+        if chain is not self._plain_of:
+            self._plain_of = chain
+            got = plain_chain(chain)
+            self._plain_cache = got if got is not None and got.base is self._base else None
+        return self._plain_cache
+
+    async def _run_plain(self, msg: Any, env: TaskEnvelope, spec: HandlerSpec) -> None:
+        """A plain delivery (see :meth:`_plain_spec`): the full path's steps, in one frame.
+
+        The chain's log and recover, the revocable attempt and the base handler inline:
+        the same outcome for every result, error and revocation. A failure takes the full
+        path's :meth:`_failed`.
+        """
+        ctx = self._context(env)
+        plain = self._plain_cache
+        assert plain is not None
+        start = time.perf_counter()
+        if plain.logs:
+            ctx.extras[LOG_CLAIMED] = True
+        set_current(ctx)
+        revocations = self.revocations
+        current: asyncio.Task[Any] | None = None
+        if revocations is not None:
+            # A revocation cancels this very task; a sync handler's thread sees ctx.revoked.
+            current = asyncio.current_task(self._loop) if spec.is_async else None
+            revocations.running(env.id, ctx, current)
+        error: TaskError | None = None
+        result = wire = b""
+        try:
+            result = self._encoded(spec, await self._plain_call(spec, ctx, env))
+        except AttemptError as exc:
+            error = exc.error
+        except BaseException as exc:
+            error = self._plain_error(exc, spec, ctx, current)
+        finally:
+            if revocations is not None:
+                revocations.finished(env.id)
+        if ctx.revoked and revocations is not None:
+            error = revoked_error(env.id)
+        if error is None:
+            crashpoint("worker.after_handler")
+            wire, problem = self._wire_result(env, result)
+            if problem is not None:
+                error = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
+        if error is not None:
+            await self._plain_failed(msg, env, ctx, spec, error, start)
+            return
+        # Outcome listeners (log line, metrics) run before the reply, as on the full path.
+        _plain_succeeded(ctx, plain.logs, start)
+        if env.reply_to and not (
+            await self._respond(env, result=wire, error=None)
+            or await self._respond_again(env, wire)
+        ):
+            policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
+            await self._nak(msg, env, max(HOOK_RETRY_DELAY, policy.next_delay(env.attempt)))
+            return
+        crashpoint("worker.after_response")
+        await ack(msg)
+
+    def _plain_call(self, spec: HandlerSpec, ctx: Context, env: TaskEnvelope) -> Awaitable[Any]:
+        """The base handler's call without a time limit; raises AttemptError on bad arguments."""
+        try:
+            payload = open_args(self._codec, bytes(env.payload), f"arguments of task {env.name!r}")
+            args = self._decode_args(spec, payload)
+        except Exception as exc:
+            kind = getattr(exc, "kind", None) or ErrorKind.DECODE.value
+            raise AttemptError(TaskError(kind=kind, message=str(exc), retryable=False)) from exc
+        if spec.wants_context:
+            args.insert(0, ctx)
+        if spec.is_async:
+            return Watched(
+                spec.fn(*args), task_name=spec.name, task_id=env.id, limit=self.block_warn
+            )
+        return _invoke(spec, args, None, self.executor, env.id, self.block_warn, self.on_stuck)
+
+    async def _plain_failed(
+        self,
+        msg: Any,
+        env: TaskEnvelope,
+        ctx: Context,
+        spec: HandlerSpec,
+        error: TaskError,
+        start: float,
+    ) -> None:
+        """A plain delivery's failure, handed to the full path's :meth:`_failed`."""
+        plain = self._plain_cache
+        if plain is not None and plain.logs:
+            # The log middleware's listener, first as it would be, for the outcome below.
+            listeners = ctx.extras.setdefault(OUTCOME_LISTENERS, [])
+            listeners.insert(0, attempt_line_listener(ctx, start))
+        policy = _effective_policy(env.retry_policy, spec.retry, self.default_policy)
+        await self._failed(msg, env, ctx, policy, error, False)
+
+    def _encoded(self, spec: HandlerSpec, value: Any) -> bytes:
+        """The handler's return value as JSON; raises AttemptError (kind ``encode``)."""
+        if isinstance(value, EncodedResult):  # encoded by a pool child
+            return value.data
+        try:
+            return self._encode_result(spec, value)
+        except Exception as exc:
+            raise AttemptError(
+                TaskError(
+                    kind=ErrorKind.ENCODE.value,
+                    message=f"result of {spec.name} could not be encoded as JSON: {exc}",
+                    retryable=False,
+                )
+            ) from exc
+
+    def _plain_error(
+        self,
+        exc: BaseException,
+        spec: HandlerSpec,
+        ctx: Context,
+        current: asyncio.Task[Any] | None,
+    ) -> TaskError:
+        """The error the chain would report for what a plain task's handler raised.
+
+        Re-raises a cancellation that is not this attempt's revocation (a shutdown).
+        """
+        from ebind.worker.outcome import classify
+
+        # The base handler maps its dont_retry types first (a TimeoutError without a time
+        # limit is left to recover), then recover maps the rest; a cancellation passes.
+        if (
+            spec.dont_retry
+            and isinstance(exc, spec.dont_retry)
+            and not isinstance(exc, TimeoutError)
+        ):
+            return classify(exc, dont_retry=spec.dont_retry)
+        if isinstance(exc, asyncio.CancelledError):
+            if ctx.revoked and current is not None and current.cancelling() == 1:
+                current.uncancel()  # ours alone (a shutdown's cancel on top leaves more)
+                return revoked_error(ctx.task_id)
+            raise exc
+        return classify(exc, non_retryable=_NON_RETRYABLE)
+
+    def _admitted(self, msg: Any, attempt: int) -> TaskEnvelope | TaskError:
+        """The delivery's envelope, or the error to dead-letter a message that may not run."""
+        if self._signer is not None:
+            # Before decoding: nothing an unauthenticated message says is used, not even
+            # its reply subject, so it gets no response.
+            forged = self._signer.check(msg.subject, msg.data, msg.headers)
+            if forged is not None:
+                return forged
+        # Every field is untrusted: nothing below runs (no hook, no reply) unless the
+        # message passes ebind.validate; what fails is dead-lettered on this delivery.
+        admitted = admit_envelope(msg.data, msg.subject)
+        if isinstance(admitted, TaskError):
+            return admitted
+        env = msgspec.structs.replace(admitted, attempt=attempt, worker_id=self.worker_id)
+        # --- periodic schedules (ebind/periodic.py): every firing carries the schedule's
+        # body, so it gets its own id here (<name>-<stream seq>); other messages unchanged ---
+        fired = firing_envelope(env, msg)
+        if fired is not env and fired.reply_to:
+            # The reply subject was checked against the id the message carried, not the
+            # firing's new one (schedules never ask for a reply): answer nowhere.
+            fired = msgspec.structs.replace(fired, reply_to="")
+        return fired
+
+    def _start_checked(self, msg: Any, env: TaskEnvelope, spec: HandlerSpec) -> bool:
+        """Whether :meth:`_may_start` could say no: a rate limit, or an id not surely clear.
+
+        The one place that decides whether a delivery's start is checked; a task without
+        rate limit whose id is surely not revoked skips the coroutine.
+        """
+        if spec.rate_limit is not None and self.admission is not None:
+            return True
+        revocations = self.revocations
+        return revocations is not None and not revocations.surely_clear(env.id, _ack_field(msg, 3))
 
     async def _process(self, msg: Any, env: TaskEnvelope, attempt: int) -> None:
         ctx = self._context(env)
@@ -262,13 +510,9 @@ class AttemptRunner:
         if early is not None:
             await self._fail_before_run(msg, env, ctx, policy, early)
             return
-        revocations = self.revocations
-        if (
-            (spec.rate_limit is not None and self.admission is not None)
-            or (
-                revocations is not None and not revocations.surely_clear(env.id, _ack_field(msg, 3))
-            )
-        ) and not await self._may_start(msg, env, ctx, policy, spec):
+        if self._start_checked(msg, env, spec) and not await self._may_start(
+            msg, env, ctx, policy, spec
+        ):
             return
         if is_step and not await self._step_started(msg, env, ctx, policy):
             return
@@ -382,31 +626,6 @@ class AttemptRunner:
             raise AttemptError(revoked_error(env.id))
         return result
 
-    async def _admit(self, msg: Any, attempt: int) -> TaskEnvelope | None:
-        """The delivery's envelope, or None once a message that may not run is dead-lettered."""
-        if self._signer is not None:
-            # Before decoding: nothing an unauthenticated message says is used, not even
-            # its reply subject, so it gets no response.
-            forged = self._signer.check(msg.subject, msg.data, msg.headers)
-            if forged is not None:
-                await self._dead_letter_raw(msg, attempt, forged)
-                return None
-        # Every field is untrusted: nothing below runs (no hook, no reply) unless the
-        # message passes ebind.validate; what fails is dead-lettered on this delivery.
-        admitted = admit_envelope(msg.data, msg.subject)
-        if isinstance(admitted, TaskError):
-            await self._dead_letter_raw(msg, attempt, admitted)
-            return None
-        env = msgspec.structs.replace(admitted, attempt=attempt, worker_id=self.worker_id)
-        # --- periodic schedules (ebind/periodic.py): every firing carries the schedule's
-        # body, so it gets its own id here (<name>-<stream seq>); other messages unchanged ---
-        fired = firing_envelope(env, msg)
-        if fired is not env and fired.reply_to:
-            # The reply subject was checked against the id the message carried, not the
-            # firing's new one (schedules never ask for a reply): answer nowhere.
-            fired = msgspec.structs.replace(fired, reply_to="")
-        return fired
-
     def _context(self, env: TaskEnvelope) -> Context:
         return Context(
             task_id=env.id,
@@ -431,12 +650,16 @@ class AttemptRunner:
         ready_at = stream_time(msg) or env.enqueued_at
         return None if ready_at is None else TaskHorizon(ready_at, self._horizon)
 
+    def _expiry_unsure(self, msg: Any) -> bool:
+        """False when the message is surely within the tasks horizon (or there is none)."""
+        if not self._horizon:
+            return False
+        stored_ns = _ack_field(msg, 3)
+        return not (stored_ns and time.time_ns() < stored_ns + self._horizon_ns)
+
     def _expiry(self, msg: Any, env: TaskEnvelope) -> TaskError | None:
         """The ``expired`` error when this message is past the tasks horizon, else None."""
-        if not self._horizon:
-            return None
-        stored_ns = _ack_field(msg, 3)
-        if stored_ns and time.time_ns() < stored_ns + self._horizon_ns:
+        if not self._expiry_unsure(msg):
             return None  # the hot path: integers only, no datetime built
         horizon = self._task_horizon(msg, env)
         if horizon is not None and is_expired(horizon.ready_at, horizon.seconds, _now()):
@@ -504,6 +727,7 @@ class AttemptRunner:
                     )
                 ) from exc
 
+        self._base = call
         return call
 
     # ------------------------------------------------------------------ outcomes
@@ -517,18 +741,7 @@ class AttemptRunner:
         is_step: bool,
     ) -> None:
         crashpoint("worker.after_handler")
-        try:
-            # What leaves the process: sealed when the App has a payload codec (the size
-            # check must see the token, which is larger than the plaintext).
-            wire = result if self._codec is None else seal(self._codec, result)
-            problem = None
-            if len(wire) + RESULT_OVERHEAD > self.max_payload:
-                problem = (
-                    f"result of {env.name} is {len(wire)} bytes; the server's max_payload is "
-                    f"{self.max_payload} bytes (return a reference, e.g. an object-store key)"
-                )
-        except Exception as exc:
-            wire, problem = result, f"the payload codec could not seal the result: {exc}"
+        wire, problem = self._wire_result(env, result)
         if problem is not None:
             err = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
             await self._failed(msg, env, ctx, policy, err, is_step)
@@ -550,6 +763,21 @@ class AttemptRunner:
         crashpoint("worker.after_response")
         await ack(msg)
 
+    def _wire_result(self, env: TaskEnvelope, result: bytes) -> tuple[bytes, str | None]:
+        """The result as it leaves the process, and why it cannot (None when it can)."""
+        try:
+            # Sealed when the App has a payload codec (the size check must see the token,
+            # which is larger than the plaintext).
+            wire = result if self._codec is None else seal(self._codec, result)
+        except Exception as exc:
+            return result, f"the payload codec could not seal the result: {exc}"
+        if len(wire) + RESULT_OVERHEAD > self.max_payload:
+            return wire, (
+                f"result of {env.name} is {len(wire)} bytes; the server's max_payload is "
+                f"{self.max_payload} bytes (return a reference, e.g. an object-store key)"
+            )
+        return wire, None
+
     async def _respond_stored(self, env: TaskEnvelope, result: bytes) -> bool:
         """Store the response of a task that succeeded, retrying for up to RESPOND_PATIENCE.
 
@@ -560,8 +788,12 @@ class AttemptRunner:
         was stored after all, and it never publishes while disconnected, so the stream keeps
         one response.
         """
-        if await self._respond(env, result=result, error=None):
-            return True
+        return await self._respond(env, result=result, error=None) or await self._respond_again(
+            env, result
+        )
+
+    async def _respond_again(self, env: TaskEnvelope, result: bytes) -> bool:
+        """:meth:`_respond_stored` after its first publish failed: wait, check, publish again."""
         delay = RESPOND_RETRY_DELAY
         deadline = time.monotonic() + RESPOND_PATIENCE
         while time.monotonic() + delay <= deadline:
@@ -920,6 +1152,14 @@ class AttemptRunner:
             started = ctx.extras.get(_STARTED)
             elapsed = None if started is None else (time.monotonic() - started) * 1000
             emit_attempt_line(ctx, outcome, error, elapsed)
+
+
+def _plain_succeeded(ctx: Context, logs: bool, start: float) -> None:
+    """A plain attempt's success line (when the chain logs), then any other listener."""
+    if logs:
+        emit_attempt_line(ctx, "succeeded", None, (time.perf_counter() - start) * 1000.0)
+    if OUTCOME_LISTENERS in ctx.extras:
+        notify_outcome(ctx, "succeeded", None)
 
 
 def _unproven(exc: Exception) -> TaskError:

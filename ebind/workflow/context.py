@@ -195,4 +195,8 @@ def context_middleware(wf: Workflow) -> Middleware:
 
         return handler
 
+    from ebind.worker.middleware import steps_only
+
+    # It touches only DAG steps, so plain tasks may still take the worker's flat path.
+    steps_only(middleware)
     return middleware
