@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from ebind._denied import Violation, denial, denials_for
-from ebind.direct import subscribe_direct
+from ebind.direct import publish_nowait, subscribe_direct
 
 __all__ = [
     "HEADER_EXPECTED_LAST_SUBJECT_SEQ",
@@ -27,6 +27,7 @@ __all__ = [
     "Requests",
     "ack_error",
     "decode_ack",
+    "expect_last_block",
     "requests_for",
 ]
 
@@ -37,8 +38,18 @@ _DESCRIPTION = "Description"
 _NO_RESPONDERS = "503"
 _NOT_FOUND = "404"
 _END_OF_BATCH = "204"
+_EXPECT_LAST_HEAD = f"NATS/1.0\r\n{HEADER_EXPECTED_LAST_SUBJECT_SEQ}: ".encode()
 # JSStreamWrongLastSequenceErrF / JSStreamWrongLastSequenceConstantErr: a failed CAS.
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+
+
+def expect_last_block(seq: int) -> bytes:
+    """The header block of an expected-last-subject-sequence publish (a KV CAS).
+
+    Built directly: every CAS carries this one header, and the general encoder checks
+    the header name with a regular expression on each publish.
+    """
+    return b"%s%d\r\n\r\n" % (_EXPECT_LAST_HEAD, seq)
 
 
 class ApiError(msgspec.Struct, frozen=True):
@@ -141,9 +152,16 @@ class Requests:
             batch.add(msg)
 
     async def request(
-        self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        block: bytes = b"",
     ) -> Any:
         """Send ``data`` to ``subject`` and return the reply message.
+
+        ``block``, when given, is ``headers`` already encoded (see ``expect_last_block``).
 
         Raises:
             TimeoutError: no reply within ``timeout`` seconds.
@@ -157,16 +175,27 @@ class Requests:
         self._waiting[token] = (fut, subject)
         timer = loop.call_later(self.timeout, _expire, fut, subject)
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            # Buffered straight onto the connection (no nats-py publish coroutines); in any
+            # unusual state nats-py's own publish takes it and raises what it raises.
+            reply = self._prefix + token
+            if not publish_nowait(self._nc, subject, data, reply, headers, block=block):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
             return await fut
         finally:
             timer.cancel()
             self._waiting.pop(token, None)
 
     async def publish(
-        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        block: bytes = b"",
     ) -> PubAck:
         """A JetStream publish; returns the PubAck or raises the server's error.
+
+        ``block``, when given, is ``headers`` already encoded.
 
         Raises:
             TimeoutError: no PubAck in time (the message may or may not be stored).
@@ -174,7 +203,7 @@ class Requests:
             nats.js.errors.KeyWrongLastSequenceError: an expected-sequence header failed.
             nats.js.errors.APIError: any other error the server reported.
         """
-        return decode_ack(await self.request(subject, data, headers))
+        return decode_ack(await self.request(subject, data, headers, block=block))
 
     async def get_last(self, stream: str, subject: str) -> Any | None:
         """The newest message on ``subject`` in ``stream`` (direct get), None if there is none.
