@@ -112,9 +112,14 @@ class Requests:
         self._prefix = ""
         self._sub: Any = None
         self._ids = itertools.count(1)
-        # token -> (reply future, request subject); the subject lets a permission
-        # violation the server reports for it fail the request at once
-        self._waiting: dict[str, tuple[asyncio.Future[Any], str]] = {}
+        # token -> (reply future, request subject, loop-time deadline); the subject lets a
+        # permission violation the server reports for it fail the request at once.
+        # Insertion order is deadline order while ``timeout`` stays the same, so one timer
+        # for the oldest deadline serves every request (see ``_sweep``).
+        self._waiting: dict[str, tuple[asyncio.Future[Any], str, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        # The connection's loop (asking for the running loop costs a system call on 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         # token -> a batched direct get collecting its several reply messages
         self._batches: dict[str, _Batch] = {}
         self._lock = asyncio.Lock()
@@ -122,7 +127,10 @@ class Requests:
 
     def _denied(self, violation: Violation) -> bool:
         hit = False
-        waiting = [*self._waiting.values(), *((b.done, b.subject) for b in self._batches.values())]
+        waiting = [
+            *((fut, subject) for fut, subject, _ in self._waiting.values()),
+            *((b.done, b.subject) for b in self._batches.values()),
+        ]
         for fut, subject in waiting:
             if not fut.done() and subject.lower() == violation.subject:
                 fut.set_exception(denial(subject))
@@ -169,11 +177,15 @@ class Requests:
         """
         if self._sub is None:
             await self._ensure()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         token = str(next(self._ids))
         fut: asyncio.Future[Any] = loop.create_future()
-        self._waiting[token] = (fut, subject)
-        timer = loop.call_later(self.timeout, _expire, fut, subject)
+        deadline = loop.time() + self.timeout
+        self._waiting[token] = (fut, subject, deadline)
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadline, self._sweep)
         try:
             # Buffered straight onto the connection (no nats-py publish coroutines); in any
             # unusual state nats-py's own publish takes it and raises what it raises.
@@ -182,8 +194,32 @@ class Requests:
                 await self._nc.publish(subject, data, reply=reply, headers=headers)
             return await fut
         finally:
-            timer.cancel()
-            self._waiting.pop(token, None)
+            waiting = self._waiting
+            waiting.pop(token, None)
+            if not waiting and self._sweeper is not None:
+                # Idle: a pending timer would keep this object (and the connection) alive.
+                self._sweeper.cancel()
+                self._sweeper = None
+
+    def _sweep(self) -> None:
+        """Fail every request past its deadline; re-arm for the oldest one still waiting.
+
+        One timer instead of one per request: a timer each (created, pushed on the loop's
+        heap, cancelled) was a tenth of a KV write's CPU. A request whose deadline is
+        earlier than an older one's (``timeout`` lowered meanwhile) fails at the latest
+        when that older one's deadline passes.
+        """
+        self._sweeper = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        for fut, subject, deadline in self._waiting.values():
+            if deadline > now:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+                return
+            # set_exception only schedules the waiter, which removes its own entry later.
+            _expire(fut, subject)
 
     async def publish(
         self,

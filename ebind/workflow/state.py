@@ -38,6 +38,9 @@ __all__ = ["DAGState"]
 # Upstream outcomes that doom a required dependent (canceled too: resolve_args skips it).
 _BAD = frozenset({StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED})
 _CASCADE_TARGETS = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
+# Dependencies from which a step's readiness check remembers how far it got; a step with
+# fewer is simply rescanned (no memory kept per step for the common one or two).
+_REMEMBERED_SCAN = 16
 
 
 def _utcnow() -> datetime:
@@ -261,6 +264,8 @@ class DAGState:
         decides what happens to the step.
         """
         rec = self._get(step_id)
+        if len(rec.deps) + len(rec.optional_deps) < _REMEMBERED_SCAN:
+            return not any(self.dep_blocks(d) for d in self._all_deps(rec))
         steps = self._tracked()
         if steps is not self._scan_of:  # the step map was replaced: nothing seen holds
             self._dep_scan.clear()

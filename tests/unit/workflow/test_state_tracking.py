@@ -51,6 +51,10 @@ def test_deleted_steps_leave_the_sets() -> None:
     assert st.all_steps_terminal()
 
 
+# Wide enough that the readiness check remembers how far it got.
+N = 20
+
+
 def _fan_in(n: int) -> DAGState:
     leaves = [step(f"l{i}", status=R, added=i) for i in range(n)]
     return state(*leaves, step("sum", [f"l{i}" for i in range(n)], added=n))
@@ -94,8 +98,8 @@ def test_a_fan_in_check_does_not_rescan_settled_dependencies() -> None:
 
 
 def test_a_settled_dependency_that_goes_back_to_live_blocks_again() -> None:
-    st = _fan_in(3)
-    for i in range(3):
+    st = _fan_in(N)
+    for i in range(N):
         _finish(st, f"l{i}")
     assert st.deps_satisfied("sum")
     _finish(st, "l0", R)  # a retry reset the record
@@ -105,24 +109,24 @@ def test_a_settled_dependency_that_goes_back_to_live_blocks_again() -> None:
 
 
 def test_a_deleted_or_replaced_dependency_blocks_again() -> None:
-    st = _fan_in(3)
-    for i in range(3):
+    st = _fan_in(N)
+    for i in range(N):
         _finish(st, f"l{i}")
     assert st.deps_satisfied("sum")
     del st.steps["l1"]
     assert not st.deps_satisfied("sum")
-    st = _fan_in(3)
-    for i in range(3):
+    st = _fan_in(N)
+    for i in range(N):
         _finish(st, f"l{i}")
     assert st.deps_satisfied("sum")
     # A caller may swap in a plain dict with other records: nothing seen before counts.
-    st.steps = {**st.steps, "l2": msgspec.structs.replace(st.steps["l2"], status=R)}
+    st.steps = {**st.steps, "l9": msgspec.structs.replace(st.steps["l9"], status=R)}
     assert not st.deps_satisfied("sum")
 
 
 def test_a_done_dependency_with_an_after_breakpoint_is_checked_every_time() -> None:
-    st = _fan_in(3)
-    for i in range(3):
+    st = _fan_in(N)
+    for i in range(N):
         _finish(st, f"l{i}", break_after=["bp"])
     assert st.deps_satisfied("sum")  # nothing armed
     st.meta = msgspec.structs.replace(st.meta, active_breakpoints=["bp"])
@@ -132,10 +136,11 @@ def test_a_done_dependency_with_an_after_breakpoint_is_checked_every_time() -> N
 
 
 def test_the_fan_in_record_replaced_with_other_deps_is_scanned_afresh() -> None:
-    st = _fan_in(3)
-    for i in range(3):
+    st = _fan_in(N)
+    for i in range(N):
         _finish(st, f"l{i}")
     assert st.deps_satisfied("sum")
     st.steps["late"] = step("late", status=R, added=9)
-    st.steps["sum"] = msgspec.structs.replace(st.steps["sum"], deps=["l0", "l1", "l2", "late"])
+    deps = [*st.steps["sum"].deps, "late"]
+    st.steps["sum"] = msgspec.structs.replace(st.steps["sum"], deps=deps)
     assert not st.deps_satisfied("sum")
