@@ -144,3 +144,13 @@ def test_the_fan_in_record_replaced_with_other_deps_is_scanned_afresh() -> None:
     deps = [*st.steps["sum"].deps, "late"]
     st.steps["sum"] = msgspec.structs.replace(st.steps["sum"], deps=deps)
     assert not st.deps_satisfied("sum")
+
+
+def test_step_records_are_left_to_reference_counting() -> None:
+    import gc
+
+    rec = step("a", ["b"], status=D, trace_ctx={"traceparent": "x"})
+    # Not walked by the cycle collector: a large DAG holds tens of thousands of them.
+    assert not gc.is_tracked(rec)
+    assert not gc.is_tracked(msgspec.structs.replace(rec, status=R))
+    assert not gc.is_tracked(msgspec.json.decode(msgspec.json.encode(rec), type=type(rec)))
