@@ -7,7 +7,8 @@ whose steps are all terminal, and mark breakpoints that were hit. Dispatch resol
 step's arguments and target *before* it CASes the step to ``running`` (no phantom
 running), sets its generation to the revision it dispatches from and its dispatch digest
 to that of the envelope it sends, and publishes with msg-id ``<dag>:<step>:<generation>``
-in the same round trip as the CAS.
+in the same round trip as the CAS (right after the CAS's acknowledgement when more steps
+are ready at once than the engine has lanes).
 """
 
 from __future__ import annotations
@@ -377,8 +378,11 @@ class Engine:
         ready = self._ready(ld)
         if not ready:
             return 0
+        # More ready steps than lanes (a wide fan-out): every lane stays busy whatever each
+        # dispatch waits for, so throughput is what counts, not one step's latency.
+        wide = len(ready) > self._lane_count
         outcomes = await in_lanes(
-            functools.partial(self._dispatch_one, ld), ready, self._lane_count
+            functools.partial(self._dispatch_one, ld, wide=wide), ready, self._lane_count
         )
         failure: BaseException | None = None
         settled = 0
@@ -404,7 +408,9 @@ class Engine:
         )
         ld.state.mark_failed(sid, kind, message)
 
-    async def _dispatch_one(self, ld: Loaded, sid: str) -> tuple[str, str] | None:
+    async def _dispatch_one(
+        self, ld: Loaded, sid: str, *, wide: bool = False
+    ) -> tuple[str, str] | None:
         async with self._lanes:
             rec = ld.state.steps[sid]
             # The generation is the revision the dispatch CAS starts from: unique per
@@ -439,12 +445,16 @@ class Engine:
             # message right after (its task starts at that yield); a worker that still
             # reads the record pending at ``gen`` re-reads until the CAS shows: only the
             # digest it writes proves the message (ebind.workflow.proof).
+            # A wide dispatch sends the message once the CAS is acknowledged instead: no
+            # Task per step, no message for a CAS that lost, and no worker re-reading a
+            # record its message outran. A step waits one round trip longer, which the
+            # many in flight hide.
             crashpoint("dispatch.before_send")
             local = self.local
             noted = (
                 None if local is None else local.expect(rec.dag_id, sid, gen, new.dispatch_digest)
             )
-            send_t = asyncio.ensure_future(self.send(env, gen))
+            send_t = None if wide else asyncio.ensure_future(self.send(env, gen))
             wrote: int | BaseException = TransientError("dispatch not written")
             try:
                 wrote = await self.store.put_step(rec.dag_id, sid, new, gen)
@@ -454,9 +464,11 @@ class Engine:
                 if noted is not None:
                     # Only an acknowledged CAS proves the message to this process's worker.
                     LocalDispatches.settle(noted, (new, wrote) if isinstance(wrote, int) else None)
+            if send_t is None and isinstance(wrote, BaseException):
+                raise wrote  # nothing was sent; the pass is retried from a fresh read
             sent: BaseException | None = None
             try:
-                await send_t
+                await (send_t if send_t is not None else self.send(env, gen))
             except Exception as exc:
                 sent = exc
             if isinstance(wrote, BaseException):
