@@ -91,6 +91,14 @@ class Loaded:
     dependents: dict[str, list[str]] | None = None
 
 
+@dataclass
+class _Dispatch:
+    """What one dispatch sends: the task envelope and the step's ``running`` record."""
+
+    env: TaskEnvelope
+    rec: StepRecord
+
+
 class Engine:
     """Loads, advances and persists one DAG at a time (callers serialize per DAG)."""
 
@@ -381,8 +389,9 @@ class Engine:
         # More ready steps than lanes (a wide fan-out): every lane stays busy whatever each
         # dispatch waits for, so throughput is what counts, not one step's latency.
         wide = len(ready) > self._lane_count
+        width = 2 * self._lane_count if wide else self._lane_count
         outcomes = await in_lanes(
-            functools.partial(self._dispatch_one, ld, wide=wide), ready, self._lane_count
+            functools.partial(self._dispatch_one, ld, wide=wide), ready, width
         )
         failure: BaseException | None = None
         settled = 0
@@ -411,35 +420,19 @@ class Engine:
     async def _dispatch_one(
         self, ld: Loaded, sid: str, *, wide: bool = False
     ) -> tuple[str, str] | None:
-        async with self._lanes:
+        await self._lanes.acquire()
+        held = True
+        try:
             rec = ld.state.steps[sid]
             # The generation is the revision the dispatch CAS starts from: unique per
             # dispatch even when the CAS loses, so a lost dispatch's message never shares
             # a msg-id with a later one, and a worker can tell "my dispatch's write has not
             # landed yet" (record still at that revision) from "stale" (it moved on).
             gen = ld.revs[sid]
-            try:
-                env = await self.build_envelope(ld, rec, gen)
-            except PlacementError as exc:
-                return ("placement", str(exc))
-            except ResolveError as exc:
-                return ("resolve", str(exc))
-            if env is None:
-                return ("skip", "")
-            new = msgspec.structs.replace(
-                rec,
-                status=StepStatus.RUNNING,
-                generation=gen,
-                dispatch_digest=dispatch_digest(env),
-                attempt=0,
-                worker_id="",
-                target=env.target,
-                started_at=_now(),
-                error_kind="",
-                error_message="",
-                redispatches=0,
-                dispatch_seq=0,
-            )
+            built = await self._running_record(ld, rec, gen)
+            if isinstance(built, tuple):
+                return built
+            env, new = built.env, built.rec
             # Record and message leave together (one round trip instead of two). The
             # record's CAS goes first (this coroutine publishes it before it yields), the
             # message right after (its task starts at that yield); a worker that still
@@ -464,8 +457,14 @@ class Engine:
                 if noted is not None:
                     # Only an acknowledged CAS proves the message to this process's worker.
                     LocalDispatches.settle(noted, (new, wrote) if isinstance(wrote, int) else None)
-            if send_t is None and isinstance(wrote, BaseException):
-                raise wrote  # nothing was sent; the pass is retried from a fresh read
+            if send_t is None:
+                if isinstance(wrote, BaseException):
+                    raise wrote  # nothing was sent; the pass is retried from a fresh read
+                # The engine's lanes bound the writes in flight; the message goes out on
+                # the pass's own lanes, so as many requests are in flight as when both
+                # leave together.
+                self._lanes.release()
+                held = False
             sent: BaseException | None = None
             try:
                 await (send_t if send_t is not None else self.send(env, gen))
@@ -484,6 +483,37 @@ class Engine:
                 raise sent
             ld.enqueued.append(sid)
             return None
+        finally:
+            if held:
+                self._lanes.release()
+
+    async def _running_record(
+        self, ld: Loaded, rec: StepRecord, gen: int
+    ) -> _Dispatch | tuple[str, str]:
+        """The envelope and ``running`` record of a dispatch from ``gen``, or why none."""
+        try:
+            env = await self.build_envelope(ld, rec, gen)
+        except PlacementError as exc:
+            return ("placement", str(exc))
+        except ResolveError as exc:
+            return ("resolve", str(exc))
+        if env is None:
+            return ("skip", "")
+        new = msgspec.structs.replace(
+            rec,
+            status=StepStatus.RUNNING,
+            generation=gen,
+            dispatch_digest=dispatch_digest(env),
+            attempt=0,
+            worker_id="",
+            target=env.target,
+            started_at=_now(),
+            error_kind="",
+            error_message="",
+            redispatches=0,
+            dispatch_seq=0,
+        )
+        return _Dispatch(env, new)
 
     async def send(self, env: TaskEnvelope, generation: int) -> PubAck | None:
         """Publish a step's envelope; a failure leaves it dispatched for the sweep to resend.
