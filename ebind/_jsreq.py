@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from ebind._denied import Violation, denial, denials_for
-from ebind.direct import subscribe_direct
+from ebind.direct import publish_nowait, subscribe_direct
 
 __all__ = [
     "HEADER_EXPECTED_LAST_SUBJECT_SEQ",
@@ -27,6 +27,7 @@ __all__ = [
     "Requests",
     "ack_error",
     "decode_ack",
+    "expect_last_block",
     "reply_status",
     "requests_for",
 ]
@@ -38,8 +39,18 @@ _DESCRIPTION = "Description"
 _NO_RESPONDERS = "503"
 _NOT_FOUND = "404"
 _END_OF_BATCH = "204"
+_EXPECT_LAST_HEAD = f"NATS/1.0\r\n{HEADER_EXPECTED_LAST_SUBJECT_SEQ}: ".encode()
 # JSStreamWrongLastSequenceErrF / JSStreamWrongLastSequenceConstantErr: a failed CAS.
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+
+
+def expect_last_block(seq: int) -> bytes:
+    """The header block of an expected-last-subject-sequence publish (a KV CAS).
+
+    Built directly: every CAS carries this one header, and the general encoder checks
+    the header name with a regular expression on each publish.
+    """
+    return b"%s%d\r\n\r\n" % (_EXPECT_LAST_HEAD, seq)
 
 
 class ApiError(msgspec.Struct, frozen=True):
@@ -102,9 +113,14 @@ class Requests:
         self._prefix = ""
         self._sub: Any = None
         self._ids = itertools.count(1)
-        # token -> (reply future, request subject); the subject lets a permission
-        # violation the server reports for it fail the request at once
-        self._waiting: dict[str, tuple[asyncio.Future[Any], str]] = {}
+        # token -> (reply future, request subject, loop-time deadline); the subject lets a
+        # permission violation the server reports for it fail the request at once.
+        # Insertion order is deadline order while ``timeout`` stays the same, so one timer
+        # for the oldest deadline serves every request (see ``_sweep``).
+        self._waiting: dict[str, tuple[asyncio.Future[Any], str, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        # The connection's loop (asking for the running loop costs a system call on 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         # token -> a batched direct get collecting its several reply messages
         self._batches: dict[str, _Batch] = {}
         self._lock = asyncio.Lock()
@@ -112,7 +128,10 @@ class Requests:
 
     def _denied(self, violation: Violation) -> bool:
         hit = False
-        waiting = [*self._waiting.values(), *((b.done, b.subject) for b in self._batches.values())]
+        waiting = [
+            *((fut, subject) for fut, subject, _ in self._waiting.values()),
+            *((b.done, b.subject) for b in self._batches.values()),
+        ]
         for fut, subject in waiting:
             if not fut.done() and subject.lower() == violation.subject:
                 fut.set_exception(denial(subject))
@@ -142,9 +161,16 @@ class Requests:
             batch.add(msg)
 
     async def request(
-        self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        block: bytes = b"",
     ) -> Any:
         """Send ``data`` to ``subject`` and return the reply message.
+
+        ``block``, when given, is ``headers`` already encoded (see ``expect_last_block``).
 
         Raises:
             TimeoutError: no reply within ``timeout`` seconds.
@@ -152,22 +178,61 @@ class Requests:
         """
         if self._sub is None:
             await self._ensure()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         token = str(next(self._ids))
         fut: asyncio.Future[Any] = loop.create_future()
-        self._waiting[token] = (fut, subject)
-        timer = loop.call_later(self.timeout, _expire, fut, subject)
+        deadline = loop.time() + self.timeout
+        self._waiting[token] = (fut, subject, deadline)
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadline, self._sweep)
         try:
-            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            # Buffered straight onto the connection (no nats-py publish coroutines); in any
+            # unusual state nats-py's own publish takes it and raises what it raises.
+            reply = self._prefix + token
+            if not publish_nowait(self._nc, subject, data, reply, headers, block=block):
+                await self._nc.publish(subject, data, reply=reply, headers=headers)
             return await fut
         finally:
-            timer.cancel()
-            self._waiting.pop(token, None)
+            waiting = self._waiting
+            waiting.pop(token, None)
+            if not waiting and self._sweeper is not None:
+                # Idle: a pending timer would keep this object (and the connection) alive.
+                self._sweeper.cancel()
+                self._sweeper = None
+
+    def _sweep(self) -> None:
+        """Fail every request past its deadline; re-arm for the oldest one still waiting.
+
+        One timer instead of one per request: a timer each (created, pushed on the loop's
+        heap, cancelled) was a tenth of a KV write's CPU. A request whose deadline is
+        earlier than an older one's (``timeout`` lowered meanwhile) fails at the latest
+        when that older one's deadline passes.
+        """
+        self._sweeper = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        for fut, subject, deadline in self._waiting.values():
+            if deadline > now:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+                return
+            # set_exception only schedules the waiter, which removes its own entry later.
+            _expire(fut, subject)
 
     async def publish(
-        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        block: bytes = b"",
     ) -> PubAck:
         """A JetStream publish; returns the PubAck or raises the server's error.
+
+        ``block``, when given, is ``headers`` already encoded.
 
         Raises:
             TimeoutError: no PubAck in time (the message may or may not be stored).
@@ -175,7 +240,7 @@ class Requests:
             nats.js.errors.KeyWrongLastSequenceError: an expected-sequence header failed.
             nats.js.errors.APIError: any other error the server reported.
         """
-        return decode_ack(await self.request(subject, data, headers))
+        return decode_ack(await self.request(subject, data, headers, block=block))
 
     async def get_last(self, stream: str, subject: str) -> Any | None:
         """The newest message on ``subject`` in ``stream`` (direct get), None if there is none.

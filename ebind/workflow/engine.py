@@ -7,7 +7,8 @@ whose steps are all terminal, and mark breakpoints that were hit. Dispatch resol
 step's arguments and target *before* it CASes the step to ``running`` (no phantom
 running), sets its generation to the revision it dispatches from and its dispatch digest
 to that of the envelope it sends, and publishes with msg-id ``<dag>:<step>:<generation>``
-in the same round trip as the CAS.
+in the same round trip as the CAS (right after the CAS's acknowledgement when more steps
+are ready at once than the engine has lanes).
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class Loaded:
     hint: set[str] | None = None
     """Steps that just completed: only their dependents can have become ready."""
     dependents: dict[str, list[str]] | None = None
+
+
+@dataclass
+class _Dispatch:
+    """What one dispatch sends: the task envelope and the step's ``running`` record."""
+
+    env: TaskEnvelope
+    rec: StepRecord
 
 
 class Engine:
@@ -377,8 +386,12 @@ class Engine:
         ready = self._ready(ld)
         if not ready:
             return 0
+        # More ready steps than lanes (a wide fan-out): every lane stays busy whatever each
+        # dispatch waits for, so throughput is what counts, not one step's latency.
+        wide = len(ready) > self._lane_count
+        width = 2 * self._lane_count if wide else self._lane_count
         outcomes = await in_lanes(
-            functools.partial(self._dispatch_one, ld), ready, self._lane_count
+            functools.partial(self._dispatch_one, ld, wide=wide), ready, width
         )
         failure: BaseException | None = None
         settled = 0
@@ -404,47 +417,37 @@ class Engine:
         )
         ld.state.mark_failed(sid, kind, message)
 
-    async def _dispatch_one(self, ld: Loaded, sid: str) -> tuple[str, str] | None:
-        async with self._lanes:
+    async def _dispatch_one(
+        self, ld: Loaded, sid: str, *, wide: bool = False
+    ) -> tuple[str, str] | None:
+        await self._lanes.acquire()
+        held = True
+        try:
             rec = ld.state.steps[sid]
             # The generation is the revision the dispatch CAS starts from: unique per
             # dispatch even when the CAS loses, so a lost dispatch's message never shares
             # a msg-id with a later one, and a worker can tell "my dispatch's write has not
             # landed yet" (record still at that revision) from "stale" (it moved on).
             gen = ld.revs[sid]
-            try:
-                env = await self.build_envelope(ld, rec, gen)
-            except PlacementError as exc:
-                return ("placement", str(exc))
-            except ResolveError as exc:
-                return ("resolve", str(exc))
-            if env is None:
-                return ("skip", "")
-            new = msgspec.structs.replace(
-                rec,
-                status=StepStatus.RUNNING,
-                generation=gen,
-                dispatch_digest=dispatch_digest(env),
-                attempt=0,
-                worker_id="",
-                target=env.target,
-                started_at=_now(),
-                error_kind="",
-                error_message="",
-                redispatches=0,
-                dispatch_seq=0,
-            )
+            built = await self._running_record(ld, rec, gen)
+            if isinstance(built, tuple):
+                return built
+            env, new = built.env, built.rec
             # Record and message leave together (one round trip instead of two). The
             # record's CAS goes first (this coroutine publishes it before it yields), the
             # message right after (its task starts at that yield); a worker that still
             # reads the record pending at ``gen`` re-reads until the CAS shows: only the
             # digest it writes proves the message (ebind.workflow.proof).
+            # A wide dispatch sends the message once the CAS is acknowledged instead: no
+            # Task per step, no message for a CAS that lost, and no worker re-reading a
+            # record its message outran. A step waits one round trip longer, which the
+            # many in flight hide.
             crashpoint("dispatch.before_send")
             local = self.local
             noted = (
                 None if local is None else local.expect(rec.dag_id, sid, gen, new.dispatch_digest)
             )
-            send_t = asyncio.ensure_future(self.send(env, gen))
+            send_t = None if wide else asyncio.ensure_future(self.send(env, gen))
             wrote: int | BaseException = TransientError("dispatch not written")
             try:
                 wrote = await self.store.put_step(rec.dag_id, sid, new, gen)
@@ -454,9 +457,17 @@ class Engine:
                 if noted is not None:
                     # Only an acknowledged CAS proves the message to this process's worker.
                     LocalDispatches.settle(noted, (new, wrote) if isinstance(wrote, int) else None)
+            if send_t is None:
+                if isinstance(wrote, BaseException):
+                    raise wrote  # nothing was sent; the pass is retried from a fresh read
+                # The engine's lanes bound the writes in flight; the message goes out on
+                # the pass's own lanes, so as many requests are in flight as when both
+                # leave together.
+                self._lanes.release()
+                held = False
             sent: BaseException | None = None
             try:
-                await send_t
+                await (send_t if send_t is not None else self.send(env, gen))
             except Exception as exc:
                 sent = exc
             if isinstance(wrote, BaseException):
@@ -472,6 +483,37 @@ class Engine:
                 raise sent
             ld.enqueued.append(sid)
             return None
+        finally:
+            if held:
+                self._lanes.release()
+
+    async def _running_record(
+        self, ld: Loaded, rec: StepRecord, gen: int
+    ) -> _Dispatch | tuple[str, str]:
+        """The envelope and ``running`` record of a dispatch from ``gen``, or why none."""
+        try:
+            env = await self.build_envelope(ld, rec, gen)
+        except PlacementError as exc:
+            return ("placement", str(exc))
+        except ResolveError as exc:
+            return ("resolve", str(exc))
+        if env is None:
+            return ("skip", "")
+        new = msgspec.structs.replace(
+            rec,
+            status=StepStatus.RUNNING,
+            generation=gen,
+            dispatch_digest=dispatch_digest(env),
+            attempt=0,
+            worker_id="",
+            target=env.target,
+            started_at=_now(),
+            error_kind="",
+            error_message="",
+            redispatches=0,
+            dispatch_seq=0,
+        )
+        return _Dispatch(env, new)
 
     async def send(self, env: TaskEnvelope, generation: int) -> PubAck | None:
         """Publish a step's envelope; a failure leaves it dispatched for the sweep to resend.

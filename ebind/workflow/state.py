@@ -38,10 +38,22 @@ __all__ = ["DAGState"]
 # Upstream outcomes that doom a required dependent (canceled too: resolve_args skips it).
 _BAD = frozenset({StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED})
 _CASCADE_TARGETS = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
+# Dependencies from which a step's readiness check remembers how far it got; a step with
+# fewer is simply rescanned (no memory kept per step for the common one or two).
+_REMEMBERED_SCAN = 16
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _settled(rec: StepRecord) -> bool:
+    """Whether ``rec`` can never keep a dependent waiting: terminal, no after-breakpoint.
+
+    A terminal status never changes, and without ``break_after`` labels no arming of
+    breakpoints can make the step hold its dependents.
+    """
+    return rec.status.terminal and not rec.break_after
 
 
 class _Steps(dict[str, StepRecord]):
@@ -50,14 +62,22 @@ class _Steps(dict[str, StepRecord]):
     A scheduler pass asks "is every step terminal?" and "which steps cascade?"; with a
     scan of every record per pass, a 10,000-step DAG advanced by thousands of passes
     spent seconds of CPU on scans alone.
+
+    ``unsettled`` counts the times a settled record (see ``_settled``) was replaced by one
+    that is not, or removed: a readiness check may skip dependencies it saw settled only
+    while that count has not moved.
     """
 
     def __init__(self, items: Mapping[str, StepRecord]) -> None:
         super().__init__(items)
         self.live = {sid for sid, rec in self.items() if not rec.status.terminal}
         self.bad = {sid for sid, rec in self.items() if rec.status in _BAD}
+        self.unsettled = 0
 
     def __setitem__(self, step_id: str, rec: StepRecord) -> None:
+        old = self.get(step_id)
+        if old is not None and _settled(old) and not _settled(rec):
+            self.unsettled += 1
         super().__setitem__(step_id, rec)
         if rec.status.terminal:
             self.live.discard(step_id)
@@ -69,6 +89,8 @@ class _Steps(dict[str, StepRecord]):
             self.bad.discard(step_id)
 
     def __delitem__(self, step_id: str) -> None:
+        if _settled(self[step_id]):
+            self.unsettled += 1
         super().__delitem__(step_id)
         self.live.discard(step_id)
         self.bad.discard(step_id)
@@ -94,6 +116,11 @@ class DAGState:
         self._rank: dict[str, int] | None = None
         self._exempt: dict[str, frozenset[str]] = {}
         self._dependents: dict[str, list[str]] | None = None
+        # step id -> (its record, its dependency ids, ``unsettled`` then, how many of the
+        # leading dependencies were settled): a fan-in over 10,000 steps is checked on
+        # every completion, and rescanning the settled ones made that quadratic.
+        self._dep_scan: dict[str, tuple[StepRecord, list[str], int, int]] = {}
+        self._scan_of: _Steps | None = None
 
     @classmethod
     def from_records(
@@ -236,7 +263,29 @@ class DAGState:
         Failed or skipped required dependencies count as satisfied here; cascade-skip
         decides what happens to the step.
         """
-        return not any(self.dep_blocks(d) for d in self._all_deps(self._get(step_id)))
+        rec = self._get(step_id)
+        if len(rec.deps) + len(rec.optional_deps) < _REMEMBERED_SCAN:
+            return not any(self.dep_blocks(d) for d in self._all_deps(rec))
+        steps = self._tracked()
+        if steps is not self._scan_of:  # the step map was replaced: nothing seen holds
+            self._dep_scan.clear()
+            self._scan_of = steps
+        scan = self._dep_scan.get(step_id)
+        if scan is None or scan[0] is not rec:
+            deps, start = self._all_deps(rec), 0
+        else:
+            deps = scan[1]
+            start = scan[3] if scan[2] == steps.unsettled else 0
+        # The leading dependencies that are settled stay so (unless ``unsettled`` moves),
+        # so the next check starts after them.
+        i, n = start, len(deps)
+        while i < n:
+            dep = steps.get(deps[i])
+            if dep is None or not _settled(dep):
+                break
+            i += 1
+        self._dep_scan[step_id] = (rec, deps, steps.unsettled, i)
+        return not any(self.dep_blocks(deps[j]) for j in range(i, n))
 
     def or_default_exempt(self, step_id: str) -> frozenset[str]:
         """Upstreams whose failure does not skip the step: it has an or_default Ref to them.

@@ -22,7 +22,12 @@ import msgspec
 import nats.js.errors
 from nats.js.api import KeyValueConfig
 
-from ebind._jsreq import HEADER_EXPECTED_LAST_SUBJECT_SEQ, Requests, requests_for
+from ebind._jsreq import (
+    HEADER_EXPECTED_LAST_SUBJECT_SEQ,
+    Requests,
+    expect_last_block,
+    requests_for,
+)
 from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
 from ebind.logging import get_logger
 from ebind.streams import KV_DAGS
@@ -152,7 +157,10 @@ class NatsStore:
         subject = self._pre + key
         try:
             ack = await self._fast.publish(
-                subject, data, {HEADER_EXPECTED_LAST_SUBJECT_SEQ: str(expected_rev)}
+                subject,
+                data,
+                {HEADER_EXPECTED_LAST_SUBJECT_SEQ: str(expected_rev)},
+                block=expect_last_block(expected_rev),
             )
         except nats.js.errors.KeyWrongLastSequenceError:
             if expected_rev != 0:

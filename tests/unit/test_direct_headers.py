@@ -42,3 +42,11 @@ def test_the_block_matches_nats_py(headers: dict[str, str]) -> None:
 def test_a_header_name_nats_py_refuses_is_refused() -> None:
     with pytest.raises(BadHeaderError):
         header_block({"bad name": "x"})
+
+
+@pytest.mark.parametrize("seq", [0, 1, 42, 2**63 - 1, 2**64 - 1])
+def test_the_cas_block_matches_nats_py(seq: int) -> None:
+    from ebind._jsreq import expect_last_block
+
+    expected = _nats_py_block({"Nats-Expected-Last-Subject-Sequence": str(seq)})
+    assert expect_last_block(seq) == expected

@@ -101,6 +101,45 @@ async def test_a_silent_responder_times_out_and_a_late_reply_is_ignored(nc: Any)
         await sub.unsubscribe()
 
 
+async def test_requests_sent_at_different_times_each_time_out_on_their_own_deadline(
+    nc: Any,
+) -> None:
+    req = Requests(nc, timeout=0.3)
+    subject = "jsreq-silent." + uuid.uuid4().hex
+
+    async def ignore(_msg: Any) -> None:
+        return None
+
+    sub = await nc.subscribe(subject, cb=ignore)
+    loop = asyncio.get_running_loop()
+
+    async def timed(delay: float) -> float:
+        await asyncio.sleep(delay)
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await req.request(subject, b"ping")
+        return loop.time() - started
+
+    try:
+        # One timer serves them all: each still fails about ``timeout`` after its own send,
+        # the later ones after the timer re-armed for them.
+        waited = await asyncio.gather(timed(0), timed(0.1), timed(0.2), timed(0.35))
+        assert all(0.28 <= w < 0.6 for w in waited), waited
+        assert not req._waiting and req._sweeper is None
+
+        # A reply in time still wins while older requests are timing out around it.
+        async def echo(msg: Any) -> None:
+            await nc.publish(msg.reply, msg.data)
+
+        other = await nc.subscribe(subject + ".echo", cb=echo)
+        slow = asyncio.ensure_future(timed(0))
+        assert (await req.request(subject + ".echo", b"hi")).data == b"hi"
+        assert 0.28 <= await slow < 0.6
+        await other.unsubscribe()
+    finally:
+        await sub.unsubscribe()
+
+
 async def test_many_concurrent_requests_each_get_their_own_reply(nc: Any, stream: str) -> None:
     req = requests_for(nc)
     subjects = [f"{stream.lower()}.k{i}" for i in range(200)]

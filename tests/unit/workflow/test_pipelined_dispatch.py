@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import msgspec
 import pytest
@@ -313,4 +314,69 @@ async def test_a_dispatch_recorded_without_a_digest_is_resent_as_a_new_generatio
         )
         assert await w.run_until_terminal("p10") is DAGStatus.DONE
     assert w.executions == {"p10:a": 1}
+    await bus.close()
+
+
+class OrderingStore(MemStore):
+    """Notes when each dispatch CAS (pending → running) has landed; can make one lose."""
+
+    def __init__(self, events: list[tuple[str, str]], lose: str = "") -> None:
+        super().__init__()
+        self.events = events
+        self.lose = lose
+
+    async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
+        dispatch = rec.status is StepStatus.RUNNING and rec.attempt == 0
+        if dispatch and step_id == self.lose:
+            raise StaleRevision("lost to another writer", dag_id=dag_id, step_id=step_id)
+        rev = await super().put_step(dag_id, step_id, rec, expected_rev)
+        if dispatch:
+            self.events.append(("cas", step_id))
+        return rev
+
+
+class OrderingEnqueuer(CaptureEnqueuer):
+    """Notes each message as it is handed over."""
+
+    def __init__(self, events: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def enqueue(self, envelope: Any, *, msg_id: str | None = None) -> Any:
+        self.events.append(("msg", envelope.step_id))
+        return await super().enqueue(envelope, msg_id=msg_id)
+
+
+async def test_a_wide_fan_out_sends_each_message_after_its_dispatch_write_landed() -> None:
+    events: list[tuple[str, str]] = []
+    store = OrderingStore(events, lose="l7")
+    wf, _, bus, enq = make_wf(store=store, enq=OrderingEnqueuer(events), start_write_delay=0)
+    leaves = 3 * wf.engine._lane_count  # more ready at once than lanes
+    dag = DAG(id="wide")
+    for i in range(leaves):
+        dag.step(f"l{i}", "inc", i)
+    with contextlib.suppress(StaleRevision):
+        await dag.submit(wf)  # l7's dispatch loses its CAS; the rest go out
+    order = {ev: n for n, ev in enumerate(events)}
+    sent = [sid for kind, sid in events if kind == "msg"]
+    assert len(sent) == leaves - 1 and "l7" not in sent  # a lost CAS sends no message
+    assert all(order[("cas", sid)] < order[("msg", sid)] for sid in sent)
+    rec, _ = await store.get_step("wide", "l7")
+    assert rec.status is StepStatus.PENDING  # left for the scheduler's sweep
+    store.lose = ""
+    async with running(wf):
+        await _wait_for(lambda: "l7" in enq.step_ids())
+    assert set(enq.step_ids()) == {f"l{i}" for i in range(leaves)}
+    await bus.close()
+
+
+async def test_a_narrow_dispatch_still_sends_record_and_message_together() -> None:
+    events: list[tuple[str, str]] = []
+    store = OrderingStore(events)
+    wf, _, bus, _ = make_wf(store=store, enq=OrderingEnqueuer(events), start_write_delay=0)
+    dag = DAG(id="narrow")
+    dag.step("a", "inc", 1)
+    await dag.submit(wf)
+    # The message was handed over before the CAS's acknowledgement came back.
+    assert events == [("msg", "a"), ("cas", "a")]
     await bus.close()
