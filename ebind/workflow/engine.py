@@ -136,8 +136,10 @@ class Engine:
             return full
         run = cached.state.meta.run_id
         # Steps this process's worker just finished done: their record and result are
-        # known (ebind.workflow.local), so only the meta is read for them.
-        known = self._finished_here(dag_id, events, run)
+        # known (ebind.workflow.local), so only the meta is read for them, and that read
+        # was usually sent along with the worker's completion writes.
+        metas: list[asyncio.Future[tuple[DAGMeta, int]]] = []
+        known = self._finished_here(dag_id, events, run, metas)
         unknown = [sid for sid in ids if sid not in known]
         # The completed steps' results are what their dependents need next: read in the
         # same request as the records (a step nothing depends on needs no result read).
@@ -156,7 +158,7 @@ class Engine:
             for sid, data in snap.results.items():
                 self.results.put(dag_id, sid, data, run)
         else:
-            meta, meta_rev = await self.store.get_meta(dag_id)
+            meta, meta_rev = await self._meta_read_ahead(dag_id, metas, cached.meta_rev)
             got = {}
         records = [got[sid] if sid in got else known[sid] for sid in ids]
         if meta.run_id != run:
@@ -172,9 +174,16 @@ class Engine:
         return cached
 
     def _finished_here(
-        self, dag_id: str, events: Sequence[Event], run: str
+        self,
+        dag_id: str,
+        events: Sequence[Event],
+        run: str,
+        metas: list[asyncio.Future[tuple[DAGMeta, int]]] | None = None,
     ) -> dict[str, tuple[StepRecord, int]]:
-        """Records (and results, into the cache) of steps this process's worker finished."""
+        """Records (and results, into the cache) of steps this process's worker finished.
+
+        The meta reads the worker sent with those completions are added to ``metas``.
+        """
         local = self.local
         if local is None:
             return {}
@@ -183,12 +192,36 @@ class Engine:
             if e.status is not StepStatus.DONE or e.step_id in known:
                 continue
             got = local.take_finished(dag_id, e.step_id, e.attempt)
-            if got is None or got[0].run_id != run:
+            if got is None or got.rec.run_id != run:
                 continue
-            rec, rev, result = got
-            known[e.step_id] = (rec, rev)
-            self.results.put(dag_id, e.step_id, result, run)
+            known[e.step_id] = (got.rec, got.rev)
+            self.results.put(dag_id, e.step_id, got.result, run)
+            if got.meta is not None and metas is not None:
+                metas.append(got.meta)
         return known
+
+    async def _meta_read_ahead(
+        self, dag_id: str, metas: list[asyncio.Future[tuple[DAGMeta, int]]], known_rev: int
+    ) -> tuple[DAGMeta, int]:
+        """The meta a worker here read with its completion writes, else a read now.
+
+        The worker's read left right after its completion writes, one server round trip
+        before this pass would have read after the completion event. A pause or cancel
+        written within that round trip is handled as one written just after this pass's
+        read always was: a pause holds pending steps by CAS before it writes the meta (a
+        dispatch from the older revision fails), and the worker of a dispatched step reads
+        the meta before it runs. One older than the meta this process holds (it wrote
+        the meta since) is not used.
+        """
+        for fut in metas:
+            if not fut.done():
+                await asyncio.wait([fut])
+            if fut.cancelled() or fut.exception() is not None:
+                continue
+            meta, rev = fut.result()
+            if rev >= known_rev:
+                return meta, rev
+        return await self.store.get_meta(dag_id)
 
     async def _load_full(self, dag_id: str) -> Loaded:
         meta_f = self.store.get_meta(dag_id)
