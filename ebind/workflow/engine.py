@@ -88,6 +88,8 @@ class Loaded:
     hint: set[str] | None = None
     """Steps that just completed: only their dependents can have become ready."""
     dependents: dict[str, list[str]] | None = None
+    noted: list[str] = field(default_factory=list)
+    """Completed steps whose record and result came from this process's worker."""
 
 
 class Engine:
@@ -127,7 +129,11 @@ class Engine:
             full = await self._load_full(dag_id)
             if completions:
                 # The listing has the records; a note still spares reading a result.
-                self._finished_here(dag_id, events, full.state.meta.run_id)
+                known = await self._finished_here(dag_id, events, full.state.meta.run_id)
+                for sid, (rec, rev) in known.items():
+                    if rev > full.revs.get(sid, 0):  # listed before the worker's CAS landed
+                        full.state.steps[sid], full.revs[sid] = rec, rev
+                full.noted = list(known)
                 # Completions can only have readied their own dependents. Looking at every
                 # pending step here would also dispatch roots that a submit of a large DAG
                 # is still dispatching: each such race costs a failed CAS and another full
@@ -139,7 +145,7 @@ class Engine:
         # known (ebind.workflow.local), so only the meta is read for them, and that read
         # was usually sent along with the worker's completion writes.
         metas: list[asyncio.Future[tuple[DAGMeta, int]]] = []
-        known = self._finished_here(dag_id, events, run, metas)
+        known = await self._finished_here(dag_id, events, run, metas)
         unknown = [sid for sid in ids if sid not in known]
         # The completed steps' results are what their dependents need next: read in the
         # same request as the records (a step nothing depends on needs no result read).
@@ -171,9 +177,10 @@ class Engine:
             cached.revs[rec.step_id] = rev
         cached.enqueued = []
         cached.hint = set(ids)
+        cached.noted = list(known)
         return cached
 
-    def _finished_here(
+    async def _finished_here(
         self,
         dag_id: str,
         events: Sequence[Event],
@@ -191,7 +198,7 @@ class Engine:
         for e in events:
             if e.status is not StepStatus.DONE or e.step_id in known:
                 continue
-            got = local.take_finished(dag_id, e.step_id, e.attempt)
+            got = await local.wait_finished(dag_id, e.step_id, e.attempt)
             if got is None or got.rec.run_id != run:
                 continue
             known[e.step_id] = (got.rec, got.rev)

@@ -539,8 +539,23 @@ class StepHook:
         start revision is the fence: if it fails nothing was completed by this delivery.
         """
         dag_id, step_id = new.dag_id, new.step_id
-        # This coroutine publishes the first write before it yields; the two tasks publish
-        # theirs at that yield, in creation order: result, record, event.
+        local = self._local
+        pending = (
+            local.finishing(dag_id, step_id, new.attempt)
+            if local is not None and local.leading and data is not None
+            else None
+        )
+        try:
+            return await self._finish_pipelined(claim, new, data)
+        finally:
+            if pending is not None and local is not None:
+                local.unfinishing(dag_id, step_id, pending)
+
+    async def _finish_pipelined(self, claim: _Claim, new: StepRecord, data: bytes | None) -> bool:
+        """The body of :meth:`_finish_fast`."""
+        dag_id, step_id = new.dag_id, new.step_id
+        # This coroutine publishes the first write before it yields; the tasks publish
+        # theirs at that yield, in creation order: result, record, event (and meta read).
         step_t = asyncio.ensure_future(self._store.put_step(dag_id, step_id, new, claim.rev))
         pub_t = asyncio.ensure_future(self._bus.publish(*_completed(new)))
         meta_t = self._meta_read_ahead(dag_id, data)

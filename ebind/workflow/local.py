@@ -35,10 +35,10 @@ pass must see that.
 While this process leads the scheduler it does not wait for that completion event at
 all: the worker sends a read of the DAG's meta in the same flush as its completion writes
 and, once the store has acknowledged the record's CAS, hands the completion to the
-scheduler (``on_finished``), whose pass uses that meta read. The event, when it arrives,
-finds the pass already made (``take_advanced``) and is acked without another. The meta is
-read no earlier than the leader would have read it after the event, so a pause or cancel
-is seen as before.
+scheduler (``on_finished``), whose pass uses that meta read. An event that overtakes the
+acknowledgement waits for it (``wait_finished``) instead of reading the store; whichever
+of the two reaches the scheduler second finds the pass made (``take_advanced``) and is
+answered without another.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class LocalDispatches:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._done: OrderedDict[tuple[str, str], Finished] = OrderedDict()
         self._advanced: OrderedDict[tuple[str, str, int], float] = OrderedDict()
+        self._finishing: dict[tuple[str, str], tuple[int, asyncio.Future[None]]] = {}
         self.on_finished: Callable[[str, str, int], None] | None = None
         """Set by the scheduler while it leads: called with (dag, step, attempt) for every
         completion noted here, so the pass need not wait for the completion event."""
@@ -140,6 +141,41 @@ class LocalDispatches:
         """Whether this process's scheduler takes completions straight from its worker."""
         return self.on_finished is not None
 
+    def finishing(self, dag_id: str, step_id: str, attempt: int) -> asyncio.Future[None]:
+        """The worker is about to write ``attempt``'s completion; resolved once it knows.
+
+        A pass for the step's completion event that starts meanwhile (the event can
+        overtake the worker's acknowledgements) waits for it rather than read a record
+        whose CAS may not have landed yet. The worker must call :meth:`unfinishing`.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        self._finishing[(dag_id, step_id)] = (attempt, fut)
+        return fut
+
+    def unfinishing(self, dag_id: str, step_id: str, fut: asyncio.Future[None]) -> None:
+        """The worker's completion is settled (noted with :meth:`finished`, or not)."""
+        key = (dag_id, step_id)
+        got = self._finishing.get(key)
+        if got is not None and got[1] is fut:
+            del self._finishing[key]
+        if not fut.done():
+            fut.set_result(None)
+
+    async def wait_finished(self, dag_id: str, step_id: str, attempt: int) -> Finished | None:
+        """:meth:`take_finished`, after waiting for a completion still being written.
+
+        Only for a completion of ``attempt`` the worker here has begun to write, and at
+        most the window.
+        """
+        got = self._finishing.get((dag_id, step_id))
+        if got is not None and got[0] == attempt and not got[1].done():
+            try:
+                async with asyncio.timeout(self.window):
+                    await asyncio.shield(got[1])
+            except TimeoutError:
+                return None
+        return self.take_finished(dag_id, step_id, attempt)
+
     def finished(
         self,
         rec: StepRecord,
@@ -158,6 +194,9 @@ class LocalDispatches:
         key = (rec.dag_id, rec.step_id)
         done.pop(key, None)
         done[key] = Finished(rec, rev, result, now, meta)
+        waiting = self._finishing.pop(key, None)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(None)  # a pass waiting in wait_finished takes the note
         notify = self.on_finished
         if notify is not None:
             notify(rec.dag_id, rec.step_id, rec.attempt)
@@ -175,7 +214,7 @@ class LocalDispatches:
         return got
 
     def advanced(self, dag_id: str, step_id: str, attempt: int) -> None:
-        """A pass over this process's completion of ``attempt`` succeeded."""
+        """A pass that used the note of this process's completion of ``attempt`` succeeded."""
         now = time.monotonic()
         notes = self._advanced
         while notes:
@@ -186,10 +225,11 @@ class LocalDispatches:
         notes[(dag_id, step_id, attempt)] = now
 
     def take_advanced(self, dag_id: str, step_id: str, attempt: int) -> bool:
-        """Whether a completion event of ``attempt`` was already advanced by a pass here.
+        """Whether a completion of ``attempt`` was already advanced by a pass here.
 
-        Used up either way: the one event the worker published for it is answered, a
-        later one (a republished completion) gets a pass of its own.
+        A completion reaches the scheduler twice (from the worker here, and as the event)
+        and the first pass uses the note; this answers the other one. Used up either way:
+        a later event (a republished completion) gets a pass of its own.
         """
         at = self._advanced.pop((dag_id, step_id, attempt), None)
         return at is not None and time.monotonic() - at <= self.window

@@ -113,18 +113,11 @@ class _Waiter:
 class _Advanced:
     """The Delivery of a completion taken straight from this process's worker.
 
-    Its ack notes that the pass succeeded, so the completion event that follows is
-    answered without another; a nak drops it (the event makes the pass instead).
+    Nothing to acknowledge; a nak drops it (the completion event makes the pass instead).
     """
 
-    def __init__(self, engine: Engine, ev: Event) -> None:
-        self._engine = engine
-        self._ev = ev
-
     async def ack(self) -> None:
-        local = self._engine.local
-        if local is not None:
-            local.advanced(self._ev.dag_id, self._ev.step_id, self._ev.attempt)
+        return None
 
     async def nak(self, delay: float | None = None) -> None:
         return None
@@ -290,7 +283,7 @@ class Scheduler:
             status=StepStatus.DONE,
             attempt=attempt,
         )
-        self._enqueue(dag_id, ev, _Advanced(self.engine, ev), sweep=False)
+        self._enqueue(dag_id, ev, _Advanced(), sweep=False)
 
     def _enqueue(self, dag_id: str, ev: Event | None, delivery: Delivery, *, sweep: bool) -> None:
         lane = self._lanes.get(dag_id)
@@ -336,11 +329,12 @@ class Scheduler:
     async def _answered(
         self, batch: list[tuple[Event | None, Delivery]]
     ) -> list[tuple[Event | None, Delivery]]:
-        """Ack completion events a pass from this process's worker already advanced.
+        """Answer completions a pass already advanced from this process's worker's note.
 
-        Such an event names a step this process wrote ``done`` at that attempt and made
-        a successful pass on since; a pass for it would read what that one read, and
-        anything that changed meanwhile comes with an event (or sweep) of its own.
+        Such a completion (the event, or the worker's hand-over if the event came first)
+        names a step this process wrote ``done`` at that attempt and made a successful
+        pass on since; another pass would read what that one read, and anything that
+        changed meanwhile comes with an event (or sweep) of its own.
         """
         local = self.engine.local
         if local is None:
@@ -351,7 +345,6 @@ class Scheduler:
                 ev is not None
                 and ev.kind is EventKind.COMPLETED
                 and ev.status is StepStatus.DONE
-                and not isinstance(delivery, _Advanced)
                 and local.take_advanced(ev.dag_id, ev.step_id, ev.attempt)
             ):
                 await delivery.ack()
@@ -438,7 +431,22 @@ class Scheduler:
             cache.forget(dag_id)
         else:
             cache.put(dag_id, ld)
+        self._note_advanced(ld, events)
         return unseen
+
+    def _note_advanced(self, ld: Loaded, events: list[Event]) -> None:
+        """Note the completions this pass took from this process's worker.
+
+        The other trigger of each (the event, or the worker's hand-over) is then
+        answered without a pass.
+        """
+        local = self.engine.local
+        if local is None or not ld.noted:
+            return
+        noted = set(ld.noted)
+        for ev in events:
+            if ev.kind is EventKind.COMPLETED and ev.step_id in noted:
+                local.advanced(ev.dag_id, ev.step_id, ev.attempt)
 
     async def _await_completions(self, ld: Loaded, events: list[Event]) -> list[Event]:
         """Completion events whose record does not read as terminal (after brief re-reads).

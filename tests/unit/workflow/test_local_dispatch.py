@@ -446,3 +446,32 @@ def test_advanced_notes_are_used_once_and_match_the_attempt() -> None:
     stale = LocalDispatches(window=0.0)
     stale.advanced("d", "a", 2)
     assert not stale.take_advanced("d", "a", 2)
+
+
+async def test_an_event_that_overtakes_the_workers_cas_waits_for_it_instead_of_reading() -> None:
+    class SlowDone(ReadLog):
+        async def put_step(
+            self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int
+        ) -> int:
+            if rec.status is StepStatus.DONE:
+                await asyncio.sleep(0.02)  # the event (published beside it) arrives first
+            return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+    store = SlowDone()
+    wf, _, bus, enq = make_wf(store=store, sweep_interval=60)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    passes = Passes(wf)
+    dag = DAG(id="adv3")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "inc", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("adv3") is DAGStatus.DONE
+        await _wait_for(lambda: not bus.pending)
+    # Each event's pass waited for the worker's note rather than reading the step back
+    # (which would not have shown it done yet); the worker's own hand-over then found
+    # the pass made: one pass per completion.
+    assert store.batched == [], store.batched
+    assert passes.n == 3
+    await bus.close()
