@@ -603,8 +603,13 @@ class StepHook:
         local = self._local
         if data is None or local is None or not local.leading:
             return None
-        fut = asyncio.ensure_future(self._store.get_meta(dag_id))
-        fut.add_done_callback(_retrieve)
+        # Many completions of one DAG at once (a fan-out's leaves) share the read in
+        # flight: their pass is one, and needs one meta.
+        fut = local.meta_reading(dag_id)
+        if fut is None:
+            fut = asyncio.ensure_future(self._store.get_meta(dag_id))
+            fut.add_done_callback(_retrieve)
+            local.reading_meta(dag_id, fut)
         return fut
 
     async def _record_written(

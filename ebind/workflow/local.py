@@ -90,6 +90,7 @@ class LocalDispatches:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._done: OrderedDict[tuple[str, str], Finished] = OrderedDict()
         self._advanced: OrderedDict[tuple[str, str, int], float] = OrderedDict()
+        self._meta_reads: dict[str, asyncio.Future[tuple[DAGMeta, int]]] = {}
         self._finishing: dict[tuple[str, str], tuple[int, asyncio.Future[None]]] = {}
         self.on_finished: Callable[[str, str, int], None] | None = None
         """Set by the scheduler while it leads: called with (dag, step, attempt) for every
@@ -140,6 +141,17 @@ class LocalDispatches:
     def leading(self) -> bool:
         """Whether this process's scheduler takes completions straight from its worker."""
         return self.on_finished is not None
+
+    def meta_reading(self, dag_id: str) -> asyncio.Future[tuple[DAGMeta, int]] | None:
+        """A read of the DAG's meta sent with an earlier completion and not answered yet."""
+        fut = self._meta_reads.get(dag_id)
+        return fut if fut is not None and not fut.done() else None
+
+    def reading_meta(self, dag_id: str, fut: asyncio.Future[tuple[DAGMeta, int]]) -> None:
+        """Remember ``fut`` as the DAG's meta read in flight until it is answered."""
+        reads = self._meta_reads
+        reads[dag_id] = fut
+        fut.add_done_callback(lambda f: reads.pop(dag_id, None) if reads.get(dag_id) is f else None)
 
     def finishing(self, dag_id: str, step_id: str, attempt: int) -> asyncio.Future[None]:
         """The worker is about to write ``attempt``'s completion; resolved once it knows.

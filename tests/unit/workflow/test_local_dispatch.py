@@ -475,3 +475,15 @@ async def test_an_event_that_overtakes_the_workers_cas_waits_for_it_instead_of_r
     assert store.batched == [], store.batched
     assert passes.n == 3
     await bus.close()
+
+
+async def test_completions_of_one_dag_share_the_meta_read_in_flight() -> None:
+    local = LocalDispatches()
+    assert local.meta_reading("d") is None
+    fut: asyncio.Future[tuple[DAGMeta, int]] = asyncio.get_running_loop().create_future()
+    local.reading_meta("d", fut)
+    assert local.meta_reading("d") is fut
+    assert local.meta_reading("other") is None  # another DAG reads its own meta
+    fut.set_result((DAGMeta(id="d", status=DAGStatus.RUNNING), 3))
+    await asyncio.sleep(0)
+    assert local.meta_reading("d") is None  # answered: the next completion reads anew
