@@ -89,6 +89,8 @@ class Loaded:
     hint: set[str] | None = None
     """Steps that just completed: only their dependents can have become ready."""
     dependents: dict[str, list[str]] | None = None
+    noted: list[str] = field(default_factory=list)
+    """Completed steps whose record and result came from this process's worker."""
 
 
 @dataclass
@@ -136,7 +138,11 @@ class Engine:
             full = await self._load_full(dag_id)
             if completions:
                 # The listing has the records; a note still spares reading a result.
-                self._finished_here(dag_id, events, full.state.meta.run_id)
+                known = await self._finished_here(dag_id, events, full.state.meta.run_id)
+                for sid, (rec, rev) in known.items():
+                    if rev > full.revs.get(sid, 0):  # listed before the worker's CAS landed
+                        full.state.steps[sid], full.revs[sid] = rec, rev
+                full.noted = list(known)
                 # Completions can only have readied their own dependents. Looking at every
                 # pending step here would also dispatch roots that a submit of a large DAG
                 # is still dispatching: each such race costs a failed CAS and another full
@@ -145,8 +151,10 @@ class Engine:
             return full
         run = cached.state.meta.run_id
         # Steps this process's worker just finished done: their record and result are
-        # known (ebind.workflow.local), so only the meta is read for them.
-        known = self._finished_here(dag_id, events, run)
+        # known (ebind.workflow.local), so only the meta is read for them, and that read
+        # was usually sent along with the worker's completion writes.
+        metas: list[asyncio.Future[tuple[DAGMeta, int]]] = []
+        known = await self._finished_here(dag_id, events, run, metas)
         unknown = [sid for sid in ids if sid not in known]
         # The completed steps' results are what their dependents need next: read in the
         # same request as the records (a step nothing depends on needs no result read).
@@ -165,7 +173,7 @@ class Engine:
             for sid, data in snap.results.items():
                 self.results.put(dag_id, sid, data, run)
         else:
-            meta, meta_rev = await self.store.get_meta(dag_id)
+            meta, meta_rev = await self._meta_read_ahead(dag_id, metas, cached.meta_rev)
             got = {}
         records = [got[sid] if sid in got else known[sid] for sid in ids]
         if meta.run_id != run:
@@ -178,12 +186,20 @@ class Engine:
             cached.revs[rec.step_id] = rev
         cached.enqueued = []
         cached.hint = set(ids)
+        cached.noted = list(known)
         return cached
 
-    def _finished_here(
-        self, dag_id: str, events: Sequence[Event], run: str
+    async def _finished_here(
+        self,
+        dag_id: str,
+        events: Sequence[Event],
+        run: str,
+        metas: list[asyncio.Future[tuple[DAGMeta, int]]] | None = None,
     ) -> dict[str, tuple[StepRecord, int]]:
-        """Records (and results, into the cache) of steps this process's worker finished."""
+        """Records (and results, into the cache) of steps this process's worker finished.
+
+        The meta reads the worker sent with those completions are added to ``metas``.
+        """
         local = self.local
         if local is None:
             return {}
@@ -191,13 +207,37 @@ class Engine:
         for e in events:
             if e.status is not StepStatus.DONE or e.step_id in known:
                 continue
-            got = local.take_finished(dag_id, e.step_id, e.attempt)
-            if got is None or got[0].run_id != run:
+            got = await local.wait_finished(dag_id, e.step_id, e.attempt)
+            if got is None or got.rec.run_id != run:
                 continue
-            rec, rev, result = got
-            known[e.step_id] = (rec, rev)
-            self.results.put(dag_id, e.step_id, result, run)
+            known[e.step_id] = (got.rec, got.rev)
+            self.results.put(dag_id, e.step_id, got.result, run)
+            if got.meta is not None and metas is not None:
+                metas.append(got.meta)
         return known
+
+    async def _meta_read_ahead(
+        self, dag_id: str, metas: list[asyncio.Future[tuple[DAGMeta, int]]], known_rev: int
+    ) -> tuple[DAGMeta, int]:
+        """The meta a worker here read with its completion writes, else a read now.
+
+        The worker's read left right after its completion writes, one server round trip
+        before this pass would have read after the completion event. A pause or cancel
+        written within that round trip is handled as one written just after this pass's
+        read always was: a pause holds pending steps by CAS before it writes the meta (a
+        dispatch from the older revision fails), and the worker of a dispatched step reads
+        the meta before it runs. One older than the meta this process holds (it wrote
+        the meta since) is not used.
+        """
+        for fut in metas:
+            if not fut.done():
+                await asyncio.wait([fut])
+            if fut.cancelled() or fut.exception() is not None:
+                continue
+            meta, rev = fut.result()
+            if rev >= known_rev:
+                return meta, rev
+        return await self.store.get_meta(dag_id)
 
     async def _load_full(self, dag_id: str) -> Loaded:
         meta_f = self.store.get_meta(dag_id)

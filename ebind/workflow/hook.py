@@ -43,6 +43,7 @@ from ebind.workflow.proof import (
 from ebind.workflow.protocols import EventBus, StateStore
 from ebind.workflow.types import (
     DEFAULT_MAX_STEP_ERROR_BYTES,
+    DAGMeta,
     DAGStatus,
     Event,
     EventKind,
@@ -538,10 +539,26 @@ class StepHook:
         start revision is the fence: if it fails nothing was completed by this delivery.
         """
         dag_id, step_id = new.dag_id, new.step_id
-        # This coroutine publishes the first write before it yields; the two tasks publish
-        # theirs at that yield, in creation order: result, record, event.
+        local = self._local
+        pending = (
+            local.finishing(dag_id, step_id, new.attempt)
+            if local is not None and local.leading and data is not None
+            else None
+        )
+        try:
+            return await self._finish_pipelined(claim, new, data)
+        finally:
+            if pending is not None and local is not None:
+                local.unfinishing(dag_id, step_id, pending)
+
+    async def _finish_pipelined(self, claim: _Claim, new: StepRecord, data: bytes | None) -> bool:
+        """The body of :meth:`_finish_fast`."""
+        dag_id, step_id = new.dag_id, new.step_id
+        # This coroutine publishes the first write before it yields; the tasks publish
+        # theirs at that yield, in creation order: result, record, event (and meta read).
         step_t = asyncio.ensure_future(self._store.put_step(dag_id, step_id, new, claim.rev))
         pub_t = asyncio.ensure_future(self._bus.publish(*_completed(new)))
+        meta_t = self._meta_read_ahead(dag_id, data)
         res_err: BaseException | None = None
         stored = False
         if data is not None:
@@ -549,7 +566,7 @@ class StepHook:
                 stored = await self._put_result(dag_id, step_id, data, new.run_id)
             except Exception as exc:
                 res_err = exc
-        step_out = await self._record_written(step_t, pub_t, new, data if stored else None)
+        step_out = await self._record_written(step_t, pub_t, new, data if stored else None, meta_t)
         pub_out: BaseException | None = None
         try:
             await pub_t
@@ -575,17 +592,38 @@ class StepHook:
             raise pub_out  # the worker naks; the redelivery republishes for the done record
         return True
 
+    def _meta_read_ahead(
+        self, dag_id: str, data: bytes | None
+    ) -> asyncio.Future[tuple[DAGMeta, int]] | None:
+        """A read of the DAG's meta, sent with the completion writes, for a leader here.
+
+        Only while this process leads the scheduler and only for a ``done`` step: its pass
+        starts from this completion (ebind.workflow.local) and reads nothing else.
+        """
+        local = self._local
+        if data is None or local is None or not local.leading:
+            return None
+        # Many completions of one DAG at once (a fan-out's leaves) share the read in
+        # flight: their pass is one, and needs one meta.
+        fut = local.meta_reading(dag_id)
+        if fut is None:
+            fut = asyncio.ensure_future(self._store.get_meta(dag_id))
+            fut.add_done_callback(_retrieve)
+            local.reading_meta(dag_id, fut)
+        return fut
+
     async def _record_written(
         self,
         step_t: asyncio.Future[int],
         pub_t: asyncio.Future[None],
         new: StepRecord,
         stored: bytes | None,
+        meta_t: asyncio.Future[tuple[DAGMeta, int]] | None = None,
     ) -> int | Exception:
         """The record CAS's revision or error; notes a ``done`` step whose result is stored.
 
         Noted before the event's acknowledgement: the leader's pass for the event, if it
-        runs in this process, often starts first, and need not read back what was just
+        runs in this process, starts from the note, and need not read back what was just
         written (ebind.workflow.local).
         """
         try:
@@ -596,7 +634,7 @@ class StepHook:
             pub_t.cancel()
             raise
         if stored is not None and self._local is not None:
-            self._local.finished(new, rev, stored)
+            self._local.finished(new, rev, stored, meta_t)
         return rev
 
     async def _retry_result(
@@ -666,6 +704,12 @@ def _raise_if_failed_here(got: tuple[StepRecord, int] | None, gen: int, attempt:
     ):
         error = TaskError(kind=rec.error_kind or "failed", message=rec.error_message)
         raise StepFailedEarlier(error, rec.attempt)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a read-ahead's failure as seen: its user falls back to a read of its own."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _token(env: TaskEnvelope) -> tuple[int, int | None]:

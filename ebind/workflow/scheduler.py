@@ -110,6 +110,22 @@ class _Waiter:
         await self.nak()
 
 
+class _Advanced:
+    """The Delivery of a completion taken straight from this process's worker.
+
+    Nothing to acknowledge; a nak drops it (the completion event makes the pass instead).
+    """
+
+    async def ack(self) -> None:
+        return None
+
+    async def nak(self, delay: float | None = None) -> None:
+        return None
+
+    async def term(self) -> None:
+        return None
+
+
 def _age(at: datetime | None) -> float:
     return (datetime.now(UTC) - at).total_seconds() if at is not None else float("inf")
 
@@ -159,6 +175,7 @@ class Scheduler:
             await self._watch_leadership()
         finally:
             drop_gauges()
+            self._take_local(False)
             if self._sub is not None:
                 await self._sub.stop()
                 self._sub = None
@@ -191,9 +208,19 @@ class Scheduler:
         if leader and self._sub is None:
             self._sub = await self.engine.bus.subscribe(EVENTS_FILTER, self.on_event)
         elif not leader and self._sub is not None:
+            self._take_local(False)
             sub, self._sub = self._sub, None
             await sub.stop()
             self.engine.states.clear()  # another leader may change records meanwhile
+        # A worker in this process may appear after the scheduler started (the hook is
+        # made then): look again on every tick.
+        self._take_local(leader and self._sub is not None)
+
+    def _take_local(self, on: bool) -> None:
+        """Take (or stop taking) completions straight from this process's worker."""
+        local = self.engine.local
+        if local is not None:
+            local.on_finished = self._local_completion if on else None
 
     async def _watch_leadership(self) -> None:
         was_leader, last_sweep, last_collect = False, float("-inf"), float("-inf")
@@ -239,6 +266,25 @@ class Scheduler:
             return
         self._enqueue(ev.dag_id, ev, delivery, sweep=False)
 
+    def _local_completion(self, dag_id: str, step_id: str, attempt: int) -> None:
+        """This process's worker finished a step done: advance its DAG now.
+
+        The worker noted the record and result it wrote (and sent a read of the meta with
+        them), so the pass starts one round trip earlier than the completion event would
+        let it. The event still comes and is acked once this pass has succeeded; if the
+        pass fails, the event makes its own.
+        """
+        if not self.elector.is_leader():
+            return
+        ev = Event(
+            kind=EventKind.COMPLETED,
+            dag_id=dag_id,
+            step_id=step_id,
+            status=StepStatus.DONE,
+            attempt=attempt,
+        )
+        self._enqueue(dag_id, ev, _Advanced(), sweep=False)
+
     def _enqueue(self, dag_id: str, ev: Event | None, delivery: Delivery, *, sweep: bool) -> None:
         lane = self._lanes.get(dag_id)
         if lane is None:
@@ -252,6 +298,9 @@ class Scheduler:
         while lane.waiting:
             batch, sweep = lane.waiting, lane.sweep
             lane.waiting, lane.sweep = [], False
+            batch = await self._answered(batch)
+            if not batch and not sweep:
+                continue
             try:
                 unseen = await self.evaluate(
                     dag_id, [e for e, _ in batch if e is not None], sweep=sweep
@@ -277,6 +326,32 @@ class Scheduler:
         if self._lanes.get(dag_id) is lane and not lane.waiting:
             del self._lanes[dag_id]
 
+    async def _answered(
+        self, batch: list[tuple[Event | None, Delivery]]
+    ) -> list[tuple[Event | None, Delivery]]:
+        """Answer completions a pass already advanced from this process's worker's note.
+
+        Such a completion (the event, or the worker's hand-over if the event came first)
+        names a step this process wrote ``done`` at that attempt and made a successful
+        pass on since; another pass would read what that one read, and anything that
+        changed meanwhile comes with an event (or sweep) of its own.
+        """
+        local = self.engine.local
+        if local is None:
+            return batch
+        keep = []
+        for ev, delivery in batch:
+            if (
+                ev is not None
+                and ev.kind is EventKind.COMPLETED
+                and ev.status is StepStatus.DONE
+                and local.take_advanced(ev.dag_id, ev.step_id, ev.attempt)
+            ):
+                await delivery.ack()
+            else:
+                keep.append((ev, delivery))
+        return keep
+
     async def _settle_evaluated(
         self,
         dag_id: str,
@@ -291,6 +366,8 @@ class Scheduler:
         """
         pending = {id(ev) for ev in unseen}
         for ev, delivery in batch:
+            if isinstance(delivery, _Advanced) and ev is not None and id(ev) in pending:
+                continue  # the completion event retries on its own
             if ev is None or id(ev) not in pending:
                 if ev is not None:
                     self._failures.pop(_event_key(ev), None)
@@ -310,8 +387,8 @@ class Scheduler:
     ) -> None:
         _log.warning("scheduler.evaluation_failed", dag_id=dag_id, error=repr(exc))
         for ev, delivery in batch:
-            if ev is None:
-                await delivery.nak()
+            if ev is None or isinstance(delivery, _Advanced):
+                await delivery.nak()  # a sweep's waiter, or the event retries on its own
                 continue
             key = _event_key(ev)
             n = self._failures[key] = self._failures.get(key, 0) + 1
@@ -354,7 +431,22 @@ class Scheduler:
             cache.forget(dag_id)
         else:
             cache.put(dag_id, ld)
+        self._note_advanced(ld, events)
         return unseen
+
+    def _note_advanced(self, ld: Loaded, events: list[Event]) -> None:
+        """Note the completions this pass took from this process's worker.
+
+        The other trigger of each (the event, or the worker's hand-over) is then
+        answered without a pass.
+        """
+        local = self.engine.local
+        if local is None or not ld.noted:
+            return
+        noted = set(ld.noted)
+        for ev in events:
+            if ev.kind is EventKind.COMPLETED and ev.step_id in noted:
+                local.advanced(ev.dag_id, ev.step_id, ev.attempt)
 
     async def _await_completions(self, ld: Loaded, events: list[Event]) -> list[Event]:
         """Completion events whose record does not read as terminal (after brief re-reads).

@@ -336,10 +336,154 @@ def test_finished_notes_match_the_attempt_and_expire() -> None:
     assert local.take_finished("d", "a", 1) is None  # another attempt; used up
     assert local.take_finished("d", "a", 2) is None
     local.finished(rec, 7, b"1")
-    assert local.take_finished("d", "a", 2) == (rec, 7, b"1")
+    got = local.take_finished("d", "a", 2)
+    assert got is not None and (got.rec, got.rev, got.result, got.meta) == (rec, 7, b"1", None)
     for sid in ("x", "y", "z"):
         local.finished(msgspec.structs.replace(rec, step_id=sid), 1, b"1")
     assert local.take_finished("d", "x", 2) is None  # dropped for the limit
     stale = LocalDispatches(window=0.0)
     stale.finished(rec, 7, b"1")
     assert stale.take_finished("d", "a", 2) is None
+
+
+def hold_events(wf: Any) -> asyncio.Event:
+    """Hold every event's delivery to ``wf``'s scheduler until the returned event is set."""
+    release = asyncio.Event()
+    inner = wf.scheduler.on_event
+
+    async def held(ev: Any, delivery: Any) -> None:
+        await release.wait()
+        await inner(ev, delivery)
+
+    wf.scheduler.on_event = held
+    return release
+
+
+class Passes:
+    """Counts the scheduler's evaluations."""
+
+    def __init__(self, wf: Any) -> None:
+        self.n = 0
+        inner = wf.scheduler.evaluate
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.n += 1
+            return await inner(*args, **kwargs)
+
+        wf.scheduler.evaluate = counted
+
+
+async def test_the_leader_advances_from_its_own_workers_completion_without_the_event() -> None:
+    store = ReadLog()
+    wf, _, bus, enq = make_wf(store=store, sweep_interval=60)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    passes = Passes(wf)
+    release = hold_events(wf)
+    dag = DAG(id="adv1")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "inc", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        # No completion event has reached the scheduler, and the DAG still finished: each
+        # pass started from the worker's completion, with the meta read sent beside it.
+        assert await w.run_until_terminal("adv1") is DAGStatus.DONE
+        assert store.batched == [], store.batched
+        done = passes.n
+        assert done == 3
+        release.set()
+        await _wait_for(lambda: not bus.pending)
+        # The three events came and were acked without another pass.
+        assert passes.n == done
+    recs = {r.step_id: r for r, _ in await store.list_steps("adv1")}
+    assert msgspec.json.decode(await store.get_result("adv1", "c", recs["c"].run_id)) == 4
+    await bus.close()
+
+
+async def test_a_failed_local_pass_leaves_the_completion_to_its_event() -> None:
+    class LoseOnce(MemStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lost = False
+
+        async def put_step(
+            self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int
+        ) -> int:
+            if step_id == "b" and rec.status is StepStatus.RUNNING and not self.lost:
+                self.lost = True  # the first dispatch of b loses its CAS: that pass fails
+                raise StaleRevision(dag_id=dag_id, step_id=step_id)
+            return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+    store = LoseOnce()
+    wf, _, bus, enq = make_wf(store=store, sweep_interval=60)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    dag = DAG(id="adv2")
+    a = dag.step("a", "inc", 1)
+    dag.step("b", "inc", a.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("adv2") is DAGStatus.DONE
+    assert store.lost
+    await bus.close()
+
+
+def test_advanced_notes_are_used_once_and_match_the_attempt() -> None:
+    local = LocalDispatches(window=10.0, limit=2)
+    assert not local.leading
+    seen: list[tuple[str, str, int]] = []
+    local.on_finished = lambda d, s, a: seen.append((d, s, a))
+    assert local.leading
+    rec = StepRecord(dag_id="d", step_id="a", fn_name="f", status=StepStatus.DONE, attempt=2)
+    local.finished(rec, 7, b"1")
+    assert seen == [("d", "a", 2)]
+    local.advanced("d", "a", 2)
+    assert not local.take_advanced("d", "a", 1)  # another attempt (a forged or older event)
+    assert local.take_advanced("d", "a", 2)
+    assert not local.take_advanced("d", "a", 2)  # used up: a republished event gets a pass
+    for sid in ("x", "y", "z"):
+        local.advanced("d", sid, 1)
+    assert not local.take_advanced("d", "x", 1)  # dropped for the limit
+    stale = LocalDispatches(window=0.0)
+    stale.advanced("d", "a", 2)
+    assert not stale.take_advanced("d", "a", 2)
+
+
+async def test_an_event_that_overtakes_the_workers_cas_waits_for_it_instead_of_reading() -> None:
+    class SlowDone(ReadLog):
+        async def put_step(
+            self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int
+        ) -> int:
+            if rec.status is StepStatus.DONE:
+                await asyncio.sleep(0.02)  # the event (published beside it) arrives first
+            return await super().put_step(dag_id, step_id, rec, expected_rev)
+
+    store = SlowDone()
+    wf, _, bus, enq = make_wf(store=store, sweep_interval=60)
+    w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
+    passes = Passes(wf)
+    dag = DAG(id="adv3")
+    a = dag.step("a", "inc", 1)
+    b = dag.step("b", "inc", a.ref())
+    dag.step("c", "inc", b.ref())
+    async with running(wf):
+        await dag.submit(wf)
+        assert await w.run_until_terminal("adv3") is DAGStatus.DONE
+        await _wait_for(lambda: not bus.pending)
+    # Each event's pass waited for the worker's note rather than reading the step back
+    # (which would not have shown it done yet); the worker's own hand-over then found
+    # the pass made: one pass per completion.
+    assert store.batched == [], store.batched
+    assert passes.n == 3
+    await bus.close()
+
+
+async def test_completions_of_one_dag_share_the_meta_read_in_flight() -> None:
+    local = LocalDispatches()
+    assert local.meta_reading("d") is None
+    fut: asyncio.Future[tuple[DAGMeta, int]] = asyncio.get_running_loop().create_future()
+    local.reading_meta("d", fut)
+    assert local.meta_reading("d") is fut
+    assert local.meta_reading("other") is None  # another DAG reads its own meta
+    fut.set_result((DAGMeta(id="d", status=DAGStatus.RUNNING), 3))
+    await asyncio.sleep(0)
+    assert local.meta_reading("d") is None  # answered: the next completion reads anew
