@@ -12,8 +12,9 @@ fresh node and two worker *processes* are started. Reported:
 * many small DAGs: SMALL_DAGS three-step chains submitted at once, steps per second
   from the first submit to the last result;
 * submit scaling: fan-outs of 1,000 / 4,000 / 10,000 leaves (plus the fan-in step),
-  the seconds ``submit`` takes (and its CPU in this process) and the whole DAG takes;
-  the 10,000-leaf submit must stay within 10x the 1,000-leaf one (linear);
+  the seconds ``submit`` takes (and its CPU in this process) and the whole DAG takes,
+  each the median of SCALE_REPEAT submits; the 10,000-leaf submit must stay within 10x
+  the 1,000-leaf one (linear);
 * KV operations per step: every StateStore call made by the workers' hooks and
   schedulers (counted in the worker processes) plus those made by ``submit`` in this
   process, by operation; worker peak RSS (VmHWM) after the largest DAG;
@@ -50,6 +51,9 @@ CHAIN = int(os.environ.get("BENCH_CHAIN", "200"))
 LEAVES = int(os.environ.get("BENCH_LEAVES", "1000"))
 SMALL_DAGS = int(os.environ.get("BENCH_SMALL_DAGS", "300"))
 SCALE = tuple(int(n) for n in os.environ.get("BENCH_SCALE", "1000,4000,10000").split(","))
+# Each fan-out size is submitted this many times and the medians kept: a 1,000-leaf submit
+# takes about 0.1 s, and one run of it moves with whatever else the two cores do.
+SCALE_REPEAT = int(os.environ.get("BENCH_SCALE_REPEAT", "3"))
 NOOPS = 200
 CHAINS = 5
 HISTORY = int(os.environ.get("BENCH_HISTORY", "100000"))
@@ -278,7 +282,9 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
                 print(f"  [{sync}] {SMALL_DAGS} small DAGs {many:.3f} s, {many_cpu:.2f} CPU s")
                 scale: dict[str, list[float]] = {}
                 for n in SCALE:
-                    sub, whole, sub_cpu = await run_fan(client, counter, n)
+                    runs = [await run_fan(client, counter, n) for _ in range(SCALE_REPEAT)]
+                    cols = zip(*runs, strict=True)
+                    sub, whole, sub_cpu = (statistics.median(col) for col in cols)
                     scale[str(n)] = [round(sub, 3), round(whole, 3), round(sub_cpu, 3)]
                     print(
                         f"  [{sync}] {n} leaves: submit {sub:.3f} s ({sub_cpu:.3f} CPU s), "
@@ -291,7 +297,7 @@ async def one_setting(sync: str, tmp: Path) -> dict[str, Any]:
             for p in procs:
                 await asyncio.wait_for(p.wait(), 30)
     ops = _count_ops(counts, counter.calls)
-    steps = CHAINS * CHAIN + LEAVES + 1 + 3 * SMALL_DAGS + sum(n + 1 for n in SCALE)
+    steps = CHAINS * CHAIN + LEAVES + 1 + 3 * SMALL_DAGS + SCALE_REPEAT * sum(n + 1 for n in SCALE)
     per_step = chain / CHAIN
     return {
         "sync": sync,
