@@ -347,7 +347,8 @@ class Scheduler:
                 and ev.status is StepStatus.DONE
                 and local.take_advanced(ev.dag_id, ev.step_id, ev.attempt)
             ):
-                await delivery.ack()
+                # An ack that fails must not end the lane's task with the rest of the batch.
+                await _settle([(ev, delivery)], "ack")
             else:
                 keep.append((ev, delivery))
         return keep

@@ -487,3 +487,47 @@ async def test_completions_of_one_dag_share_the_meta_read_in_flight() -> None:
     fut.set_result((DAGMeta(id="d", status=DAGStatus.RUNNING), 3))
     await asyncio.sleep(0)
     assert local.meta_reading("d") is None  # answered: the next completion reads anew
+
+
+async def test_an_answered_event_whose_ack_fails_drops_nothing_else_of_its_batch() -> None:
+    from ebind.workflow.events import Event, EventKind
+
+    class Recorded:
+        def __init__(self, fails: bool = False) -> None:
+            self.fails = fails
+            self.settled: list[str] = []
+
+        async def ack(self) -> None:
+            if self.fails:
+                raise ConnectionError("connection closed")
+            self.settled.append("ack")
+
+        async def nak(self, delay: float | None = None) -> None:
+            self.settled.append("nak")
+
+        async def term(self) -> None:
+            self.settled.append("term")
+
+    wf, _, bus, _ = make_wf(sweep_interval=60)
+    wf.hook()  # a worker in this process: its completions are noted here
+    dag = DAG(id="ackfail")
+    dag.step("a", "inc", 1)
+    dag.step("b", "inc", 2)
+    async with running(wf):
+        await dag.submit(wf)
+        await _wait_for(wf.elector.is_leader)
+        sched, local = wf.scheduler, wf.local
+        # a's completion was already advanced from this process's worker; its event is
+        # answered without a pass, and its ack fails (the connection just went away).
+        local.advanced("ackfail", "a", 1)
+        answered, other = Recorded(fails=True), Recorded()
+        done = Event(kind=EventKind.COMPLETED, dag_id="ackfail", status=StepStatus.DONE)
+        sched._enqueue(
+            "ackfail", msgspec.structs.replace(done, step_id="a", attempt=1), answered, sweep=False
+        )
+        sched._enqueue(
+            "ackfail", msgspec.structs.replace(done, step_id="b", attempt=1), other, sweep=False
+        )
+        # b's event, queued in the same batch, still gets its pass and is settled.
+        await _wait_for(lambda: other.settled)
+    await bus.close()
