@@ -388,23 +388,31 @@ class Scheduler:
     ) -> None:
         _log.warning("scheduler.evaluation_failed", dag_id=dag_id, error=repr(exc))
         for ev, delivery in batch:
-            if ev is None or isinstance(delivery, _Advanced):
-                await delivery.nak()  # a sweep's waiter, or the event retries on its own
-                continue
-            key = _event_key(ev)
-            n = self._failures[key] = self._failures.get(key, 0) + 1
-            if n >= _POISON_LIMIT:
-                self._failures.pop(key, None)
-                _log.error(
-                    "scheduler.event_poisoned",
-                    dag_id=dag_id,
-                    kind=ev.kind.value,
-                    step_id=ev.step_id,
-                    error=repr(exc),
-                )
-                await delivery.term()
-            else:
-                await delivery.nak(self.config.nak_delay)
+            # A settle that fails (the connection went away) must not leave the rest of the
+            # batch unsettled: the server redelivers that one after its ack wait.
+            with contextlib.suppress(Exception):
+                await self._settle_failed(dag_id, ev, delivery, exc)
+
+    async def _settle_failed(
+        self, dag_id: str, ev: Event | None, delivery: Delivery, exc: Exception
+    ) -> None:
+        if ev is None or isinstance(delivery, _Advanced):
+            await delivery.nak()  # a sweep's waiter, or the event retries on its own
+            return
+        key = _event_key(ev)
+        n = self._failures[key] = self._failures.get(key, 0) + 1
+        if n >= _POISON_LIMIT:
+            self._failures.pop(key, None)
+            _log.error(
+                "scheduler.event_poisoned",
+                dag_id=dag_id,
+                kind=ev.kind.value,
+                step_id=ev.step_id,
+                error=repr(exc),
+            )
+            await delivery.term()
+        else:
+            await delivery.nak(self.config.nak_delay)
 
     async def evaluate(
         self, dag_id: str, events: list[Event], *, sweep: bool = False

@@ -531,3 +531,36 @@ async def test_an_answered_event_whose_ack_fails_drops_nothing_else_of_its_batch
         # b's event, queued in the same batch, still gets its pass and is settled.
         await _wait_for(lambda: other.settled)
     await bus.close()
+
+
+async def test_a_failed_pass_whose_settle_fails_still_settles_the_rest_of_its_batch() -> None:
+    from ebind.workflow.events import Event, EventKind
+
+    class Recorded:
+        def __init__(self, fails: bool = False) -> None:
+            self.fails = fails
+            self.settled: list[str] = []
+
+        async def ack(self) -> None:
+            self.settled.append("ack")
+
+        async def nak(self, delay: float | None = None) -> None:
+            if self.fails:
+                raise ConnectionError("connection closed")
+            self.settled.append("nak")
+
+        async def term(self) -> None:
+            self.settled.append("term")
+
+    wf, _, _, _ = make_wf(sweep_interval=60)
+    broken, other, waiter = Recorded(fails=True), Recorded(), Recorded()
+    done = Event(kind=EventKind.COMPLETED, dag_id="d", status=StepStatus.DONE)
+    batch: list[tuple[Event | None, Any]] = [
+        (msgspec.structs.replace(done, step_id="a", attempt=1), broken),
+        (msgspec.structs.replace(done, step_id="b", attempt=1), other),
+        (None, waiter),  # a sweep's waiter
+    ]
+    await wf.scheduler._failed("d", batch, RuntimeError("store unreachable"))
+    assert broken.settled == []  # its nak raised: the server redelivers it after its ack wait
+    assert other.settled == ["nak"]
+    assert waiter.settled == ["nak"]
