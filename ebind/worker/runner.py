@@ -684,7 +684,7 @@ class AttemptRunner:
         """The innermost handler: decode args, call the function, encode the result."""
         registry = self._registry
         decode_args = self._decode_args
-        encode_result = self._encode_result
+        encoded = self._encoded
         executor = self.executor
         block_warn = self.block_warn
         codec = self._codec
@@ -714,18 +714,7 @@ class AttemptRunner:
                 from ebind.worker.outcome import classify
 
                 raise AttemptError(classify(exc, dont_retry=spec.dont_retry)) from exc
-            if isinstance(value, EncodedResult):  # encoded by a pool child
-                return value.data
-            try:
-                return encode_result(spec, value)
-            except Exception as exc:
-                raise AttemptError(
-                    TaskError(
-                        kind=ErrorKind.ENCODE.value,
-                        message=f"result of {spec.name} could not be encoded as JSON: {exc}",
-                        retryable=False,
-                    )
-                ) from exc
+            return encoded(spec, value)
 
         self._base = call
         return call
