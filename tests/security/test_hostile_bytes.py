@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
+from raw_client import send_raw
 from worker_helpers import running
 
 from ebind.app import App
@@ -21,21 +21,6 @@ from ebind.app import App
 pytestmark = pytest.mark.timeout(60)
 
 PROMPTLY = 10.0  # seconds; a deaf connection stays deaf for minutes (ping interval 2 min)
-
-
-async def _send_raw(url: str, *frames: bytes) -> None:
-    """Publish protocol ``frames`` as a plain client would and wait until the server took them."""
-    where = urlsplit(url)
-    reader, writer = await asyncio.open_connection(where.hostname, where.port)
-    try:
-        await reader.readline()  # INFO
-        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
-        writer.write(b"".join(frames) + b"PING\r\n")
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 5)
-        assert line == b"PONG\r\n", line
-    finally:
-        writer.close()
 
 
 def _pub(subject: bytes, data: bytes) -> bytes:
@@ -76,7 +61,7 @@ async def test_a_worker_keeps_reading_after_an_undecodable_delivery(
     # A task's stored headers reach the worker as sent; its subject must be the lane's.
     echo = _register(app)
     async with running(app):
-        await _send_raw(nats_url, HOSTILE["header-block-cut-short"](b"TASKS.sec.echo"))
+        await send_raw(nats_url, HOSTILE["header-block-cut-short"](b"TASKS.sec.echo"))
         await _reads(app)
         assert await (await echo.delay("after")).result(PROMPTLY) == "after"
 
@@ -86,11 +71,11 @@ async def test_a_revocation_key_that_is_not_utf8_does_not_deafen_workers(
 ) -> None:
     # A producer may write revocation records; a stored one is read by every worker start.
     echo = _register(app)
-    await _send_raw(nats_url, _pub(b"$KV.ebind-leases.revoked.\xff", b"{}"))
+    await send_raw(nats_url, _pub(b"$KV.ebind-leases.revoked.\xff", b"{}"))
     async with running(app):
         await _reads(app)
         assert await (await echo.delay("before")).result(PROMPTLY) == "before"
-        await _send_raw(nats_url, _pub(b"$KV.ebind-leases.revoked.\xfe", b"{}"))
+        await send_raw(nats_url, _pub(b"$KV.ebind-leases.revoked.\xfe", b"{}"))
         await _reads(app)
         assert await (await echo.delay("after")).result(PROMPTLY) == "after"
 
@@ -104,6 +89,6 @@ async def test_a_producer_keeps_reading_after_an_undecodable_response(
     _register(worker_app)
     async with worker_app, running(worker_app):
         subject = f"RESP.{app.client_id}.some-task".encode()
-        await _send_raw(nats_url, HOSTILE[kind](subject))
+        await send_raw(nats_url, HOSTILE[kind](subject))
         await _reads(app)
         assert await (await echo.delay("after")).result(PROMPTLY) == "after"

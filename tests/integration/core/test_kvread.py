@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import nats
 import pytest
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
+from raw_client import store_raw
 
 from ebind.workflow._kvread import MULTI_LAST_LIMIT, list_last
 
@@ -101,23 +101,6 @@ async def test_batched_and_single_direct_gets_return_a_record_with_a_status_head
     assert one is not None and one.data == b"h"
 
 
-async def _store_raw(url: str, subject: bytes, header: bytes, data: bytes) -> None:
-    """Store one message with exactly ``header`` as its header block (nats-py would fix it)."""
-    where = urlsplit(url)
-    reader, writer = await asyncio.open_connection(where.hostname, where.port)
-    try:
-        await reader.readline()  # INFO
-        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
-        total = len(header) + len(data)
-        writer.write(
-            b"HPUB %s %d %d\r\n%s%s\r\nPING\r\n" % (subject, len(header), total, header, data)
-        )
-        await writer.drain()
-        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
-    finally:
-        writer.close()
-
-
 # Header blocks whose last line is not terminated: the server appends its own headers to a
 # stored record's block, and the first of them (Nats-Stream) runs into that line, so the
 # record comes back looking like the server's end-of-batch or not-found status.
@@ -137,7 +120,7 @@ async def test_a_record_whose_header_block_swallows_the_servers_neither_ends_the
     count = MULTI_LAST_LIMIT + 5 if many else 6
     names = [f"a.k{i:05d}" for i in range(count)]
     await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[:3]))
-    await _store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
+    await store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
     await asyncio.gather(*(js.publish(f"$KV.b.{n}", b"v") for n in names[3:]))
     got = await asyncio.wait_for(list_last(js, "KV_b", "$KV.b.a.>"), 20)
     assert _keys(got) == sorted([*names, "a.hostile"])
@@ -152,7 +135,7 @@ async def test_direct_gets_return_a_record_whose_header_block_swallows_the_serve
     from ebind.direct import DirectClient
 
     await js.publish("$KV.b.a.first", b"1")
-    await _store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
+    await store_raw(nats_url, b"$KV.b.a.hostile", CUT_SHORT[header], b"h")
     await js.publish("$KV.b.a.last", b"2")
     nc = js._nc
     if direct:  # the client every ebind connection is: replies parsed lazily, in the read loop

@@ -7,9 +7,9 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
+from raw_client import store_raw
 from worker_helpers import dlq_entries, running, tasks_empty, wait_for
 
 from ebind.app import App
@@ -203,23 +203,6 @@ def _known(worker: Any) -> frozenset[str]:
     return frozenset() if revocations is None else revocations.ids
 
 
-async def _store_raw(url: str, subject: bytes, header: bytes, data: bytes) -> None:
-    """Store one message with exactly ``header`` as its header block, as a raw client can."""
-    where = urlsplit(url)
-    reader, writer = await asyncio.open_connection(where.hostname, where.port)
-    try:
-        await reader.readline()  # INFO
-        writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
-        size = len(header) + len(data)
-        writer.write(
-            b"HPUB %s %d %d\r\n%s%s\r\nPING\r\n" % (subject, len(header), size, header, data)
-        )
-        await writer.drain()
-        assert await asyncio.wait_for(reader.readline(), 5) == b"PONG\r\n"
-    finally:
-        writer.close()
-
-
 async def test_a_revocation_record_posing_as_end_of_listing_hides_no_later_revocation(
     app: App, nats_url: str
 ) -> None:
@@ -235,7 +218,7 @@ async def test_a_revocation_record_posing_as_end_of_listing_hides_no_later_revoc
         return x
 
     hostile = f"$KV.{KV_LEASES}.{revoke_key('posing-as-a-status')}".encode()
-    await _store_raw(nats_url, hostile, b"NATS/1.0\r\nStatus: 404\r\nX\r\n", b"{}")
+    await store_raw(nats_url, hostile, b"NATS/1.0\r\nStatus: 404\r\nX\r\n", b"{}")
     fut = await later.apply_async((1,), countdown=2.0)
     await app.revoke(fut.id)
     async with running(app):
