@@ -489,24 +489,30 @@ async def test_completions_of_one_dag_share_the_meta_read_in_flight() -> None:
     assert local.meta_reading("d") is None  # answered: the next completion reads anew
 
 
+class Recorded:
+    """A delivery that records how it was settled; the settle named by ``fails`` raises."""
+
+    def __init__(self, fails: str = "") -> None:
+        self.fails = fails
+        self.settled: list[str] = []
+
+    async def _settle(self, how: str) -> None:
+        if how == self.fails:
+            raise ConnectionError("connection closed")
+        self.settled.append(how)
+
+    async def ack(self) -> None:
+        await self._settle("ack")
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._settle("nak")
+
+    async def term(self) -> None:
+        await self._settle("term")
+
+
 async def test_an_answered_event_whose_ack_fails_drops_nothing_else_of_its_batch() -> None:
     from ebind.workflow.events import Event, EventKind
-
-    class Recorded:
-        def __init__(self, fails: bool = False) -> None:
-            self.fails = fails
-            self.settled: list[str] = []
-
-        async def ack(self) -> None:
-            if self.fails:
-                raise ConnectionError("connection closed")
-            self.settled.append("ack")
-
-        async def nak(self, delay: float | None = None) -> None:
-            self.settled.append("nak")
-
-        async def term(self) -> None:
-            self.settled.append("term")
 
     wf, _, bus, _ = make_wf(sweep_interval=60)
     wf.hook()  # a worker in this process: its completions are noted here
@@ -520,7 +526,7 @@ async def test_an_answered_event_whose_ack_fails_drops_nothing_else_of_its_batch
         # a's completion was already advanced from this process's worker; its event is
         # answered without a pass, and its ack fails (the connection just went away).
         local.advanced("ackfail", "a", 1)
-        answered, other = Recorded(fails=True), Recorded()
+        answered, other = Recorded(fails="ack"), Recorded()
         done = Event(kind=EventKind.COMPLETED, dag_id="ackfail", status=StepStatus.DONE)
         sched._enqueue(
             "ackfail", msgspec.structs.replace(done, step_id="a", attempt=1), answered, sweep=False
@@ -536,24 +542,8 @@ async def test_an_answered_event_whose_ack_fails_drops_nothing_else_of_its_batch
 async def test_a_failed_pass_whose_settle_fails_still_settles_the_rest_of_its_batch() -> None:
     from ebind.workflow.events import Event, EventKind
 
-    class Recorded:
-        def __init__(self, fails: bool = False) -> None:
-            self.fails = fails
-            self.settled: list[str] = []
-
-        async def ack(self) -> None:
-            self.settled.append("ack")
-
-        async def nak(self, delay: float | None = None) -> None:
-            if self.fails:
-                raise ConnectionError("connection closed")
-            self.settled.append("nak")
-
-        async def term(self) -> None:
-            self.settled.append("term")
-
     wf, _, _, _ = make_wf(sweep_interval=60)
-    broken, other, waiter = Recorded(fails=True), Recorded(), Recorded()
+    broken, other, waiter = Recorded(fails="nak"), Recorded(), Recorded()
     done = Event(kind=EventKind.COMPLETED, dag_id="d", status=StepStatus.DONE)
     batch: list[tuple[Event | None, Any]] = [
         (msgspec.structs.replace(done, step_id="a", attempt=1), broken),
