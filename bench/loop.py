@@ -97,8 +97,10 @@ async def _worker(url: str) -> AsyncIterator[tuple[Task[[], None], int]]:
         await producer.close()
 
 
-async def _ebind_row(task: Task[[], None], pid: int, n: int, batch: bool, p50: float) -> Row:
-    cpu0 = _cpu_seconds(pid)
+async def _ebind_row(
+    task: Task[[], None], pid: int, server_pid: int, n: int, batch: bool, p50: float
+) -> Row:
+    cpu0, scpu0, pcpu0 = _cpu_seconds(pid), _cpu_seconds(server_pid), time.process_time()
     t0 = time.perf_counter()
     if batch:
         futs = await task.starmap(repeat((), n))
@@ -110,6 +112,8 @@ async def _ebind_row(task: Task[[], None], pid: int, n: int, batch: bool, p50: f
         "tasks_per_s": n / elapsed,
         "p50_ms": p50,
         "cpu_us_per_task": (_cpu_seconds(pid) - cpu0) / n * 1e6,
+        "producer_cpu_us_per_task": (time.process_time() - pcpu0) / n * 1e6,
+        "server_cpu_us_per_task": (_cpu_seconds(server_pid) - scpu0) / n * 1e6,
     }
 
 
@@ -119,15 +123,16 @@ async def _one_run(sync: str, n: int, lat_n: int) -> dict[str, Row]:
     with tempfile.TemporaryDirectory(prefix="ebind-bench-loop-") as store:
         node = start_node(store_dir=store, sync_interval=sync)
         try:
-            url = node.client_url
+            url, spid = node.client_url, node.pid
+            assert spid is not None
             async with _worker(url) as (task, pid):
                 # Each ebind row right after its floor row: load from other processes on a
                 # shared machine drifts within seconds, and the ratio compares neighbours.
-                rows = {"floor_loop": await _floor(url, n, lat_n, pipelined=False)}
+                rows = {"floor_loop": await _floor(url, n, lat_n, pipelined=False, server_pid=spid)}
                 p50 = await _latency(task, lat_n)
-                rows["ebind_loop"] = await _ebind_row(task, pid, n, False, p50)
-                rows["floor_pipelined"] = await _floor(url, n, lat_n)
-                rows["ebind_batch"] = await _ebind_row(task, pid, n, True, p50)
+                rows["ebind_loop"] = await _ebind_row(task, pid, spid, n, False, p50)
+                rows["floor_pipelined"] = await _floor(url, n, lat_n, server_pid=spid)
+                rows["ebind_batch"] = await _ebind_row(task, pid, spid, n, True, p50)
         finally:
             node.shutdown()
     return rows

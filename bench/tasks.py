@@ -136,9 +136,12 @@ async def floor_consumer(url: str) -> None:
             await nc.publish("floor.reply", msg.data)
 
 
-async def _floor(url: str, n: int, lat_n: int, *, pipelined: bool = True) -> dict[str, float]:
+async def _floor(
+    url: str, n: int, lat_n: int, *, pipelined: bool = True, server_pid: int | None = None
+) -> dict[str, float]:
     """The floor's producer: ``publish_async`` pipelined, or (not pipelined) the plain loop
-    that awaits each PubAck before the next publish."""
+    that awaits each PubAck before the next publish; with ``server_pid``, the nats-server's
+    CPU per task too."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
@@ -175,6 +178,7 @@ async def _floor(url: str, n: int, lat_n: int, *, pipelined: bool = True) -> dic
 
         await nc.subscribe("floor.reply", cb=on_reply)
         cpu0 = _cpu_seconds(proc.pid)
+        scpu0 = _cpu_seconds(server_pid) if server_pid else 0.0
         pcpu0 = time.process_time()
         t0 = time.perf_counter()
         if pipelined:
@@ -188,6 +192,7 @@ async def _floor(url: str, n: int, lat_n: int, *, pipelined: bool = True) -> dic
         elapsed = time.perf_counter() - t0
         cpu = _cpu_seconds(proc.pid) - cpu0
         pcpu = time.process_time() - pcpu0
+        scpu = (_cpu_seconds(server_pid) - scpu0) if server_pid else 0.0
         lat: list[float] = []
         for i in range(lat_n):
             key = b"lat%d" % i
@@ -203,6 +208,7 @@ async def _floor(url: str, n: int, lat_n: int, *, pipelined: bool = True) -> dic
             "p99_ms": _pct(lat, 0.99),
             "cpu_us_per_task": cpu / n * 1e6,
             "producer_cpu_us_per_task": pcpu / n * 1e6,
+            **({"server_cpu_us_per_task": scpu / n * 1e6} if server_pid else {}),
             "idle_rss_mb": rss,
         }
     finally:

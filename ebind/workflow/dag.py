@@ -103,7 +103,7 @@ def _ids(items: Iterable[Step | str] | Step | str, what: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _labels(items: Iterable[str] | str, what: str) -> list[str]:
+def _labels(items: Iterable[str] | str, what: str) -> tuple[str, ...]:
     if isinstance(items, str):
         items = [items]
     out = []
@@ -111,7 +111,7 @@ def _labels(items: Iterable[str] | str, what: str) -> list[str]:
         if not _nonblank(label):
             raise InvalidArguments(f"{what} label must be a non-empty string, got {label!r}")
         out.append(label)
-    return list(dict.fromkeys(out))
+    return tuple(dict.fromkeys(out))
 
 
 def _nonblank(value: object) -> bool:
@@ -120,7 +120,7 @@ def _nonblank(value: object) -> bool:
 
 def clean_labels(items: Iterable[str] | str, what: str = "DAG") -> list[str]:
     """Validated, deduplicated labels in first-seen order."""
-    return _labels(items, what)
+    return list(_labels(items, what))
 
 
 def placement_of(
@@ -171,8 +171,8 @@ def build_record(
     for n in waits:
         _keys.check_signal_name(n)
     spec, place_deps = placement
-    deps = list(dict.fromkeys([*implicit_deps, *ref_deps, *_ids(after, "after"), *place_deps]))
-    optional_deps = [d for d in _ids(after_any, "after_any") if d not in deps]
+    deps = tuple(dict.fromkeys([*implicit_deps, *ref_deps, *_ids(after, "after"), *place_deps]))
+    optional_deps = tuple(d for d in _ids(after_any, "after_any") if d not in deps)
     spec_ = spec_of(fn)
     timeout = spec_.timeout if spec_ is not None else None
     return StepRecord(
@@ -186,7 +186,7 @@ def build_record(
         optional=optional,
         break_before=_labels(break_before, "break_before"),
         break_after=_labels(break_after, "break_after"),
-        wait_signals=list(dict.fromkeys(waits)),
+        wait_signals=tuple(dict.fromkeys(waits)),
         policy=retry,
         placement=spec,
         timeout=timeout,
@@ -296,7 +296,7 @@ class DAG:
         if not self._records:
             raise InvalidArguments(f"workflow: DAG {self._id!r} has no steps")
         validate_graph(graph_of(self._records.values()), dag_id=self._id)
-        armed = _labels(active_breakpoints, "active_breakpoints")
+        armed = clean_labels(active_breakpoints, "active_breakpoints")
         self._submitted = True
         run = new_run_id()
         while True:

@@ -15,7 +15,7 @@ another status, so duplicate or reordered completion events change nothing.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -217,7 +217,7 @@ class DAGState:
 
     # --- gates --------------------------------------------------------------------------
 
-    def _armed(self, labels: list[str]) -> bool:
+    def _armed(self, labels: Sequence[str]) -> bool:
         return bool(labels) and not set(labels).isdisjoint(self.meta.active_breakpoints)
 
     def is_held(self, step_id: str) -> bool:

@@ -160,16 +160,18 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     Records are not tracked by the cycle collector (``gc=False``): a 10,000-step DAG keeps
     tens of thousands of them alive in the submitting process and in the leader, and
     every full collection walked all of them. A record refers only to strings, numbers,
-    lists and dicts of strings and a few flat structs, never to anything that can point
-    back at it, so it cannot be part of a cycle; reference counting frees it.
+    tuples and dicts of strings and a few flat structs, never to anything that can point
+    back at it, so it cannot be part of a cycle; reference counting frees it. Its name
+    lists are tuples (the same JSON arrays on the wire) for the same reason: the collector
+    stops tracking a tuple of strings after its first pass, a list it walks every time.
     """
 
     dag_id: str
     step_id: str
     fn_name: str
     args_json: msgspec.Raw = msgspec.Raw(b"[]")
-    deps: list[str] = []
-    optional_deps: list[str] = []
+    deps: tuple[str, ...] = ()
+    optional_deps: tuple[str, ...] = ()
     status: StepStatus
     attempt: int = 0
     generation: int = 0
@@ -179,12 +181,12 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     optional: bool = False
     held: bool = False
     held_at: datetime | None = None
-    break_before: list[str] = []
-    break_after: list[str] = []
+    break_before: tuple[str, ...] = ()
+    break_after: tuple[str, ...] = ()
     bp_before: BPState = BPState.NONE
     bp_after: BPState = BPState.NONE
     bp_blocked_at: datetime | None = None
-    wait_signals: list[str] = []
+    wait_signals: tuple[str, ...] = ()
     policy: RetryPolicy | None = None
     placement: PlacementSpec | None = None
     target: str = ""

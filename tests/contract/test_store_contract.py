@@ -158,9 +158,10 @@ async def test_returned_record_is_a_copy(store: StateStore) -> None:
     await store.put_step(d, "a", step(d, "a"), 0)
     rec, _ = await store.get_step(d, "a")
     rec.status = StepStatus.DONE
-    rec.deps.append("zzz")
+    rec.deps = ("zzz",)
+    rec.trace_ctx["traceparent"] = "changed"  # the one mutable container a record holds
     again, _ = await store.get_step(d, "a")
-    assert again.status is StepStatus.PENDING and again.deps == []
+    assert again.status is StepStatus.PENDING and again.deps == () and again.trace_ctx == {}
 
 
 async def test_list_steps_only_that_dag(store: StateStore) -> None:
