@@ -224,6 +224,10 @@ class AttemptRunner:
         self.on_stuck: Callable[[asyncio.Future[Any]], None] | None = None
         """Told about a sync handler's thread still running past its timeout (the worker
         counts it against its capacity until the thread returns)."""
+        self.on_ran: Callable[[Any], None] | None = None
+        """Told that a delivery's handler succeeded and only recording the outcome (a
+        step's completion, the response) and the ack remain: the worker frees the
+        delivery's slot for the next handler."""
         self.procpool: ProcessPool | None = None
         self.revocations: Revocations | None = None
         self.concurrency: ConcurrencyGate | None = None
@@ -366,6 +370,8 @@ class AttemptRunner:
             return
         # Outcome listeners (log line, metrics) run before the reply, as on the full path.
         _plain_succeeded(ctx, plain.logs, start)
+        if self.on_ran is not None:
+            self.on_ran(msg)
         if env.reply_to and not (
             await self._respond(env, result=wire, error=None)
             or await self._respond_again(env, wire)
@@ -729,6 +735,9 @@ class AttemptRunner:
         result: bytes,
         is_step: bool,
     ) -> None:
+        """The handler succeeded: record the step's completion and the response, then ack."""
+        if self.on_ran is not None:
+            self.on_ran(msg)
         crashpoint("worker.after_handler")
         wire, problem = self._wire_result(env, result)
         if problem is not None:
