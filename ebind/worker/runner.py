@@ -736,14 +736,14 @@ class AttemptRunner:
         is_step: bool,
     ) -> None:
         """The handler succeeded: record the step's completion and the response, then ack."""
-        if self.on_ran is not None:
-            self.on_ran(msg)
         crashpoint("worker.after_handler")
         wire, problem = self._wire_result(env, result)
         if problem is not None:
             err = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
             await self._failed(msg, env, ctx, policy, err, is_step)
             return
+        if self.on_ran is not None:
+            self.on_ran(msg)
         if is_step and self.hook is not None:
             try:
                 await self.hook.on_step_done(env, result)

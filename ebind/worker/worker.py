@@ -279,7 +279,7 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        """Handlers running now."""
+        """Slots in use: handlers running, and finished ones that kept their slot."""
         slots = getattr(self, "_slots", None)
         waiting = slots.waiting if slots is not None else 0
         return len(self._held) - waiting - len(self._finishing)
@@ -397,8 +397,10 @@ class Worker:
                 middleware.insert(0, wf.context_middleware())
         self._hook = hook
         bound = getattr(hook, "set_concurrency", None)
-        if callable(bound):  # its liveness record never lists more than this worker can run
-            bound(self.worker_id, self.concurrency)
+        if callable(bound):
+            # Its liveness record lists every step in progress here: up to `concurrency`
+            # running and as many more recording their completion without a slot.
+            bound(self.worker_id, 2 * self.concurrency)
         runner = AttemptRunner(
             app,
             worker_id=self.worker_id,

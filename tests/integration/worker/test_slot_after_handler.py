@@ -38,6 +38,7 @@ async def test_the_next_handler_runs_while_a_response_is_being_stored(
         await asyncio.sleep(0.5)
         # The second keeps its slot (one message already finishes without one), so the
         # third waits: the worker holds at most twice its concurrency in handled messages.
+        # The slot in use is the second's; the third arrived by the lane's probe.
         assert len(ran) == 2
         assert worker.held_count == 3 and worker.in_flight == 1
         stored.set()

@@ -1,0 +1,69 @@
+"""A worker's liveness record lists every step it holds, also while up to ``concurrency``
+more steps write their completion after their handler freed its slot."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from wf_app import app as shared_app
+
+from ebind import Context
+from ebind.app import App
+from ebind.workflow import DAG
+from ebind.workflow.hook import StepHook
+
+_long_gate: asyncio.Event | None = None
+
+
+@shared_app.task(name="wfho.long")
+async def long_step(ctx: Context) -> str:
+    assert _long_gate is not None
+    await _long_gate.wait()
+    return "long"
+
+
+@shared_app.task(name="wfho.short")
+async def short_step(i: int) -> int:
+    return i
+
+
+async def test_a_long_step_stays_listed_while_others_write_their_completion(
+    app: App, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    global _long_gate
+    _long_gate = asyncio.Event()
+    completions = asyncio.Event()  # the short steps' completion writes wait (a slow quorum)
+    done = StepHook.on_step_done
+
+    async def slow_done(self: StepHook, env: Any, result: bytes) -> None:
+        if env.step_id.startswith("s"):
+            await completions.wait()
+        await done(self, env, result)
+
+    monkeypatch.setattr(StepHook, "on_step_done", slow_done)
+    concurrency = 20  # more slots than the record's margin for released steps (16)
+    w = await start_worker("w", concurrency=concurrency)
+    dag = DAG(id="long-and-many")
+    long = dag.step("long", long_step)
+    first = dag.step("first", short_step, 0)
+    for i in range(45):
+        dag.step(f"s{i}", short_step, i, after=[first])
+    await dag.submit(app.workflow)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while w.held_count < 2 * concurrency:
+            assert loop.time() < deadline, f"held {w.held_count}"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        hook = w._hook
+        running = [k for k, e in hook._tracker.running["w"].items() if e.until is None]
+        assert f"{dag.id}:long" in running and len(running) == 2 * concurrency
+        # Left out, the long step would look orphaned and the scheduler would re-send it.
+        assert sorted(set(running) - set(hook.announced("w"))) == []
+    finally:
+        completions.set()
+        _long_gate.set()
+    assert await app.workflow.result(dag.id, long, timeout=30) == "long"
