@@ -225,9 +225,8 @@ class AttemptRunner:
         """Told about a sync handler's thread still running past its timeout (the worker
         counts it against its capacity until the thread returns)."""
         self.on_ran: Callable[[Any], None] | None = None
-        """Told that a delivery's handler succeeded and only recording the outcome (a
-        step's completion, the response) and the ack remain: the worker frees the
-        delivery's slot for the next handler."""
+        """Told that a task's handler succeeded and only storing the response and the
+        ack remain: the worker frees the delivery's slot for the next handler."""
         self.procpool: ProcessPool | None = None
         self.revocations: Revocations | None = None
         self.concurrency: ConcurrencyGate | None = None
@@ -742,7 +741,9 @@ class AttemptRunner:
             err = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
             await self._failed(msg, env, ctx, policy, err, is_step)
             return
-        if self.on_ran is not None:
+        if self.on_ran is not None and not is_step:
+            # A DAG step keeps its slot: its worker's liveness record lists at most as many
+            # steps as slots, and small DAGs ran no faster with the hand-over.
             self.on_ran(msg)
         if is_step and self.hook is not None:
             try:

@@ -397,10 +397,8 @@ class Worker:
                 middleware.insert(0, wf.context_middleware())
         self._hook = hook
         bound = getattr(hook, "set_concurrency", None)
-        if callable(bound):
-            # Its liveness record lists every step in progress here: up to `concurrency`
-            # running and as many more recording their completion without a slot.
-            bound(self.worker_id, 2 * self.concurrency)
+        if callable(bound):  # its liveness record never lists more than this worker can run
+            bound(self.worker_id, self.concurrency)
         runner = AttemptRunner(
             app,
             worker_id=self.worker_id,

@@ -29,7 +29,7 @@ Token = tuple[int, int | None]
 """The delivery that announced a step: (attempt, dispatch generation)."""
 
 ANNOUNCE_MARGIN = 16
-"""Entries allowed past the steps a worker can hold: steps released, awaiting redelivery."""
+"""Entries allowed past a worker's concurrency: steps released and awaiting redelivery."""
 DEFAULT_ANNOUNCE_LIMIT = 1024
 """Entries per record when the worker's concurrency is not known."""
 MAX_ANNOUNCED_BYTES = 64 * 1024
@@ -49,7 +49,7 @@ class Announced:
 
 
 def announce_limit(concurrency: int | None) -> int:
-    """Most entries a worker holding at most ``concurrency`` steps at once announces."""
+    """Most entries a worker with ``concurrency`` slots announces."""
     if concurrency is None:
         return DEFAULT_ANNOUNCE_LIMIT
     if concurrency < 1:

@@ -183,7 +183,7 @@ class StepHook:
         self._flushing: set[asyncio.Task[None]] = set()
 
     def set_concurrency(self, worker_id: str, concurrency: int) -> None:
-        """Bound ``worker_id``'s liveness record by the steps it can hold at once."""
+        """Bound ``worker_id``'s liveness record by the steps it can run at once."""
         self._tracker.set_concurrency(worker_id, concurrency)
 
     def announced(self, worker_id: str) -> list[str]:
