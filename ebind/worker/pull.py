@@ -57,18 +57,11 @@ _request_encoder = msgspec.json.Encoder()
 
 
 class Budget:
-    """Concurrency shared by all pullers of one worker: ``free = capacity - held - requested``.
-
-    A message whose handler has returned may leave ``held`` for ``finishing`` (its response
-    being stored, then its ack), so the next handler need not wait for those round trips;
-    at most ``capacity`` messages finish so, which bounds the messages a worker holds to
-    twice its concurrency.
-    """
+    """Concurrency shared by all pullers of one worker: ``free = capacity - held - requested``."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.held = 0  # messages received and not yet finished (running or waiting for a slot)
-        self.finishing = 0  # handed over: handler returned, response or ack not yet sent
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
         # Backlog reported by claim pullers: slots the shared puller leaves to targeted work.
         self.reserved: dict[str, int] = {}
@@ -109,22 +102,6 @@ class Budget:
         self.held -= 1
         if self._waiters:
             self.wake(self.free())
-
-    def hand_over(self) -> bool:
-        """A held message's handler returned: free its slot; False (slot kept) if full.
-
-        At most ``capacity`` messages finish without a slot; beyond that a message keeps
-        its slot until it is done.
-        """
-        if self.finishing >= self.capacity:
-            return False
-        self.finishing += 1
-        self.release()
-        return True
-
-    def release_finishing(self) -> None:
-        """A message handed over is finished (its response stored and its ack sent)."""
-        self.finishing -= 1
 
     def wake(self, free: int | None = None) -> None:
         """Wake waiting pullers (all of them when ``free`` is None)."""

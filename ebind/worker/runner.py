@@ -224,9 +224,6 @@ class AttemptRunner:
         self.on_stuck: Callable[[asyncio.Future[Any]], None] | None = None
         """Told about a sync handler's thread still running past its timeout (the worker
         counts it against its capacity until the thread returns)."""
-        self.on_ran: Callable[[Any], None] | None = None
-        """Told that a task's handler succeeded and only storing the response and the
-        ack remain: the worker frees the delivery's slot for the next handler."""
         self.procpool: ProcessPool | None = None
         self.revocations: Revocations | None = None
         self.concurrency: ConcurrencyGate | None = None
@@ -369,8 +366,6 @@ class AttemptRunner:
             return
         # Outcome listeners (log line, metrics) run before the reply, as on the full path.
         _plain_succeeded(ctx, plain.logs, start)
-        if self.on_ran is not None:
-            self.on_ran(msg)
         if env.reply_to and not (
             await self._respond(env, result=wire, error=None)
             or await self._respond_again(env, wire)
@@ -734,17 +729,12 @@ class AttemptRunner:
         result: bytes,
         is_step: bool,
     ) -> None:
-        """The handler succeeded: record the step's completion and the response, then ack."""
         crashpoint("worker.after_handler")
         wire, problem = self._wire_result(env, result)
         if problem is not None:
             err = TaskError(kind=ErrorKind.ENCODE.value, message=problem, retryable=False)
             await self._failed(msg, env, ctx, policy, err, is_step)
             return
-        if self.on_ran is not None and not is_step:
-            # A DAG step keeps its slot: its worker's liveness record lists at most as many
-            # steps as slots, and small DAGs ran no faster with the hand-over.
-            self.on_ran(msg)
         if is_step and self.hook is not None:
             try:
                 await self.hook.on_step_done(env, result)

@@ -80,10 +80,8 @@ class Worker:
 
     Args:
         app: a connected ``ebind.App``.
-        concurrency: handlers running at once; 16 by default, ``processes`` with
-            ``pool="process"``. A handler's slot is free as soon as it returns, while its
-            result is stored and its message acked, so the worker holds at most twice
-            this many messages.
+        concurrency: handlers running at once (also the most messages held at once);
+            16 by default, ``processes`` with ``pool="process"``.
         claims: extra targets to execute, or a (sync/async) callable re-read every
             ``claims_refresh`` seconds. The worker always claims its ``worker_id`` and
             ``worker:<worker_id>``.
@@ -173,8 +171,6 @@ class Worker:
         self._hook = hook
         # id(message) -> (message, monotonic arrival); nats-py's Msg is an unhashable dataclass
         self._held: dict[int, tuple[Any, float]] = {}
-        # ids of held messages whose handler returned (slot free; response or ack pending)
-        self._finishing: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pullers: dict[str, Puller] = {}  # claim -> puller
         self._lanes: dict[str, Puller] = {}  # lane durable -> puller
@@ -279,10 +275,9 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        """Slots in use: handlers running, and finished ones that kept their slot."""
+        """Handlers running now."""
         slots = getattr(self, "_slots", None)
-        waiting = slots.waiting if slots is not None else 0
-        return len(self._held) - waiting - len(self._finishing)
+        return len(self._held) - (slots.waiting if slots is not None else 0)
 
     @property
     def is_leader(self) -> bool:
@@ -414,7 +409,6 @@ class Worker:
         self._runner = runner
         self._budget = Budget(self.concurrency)
         runner.on_stuck = self._thread_stuck
-        runner.on_ran = self._handed_over
         runner.procpool = self.procpool
         # Before any consumer: a revocation written from now on is in the local set (until
         # the stored ones are listed below, every task is checked against the bucket).
@@ -742,33 +736,10 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
         self._tasks.add(task)
 
-    def _handed_over(self, msg: Any) -> None:
-        """``msg``'s handler succeeded: its slot goes to the next handler.
-
-        The message stays held (kept alive by in-progress acks) while its outcome is
-        recorded and it is acked.
-        """
-        key = id(msg)
-        budget = self._budget
-        assert budget is not None
-        if key in self._held and key not in self._finishing and budget.hand_over():
-            self._finishing.add(key)
-            self._slots.release()
-
-    def _settled(self, msg: Any) -> bool:
-        """Forget ``msg`` as held; True when it was handed over (its slot already free)."""
-        key = id(msg)
-        self._held.pop(key, None)
-        if key in self._finishing:
-            self._finishing.discard(key)
-            assert self._budget is not None
-            self._budget.release_finishing()
-            return True
-        return False
-
     def _ran(self, msg: Any, puller: Puller, task: asyncio.Task[None]) -> None:
         """A delivery that started at once is done: :meth:`_run_one`'s ending, as a callback."""
         self._tasks.discard(task)
+        self._slots.release()
         if not task.cancelled():  # cancelled: shutdown past its grace nak'd it first
             exc = task.exception()
             if exc is not None:
@@ -779,10 +750,9 @@ class Worker:
                     exc_info=exc,
                 )
                 self._nak_now(msg, 1.0)
-        if not self._settled(msg):
-            self._slots.release()
-            assert self._budget is not None
-            self._budget.release()
+        self._held.pop(id(msg), None)
+        assert self._budget is not None
+        self._budget.release()
         puller.finished(started=True)
 
     async def _run_one(self, msg: Any, puller: Puller) -> None:
@@ -792,7 +762,10 @@ class Worker:
             await self._slots.acquire(puller.rank)
             started = True
             puller.started()
-            await self._runner.process(msg)
+            try:
+                await self._runner.process(msg)
+            finally:
+                self._slots.release()
         except asyncio.CancelledError:
             pass  # shutdown past its grace: the message was nak'd before cancelling
         except Exception:
@@ -800,10 +773,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1.0)
         finally:
-            if not self._settled(msg):
-                if started:
-                    self._slots.release()
-                self._budget.release()
+            self._held.pop(id(msg), None)
+            self._budget.release()
             puller.finished(started=started)
 
     def _nak_now(self, msg: Any, delay: float | None = None) -> None:

@@ -15,17 +15,17 @@ from ebind.app import App
 from ebind.workflow import DAG
 from ebind.workflow.hook import StepHook
 
-_long_gate: asyncio.Event | None = None
+_gate: asyncio.Event | None = None
 
 
-@shared_app.task(name="wfho.long")
+@shared_app.task(name="wfsc.long")
 async def long_step(ctx: Context) -> str:
-    assert _long_gate is not None
-    await _long_gate.wait()
+    assert _gate is not None
+    await _gate.wait()
     return "long"
 
 
-@shared_app.task(name="wfho.short")
+@shared_app.task(name="wfsc.short")
 async def short_step(i: int) -> int:
     return i
 
@@ -33,8 +33,8 @@ async def short_step(i: int) -> int:
 async def test_steps_writing_their_completion_keep_their_slots_and_stay_listed(
     app: App, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    global _long_gate
-    _long_gate = asyncio.Event()
+    global _gate
+    _gate = asyncio.Event()
     completions = asyncio.Event()  # the short steps' completion writes wait (a slow quorum)
     done = StepHook.on_step_done
 
@@ -61,11 +61,11 @@ async def test_steps_writing_their_completion_keep_their_slots_and_stay_listed(
         await asyncio.sleep(0.3)
         hook = w._hook
         running = [k for k, e in hook._tracker.running["w"].items() if e.until is None]
-        # Every slot is a step writing its completion or the long one: none was handed over.
+        # Every slot is a step writing its completion or the long one.
         assert w.in_flight == concurrency and len(running) == concurrency
         assert f"{dag.id}:long" in running
         assert sorted(set(running) - set(hook.announced("w"))) == []
     finally:
         completions.set()
-        _long_gate.set()
+        _gate.set()
     assert await app.workflow.result(dag.id, long, timeout=30) == "long"
