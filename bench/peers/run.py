@@ -251,7 +251,9 @@ def _free_port() -> int:
 
 
 def _env(row: Row, url: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(HERE), **row.env}
+    # ebind's rows import ebind from this checkout, not whichever one the venv installed
+    paths = [str(HERE), *([str(ROOT)] if row.key.startswith("ebind") else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **row.env}
     env["REDIS_URL" if row.broker == "redis" else "NATS_URL"] = url
     return env
 
