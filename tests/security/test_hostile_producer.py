@@ -52,6 +52,16 @@ async def _still_serves(app: App, echo: Any) -> None:
     await wait_for(drained, 10)
 
 
+async def _events_drained(app: App) -> None:
+    """Wait until the scheduler has settled every DAG event (none left in the stream)."""
+
+    async def drained() -> bool:
+        info = await app.js.stream_info("EBIND_DAG_EVENTS")
+        return info.state.messages == 0
+
+    await wait_for(drained, 10)
+
+
 def _envelope(**fields: Any) -> bytes:
     base: dict[str, Any] = {"id": "evil-1", "name": "sec.echo", "payload": ["pwned"]}
     base.update(fields)
@@ -230,12 +240,7 @@ async def test_hostile_scheduler_events_are_dead_lettered(
         await attacker.publish(subject, raw)
         entry = await _dead_letter(app, EVENTS_DLQ_NAME, raw)
         await _still_serves(app, echo)
-
-        async def events_drained() -> bool:
-            info = await app.js.stream_info("EBIND_DAG_EVENTS")
-            return info.state.messages == 0
-
-        await wait_for(events_drained, 10)
+        await _events_drained(app)
     assert (entry.error.kind, entry.subject) == ("invalid", subject)
 
 
@@ -312,10 +317,5 @@ async def test_an_empty_event_with_a_status_header_is_dead_lettered(
         )
         entry = await _dead_letter(app, EVENTS_DLQ_NAME, b"")
         await _still_serves(app, echo)
-
-        async def events_drained() -> bool:
-            info = await app.js.stream_info("EBIND_DAG_EVENTS")
-            return info.state.messages == 0
-
-        await wait_for(events_drained, 10)
+        await _events_drained(app)
     assert (entry.error.kind, entry.subject) == ("invalid", subject)

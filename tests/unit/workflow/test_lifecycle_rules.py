@@ -43,8 +43,8 @@ def step(
         step_id=sid,
         fn_name="f",
         status=status,
-        deps=list(deps),
-        optional_deps=list(opt),
+        deps=tuple(deps),
+        optional_deps=tuple(opt),
     )
 
 

@@ -64,6 +64,15 @@ def _finish(st: DAGState, sid: str, status: StepStatus = D, **kw: Any) -> None:
     st.steps[sid] = msgspec.structs.replace(st.steps[sid], status=status, **kw)
 
 
+def _all_done(**kw: Any) -> DAGState:
+    """A fan-in of ``N`` leaves, every leaf finished (with ``kw``) and the check made once."""
+    st = _fan_in(N)
+    for i in range(N):
+        _finish(st, f"l{i}", **kw)
+    assert st.deps_satisfied("sum")
+    return st
+
+
 def test_a_fan_in_is_ready_only_after_its_last_dependency_in_any_order() -> None:
     n = 50
     for order in (range(n), reversed(range(n)), [*range(1, n, 2), *range(0, n, 2)]):
@@ -98,10 +107,7 @@ def test_a_fan_in_check_does_not_rescan_settled_dependencies() -> None:
 
 
 def test_a_settled_dependency_that_goes_back_to_live_blocks_again() -> None:
-    st = _fan_in(N)
-    for i in range(N):
-        _finish(st, f"l{i}")
-    assert st.deps_satisfied("sum")
+    st = _all_done()
     _finish(st, "l0", R)  # a retry reset the record
     assert not st.deps_satisfied("sum")
     _finish(st, "l0")
@@ -109,26 +115,17 @@ def test_a_settled_dependency_that_goes_back_to_live_blocks_again() -> None:
 
 
 def test_a_deleted_or_replaced_dependency_blocks_again() -> None:
-    st = _fan_in(N)
-    for i in range(N):
-        _finish(st, f"l{i}")
-    assert st.deps_satisfied("sum")
+    st = _all_done()
     del st.steps["l1"]
     assert not st.deps_satisfied("sum")
-    st = _fan_in(N)
-    for i in range(N):
-        _finish(st, f"l{i}")
-    assert st.deps_satisfied("sum")
+    st = _all_done()
     # A caller may swap in a plain dict with other records: nothing seen before counts.
     st.steps = {**st.steps, "l9": msgspec.structs.replace(st.steps["l9"], status=R)}
     assert not st.deps_satisfied("sum")
 
 
 def test_a_done_dependency_with_an_after_breakpoint_is_checked_every_time() -> None:
-    st = _fan_in(N)
-    for i in range(N):
-        _finish(st, f"l{i}", break_after=["bp"])
-    assert st.deps_satisfied("sum")  # nothing armed
+    st = _all_done(break_after=("bp",))  # nothing armed
     st.meta = msgspec.structs.replace(st.meta, active_breakpoints=["bp"])
     assert not st.deps_satisfied("sum")  # armed later: the done step holds its dependents
     st.meta = msgspec.structs.replace(st.meta, active_breakpoints=[])
@@ -136,12 +133,9 @@ def test_a_done_dependency_with_an_after_breakpoint_is_checked_every_time() -> N
 
 
 def test_the_fan_in_record_replaced_with_other_deps_is_scanned_afresh() -> None:
-    st = _fan_in(N)
-    for i in range(N):
-        _finish(st, f"l{i}")
-    assert st.deps_satisfied("sum")
+    st = _all_done()
     st.steps["late"] = step("late", status=R, added=9)
-    deps = [*st.steps["sum"].deps, "late"]
+    deps = (*st.steps["sum"].deps, "late")
     st.steps["sum"] = msgspec.structs.replace(st.steps["sum"], deps=deps)
     assert not st.deps_satisfied("sum")
 
