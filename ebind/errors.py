@@ -60,6 +60,7 @@ __all__ = [
     "PermissionDenied",
     "PlacementError",
     "PublishFailed",
+    "RecordCorrupt",
     "ResolveError",
     "ResultExpired",
     "RetryRefused",
@@ -351,6 +352,18 @@ class DAGRunning(WorkflowError):
     """A destructive operation was refused because the DAG has not finished."""
 
     default_message = "workflow: DAG is still running"
+
+
+class RecordCorrupt(WorkflowError):
+    """A stored workflow record cannot be used: it does not decode, or names another key."""
+
+    default_message = "workflow: stored record is corrupt"
+
+    def __init__(
+        self, message: str = "", *, key: str = "", dag_id: str = "", step_id: str = ""
+    ) -> None:
+        super().__init__(message, dag_id=dag_id, step_id=step_id)
+        self.key = key
 
 
 class RetryRefused(WorkflowError):

@@ -207,6 +207,9 @@ async def delete_dag(
     if meta is None:
         raise DAGNotFound(f"workflow: DAG {dag_id!r} not found", dag_id=dag_id)
     await store.delete_meta(dag_id)
+    # Whatever else is stored under the DAG's keys goes too (a record no reader could
+    # use is never listed above, and must not outlive its DAG).
+    await store.purge_dag(dag_id)
     _log.info("dag.deleted", dag_id=dag_id)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from ebind.errors import DAGNotFound
+from ebind.errors import DAGNotFound, RecordCorrupt
 from ebind.logging import get_logger
 from ebind.workflow.lifecycle import (
     LiveEntry,
@@ -82,7 +82,11 @@ async def live_metas(store: StateStore) -> list[DAGMeta]:
     found: dict[str, DAGMeta] = {}
 
     async def read(entry: tuple[str, bytes]) -> None:
-        meta = await _meta_or_none(store, entry[0])
+        try:
+            meta = await _meta_or_none(store, entry[0])
+        except RecordCorrupt as exc:  # left out, as the full listing leaves it out
+            _log.warning("kv.record_unusable", dag_id=entry[0], error=str(exc))
+            return
         if meta is not None and not meta.status.terminal:
             found[entry[0]] = meta
 
@@ -114,6 +118,28 @@ async def prune_live(
     return removed
 
 
+async def _collect_one(
+    store: StateStore,
+    meta: DAGMeta,
+    at: datetime,
+    older_than: float,
+    live: set[str],
+    dry_run: bool,
+    report: CollectReport,
+) -> None:
+    """Remove one finished DAG, or re-index one live DAG missing from the index."""
+    if collectable(meta, at, older_than):
+        current = await _meta_or_none(store, meta.id)
+        if current is not None and collectable(current, at, older_than):
+            if not dry_run:
+                await store.purge_dag(meta.id)
+            report.removed.append(meta.id)
+    elif not meta.status.terminal and meta.id not in live and not dry_run:
+        entry = LiveEntry(at=at, run_id=meta.run_id)
+        await store.put_live(meta.id, encode_live(entry))
+        report.indexed.append(meta.id)
+
+
 async def collect(
     store: StateStore,
     older_than: float,
@@ -137,16 +163,10 @@ async def collect(
     live = {dag_id for dag_id, _ in await store.list_live()}
     for meta in metas:
         report.examined += 1
-        if collectable(meta, at, older_than):
-            current = await _meta_or_none(store, meta.id)
-            if current is not None and collectable(current, at, older_than):
-                if not dry_run:
-                    await store.purge_dag(meta.id)
-                report.removed.append(meta.id)
-        elif not meta.status.terminal and meta.id not in live and not dry_run:
-            entry = LiveEntry(at=at, run_id=meta.run_id)
-            await store.put_live(meta.id, encode_live(entry))
-            report.indexed.append(meta.id)
+        try:
+            await _collect_one(store, meta, at, older_than, live, dry_run, report)
+        except Exception as exc:  # one DAG must not stop the collection of every other
+            _log.warning("history.collect_skipped", dag_id=meta.id, error=repr(exc))
         if on_each is not None:
             on_each(1)
     _log.info(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from ebind.errors import RetryRefused, StepNotFound
-from ebind.workflow.types import DAGMeta, DAGStatus, StepRecord, StepStatus
+from ebind.workflow.types import DAGMeta, DAGStatus, StepRecord, StepStatus, StoredTime
 
 __all__ = [
     "FRESH",
@@ -50,7 +50,7 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 class LiveEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """Value of a live-index key: when it was written and for which run of the DAG."""
 
-    at: datetime
+    at: StoredTime
     run_id: str = ""
 
 
@@ -67,7 +67,7 @@ def decode_live(data: bytes) -> LiveEntry | None:
     """A live-index entry, or None when the bytes are not one (the sweep still checks it)."""
     try:
         return _live_dec.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # any bytes at all: a RecursionError from deep nesting too
         return None
 
 

@@ -10,13 +10,15 @@ they would against a server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
-from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
+from ebind.errors import DAGNotFound, RecordCorrupt, SignalNotFound, StaleRevision, StepNotFound
 from ebind.workflow import _keys
+from ebind.workflow._records import meta_for_key, step_for_key
 from ebind.workflow.snapshot import Snapshot, read_each
 from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
 
@@ -26,8 +28,6 @@ FaultHook = Callable[[str, str], None]
 """Called as ``hook(operation, key)`` before each operation; raise to inject a fault."""
 
 _enc = msgspec.json.Encoder()
-_meta_dec = msgspec.json.Decoder(DAGMeta)
-_step_dec = msgspec.json.Decoder(StepRecord)
 
 
 @dataclass
@@ -98,7 +98,7 @@ class MemStore:
         keys = self._dags.get(dag_id)
         if keys is None or keys.meta.value is None:
             raise DAGNotFound(dag_id=dag_id)
-        return _meta_dec.decode(keys.meta.value), keys.meta.rev
+        return meta_for_key(keys.meta.value, dag_id, _keys.meta_key(dag_id)), keys.meta.rev
 
     async def put_meta(self, dag_id: str, meta: DAGMeta, expected_rev: int) -> int:
         """CAS-write the meta record; returns the new revision."""
@@ -108,11 +108,12 @@ class MemStore:
     async def list_dags(self) -> list[DAGMeta]:
         """Every DAG's meta record, sorted by DAG id."""
         await self._enter("list_dags", "*.meta")
-        return [
-            _meta_dec.decode(keys.meta.value)
-            for _, keys in sorted(self._dags.items())
-            if keys.meta.value is not None
-        ]
+        out: list[DAGMeta] = []
+        for dag_id, keys in sorted(self._dags.items()):
+            if keys.meta.value is not None:
+                with contextlib.suppress(RecordCorrupt):  # left out, as NatsStore does
+                    out.append(meta_for_key(keys.meta.value, dag_id, _keys.meta_key(dag_id)))
+        return out
 
     async def delete_meta(self, dag_id: str) -> None:
         """Remove the meta record (idempotent)."""
@@ -130,7 +131,7 @@ class MemStore:
         slot = keys.steps.get(step_id) if keys is not None else None
         if slot is None or slot.value is None:
             raise StepNotFound(dag_id=dag_id, step_id=step_id)
-        return _step_dec.decode(slot.value), slot.rev
+        return step_for_key(slot.value, dag_id, step_id, _keys.step_key(dag_id, step_id)), slot.rev
 
     async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
         """CAS-write a step record; returns the new revision."""
@@ -147,11 +148,13 @@ class MemStore:
         keys = self._dags.get(dag_id)
         if keys is None:
             return []
-        return [
-            (_step_dec.decode(slot.value), slot.rev)
-            for _, slot in sorted(keys.steps.items())
-            if slot.value is not None
-        ]
+        out: list[tuple[StepRecord, int]] = []
+        for step_id, slot in sorted(keys.steps.items()):
+            if slot.value is not None:
+                with contextlib.suppress(RecordCorrupt):  # left out, as NatsStore does
+                    key = _keys.step_key(dag_id, step_id)
+                    out.append((step_for_key(slot.value, dag_id, step_id, key), slot.rev))
+        return out
 
     async def delete_step(self, dag_id: str, step_id: str) -> None:
         """Remove a step record (idempotent)."""

@@ -28,11 +28,12 @@ from ebind._jsreq import (
     expect_last_block,
     requests_for,
 )
-from ebind.errors import DAGNotFound, SignalNotFound, StaleRevision, StepNotFound
+from ebind.errors import DAGNotFound, RecordCorrupt, SignalNotFound, StaleRevision, StepNotFound
 from ebind.logging import get_logger
 from ebind.streams import KV_DAGS
 from ebind.workflow import _keys
 from ebind.workflow._kvread import DirectReader, KVMessage, is_tombstone
+from ebind.workflow._records import meta_for_key, step_for_key
 from ebind.workflow._transient import is_transient
 from ebind.workflow.snapshot import Snapshot, read_each
 from ebind.workflow.types import DAGMeta, SignalRecord, StepRecord
@@ -41,8 +42,6 @@ __all__ = ["NatsStore"]
 
 _log = get_logger("ebind.workflow.store")
 _enc = msgspec.json.Encoder()
-_meta_dec = msgspec.json.Decoder(DAGMeta)
-_step_dec = msgspec.json.Decoder(StepRecord)
 
 _T = TypeVar("_T")
 _SEQ = "Nats-Sequence"
@@ -195,14 +194,29 @@ class NatsStore:
                 _log.warning("kv.record_undecodable", kind=kind, subject=m.subject, error=repr(exc))
         return out
 
+    @staticmethod
+    def _usable(msgs: list[KVMessage], read: Callable[[KVMessage], _T]) -> list[tuple[_T, int]]:
+        """``read(m)`` of every listed record; a RecordCorrupt one is logged and left out.
+
+        One unusable record must not stop a listing over every other DAG or step.
+        """
+        out: list[tuple[_T, int]] = []
+        for m in msgs:
+            try:
+                out.append((read(m), m.seq))
+            except RecordCorrupt as exc:
+                _log.warning("kv.record_unusable", subject=m.subject, error=str(exc))
+        return out
+
     # -- meta --------------------------------------------------------------------------
 
     async def get_meta(self, dag_id: str) -> tuple[DAGMeta, int]:
         """Meta record and its revision."""
-        got = await self._get(_keys.meta_key(dag_id))
+        key = _keys.meta_key(dag_id)
+        got = await self._get(key)
         if got is None:
             raise DAGNotFound(dag_id=dag_id)
-        return _meta_dec.decode(got[0]), got[1]
+        return meta_for_key(got[0], dag_id, key), got[1]
 
     async def put_meta(self, dag_id: str, meta: DAGMeta, expected_rev: int) -> int:
         """CAS-write the meta record; returns the new revision."""
@@ -211,7 +225,13 @@ class NatsStore:
 
     async def list_dags(self) -> list[DAGMeta]:
         """Every DAG's meta record, sorted by DAG id (reads only ``*.meta`` keys)."""
-        metas = self._decode_all(await self._list("*.meta"), _meta_dec.decode, "meta")
+        pre, tail = len(self._pre), -len(".meta")
+
+        def read(m: KVMessage) -> DAGMeta:
+            key = m.subject[pre:]
+            return meta_for_key(m.data, key[:tail], key)
+
+        metas = self._usable(await self._list("*.meta"), read)
         return sorted((m for m, _ in metas), key=lambda m: m.id)
 
     async def delete_meta(self, dag_id: str) -> None:
@@ -222,10 +242,11 @@ class NatsStore:
 
     async def get_step(self, dag_id: str, step_id: str) -> tuple[StepRecord, int]:
         """Step record and its revision."""
-        got = await self._get(_keys.step_key(dag_id, step_id))
+        key = _keys.step_key(dag_id, step_id)
+        got = await self._get(key)
         if got is None:
             raise StepNotFound(dag_id=dag_id, step_id=step_id)
-        return _step_dec.decode(got[0]), got[1]
+        return step_for_key(got[0], dag_id, step_id, key), got[1]
 
     async def put_step(self, dag_id: str, step_id: str, rec: StepRecord, expected_rev: int) -> int:
         """CAS-write a step record; returns the new revision."""
@@ -234,8 +255,14 @@ class NatsStore:
 
     async def list_steps(self, dag_id: str) -> list[tuple[StepRecord, int]]:
         """All step records of one DAG with their revisions, sorted by step id."""
-        msgs = await self._list(_keys.step_prefix(dag_id) + ">")
-        steps = self._decode_all(msgs, _step_dec.decode, "step")
+        prefix = _keys.step_prefix(dag_id)
+        pre = len(self._pre)
+        cut = pre + len(prefix)
+
+        def read(m: KVMessage) -> StepRecord:
+            return step_for_key(m.data, dag_id, m.subject[cut:], m.subject[pre:])
+
+        steps = self._usable(await self._list(prefix + ">"), read)
         return sorted(steps, key=lambda pair: pair[0].step_id)
 
     async def delete_step(self, dag_id: str, step_id: str) -> None:
@@ -276,18 +303,24 @@ class NatsStore:
             )
         )
         snap = Snapshot()
+        pre = len(self._pre)
         for msg in (m for chunk in chunks for m in chunk):
             headers = msg.headers
             if is_tombstone(headers):
                 continue
             subject, rev = headers.get(_SUBJECT, ""), int(headers[_SEQ])
-            # Decoded by the key's kind; a subject nobody asked for is ignored.
-            if subject == meta_key:
-                snap.meta = (_meta_dec.decode(msg.data), rev)
-            elif subject in steps:
-                snap.steps[steps[subject]] = (_step_dec.decode(msg.data), rev)
-            elif subject in results:
-                snap.results[results[subject]] = bytes(msg.data)
+            # Decoded by the key's kind; a subject nobody asked for is ignored, and an
+            # unusable record is left out as if absent (logged).
+            try:
+                if subject == meta_key:
+                    snap.meta = (meta_for_key(msg.data, dag_id, subject[pre:]), rev)
+                elif subject in steps:
+                    sid = steps[subject]
+                    snap.steps[sid] = (step_for_key(msg.data, dag_id, sid, subject[pre:]), rev)
+                elif subject in results:
+                    snap.results[results[subject]] = bytes(msg.data)
+            except RecordCorrupt as exc:
+                _log.warning("kv.record_unusable", subject=subject, error=str(exc))
         return snap
 
     async def put_result(self, dag_id: str, step_id: str, data: bytes, run_id: str = "") -> None:

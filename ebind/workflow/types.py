@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from ebind.retry import RetryPolicy
+
+StoredTime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A time in a stored record: it must carry its zone (a naive time cannot be compared)."""
 
 __all__ = [
     "DAG_EVENTS_STREAM",
@@ -180,12 +184,12 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     error_message: str = ""
     optional: bool = False
     held: bool = False
-    held_at: datetime | None = None
+    held_at: StoredTime | None = None
     break_before: tuple[str, ...] = ()
     break_after: tuple[str, ...] = ()
     bp_before: BPState = BPState.NONE
     bp_after: BPState = BPState.NONE
-    bp_blocked_at: datetime | None = None
+    bp_blocked_at: StoredTime | None = None
     wait_signals: tuple[str, ...] = ()
     policy: RetryPolicy | None = None
     placement: PlacementSpec | None = None
@@ -194,9 +198,9 @@ class StepRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     timeout: float | None = None
     queue: str = ""
     priority: str = ""
-    added_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    added_at: StoredTime | None = None
+    started_at: StoredTime | None = None
+    finished_at: StoredTime | None = None
     trace_ctx: dict[str, str] = {}
     run_id: str = ""
     redispatches: int = 0
@@ -216,10 +220,10 @@ class DAGMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     id: str
     status: DAGStatus
-    created_at: datetime | None = None
+    created_at: StoredTime | None = None
     default_policy: RetryPolicy | None = None
-    paused_at: datetime | None = None
-    finished_at: datetime | None = None
+    paused_at: StoredTime | None = None
+    finished_at: StoredTime | None = None
     terminal_steps: list[str] = []
     active_breakpoints: list[str] = []
     labels: list[str] = []
@@ -232,7 +236,7 @@ class SignalRecord(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     dag_id: str
     name: str
     payload: msgspec.Raw | None = None
-    delivered_at: datetime | None = None
+    delivered_at: StoredTime | None = None
 
 
 class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
