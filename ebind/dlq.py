@@ -6,6 +6,7 @@ stream keeps them 7 days. Reads are message gets by sequence, never a consumer.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,18 +14,82 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ebind.client import HEADER_MSG_ID, message_size
 from ebind.errors import DLQEntryNotFound, InvalidArguments, WorkflowError
 from ebind.logging import get_logger
 from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject, purge_stream
-from ebind.wire import DLQEntry, TaskEnvelope
+from ebind.wire import DLQEntry, TaskEnvelope, encoder
 
 if TYPE_CHECKING:
     from ebind.app import App
 
-__all__ = ["DeadLetter", "DeadLetters", "RequeueReport", "requeue_msg_id"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetters",
+    "RequeueReport",
+    "fit_dead_letter",
+    "publish_dead_letter",
+    "requeue_msg_id",
+]
 
 log = get_logger("ebind.dlq")
 _decoder = msgspec.json.Decoder(DLQEntry)
+_KEPT_MESSAGE = 1000
+"""Characters of the error message an entry keeps when it had to be cut to fit."""
+
+
+def _described(part: str, data: bytes, detail: str = "") -> str:
+    return f"{part}{detail}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
+
+
+def fit_dead_letter(entry: DLQEntry, room: int) -> bytes:
+    """``entry`` encoded in at most ``room`` bytes where possible, cutting the largest parts.
+
+    A dead letter the server refuses is no record at all (and a refused publish can close
+    the connection), so an entry too large for ``max_payload`` keeps its error, attempt,
+    time and subject and loses, in this order until it fits: the raw bytes, the task
+    envelope, the error message past its first characters. ``left_out`` names each part
+    cut with its size and SHA-256, so the original can still be matched.
+    """
+    data = encoder.encode(entry)
+    if len(data) <= room:
+        return data
+    left = list(entry.left_out)
+    if entry.raw:
+        left.append(_described("raw", entry.raw))
+        entry = msgspec.structs.replace(entry, raw=b"", left_out=tuple(left))
+        data = encoder.encode(entry)
+        if len(data) <= room:
+            return data
+    if entry.task is not None:
+        task = entry.task
+        left.append(_described("task", encoder.encode(task), f" {task.name[:200]} {task.id[:200]}"))
+        entry = msgspec.structs.replace(entry, task=None, left_out=tuple(left))
+        data = encoder.encode(entry)
+        if len(data) <= room:
+            return data
+    message = entry.error.message
+    if len(message) > _KEPT_MESSAGE:
+        left.append(_described("error.message", message.encode()))
+        error = msgspec.structs.replace(entry.error, message=message[:_KEPT_MESSAGE] + "…")
+        entry = msgspec.structs.replace(entry, error=error, left_out=tuple(left))
+        data = encoder.encode(entry)
+    return data  # the bare entry: a few hundred bytes, below any max_payload a server takes
+
+
+async def publish_dead_letter(
+    js: Any,
+    subject: str,
+    entry: DLQEntry,
+    *,
+    msg_id: str | None,
+    timeout: float = 5.0,  # noqa: ASYNC109 - passed on to js.publish
+) -> Any:
+    """Store ``entry`` on ``subject`` (cut to fit ``max_payload``); returns the PubAck."""
+    headers = {HEADER_MSG_ID: msg_id} if msg_id else {}
+    limit = int(getattr(getattr(js, "_nc", None), "max_payload", 0) or 1024 * 1024)
+    data = fit_dead_letter(entry, limit - message_size(subject, b"", headers))
+    return await js.publish(subject, data, timeout=timeout, headers=headers or None)
 
 
 def _positive_int(value: object) -> bool:
@@ -71,7 +136,7 @@ class DeadLetters:
         seq = int(raw.seq)
         try:
             entry = _decoder.decode(raw.data or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except Exception as exc:  # RecursionError from a deeply nested entry too
             raise DLQEntryNotFound(
                 f"DLQ message {seq} is not a dead-letter entry ({exc}); inspect it with "
                 "`ebind stream peek EBIND_DLQ`",
@@ -132,6 +197,11 @@ class DeadLetters:
         letter = await self.show(seq)
         env = letter.task
         if env is None:
+            if letter.entry.left_out:
+                raise InvalidArguments(
+                    f"dead letter {seq} was too large for the server and its task was left "
+                    f"out ({'; '.join(letter.entry.left_out)}); nothing to requeue"
+                )
             raise InvalidArguments(
                 f"dead letter {seq} holds an undecodable message, not a task; nothing to "
                 "requeue (purge it or publish a corrected task)"

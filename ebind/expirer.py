@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
-from ebind.client import HEADER_MSG_ID
 from ebind.crashpoints import crashpoint
+from ebind.dlq import publish_dead_letter
 from ebind.errors import InvalidName
 from ebind.horizon import expirer_interval, grace, horizon_error, is_expired
 from ebind.logging import get_logger
@@ -39,6 +37,7 @@ from ebind.streams import (
     resp_subject,
     subject_matches,
 )
+from ebind.validate import too_deep
 from ebind.wire import (
     DLQEntry,
     TaskEnvelope,
@@ -164,10 +163,10 @@ def expiry_for(
     allowance = grace(horizon) / 2 if delivered else 0.0
     if not is_expired(stored_at, horizon + allowance, now):
         return None
-    try:
-        env: TaskEnvelope | None = decode_envelope(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        env = None
+    env: TaskEnvelope | None = None
+    if not too_deep(data):  # deep nesting would exhaust the decoder's recursion
+        with contextlib.suppress(Exception):
+            env = decode_envelope(data)
     error = horizon_error(stored_at, horizon)
     entry = DLQEntry(
         error=error, final_attempt=0, dead_lettered_at=now, task=env, raw=data, subject=subject
@@ -251,18 +250,24 @@ class Expirer:
                     break  # stream order: everything after is younger
                 if consumers is None:
                     consumers = await self._deliveries()
-                plan = expiry_for(
-                    raw.subject or "",
-                    seq - 1,
-                    bytes(raw.data or b""),
-                    stored_at,
-                    horizon,
-                    datetime.now(UTC),
-                    delivered=was_delivered(consumers, raw.subject or "", seq - 1),
-                )
-                if plan is not None:
-                    await self._record(plan, seq - 1)
-                    done += 1
+                try:
+                    plan = expiry_for(
+                        raw.subject or "",
+                        seq - 1,
+                        bytes(raw.data or b""),
+                        stored_at,
+                        horizon,
+                        datetime.now(UTC),
+                        delivered=was_delivered(consumers, raw.subject or "", seq - 1),
+                    )
+                    if plan is not None:
+                        await self._record(plan, seq - 1)
+                        done += 1
+                except Exception as exc:
+                    # One message that cannot be recorded must not hold back every later
+                    # one (the stream's max_age would remove those unrecorded); this one
+                    # stays in the stream and is tried again on the next pass.
+                    log.error("expirer.record_failed", seq=seq - 1, error=repr(exc))
         if done:
             self.expired += done
             log.warning("expirer.expired", count=done, horizon=horizon)
@@ -315,9 +320,7 @@ class Expirer:
         from nats.js.errors import APIError, NotFoundError
 
         js = self.app.js
-        ack = await js.publish(
-            plan.dlq_subject, encoder.encode(plan.entry), headers={HEADER_MSG_ID: plan.msg_id}
-        )
+        ack = await publish_dead_letter(js, plan.dlq_subject, plan.entry, msg_id=plan.msg_id)
         # A duplicate dead letter means this message was recorded before (by a worker, or
         # an expirer that died before its delete): answer only if that one did not.
         answered = ack.duplicate and await self._answered(plan.reply_to, plan.entry.task)

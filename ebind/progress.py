@@ -19,6 +19,7 @@ import msgspec
 
 from ebind import observe
 from ebind.logging import get_logger
+from ebind.wire import StoredTime
 
 __all__ = [
     "MAX_NOTE_LEN",
@@ -57,7 +58,7 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
     task_id: str
     fraction: float
     note: str = ""
-    at: datetime
+    at: StoredTime
 
 
 def check_progress(fraction: object, note: object) -> tuple[float, str]:
@@ -101,7 +102,7 @@ def decode_progress(data: bytes, task_id: str) -> Progress | None:
     try:
         got = msgspec.json.decode(data, type=Progress)
         check_progress(got.fraction, got.note)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+    except Exception as exc:  # any bytes at all: a RecursionError from deep nesting too
         log.warning("progress.invalid_record", task_id=task_id, error=str(exc))
         return None
     if got.task_id != task_id:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from ebind.retry import RetryPolicy
+
+StoredTime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A time in a stored record: it must carry its zone (a naive time cannot be compared)."""
 
 __all__ = [
     "DLQEntry",
@@ -111,14 +115,18 @@ class DLQEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """A dead letter: the envelope as the worker saw it, the full error, attempts and time.
 
     ``task`` is None when the message could not be decoded; ``raw`` then holds its bytes.
+    An entry too large for the server loses ``raw``, then ``task``, then most of the error
+    message, and ``left_out`` says what went (see :func:`ebind.dlq.fit_dead_letter`).
     """
 
     error: TaskError
     final_attempt: int
-    dead_lettered_at: datetime
+    dead_lettered_at: StoredTime
     task: TaskEnvelope | None = None
     raw: bytes = b""
     subject: str = ""
+    left_out: tuple[str, ...] = ()
+    """Parts cut so the entry fits the server's max_payload, each with its size and digest."""
 
 
 class _TaskResponseIn(msgspec.Struct, kw_only=True, frozen=True):

@@ -122,6 +122,8 @@ def _show(letter: DeadLetter) -> None:
         ("retryable", str(e.error.retryable).lower()),
         ("payload", bytes(t.payload).decode(errors="replace") if t else repr(e.raw)),
     ]
+    # Parts cut so the entry fit the server's max_payload (size and digest of each).
+    lines += [("left_out", part) for part in e.left_out]
     click.echo(f"DLQ seq {letter.seq}")
     for key, value in lines:
         click.echo(f"  {(key + ':').ljust(15)}{value}")
@@ -219,7 +221,7 @@ def _watch_line(subject: str, data: bytes, now: datetime) -> tuple[str, Any]:
     stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
         e = _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except Exception as exc:  # any bytes at all: a RecursionError from deep nesting too
         return f"{stamp}  {subject}  undecodable: {exc}", {"at": now, "subject": subject}
     fn = e.task.name if e.task else "?"
     err = truncate(f"{e.error.kind}: {e.error.message}", 100)

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from ebind.client import HEADER_MSG_ID
+from ebind.dlq import publish_dead_letter
 from ebind.logging import get_logger
 from ebind.queues import LANE_DURABLE_PREFIX
 from ebind.streams import (
@@ -37,7 +37,7 @@ from ebind.streams import (
     dlq_subject,
 )
 from ebind.validate import admit_envelope
-from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError, encoder
+from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError
 from ebind.worker.runner import _raw_subject_name
 
 __all__ = [
@@ -212,11 +212,8 @@ class MaxDeliveriesWatcher:
         try:
             # The message id every delivery of this message uses for its dead letter.
             msg_id = f"{subject}:{ex.stream_seq}:dlq"
-            await js.publish(
-                dlq_subject(name),
-                encoder.encode(entry),
-                timeout=DLQ_PUBLISH_TIMEOUT,
-                headers={HEADER_MSG_ID: msg_id},
+            await publish_dead_letter(
+                js, dlq_subject(name), entry, msg_id=msg_id, timeout=DLQ_PUBLISH_TIMEOUT
             )
         except Exception as exc:
             log.error("worker.dlq_publish_failed", task_name=name, error=repr(exc))

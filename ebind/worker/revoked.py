@@ -8,6 +8,7 @@ the ``ebind-leases`` bucket, which covers a worker that just started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -67,7 +68,8 @@ class Revocations:
         """Drop the subscription."""
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # a closed connection has dropped it already
+                await sub.unsubscribe()
 
     async def _on_revoked(self, msg: Any) -> None:
         task_id = revoked_id(msg.subject)

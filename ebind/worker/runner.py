@@ -20,10 +20,11 @@ import msgspec
 
 from ebind import observe
 from ebind._jsreq import requests_for
-from ebind.client import HEADER_MSG_ID, SubjectMoved
+from ebind.client import SubjectMoved
 from ebind.context import Context, set_current
 from ebind.crashpoints import crashpoint
 from ebind.direct import ack
+from ebind.dlq import publish_dead_letter
 from ebind.errors import NonRetryable
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.logging import get_logger
@@ -1084,11 +1085,8 @@ class AttemptRunner:
         self, name: str, entry: DLQEntry, ctx: Context | None, msg_id: str | None
     ) -> bool:
         try:
-            await self._js.publish(
-                dlq_subject(name),
-                encoder.encode(entry),
-                timeout=DLQ_PUBLISH_TIMEOUT,
-                headers={HEADER_MSG_ID: msg_id} if msg_id else None,
+            await publish_dead_letter(
+                self._js, dlq_subject(name), entry, msg_id=msg_id, timeout=DLQ_PUBLISH_TIMEOUT
             )
         except Exception as exc:
             log.error(

@@ -32,11 +32,11 @@ from nats.js.api import (
 from nats.js.errors import NoStreamResponseError
 
 from ebind._jsreq import HEADER_EXPECTED_STREAM, requests_for
-from ebind.client import HEADER_MSG_ID
+from ebind.dlq import publish_dead_letter
 from ebind.errors import PublishFailed
 from ebind.logging import get_logger
 from ebind.streams import DAG_EVENTS_STREAM, SCHEDULER_DURABLE, dlq_subject
-from ebind.wire import DLQEntry, TaskError, encoder
+from ebind.wire import DLQEntry, TaskError
 from ebind.worker import advisory
 from ebind.worker.pull import Budget, Puller
 from ebind.workflow.event_check import EVENTS_DLQ_NAME, admit_event
@@ -284,11 +284,12 @@ class NatsBus:
         )
         try:
             seq = int(msg.metadata.sequence.stream)
-            await self._js.publish(
+            await publish_dead_letter(
+                self._js,
                 dlq_subject(EVENTS_DLQ_NAME),
-                encoder.encode(entry),
+                entry,
+                msg_id=f"{self.stream}:{seq}:dlq",
                 timeout=DLQ_PUBLISH_TIMEOUT,
-                headers={HEADER_MSG_ID: f"{self.stream}:{seq}:dlq"},
             )
         except Exception as exc:
             _log.error("bus.dlq_publish_failed", subject=msg.subject, error=repr(exc))

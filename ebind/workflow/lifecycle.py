@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from ebind.errors import RetryRefused, StepNotFound
-from ebind.workflow.types import DAGMeta, DAGStatus, StepRecord, StepStatus, StoredTime
+from ebind.wire import StoredTime
+from ebind.workflow.types import DAGMeta, DAGStatus, StepRecord, StepStatus
 
 __all__ = [
     "FRESH",

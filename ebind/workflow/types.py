@@ -8,15 +8,11 @@ Go's zero time.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from typing import Annotated
 
 import msgspec
 
 from ebind.retry import RetryPolicy
-
-StoredTime = Annotated[datetime, msgspec.Meta(tz=True)]
-"""A time in a stored record: it must carry its zone (a naive time cannot be compared)."""
+from ebind.wire import StoredTime
 
 __all__ = [
     "DAG_EVENTS_STREAM",
