@@ -19,10 +19,10 @@ from ebind.client import Publisher, ResponseRouter
 from ebind.codec import encode_args, encode_raw_args
 from ebind.config import connect_wait_setting
 from ebind.context import Context
-from ebind.errors import InvalidArguments, NotConnected, PublishFailed
+from ebind.errors import InvalidArguments, InvalidName, NotConnected, PublishFailed
 from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
-from ebind.ids import new_task_id
+from ebind.ids import new_reply_token, new_task_id
 from ebind.limits.concurrency_rules import Concurrency, call_key, check_key, task_limit
 from ebind.logging import get_logger, redact
 from ebind.payload import PayloadCodec, check_codec, check_redactor, codec_from_env, seal
@@ -43,7 +43,7 @@ from ebind.streams import (
     resp_subject,
 )
 from ebind.task import DEFAULT_OPTIONS, FIRE_AND_FORGET, Task, TaskOptions
-from ebind.validate import check_future_ids
+from ebind.validate import check_future_ids, reply_token_problem
 from ebind.wire import TaskEnvelope
 
 if TYPE_CHECKING:
@@ -505,15 +505,30 @@ class App:
         return await self._submit(spec, name, args, kwargs or {}, opts)
 
     def future(
-        self, task_id: str, *, name: str | None = None, client_id: str | None = None
+        self,
+        task_id: str,
+        *,
+        name: str | None = None,
+        client_id: str | None = None,
+        token: str | None = None,
     ) -> Future[Any]:
         """A Future for a task enqueued earlier (by this App, or by ``client_id``'s App).
 
+        ``token`` is the enqueuing Future's :attr:`~ebind.Future.token`: with it, only
+        that task's own response is taken; without it, any response stored for the id
+        (another producer may send a task with an id it knows).
+
         Raises:
             InvalidName: ``task_id`` or ``client_id`` is not a plain id (a wildcard such as
-                ``*`` would otherwise read another App's result).
+                ``*`` would otherwise read another App's result), or ``token`` is not one.
         """
         check_future_ids(task_id, client_id)
+        if token is not None and reply_token_problem(token):
+            raise InvalidName(
+                f"token {token[:80]!r} is not a reply token (hex digits, as Future.token gives)",
+                kind="token",
+                value=token[:80],
+            )
         if self._router is None:
             raise NotConnected(self._not_connected())
         spec = self.registry.get(name) if name else None
@@ -525,6 +540,7 @@ class App:
             client_id=client_id,
             check_stream_first=True,
             revoker=self.revoke,
+            token=token or "",
         )
 
     def _lookup(self, task: str | Task[Any, Any]) -> tuple[HandlerSpec | None, str]:
@@ -605,11 +621,13 @@ class App:
         if self._router is None or self._publisher is None:
             raise NotConnected(self._not_connected())
         task_id = check_id(options.task_id, "task_id") if options.task_id else new_task_id()
+        token = "" if options.ignore_result else new_reply_token()
         env = TaskEnvelope(
             id=task_id,
             name=name,
             payload=msgspec.Raw(payload),
             reply_to="" if options.ignore_result else resp_subject(self.client_id, task_id),
+            reply_token=token,
             deadline=_deadline(options.deadline),
             enqueued_at=datetime.now(UTC),
             retry_policy=_retry(options.retry) or (spec.retry if spec else None),
@@ -626,6 +644,7 @@ class App:
             name=name,
             result_type=spec.return_type if spec else Any,
             revoker=self.revoke,
+            token=token,
         )
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)

@@ -487,6 +487,9 @@ class ResponseRouter:
         self.codec = codec
         """The App's payload codec: Futures open sealed results with it."""
         self._pending: dict[str, asyncio.Future[TaskResponse]] = {}
+        # The reply token each waited-for task carries (only tasks published with one): a
+        # response echoing another token answers someone else's task with the same id.
+        self._tokens: dict[str, str] = {}
         self._sub: Any = None
         # Wake futures of result() calls currently waiting; missed() resolves them all. A set
         # (O(1) add/discard) instead of one shared epoch future, whose remove_done_callback
@@ -518,26 +521,41 @@ class ResponseRouter:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("task.response_undecodable", subject=msg.subject, error=str(exc))
             return
-        if msg.subject.rpartition(".")[2] != resp.task_id:
+        task_id = resp.task_id
+        if msg.subject.rpartition(".")[2] != task_id:
             # Only the response subject of the task's own id may answer it.
-            log.warning("task.response_mismatch", subject=msg.subject, task_id=resp.task_id)
+            log.warning("task.response_mismatch", subject=msg.subject, task_id=task_id)
             return
-        waiter = self._pending.pop(resp.task_id, None)
+        tokens = self._tokens
+        if tokens:
+            token = tokens.get(task_id)
+            if token is not None:
+                if resp.token != token:
+                    log.warning("task.response_foreign", subject=msg.subject, task_id=task_id)
+                    return
+                del tokens[task_id]
+        waiter = self._pending.pop(task_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
 
-    def waiter(self, task_id: str) -> asyncio.Future[TaskResponse]:
-        """The future resolved when ``task_id``'s response arrives (shared per task id)."""
+    def waiter(self, task_id: str, token: str = "") -> asyncio.Future[TaskResponse]:
+        """The future resolved when ``task_id``'s response arrives (shared per task id).
+
+        With ``token``, only a response echoing it resolves the future.
+        """
         fut = self._pending.get(task_id)
         if fut is None:
             fut = (self._loop or asyncio.get_running_loop()).create_future()
             self._pending[task_id] = fut
+        if token:
+            self._tokens[task_id] = token
         return fut
 
     def forget(self, task_id: str, fut: asyncio.Future[TaskResponse]) -> None:
         """Drop the waiter of a Future nobody holds any more."""
         if self._pending.get(task_id) is fut:
             del self._pending[task_id]
+            self._tokens.pop(task_id, None)
 
     async def sleep(self, waiter: asyncio.Future[TaskResponse], within: float) -> None:
         """Return once ``waiter`` is done, :meth:`missed` is called, or ``within`` s pass."""
@@ -567,8 +585,12 @@ class ResponseRouter:
             if not wake.done():
                 wake.set_result(None)
 
-    async def fetch(self, task_id: str, client_id: str | None = None) -> TaskResponse | None:
+    async def fetch(
+        self, task_id: str, client_id: str | None = None, token: str = ""
+    ) -> TaskResponse | None:
         """The stored response of ``task_id`` from EBIND_RESP (direct get), or None.
+
+        With ``token``, a response echoing another token is not this task's (None).
 
         Raises:
             ResultExpired: the server left a removal marker where the response was.
@@ -592,5 +614,8 @@ class ResponseRouter:
         if resp.task_id != task_id:
             # Not this task's answer (forged or misrouted): the waiter keeps waiting.
             log.warning("task.response_mismatch", subject=subject, task_id=resp.task_id)
+            return None
+        if token and resp.token != token:
+            log.warning("task.response_foreign", subject=subject, task_id=task_id)
             return None
         return resp

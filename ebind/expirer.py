@@ -72,16 +72,11 @@ _ALREADY_GONE = 10057  # JSStreamMsgDeleteFailedF: "no message found" at that se
 
 
 def answers_run(resp: TaskResponse, task: TaskEnvelope | None) -> bool:
-    """Whether ``resp`` answers this run of ``task`` (not an earlier run of its id).
+    """Whether ``resp`` answers this run of ``task`` (the worker's rule, see its fence)."""
+    # Imported here: the worker package imports this module.
+    from ebind.worker.fence import answers_run as answers_task_run
 
-    A DLQ requeue keeps the task id, so only a response completed at or after the
-    message was enqueued counts; without both times nothing tells them apart.
-    """
-    if task is None or resp.task_id != task.id:
-        return False
-    if task.enqueued_at is None or resp.completed_at is None:
-        return False
-    return resp.completed_at >= task.enqueued_at
+    return task is not None and answers_task_run(resp, task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +168,9 @@ def expiry_for(
     )
     reply = reply_subject(env) if env is not None else None
     response = (
-        TaskResponse(task_id=env.id, error=error, attempts=0, completed_at=now)
+        TaskResponse(
+            task_id=env.id, error=error, attempts=0, completed_at=now, token=env.reply_token
+        )
         if env is not None and reply is not None
         else None
     )

@@ -43,6 +43,7 @@ class Future(Generic[R]):
         "_result_type",
         "_revoker",
         "_router",
+        "_token",
         "_waiter",
     )
 
@@ -56,14 +57,16 @@ class Future(Generic[R]):
         client_id: str | None = None,
         check_stream_first: bool = False,
         revoker: Callable[[str], Awaitable[Revocation]] | None = None,
+        token: str = "",
     ) -> None:
         self._router = router
         self._id = task_id
+        self._token = token
         self._name = name
         self._result_type = result_type
         self._client_id = client_id
         self._check_first = check_stream_first
-        self._waiter = router.waiter(task_id)
+        self._waiter = router.waiter(task_id, token)
         self._revoker = revoker
 
     def __del__(self) -> None:
@@ -78,6 +81,14 @@ class Future(Generic[R]):
     def id(self) -> str:
         """The task id."""
         return self._id
+
+    @property
+    def token(self) -> str:
+        """The secret the task's response must echo ("" when unknown: any answer is taken).
+
+        Keep it with the id to rebuild this Future elsewhere: ``app.future(id, token=...)``.
+        """
+        return self._token
 
     @property
     def name(self) -> str | None:
@@ -137,7 +148,7 @@ class Future(Generic[R]):
 
     async def _check_stream(self) -> None:
         try:
-            resp = await self._router.fetch(self._id, self._client_id)
+            resp = await self._router.fetch(self._id, self._client_id, self._token)
         except (ResultExpired, PermissionDenied):
             raise  # asking again cannot help
         except Exception as exc:  # the server may be away; the next check retries

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["format_uuid4", "new_task_id"]
+__all__ = ["format_uuid4", "new_reply_token", "new_task_id"]
 
 _ID_BYTES = 16
 _BATCH = 256
@@ -32,8 +32,8 @@ def format_uuid4(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def new_task_id() -> str:
-    """A random UUID4 string (``str(uuid.uuid4())`` costs ~3× and a system call each)."""
+def _random16() -> bytes:
+    """16 bytes cut from the buffer (refilled with one ``os.urandom`` call when spent)."""
     global _buffer, _offset
     with _lock:
         if _offset >= len(_buffer):
@@ -41,8 +41,17 @@ def new_task_id() -> str:
             _offset = 0
         start = _offset
         _offset = start + _ID_BYTES
-        raw = _buffer[start : start + _ID_BYTES]
-    return format_uuid4(raw)
+        return _buffer[start : start + _ID_BYTES]
+
+
+def new_task_id() -> str:
+    """A random UUID4 string (``str(uuid.uuid4())`` costs ~3× and a system call each)."""
+    return format_uuid4(_random16())
+
+
+def new_reply_token() -> str:
+    """A random 128-bit secret, 32 hex characters, that a task's response must echo."""
+    return _random16().hex()
 
 
 def _forget_buffer() -> None:

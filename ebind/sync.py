@@ -264,6 +264,11 @@ class SyncResult(Generic[R]):
         return self._future.name
 
     @property
+    def token(self) -> str:
+        """The secret the task's response must echo (keep it with the id; see ``Future.token``)."""
+        return self._future.token
+
+    @property
     def future(self) -> Future[R]:
         """The async Future behind this handle (await it only on its own loop)."""
         return self._future
@@ -415,14 +420,23 @@ class SyncApp:
         return SyncResult(_wait(loop, app.apply_async(task, args, kwargs, **options)), loop)
 
     def future(
-        self, task_id: str, *, name: str | None = None, client_id: str | None = None
+        self,
+        task_id: str,
+        *,
+        name: str | None = None,
+        client_id: str | None = None,
+        token: str | None = None,
     ) -> SyncResult[Any]:
-        """A handle on a task enqueued earlier (Celery's ``AsyncResult(task_id)``)."""
+        """A handle on a task enqueued earlier (Celery's ``AsyncResult(task_id)``).
+
+        ``token`` is the enqueuing handle's ``token``: with it only that task's own
+        response is taken (see ``App.future``).
+        """
         app = self._app
         loop = _loop_for(app)
 
         async def make() -> Future[Any]:  # its waiter belongs to the loop
-            return app.future(task_id, name=name, client_id=client_id)
+            return app.future(task_id, name=name, client_id=client_id, token=token)
 
         return SyncResult(_wait(loop, make()), loop)
 

@@ -38,6 +38,7 @@ from ebind.wire import ErrorKind, TaskEnvelope, TaskError, decode_envelope
 
 __all__ = [
     "MAX_NESTING",
+    "MAX_REPLY_TOKEN",
     "MAX_TRACE_ENTRIES",
     "MAX_TRACE_KEY",
     "MAX_TRACE_VALUE",
@@ -47,6 +48,7 @@ __all__ = [
     "id_problem",
     "invalid",
     "nesting_depth",
+    "reply_token_problem",
     "too_deep",
 ]
 
@@ -202,7 +204,23 @@ def _route_problem(env: TaskEnvelope, subject: str) -> str | None:
     return None
 
 
+MAX_REPLY_TOKEN = 64
+"""Characters a reply token may have (ebind's producers send 32)."""
+_TOKEN = re.compile(r"[0-9a-f]+")
+
+
+def reply_token_problem(token: str) -> str | None:
+    """Why ``token`` is no reply token (1 to 64 lowercase hex digits), or None."""
+    if len(token) > MAX_REPLY_TOKEN or _TOKEN.fullmatch(token) is None:
+        return f"reply_token {token[:80]!r} must be 1 to {MAX_REPLY_TOKEN} lowercase hex digits"
+    return None
+
+
 def _reply_problem(env: TaskEnvelope) -> str | None:
+    if env.reply_token:
+        problem = reply_token_problem(env.reply_token)
+        if problem is not None:
+            return problem
     reply = env.reply_to
     if not reply:
         return None
@@ -268,7 +286,7 @@ def envelope_problem(env: TaskEnvelope, subject: str) -> str | None:
             return problem
     elif len(env.id) > MAX_ID_LEN or _id_match(env.id) is None:
         return id_problem(env.id, "task id")
-    if env.reply_to:
+    if env.reply_to or env.reply_token:
         problem = _reply_problem(env)
         if problem is not None:
             return problem

@@ -74,13 +74,16 @@ class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     """The message a producer publishes on the TASKS stream (the seed's ``task.Task``).
 
     ``attempt`` and ``worker_id`` are filled in memory by the worker on each delivery;
-    the published values are never trusted.
+    the published values are never trusted. ``reply_token`` is a secret of the producer
+    that the response echoes: its waiter takes only a response carrying it, so another
+    producer that sends a task with the same id and reply subject cannot answer it.
     """
 
     id: str
     name: str
     payload: msgspec.Raw = msgspec.Raw(b"[]")
     reply_to: str = ""
+    reply_token: str = ""
     deadline: datetime | None = None
     enqueued_at: datetime | None = None
     attempt: int = 0
@@ -109,6 +112,8 @@ class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     error: TaskError | None = None
     attempts: int = 0
     completed_at: datetime | None = None
+    token: str = ""
+    """The ``reply_token`` of the envelope answered."""
 
 
 class DLQEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -137,6 +142,7 @@ class _TaskResponseIn(msgspec.Struct, kw_only=True, frozen=True):
     error: TaskError | None = None
     attempts: int = 0
     completed_at: datetime | None = None
+    token: str = ""
 
 
 encoder = msgspec.json.Encoder()
@@ -158,4 +164,5 @@ def decode_response(data: bytes) -> TaskResponse:
         error=r.error,
         attempts=r.attempts,
         completed_at=r.completed_at,
+        token=r.token,
     )

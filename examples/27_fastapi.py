@@ -65,13 +65,14 @@ class AddRequest(BaseModel):
 @api.post("/add", status_code=202)
 async def enqueue_add(req: AddRequest) -> dict[str, str]:
     fut = await add.delay(req.a, req.b)
-    return {"task_id": fut.id}
+    # The token proves the caller enqueued it: only this task's own answer is taken then.
+    return {"task_id": fut.id, "token": fut.token}
 
 
 @api.get("/result/{task_id}")
-async def result(task_id: str, wait: float = 10.0) -> dict[str, object]:
+async def result(task_id: str, wait: float = 10.0, token: str | None = None) -> dict[str, object]:
     try:
-        fut = app.future(task_id)
+        fut = app.future(task_id, token=token)
         value = await fut.result(timeout=wait)
     except InvalidName as exc:
         raise HTTPException(400, f"InvalidName: {exc}") from exc
@@ -95,10 +96,10 @@ def main() -> None:
         app.servers = [node.client_url]
         with TestClient(api) as client:
             resp = client.post("/add", json={"a": 2, "b": 3})
-            task_id = resp.json()["task_id"]
+            task_id, token = resp.json()["task_id"], resp.json()["token"]
             print(f"POST /add -> {resp.status_code} task id" if task_id else "no id")
 
-            resp = client.get(f"/result/{task_id}")
+            resp = client.get(f"/result/{task_id}", params={"token": token})
             body = resp.json()
             same = "same" if body["task_id"] == task_id else body["task_id"]
             print(f"GET /result -> {resp.status_code}", {"task_id": same, "result": body["result"]})

@@ -66,6 +66,7 @@ def test_errors_all_is_pinned() -> None:
         "PermissionDenied",
         "PlacementError",
         "PublishFailed",
+        "RecordCorrupt",
         "ResolveError",
         "ResultExpired",
         "RetryRefused",

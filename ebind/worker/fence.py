@@ -19,12 +19,14 @@ __all__ = ["answers_run", "response_fence"]
 def answers_run(resp: TaskResponse, env: TaskEnvelope) -> bool:
     """Whether ``resp`` records the outcome of the run ``env`` belongs to.
 
-    A DLQ requeue keeps the task id, so a response completed before the envelope's
+    A response echoing another ``reply_token`` answers another sender's task that reused
+    this id and reply subject: the run's own response is stored over it. A DLQ requeue
+    keeps the task id (and token), so a response completed before the envelope's
     ``enqueued_at`` belongs to an earlier run; without both times nothing tells the runs
     apart and the answer is "no" (run it, answer it).
     """
-    if resp.task_id != env.id:
-        return False
+    if resp.task_id != env.id or resp.token != env.reply_token:
+        return False  # another task's answer (a sender reusing this id and subject)
     if env.enqueued_at is None or resp.completed_at is None:
         return False
     return resp.completed_at >= env.enqueued_at

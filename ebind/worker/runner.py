@@ -1055,6 +1055,7 @@ class AttemptRunner:
             error=error,
             attempts=env.attempt,
             completed_at=_now(),
+            token=env.reply_token,
         )
         data = encoder.encode(resp)
         expected: int | None = 0

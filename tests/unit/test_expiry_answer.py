@@ -38,3 +38,11 @@ def test_without_both_times_or_a_task_nothing_counts_as_answered() -> None:
     assert not answers_run(_resp(completed_at=None), _task())
     assert not answers_run(_resp(), _task(enqueued_at=None))
     assert not answers_run(_resp(), None)
+
+
+def test_a_response_echoing_another_reply_token_does_not() -> None:
+    mine = msgspec.structs.replace(_task(), reply_token="a" * 32)
+    theirs = msgspec.structs.replace(_resp(), token="b" * 32)
+    assert not answers_run(theirs, mine)
+    assert not answers_run(_resp(), mine)  # no token: not this task's answer either
+    assert answers_run(msgspec.structs.replace(_resp(), token="a" * 32), mine)
