@@ -562,7 +562,9 @@ class App:
     ) -> Future[Any]:
         env, fut = self._prepare(spec, name, args, kwargs, options)
         assert self._publisher is not None  # _prepare checked the connection
-        await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
+        ack = await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
+        if ack.duplicate:
+            fut._duplicate()
         return fut
 
     async def _submit_many(
@@ -583,7 +585,10 @@ class App:
             return futures
         assert self._publisher is not None  # _prepare checked the connection
         failures = await self._publisher.publish_many(
-            [env for env, _ in prepared], countdown=options.countdown, eta=options.eta
+            [env for env, _ in prepared],
+            countdown=options.countdown,
+            eta=options.eta,
+            on_duplicate=lambda i: futures[i]._duplicate(),
         )
         if failures:
             first = failures[0][1]

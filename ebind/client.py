@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -186,6 +187,7 @@ class Publisher:
         *,
         countdown: float | timedelta | None = None,
         eta: datetime | None = None,
+        on_duplicate: Callable[[int], None] | None = None,
     ) -> list[tuple[int, Exception]]:
         """Publish every envelope before awaiting PubAcks; each PubAck is still checked.
 
@@ -193,6 +195,8 @@ class Publisher:
         publishes nothing. Returns ``(index, error)`` of each publish that was not
         confirmed, in order (PublishFailed, StreamFull or PermissionDenied); the rest are
         stored. At most the window is unconfirmed at once: the oldest is settled first.
+        ``on_duplicate(index)`` is called for each envelope the stream already held (its
+        id was published before, within the duplicate window).
         """
         framed = [self._frame(env, env.id, countdown, eta) for env in envs]
         failures: list[tuple[int, Exception]] = []
@@ -214,6 +218,9 @@ class Publisher:
                 _checked(envs[i], framed[i][0], envs[i].id, ack)
             except PublishFailed as exc:
                 failures.append((i, exc))
+                return
+            if ack.duplicate and on_duplicate is not None:
+                on_duplicate(i)
 
         try:
             for i, (subject, data, headers) in enumerate(framed):
@@ -548,8 +555,14 @@ class ResponseRouter:
             fut = (self._loop or asyncio.get_running_loop()).create_future()
             self._pending[task_id] = fut
         if token:
-            self._tokens[task_id] = token
+            # The first registration stays: a second call with the same id publishes a
+            # duplicate, and the stored task carries the first call's token.
+            self._tokens.setdefault(task_id, token)
         return fut
+
+    def lenient(self, task_id: str) -> None:
+        """Take any answer for ``task_id``: the stored task is another call's (a duplicate)."""
+        self._tokens.pop(task_id, None)
 
     def forget(self, task_id: str, fut: asyncio.Future[TaskResponse]) -> None:
         """Drop the waiter of a Future nobody holds any more."""

@@ -261,6 +261,11 @@ class Expirer:
                         await self._record(plan, seq - 1)
                         done += 1
                 except Exception as exc:
+                    # Imported here: the workflow package imports the worker, which imports this.
+                    from ebind.workflow._transient import is_transient
+
+                    if is_transient(exc):
+                        raise  # the server is away: every later message would wait as long
                     # One message that cannot be recorded must not hold back every later
                     # one (the stream's max_age would remove those unrecorded); this one
                     # stays in the stream and is tried again on the next pass.

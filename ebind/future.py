@@ -87,8 +87,15 @@ class Future(Generic[R]):
         """The secret the task's response must echo ("" when unknown: any answer is taken).
 
         Keep it with the id to rebuild this Future elsewhere: ``app.future(id, token=...)``.
+        It is "" when the publish was a duplicate (a task with this id was sent before, so
+        the stored task carries that call's token, which this one cannot know).
         """
         return self._token
+
+    def _duplicate(self) -> None:
+        """The publish found this id stored already: take that task's answer, whatever token."""
+        self._token = ""
+        self._router.lenient(self._id)
 
     @property
     def name(self) -> str | None:

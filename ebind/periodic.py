@@ -41,8 +41,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from ebind._denied import guarded
+from ebind.client import message_size
 from ebind.cron import every_header, parse_cron, parse_go_duration
-from ebind.errors import InvalidArguments, PermissionDenied, PublishFailed
+from ebind.errors import InvalidArguments, PayloadTooLarge, PermissionDenied, PublishFailed
 from ebind.payload import PayloadCodec, seal
 from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import (
@@ -294,6 +295,7 @@ async def create_schedule(
 
     Raises:
         InvalidArguments / InvalidName: see :func:`plan_schedule`; nothing is published.
+        PayloadTooLarge: the schedule with its headers exceeds the server's max_payload.
         PublishFailed: the server did not store the schedule.
         PermissionDenied: this NATS user may not publish schedules (operators do).
     """
@@ -310,6 +312,15 @@ async def create_schedule(
         codec=getattr(app, "payload_codec", None),
         signer=getattr(app, "signer", None),
     )
+    size, limit = message_size(plan.subject, plan.data, plan.headers), int(app.nc.max_payload)
+    if size > limit:
+        # The server would refuse it and nats-py would then close the connection for good.
+        raise PayloadTooLarge(
+            f"schedule {name!r} encodes to {size} bytes with its headers; the server accepts "
+            f"at most {limit} (max_payload). Pass large data by reference",
+            size=size,
+            limit=limit,
+        )
     try:
         ack = await guarded(
             app.js,

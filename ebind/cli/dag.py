@@ -408,6 +408,10 @@ def gc(ctx: click.Context, older_than: str, dry_run: bool, yes: bool) -> None:
     def render(r: CollectReport) -> None:
         verb = "would remove" if dry_run else "removed"
         click.echo(f"{verb} {len(r.removed)} of {r.examined} DAGs finished over {older_than} ago")
+        if r.failed:
+            click.echo(
+                f"could not examine {len(r.failed)} (logged; run again): {', '.join(r.failed)}"
+            )
 
     emit(
         ctx,
@@ -416,6 +420,7 @@ def gc(ctx: click.Context, older_than: str, dry_run: bool, yes: bool) -> None:
         lambda r: {
             "examined": r.examined,
             "removed": r.removed,
+            "failed": r.failed,
             "dry_run": dry_run,
             "older_than_seconds": seconds,
         },

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from ebind.errors import DAGNotFound, DAGNotPaused, DAGNotRunning, DAGRunning, StaleRevision
+from ebind.errors import (
+    DAGNotFound,
+    DAGNotPaused,
+    DAGNotRunning,
+    DAGRunning,
+    RecordCorrupt,
+    StaleRevision,
+)
 from ebind.logging import get_logger
 from ebind.workflow.history import drop_live
 from ebind.workflow.protocols import StateStore
@@ -181,14 +188,21 @@ async def delete_dag(
     after the delete. A step still running past that writes, at most, a result under its
     own run, which a DAG submitted again with the same id never reads.
 
+    Every key under the DAG's id goes, records no reader could use included; a DAG whose
+    meta no reader can use is deleted like a finished one (nothing can run it).
+
     Raises:
         DAGRunning: the DAG has not finished and ``force`` is False.
         DAGNotFound: the DAG had no meta record (cleanup was still attempted).
     """
+    unusable = False
     try:
         meta, _ = await store.get_meta(dag_id)
     except DAGNotFound:
         meta = None
+    except RecordCorrupt as exc:
+        meta, unusable = None, True
+        _log.warning("dag.meta_unusable", dag_id=dag_id, error=str(exc))
     if meta is not None and not meta.status.terminal:
         if not force:
             raise DAGRunning(
@@ -198,18 +212,12 @@ async def delete_dag(
             )
         await cancel(store, dag_id)
         await _drain(store, dag_id, drain_timeout)
-    for rec, _ in await store.list_steps(dag_id):
-        await store.delete_result(dag_id, rec.step_id, rec.run_id)
-        await store.delete_step(dag_id, rec.step_id)
-    for sig in await store.list_signals(dag_id):
-        await store.delete_signal(dag_id, sig.name)
     await store.delete_live(dag_id)
-    if meta is None:
+    # Key by key from a listing of the keys, not of the records: a record no reader could
+    # use must not outlive its DAG (a later submit of the id would trip over it).
+    await store.delete_dag_keys(dag_id)
+    if meta is None and not unusable:
         raise DAGNotFound(f"workflow: DAG {dag_id!r} not found", dag_id=dag_id)
-    await store.delete_meta(dag_id)
-    # Whatever else is stored under the DAG's keys goes too (a record no reader could
-    # use is never listed above, and must not outlive its DAG).
-    await store.purge_dag(dag_id)
     _log.info("dag.deleted", dag_id=dag_id)
 
 

@@ -47,6 +47,8 @@ class CollectReport:
     examined: int = 0
     removed: list[str] = field(default_factory=list)
     indexed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    """DAGs that could not be examined this time (logged; the next collection tries again)."""
 
 
 async def drop_live(store: StateStore, dag_id: str) -> None:
@@ -167,6 +169,7 @@ async def collect(
             await _collect_one(store, meta, at, older_than, live, dry_run, report)
         except Exception as exc:  # one DAG must not stop the collection of every other
             _log.warning("history.collect_skipped", dag_id=meta.id, error=repr(exc))
+            report.failed.append(meta.id)
         if on_each is not None:
             on_each(1)
     _log.info(

@@ -131,6 +131,14 @@ class StateStore(Protocol):
         """Remove every key of one DAG (meta, steps, results, signals) without tombstones."""
         ...
 
+    async def delete_dag_keys(self, dag_id: str) -> int:
+        """Delete every key of one DAG one by one, the meta last; returns how many.
+
+        Unlike :meth:`purge_dag` it needs only the right to write the bucket, and it reads
+        no record, so it also removes records no reader could use.
+        """
+        ...
+
 
 class Delivery(Protocol):
     """Acknowledgement handle of one delivered event."""

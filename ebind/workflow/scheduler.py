@@ -527,11 +527,12 @@ class Scheduler:
         """
         older_than = self.config.history if self.config.history > 0 else math.inf
         try:
-            await collect(self.engine.store, older_than)
+            report = await collect(self.engine.store, older_than)
         except Exception as exc:
             _log.warning("history.collect_failed", error=repr(exc))
         else:
-            self._indexed = True
+            # A DAG skipped this time may be a live one left unindexed: collect again.
+            self._indexed = not report.failed
 
     async def _rescue_running(self, ld: Loaded) -> None:
         dispatched = [

@@ -300,6 +300,18 @@ class MemStore:
         await self._enter("list_live", _keys.live_prefix() + "*")
         return sorted(self._live.items())
 
+    async def delete_dag_keys(self, dag_id: str) -> int:
+        """Delete every key of one DAG, the meta last; returns how many were live."""
+        await self._enter("delete_dag_keys", f"{_keys.check_dag(dag_id)}.>")
+        keys = self._dags.get(dag_id)
+        if keys is None:
+            return 0
+        slots = [*keys.steps.values(), *keys.results.values(), *keys.signals.values(), keys.meta]
+        live = [slot for slot in slots if slot.value is not None]
+        for slot in live:
+            slot.value = None
+        return len(live)
+
     async def purge_dag(self, dag_id: str) -> None:
         """Remove every key of one DAG; revision counters keep counting, as after deletes."""
         await self._enter("purge_dag", f"{_keys.check_dag(dag_id)}.>")

@@ -446,6 +446,15 @@ class NatsStore:
         msgs = await self._list(_keys.live_prefix() + "*")
         return sorted((m.subject[len(prefix) :], m.data) for m in msgs)
 
+    async def delete_dag_keys(self, dag_id: str) -> int:
+        """Delete every key of one DAG (a KV delete each, the meta last); returns how many."""
+        meta = _keys.meta_key(dag_id)
+        pre = len(self._pre)
+        keys = [m.subject[pre:] for m in await self._list(f"{_keys.check_dag(dag_id)}.>")]
+        for key in sorted(keys, key=lambda k: k == meta):  # the meta last
+            await self._delete(key)
+        return len(keys)
+
     async def purge_dag(self, dag_id: str) -> None:
         """Remove every key of one DAG with one stream purge (no tombstones are left)."""
         await self._bind()

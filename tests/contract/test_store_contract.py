@@ -400,6 +400,27 @@ async def test_live_index_of_a_dag_named_meta_does_not_pose_as_a_meta(
         await store.delete_live("meta")
 
 
+async def test_delete_dag_keys_removes_every_key_of_that_dag_only(store: StateStore) -> None:
+    d, other = dag(), dag()
+    for x in (d, other):
+        await store.put_meta(x, meta(x, DAGStatus.DONE), 0)
+        await store.put_step(x, "a", step(x, "a", StepStatus.DONE), 0)
+        await store.put_result(x, "a", b"1", "r")
+        await store.put_signal(x, SignalRecord(dag_id=x, name="go"))
+    assert await store.delete_dag_keys(d) == 4
+    with pytest.raises(DAGNotFound):
+        await store.get_meta(d)
+    assert await store.list_steps(d) == []
+    assert await store.list_signals(d) == []
+    with pytest.raises(StepNotFound):
+        await store.get_result(d, "a", "r")
+    assert await store.delete_dag_keys(d) == 0
+    assert (await store.get_meta(other))[0].status is DAGStatus.DONE
+    assert await store.get_result(other, "a", "r") == b"1"
+    # The id can be created again from scratch (over the deletes' tombstones).
+    assert await store.put_meta(d, meta(d), 0) > 0
+
+
 async def test_purge_dag_removes_every_key_of_that_dag_only(store: StateStore) -> None:
     d, other = dag(), dag()
     for x in (d, other):
