@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -33,13 +33,31 @@ _DURABILITY = {
 }
 
 
+class _Stop:
+    """A flag a signal handler sets: plain state, no lock.
+
+    A ``threading.Event`` set from a handler can deadlock: the handler runs in the main
+    thread, possibly while that thread is inside ``Event.wait`` holding the event's
+    (non-reentrant) lock, and then ``set`` waits for it forever.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (a signal cuts it short); whether a stop was requested."""
+        if not self.requested:
+            time.sleep(seconds)
+        return self.requested
+
+
 @contextlib.contextmanager
-def _stop_on_signal() -> Iterator[threading.Event]:
-    """Yield an event set by SIGINT or SIGTERM; the previous handlers come back on exit."""
-    stop = threading.Event()
+def _stop_on_signal() -> Iterator[_Stop]:
+    """Yield a flag set by SIGINT or SIGTERM; the previous handlers come back on exit."""
+    stop = _Stop()
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.requested = True
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
