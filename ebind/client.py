@@ -494,9 +494,13 @@ class ResponseRouter:
         self.codec = codec
         """The App's payload codec: Futures open sealed results with it."""
         self._pending: dict[str, asyncio.Future[TaskResponse]] = {}
-        # The reply token each waited-for task carries (only tasks published with one): a
-        # response echoing another token answers someone else's task with the same id.
-        self._tokens: dict[str, str] = {}
+        # The reply tokens a waited-for id accepts, one per live Future of it (no entry: any
+        # answer is taken): a response echoing another token answers someone else's task
+        # that reused the id.
+        self._tokens: dict[str, list[str]] = {}
+        # Futures sharing one id's waiter, counted only while there are two or more, so
+        # that dropping one of them leaves the waiter to the others.
+        self._refs: dict[str, int] = {}
         self._sub: Any = None
         # Wake futures of result() calls currently waiting; missed() resolves them all. A set
         # (O(1) add/discard) instead of one shared epoch future, whose remove_done_callback
@@ -535,12 +539,14 @@ class ResponseRouter:
             return
         tokens = self._tokens
         if tokens:
-            token = tokens.get(task_id)
-            if token is not None:
-                if resp.token != token:
+            accepted = tokens.get(task_id)
+            if accepted is not None:
+                if resp.token not in accepted:
                     log.warning("task.response_foreign", subject=msg.subject, task_id=task_id)
                     return
                 del tokens[task_id]
+        if self._refs:
+            self._refs.pop(task_id, None)
         waiter = self._pending.pop(task_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
@@ -554,21 +560,40 @@ class ResponseRouter:
         if fut is None:
             fut = (self._loop or asyncio.get_running_loop()).create_future()
             self._pending[task_id] = fut
-        if token:
-            # The first registration stays: a second call with the same id publishes a
-            # duplicate, and the stored task carries the first call's token.
-            self._tokens.setdefault(task_id, token)
+            if token:
+                self._tokens[task_id] = [token]
+            return fut
+        # Another Future of a waited-for id (a resend, a rebuilt Future): its token is
+        # accepted too; one without a token takes any answer, and so does the shared waiter.
+        self._refs[task_id] = self._refs.get(task_id, 1) + 1
+        accepted = self._tokens.get(task_id)
+        if accepted is not None:
+            if token:
+                accepted.append(token)
+            else:
+                del self._tokens[task_id]
         return fut
 
     def lenient(self, task_id: str) -> None:
         """Take any answer for ``task_id``: the stored task is another call's (a duplicate)."""
         self._tokens.pop(task_id, None)
 
-    def forget(self, task_id: str, fut: asyncio.Future[TaskResponse]) -> None:
-        """Drop the waiter of a Future nobody holds any more."""
-        if self._pending.get(task_id) is fut:
-            del self._pending[task_id]
-            self._tokens.pop(task_id, None)
+    def forget(self, task_id: str, fut: asyncio.Future[TaskResponse], token: str = "") -> None:
+        """A Future of ``task_id`` (with ``token``) that nobody holds any more lets go."""
+        if self._pending.get(task_id) is not fut:
+            return
+        others = self._refs.get(task_id)
+        if others:
+            if others <= 2:
+                del self._refs[task_id]
+            else:
+                self._refs[task_id] = others - 1
+            accepted = self._tokens.get(task_id)
+            if accepted is not None and token in accepted and len(accepted) > 1:
+                accepted.remove(token)
+            return
+        del self._pending[task_id]
+        self._tokens.pop(task_id, None)
 
     async def sleep(self, waiter: asyncio.Future[TaskResponse], within: float) -> None:
         """Return once ``waiter`` is done, :meth:`missed` is called, or ``within`` s pass."""

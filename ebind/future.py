@@ -75,7 +75,7 @@ class Future(Generic[R]):
         # a finalizer object and registry entry on every enqueue.
         waiter = getattr(self, "_waiter", None)
         if waiter is not None and not waiter.done():
-            self._router.forget(self._id, waiter)
+            self._router.forget(self._id, waiter, getattr(self, "_token", ""))
 
     @property
     def id(self) -> str:
@@ -93,8 +93,13 @@ class Future(Generic[R]):
         return self._token
 
     def _duplicate(self) -> None:
-        """The publish found this id stored already: take that task's answer, whatever token."""
+        """The publish found this id stored already: take that task's answer, whatever token.
+
+        That task may have finished before this Future existed, so its stored answer is
+        read at once rather than after the first wait.
+        """
         self._token = ""
+        self._check_first = True
         self._router.lenient(self._id)
 
     @property

@@ -32,7 +32,7 @@ from ebind.cli.output import (
     to_builtins,
     yes_option,
 )
-from ebind.errors import InvalidArguments, StepNotFound
+from ebind.errors import DAGNotFound, InvalidArguments, RecordCorrupt, StepNotFound
 from ebind.progress import Progress
 from ebind.retention import parse_duration
 from ebind.workflow.debug import (
@@ -340,8 +340,19 @@ def resume(ctx: click.Context, dag_id: str) -> None:
 @click.pass_context
 def rm(ctx: click.Context, dag_id: str, finished_only: bool, yes: bool) -> None:
     """Delete a DAG with all its steps, results and signals."""
-    meta = run_async(ctx, lambda app: _meta(app, dag_id))
+    got = run_async(ctx, lambda app: _meta_or_problem(app, dag_id))
+    if got is None:
+        return
+    meta, problem = got
     if meta is None:
+        if problem and finished_only:
+            raise click.ClickException(f"refusing to rm {dag_id} with --finished-only: {problem}")
+        if problem:
+            confirm(f"{problem}\nDelete every record of DAG {dag_id}?", yes)
+        # Without a meta the records left under the id are removed all the same; a DAG
+        # that never existed still ends in "not found".
+        run_async(ctx, lambda app: app.workflow.delete_dag(dag_id, force=True))
+        _report(ctx, "deleted", dag_id)
         return
     if finished_only and not meta.status.terminal:
         raise click.ClickException(
@@ -430,6 +441,16 @@ def gc(ctx: click.Context, older_than: str, dry_run: bool, yes: bool) -> None:
 async def _meta(app: App, dag_id: str) -> DAGMeta:
     meta, _ = await app.workflow.store.get_meta(dag_id)
     return meta
+
+
+async def _meta_or_problem(app: App, dag_id: str) -> tuple[DAGMeta | None, str]:
+    """The DAG's meta, or None with why it cannot be used ("" when there is none)."""
+    try:
+        return await _meta(app, dag_id), ""
+    except DAGNotFound:
+        return None, ""
+    except RecordCorrupt as exc:
+        return None, str(exc)
 
 
 def _report(ctx: click.Context, what: str, dag_id: str) -> None:

@@ -45,7 +45,7 @@ class _Stop:
         self.requested = False
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` (a signal cuts it short); whether a stop was requested."""
+        """Sleep ``seconds`` unless a stop was requested; whether one was (then or since)."""
         if not self.requested:
             time.sleep(seconds)
         return self.requested

@@ -429,16 +429,7 @@ class NatsStore:
         A plain tombstone would stay forever, and listing the index would then cost
         every DAG ever finished: the index must cost what the live DAGs cost.
         """
-        await self._bind()
-        key = _keys.live_key(dag_id)
-        headers = {"KV-Operation": "DEL", _TTL: _TOMBSTONE_TTL}
-        try:
-            await self._js.publish(self._pre + key, b"", headers=headers)
-        except nats.js.errors.APIError as exc:
-            # A bucket made without per-message TTLs refuses the header: a lasting
-            # tombstone is still better than an entry that never goes.
-            _log.warning("kv.live_ttl_refused", bucket=self._bucket, error=exc.description)
-            await self._delete(key)
+        await self._delete_expiring(_keys.live_key(dag_id))
 
     async def list_live(self) -> list[tuple[str, bytes]]:
         """Every live-index entry as (DAG id, value), sorted by DAG id."""
@@ -447,13 +438,38 @@ class NatsStore:
         return sorted((m.subject[len(prefix) :], m.data) for m in msgs)
 
     async def delete_dag_keys(self, dag_id: str) -> int:
-        """Delete every key of one DAG (a KV delete each, the meta last); returns how many."""
-        meta = _keys.meta_key(dag_id)
+        """Delete every key of one DAG (a KV delete each, the meta last); returns how many.
+
+        Each kind of key is listed on its own (a listing of more subjects than one batched
+        read answers needs a consumer, which producers may not create), and the delete
+        markers expire, so deleted DAGs cost later listings nothing.
+        """
         pre = len(self._pre)
-        keys = [m.subject[pre:] for m in await self._list(f"{_keys.check_dag(dag_id)}.>")]
-        for key in sorted(keys, key=lambda k: k == meta):  # the meta last
-            await self._delete(key)
+        keys: list[str] = []
+        for prefix in (_keys.step_prefix(dag_id), f"{_keys.check_dag(dag_id)}.result."):
+            keys += [m.subject[pre:] for m in await self._list(prefix + ">")]
+        keys += [m.subject[pre:] for m in await self._list(_keys.signal_prefix(dag_id) + ">")]
+        meta = _keys.meta_key(dag_id)
+        if await self._get(meta) is not None:
+            keys.append(meta)  # the meta last: a delete cut short is done again from it
+        for key in keys:
+            await self._delete_expiring(key)
         return len(keys)
+
+    async def _delete_expiring(self, key: str) -> None:
+        """Delete ``key`` with a delete marker that expires after a second.
+
+        A plain marker would stay forever, and listings would then cost every key ever
+        deleted. A bucket made without per-message TTLs refuses the header: a lasting
+        marker is still better than a key that stays.
+        """
+        await self._bind()
+        headers = {"KV-Operation": "DEL", _TTL: _TOMBSTONE_TTL}
+        try:
+            await self._js.publish(self._pre + key, b"", headers=headers)
+        except nats.js.errors.APIError as exc:
+            _log.warning("kv.delete_ttl_refused", bucket=self._bucket, error=exc.description)
+            await self._delete(key)
 
     async def purge_dag(self, dag_id: str) -> None:
         """Remove every key of one DAG with one stream purge (no tombstones are left)."""
