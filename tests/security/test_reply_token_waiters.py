@@ -8,6 +8,7 @@ the stored answer read before it starts waiting.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -20,14 +21,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def _tasks(app: App) -> None:
-    @app.task(name="rw.echo")
-    async def echo(value: str = "ok") -> str:
-        return value
-
     @app.task(name="rw.sleep")
     async def sleep(seconds: float) -> float:
-        import asyncio
-
+        """Answers with the seconds it slept."""
         await asyncio.sleep(seconds)
         return seconds
 
@@ -62,11 +58,11 @@ async def test_a_resend_inside_the_except_block_takes_its_own_answer(
     monkeypatch.setattr(app._publisher, "_confirmed", first_one_lost)
     async with running(app):
         try:
-            fut = await app.apply_async("rw.echo", ["v"], task_id="resend-1")
+            fut = await app.apply_async("rw.sleep", [0.0], task_id="resend-1")
         except PublishFailed:
-            fut = await app.apply_async("rw.echo", ["v"], task_id="resend-1")
+            fut = await app.apply_async("rw.sleep", [0.0], task_id="resend-1")
             assert fut.token  # not a duplicate: the stored task is this call's
-            assert await fut.result(10) == "v"
+            assert await fut.result(10) == 0.0
 
 
 async def test_a_duplicate_of_a_finished_task_reads_the_stored_answer_first(
@@ -74,9 +70,9 @@ async def test_a_duplicate_of_a_finished_task_reads_the_stored_answer_first(
 ) -> None:
     await _tasks(app)
     async with running(app):
-        first = await app.apply_async("rw.echo", ["v"], task_id="resend-2")
-        assert await first.result(5) == "v"
-        again = await app.apply_async("rw.echo", ["v"], task_id="resend-2")
+        first = await app.apply_async("rw.sleep", [0.0], task_id="resend-2")
+        assert await first.result(5) == 0.0
+        again = await app.apply_async("rw.sleep", [0.0], task_id="resend-2")
         assert again.token == ""
 
         async def no_waiting(*args: Any, **kwargs: Any) -> None:
@@ -84,26 +80,19 @@ async def test_a_duplicate_of_a_finished_task_reads_the_stored_answer_first(
 
         assert app._router is not None
         monkeypatch.setattr(app._router, "sleep", no_waiting)
-        assert await again.result(5) == "v"
+        assert await again.result(5) == 0.0
 
 
+@pytest.mark.parametrize("second", ["rebuilt", "duplicate"])
 async def test_dropping_a_second_handle_leaves_the_first_its_waiter(
-    app: App, monkeypatch: pytest.MonkeyPatch
+    app: App, monkeypatch: pytest.MonkeyPatch, second: str
 ) -> None:
     await _tasks(app)
     _live_only(app, monkeypatch)
     async with running(app):
-        f1 = await app.apply_async("rw.sleep", [0.5], task_id="shared-1")
-        app.future("shared-1")  # a second handle, dropped at once
-        assert await f1.result(10) == 0.5
-
-
-async def test_dropping_a_duplicate_send_leaves_the_first_its_waiter(
-    app: App, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await _tasks(app)
-    _live_only(app, monkeypatch)
-    async with running(app):
-        f1 = await app.apply_async("rw.sleep", [0.5], task_id="shared-2")
-        await app.apply_async("rw.sleep", [0.5], task_id="shared-2")  # a duplicate, dropped
+        f1 = await app.apply_async("rw.sleep", [0.5], task_id=f"shared-{second}")
+        if second == "rebuilt":
+            app.future(f1.id)  # dropped at once
+        else:
+            await app.apply_async("rw.sleep", [0.5], task_id=f1.id)  # a duplicate, dropped
         assert await f1.result(10) == 0.5
