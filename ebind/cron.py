@@ -165,7 +165,7 @@ def _value(expr: str, index: int, token: str) -> int:
     names = _NAMES.get(index, {})
     if token.lower() in names:
         return names[token.lower()]
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()):
         raise _bad_cron(expr, f"{token!r} is not a number in the {name} field")
     value = int(token)
     if index == 5 and value == 7:
@@ -183,7 +183,7 @@ def _field(expr: str, index: int, text: str) -> tuple[frozenset[int], bool]:
         base, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) < 1:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) < 1:
                 raise _bad_cron(expr, f"step {step_text!r} in the {name} field must be >= 1")
             step = int(step_text)
         if base == "*" or (base == "?" and index in (3, 5)):

@@ -99,6 +99,10 @@ def worker_key(worker_id: str) -> str:
 _record_dec = msgspec.json.Decoder(WorkerRecord)
 
 
+_PLAUSIBLE_TIME = (1e9, 4e9)
+"""Unix seconds a worker record's times may hold (2001 to 2096)."""
+
+
 def decode_worker_record(data: bytes) -> WorkerRecord | None:
     """The record in ``data`` when it decodes and its names are valid, else None."""
     if len(data) > MAX_RECORD_BYTES:
@@ -113,6 +117,11 @@ def decode_worker_record(data: bytes) -> WorkerRecord | None:
     except (msgspec.ValidationError, msgspec.DecodeError, InvalidName):
         return None
     if min(rec.concurrency, rec.in_flight, rec.held, rec.pid) < 0:
+        return None
+    # Times are Unix seconds a worker wrote (0: not written): finite, after 2001, and not
+    # decades ahead (ages computed from anything else overflow or mean nothing).
+    low, high = _PLAUSIBLE_TIME
+    if not all(t == 0.0 or low <= t <= high for t in (rec.at, rec.started_at)):
         return None
     return rec
 

@@ -102,7 +102,7 @@ def parse_child_env(value: str) -> ChildSlot:
     """
     index, sep, rest = value.partition(":")
     parent, _, url = rest.partition(":")
-    if not sep or not index.isdigit() or not parent.isdigit():
+    if not sep or not (index + parent).isascii() or not index.isdigit() or not parent.isdigit():
         raise ValueError(f"{CHILD_ENV} must be 'index:parent_pid[:nats_url]', got {value!r}")
     return ChildSlot(index=int(index), parent_pid=int(parent), nats_url=url or None)
 

@@ -221,7 +221,7 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     text = value.strip()
     number, unit = text[:-1], text[-1:]
-    if unit in _SINCE_UNITS and number.replace(".", "", 1).isdigit():
+    if unit in _SINCE_UNITS and number.isascii() and number.replace(".", "", 1).isdigit():
         try:
             return now - timedelta(seconds=float(number) * _SINCE_UNITS[unit])
         except OverflowError:

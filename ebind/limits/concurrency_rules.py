@@ -399,7 +399,11 @@ class SlotRow(msgspec.Struct, frozen=True, kw_only=True):
 def slot_row(bucket_key: str, data: bytes, now: float) -> SlotRow | None:
     """What the record at ``bucket_key`` says, checked against its key (None: not a slot key)."""
     parts = bucket_key.split(".")
-    if len(parts) != 3 or parts[0] + "." != SLOT_PREFIX or not parts[2].isdigit():
+    # A slot number is below MAX_LIMIT: ASCII digits, at most four (isdigit alone passes "²").
+    digits = parts[2] if len(parts) == 3 else ""
+    if parts[0] + "." != SLOT_PREFIX or not (digits.isascii() and digits.isdigit()):
+        return None
+    if len(digits) > 4:
         return None
     slot = int(parts[2])
     try:

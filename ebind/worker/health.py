@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_HEALTH_HOST",
+    "MAX_CONNECTIONS",
     "HealthEndpoint",
     "HealthInputs",
     "HealthLimits",
@@ -57,6 +58,8 @@ _STALL_FLOOR = 0.05
 _REQUEST_TIMEOUT = 5.0
 """Seconds a client gets to send its request line and headers."""
 _MAX_REQUEST_LINE = 8192
+MAX_CONNECTIONS = 64
+"""Health requests served at once; more are closed on arrival."""
 
 
 class HealthServeError(OSError):
@@ -221,6 +224,8 @@ class HealthEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
+        self._open = 0
+        """Connections being served (only the endpoint's own loop touches it)."""
 
     @property
     def url(self) -> str:
@@ -262,6 +267,18 @@ class HealthEndpoint:
         return 404, {"error": f"no such path {path!r}; use /livez or /readyz"}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            # Probes are short; more open at once is someone holding connections (each is a
+            # file descriptor of the worker process): close at once rather than queue.
+            writer.close()
+            return
+        self._open += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(_REQUEST_TIMEOUT):
                 request = await reader.readline()

@@ -418,7 +418,8 @@ class Puller:
         # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
         reply = msg.reply or ""
         _, _, tail = reply.rpartition(".")
-        pending = int(tail) if tail.isdigit() else 0
+        # isdigit() alone accepts digits int() refuses ("²"); a count has at most 19 digits.
+        pending = int(tail) if tail.isascii() and tail.isdigit() and len(tail) <= 19 else 0
         budget = self._budget
         if pending:
             before = budget.reserved.get(self.durable, 0)

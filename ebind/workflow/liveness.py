@@ -26,6 +26,7 @@ import msgspec
 from ebind._aio import raise_if_cancelling
 from ebind.logging import get_logger
 from ebind.streams import KV_LEASES, b64_token
+from ebind.validate import too_deep
 from ebind.workflow.announce import (
     DEFAULT_ANNOUNCE_LIMIT,
     Announced,
@@ -53,6 +54,28 @@ _TTL_HEADER = "Nats-TTL"
 RECORD_TTL_FACTOR = 2.0
 """A record lives this many reader TTLs after its last write: the sweep has judged the
 worker dead (a TTL of silence) well before the server removes its record."""
+
+
+_MAX_RECORD = 1024 * 1024
+"""Bytes a liveness record may have (a worker lists at most its concurrency of steps)."""
+
+
+def _beat_or_none(data: bytes, worker_id: str) -> _Beat | None:
+    """The record in ``data`` if ``worker_id`` could have written it, else None (logged)."""
+    problem = ""
+    beat: _Beat | None = None
+    if len(data) > _MAX_RECORD or too_deep(data):
+        problem = f"{len(data)} bytes, or nested too deep"
+    else:
+        try:
+            beat = _dec.decode(data)
+        except Exception as exc:  # any bytes at all
+            problem = str(exc)
+    if beat is not None and beat.worker_id != worker_id:
+        problem, beat = f"names worker {beat.worker_id[:64]!r}", None
+    if beat is None:
+        _log.warning("liveness.bad_record", worker_id=worker_id, problem=problem[:300])
+    return beat
 
 
 def record_ttl_header(seconds: float) -> str:
@@ -199,7 +222,11 @@ class NatsLiveness:
             return LivenessView(alive=True, known=False)
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return self._observer.judge(worker_id, None, [])
-        beat = _dec.decode(entry.value)
+        beat = _beat_or_none(bytes(entry.value), worker_id)
+        if beat is None:
+            # Not a record this worker wrote: judged as if there were none, so its steps are
+            # rescued once their redelivery is due instead of never.
+            return self._observer.judge(worker_id, None, [])
         return self._observer.judge(worker_id, int(entry.revision or 0), beat.steps)
 
 

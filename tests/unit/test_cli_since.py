@@ -51,3 +51,9 @@ def test_a_time_in_the_future_is_refused() -> None:
 def test_a_duration_beyond_the_calendar_is_refused_not_a_traceback() -> None:
     with pytest.raises(click.BadParameter, match="reaches back too far"):
         parse_since("9999999d", NOW)
+
+
+@pytest.mark.parametrize("value", ["\u00b2s", "1\u00b2m", "\u0663h"])
+def test_digits_int_refuses_are_a_bad_parameter(value: str) -> None:
+    with pytest.raises(click.BadParameter):
+        parse_since(value)

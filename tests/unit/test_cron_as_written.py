@@ -146,3 +146,9 @@ def test_schedule_info_next_run_in_a_gap_is_a_real_instant() -> None:
     # the gap swallows 02:30 that Sunday; the next Sunday is the first run
     assert plan.info.next_run is not None
     assert plan.info.next_run.astimezone(UTC) == datetime(2026, 4, 5, 0, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("expr", ["\u00b2 * * * *", "*/\u00b2 * * * *", "\u0663 * * * *"])
+def test_digits_int_refuses_are_invalid_arguments(expr: str) -> None:
+    with pytest.raises(InvalidArguments, match="field"):
+        parse_cron(expr)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import nats
 from click.testing import CliRunner, Result
 
 from ebind.app import App
@@ -128,3 +129,18 @@ def assert_clean_error(result: Result, *fragments: str) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def publish_raw(url: str, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+    """Store ``data`` on ``subject`` as another tool would (the ebind streams made first)."""
+
+    async def go() -> None:
+        async with App("hostile", nats_url=url):  # makes sure the streams exist
+            pass
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().publish(subject, data, headers=headers)
+        finally:
+            await nc.close()
+
+    asyncio.run(go())

@@ -3,32 +3,15 @@ nested body is treated as unreadable, never a traceback."""
 
 from __future__ import annotations
 
-import asyncio
-
-import nats
 import pytest
-from cli_helpers import invoke
+from cli_helpers import invoke, publish_raw
 
-from ebind.app import App
 from ebind.embed import Node
 
 pytestmark = pytest.mark.timeout(60)
 
 DEEP = b"[" * 50_000 + b"]" * 50_000
 ENTRY = b'"error":{"kind":"k","message":"m"},"final_attempt":1'
-
-
-def _publish(url: str, subject: str, data: bytes) -> None:
-    async def go() -> None:
-        async with App("hostile", nats_url=url):  # makes sure the streams exist
-            pass
-        nc = await nats.connect(url)
-        try:
-            await nc.jetstream().publish(subject, data)
-        finally:
-            await nc.close()
-
-    asyncio.run(go())
 
 
 @pytest.mark.parametrize(
@@ -42,7 +25,7 @@ def test_task_get_reads_a_bad_progress_record_as_none(
     nats_node: Node, task_id: str, body: bytes
 ) -> None:
     url = nats_node.client_url
-    _publish(url, f"PROGRESS.c1.{task_id}", body)
+    publish_raw(url, f"PROGRESS.c1.{task_id}", body)
     result = invoke(url, "task", "get", task_id)
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
@@ -58,7 +41,7 @@ def test_task_get_reads_a_bad_progress_record_as_none(
 )
 def test_dlq_ls_leaves_a_bad_entry_out(nats_node: Node, body: bytes) -> None:
     url = nats_node.client_url
-    _publish(url, "DLQ.hostile", body)
+    publish_raw(url, "DLQ.hostile", body)
     for args in (("dlq", "ls"), ("dlq", "ls", "--json")):
         result = invoke(url, *args)
         assert result.exit_code == 0, (args, result.output, repr(result.exception))
