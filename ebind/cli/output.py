@@ -10,6 +10,7 @@ a traceback. People get aligned tables (coloured only on a terminal); scripts pa
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ __all__ = [
     "is_json",
     "json_option",
     "parse_since",
+    "printable",
     "progress",
     "run_async",
     "status_style",
@@ -137,9 +139,21 @@ def _visible_len(text: str) -> int:
     return len(click.unstyle(text))
 
 
+_CONTROL = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as ``?``, colour codes kept.
+
+    Cells hold strings read from records another program may have written; an escape
+    sequence in one could move the cursor, rewrite the screen or set the terminal title.
+    """
+    return _CONTROL.sub(lambda m: m.group() if len(m.group()) > 1 else "?", text)
+
+
 def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Print an aligned table (two spaces between columns), header first."""
-    body = [[str(c) for c in r] for r in rows]
+    body = [[printable(str(c)) for c in r] for r in rows]
     cols = len(headers)
     widths = [
         max([_visible_len(h) for h in headers[i : i + 1]] + [_visible_len(r[i]) for r in body])

@@ -57,3 +57,13 @@ def test_a_duration_beyond_the_calendar_is_refused_not_a_traceback() -> None:
 def test_digits_int_refuses_are_a_bad_parameter(value: str) -> None:
     with pytest.raises(click.BadParameter):
         parse_since(value)
+
+
+def test_printable_shows_control_characters_and_keeps_colours() -> None:
+    from ebind.cli.output import printable
+
+    hostile = "host\x1b]0;owned\x07\x1b[2J\r\n\x9b1m"
+    assert printable(hostile) == "host?]0;owned??[2J???1m"
+    coloured = click.style("failed", fg="red")
+    assert printable(coloured) == coloured
+    assert printable("plain – ünicode") == "plain – ünicode"
