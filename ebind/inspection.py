@@ -99,8 +99,9 @@ def worker_key(worker_id: str) -> str:
 _record_dec = msgspec.json.Decoder(WorkerRecord)
 
 
-_PLAUSIBLE_TIME = (1e9, 4e9)
-"""Unix seconds a worker record's times may hold (2001 to 2096)."""
+_PLAUSIBLE_TIME = (0.0, 1e11)
+"""Unix seconds a worker record's times may hold: not negative, and not so far off that
+an age computed from them overflows (1e11 s is past the year 5000)."""
 
 
 def decode_worker_record(data: bytes) -> WorkerRecord | None:
@@ -118,10 +119,9 @@ def decode_worker_record(data: bytes) -> WorkerRecord | None:
         return None
     if min(rec.concurrency, rec.in_flight, rec.held, rec.pid) < 0:
         return None
-    # Times are Unix seconds a worker wrote (0: not written): finite, after 2001, and not
-    # decades ahead (ages computed from anything else overflow or mean nothing).
+    # Times are Unix seconds a worker wrote (NaN fails the comparison too).
     low, high = _PLAUSIBLE_TIME
-    if not all(t == 0.0 or low <= t <= high for t in (rec.at, rec.started_at)):
+    if not all(low <= t <= high for t in (rec.at, rec.started_at)):
         return None
     return rec
 
