@@ -4,9 +4,13 @@ nats-py's ``fetch(n)`` waits for the whole batch until its timeout, which would 
 task back. This puller instead keeps server-side pull requests open,
 each with a short ``expires`` and a ``batch`` no larger than the free concurrency slots; the
 server hands messages over as they arrive, and the puller tops its requests up as slots
-free. Requests are tracked in FIFO order (the server serves a subscriber's requests in
-order), so deliveries and ``408 Request Timeout`` statuses retire them; requests whose
-status was lost (reconnect) are retired locally shortly after their expiry.
+free. Each request has its own reply subject (the puller's inbox plus a request number),
+so a ``408 Request Timeout`` retires the request it answers: the server does not serve
+one inbox's requests in order (a request it served in part goes to the back of its
+queue), and requests expire in their own order, so by order a timeout could retire a
+request still open on the server and the worker would ask for more than it can run.
+Deliveries (which keep the stream subject) are charged to the oldest request. Requests
+whose status was lost (reconnect) are retired locally shortly after their expiry.
 
 Claim pullers (targeted work) must not wait behind the shared consumer's open requests,
 which on an idle worker promise every slot. So a claim puller may *overdraft*: with no
@@ -29,8 +33,8 @@ number of lanes, and the worker starts held messages highest band first.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +58,18 @@ _UNAVAILABLE_BACKOFF = (0.1, 2.0)
 # (a deleted consumer answers every request with "no responders", like a leaderless one).
 _CHECK_AFTER_BACKOFF = 0.4
 _request_encoder = msgspec.json.Encoder()
+
+
+class _Request:
+    """One open pull request: messages still due, its local deadline, whether counted."""
+
+    __slots__ = ("counted", "deadline", "due", "token")
+
+    def __init__(self, token: str, due: int, deadline: float, counted: bool) -> None:
+        self.token = token
+        self.due = due
+        self.deadline = deadline
+        self.counted = counted
 
 
 class Budget:
@@ -196,9 +212,10 @@ class Puller:
         self._idle_expires = idle_expires or expires
         budget.pullers[durable] = self
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        # Open requests, oldest first: [messages still due, local deadline, counted], where
-        # counted is 0.0 for an overdraft request (beyond the budget, so not in `requested`).
-        self._requests: collections.deque[list[float]] = collections.deque()
+        # Open requests by reply token, oldest first (dicts keep insertion order); an
+        # overdraft request is not counted (beyond the budget, so not in `requested`).
+        self._requests: dict[str, _Request] = {}
+        self._tokens = itertools.count(1)
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -210,7 +227,7 @@ class Puller:
     @property
     def outstanding(self) -> int:
         """Messages requested and not yet delivered."""
-        return int(sum(r[0] for r in self._requests))
+        return sum(r.due for r in self._requests.values())
 
     @property
     def unavailable(self) -> bool:
@@ -222,7 +239,7 @@ class Puller:
         """Subscribe the delivery inbox and start requesting."""
         inbox = self._nc.new_inbox()
         self._inbox = inbox
-        self._sub = await subscribe_direct(self._nc, inbox, self._deliver)
+        self._sub = await subscribe_direct(self._nc, inbox + ".*", self._deliver)
         self._task = asyncio.create_task(self._loop(), name=f"ebind-pull-{self.durable}")
 
     async def stop(self) -> None:
@@ -272,12 +289,13 @@ class Puller:
             fut.set_result(None)
 
     def _retire_all(self) -> None:
-        while self._requests:
-            self._retire_head()
+        for req in list(self._requests.values()):
+            self._retire(req)
 
-    def _retire_head(self) -> None:
-        due, _, counted = self._requests.popleft()
-        self._budget.requested -= int(due * counted)
+    def _retire(self, req: _Request) -> None:
+        del self._requests[req.token]
+        if req.counted:
+            self._budget.requested -= req.due
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -358,38 +376,38 @@ class Puller:
         expires = expires or self._expires
         body = _request_encoder.encode({"batch": n, "expires": int(expires * 1e9)})
         deadline = time.monotonic() + expires + _LOCAL_EXPIRY_SLACK
-        self._requests.append([float(n), deadline, 1.0 if counted else 0.0])
+        req = _Request(str(next(self._tokens)), n, deadline, counted)
+        self._requests[req.token] = req
         if counted:
             self._budget.requested += n
         if self._nc.is_closed:
             # Closed for good (not reconnecting): nothing will be delivered again, so end
             # quietly instead of warning twice a second until someone calls stop().
-            self._requests.pop()
-            if counted:
-                self._budget.requested -= n
+            self._retire(req)
             log.info("worker.pull_stopped", durable=self.durable, reason="connection closed")
             self._stopping = True
             return
+        reply = f"{self._inbox}.{req.token}"
         try:
-            if not publish_nowait(self._nc, self._next_subject, body, self._inbox):
-                await self._nc.publish(self._next_subject, body, reply=self._inbox)
+            if not publish_nowait(self._nc, self._next_subject, body, reply):
+                await self._nc.publish(self._next_subject, body, reply=reply)
         except Exception as exc:
             # Disconnected: forget the request and wait a little; nats-py reconnects.
-            self._requests.pop()
-            if counted:
-                self._budget.requested -= n
+            if req.token in self._requests:
+                self._retire(req)
             log.warning("worker.pull_request_failed", durable=self.durable, error=str(exc))
             await asyncio.sleep(0.5)
 
     def _next_expiry_in(self) -> float:
         if not self._requests:
             return self._expires
-        return max(0.01, self._requests[0][1] - time.monotonic())
+        soonest = min(r.deadline for r in self._requests.values())
+        return max(0.01, soonest - time.monotonic())
 
     def _retire_expired(self) -> None:
         now = time.monotonic()
-        while self._requests and self._requests[0][1] <= now:
-            self._retire_head()
+        for req in [r for r in self._requests.values() if r.deadline <= now]:
+            self._retire(req)
 
     def _deliver(self, msg: Any) -> None:
         # The server's status replies are empty, carry a Status header and have no reply
@@ -397,15 +415,21 @@ class Puller:
         if not msg.data and not msg.reply:
             headers = msg.headers
             if headers and _STATUS in headers:
-                self._on_status(headers)
+                # A status comes on the reply subject of the request it answers; one for a
+                # request retired already (done, or expired locally) changes nothing.
+                self._on_status(headers, self._requests.get(msg.subject.rpartition(".")[2]))
                 return
         self._backoff = 0.0
-        if self._requests:
-            head = self._requests[0]
-            head[0] -= 1
-            self._budget.requested -= int(head[2])
-            if head[0] <= 0:
-                self._requests.popleft()
+        # A delivery keeps the stream subject, so it cannot say which request it served: it
+        # is charged to the oldest. Charged wrongly, a request is retired early or late by
+        # its own timeout, never another one still open on the server.
+        req = next(iter(self._requests.values()), None)
+        if req is not None:
+            req.due -= 1
+            if req.counted:
+                self._budget.requested -= 1
+            if req.due <= 0:
+                del self._requests[req.token]
         self._inflight += 1
         self._unstarted += 1
         if self._min_one:
@@ -433,7 +457,7 @@ class Puller:
         if self._budget.reserved.pop(self.durable, None):
             self._budget.wake()  # the shared puller may take those slots again
 
-    def _on_status(self, headers: dict[str, str]) -> None:
+    def _on_status(self, headers: dict[str, str], req: _Request | None = None) -> None:
         status = headers.get(_STATUS, "")
         if status == "100":  # idle heartbeat
             return
@@ -441,9 +465,9 @@ class Puller:
         gone = status == "409" and "Deleted" in description
         if status == "409" and ("Leadership" in description or gone):
             self._retire_all()  # every open request is gone with the old leader / consumer
-        elif self._requests:
-            # 408 Request Timeout (and other 409s) end the oldest open request.
-            self._retire_head()
+        elif req is not None:
+            # 408 Request Timeout, other 409s, 404 and 503 end the request they answer.
+            self._retire(req)
         if status == "408" and self._min_one:
             self._clear_backlog()  # the backlog went elsewhere after all
         # 404 "No Messages" answers only no_wait requests (never sent); a 404 naming the

@@ -26,7 +26,7 @@ async def test_claim_puller_after_an_odd_delivery(app: App, nats_url: str, forge
         await asyncio.sleep(0.3)  # its overdraft request is open
         if forge:
             nc = await nats.connect(nats_url)
-            await nc.publish(puller._inbox, b"x", reply="x.\u00b2")
+            await nc.publish(puller._inbox + ".x", b"x", reply="x.\u00b2")
             await nc.flush()
             await nc.close()
             await asyncio.sleep(0.3)

@@ -160,7 +160,7 @@ async def test_a_busy_worker_still_probes_lanes_holding_nothing() -> None:
     await _step(high)
     assert nc.sent == [("high", {"batch": 1, "expires": 5_000_000_000})]
     high._inflight = high._unstarted = 1  # its probe delivered: it waits for a slot ...
-    high._requests.clear()
+    high._requests.clear()  # its probe was answered
     await _step(high)
     assert len(nc.sent) == 1  # ... and probes no more until it starts
     high.started()
