@@ -292,6 +292,15 @@ class Puller:
         for req in list(self._requests.values()):
             self._retire(req)
 
+    def _retire_up_to(self, token: str) -> None:
+        """Retire every request made no later than request ``token`` (all: not a number)."""
+        if not (token.isascii() and token.isdigit() and len(token) <= 19):
+            self._retire_all()
+            return
+        last = int(token)
+        for req in [r for r in self._requests.values() if int(r.token) <= last]:
+            self._retire(req)
+
     def _retire(self, req: _Request) -> None:
         del self._requests[req.token]
         if req.counted:
@@ -415,9 +424,8 @@ class Puller:
         if not msg.data and not msg.reply:
             headers = msg.headers
             if headers and _STATUS in headers:
-                # A status comes on the reply subject of the request it answers; one for a
-                # request retired already (done, or expired locally) changes nothing.
-                self._on_status(headers, self._requests.get(msg.subject.rpartition(".")[2]))
+                # A status comes on the reply subject of the request it answers.
+                self._on_status(headers, msg.subject.rpartition(".")[2])
                 return
         self._backoff = 0.0
         # A delivery keeps the stream subject, so it cannot say which request it served: it
@@ -457,17 +465,20 @@ class Puller:
         if self._budget.reserved.pop(self.durable, None):
             self._budget.wake()  # the shared puller may take those slots again
 
-    def _on_status(self, headers: dict[str, str], req: _Request | None = None) -> None:
+    def _on_status(self, headers: dict[str, str], token: str = "") -> None:
         status = headers.get(_STATUS, "")
         if status == "100":  # idle heartbeat
             return
         description = headers.get("Description", "")
         gone = status == "409" and "Deleted" in description
         if status == "409" and ("Leadership" in description or gone):
-            self._retire_all()  # every open request is gone with the old leader / consumer
-        elif req is not None:
-            # 408 Request Timeout, other 409s, 404 and 503 end the request they answer.
-            self._retire(req)
+            # Every request up to the one answered went with the old leader / consumer (the
+            # server answers each); a newer one was made at the new leader and stays.
+            self._retire_up_to(token)
+        elif token in self._requests:
+            # 408 Request Timeout, other 409s, 404 and 503 end the request they answer (one
+            # retired already, done or expired locally, changes nothing).
+            self._retire(self._requests[token])
         if status == "408" and self._min_one:
             self._clear_backlog()  # the backlog went elsewhere after all
         # 404 "No Messages" answers only no_wait requests (never sent); a 404 naming the
