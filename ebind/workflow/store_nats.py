@@ -182,30 +182,21 @@ class NatsStore:
         return await reader.last_per_subject(self._pre + filter_key)
 
     @staticmethod
-    def _decode_all(
-        msgs: list[KVMessage], decode: Callable[[bytes], _T], kind: str
+    def _readable(
+        msgs: list[KVMessage], read: Callable[[KVMessage], _T], kind: str
     ) -> list[tuple[_T, int]]:
-        out: list[tuple[_T, int]] = []
-        for m in msgs:
-            try:
-                out.append((decode(m.data), m.seq))
-            except Exception as exc:  # RecursionError from a deeply nested record too
-                # One corrupt record must not stop a sweep over every other DAG.
-                _log.warning("kv.record_undecodable", kind=kind, subject=m.subject, error=repr(exc))
-        return out
+        """``read(m)`` of every listed record; one that cannot be used is logged and left out.
 
-    @staticmethod
-    def _usable(msgs: list[KVMessage], read: Callable[[KVMessage], _T]) -> list[tuple[_T, int]]:
-        """``read(m)`` of every listed record; a RecordCorrupt one is logged and left out.
-
-        One unusable record must not stop a listing over every other DAG or step.
+        One corrupt record must not stop a listing (a sweep) over every other DAG or step.
         """
         out: list[tuple[_T, int]] = []
         for m in msgs:
             try:
                 out.append((read(m), m.seq))
-            except RecordCorrupt as exc:
+            except RecordCorrupt as exc:  # decoded or not, it names another key
                 _log.warning("kv.record_unusable", subject=m.subject, error=str(exc))
+            except Exception as exc:  # RecursionError from a deeply nested record too
+                _log.warning("kv.record_undecodable", kind=kind, subject=m.subject, error=repr(exc))
         return out
 
     # -- meta --------------------------------------------------------------------------
@@ -231,7 +222,7 @@ class NatsStore:
             key = m.subject[pre:]
             return meta_for_key(m.data, key[:tail], key)
 
-        metas = self._usable(await self._list("*.meta"), read)
+        metas = self._readable(await self._list("*.meta"), read, "meta")
         return sorted((m for m, _ in metas), key=lambda m: m.id)
 
     async def delete_meta(self, dag_id: str) -> None:
@@ -262,7 +253,7 @@ class NatsStore:
         def read(m: KVMessage) -> StepRecord:
             return step_for_key(m.data, dag_id, m.subject[cut:], m.subject[pre:])
 
-        steps = self._usable(await self._list(prefix + ">"), read)
+        steps = self._readable(await self._list(prefix + ">"), read, "step")
         return sorted(steps, key=lambda pair: pair[0].step_id)
 
     async def delete_step(self, dag_id: str, step_id: str) -> None:
@@ -409,7 +400,7 @@ class NatsStore:
     async def list_signals(self, dag_id: str) -> list[SignalRecord]:
         """All delivered signals of one DAG, sorted by name."""
         msgs = await self._list(_keys.signal_prefix(dag_id) + ">")
-        signals = self._decode_all(msgs, _keys.decode_signal, "signal")
+        signals = self._readable(msgs, lambda m: _keys.decode_signal(m.data), "signal")
         return sorted((s for s, _ in signals), key=lambda s: s.name)
 
     async def delete_signal(self, dag_id: str, name: str) -> None:
@@ -446,9 +437,9 @@ class NatsStore:
         """
         pre = len(self._pre)
         keys: list[str] = []
-        for prefix in (_keys.step_prefix(dag_id), f"{_keys.check_dag(dag_id)}.result."):
+        results = f"{_keys.check_dag(dag_id)}.result."
+        for prefix in (_keys.step_prefix(dag_id), results, _keys.signal_prefix(dag_id)):
             keys += [m.subject[pre:] for m in await self._list(prefix + ">")]
-        keys += [m.subject[pre:] for m in await self._list(_keys.signal_prefix(dag_id) + ">")]
         meta = _keys.meta_key(dag_id)
         if await self._get(meta) is not None:
             keys.append(meta)  # the meta last: a delete cut short is done again from it

@@ -60,8 +60,8 @@ def test_dag_ls_with_one_naive_created_at(bg: Background, good: str) -> None:
 
 
 def test_dag_ls_running_with_one_undecodable_live_meta(bg: Background, good: str) -> None:
-    """``list_dags(status=running)`` reads metas through get_meta, which does not skip an
-    undecodable record the way the full listing (_decode_all) does."""
+    """``list_dags(status=running)`` reads metas one by one through get_meta; an undecodable
+    one is left out there too, as the full listing leaves it out."""
     dag_id = _id("livebad")
     _put(bg, f"=.live.{dag_id}", b'{"at":"2030-01-01T00:00:00Z"}')
     _put(bg, f"{dag_id}.meta", b"\x00garbage")
