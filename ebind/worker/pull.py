@@ -165,6 +165,14 @@ class Budget:
             handle.cancel()
 
 
+def _count(text: str) -> int | None:
+    """``text`` as a count (ASCII digits, at most 19), else None.
+
+    ``str.isdigit`` alone accepts digits ``int`` refuses ("²"), and these come off the wire.
+    """
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
+
+
 def _rank_of(entry: tuple[int, int, bool, asyncio.Future[None]]) -> int:
     return entry[0]
 
@@ -294,10 +302,10 @@ class Puller:
 
     def _retire_up_to(self, token: str) -> None:
         """Retire every request made no later than request ``token`` (all: not a number)."""
-        if not (token.isascii() and token.isdigit() and len(token) <= 19):
+        last = _count(token)
+        if last is None:
             self._retire_all()
             return
-        last = int(token)
         for req in [r for r in self._requests.values() if int(r.token) <= last]:
             self._retire(req)
 
@@ -450,8 +458,7 @@ class Puller:
         # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
         reply = msg.reply or ""
         _, _, tail = reply.rpartition(".")
-        # isdigit() alone accepts digits int() refuses ("²"); a count has at most 19 digits.
-        pending = int(tail) if tail.isascii() and tail.isdigit() and len(tail) <= 19 else 0
+        pending = _count(tail) or 0
         budget = self._budget
         if pending:
             before = budget.reserved.get(self.durable, 0)
