@@ -400,45 +400,44 @@ async def test_live_index_of_a_dag_named_meta_does_not_pose_as_a_meta(
         await store.delete_live("meta")
 
 
-async def test_delete_dag_keys_removes_every_key_of_that_dag_only(store: StateStore) -> None:
+async def _two_finished_dags(store: StateStore) -> tuple[str, str]:
+    """Two finished DAGs with a meta, a step, a result and a signal each."""
     d, other = dag(), dag()
     for x in (d, other):
         await store.put_meta(x, meta(x, DAGStatus.DONE), 0)
         await store.put_step(x, "a", step(x, "a", StepStatus.DONE), 0)
         await store.put_result(x, "a", b"1", "r")
         await store.put_signal(x, SignalRecord(dag_id=x, name="go"))
-    assert await store.delete_dag_keys(d) == 4
+    return d, other
+
+
+async def _only_the_first_gone(store: StateStore, d: str, other: str) -> None:
+    """``d`` has no key left, ``other`` all of its own."""
     with pytest.raises(DAGNotFound):
         await store.get_meta(d)
     assert await store.list_steps(d) == []
     assert await store.list_signals(d) == []
     with pytest.raises(StepNotFound):
         await store.get_result(d, "a", "r")
-    assert await store.delete_dag_keys(d) == 0
     assert (await store.get_meta(other))[0].status is DAGStatus.DONE
     assert await store.get_result(other, "a", "r") == b"1"
+
+
+async def test_delete_dag_keys_removes_every_key_of_that_dag_only(store: StateStore) -> None:
+    d, other = await _two_finished_dags(store)
+    assert await store.delete_dag_keys(d) == 4
+    await _only_the_first_gone(store, d, other)
+    assert await store.delete_dag_keys(d) == 0
     # The id can be created again from scratch (over the deletes' tombstones).
     assert await store.put_meta(d, meta(d), 0) > 0
 
 
 async def test_purge_dag_removes_every_key_of_that_dag_only(store: StateStore) -> None:
-    d, other = dag(), dag()
-    for x in (d, other):
-        await store.put_meta(x, meta(x, DAGStatus.DONE), 0)
-        await store.put_step(x, "a", step(x, "a", StepStatus.DONE), 0)
-        await store.put_result(x, "a", b"1", "r")
-        await store.put_signal(x, SignalRecord(dag_id=x, name="go"))
+    d, other = await _two_finished_dags(store)
     await store.put_live(d, b"x")
     await store.purge_dag(d)
-    with pytest.raises(DAGNotFound):
-        await store.get_meta(d)
-    assert await store.list_steps(d) == []
-    assert await store.list_signals(d) == []
-    with pytest.raises(StepNotFound):
-        await store.get_result(d, "a", "r")
+    await _only_the_first_gone(store, d, other)
     assert d in {e[0] for e in await store.list_live()}  # the index is separate
     await store.delete_live(d)
-    assert (await store.get_meta(other))[0].status is DAGStatus.DONE
-    assert await store.get_result(other, "a", "r") == b"1"
     # A purged DAG id can be created again from scratch.
     assert await store.put_meta(d, meta(d), 0) > 0

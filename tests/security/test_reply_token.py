@@ -11,6 +11,7 @@ the real response over it, and a Future rebuilt with the token finds the real on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -46,31 +47,33 @@ async def _tasks(app: App) -> None:
         return f"charged {order}"
 
 
-async def test_a_forged_answer_before_the_real_one_is_ignored(
-    app: App, attacker: Any, nats_url: str
-) -> None:
+@pytest.fixture
+async def victim(app: App, nats_url: str) -> AsyncIterator[App]:
+    """A producer with a fixed client id, while a worker of ``app`` runs the tasks."""
     await _tasks(app)
-    async with App("orders", nats_url=nats_url, client_id="orders-api") as victim, running(app):
-        fut = await victim.apply_async("sec.charge", ["42"], task_id="order-42")
-        await attacker.publish("TASKS.sec.echo", _forged("orders-api", "order-42", "pwned"))
-        assert await fut.result(10) == "charged 42"
-        # Rebuilt elsewhere with the token: the stored response is the real one.
-        again = victim.future("order-42", token=fut.token)
-        assert await again.result(5) == "charged 42"
+    async with App("orders", nats_url=nats_url, client_id="orders-api") as producer, running(app):
+        yield producer
+
+
+async def test_a_forged_answer_before_the_real_one_is_ignored(victim: App, attacker: Any) -> None:
+    fut = await victim.apply_async("sec.charge", ["42"], task_id="order-42")
+    await attacker.publish("TASKS.sec.echo", _forged("orders-api", "order-42", "pwned"))
+    assert await fut.result(10) == "charged 42"
+    # Rebuilt elsewhere with the token: the stored response is the real one.
+    again = victim.future("order-42", token=fut.token)
+    assert await again.result(5) == "charged 42"
 
 
 async def test_a_forged_answer_after_the_real_one_is_not_taken_by_a_rebuilt_future(
-    app: App, attacker: Any, nats_url: str
+    victim: App, attacker: Any
 ) -> None:
-    await _tasks(app)
-    async with App("orders", nats_url=nats_url, client_id="orders-api") as victim, running(app):
-        fut = await victim.apply_async("sec.echo", ["mine"], task_id="order-43")
-        assert await fut.result(10) == "mine"
-        await attacker.publish("TASKS.sec.echo", _forged("orders-api", "order-43", "pwned"))
-        await asyncio.sleep(0.5)  # the worker stores the forged answer over it
-        rebuilt = victim.future("order-43", token=fut.token)
-        with pytest.raises(TimeoutError):
-            await rebuilt.result(1.5)
+    fut = await victim.apply_async("sec.echo", ["mine"], task_id="order-43")
+    assert await fut.result(10) == "mine"
+    await attacker.publish("TASKS.sec.echo", _forged("orders-api", "order-43", "pwned"))
+    await asyncio.sleep(0.5)  # the worker stores the forged answer over it
+    rebuilt = victim.future("order-43", token=fut.token)
+    with pytest.raises(TimeoutError):
+        await rebuilt.result(1.5)
 
 
 async def test_a_token_that_is_no_token_is_refused(app: App) -> None:

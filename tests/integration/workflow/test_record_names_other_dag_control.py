@@ -9,6 +9,7 @@ key, so victim stays as it was.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
@@ -27,6 +28,14 @@ async def _gated(app: App, dag_id: str) -> None:
     await d.submit(app.workflow)
 
 
+async def _victim_and_forged_evil(app: App, start_worker: Any) -> None:
+    """Two gated DAGs, ``evil``'s step record rewritten so its body names the victim's."""
+    await start_worker("w1")
+    await _gated(app, "victim")
+    await _gated(app, "evil")
+    await _forge(app)
+
+
 async def _forge(app: App) -> None:
     """Rewrite evil's own step record so its body names the victim's step."""
     rec, _ = await app.workflow.store.get_step("evil", "gated")
@@ -35,10 +44,7 @@ async def _forge(app: App) -> None:
 
 
 async def test_cancel_of_one_dag_leaves_another_alone(app: App, start_worker) -> None:
-    await start_worker("w1")
-    await _gated(app, "victim")
-    await _gated(app, "evil")
-    await _forge(app)
+    await _victim_and_forged_evil(app, start_worker)
     await app.workflow.cancel("evil")
     await asyncio.sleep(0.5)
     victim_meta, _ = await app.workflow.store.get_meta("victim")
@@ -50,10 +56,7 @@ async def test_cancel_of_one_dag_leaves_another_alone(app: App, start_worker) ->
 
 
 async def test_pause_of_one_dag_leaves_another_alone(app: App, start_worker) -> None:
-    await start_worker("w1")
-    await _gated(app, "victim")
-    await _gated(app, "evil")
-    await _forge(app)
+    await _victim_and_forged_evil(app, start_worker)
     await app.workflow.pause("evil")
     victim_step, _ = await app.workflow.store.get_step("victim", "gated")
     assert not victim_step.held, "victim's step was held by pausing another DAG"
