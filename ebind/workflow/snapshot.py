@@ -3,23 +3,29 @@
 A step's start and a scheduler pass each need the meta and one or more step records (and
 the results the next dispatch will use). Read one by one that is a request per key; a
 store that can answer them in one request (``NatsStore``: a batched direct get) does.
-``read_each`` is the plain version for stores that cannot.
+``read_each`` is the plain version for stores that cannot. Both leave an unusable record
+out, logged, as if it were absent: a reader acts on what it could check, never on a record
+that names another key or does not decode.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from ebind.errors import DAGNotFound, StepNotFound
+from ebind.errors import DAGNotFound, RecordCorrupt, StepNotFound
+from ebind.logging import get_logger
 from ebind.workflow.types import DAGMeta, StepRecord
 
 if TYPE_CHECKING:
     from ebind.workflow.protocols import StateStore
 
 __all__ = ["Snapshot", "read_each"]
+
+_log = get_logger("ebind.workflow.store")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -44,6 +50,17 @@ class Snapshot:
         return got
 
 
+async def _or_none(read: Awaitable[_T], missing: type[Exception], **where: str) -> _T | None:
+    """What ``read`` returns; None if the record is missing or unusable (the latter logged)."""
+    try:
+        return await read
+    except missing:
+        return None
+    except RecordCorrupt as exc:
+        _log.warning("kv.record_unusable", **where, error=str(exc))
+        return None
+
+
 async def read_each(
     store: StateStore,
     dag_id: str,
@@ -52,29 +69,17 @@ async def read_each(
     run_id: str = "",
 ) -> Snapshot:
     """``read_dag`` with one request per record (all in flight at once)."""
-
-    async def meta() -> tuple[DAGMeta, int] | None:
-        try:
-            return await store.get_meta(dag_id)
-        except DAGNotFound:
-            return None
-
-    async def step(sid: str) -> tuple[StepRecord, int] | None:
-        try:
-            return await store.get_step(dag_id, sid)
-        except StepNotFound:
-            return None
-
-    async def result(sid: str) -> bytes | None:
-        try:
-            return await store.get_result(dag_id, sid, run_id)
-        except StepNotFound:
-            return None
-
     got_meta, got_steps, got_results = await asyncio.gather(
-        meta(),
-        asyncio.gather(*(step(s) for s in step_ids)),
-        asyncio.gather(*(result(s) for s in result_ids)),
+        _or_none(store.get_meta(dag_id), DAGNotFound, dag_id=dag_id),
+        asyncio.gather(
+            *(
+                _or_none(store.get_step(dag_id, s), StepNotFound, dag_id=dag_id, step_id=s)
+                for s in step_ids
+            )
+        ),
+        asyncio.gather(
+            *(_or_none(store.get_result(dag_id, s, run_id), StepNotFound) for s in result_ids)
+        ),
     )
     snap = Snapshot(meta=got_meta)
     for sid, rec in zip(step_ids, got_steps, strict=True):
