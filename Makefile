@@ -60,6 +60,7 @@ bench: $(STAMP) ## benchmarks beside the raw nats-py floor (both sync settings):
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/processes.py --cluster
+	$(BIN)/python bench/fsync_rows.py
 	$(BIN)/python bench/memory.py
 
 PEERS := bench/peers
