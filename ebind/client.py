@@ -128,6 +128,8 @@ class Publisher:
     ) -> tuple[str, bytes, dict[str, str]]:
         data = encoder.encode(env)
         subject = task_subject(env.name, env.target, env.queue, env.priority)
+        if self._signer is not None:
+            msg_id = self._signer.dedupe_id(msg_id)
         headers = {HEADER_MSG_ID: msg_id}
         if self._signer is not None:
             # Signed for the subject the task is delivered on: a scheduled copy arrives on

@@ -15,10 +15,25 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ebind.client import HEADER_MSG_ID, message_size
-from ebind.errors import DLQEntryNotFound, InvalidArguments, WorkflowError
+from ebind.errors import (
+    DLQEntryNotFound,
+    InvalidArguments,
+    InvalidName,
+    PayloadTooLarge,
+    PublishFailed,
+    WorkflowError,
+)
 from ebind.logging import get_logger
-from ebind.streams import DLQ_STREAM, check_task_name, dlq_subject, purge_stream
-from ebind.wire import DLQEntry, TaskEnvelope, encoder
+from ebind.streams import (
+    DLQ_STREAM,
+    TASKS_STREAM,
+    check_task_name,
+    dlq_subject,
+    purge_stream,
+    task_subject,
+)
+from ebind.validate import envelope_problem
+from ebind.wire import DLQEntry, TaskEnvelope, decode_envelope, encoder
 
 if TYPE_CHECKING:
     from ebind.app import App
@@ -101,6 +116,25 @@ def requeue_msg_id(task_id: str, seq: int) -> str:
     return f"{task_id}:requeue:{seq}"
 
 
+def _check_requeue(env: TaskEnvelope, seq: int) -> None:
+    """Raise InvalidArguments unless a worker would accept ``env`` on its own subject.
+
+    A dead letter is read back from a stream others may write to: its task is published
+    only if it passes the checks a worker makes, so its fields never choose a subject no
+    worker takes (a wildcard name) or anything a worker would refuse.
+    """
+    try:
+        subject = task_subject(env.name, env.target, env.queue, env.priority)
+        problem = envelope_problem(env, subject)
+    except (InvalidName, InvalidArguments, ValueError) as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise InvalidArguments(
+            f"dead letter {seq} holds a task no worker would accept ({problem}); nothing was "
+            "requeued and the dead letter is kept"
+        )
+
+
 @dataclass(slots=True)
 class RequeueReport:
     """What ``requeue_all`` did: the requeued task ids, and the entries left in place."""
@@ -110,6 +144,8 @@ class RequeueReport:
     """Sequences of undecodable entries (no task to requeue; purge or inspect them)."""
     kept: list[int] = field(default_factory=list)
     """Sequences of DAG steps left in place: not retryable, or their rerun not dispatched."""
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    """Entries left in place because their task could not be queued: sequence and reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +249,45 @@ class DeadLetters:
             await self._app.js.delete_msg(DLQ_STREAM, seq)
             return env.id
         env = msgspec.structs.replace(env, attempt=0, worker_id="", enqueued_at=datetime.now(UTC))
-        await self._app.publish_task(env, msg_id=requeue_msg_id(env.id, seq))
+        _check_requeue(env, seq)
+        ack = await self._app.publish_task(env, msg_id=requeue_msg_id(env.id, seq))
+        if ack.duplicate:
+            await self._check_duplicate(env, seq, int(ack.seq))
         await self._app.js.delete_msg(DLQ_STREAM, seq)
         log.info("dlq.requeued", task_id=env.id, task_name=env.name, seq=seq)
         return env.id
+
+    async def _check_duplicate(self, env: TaskEnvelope, seq: int, task_seq: int) -> None:
+        """Raise unless the message the server kept for this requeue's id is this task.
+
+        The server drops a publish whose id it saw within its duplicate window: after an
+        earlier requeue of this entry that is fine, but if another message took the id
+        first this task was not queued, and its dead letter must stay.
+        """
+        from nats.js.errors import NotFoundError
+
+        try:
+            raw = await self._app.js.get_msg(TASKS_STREAM, seq=task_seq)
+            kept = decode_envelope(raw.data or b"")
+        except NotFoundError:
+            kept = None  # already taken by a worker: which message it was is unknown
+        except Exception as exc:  # unreadable, or not an envelope: not this task either
+            log.info("dlq.duplicate_unreadable", seq=task_seq, error=repr(exc))
+            kept = None
+        if kept is not None and (kept.id, kept.name, kept.payload) == (
+            env.id,
+            env.name,
+            env.payload,
+        ):
+            return
+        raise PublishFailed(
+            f"the server kept another message under the requeue id of dead letter {seq} "
+            f"(task {env.id}), or one no longer queued, so this task may not be queued; the "
+            "dead letter is kept: check `ebind task get` for the task, and requeue it again "
+            "once the stream's duplicate window has passed",
+            task_id=env.id,
+            subject=task_subject(env.name, env.target, env.queue, env.priority),
+        )
 
     async def requeue_all(
         self,
@@ -256,10 +327,16 @@ class DeadLetters:
             await self._requeue_one(raw, report)
             if on_each is not None:
                 on_each(int(raw.seq))
-        log.info("dlq.requeued_all", count=len(report.task_ids), skipped=len(report.skipped))
+        log.info(
+            "dlq.requeued_all",
+            count=len(report.task_ids),
+            skipped=len(report.skipped),
+            failed=len(report.failed),
+        )
         return report
 
     async def _requeue_one(self, raw: Any, report: RequeueReport) -> None:
+        """Requeue one entry into ``report``; an entry that cannot be requeued is kept."""
         try:
             letter = self._to_letter(raw)
         except DLQEntryNotFound as exc:
@@ -278,6 +355,11 @@ class DeadLetters:
             # entry stays, and the others are still requeued.
             log.warning("dlq.step_not_requeued", seq=letter.seq, error=str(exc))
             report.kept.append(letter.seq)
+        except (InvalidArguments, PublishFailed, PayloadTooLarge) as exc:
+            # This entry's task cannot be queued (or its publish was not confirmed): it
+            # stays, named in the report, and the entries after it are still requeued.
+            log.warning("dlq.not_requeued", seq=letter.seq, error=str(exc))
+            report.failed.append((letter.seq, str(exc)))
 
     async def last_seq(self) -> int:
         """Sequence of the newest entry (0 when the DLQ never held one)."""
@@ -293,14 +375,16 @@ class DeadLetters:
         return sum((info.state.subjects or {}).values())
 
     async def purge(self) -> int:
-        """Delete every entry; returns how many there were.
+        """Delete every entry stored when called; returns how many there were.
 
         Raises:
             PermissionDenied: this NATS user may not purge streams.
         """
         js = self._app.js
         info = await js.stream_info(DLQ_STREAM)
-        await purge_stream(js, DLQ_STREAM)
+        # Only what was counted: a dead letter stored meanwhile is neither deleted unseen
+        # nor left out of the count the caller reports.
+        await purge_stream(js, DLQ_STREAM, before=int(info.state.last_seq or 0) + 1)
         count = int(info.state.messages or 0)
         log.info("dlq.purged", count=count)
         return count

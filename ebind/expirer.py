@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from ebind.crashpoints import crashpoint
 from ebind.dlq import publish_dead_letter
 from ebind.errors import InvalidName
 from ebind.horizon import expirer_interval, grace, horizon_error, is_expired
 from ebind.logging import get_logger
+from ebind.signing import Signer
 from ebind.streams import (
     KV_LEASES,
     RESP_STREAM,
@@ -37,12 +41,12 @@ from ebind.streams import (
     resp_subject,
     subject_matches,
 )
-from ebind.validate import too_deep
+from ebind.validate import admit_envelope
 from ebind.wire import (
     DLQEntry,
     TaskEnvelope,
+    TaskError,
     TaskResponse,
-    decode_envelope,
     decode_response,
     encoder,
 )
@@ -53,6 +57,7 @@ __all__ = [
     "Delivered",
     "Expirer",
     "Expiry",
+    "admitted",
     "answers_run",
     "expiry_for",
     "reply_subject",
@@ -138,6 +143,22 @@ def was_delivered(consumers: list[Delivered], subject: str, seq: int) -> bool:
     )
 
 
+def admitted(
+    subject: str, data: bytes, headers: Mapping[str, str] | None, signer: Signer | None
+) -> TaskEnvelope | TaskError:
+    """The envelope a worker would accept from this message, else the reason it would not.
+
+    The worker's own checks, signature first: an expired message that a worker would have
+    refused is kept only as raw bytes, so a requeue (which signs what it republishes)
+    cannot turn it into a task, and nothing it says (its reply subject) is used.
+    """
+    if signer is not None:
+        forged = signer.check(subject, data, headers)
+        if forged is not None:
+            return forged
+    return admit_envelope(data, subject)
+
+
 def expiry_for(
     subject: str,
     seq: int,
@@ -147,22 +168,29 @@ def expiry_for(
     now: datetime,
     *,
     delivered: bool = False,
+    headers: Mapping[str, str] | None = None,
+    signer: Signer | None = None,
 ) -> Expiry | None:
     """The record for stream message ``seq`` if it is past ``horizon`` at ``now``, else None.
 
     ``stored_at`` is when the stream stored the message (a countdown task: when it fell
     due). A message a worker already received gets half the grace margin more, so a
     handler running across the horizon ends (and the worker records it) first.
-    Undecodable bytes are dead-lettered as they are, with no reply.
+    A message a worker would refuse (undecodable, failing the envelope checks, or without
+    a valid signature when ``signer`` is set) is dead-lettered as raw bytes with no reply,
+    the reason appended to the error.
     """
     allowance = grace(horizon) / 2 if delivered else 0.0
     if not is_expired(stored_at, horizon + allowance, now):
         return None
-    env: TaskEnvelope | None = None
-    if not too_deep(data):  # deep nesting would exhaust the decoder's recursion
-        with contextlib.suppress(Exception):
-            env = decode_envelope(data)
+    verdict = admitted(subject, data, headers, signer)
+    env = verdict if isinstance(verdict, TaskEnvelope) else None
     error = horizon_error(stored_at, horizon)
+    if isinstance(verdict, TaskError):
+        error = msgspec.structs.replace(
+            error,
+            message=f"{error.message}; kept as raw bytes only ({verdict.kind}): {verdict.message}",
+        )
     entry = DLQEntry(
         error=error, final_attempt=0, dead_lettered_at=now, task=env, raw=data, subject=subject
     )
@@ -256,6 +284,8 @@ class Expirer:
                         horizon,
                         datetime.now(UTC),
                         delivered=was_delivered(consumers, raw.subject or "", seq - 1),
+                        headers=raw.headers,
+                        signer=getattr(self.app, "signer", None),
                     )
                     if plan is not None:
                         await self._record(plan, seq - 1)

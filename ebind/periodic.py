@@ -31,6 +31,7 @@ Validation (:func:`plan_schedule`, with the cron grammar in :mod:`ebind.cron`) i
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ from ebind.streams import (
     purge_stream,
     task_subject,
 )
-from ebind.wire import TaskEnvelope, encoder
+from ebind.validate import too_deep
+from ebind.wire import TaskEnvelope, decode_envelope, encoder
 
 if TYPE_CHECKING:
     from ebind.signature import HandlerSpec
@@ -359,14 +361,19 @@ async def list_schedules(app: Any) -> list[ScheduleInfo]:
             raw = await _last_msg(js, subject)
         except NotFoundError:
             continue  # removed meanwhile
-        try:
-            env = msgspec.json.decode(raw.data or b"", type=TaskEnvelope)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            env = TaskEnvelope(id="", name="?")
+        env = _schedule_body(raw.data or b"")
         name = subject.removeprefix(SCHEDULES_PREFIX + ".")
         created = getattr(raw, "time", None)
         out.append(_info_from(name, env, raw.headers or {}, datetime.now(UTC), created=created))
     return out
+
+
+def _schedule_body(data: bytes) -> TaskEnvelope:
+    """The schedule's task envelope, or a placeholder named ``?`` for any unusable bytes."""
+    if not too_deep(data):  # deep nesting would exhaust the decoder's recursion
+        with contextlib.suppress(Exception):
+            return decode_envelope(data)
+    return TaskEnvelope(id="", name="?")
 
 
 async def _last_msg(js: Any, subject: str) -> Any:

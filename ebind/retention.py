@@ -8,7 +8,6 @@ to survive a weekend outage of every worker.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +23,10 @@ ENV_PREFIX = "EBIND_RETENTION_"
 _DAY = 86400.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": _DAY, "w": 7 * _DAY}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+MAX_SECONDS = 100 * 365.25 * _DAY
+"""Longest retention accepted: far below the ~292 years a server's duration can hold."""
 
 
 class Retention(msgspec.Struct, kw_only=True, frozen=True):
@@ -48,10 +51,12 @@ class Retention(msgspec.Struct, kw_only=True, frozen=True):
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
-                or not (1.0 <= value < math.inf)
+                or not (1.0 <= value <= MAX_SECONDS)
             ):
                 raise InvalidArguments(
-                    f"Retention.{field_name} must be a number of seconds >= 1, got {value!r}",
+                    f"Retention.{field_name} must be a number of seconds from 1 to "
+                    f"{MAX_SECONDS:.0f} (100 years: a stream's max age is a 64-bit count of "
+                    f"nanoseconds), got {value!r}",
                     parameter=field_name,
                 )
 

@@ -10,6 +10,13 @@ task subject does not verify. The server keeps custom headers on the copies it f
 countdown/eta tasks and periodic schedules (checked against nats-server 2.15.1), and those
 copies are delivered on the very subject the producer signed (the schedule's target).
 
+A signing App also keys the ``Nats-Msg-Id`` it publishes with (:meth:`Signer.dedupe_id`):
+the stream drops a publish whose id it saw in the last minutes, before any worker checks a
+signature, so with plain ids a producer without the key could publish a junk message under
+a task id it expects (an invoice number) and have the genuine task dropped as its
+duplicate. A keyed id is the same for every holder of the signing key, so a resend still
+deduplicates, and nobody without the key can compute it.
+
 Signing and checking are pure: :meth:`Signer.sign` builds the header value, :meth:`Signer.check`
 returns None for a valid message or the :class:`~ebind.wire.TaskError` to dead-letter it
 with (kind ``unsigned`` or ``bad_signature``).
@@ -99,6 +106,10 @@ def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes] | Non
     return normalize_keys(keys) if keys else None
 
 
+_DEDUPE_DOMAIN = b"ebind-msg-id\x00"
+_DEDUPE_BYTES = 16  # 128 bits: 22 base64url characters
+
+
 def _mac(key: bytes, subject: str, data: bytes) -> bytes:
     return hmac.digest(key, subject.encode() + _SEP + data, "sha256")
 
@@ -123,6 +134,11 @@ class Signer:
         """The ``Ebind-Signature`` header value for ``data`` delivered on ``subject``."""
         mac = base64.urlsafe_b64encode(_mac(self._sign_key, subject, data)).rstrip(b"=")
         return f"{self._sign_id}:{mac.decode()}"
+
+    def dedupe_id(self, msg_id: str) -> str:
+        """The ``Nats-Msg-Id`` to publish ``msg_id`` under: keyed, so it cannot be guessed."""
+        mac = hmac.digest(self._sign_key, _DEDUPE_DOMAIN + msg_id.encode(), "sha256")
+        return "s-" + base64.urlsafe_b64encode(mac[:_DEDUPE_BYTES]).rstrip(b"=").decode()
 
     def check(
         self, subject: str, data: bytes, headers: Mapping[str, str] | None

@@ -502,12 +502,18 @@ async def _create(js: Any, want: Any) -> None:
         ) from None
 
 
-async def purge_stream(js: Any, name: str, subject: str | None = None) -> None:
-    """Purge stream ``name`` (or one subject of it); PermissionDenied when not allowed."""
+async def purge_stream(
+    js: Any, name: str, subject: str | None = None, *, before: int | None = None
+) -> None:
+    """Purge stream ``name`` (or one subject of it); PermissionDenied when not allowed.
+
+    ``before`` purges only messages with a lower sequence, so what was stored after the
+    caller counted stays.
+    """
     await guarded(
         js,
         f"$JS.API.STREAM.PURGE.{name}",
-        js.purge_stream(name, subject=subject),
+        js.purge_stream(name, seq=before, subject=subject),
         f"purge stream {name}",
     )
 

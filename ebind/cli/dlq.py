@@ -16,6 +16,7 @@ from ebind.cli.output import (
     emit,
     is_json,
     json_option,
+    printable,
     progress,
     run_async,
     style,
@@ -126,7 +127,8 @@ def _show(letter: DeadLetter) -> None:
     lines += [("left_out", part) for part in e.left_out]
     click.echo(f"DLQ seq {letter.seq}")
     for key, value in lines:
-        click.echo(f"  {(key + ':').ljust(15)}{value}")
+        # Every value was read from a record others may write: no escape sequence passes.
+        click.echo(f"  {(key + ':').ljust(15)}{printable(value)}")
 
 
 @dlq.command("requeue")
@@ -189,6 +191,11 @@ def _show_report(report: RequeueReport) -> None:
         "DAG step entries",
         "not retryable or not dispatched yet; see `ebind dlq requeue <seq>` for why",
     )
+    _left(
+        [seq for seq, _ in report.failed],
+        "entries whose task could not be queued",
+        "see `ebind dlq requeue <seq>` for why",
+    )
 
 
 def _left(seqs: list[int], what: str, hint: str) -> None:
@@ -199,7 +206,12 @@ def _left(seqs: list[int], what: str, hint: str) -> None:
 
 
 def _report_json(report: RequeueReport) -> dict[str, Any]:
-    return {"requeued": report.task_ids, "skipped": report.skipped, "kept": report.kept}
+    return {
+        "requeued": report.task_ids,
+        "skipped": report.skipped,
+        "kept": report.kept,
+        "failed": [{"seq": seq, "error": why} for seq, why in report.failed],
+    }
 
 
 @dlq.command("purge")
@@ -207,7 +219,7 @@ def _report_json(report: RequeueReport) -> dict[str, Any]:
 @json_option
 @click.pass_context
 def purge(ctx: click.Context, yes: bool) -> None:
-    """Delete every dead letter."""
+    """Delete every dead letter stored when the command starts."""
     confirm("Purge the entire DLQ?", yes)
     emit(
         ctx,
@@ -222,12 +234,13 @@ def _watch_line(subject: str, data: bytes, now: datetime) -> tuple[str, Any]:
     try:
         e = _decoder.decode(data)
     except Exception as exc:  # any bytes at all: a RecursionError from deep nesting too
-        return f"{stamp}  {subject}  undecodable: {exc}", {"at": now, "subject": subject}
-    fn = e.task.name if e.task else "?"
-    err = truncate(f"{e.error.kind}: {e.error.message}", 100)
+        text = printable(f"{subject}  undecodable: {exc}")
+        return f"{stamp}  {text}", {"at": now, "subject": subject}
+    fn = printable(e.task.name if e.task else "?")
+    err = printable(truncate(f"{e.error.kind}: {e.error.message}", 100))
     line = f"{stamp}  fn={fn}  err={style(err, fg='red')}  attempts={e.final_attempt}"
     if e.task is not None:
-        line += f"  task={e.task.id}"
+        line += f"  task={printable(e.task.id)}"
     return line, {"at": now, "subject": subject, "entry": e}
 
 
