@@ -41,7 +41,7 @@ from ebind.streams import (
     resp_subject,
     subject_matches,
 )
-from ebind.validate import admit_envelope
+from ebind.validate import admit_signed
 from ebind.wire import (
     DLQEntry,
     TaskEnvelope,
@@ -57,7 +57,6 @@ __all__ = [
     "Delivered",
     "Expirer",
     "Expiry",
-    "admitted",
     "answers_run",
     "expiry_for",
     "reply_subject",
@@ -143,22 +142,6 @@ def was_delivered(consumers: list[Delivered], subject: str, seq: int) -> bool:
     )
 
 
-def admitted(
-    subject: str, data: bytes, headers: Mapping[str, str] | None, signer: Signer | None
-) -> TaskEnvelope | TaskError:
-    """The envelope a worker would accept from this message, else the reason it would not.
-
-    The worker's own checks, signature first: an expired message that a worker would have
-    refused is kept only as raw bytes, so a requeue (which signs what it republishes)
-    cannot turn it into a task, and nothing it says (its reply subject) is used.
-    """
-    if signer is not None:
-        forged = signer.check(subject, data, headers)
-        if forged is not None:
-            return forged
-    return admit_envelope(data, subject)
-
-
 def expiry_for(
     subject: str,
     seq: int,
@@ -183,7 +166,7 @@ def expiry_for(
     allowance = grace(horizon) / 2 if delivered else 0.0
     if not is_expired(stored_at, horizon + allowance, now):
         return None
-    verdict = admitted(subject, data, headers, signer)
+    verdict = admit_signed(subject, data, headers, signer)
     env = verdict if isinstance(verdict, TaskEnvelope) else None
     error = horizon_error(stored_at, horizon)
     if isinstance(verdict, TaskError):

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from itertools import accumulate
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -36,6 +37,9 @@ from ebind.ratelimit import MAX_RATE_KEY
 from ebind.streams import MAX_ID_LEN, b64_token, check_id, check_target, check_task_name
 from ebind.wire import ErrorKind, TaskEnvelope, TaskError, decode_envelope
 
+if TYPE_CHECKING:
+    from ebind.signing import Signer
+
 __all__ = [
     "MAX_NESTING",
     "MAX_REPLY_TOKEN",
@@ -43,6 +47,7 @@ __all__ = [
     "MAX_TRACE_KEY",
     "MAX_TRACE_VALUE",
     "admit_envelope",
+    "admit_signed",
     "check_future_ids",
     "envelope_problem",
     "id_problem",
@@ -150,6 +155,22 @@ def admit_envelope(data: bytes, subject: str) -> TaskEnvelope | TaskError:
     if problem is not None:
         return invalid(problem)
     return env
+
+
+def admit_signed(
+    subject: str, data: bytes, headers: Mapping[str, str] | None, signer: Signer | None
+) -> TaskEnvelope | TaskError:
+    """The envelope a worker would accept from this message, else the reason it would not.
+
+    The worker's own checks, signature first: an expired message that a worker would have
+    refused is kept only as raw bytes, so a requeue (which signs what it republishes)
+    cannot turn it into a task, and nothing it says (its reply subject) is used.
+    """
+    if signer is not None:
+        forged = signer.check(subject, data, headers)
+        if forged is not None:
+            return forged
+    return admit_envelope(data, subject)
 
 
 _id_match = re.compile(r"[A-Za-z0-9_-]+").fullmatch  # the charset check_id enforces

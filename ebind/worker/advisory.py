@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,9 +36,12 @@ from ebind.streams import (
     WORKER_DURABLE,
     dlq_subject,
 )
-from ebind.validate import admit_envelope
+from ebind.validate import admit_signed
 from ebind.wire import DLQEntry, ErrorKind, TaskEnvelope, TaskError
 from ebind.worker.runner import _raw_subject_name
+
+if TYPE_CHECKING:
+    from ebind.signing import Signer
 
 __all__ = [
     "ADVISORY_PREFIX",
@@ -114,9 +117,19 @@ def parse_advisory(data: bytes) -> Exhausted | None:
 
 
 def exhausted_entry(
-    ex: Exhausted, subject: str, data: bytes, now: datetime
+    ex: Exhausted,
+    subject: str,
+    data: bytes,
+    now: datetime,
+    *,
+    headers: Mapping[str, str] | None = None,
+    signer: Signer | None = None,
 ) -> tuple[str, DLQEntry, TaskEnvelope | None]:
-    """The DLQ subject name, the entry, and the envelope to answer (None: nobody to answer)."""
+    """The DLQ subject name, the entry, and the envelope to answer (None: nobody to answer).
+
+    The envelope is kept (and answered) only when a worker would accept the message,
+    its signature included when ``signer`` is set.
+    """
     from ebind.workflow.event_check import EVENTS_DLQ_NAME
 
     error = TaskError(
@@ -129,7 +142,7 @@ def exhausted_entry(
     )
     env: TaskEnvelope | None = None
     if ex.stream == TASKS_STREAM:
-        admitted = admit_envelope(data, subject)
+        admitted = admit_signed(subject, data, headers, signer)
         if isinstance(admitted, TaskEnvelope):
             env = msgspec.structs.replace(admitted, attempt=ex.deliveries)
         name = env.name if env is not None else _raw_subject_name(subject)
@@ -208,7 +221,14 @@ class MaxDeliveriesWatcher:
             # task not yet due): an advisory naming it is not the server's, leave it be.
             log.warning("worker.advisory_ignored", stream=ex.stream, seq=ex.stream_seq)
             return
-        name, entry, env = exhausted_entry(ex, subject, data, datetime.now(UTC))
+        name, entry, env = exhausted_entry(
+            ex,
+            subject,
+            data,
+            datetime.now(UTC),
+            headers=raw.headers,
+            signer=getattr(self._app, "signer", None),
+        )
         try:
             # The message id every delivery of this message uses for its dead letter.
             msg_id = f"{subject}:{ex.stream_seq}:dlq"

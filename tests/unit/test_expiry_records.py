@@ -15,6 +15,7 @@ from ebind.expirer import (
     reply_subject,
     was_delivered,
 )
+from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import subject_matches
 from ebind.wire import TaskEnvelope, decode_response, encoder
 
@@ -111,6 +112,27 @@ def test_undecodable_bytes_are_kept_as_they_are(subject: str, name: str) -> None
     assert got.dlq_subject == f"DLQ.{name}"
     assert got.reply_to is None and got.response is None
     assert msgspec.json.decode(encoder.encode(got.entry))["error"]["kind"] == "expired"
+
+
+def test_with_a_signer_an_unsigned_message_is_kept_raw_and_never_answered() -> None:
+    signer = Signer([b"k" * 32])
+    data = encoder.encode(_env(name="rev.pay"))
+    got = expiry_for("TASKS.rev.nobody", 4, data, T0, 60.0, LATE, signer=signer)
+    assert got is not None and got.entry.task is None and got.entry.raw == data
+    assert got.dlq_subject == "DLQ.rev.nobody"  # the subject's name, not the body's
+    assert got.reply_to is None and got.response is None
+    assert "raw bytes only (unsigned)" in got.entry.error.message
+    signed = {HEADER_SIGNATURE: signer.sign("TASKS.mail.send", encoder.encode(_env()))}
+    ok = expiry_for(
+        "TASKS.mail.send", 5, encoder.encode(_env()), T0, 60.0, LATE, headers=signed, signer=signer
+    )
+    assert ok is not None and ok.entry.task is not None and ok.reply_to == "RESP.client1.t1"
+
+
+def test_a_body_naming_another_task_than_its_subject_is_kept_raw() -> None:
+    got = expiry_for("TASKS.rev.nobody", 4, encoder.encode(_env(name="rev.pay")), T0, 60.0, LATE)
+    assert got is not None and got.entry.task is None and got.dlq_subject == "DLQ.rev.nobody"
+    assert got.reply_to is None and "raw bytes only (invalid)" in got.entry.error.message
 
 
 def test_an_envelope_with_a_bad_name_is_filed_under_its_subject() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import DAG_EVENTS_STREAM, TASKS_STREAM, resp_subject
 from ebind.wire import TaskEnvelope, encoder
 from ebind.worker.advisory import MAX_ADVISORY_BYTES, Exhausted, exhausted_entry, parse_advisory
@@ -71,6 +72,23 @@ def test_an_invalid_task_keeps_only_its_bytes_and_nobody_is_answered() -> None:
     assert name == "mail.send"
     assert entry.task is None and entry.raw == raw
     assert answer is None
+
+
+def test_with_a_signer_only_a_signed_task_is_kept_and_answered() -> None:
+    signer = Signer([b"k" * 32])
+    env = TaskEnvelope(id="t1", name="mail.send", reply_to=resp_subject("c1", "t1"))
+    raw = encoder.encode(env)
+    ex = Exhausted(TASKS_STREAM, "ebind-worker", 7, 5)
+    signed = {HEADER_SIGNATURE: signer.sign("TASKS.mail.send", raw)}
+    _, kept, answer = exhausted_entry(
+        ex, "TASKS.mail.send", raw, NOW, headers=signed, signer=signer
+    )
+    assert kept.task is not None and answer is not None
+    for headers in (None, {HEADER_SIGNATURE: Signer([b"o" * 32]).sign("TASKS.mail.send", raw)}):
+        _, entry, answer = exhausted_entry(
+            ex, "TASKS.mail.send", raw, NOW, headers=headers, signer=signer
+        )
+        assert entry.task is None and entry.raw == raw and answer is None
 
 
 def test_a_dag_event_goes_to_the_event_dead_letters() -> None:
