@@ -46,6 +46,7 @@ from ebind.client import message_size
 from ebind.cron import every_header, parse_cron, parse_go_duration
 from ebind.errors import InvalidArguments, PayloadTooLarge, PermissionDenied, PublishFailed
 from ebind.payload import PayloadCodec, seal
+from ebind.schedule import SCHEDULED_PREFIX
 from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import (
     TASKS_STREAM,
@@ -72,6 +73,7 @@ __all__ = [
     "firing_envelope",
     "list_schedules",
     "plan_schedule",
+    "planted_repeat",
     "remove_schedule",
     "schedule_subject",
 ]
@@ -86,6 +88,33 @@ _SCHEDULER_NAME = HEADER_SCHEDULER.encode()
 HEADER_TTL = "Nats-TTL"
 HEADER_CRON_WRITTEN = "Ebind-Cron"
 """The cron expression as the user wrote it (the server gets a normalised 6-field form)."""
+
+
+HEADER_SCHEDULE_NEXT = "Nats-Schedule-Next"
+"""Set by the server on a firing: the next firing's time, or ``purge`` for a one-shot."""
+
+
+def planted_repeat(msg: Any) -> str | None:
+    """The countdown subject of a repeating schedule that fired ``msg``, else None.
+
+    ebind puts only one-shot schedules (countdown / eta tasks, delayed copies) on
+    ``TASKS_SCHEDULED.<id>``; repeating ones live on ``TASKS_SCHEDULES.<name>``, where
+    ``ebind schedule ls`` shows them. A producer may publish countdowns, so it could put a
+    repeating schedule there that fires forever and that no listing shows: its firings
+    say so (a next firing time, not ``purge``) in headers only the server sets.
+    """
+    raw = getattr(msg, "raw_headers", None)
+    if raw is not None and _SCHEDULER_NAME not in raw:
+        return None  # the cheap common case: not a firing at all
+    headers = msg.headers
+    if not headers:
+        return None
+    scheduler = headers.get(HEADER_SCHEDULER, "")
+    if not scheduler.startswith(SCHEDULED_PREFIX + "."):
+        return None
+    if headers.get(HEADER_SCHEDULE_NEXT, "purge") == "purge":
+        return None
+    return str(scheduler)
 
 
 def schedule_subject(name: str) -> str:

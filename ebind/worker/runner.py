@@ -29,12 +29,12 @@ from ebind.errors import NonRetryable
 from ebind.horizon import TaskHorizon, horizon_error, is_expired
 from ebind.logging import get_logger
 from ebind.payload import ErrorRedactor, PayloadCodec, open_args, redact, seal
-from ebind.periodic import firing_envelope
+from ebind.periodic import HEADER_SCHEDULE, firing_envelope, planted_repeat
 from ebind.progress import ProgressPublisher
 from ebind.retry import RetryPolicy
 from ebind.revoke import revoked_error
-from ebind.streams import RESP_STREAM, dlq_subject
-from ebind.validate import admit_envelope
+from ebind.streams import RESP_STREAM, TASKS_STREAM, dlq_subject
+from ebind.validate import admit_envelope, invalid
 from ebind.wire import (
     DLQEntry,
     ErrorKind,
@@ -267,6 +267,9 @@ class AttemptRunner:
         admitted = self._admitted(msg, attempt)
         if isinstance(admitted, TaskError):
             await self._dead_letter_raw(msg, attempt, admitted)
+            planted = planted_repeat(msg)
+            if planted is not None:
+                await self._remove_planted(planted)
             return
         env = admitted
         try:
@@ -462,6 +465,13 @@ class AttemptRunner:
             forged = self._signer.check(msg.subject, msg.data, msg.headers)
             if forged is not None:
                 return forged
+        planted = planted_repeat(msg)
+        if planted is not None:
+            return invalid(
+                f"fired by a repeating schedule on {planted}, where only one-shot countdown "
+                "tasks belong (repeating ones are made with app.schedule, on "
+                "TASKS_SCHEDULES.<name>); the schedule is removed"
+            )
         # Every field is untrusted: nothing below runs (no hook, no reply) unless the
         # message passes ebind.validate; what fails is dead-lettered on this delivery.
         admitted = admit_envelope(msg.data, msg.subject)
@@ -1126,6 +1136,28 @@ class AttemptRunner:
             error=error.message[:500],
             subject=msg.subject,
         )
+
+    async def _remove_planted(self, subject: str) -> None:
+        """Delete the repeating schedule stored on countdown subject ``subject``.
+
+        Only the schedule message itself, read back first: it must still be a repeating
+        schedule (a one-shot countdown stored there since is left alone). Its firings are
+        already dead-lettered, so the schedule's body is on record.
+        """
+        from nats.js.errors import NotFoundError
+
+        try:
+            raw = await self._js.get_last_msg(TASKS_STREAM, subject)
+            spec = (raw.headers or {}).get(HEADER_SCHEDULE, "")
+            if not spec or spec.startswith("@at "):
+                return
+            await self._js.delete_msg(TASKS_STREAM, int(raw.seq))
+        except NotFoundError:
+            return  # removed already (another worker got a firing too)
+        except Exception as exc:  # the next firing tries again
+            log.warning("schedule.planted_not_removed", subject=subject, error=repr(exc))
+            return
+        log.warning("schedule.planted_removed", subject=subject, schedule=spec[:64])
 
     def _redact(self, error: TaskError) -> TaskError:
         """The error with its text passed through ``redact_error`` before it is stored."""

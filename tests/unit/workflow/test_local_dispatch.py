@@ -63,6 +63,7 @@ def _live(env: object, attempt: int = 1) -> object:
 async def test_the_first_delivery_of_a_local_dispatch_starts_without_a_read() -> None:
     store = GateStore()
     wf, _, bus, enq = make_wf(store=store)
+    wf.local.window = 5.0  # within the window however slow a loaded host runs the steps
     w = SimWorker(wf, enq, {"inc": lambda _ctx, x: x + 1})
     reads = Reads(w.hook)
     dag = DAG(id="l1")
