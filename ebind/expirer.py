@@ -11,14 +11,16 @@ message. Periodic schedules and countdown tasks not yet due live on other subjec
 are never expired by age.
 
 The decisions (which message, what record, which reply subject) are pure functions below;
-:class:`Expirer` does the IO.
+:class:`Expirer` does the IO. A purge of queued tasks (``ebind stream purge EBIND_TASKS``)
+records each message it removes with the same two pieces: :func:`removal_record` builds the
+record, :func:`record_removal` stores it, answers and deletes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,9 +58,13 @@ __all__ = [
     "LEASE_KEY",
     "Delivered",
     "Expirer",
-    "Expiry",
+    "Removal",
     "answers_run",
+    "deliveries",
     "expiry_for",
+    "next_task",
+    "record_removal",
+    "removal_record",
     "reply_subject",
     "was_delivered",
 ]
@@ -84,8 +90,8 @@ def answers_run(resp: TaskResponse, task: TaskEnvelope | None) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Expiry:
-    """What to record for one expired message: the dead letter, and the reply if any."""
+class Removal:
+    """What to record for one message removed unrun: the dead letter, and the reply if any."""
 
     dlq_subject: str
     entry: DLQEntry
@@ -142,33 +148,25 @@ def was_delivered(consumers: list[Delivered], subject: str, seq: int) -> bool:
     )
 
 
-def expiry_for(
+def removal_record(
     subject: str,
-    seq: int,
     data: bytes,
-    stored_at: datetime,
-    horizon: float,
+    error: TaskError,
     now: datetime,
     *,
-    delivered: bool = False,
+    msg_id: str,
     headers: Mapping[str, str] | None = None,
     signer: Signer | None = None,
-) -> Expiry | None:
-    """The record for stream message ``seq`` if it is past ``horizon`` at ``now``, else None.
+) -> Removal:
+    """The dead letter (and reply) for a message removed unrun from ``subject`` with ``error``.
 
-    ``stored_at`` is when the stream stored the message (a countdown task: when it fell
-    due). A message a worker already received gets half the grace margin more, so a
-    handler running across the horizon ends (and the worker records it) first.
-    A message a worker would refuse (undecodable, failing the envelope checks, or without
-    a valid signature when ``signer`` is set) is dead-lettered as raw bytes with no reply,
-    the reason appended to the error.
+    ``subject`` is where a worker would receive the message. A message a worker would
+    refuse (undecodable, failing the envelope checks, or without a valid signature when
+    ``signer`` is set) is dead-lettered as raw bytes with no reply, the reason appended to
+    the error: nothing such a message says (its reply subject, its name) is used.
     """
-    allowance = grace(horizon) / 2 if delivered else 0.0
-    if not is_expired(stored_at, horizon + allowance, now):
-        return None
     verdict = admit_signed(subject, data, headers, signer)
     env = verdict if isinstance(verdict, TaskEnvelope) else None
-    error = horizon_error(stored_at, horizon)
     if isinstance(verdict, TaskError):
         error = msgspec.structs.replace(
             error,
@@ -185,14 +183,133 @@ def expiry_for(
         if env is not None and reply is not None
         else None
     )
-    return Expiry(
+    return Removal(
         dlq_subject=dlq_subject(_dlq_name(subject, env)),
         entry=entry,
-        # The worker's dead letter of the same message carries the same id (outcome_msg_id).
-        msg_id=f"{subject}:{seq}:dlq",
+        msg_id=msg_id,
         reply_to=reply,
         response=response,
     )
+
+
+def expiry_for(
+    subject: str,
+    seq: int,
+    data: bytes,
+    stored_at: datetime,
+    horizon: float,
+    now: datetime,
+    *,
+    delivered: bool = False,
+    headers: Mapping[str, str] | None = None,
+    signer: Signer | None = None,
+) -> Removal | None:
+    """The record for stream message ``seq`` if it is past ``horizon`` at ``now``, else None.
+
+    ``stored_at`` is when the stream stored the message (a countdown task: when it fell
+    due). A message a worker already received gets half the grace margin more, so a
+    handler running across the horizon ends (and the worker records it) first. The record
+    itself is :func:`removal_record`'s, of kind ``expired``.
+    """
+    allowance = grace(horizon) / 2 if delivered else 0.0
+    if not is_expired(stored_at, horizon + allowance, now):
+        return None
+    return removal_record(
+        subject,
+        data,
+        horizon_error(stored_at, horizon),
+        now,
+        # The worker's dead letter of the same message carries the same id (outcome_msg_id).
+        msg_id=f"{subject}:{seq}:dlq",
+        headers=headers,
+        signer=signer,
+    )
+
+
+async def next_task(js: Any, seq: int, filter_subject: str) -> Any:
+    """The first EBIND_TASKS message at or after ``seq`` on ``filter_subject`` (None: none)."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        return await js.get_msg(TASKS_STREAM, seq=seq, subject=filter_subject, next=True)
+    except NotFoundError:
+        return None
+
+
+async def deliveries(js: Any) -> list[Delivered]:
+    """Every EBIND_TASKS consumer's filters and last delivered stream sequence."""
+    out: list[Delivered] = []
+    offset = 0
+    while True:
+        page = await js.consumers_info(TASKS_STREAM, offset=offset)
+        for info in page:
+            config = info.config
+            filters = tuple(config.filter_subjects or ()) or (config.filter_subject or ">",)
+            out.append((filters, int(info.delivered.stream_seq if info.delivered else 0)))
+        if len(page) < _CONSUMER_PAGE:
+            return out
+        offset += len(page)
+
+
+async def _answered(app: Any, reply_to: str | None, task: TaskEnvelope | None) -> bool:
+    """Whether EBIND_RESP already holds the answer to this run of ``task``.
+
+    A direct get, as the worker's own check: the permissions a scheduler worker holds
+    allow it. Any trouble reading means "no": answering twice beats not answering.
+    """
+    from ebind._jsreq import requests_for
+
+    if reply_to is None:
+        return False
+    try:
+        got = await requests_for(app.nc).get_last(RESP_STREAM, reply_to)
+        return got is not None and answers_run(decode_response(got.data), task)
+    except Exception as exc:
+        log.info("expirer.answered_check_failed", subject=reply_to, error=repr(exc))
+        return False
+
+
+async def record_removal(
+    app: Any,
+    plan: Removal,
+    seq: int,
+    *,
+    event: str,
+    before_delete: Callable[[], None] | None = None,
+) -> bool:
+    """Dead letter (awaited), reply, then delete EBIND_TASKS ``seq``; False if already gone.
+
+    The order keeps the record ahead of the removal: a failure before the delete leaves
+    the message in place, and trying again stores no second dead letter (same msg id) and
+    no second answer. ``event`` names the log line of a removal (``task.expired``).
+    """
+    from nats.js.errors import APIError, NotFoundError
+
+    js = app.js
+    ack = await publish_dead_letter(js, plan.dlq_subject, plan.entry, msg_id=plan.msg_id)
+    # A duplicate dead letter means this message was recorded before (by a worker, or
+    # a remover that died before its delete): answer only if that one did not.
+    answered = ack.duplicate and await _answered(app, plan.reply_to, plan.entry.task)
+    if plan.reply_to is not None and plan.response is not None and not answered:
+        await app.publish_response(plan.reply_to, encoder.encode(plan.response))
+    if before_delete is not None:
+        before_delete()
+    try:
+        await js.delete_msg(TASKS_STREAM, seq)
+    except APIError as exc:
+        if not isinstance(exc, NotFoundError) and exc.err_code != _ALREADY_GONE:
+            raise
+        return False  # a worker took it, or another remover recorded and deleted it first
+    task = plan.entry.task
+    log.warning(
+        event,
+        task_id=task.id if task else None,
+        task_name=task.name if task else None,
+        subject=plan.entry.subject,
+        seq=seq,
+        error=plan.entry.error.message,
+    )
+    return True
 
 
 class Expirer:
@@ -249,7 +366,7 @@ class Expirer:
         for subject in EXPIRED_SUBJECTS:
             seq = 1
             for _ in range(MAX_PER_PASS):
-                raw = await self._next(seq, subject)
+                raw = await next_task(self.app.js, seq, subject)
                 if raw is None:
                     break
                 seq = int(raw.seq or 0) + 1
@@ -257,7 +374,7 @@ class Expirer:
                 if not is_expired(stored_at, horizon, datetime.now(UTC)):
                     break  # stream order: everything after is younger
                 if consumers is None:
-                    consumers = await self._deliveries()
+                    consumers = await deliveries(self.app.js)
                 try:
                     plan = expiry_for(
                         raw.subject or "",
@@ -271,7 +388,13 @@ class Expirer:
                         signer=getattr(self.app, "signer", None),
                     )
                     if plan is not None:
-                        await self._record(plan, seq - 1)
+                        await record_removal(
+                            self.app,
+                            plan,
+                            seq - 1,
+                            event="task.expired",
+                            before_delete=lambda: crashpoint("expirer.before_delete"),
+                        )
                         done += 1
                 except Exception as exc:
                     # Imported here: the workflow package imports the worker, which imports this.
@@ -287,73 +410,3 @@ class Expirer:
             self.expired += done
             log.warning("expirer.expired", count=done, horizon=horizon)
         return done
-
-    async def _next(self, seq: int, filter_subject: str) -> Any:
-        """The first message at or after ``seq`` on ``filter_subject`` (None: there is none)."""
-        from nats.js.errors import NotFoundError
-
-        try:
-            return await self.app.js.get_msg(
-                TASKS_STREAM, seq=seq, subject=filter_subject, next=True
-            )
-        except NotFoundError:
-            return None
-
-    async def _deliveries(self) -> list[Delivered]:
-        """Every EBIND_TASKS consumer's filters and last delivered stream sequence."""
-        out: list[Delivered] = []
-        offset = 0
-        while True:
-            page = await self.app.js.consumers_info(TASKS_STREAM, offset=offset)
-            for info in page:
-                config = info.config
-                filters = tuple(config.filter_subjects or ()) or (config.filter_subject or ">",)
-                out.append((filters, int(info.delivered.stream_seq if info.delivered else 0)))
-            if len(page) < _CONSUMER_PAGE:
-                return out
-            offset += len(page)
-
-    async def _answered(self, reply_to: str | None, task: TaskEnvelope | None) -> bool:
-        """Whether EBIND_RESP already holds the answer to this run of ``task``.
-
-        A direct get, as the worker's own check: the permissions a scheduler worker holds
-        allow it. Any trouble reading means "no": answering twice beats not answering.
-        """
-        from ebind._jsreq import requests_for
-
-        if reply_to is None:
-            return False
-        try:
-            got = await requests_for(self.app.nc).get_last(RESP_STREAM, reply_to)
-            return got is not None and answers_run(decode_response(got.data), task)
-        except Exception as exc:
-            log.info("expirer.answered_check_failed", subject=reply_to, error=repr(exc))
-            return False
-
-    async def _record(self, plan: Expiry, seq: int) -> None:
-        """Dead letter (awaited), reply, then delete: a failure before the delete retries."""
-        from nats.js.errors import APIError, NotFoundError
-
-        js = self.app.js
-        ack = await publish_dead_letter(js, plan.dlq_subject, plan.entry, msg_id=plan.msg_id)
-        # A duplicate dead letter means this message was recorded before (by a worker, or
-        # an expirer that died before its delete): answer only if that one did not.
-        answered = ack.duplicate and await self._answered(plan.reply_to, plan.entry.task)
-        if plan.reply_to is not None and plan.response is not None and not answered:
-            await self.app.publish_response(plan.reply_to, encoder.encode(plan.response))
-        crashpoint("expirer.before_delete")
-        try:
-            await js.delete_msg(TASKS_STREAM, seq)
-        except APIError as exc:
-            if not isinstance(exc, NotFoundError) and exc.err_code != _ALREADY_GONE:
-                raise
-            return  # a worker took it, or another leader recorded and deleted it first
-        task = plan.entry.task
-        log.warning(
-            "task.expired",
-            task_id=task.id if task else None,
-            task_name=task.name if task else None,
-            subject=plan.entry.subject,
-            seq=seq,
-            error=plan.entry.error.message,
-        )

@@ -57,6 +57,8 @@ class ErrorKind(str, enum.Enum):
     """The task was revoked before or while it ran."""
     SUPERSEDED = "superseded"
     """A newer task of the same concurrency key cancelled this one (cancel_in_progress)."""
+    PURGED = "purged"
+    """An operator purged the task from EBIND_TASKS before it ran."""
 
 
 class TaskError(msgspec.Struct, kw_only=True, frozen=True):

@@ -276,8 +276,10 @@ def purge(
 ) -> None:
     """Delete every message of a stream (or of one subject in it).
 
-    EBIND_TASKS: only queued tasks, unless --delayed / --schedules ask for more; the
-    output says how many of each kind were removed and kept.
+    EBIND_TASKS: only queued tasks, unless --delayed / --schedules ask for more. Each
+    task removed is dead-lettered first (kind purged, raw bytes kept) and its waiter
+    gets TaskFailed; a task a worker holds is running and is kept. The output says how
+    many of each kind were removed, dead-lettered and kept.
     """
     # --- EBIND_TASKS holds delayed tasks and schedules too (ebind/cli/tasks_purge.py) ---
     if name == TASKS_STREAM and subject is None:
@@ -303,9 +305,15 @@ def purge(
 
 
 def _purge_tasks(ctx: click.Context, *, delayed: bool, schedules: bool, yes: bool) -> None:
-    from ebind.cli.tasks_purge import plan, purge_tasks, render
+    from ebind.cli.tasks_purge import plan, purge_tasks, render, snapshot
 
     remove, keep = plan(delayed=delayed, schedules=schedules)
+    # Count and bound first, then ask: tasks queued after the question are not part of
+    # the answer, and the count sizes the progress bar (one record per task).
+    counted = run_async(ctx, lambda app: snapshot(app, delayed=delayed))
+    if counted is None:
+        return  # interrupted
+    total, last = counted
     confirm(
         f"Purge {' and '.join(remove)} from {TASKS_STREAM} "
         f"(keeping {', '.join(keep) or 'nothing'})?",
@@ -313,7 +321,10 @@ def _purge_tasks(ctx: click.Context, *, delayed: bool, schedules: bool, yes: boo
     )
 
     async def run(app: App) -> Any:
-        return await purge_tasks(app, delayed=delayed, schedules=schedules)
+        with progress(total, "purging") as advance:
+            return await purge_tasks(
+                app, delayed=delayed, schedules=schedules, up_to=last, on_each=advance
+            )
 
     emit(
         ctx,

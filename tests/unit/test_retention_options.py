@@ -77,10 +77,12 @@ def test_purge_plan(delayed: bool, schedules: bool, remove: list[str], keep: lis
 
 
 def test_purge_report_says_what_was_removed_and_how_to_remove_the_rest() -> None:
-    report = PurgeReport(removed={"queued tasks": 4}, kept={"periodic schedules": 2})
+    report = PurgeReport(
+        removed={"queued tasks": 4}, kept={"periodic schedules": 2}, dead_lettered=4
+    )
     assert render(report) == (
-        "purged 4 queued tasks from EBIND_TASKS; kept 2 periodic schedules "
-        "(--schedules removes them)"
+        "purged 4 queued tasks from EBIND_TASKS (4 dead-lettered as purged, see `ebind dlq "
+        "ls`); kept 2 periodic schedules (--schedules removes them)"
     )
     assert (
         render(PurgeReport(removed={"queued tasks": 0})) == "purged 0 queued tasks from EBIND_TASKS"
@@ -89,4 +91,5 @@ def test_purge_report_says_what_was_removed_and_how_to_remove_the_rest() -> None
         "stream": "EBIND_TASKS",
         "removed": {"queued tasks": 4},
         "kept": {"periodic schedules": 2},
+        "dead_lettered": 4,
     }

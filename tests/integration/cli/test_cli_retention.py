@@ -42,15 +42,19 @@ def test_purging_tasks_keeps_delayed_tasks_and_schedules_unless_asked(bg: Backgr
     first = invoke(bg.url, "stream", "purge", TASKS_STREAM, "--yes")
     assert first.exit_code == 0, first.output
     assert first.stdout.strip() == (
-        "purged 2 queued tasks from EBIND_TASKS; kept 1 delayed tasks (--delayed removes "
-        "them), 1 periodic schedules (--schedules removes them)"
+        "purged 2 queued tasks from EBIND_TASKS (2 dead-lettered as purged, see `ebind dlq "
+        "ls`); kept 1 delayed tasks (--delayed removes them), 1 periodic schedules "
+        "(--schedules removes them)"
     )
+    assert [e.entry.error.kind for e in bg.run(bg.app.dlq.list())] == ["purged", "purged"]
     assert [s.name for s in bg.run(bg.app.schedules())] == ["nightly-add"]
     second = invoke(bg.url, "stream", "purge", TASKS_STREAM, "--delayed", "--schedules", "--yes")
     assert second.exit_code == 0, second.output
     assert second.stdout.strip() == (
-        "purged 0 queued tasks, 1 delayed tasks, 1 periodic schedules from EBIND_TASKS"
+        "purged 0 queued tasks, 1 delayed tasks, 1 periodic schedules from EBIND_TASKS "
+        "(1 dead-lettered as purged, see `ebind dlq ls`)"
     )
+    assert bg.run(bg.app.dlq.count()) == 3  # the schedule is configuration: no dead letter
     assert bg.run(bg.app.schedules()) == []
 
 
@@ -61,7 +65,8 @@ def test_purge_json_reports_removed_and_kept(bg: Background) -> None:
     assert json.loads(r.stdout) == {
         "stream": TASKS_STREAM,
         "removed": {"queued tasks": 1},
-        "kept": {"delayed tasks": 0, "periodic schedules": 0},
+        "kept": {"delayed tasks": 0, "periodic schedules": 0, "running tasks": 0},
+        "dead_lettered": 1,
     }
 
 
