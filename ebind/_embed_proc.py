@@ -22,7 +22,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ebind.errors import EbindError, InvalidArguments
@@ -67,11 +67,18 @@ class EmbedError(EbindError, RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
-    """Route settings of one node in a fixed-membership cluster."""
+    """Route settings of one node in a fixed-membership cluster.
+
+    ``route_user`` / ``route_password`` guard the route listener: a process that could
+    route into the cluster without them would serve clients of its own, past whatever
+    the client listeners ask for. ``routes`` carry the same credentials.
+    """
 
     name: str
     port: int
     routes: tuple[str, ...]
+    route_user: str = ""
+    route_password: str = field(default="", repr=False)
 
 
 def server_binary() -> str:
@@ -103,6 +110,12 @@ def sync_line(sync_interval: str | None) -> str:
     )
 
 
+def _quoted(value: str) -> str:
+    # nats-server reads JSON-style double-quoted strings but knows no \u escape: non-ASCII
+    # stays UTF-8 text (a store directory under ~/données).
+    return json.dumps(value, ensure_ascii=False)
+
+
 def render_config(
     *,
     port: int,
@@ -116,15 +129,21 @@ def render_config(
     """Return the nats-server config text; ports of -1 let the server pick free ones."""
     lines = [f'listen: "{HOST}:{port}"', f'http: "{HOST}:{http_port}"']
     if server_name:
-        lines.append(f"server_name: {json.dumps(server_name)}")
+        lines.append(f"server_name: {_quoted(server_name)}")
     lines.append(
-        f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n{sync_line(sync_interval)}}}"
+        f"jetstream {{\n  store_dir: {_quoted(str(store_dir))}\n{sync_line(sync_interval)}}}"
     )
     if cluster is not None:
-        routes = ", ".join(json.dumps(r) for r in cluster.routes)
+        routes = ", ".join(_quoted(r) for r in cluster.routes)
+        auth = (
+            f"  authorization {{ user: {_quoted(cluster.route_user)}, "
+            f"password: {_quoted(cluster.route_password)} }}\n"
+            if cluster.route_user
+            else ""
+        )
         lines.append(
-            f"cluster {{\n  name: {json.dumps(cluster.name)}\n"
-            f'  listen: "{HOST}:{cluster.port}"\n  routes: [{routes}]\n}}'
+            f"cluster {{\n  name: {_quoted(cluster.name)}\n"
+            f'  listen: "{HOST}:{cluster.port}"\n{auth}  routes: [{routes}]\n}}'
         )
     if extra_config:
         lines.append(extra_config)

@@ -106,10 +106,30 @@ def _flag(name: str, value: Any) -> bool:
     raise InvalidArguments(f"{name} must be true or false, got {value!r}")
 
 
+def _kind(value: Any) -> str:
+    """What ``value`` is, never what it holds (settings may carry passwords and tokens)."""
+    if isinstance(value, str):
+        return "a blank string" if not value.strip() else "a string"
+    return f"a {type(value).__name__}"
+
+
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidArguments(f"{name} must be a non-empty string, got {value!r}")
+        raise InvalidArguments(f"{name} must be a non-empty string, got {_kind(value)}")
     return value.strip()
+
+
+def _urls(name: str, value: Any) -> str | list[str]:
+    """One server URL, or a list of them (a cluster's seeds); never echoed in an error."""
+    if isinstance(value, list | tuple):
+        if not value or not all(isinstance(u, str) and u.strip() for u in value):
+            held = ", ".join(sorted({_kind(u) for u in value})) or "nothing"
+            raise InvalidArguments(
+                f"{name} must be a URL string or a non-empty list of URL strings, got "
+                f"a {type(value).__name__} of {held}"
+            )
+        return [u.strip() for u in value]
+    return _text(name, value)
 
 
 def _pool(name: str, value: Any) -> str:
@@ -140,7 +160,7 @@ def _queues(name: str, value: Any) -> list[str]:
 # name (lowercase, no prefix) -> (section, key in that section, parser)
 _Parser = Callable[[str, Any], Any]
 SETTINGS: dict[str, tuple[str, str, _Parser]] = {
-    "nats_url": ("app", "nats_url", _text),
+    "nats_url": ("app", "nats_url", _urls),
     "connect_wait": ("app", "connect_wait", _duration),
     "publish_timeout": ("app", "publish_timeout", _duration),
     **{

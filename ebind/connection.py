@@ -198,6 +198,12 @@ class ConnectionSettings:
             value = getattr(self, name)
             if value is not None and value != value.strip():
                 found.append(f"{FLAGS[name]} has leading or trailing whitespace")
+        for name in ("creds", "nkey", "tls_ca", "tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                # Say `--tls-ca "$CA"` with CA unset: an empty path must not quietly mean
+                # "no file" (for the CA, the system's roots instead of the pinned one).
+                found.append(f"{FLAGS[name]} is empty; give a file path or leave it out")
         return found
 
     def check(self) -> None:
@@ -372,9 +378,9 @@ def _is_reset(exc: BaseException) -> bool:
 
 def _tls_established(nc: Any) -> bool:
     """Whether ``nc``'s latest connection attempt finished a TLS handshake (False if unknown)."""
-    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
-    extra = getattr(writer, "get_extra_info", None)
-    return extra is not None and extra("ssl_object") is not None
+    from ebind.direct import tls_up
+
+    return tls_up(nc)
 
 
 class _Attempt:

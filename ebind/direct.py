@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from nats import errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -45,6 +46,7 @@ __all__ = [
     "publish",
     "publish_nowait",
     "subscribe_direct",
+    "tls_up",
 ]
 
 log = get_logger("ebind.connection")
@@ -136,6 +138,18 @@ def _parse_headers(client: Client, raw: bytes) -> dict[str, str] | None:
     return None
 
 
+def tls_up(nc: Any) -> bool:
+    """Whether ``nc``'s transport finished a TLS handshake."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    extra = getattr(writer, "get_extra_info", None)
+    return extra is not None and extra("ssl_object") is not None
+
+
+def _plain_allowed(server: Any) -> bool:
+    """A WebSocket server: its TLS is the URL's (``wss://``), not the NATS upgrade."""
+    return server is not None and server.uri.scheme in ("ws", "wss")
+
+
 class DirectClient(Client):
     """nats-py's client, calling the handlers of direct subscriptions from its read loop."""
 
@@ -147,6 +161,24 @@ class DirectClient(Client):
         self._waker_loop: asyncio.AbstractEventLoop | None = None
         if fits(self._ps):  # a nats-py whose parser keeps the state ours shares
             self._ps = DirectParser(self)
+
+    def _connect_command(self) -> bytes:
+        """The CONNECT line, refused when TLS was asked for and the connection is plain.
+
+        nats-py upgrades to TLS only when the server's greeting asks for it, so a server
+        (or anything pretending to be one) that does not would receive the credentials in
+        the clear although the client was given a CA, a certificate or a ``tls://`` URL.
+        """
+        server = self._current_server
+        wants_tls = self.options.get("tls") is not None or (
+            server is not None and server.uri.scheme == "tls"
+        )
+        if wants_tls and not _plain_allowed(server) and not tls_up(self):
+            raise errors.Error(
+                "nats: secure connection required: the server did not start TLS, so no "
+                "credentials were sent"
+            )
+        return super()._connect_command()
 
     def publish_nowait(
         self,

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -502,6 +503,9 @@ def start_cluster(
             raise
 
 
+_ROUTE_USER = "ebind-route"
+
+
 def _lost_port_race(err: EmbedError) -> bool:
     """True when a server failed because a reserved port was bound by someone else first."""
     return "address already in use" in err.log_tail
@@ -514,8 +518,15 @@ def _start_members(
     ports = reserve_ports(2 * size)
     client_ports, route_ports = ports[:size], ports[size:]
     nodes = cluster.nodes
+    # Routes authenticate with a secret of this cluster's own: an unguarded route port would
+    # let any local process join and serve clients without the client listeners' checks.
+    secret = secrets.token_urlsafe(24)
     for i in range(size):
-        routes = tuple(f"nats-route://{HOST}:{p}" for j, p in enumerate(route_ports) if j != i)
+        routes = tuple(
+            f"nats-route://{_ROUTE_USER}:{secret}@{HOST}:{p}"
+            for j, p in enumerate(route_ports)
+            if j != i
+        )
         nodes.append(
             Node(
                 port=client_ports[i],
@@ -523,7 +534,13 @@ def _start_members(
                 sync_interval=sync_interval,
                 server_name=f"{name}-{i}",
                 ready_timeout=cluster.ready_timeout,
-                cluster=ClusterSpec(name=name, port=route_ports[i], routes=routes),
+                cluster=ClusterSpec(
+                    name=name,
+                    port=route_ports[i],
+                    routes=routes,
+                    route_user=_ROUTE_USER,
+                    route_password=secret,
+                ),
                 extra_config=auth_config,
             )
         )

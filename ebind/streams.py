@@ -298,7 +298,9 @@ def _stream_configs(replicas: int, retention: Retention | None = None) -> list[A
 
 def _kv_config(bucket: str, replicas: int, max_age: float | None = None) -> Any:
     # The same stream nats-py's create_key_value builds (so js.key_value() binds to it), plus
-    # an explicit consumer cap; allow_msg_ttl gives per-key TTLs (the scheduler lease).
+    # an explicit consumer cap; allow_msg_ttl gives per-key TTLs (the scheduler lease). No
+    # rollup headers: a client allowed to write one key could otherwise send "Nats-Rollup:
+    # all" with it and purge every key of the bucket (permissions see only the subject).
     from nats.js import api
 
     return api.StreamConfig(
@@ -307,7 +309,7 @@ def _kv_config(bucket: str, replicas: int, max_age: float | None = None) -> Any:
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
         allow_direct=True,
-        allow_rollup_hdrs=True,
+        allow_rollup_hdrs=False,
         allow_msg_ttl=True,
         deny_delete=True,
         discard=api.DiscardPolicy.NEW,
@@ -335,8 +337,10 @@ def _seconds(value: object) -> float:
 def stream_additions(have: Any, want: Any) -> dict[str, Any]:
     """What ebind must add to an existing stream: missing subjects, required flags, replicas.
 
-    Only additions: nothing an operator set is lowered or reverted, and a stream already
-    in shape yields ``{}`` (so a steady-state connect sends no update).
+    Only additions, with one exception: rollup headers are switched off on ebind's buckets,
+    since they let a client allowed to write one key purge all of them. Nothing else an
+    operator set is lowered or reverted, and a stream already in shape yields ``{}`` (so a
+    steady-state connect sends no update).
     """
     changes: dict[str, Any] = {}
     have_subjects = set(have.subjects or ())
@@ -346,6 +350,14 @@ def stream_additions(have: Any, want: Any) -> dict[str, Any]:
     for field_name in _REQUIRED_FLAGS:
         if getattr(want, field_name) and not getattr(have, field_name):
             changes[field_name] = True
+    # The one flag switched off, on ebind's buckets (other streams keep what the server
+    # sets): rollup headers let one key's writer purge a whole bucket.
+    if (
+        str(want.name).startswith("KV_")
+        and getattr(have, "allow_rollup_hdrs", False)
+        and getattr(want, "allow_rollup_hdrs", None) is False
+    ):
+        changes["allow_rollup_hdrs"] = False
     # A response subject's expiry marker needs per-message TTLs; set once, when absent.
     want_marker = _seconds(getattr(want, "subject_delete_marker_ttl", None))
     if want_marker and not _seconds(getattr(have, "subject_delete_marker_ttl", None)):

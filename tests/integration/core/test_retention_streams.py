@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import nats
+import nats.js.errors
 import pytest
 from core_helpers import bound_tasks_stream
 from nats.js import api
@@ -15,7 +16,7 @@ from structlog.testing import capture_logs
 import ebind.streams
 from ebind import App, Retention
 from ebind.errors import ResultExpired, StreamFull
-from ebind.streams import DAG_EVENTS_STREAM, DLQ_STREAM, RESP_STREAM, TASKS_STREAM
+from ebind.streams import DAG_EVENTS_STREAM, DLQ_STREAM, KV_LEASES, RESP_STREAM, TASKS_STREAM
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +107,24 @@ async def test_a_missing_flag_is_added_without_touching_the_operators_values(
     assert got.allow_direct is True and got.max_age == 7200.0
     updated = [e for e in logs if e["event"] == "streams.updated"]
     assert [e["changes"] for e in updated] == [["allow_direct"]]
+
+
+async def test_rollup_headers_are_switched_off_on_an_older_bucket(nats_url: str) -> None:
+    # Buckets made by an older release allowed rollup headers, which let the writer of one
+    # key purge them all; the next connect switches them off, and a rollup is refused.
+    async with App("ops", nats_url=nats_url) as app:
+        info = await app.js.stream_info(f"KV_{KV_LEASES}")
+        await app.js.update_stream(info.config.evolve(allow_rollup_hdrs=True))
+    with capture_logs() as logs:
+        async with App("ret", nats_url=nats_url) as app:
+            got = (await app.js.stream_info(f"KV_{KV_LEASES}")).config
+            with pytest.raises(nats.js.errors.APIError, match="rollup"):
+                await app.js.publish(
+                    f"$KV.{KV_LEASES}.revoked.x", b"", headers={"Nats-Rollup": "all"}
+                )
+    assert got.allow_rollup_hdrs is False
+    updated = [e for e in logs if e["event"] == "streams.updated"]
+    assert [e["changes"] for e in updated] == [["allow_rollup_hdrs"]]
 
 
 async def _removed(app: App, subject: str) -> bool:
