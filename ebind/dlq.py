@@ -28,6 +28,7 @@ from ebind.streams import (
     DLQ_STREAM,
     TASKS_STREAM,
     check_task_name,
+    delete_message,
     dlq_subject,
     purge_stream,
     task_subject,
@@ -246,14 +247,14 @@ class DeadLetters:
             from ebind.workflow.requeue import requeue_step
 
             await requeue_step(self._app.workflow, env, seq, wait_for=dispatch_timeout)
-            await self._app.js.delete_msg(DLQ_STREAM, seq)
+            await delete_message(self._app.nc, DLQ_STREAM, seq)
             return env.id
         env = msgspec.structs.replace(env, attempt=0, worker_id="", enqueued_at=datetime.now(UTC))
         _check_requeue(env, seq)
         ack = await self._app.publish_task(env, msg_id=requeue_msg_id(env.id, seq))
         if ack.duplicate:
             await self._check_duplicate(env, seq, int(ack.seq))
-        await self._app.js.delete_msg(DLQ_STREAM, seq)
+        await delete_message(self._app.nc, DLQ_STREAM, seq)
         log.info("dlq.requeued", task_id=env.id, task_name=env.name, seq=seq)
         return env.id
 

@@ -39,6 +39,7 @@ from ebind.streams import (
     TASKS_STREAM,
     check_id,
     check_task_name,
+    delete_message,
     dlq_subject,
     resp_subject,
     subject_matches,
@@ -77,6 +78,8 @@ LEASE_KEY = "expirer"
 """Key of the expirer's lease in ``ebind-leases``."""
 MAX_PER_PASS = 1000
 """Messages expired per subject and pass, so one pass never holds the loop for long."""
+RECORD_AT_ONCE = 32
+"""Expired messages recorded concurrently (each is a dead letter, an answer and a delete)."""
 _CONSUMER_PAGE = 256  # consumers per CONSUMER.INFO list page
 _ALREADY_GONE = 10057  # JSStreamMsgDeleteFailedF: "no message found" at that sequence
 
@@ -236,6 +239,18 @@ async def next_task(js: Any, seq: int, filter_subject: str) -> Any:
         return None
 
 
+async def tasks_from(js: Any, seq: int, filter_subject: str, ahead: int) -> list[Any]:
+    """EBIND_TASKS messages on ``filter_subject`` from ``seq`` on, in order, read ``ahead`` at once.
+
+    Each of the ``ahead`` reads asks for the first message at or after one sequence of
+    ``seq .. seq + ahead - 1``: a dense run of queued tasks (a burst) comes back whole in
+    one round trip, and a gap only repeats a message, which is dropped. An empty list: none.
+    """
+    got = await asyncio.gather(*(next_task(js, seq + i, filter_subject) for i in range(ahead)))
+    unique = {int(m.seq): m for m in got if m is not None}
+    return [unique[k] for k in sorted(unique)]
+
+
 async def deliveries(js: Any) -> list[Delivered]:
     """Every EBIND_TASKS consumer's filters and last delivered stream sequence."""
     out: list[Delivered] = []
@@ -295,7 +310,7 @@ async def record_removal(
     if before_delete is not None:
         before_delete()
     try:
-        await js.delete_msg(TASKS_STREAM, seq)
+        await delete_message(app.nc, TASKS_STREAM, seq)
     except APIError as exc:
         if not isinstance(exc, NotFoundError) and exc.err_code != _ALREADY_GONE:
             raise
@@ -327,6 +342,8 @@ class Expirer:
         self.lease_ttl = lease_ttl
         self.expired = 0
         """Messages this process dead-lettered as expired (a counter for metrics)."""
+        self.behind = False
+        """Whether the last pass stopped at its cap with expired messages left."""
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -344,7 +361,10 @@ class Expirer:
                     try:
                         await self.sweep()
                     except Exception as exc:  # the server may be away: try again next pass
+                        self.behind = False
                         log.warning("expirer.pass_failed", error=repr(exc))
+                    if self.behind:
+                        continue  # more expired messages wait: the next pass now
                 interval = self.interval or expirer_interval(self.app.tasks_horizon)
                 await wait_event(self._stop, interval)
         finally:
@@ -359,23 +379,35 @@ class Expirer:
         self._stop.set()
 
     async def sweep(self) -> int:
-        """One pass over the oldest queued messages; returns how many were expired."""
+        """One pass over the oldest queued messages; returns how many were expired.
+
+        Messages are read in stream order, ``RECORD_AT_ONCE`` at a time, and each such
+        page is recorded concurrently. When a subject still holds expired messages after
+        ``MAX_PER_PASS`` of them, :attr:`behind` is set and :meth:`run` starts the next
+        pass at once: a burst nobody serves must be recorded before the server's max age
+        deletes it, however large.
+        """
         horizon = float(self.app.tasks_horizon)
         consumers: list[Delivered] | None = None  # read only once something is old
+        signer = getattr(self.app, "signer", None)
         done = 0
+        self.behind = False
         for subject in EXPIRED_SUBJECTS:
-            seq = 1
-            for _ in range(MAX_PER_PASS):
-                raw = await next_task(self.app.js, seq, subject)
-                if raw is None:
+            seq, batch, seen = 1, [], 0
+            young = False
+            while seen < MAX_PER_PASS and not young:
+                page = await tasks_from(self.app.js, seq, subject, RECORD_AT_ONCE)
+                if not page:
                     break
-                seq = int(raw.seq or 0) + 1
-                stored_at = raw.time or datetime.now(UTC)
-                if not is_expired(stored_at, horizon, datetime.now(UTC)):
-                    break  # stream order: everything after is younger
-                if consumers is None:
-                    consumers = await deliveries(self.app.js)
-                try:
+                for raw in page:
+                    seq = int(raw.seq or 0) + 1
+                    stored_at = raw.time or datetime.now(UTC)
+                    if not is_expired(stored_at, horizon, datetime.now(UTC)):
+                        young = True  # stream order: everything after is younger
+                        break
+                    seen += 1
+                    if consumers is None:
+                        consumers = await deliveries(self.app.js)
                     plan = expiry_for(
                         raw.subject or "",
                         seq - 1,
@@ -385,28 +417,52 @@ class Expirer:
                         datetime.now(UTC),
                         delivered=was_delivered(consumers, raw.subject or "", seq - 1),
                         headers=raw.headers,
-                        signer=getattr(self.app, "signer", None),
+                        signer=signer,
                     )
                     if plan is not None:
-                        await record_removal(
-                            self.app,
-                            plan,
-                            seq - 1,
-                            event="task.expired",
-                            before_delete=lambda: crashpoint("expirer.before_delete"),
-                        )
-                        done += 1
-                except Exception as exc:
-                    # Imported here: the workflow package imports the worker, which imports this.
-                    from ebind.workflow._transient import is_transient
-
-                    if is_transient(exc):
-                        raise  # the server is away: every later message would wait as long
-                    # One message that cannot be recorded must not hold back every later
-                    # one (the stream's max_age would remove those unrecorded); this one
-                    # stays in the stream and is tried again on the next pass.
-                    log.error("expirer.record_failed", seq=seq - 1, error=repr(exc))
+                        batch.append((plan, seq - 1))
+                done += await self._record_all(batch)
+                batch = []
+            if seen >= MAX_PER_PASS and not young:
+                self.behind = True  # the cap, not the young end, ended this subject
         if done:
             self.expired += done
             log.warning("expirer.expired", count=done, horizon=horizon)
+        if self.behind:
+            log.warning("expirer.behind", per_pass=MAX_PER_PASS, horizon=horizon)
         return done
+
+    async def _record_all(self, batch: list[tuple[Removal, int]]) -> int:
+        """Record ``batch`` concurrently; how many were recorded.
+
+        One message that cannot be recorded must not hold back the others (the stream's
+        max age would remove those unrecorded): it stays in the stream and is tried again
+        on the next pass. A transient error (the server away) is raised once the batch
+        settled, ending the pass: every later message would wait as long.
+        """
+        # Imported here: the workflow package imports the worker, which imports this.
+        from ebind.workflow._transient import is_transient
+
+        outcomes = await asyncio.gather(
+            *(
+                record_removal(
+                    self.app,
+                    plan,
+                    seq,
+                    event="task.expired",
+                    before_delete=lambda: crashpoint("expirer.before_delete"),
+                )
+                for plan, seq in batch
+            ),
+            return_exceptions=True,
+        )
+        transient: BaseException | None = None
+        for (_, seq), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception) or is_transient(outcome):
+                    transient = transient or outcome
+                else:
+                    log.error("expirer.record_failed", seq=seq, error=repr(outcome))
+        if transient is not None:
+            raise transient
+        return sum(1 for o in outcomes if not isinstance(o, BaseException))

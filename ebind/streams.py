@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 from typing import Any, cast
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_id",
     "check_target",
     "check_task_name",
+    "delete_message",
     "dlq_subject",
     "ensure_streams",
     "operator_differences",
@@ -399,17 +401,25 @@ def _log_kept(log: Any, stream: str, differences: dict[str, tuple[float, float]]
     )
 
 
-_WORK_STREAMS = (TASKS_STREAM, DAG_EVENTS_STREAM)
+# What a size limit with the "old" discard policy silently deletes, per stream.
+_SILENT_LOSS = {
+    TASKS_STREAM: "the oldest queued tasks, without a dead letter",
+    DAG_EVENTS_STREAM: "the oldest workflow events, without a dead letter",
+    RESP_STREAM: "the oldest stored results, without the marker that tells a later waiter "
+    "its result expired (it waits for a result that is gone)",
+    DLQ_STREAM: "the oldest dead letters, the only record of the tasks that failed",
+}
 
 
 def silent_discard_limits(stream: str, config: Any) -> dict[str, int]:
-    """Size limits an operator set that make the server drop the oldest work without a record.
+    """Size limits an operator set that make the server drop the oldest records silently.
 
-    On the task and event streams a ``max_msgs`` / ``max_bytes`` bound with the "old"
-    discard policy removes queued work silently once reached (ebind sets neither); with
-    "new" the publisher gets an error (``StreamFull``) instead.
+    On the task, event, results and dead-letter streams a ``max_msgs`` / ``max_bytes``
+    bound with the "old" discard policy removes what they hold without a trace once
+    reached (ebind sets neither; each has its own retention by age); with "new" the
+    publisher gets an error (``StreamFull``) instead.
     """
-    if stream not in _WORK_STREAMS:
+    if stream not in _SILENT_LOSS:
         return {}
     discard = getattr(config, "discard", None)
     if str(getattr(discard, "value", discard) or "old").lower() != "old":
@@ -427,9 +437,9 @@ def _warn_silent_discard(log: Any, stream: str, config: Any) -> None:
         "streams.silent_discard_configured",
         stream=stream,
         limits=limits,
-        note="once a limit is reached the server deletes the oldest queued work without a "
-        "dead letter; remove the limit, or use the 'new' discard policy so publishers get "
-        "StreamFull instead",
+        note=f"once a limit is reached the server deletes {_SILENT_LOSS[stream]}; remove "
+        "the limit (the stream's retention by age bounds it), or use the 'new' discard "
+        "policy so publishers get StreamFull instead",
     )
 
 
@@ -512,6 +522,32 @@ async def _create(js: Any, want: Any) -> None:
             subject=exc.subject,
             action=exc.action,
         ) from None
+
+
+DELETE_TIMEOUT = 5.0
+"""Seconds to wait for the server to confirm one message delete."""
+
+
+async def delete_message(nc: Any, stream: str, seq: int) -> None:
+    """Delete message ``seq`` of ``stream``, its bytes left to the block's compaction.
+
+    nats-py's ``delete_msg`` asks the server to overwrite the message on disk first, which
+    costs about a millisecond a message; every message ebind deletes one by one is already
+    recorded (a dead letter holds its bytes), so there is nothing to erase.
+
+    Raises:
+        nats.js.errors.APIError: the server refused (``NotFoundError``: no such message).
+    """
+    from nats.js.errors import APIError
+
+    reply = await nc.request(
+        f"$JS.API.STREAM.MSG.DELETE.{stream}",
+        json.dumps({"seq": int(seq), "no_erase": True}).encode(),
+        timeout=DELETE_TIMEOUT,
+    )
+    doc = json.loads(reply.data)
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        raise APIError.from_error(doc["error"])
 
 
 async def purge_stream(

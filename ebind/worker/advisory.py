@@ -34,6 +34,7 @@ from ebind.streams import (
     SCHEDULER_DURABLE,
     TASKS_STREAM,
     WORKER_DURABLE,
+    delete_message,
     dlq_subject,
 )
 from ebind.validate import admit_signed
@@ -241,7 +242,7 @@ class MaxDeliveriesWatcher:
         if env is not None and env.reply_to:
             await self._answer(env, entry.error)
         with contextlib.suppress(Exception):
-            await js.delete_msg(ex.stream, ex.stream_seq)
+            await delete_message(self._app.nc, ex.stream, ex.stream_seq)
         log.error(
             "task.dead_lettered",
             task_id=env.id if env is not None else None,

@@ -33,7 +33,7 @@ from ebind.periodic import HEADER_SCHEDULE, firing_envelope, planted_repeat
 from ebind.progress import ProgressPublisher
 from ebind.retry import RetryPolicy
 from ebind.revoke import revoked_error
-from ebind.streams import RESP_STREAM, TASKS_STREAM, dlq_subject
+from ebind.streams import RESP_STREAM, TASKS_STREAM, delete_message, dlq_subject
 from ebind.validate import admit_envelope, invalid
 from ebind.wire import (
     DLQEntry,
@@ -792,7 +792,9 @@ class AttemptRunner:
             env, result
         )
 
-    async def _respond_again(self, env: TaskEnvelope, result: bytes) -> bool:
+    async def _respond_again(
+        self, env: TaskEnvelope, result: bytes | None, error: TaskError | None = None
+    ) -> bool:
         """:meth:`_respond_stored` after its first publish failed: wait, check, publish again."""
         delay = RESPOND_RETRY_DELAY
         deadline = time.monotonic() + RESPOND_PATIENCE
@@ -804,7 +806,7 @@ class AttemptRunner:
             if await self._answered(env):
                 log.info("worker.response_landed_late", task_id=env.id, task_name=env.name)
                 return True
-            if await self._respond(env, result=result, error=None):
+            if await self._respond(env, result=result, error=error):
                 return True
         return False
 
@@ -868,9 +870,15 @@ class AttemptRunner:
         if not await self._store_dead_letter(msg, env, ctx, policy, error, env.attempt):
             return
         crashpoint("worker.after_dlq")
-        self._outcome(ctx, "dead_lettered", error)
-        if env.reply_to:
+        if env.reply_to and not (
             await self._respond(env, result=None, error=error)
+            or await self._respond_again(env, None, error)
+        ):
+            # The waiter would never learn of the failure: the message comes back (its dead
+            # letter, stored under this message's id, is not stored twice) to answer again.
+            await msg.nak(delay=HOOK_RETRY_DELAY)
+            return
+        self._outcome(ctx, "dead_lettered", error)
         await msg.term()
 
     async def _fail_before_run(
@@ -1151,7 +1159,7 @@ class AttemptRunner:
             spec = (raw.headers or {}).get(HEADER_SCHEDULE, "")
             if not spec or spec.startswith("@at "):
                 return
-            await self._js.delete_msg(TASKS_STREAM, int(raw.seq))
+            await delete_message(self._nc, TASKS_STREAM, int(raw.seq))
         except NotFoundError:
             return  # removed already (another worker got a firing too)
         except Exception as exc:  # the next firing tries again

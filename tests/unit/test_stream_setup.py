@@ -125,7 +125,12 @@ def test_only_size_bounds_with_the_old_discard_policy_on_work_streams_drop_silen
 
     from nats.js import api
 
-    from ebind.streams import DLQ_STREAM, TASKS_STREAM, silent_discard_limits
+    from ebind.streams import (
+        DLQ_STREAM,
+        RESP_STREAM,
+        TASKS_STREAM,
+        silent_discard_limits,
+    )
 
     old, new = api.DiscardPolicy.OLD, api.DiscardPolicy.NEW
     bounded = SimpleNamespace(max_msgs=10, max_bytes=-1, discard=old)
@@ -133,6 +138,9 @@ def test_only_size_bounds_with_the_old_discard_policy_on_work_streams_drop_silen
     both = SimpleNamespace(max_msgs=10, max_bytes=4096, discard=None)  # unset means "old"
     assert silent_discard_limits(TASKS_STREAM, both) == {"max_msgs": 10, "max_bytes": 4096}
     assert silent_discard_limits(TASKS_STREAM, SimpleNamespace(max_msgs=10, discard=new)) == {}
-    assert silent_discard_limits(DLQ_STREAM, bounded) == {}  # dead letters age out by design
+    # Dead letters and results age out by design; a count bound deletes them unrecorded.
+    assert silent_discard_limits(DLQ_STREAM, bounded) == {"max_msgs": 10}
+    assert silent_discard_limits(RESP_STREAM, bounded) == {"max_msgs": 10}
+    assert silent_discard_limits("EBIND_PROGRESS", bounded) == {}  # progress: latest only
     unbounded = SimpleNamespace(max_msgs=-1, max_bytes=-1, discard=old)
     assert silent_discard_limits(TASKS_STREAM, unbounded) == {}
