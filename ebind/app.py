@@ -19,7 +19,13 @@ from ebind.client import Publisher, ResponseRouter
 from ebind.codec import encode_args, encode_raw_args
 from ebind.config import connect_wait_setting
 from ebind.context import Context
-from ebind.errors import InvalidArguments, InvalidName, NotConnected, PublishFailed
+from ebind.errors import (
+    InvalidArguments,
+    InvalidName,
+    NotConnected,
+    PublishFailed,
+    WrongEventLoop,
+)
 from ebind.future import Future
 from ebind.hooks import WorkerHook, WorkerHooks
 from ebind.ids import new_reply_token, new_task_id
@@ -235,10 +241,49 @@ class App:
             "`async with app:` first"
         )
 
+    def _elsewhere(self) -> str:
+        """Why this App cannot serve the running loop, and what to do instead."""
+        from ebind.sync import runs_blocking_api
+
+        loop = self._loop
+        if self._connected_pid != os.getpid():
+            return (
+                f"App {self.name!r} holds its parent process's connection (this process was "
+                "forked after it connected); call `await app.connect()` here to connect afresh"
+            )
+        if loop is not None and runs_blocking_api(loop):
+            where = "the blocking API's background loop (app.sync / task.sync connected it)"
+        elif loop is not None and loop.is_running():
+            where = "an event loop running in another thread"
+        else:
+            where = "an event loop that is no longer running (close an App before its loop ends)"
+        return (
+            f"App {self.name!r} is connected on another event loop: {where}; a connection "
+            "serves only the loop it was opened on. From sync code use app.sync / task.sync; "
+            "to use the App from this loop, close it first (app.sync.close() for the blocking "
+            "API's connection, else `await app.close()` on its own loop) and connect here"
+        )
+
+    def _check_loop(self) -> None:
+        """Raise WrongEventLoop when connected on another loop than the running one."""
+        if asyncio.get_running_loop() is not self._loop and self._nc is not None:
+            raise WrongEventLoop(self._elsewhere())
+
     async def connect(self) -> None:
-        """Connect, check the server version, ensure streams/buckets, subscribe to responses."""
+        """Connect, check the server version, ensure streams/buckets, subscribe to responses.
+
+        A no-op when already connected on this event loop; raises WrongEventLoop when the
+        App is connected on another one (the blocking API's background loop, say). In a
+        process forked after the App connected, it leaves the parent's connection untouched
+        and connects afresh.
+        """
         if self._nc is not None:
-            return
+            if self._connected_pid == os.getpid():
+                self._check_loop()
+                return
+            from ebind.sync import abandon
+
+            abandon(self)  # the parent's, inherited through fork: this process needs its own
         from ebind.connection import connect_options, open_connection
         from ebind.embed import check_server_version
 
@@ -560,6 +605,10 @@ class App:
         kwargs: Mapping[str, Any],
         options: TaskOptions,
     ) -> Future[Any]:
+        # Before anything is published: a publish from another loop's thread would race the
+        # connection's own, and its PubAck wait would fail although the server stored it.
+        if asyncio.get_running_loop() is not self._loop and self._nc is not None:
+            raise WrongEventLoop(self._elsewhere())
         env, fut = self._prepare(spec, name, args, kwargs, options)
         assert self._publisher is not None  # _prepare checked the connection
         ack = await self._publisher.publish(env, countdown=options.countdown, eta=options.eta)
@@ -579,6 +628,7 @@ class App:
         Raises the first publish's error once all of them are settled; the Futures of the
         publishes the server did confirm are on the error's ``accepted`` (those tasks run).
         """
+        self._check_loop()
         prepared = [self._prepare(spec, name, a, kw, options) for a, kw in calls]
         futures = [fut for _, fut in prepared]
         if not prepared:
@@ -672,9 +722,11 @@ class App:
             PayloadTooLarge: envelope plus headers exceed the server's max_payload.
             PublishFailed: no confirmation in time; retrying with the same id/msg_id is safe.
             PermissionDenied: this NATS user may not publish to the task's subject.
+            WrongEventLoop: the App is connected on another event loop than the running one.
         """
         if self._publisher is None:
             raise NotConnected(self._not_connected())
+        self._check_loop()
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)
         return await self._publisher.publish(env, msg_id=msg_id, countdown=countdown, eta=eta)

@@ -510,6 +510,8 @@ class ResponseRouter:
         self._sleepers: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         """The connection's loop, kept by start() (one getpid system call less per waiter)."""
+        self.closed = False
+        """Set by stop(): no response reaches this router's waiters any more."""
 
     async def start(self) -> None:
         """Subscribe; call once after connecting."""
@@ -519,7 +521,8 @@ class ResponseRouter:
         )
 
     async def stop(self) -> None:
-        """Unsubscribe; waiters keep their futures (they can still fall back to the stream)."""
+        """Unsubscribe and wake every waiter: ``Future.result`` then raises NotConnected."""
+        self.closed = True
         if self._sub is not None:
             sub, self._sub = self._sub, None
             try:

@@ -15,6 +15,7 @@ The tree::
     ├── ServerVersionError                         nats-server older than ebind supports
     ├── DLQEntryNotFound (KeyError)                no dead letter at that sequence
     ├── NotConnected (RuntimeError)                an App was used before connect() / after close()
+    │   └── WrongEventLoop                         used from a loop it is not connected on
     ├── NonRetryable                               raised by a handler: fail now, never retry
     └── WorkflowError                              the seed's sentinels
         ├── CycleError
@@ -77,6 +78,7 @@ __all__ = [
     "TaskTimeout",
     "UnknownTask",
     "WorkflowError",
+    "WrongEventLoop",
 ]
 
 
@@ -221,6 +223,10 @@ class DLQEntryNotFound(EbindError, KeyError):
 
 class NotConnected(EbindError, RuntimeError):
     """The App is not connected; call ``await app.connect()`` or use ``async with app``."""
+
+
+class WrongEventLoop(NotConnected):
+    """The App was used from an event loop other than the one its connection runs on."""
 
 
 class NonRetryable(EbindError):

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from ebind.codec import decode_result
-from ebind.errors import PermissionDenied, ResultExpired, TaskFailed, TaskTimeout
+from ebind.errors import (
+    InvalidArguments,
+    NotConnected,
+    PermissionDenied,
+    ResultExpired,
+    TaskFailed,
+    TaskTimeout,
+    WrongEventLoop,
+)
 from ebind.logging import get_logger
 from ebind.payload import PayloadUnreadable, unseal
 from ebind.progress import Progress, read_progress
@@ -20,7 +29,7 @@ if TYPE_CHECKING:
     from ebind.client import ResponseRouter
     from ebind.revoke import Revocation
 
-__all__ = ["Future"]
+__all__ = ["Future", "check_timeout"]
 
 R = TypeVar("R")
 log = get_logger("ebind.client")
@@ -29,6 +38,26 @@ log = get_logger("ebind.client")
 # Reconnects and slow-consumer drops wake waiters at once, so this is only a last resort.
 _FIRST_CHECK = 5.0
 _MAX_CHECK = 60.0
+
+
+def check_timeout(timeout: object, parameter: str = "timeout") -> float | None:
+    """``timeout`` as seconds to wait (None: no bound); InvalidArguments unless a finite >= 0."""
+    if timeout is None:
+        return None
+    # A NaN deadline never compares as passed, so the wait would never end.
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise InvalidArguments(
+            f"{parameter} must be a number of seconds or None, got {type(timeout).__name__} "
+            f"{timeout!r}",
+            parameter=parameter,
+        )
+    if not math.isfinite(timeout) or timeout < 0:
+        raise InvalidArguments(
+            f"{parameter} must be a finite number of seconds >= 0, got {timeout!r}; "
+            "pass None to wait without a bound",
+            parameter=parameter,
+        )
+    return float(timeout)
 
 
 class Future(Generic[R]):
@@ -129,15 +158,35 @@ class Future(Generic[R]):
         retention (the server's removal marker says so) before this waiter read it.
         Raises PermissionDenied when this NATS user may not read the task's stored response (the
         result of another client id).
+        Raises NotConnected when the App's connection this Future waits on was closed (ask
+        again with ``app.future(task_id, token=fut.token)``), WrongEventLoop when awaited on
+        another event loop than that connection's, and InvalidArguments for a ``timeout``
+        that is not None or a finite number >= 0.
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._waiter.done():  # the common case once tasks run: nothing to wait for
             return self._decode(self._waiter.result())
+        router = self._router
         loop = asyncio.get_running_loop()
+        if loop is not router._loop:
+            raise WrongEventLoop(
+                f"the Future of task {self._name or ''} {self._id} belongs to a connection on "
+                "another event loop; await it on that loop, or ask again on this loop's "
+                "connection with app.future(task_id, token=fut.token)"
+            )
         deadline = None if timeout is None else loop.time() + timeout
         if self._check_first:
             await self._check_stream()
         check = _FIRST_CHECK
         while not self._waiter.done():
+            if router.closed:
+                raise NotConnected(
+                    f"task {self._name or ''} {self._id}: the connection this Future waited on "
+                    "was closed, so its response cannot arrive here; ask again on the App's "
+                    "current connection with app.future(task_id, token=fut.token) "
+                    "(app.sync.future in blocking code)"
+                )
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise TaskTimeout(

@@ -26,11 +26,13 @@ import contextlib
 import enum
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from ebind.errors import EbindError, NotConnected, TaskTimeout
+from ebind.future import check_timeout
 from ebind.logging import get_logger
 from ebind.task import DEFAULT_OPTIONS, TaskOptions
 
@@ -42,7 +44,16 @@ if TYPE_CHECKING:
     from ebind.workflow.dag import DAG, Step
     from ebind.workflow.types import DAGMeta
 
-__all__ = ["Route", "SyncApp", "SyncCallInEventLoop", "SyncResult", "SyncTask", "route"]
+__all__ = [
+    "Route",
+    "SyncApp",
+    "SyncCallInEventLoop",
+    "SyncResult",
+    "SyncTask",
+    "abandon",
+    "route",
+    "runs_blocking_api",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,6 +62,11 @@ log = get_logger("ebind.sync")
 
 # Bounds the goodbye at interpreter exit: a server that is gone must not hold the exit up.
 _CLOSE_TIMEOUT = 5.0
+# A waiting thread looks this often whether the loop serving its call still runs: a loop
+# stopped mid-call would otherwise leave it blocked for good.
+_LOOP_CHECK = 1.0
+# How long past its own timeout a call may take before its loop counts as blocked.
+_LOOP_GRACE = 5.0
 
 
 class SyncCallInEventLoop(EbindError, RuntimeError):
@@ -132,13 +148,23 @@ def _after_fork_in_child() -> None:
     global _runtime
     old = _runtime
     for app in old.apps:
-        _abandoned.append(app._forget_connection())
+        abandon(app)
     _abandoned.append((old.loop, old.thread))
     _runtime = _Runtime()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(lambda: _runtime.close())
+
+
+def abandon(app: App) -> None:
+    """Drop ``app``'s connection unclosed and keep it from the collector (a fork's copy)."""
+    _abandoned.append(app._forget_connection())
+
+
+def runs_blocking_api(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``loop`` is this process's background loop of the blocking API."""
+    return loop is _runtime.loop
 
 
 class Route(enum.Enum):
@@ -174,7 +200,7 @@ def _loop_for(app: App) -> asyncio.AbstractEventLoop:
     running = _thread_loop()
     if app._nc is not None and app._connected_pid != os.getpid():
         # Connected by the parent before a fork: that connection is the parent's.
-        _abandoned.append(app._forget_connection())
+        abandon(app)
     loop = app._loop
     connected = app._nc is not None and loop is not None
     decision = route(
@@ -211,16 +237,40 @@ def _in_loop_message() -> str:
     )
 
 
-def _wait(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+def _wait(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float | None = None
+) -> T:
+    """Run ``coro`` on ``loop`` and block for its outcome.
+
+    ``timeout`` is the call's own bound (the coroutine enforces it): past it and a grace the
+    loop counts as blocked. A loop that stops meanwhile raises NotConnected.
+    """
     if _thread_loop() is not None:
         # Waiting here would stall this thread's loop, or deadlock when it is ``loop``.
         coro.close()
         raise SyncCallInEventLoop(_in_loop_message())
     cf: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+    deadline = None if timeout is None else time.monotonic() + timeout + _LOOP_GRACE
     try:
-        return cf.result()
+        while True:
+            left = _LOOP_CHECK if deadline is None else deadline - time.monotonic()
+            try:
+                return cf.result(max(0.0, min(_LOOP_CHECK, left)))
+            except concurrent.futures.TimeoutError:
+                if cf.done():  # the call's own TaskTimeout, or it finished just now
+                    return cf.result(0)
+            if not loop.is_running():
+                raise NotConnected(
+                    "the event loop serving this blocking call stopped while it waited; "
+                    "connect again (app.sync.connect()) and repeat the call"
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeout(
+                    f"the event loop serving this blocking call did not answer within "
+                    f"{timeout}s (plus {_LOOP_GRACE}s): it is blocked; the call may still run"
+                )
     except BaseException:
-        # Interrupted here (KeyboardInterrupt): stop the call on the loop too.
+        # Interrupted here (KeyboardInterrupt), or given up: stop the call on the loop too.
         cf.cancel()
         raise
 
@@ -278,14 +328,31 @@ class SyncResult(Generic[R]):
         return self._future.done()
 
     def get(self, timeout: float | None = None) -> R:
-        """Block until the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds."""
-        if self._pid != os.getpid() or not self._loop.is_running():
-            raise NotConnected(
-                f"the result handle of task {self.id} belongs to a connection that is gone "
-                "(closed, or left in the parent process by fork); ask again with "
-                "app.sync.future(task_id)"
-            )
-        return _wait(self._loop, self._future.result(timeout))
+        """Block until the result; raises TaskFailed, or TaskTimeout after ``timeout`` seconds.
+
+        Raises NotConnected when the handle's connection is gone (closed, its loop stopped,
+        or left in the parent process by fork), InvalidArguments for a ``timeout`` that is
+        not None or a finite number >= 0.
+        """
+        wait = check_timeout(timeout)
+        self._check_connected()
+        return _wait(self._loop, self._future.result(wait), wait)
+
+    def _check_connected(self) -> None:
+        """Raise NotConnected when no response can reach this handle any more."""
+        if self._pid != os.getpid():
+            gone = "it was left in the parent process by fork"
+        elif not self._loop.is_running():
+            gone = "its event loop stopped"
+        elif self._future._router.closed:
+            gone = "it was closed (app.sync.close())"
+        else:
+            return
+        raise NotConnected(
+            f"the result handle of task {self.id} belongs to a connection that is gone: "
+            f"{gone}; ask again on the App's current connection with "
+            "app.sync.future(task_id, token=handle.token)"
+        )
 
     def __repr__(self) -> str:
         state = "ready" if self.ready() else "pending"
@@ -441,7 +508,11 @@ class SyncApp:
         return SyncResult(_wait(loop, make()), loop)
 
     def gather(self, results: Iterable[SyncResult[R]], timeout: float | None = None) -> list[R]:
-        """Every result, in order, waiting on all at once; ``timeout`` bounds the whole wait."""
+        """Every result, in order, waiting on all at once; ``timeout`` bounds the whole wait.
+
+        Raises NotConnected, as ``SyncResult.get`` does, for a handle whose connection is gone.
+        """
+        timeout = check_timeout(timeout)
         handles = list(results)
         if not handles:
             return []
@@ -452,13 +523,14 @@ class SyncApp:
                     f"the result handle of task {h.id} belongs to another connection; "
                     "gather the handles of one App at a time"
                 )
+            h._check_connected()
 
         async def wait_all() -> list[R]:
             async with asyncio.timeout(timeout):
                 return list(await asyncio.gather(*(h._future.result() for h in handles)))
 
         try:
-            return _wait(loop, wait_all())
+            return _wait(loop, wait_all(), timeout)
         except TimeoutError as exc:
             if isinstance(exc, TaskTimeout):
                 raise

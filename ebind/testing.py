@@ -19,7 +19,9 @@ Fixtures (all function-scoped; everything they start is stopped afterwards):
 - ``ebind_node``: an embedded ``nats-server`` with JetStream on 127.0.0.1, an OS-picked
   port and a temporary store (:class:`ebind.embed.Node`).
 - ``ebind_app_factory``: ``await factory(app=None, **App_options)`` points ``app`` (or a new
-  ``App("test")``) at ``ebind_node``, connects it and closes it after the test.
+  ``App("test")``) at ``ebind_node``, connects it on the test's event loop and closes it
+  after the test. An App connected already (to another server, or on another loop such as
+  the blocking API's) is closed there first, so the test never talks to the wrong server.
 - ``ebind_app``: a connected, empty ``App("test")`` (register tasks on it in the test).
 - ``ebind_worker``: ``await ebind_worker(app=None, **Worker_options)`` starts
   ``app.worker(...)`` in the background (default: ``ebind_app``; scheduler off unless
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - depends on the user's environme
 
 from ebind.app import App
 from ebind.embed import Node, start_node
+from ebind.sync import abandon
 
 if TYPE_CHECKING:
     from ebind.worker import Worker
@@ -131,11 +135,36 @@ class _Factory:
             app = App(options.pop("name", "test"), nats_url=self.node.client_url, **options)
         elif options:
             raise TypeError("pass App options only when the factory creates the App")
-        else:
+        elif not self._serves(app):
+            await _disconnect(app)
             app.servers = [self.node.client_url]
         await app.connect()
-        self.apps.append(app)
+        if app not in self.apps:
+            self.apps.append(app)
         return app
+
+    def _serves(self, app: App) -> bool:
+        """True when ``app`` is connected to this node on this loop already (a second call)."""
+        return (
+            app._nc is not None
+            and app._loop is asyncio.get_running_loop()
+            and app.servers == [self.node.client_url]
+        )
+
+
+async def _disconnect(app: App) -> None:
+    """Close ``app``'s connection wherever it was opened, so that it connects afresh here."""
+    loop = app._loop
+    if app._nc is None:
+        return
+    if loop is asyncio.get_running_loop():
+        await app.close()
+    elif loop is not None and loop.is_running() and app._connected_pid == os.getpid():
+        # Its own loop (the blocking API's, another thread's) must run the close.
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(app.close(), loop))
+    else:
+        # A forked parent's socket must stay open; a stopped loop cannot run a close.
+        abandon(app)
 
 
 @pytest_asyncio.fixture

@@ -83,6 +83,7 @@ def test_errors_all_is_pinned() -> None:
         "TaskTimeout",
         "UnknownTask",
         "WorkflowError",
+        "WrongEventLoop",
     ]
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ebind._embed_proc import http_get
@@ -82,3 +84,36 @@ def await_connections(node: Node, name: str, count: int, within: float = 5.0) ->
     while (seen := connections_named(node, name)) != count:
         assert time.monotonic() < deadline, f"{seen} connections named {name!r}, not {count}"
         time.sleep(0.05)
+
+
+def in_forked_child(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Fork, run ``run()`` in the child and return its report (``error`` when it raised).
+
+    The child leaves with ``os._exit`` (no cleanup of what it inherited); the child's exit
+    status must be 0 and is checked here.
+    """
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns on fork with threads running: forking such a process is
+        # exactly what gunicorn and uWSGI do, and what these tests check.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        code = 1
+        try:
+            report = run()
+            code = 0
+        except BaseException as exc:
+            report = {"error": repr(exc)}
+        finally:
+            try:
+                os.write(write_fd, json.dumps(report).encode())
+            finally:
+                os._exit(code)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as f:
+        report = json.loads(f.read() or b"{}")
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    return report  # type: ignore[no-any-return]

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
-
 import pytest
-from sync_helpers import await_connections, connections_named, worker_thread
+from sync_helpers import await_connections, connections_named, in_forked_child, worker_thread
 from sync_tasks import app_pair
 
 from ebind.embed import Node
 from ebind.errors import NotConnected
-
-
-def _child(write_fd: int, run: object) -> None:
-    """Run ``run()`` in the forked child, write its report, and exit without cleanup."""
-    code = 1
-    try:
-        report = run()  # type: ignore[operator]
-        os.write(write_fd, json.dumps(report).encode())
-        code = 0
-    except BaseException as exc:
-        os.write(write_fd, json.dumps({"error": repr(exc)}).encode())
-    finally:
-        os._exit(code)
 
 
 def test_fork_after_first_use_then_use_in_the_child(nats_node: Node) -> None:
@@ -47,20 +30,7 @@ def test_fork_after_first_use_then_use_in_the_child(nats_node: Node) -> None:
                 producer.sync.close()
                 return {"value": value, "values": values, "stale": stale, "conns": conns}
 
-            read_fd, write_fd = os.pipe()
-            with warnings.catch_warnings():
-                # Python 3.12+ warns on fork with threads running: forking such a process
-                # is exactly what gunicorn and uWSGI do, and what this test checks.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-            if pid == 0:
-                os.close(read_fd)
-                _child(write_fd, in_child)
-            os.close(write_fd)
-            _, status = os.waitpid(pid, 0)
-            with os.fdopen(read_fd, "rb") as f:
-                report = json.loads(f.read() or b"{}")
-            assert os.waitstatus_to_exitcode(status) == 0, report
+            report = in_forked_child(in_child)
             assert report["value"] == 42
             assert report["values"] == [2, 4]
             assert "left in the parent process by fork" in report["stale"]

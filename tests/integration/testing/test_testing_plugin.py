@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from plugin_runs import run_user_tests
 
 pytest_plugins = ["pytester"]
 
 USER_TESTS = """
-import pytest
-
-import ebind
-
-app = ebind.App("user")
-
-
-@app.task(name="user.add")
-async def add(a: int, b: int) -> int:
-    return a + b
-
 
 @pytest.mark.asyncio
 async def test_my_app_against_a_real_node(ebind_app_factory, ebind_worker, ebind_node):
@@ -46,8 +36,4 @@ async def test_nodes_are_per_test(ebind_node, ebind_app):
 
 
 def test_plugin_fixtures_run_user_tasks_end_to_end(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest('pytest_plugins = ["ebind.testing"]\n')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", timeout=90)
-    result.assert_outcomes(passed=3)
+    run_user_tests(pytester, USER_TESTS, passed=3)
