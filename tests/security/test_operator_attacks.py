@@ -142,23 +142,25 @@ async def test_a_repeated_requeue_of_the_same_entry_is_recognised(nats_url: str)
         )
         await app.js.publish("DLQ.rev.again", encoder.encode(entry))
         seq = await _only_letter(app)
-        real_delete = app.js.delete_msg
+        import ebind.dlq
+
+        real_delete = ebind.dlq.delete_message
         calls = 0
 
-        async def crash_once(*args: object, **kwargs: object) -> object:
+        async def crash_once(*args: object, **kwargs: object) -> None:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise OSError("crashed before the delete")
-            return await real_delete(*args, **kwargs)  # type: ignore[arg-type]
+            await real_delete(*args, **kwargs)  # type: ignore[arg-type]
 
-        app.js.delete_msg = crash_once  # type: ignore[method-assign]
+        ebind.dlq.delete_message = crash_once  # type: ignore[assignment]
         try:
             with pytest.raises(OSError):
                 await app.dlq.requeue(seq)
             assert await app.dlq.requeue(seq) == "t-again"
         finally:
-            app.js.delete_msg = real_delete  # type: ignore[method-assign]
+            ebind.dlq.delete_message = real_delete
         after = await app.js.stream_info(TASKS_STREAM, subjects_filter="TASKS.rev.again")
         assert sum((after.state.subjects or {}).values()) == 1
         assert await app.dlq.count() == 0
