@@ -267,14 +267,16 @@ class DeadLetters:
         """
         from nats.js.errors import NotFoundError
 
+        subject = task_subject(env.name, env.target, env.queue, env.priority)
+        kept: TaskEnvelope | None = None
         try:
             raw = await self._app.js.get_msg(TASKS_STREAM, seq=task_seq)
-            kept = decode_envelope(raw.data or b"")
+            if str(raw.subject) == subject:  # a copy elsewhere would run nowhere
+                kept = decode_envelope(raw.data or b"")
         except NotFoundError:
-            kept = None  # already taken by a worker: which message it was is unknown
+            pass  # already taken by a worker: which message it was is unknown
         except Exception as exc:  # unreadable, or not an envelope: not this task either
             log.info("dlq.duplicate_unreadable", seq=task_seq, error=repr(exc))
-            kept = None
         if kept is not None and (kept.id, kept.name, kept.payload) == (
             env.id,
             env.name,
@@ -287,7 +289,7 @@ class DeadLetters:
             "dead letter is kept: check `ebind task get` for the task, and requeue it again "
             "once the stream's duplicate window has passed",
             task_id=env.id,
-            subject=task_subject(env.name, env.target, env.queue, env.priority),
+            subject=subject,
         )
 
     async def requeue_all(

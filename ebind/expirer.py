@@ -393,7 +393,7 @@ class Expirer:
         done = 0
         self.behind = False
         for subject in EXPIRED_SUBJECTS:
-            seq, batch, seen = 1, [], 0
+            seq, batch, seen, recorded = 1, [], 0, 0
             young = False
             while seen < MAX_PER_PASS and not young:
                 page = await tasks_from(self.app.js, seq, subject, RECORD_AT_ONCE)
@@ -405,7 +405,6 @@ class Expirer:
                     if not is_expired(stored_at, horizon, datetime.now(UTC)):
                         young = True  # stream order: everything after is younger
                         break
-                    seen += 1
                     if consumers is None:
                         consumers = await deliveries(self.app.js)
                     plan = expiry_for(
@@ -419,12 +418,16 @@ class Expirer:
                         headers=raw.headers,
                         signer=signer,
                     )
-                    if plan is not None:
+                    if plan is not None:  # None: a worker holds it, inside its allowance
                         batch.append((plan, seq - 1))
-                done += await self._record_all(batch)
+                        seen += 1
+                recorded += await self._record_all(batch)
                 batch = []
-            if seen >= MAX_PER_PASS and not young:
-                self.behind = True  # the cap, not the young end, ended this subject
+            done += recorded
+            if seen >= MAX_PER_PASS and not young and recorded:
+                # The cap, not the young end, ended this subject, and the pass moved on:
+                # the next one goes at once (one that records nothing waits its interval).
+                self.behind = True
         if done:
             self.expired += done
             log.warning("expirer.expired", count=done, horizon=horizon)

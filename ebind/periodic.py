@@ -46,7 +46,6 @@ from ebind.client import message_size
 from ebind.cron import every_header, parse_cron, parse_go_duration
 from ebind.errors import InvalidArguments, PayloadTooLarge, PermissionDenied, PublishFailed
 from ebind.payload import PayloadCodec, seal
-from ebind.schedule import SCHEDULED_PREFIX
 from ebind.signing import HEADER_SIGNATURE, Signer
 from ebind.streams import (
     TASKS_STREAM,
@@ -95,13 +94,14 @@ HEADER_SCHEDULE_NEXT = "Nats-Schedule-Next"
 
 
 def planted_repeat(msg: Any) -> str | None:
-    """The countdown subject of a repeating schedule that fired ``msg``, else None.
+    """The subject of a repeating schedule outside ``TASKS_SCHEDULES`` that fired ``msg``.
 
-    ebind puts only one-shot schedules (countdown / eta tasks, delayed copies) on
-    ``TASKS_SCHEDULED.<id>``; repeating ones live on ``TASKS_SCHEDULES.<name>``, where
-    ``ebind schedule ls`` shows them. A producer may publish countdowns, so it could put a
-    repeating schedule there that fires forever and that no listing shows: its firings
-    say so (a next firing time, not ``purge``) in headers only the server sets.
+    ebind makes repeating schedules only on ``TASKS_SCHEDULES.<name>``, where ``ebind
+    schedule ls`` shows them; everywhere else (the countdown subjects, and the task subjects
+    producers publish on) it stores one-shot schedules at most. A producer could put a
+    repeating schedule on one of those that fires forever and that no listing shows: its
+    firings say so (a next firing time, not ``purge``) in headers only the server sets.
+    None for anything else.
     """
     raw = getattr(msg, "raw_headers", None)
     if raw is not None and _SCHEDULER_NAME not in raw:
@@ -110,10 +110,10 @@ def planted_repeat(msg: Any) -> str | None:
     if not headers:
         return None
     scheduler = headers.get(HEADER_SCHEDULER, "")
-    if not scheduler.startswith(SCHEDULED_PREFIX + "."):
-        return None
+    if not scheduler or scheduler.startswith(SCHEDULES_PREFIX + "."):
+        return None  # not a firing, or a listed periodic schedule
     if headers.get(HEADER_SCHEDULE_NEXT, "purge") == "purge":
-        return None
+        return None  # a one-shot: removed by the server once it fired
     return str(scheduler)
 
 

@@ -468,8 +468,8 @@ class AttemptRunner:
         planted = planted_repeat(msg)
         if planted is not None:
             return invalid(
-                f"fired by a repeating schedule on {planted}, where only one-shot countdown "
-                "tasks belong (repeating ones are made with app.schedule, on "
+                f"fired by a repeating schedule on {planted}, where only one-shot tasks "
+                "belong (repeating ones are made with app.schedule, on "
                 "TASKS_SCHEDULES.<name>); the schedule is removed"
             )
         # Every field is untrusted: nothing below runs (no hook, no reply) unless the
@@ -874,10 +874,16 @@ class AttemptRunner:
             await self._respond(env, result=None, error=error)
             or await self._respond_again(env, None, error)
         ):
-            # The waiter would never learn of the failure: the message comes back (its dead
-            # letter, stored under this message's id, is not stored twice) to answer again.
-            await msg.nak(delay=HOOK_RETRY_DELAY)
-            return
+            # Retried like a result for RESPOND_PATIENCE; a redelivery would run the handler
+            # again (a NonRetryable one too), so the dead letter stays the only record.
+            log.error(
+                "worker.failure_unanswered",
+                task_id=env.id,
+                task_name=env.name,
+                error_kind=error.kind,
+                note="the results stream refused the failure response; the dead letter "
+                "records the failure",
+            )
         self._outcome(ctx, "dead_lettered", error)
         await msg.term()
 
@@ -1146,11 +1152,12 @@ class AttemptRunner:
         )
 
     async def _remove_planted(self, subject: str) -> None:
-        """Delete the repeating schedule stored on countdown subject ``subject``.
+        """Delete the repeating schedule stored on ``subject`` (never a ``TASKS_SCHEDULES`` one).
 
-        Only the schedule message itself, read back first: it must still be a repeating
-        schedule (a one-shot countdown stored there since is left alone). Its firings are
-        already dead-lettered, so the schedule's body is on record.
+        Only the schedule message itself, read back first: the newest message there must
+        still be a repeating schedule (a one-shot task stored there since is left alone,
+        and the next firing tries again). Its firings are dead-lettered unrun either way,
+        so the schedule's body is on record.
         """
         from nats.js.errors import NotFoundError
 

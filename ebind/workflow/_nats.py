@@ -65,7 +65,7 @@ def build_from_app(cls: type[Workflow], app: Any, **options: Any) -> Workflow:
     js = app.js
     replicas = int(getattr(app, "replicas", 1) or 1)
     options.setdefault("liveness", NatsLiveness(js))
-    options.setdefault("presence", NatsPresence(js))
+    options.setdefault("presence", NatsPresence(js, signer=getattr(app, "signer", None)))
     options.setdefault("registry", getattr(app, "registry", None))
     retention = getattr(app, "retention", None)
     if retention is not None:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ebind.logging import get_logger
 from ebind.streams import TASKS_STREAM
+
+if TYPE_CHECKING:
+    from ebind.signing import Signer
 
 __all__ = [
     "NatsPresence",
@@ -156,9 +159,11 @@ class Presence(Protocol):
 class NatsPresence:
     """:class:`Presence` through ``STREAM.MSG.GET`` on ``EBIND_TASKS`` (one request)."""
 
-    def __init__(self, js: Any, stream: str = TASKS_STREAM) -> None:
+    def __init__(self, js: Any, stream: str = TASKS_STREAM, signer: Signer | None = None) -> None:
         self._js = js
         self._stream = stream
+        # A signing App publishes under keyed msg-ids (Signer.dedupe_id): compare those.
+        self._signer = signer
 
     async def present(self, seq: int, expected_msg_id: str) -> bool:
         """True when the stream holds ``seq`` with that msg-id (a failed look-up raises)."""
@@ -171,6 +176,8 @@ class NatsPresence:
         # A sequence is never reused by one stream, but a stream deleted and created again
         # starts over: the msg-id says whether the message there is this step's.
         found = (raw.headers or {}).get(_MSG_ID_HEADER)
+        if self._signer is not None:
+            expected_msg_id = self._signer.dedupe_id(expected_msg_id)
         if found != expected_msg_id:
             _log.info("step.message_replaced", seq=seq, expected=expected_msg_id, found=found)
             return False
