@@ -276,7 +276,7 @@ class DAGNotPaused(WorkflowError):
 
 
 class DAGNotRunning(WorkflowError):
-    """Pause was called on a DAG that is not running."""
+    """The DAG is not running: a pause of it, or a step added to it once it finished."""
 
     default_message = "workflow: DAG not running"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from ebind.cli.output import age, status_style, style, truncate
+from ebind.cli.output import age, printable, status_style, style, truncate
 from ebind.workflow.debug import STEP_GLYPHS
 from ebind.workflow.types import BPState, DAGMeta, Event, EventKind, StepRecord, StepStatus
 
@@ -165,7 +165,10 @@ def step_detail_lines(rec: StepRecord, rev: int, now: datetime) -> list[str]:
     )
     flags = "  optional" if rec.optional else ""
     flags += "  held" if rec.held else ""
-    return [head + flags] + [f"  {(k + ':').ljust(width)} {v}" for k, v in rows]
+    # Every value was read from a record others may write: no escape sequence passes.
+    return [printable(head + flags)] + [
+        f"  {(k + ':').ljust(width)} {printable(v)}" for k, v in rows
+    ]
 
 
 def event_line(ev: Event, at: datetime) -> str:
@@ -187,4 +190,4 @@ def event_line(ev: Event, at: datetime) -> str:
         line += f"  position={ev.bp_position} label={','.join(ev.bp_labels)}"
     elif ev.kind is EventKind.SIGNAL:
         line += f"  ⚑ name={ev.signal_name}"
-    return line
+    return printable(line)  # an event's strings are whatever its publisher wrote

@@ -10,7 +10,6 @@ a traceback. People get aligned tables (coloured only on a terminal); scripts pa
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
+from ebind._printable import printable
 from ebind.errors import DAGNotFound, EbindError, StepNotFound
 
 if TYPE_CHECKING:
@@ -137,18 +137,6 @@ def status_style(status: str) -> str:
 def _visible_len(text: str) -> int:
     # Widths must ignore the ANSI escapes added by style().
     return len(click.unstyle(text))
-
-
-_CONTROL = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character shown as ``?``, colour codes kept.
-
-    Cells hold strings read from records another program may have written; an escape
-    sequence in one could move the cursor, rewrite the screen or set the terminal title.
-    """
-    return _CONTROL.sub(lambda m: m.group() if len(m.group()) > 1 else "?", text)
 
 
 def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

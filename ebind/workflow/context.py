@@ -9,13 +9,15 @@ handler, its dependencies must exist, and it may not close a cycle.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ebind.context import Context, current_context
-from ebind.errors import DAGCanceled, DuplicateStep, StaleRevision
+from ebind.errors import DAGCanceled, DAGNotRunning, DuplicateStep, StaleRevision
 from ebind.logging import get_logger
 from ebind.retry import RetryPolicy
 from ebind.wire import TaskEnvelope
@@ -23,12 +25,14 @@ from ebind.workflow.dag import Step, build_record, placement_of
 from ebind.workflow.graph import check_dynamic_step, graph_of
 from ebind.workflow.placement import rewrite_colocate_here
 from ebind.workflow.types import (
+    DAGMeta,
     DAGStatus,
     Event,
     EventKind,
     PlacementMode,
     PlacementSpec,
     StepRecord,
+    StepStatus,
 )
 
 if TYPE_CHECKING:
@@ -83,17 +87,13 @@ class ContextDAG:
 
         Raises:
             DAGCanceled: the DAG was canceled.
+            DAGNotRunning: the DAG is finished (done or failed).
             DuplicateStep: the id is taken by a step running another task.
             InvalidArguments: bad arguments, or a dependency on an unknown step.
             CycleError: the step would close a cycle.
         """
         meta, _ = await self._wf.store.get_meta(self.dag_id)
-        if meta.status is DAGStatus.CANCELED:
-            raise DAGCanceled(
-                f"workflow: DAG {self.dag_id!r} is canceled; step {step_id!r} not added",
-                dag_id=self.dag_id,
-                step_id=step_id,
-            )
+        self._check_open(meta, step_id)
         spec = placement_of(target, colocate_with, follow_target_of)
         if colocate_here:
             spec = (PlacementSpec(mode=PlacementMode.COLOCATE_HERE), [])
@@ -134,13 +134,39 @@ class ContextDAG:
             graph_of(listed), step_id, [*rec.deps, *rec.optional_deps], dag_id=self.dag_id
         )
         try:
-            await store.put_step(self.dag_id, step_id, rec, 0)
+            rev = await store.put_step(self.dag_id, step_id, rec, 0)
         except StaleRevision:
             current, _ = await store.get_step(self.dag_id, step_id)
             return self._readd(current, rec.fn_name, fn)
+        # A cancel (or the DAG's end) may have landed after the check above and listed the
+        # steps before this one existed: nothing would ever settle it, so it is canceled here.
+        meta, _ = await store.get_meta(self.dag_id)
+        if meta.status.terminal:
+            with contextlib.suppress(StaleRevision):  # someone settled it already
+                late = msgspec.structs.replace(
+                    rec, status=StepStatus.CANCELED, finished_at=datetime.now(UTC)
+                )
+                await store.put_step(self.dag_id, step_id, late, rev)
+            self._check_open(meta, step_id)
         _log.info("dag.step_added", dag_id=self.dag_id, step_id=step_id, parent=self.parent_step_id)
         await self._announce(step_id)
         return Step(self.dag_id, step_id, fn)
+
+    def _check_open(self, meta: DAGMeta, step_id: str) -> None:
+        """Raise unless the DAG can still take a step (it is not canceled or finished)."""
+        if meta.status is DAGStatus.CANCELED:
+            raise DAGCanceled(
+                f"workflow: DAG {self.dag_id!r} is canceled; step {step_id!r} not added",
+                dag_id=self.dag_id,
+                step_id=step_id,
+            )
+        if meta.status.terminal:
+            raise DAGNotRunning(
+                f"workflow: DAG {self.dag_id!r} is {meta.status.value}; step {step_id!r} not "
+                "added (a finished DAG runs nothing more)",
+                dag_id=self.dag_id,
+                step_id=step_id,
+            )
 
     def _readd(self, existing: StepRecord, fn_name: str, fn: object) -> Step:
         if existing.fn_name != fn_name:

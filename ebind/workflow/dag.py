@@ -24,6 +24,7 @@ from ebind.errors import DAGNotFound, DuplicateStep, InvalidArguments, StaleRevi
 from ebind.logging import get_logger
 from ebind.retry import RetryPolicy
 from ebind.streams import check_id, check_target
+from ebind.validate import MAX_NESTING, too_deep
 from ebind.workflow import _keys
 from ebind.workflow._args import bind_step_args, spec_of, task_name_of
 from ebind.workflow._lanes import in_lanes
@@ -162,6 +163,7 @@ def build_record(
     check_id(step_id, "step id")
     name = task_name_of(fn)
     values = bind_step_args(fn, args, kwargs)
+    args_json = _step_args_json(step_id, values)
     refs = find_refs(values)
     ref_deps = [p.step_id for p in refs if isinstance(p, Ref)]
     for sid in ref_deps:
@@ -179,7 +181,7 @@ def build_record(
         dag_id=dag_id,
         step_id=step_id,
         fn_name=name,
-        args_json=msgspec.Raw(_enc.encode(values)),
+        args_json=msgspec.Raw(args_json),
         deps=deps,
         optional_deps=optional_deps,
         status=StepStatus.PENDING,
@@ -194,6 +196,24 @@ def build_record(
         priority=spec_.priority if spec_ is not None else "",
         added_at=datetime.now(UTC),
     )
+
+
+ARGS_NESTING = MAX_NESTING - 1
+"""Deepest nesting of a step's arguments: the task message around them is one level more."""
+
+
+def _step_args_json(step_id: str, values: Any) -> bytes:
+    """The step's arguments as JSON; InvalidArguments if a worker would refuse their depth."""
+    try:
+        data = _enc.encode(values)
+    except RecursionError:
+        data = b""
+    if not data or too_deep(data, ARGS_NESTING):
+        raise InvalidArguments(
+            f"step {step_id!r}: its arguments nest deeper than {ARGS_NESTING} levels; a "
+            "worker refuses such a task message, so the step could never run"
+        )
+    return data
 
 
 def _signal_names(names: Iterable[str] | str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import msgspec
 
+from ebind._printable import printable
 from ebind.workflow.state import DAGState
 from ebind.workflow.types import BPState, DAGMeta, SignalRecord, StepRecord, StepStatus
 
@@ -446,4 +447,5 @@ def write_debug(file: _TextSink, dbg: DAGDebug) -> None:
         lines += _breakpoint_lines(dbg)
     if dbg.signals:
         lines += _signal_lines(dbg)
-    file.write("\n".join(lines) + "\n")
+    # Labels, signal names and errors come from records others may write: no escapes.
+    file.write("\n".join(printable(line) for line in lines) + "\n")

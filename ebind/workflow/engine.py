@@ -32,6 +32,7 @@ from ebind.errors import (
 )
 from ebind.logging import get_logger
 from ebind.queues import check_priority, check_queue
+from ebind.validate import MAX_NESTING, too_deep
 from ebind.wire import ErrorKind, TaskEnvelope
 from ebind.workflow._lanes import in_lanes
 from ebind.workflow._transient import is_leaderless
@@ -562,6 +563,16 @@ class Engine:
         remembered in ``sent`` so the sweep can tell a queued message from a lost one.
         """
         msg_id = f"{env.dag_id}:{env.step_id}:{generation}"
+        payload = bytes(env.payload)
+        if too_deep(payload, MAX_NESTING - 1):
+            # Upstream results or a signal put into the arguments made them too deep: a
+            # worker would dead-letter the message without knowing its step, and the
+            # sweep would send it again forever. The caller fails the step instead.
+            raise PayloadTooLarge(
+                f"its arguments nest deeper than {MAX_NESTING - 1} levels once upstream "
+                "results and signals are put in; a worker refuses such a task message",
+                size=len(payload),
+            )
         ack: PubAck | None = None
         try:
             for i in range(_LEADERLESS_RETRIES):

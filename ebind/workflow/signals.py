@@ -17,6 +17,7 @@ import msgspec
 
 from ebind.errors import InvalidArguments, PayloadTooLarge, StaleRevision
 from ebind.logging import get_logger
+from ebind.validate import MAX_NESTING, too_deep
 from ebind.workflow import _keys
 from ebind.workflow.debug import SignalInfo, compute_signals
 from ebind.workflow.engine import Engine
@@ -32,11 +33,22 @@ _log = get_logger("ebind.workflow.signals")
 _enc = msgspec.json.Encoder()
 
 
+SIGNAL_NESTING = MAX_NESTING - 2
+"""Deepest nesting of a signal's payload: it goes into a step's arguments, in a task message."""
+
+
 def _encode_payload(name: str, payload: Any, limit: int) -> bytes:
     try:
         data = _enc.encode(payload)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidArguments(f"signal {name!r}: payload is not JSON-serialisable: {exc}") from exc
+    except RecursionError:
+        data = b""  # far too deep to encode at all
+    if not data or too_deep(data, SIGNAL_NESTING):
+        raise InvalidArguments(
+            f"signal {name!r}: payload nests deeper than {SIGNAL_NESTING} levels; the step "
+            "waiting for it could never be sent to a worker"
+        )
     if len(data) > limit:
         raise PayloadTooLarge(
             f"signal {name!r}: payload is {len(data)} bytes; the limit is {limit}",
