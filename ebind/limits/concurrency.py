@@ -100,6 +100,19 @@ class _Waiter:
     """Set while it sleeps: resolved with a handed-over slot, or None to look again."""
 
 
+def _still_running(exc: BaseException) -> asyncio.Future[Any] | None:
+    """The future of a handler still running behind ``exc`` (its cause chain), if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: the attempt error, the time-limit error
+        if seen is None:
+            return None
+        running = getattr(seen, "ebind_still_running", None)
+        if isinstance(running, asyncio.Future):
+            return running
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class ConcurrencyGate:
     """Admits deliveries of tasks with a concurrency limit; one per worker."""
 
@@ -381,6 +394,7 @@ class ConcurrencyGate:
         self._running[task_id] = (held, ctx, current)
         interval = renew_interval(held.limit.lease_ttl)
         held.renewer = asyncio.get_running_loop().call_later(interval, self._renewing, held)
+        lingering: asyncio.Future[Any] | None = None
         try:
             notice = self._notices.pop(task_id, None)
             if notice is not None:  # asked before it was registered here
@@ -391,13 +405,19 @@ class ConcurrencyGate:
                 current.uncancel()
                 raise AttemptError(self._error(held)) from None
             raise
-        except Exception:
+        except Exception as exc:
+            lingering = _still_running(exc)
             if held.superseded_by:
                 raise AttemptError(self._error(held)) from None
             raise
         finally:
             self._running.pop(task_id, None)
-            self._free(held)
+            if lingering is not None and not lingering.done():
+                # A sync handler's thread runs on past its timeout: the call still runs,
+                # so its slot stays held (and renewed) until the thread returns.
+                lingering.add_done_callback(lambda _done: self._free(held))
+            else:
+                self._free(held)
         if held.superseded_by:
             raise AttemptError(self._error(held))
         return result

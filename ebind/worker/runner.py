@@ -608,16 +608,26 @@ class AttemptRunner:
         else:
             run = self._revocable(revocations, spec, ctx, env)
         if self.concurrency is not None and held is not None:
-            run = self.concurrency.guard(held, ctx, spec.is_async, run)
+            run = self.concurrency.guard(held, ctx, self._cancellable(spec), run)
         return run
+
+    def _cancellable(self, spec: HandlerSpec) -> bool:
+        """Whether cancelling an attempt of ``spec`` stops its handler.
+
+        An async handler stops at its next await; a process-pool call kills its child. A
+        thread cannot be interrupted: its handler sees ``ctx.revoked`` instead.
+        """
+        procs = self.procpool
+        return spec.is_async or (procs is not None and procs.takes(spec))
 
     async def _revocable(
         self, revocations: Revocations, spec: HandlerSpec, ctx: Context, env: TaskEnvelope
     ) -> bytes:
         """Run the chain so a revocation can cancel it (async) or flag it (sync handlers)."""
-        # A revocation cancels this very task (no extra task per attempt); a sync handler's
-        # thread cannot be interrupted, so it sees ctx.revoked instead.
-        current = asyncio.current_task(self._loop) if spec.is_async else None
+        # A revocation cancels this very task (no extra task per attempt; a process-pool
+        # call then kills its child); a sync handler's thread cannot be interrupted, so it
+        # sees ctx.revoked instead.
+        current = asyncio.current_task(self._loop) if self._cancellable(spec) else None
         revocations.running(env.id, ctx, current)
         try:
             result = await self.chain(ctx, env)
@@ -683,11 +693,7 @@ class AttemptRunner:
         if expired is not None:
             return expired
         if env.deadline is not None and env.deadline <= _now():
-            return TaskError(
-                kind=ErrorKind.DEADLINE.value,
-                message=f"deadline {env.deadline.isoformat()} passed before the task started",
-                retryable=False,
-            )
+            return _late_start(env.deadline)
         return crash_looped(policy, env.attempt)
 
     # ------------------------------------------------------------------ base handler
@@ -710,6 +716,9 @@ class AttemptRunner:
                 raise AttemptError(TaskError(kind=kind, message=str(exc), retryable=False)) from exc
             if spec.wants_context:
                 args.insert(0, ctx)
+            if env.deadline is not None and env.deadline <= _now():
+                # Passed while the task waited for a rate-limit token or a concurrency slot.
+                raise AttemptError(_late_start(env.deadline))
             timeout, by_deadline = _time_limit(spec, env)
             try:
                 value = await _invoke(
@@ -1202,9 +1211,23 @@ def _unproven(exc: Exception) -> TaskError:
     return TaskError(kind=ErrorKind.STEP_UNPROVEN.value, message=str(exc), retryable=False)
 
 
+def _late_start(deadline: datetime) -> TaskError:
+    return TaskError(
+        kind=ErrorKind.DEADLINE.value,
+        message=f"deadline {deadline.isoformat()} passed before the task started",
+        retryable=False,
+    )
+
+
 def _time_limit(spec: HandlerSpec, env: TaskEnvelope) -> tuple[float | None, bool]:
-    """Seconds the handler may run and whether the task's deadline (not its timeout) binds."""
-    timeout = env.timeout if env.timeout else spec.timeout
+    """Seconds the handler may run and whether the task's deadline (not its timeout) binds.
+
+    The message's timeout can only shorten the one this worker registered: a producer
+    with other (or stale) code must not lift the worker's limit, the kill of a process-pool
+    child included.
+    """
+    limits = [t for t in (env.timeout, spec.timeout) if t]
+    timeout = min(limits) if limits else None
     if env.deadline is None:
         return timeout, False
     remaining = (env.deadline - _now()).total_seconds()
@@ -1229,6 +1252,9 @@ def _timeout_error(limit: float, by_deadline: bool) -> TaskError:
 
 class _LimitExceededError(TimeoutError):
     _ebind_limit = True
+    # The future of a sync handler's thread still running past its limit (None: stopped):
+    # what holds a resource for that call (a concurrency slot) keeps it until it ends.
+    ebind_still_running: asyncio.Future[Any] | None = None
 
 
 async def _invoke(
@@ -1276,4 +1302,6 @@ async def _invoke(
         )
         if on_stuck is not None and not fut.done():
             on_stuck(fut)
-        raise _LimitExceededError() from exc
+        err = _LimitExceededError()
+        err.ebind_still_running = None if fut.done() else fut
+        raise err from exc
