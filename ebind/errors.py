@@ -9,20 +9,26 @@ The tree::
     ├── PayloadTooLarge (ValueError)               message over the server's max_payload
     ├── UnknownTask (KeyError)                     name not in the registry
     ├── TaskFailed                                 a task ended in failure (``.error``: TaskError)
+    ├── TaskRevoked                                raised in a handler whose task was revoked
     ├── TaskTimeout (TimeoutError)                 a future's wait ran out
     ├── PermissionDenied                           the server refused this user the operation
     ├── PublishFailed                              the server did not confirm a publish in time
+    │   └── StreamFull                             a stream's size bound refused the message
+    ├── ResultExpired (LookupError)                the result outlived its retention
+    ├── ConnectionFailed (ConnectionError)         the server could not be reached or refused
+    │   └── AuthenticationFailed                   the credentials were refused
     ├── ServerVersionError                         nats-server older than ebind supports
     ├── DLQEntryNotFound (KeyError)                no dead letter at that sequence
     ├── NotConnected (RuntimeError)                an App was used before connect() / after close()
     │   └── WrongEventLoop                         used from a loop it is not connected on
     ├── NonRetryable                               raised by a handler: fail now, never retry
-    └── WorkflowError                              the seed's sentinels
+    └── WorkflowError                              the workflow engine's errors
         ├── CycleError
         ├── DAGCanceled
         ├── DAGNotFound (KeyError)
         ├── DAGNotPaused
         ├── DAGNotRunning
+        ├── DAGRunning
         ├── DuplicateStep
         ├── StaleRevision
         ├── StepCanceled
@@ -31,7 +37,13 @@ The tree::
         ├── StepSkipped
         ├── SignalNotFound (KeyError)
         ├── ResolveError                           a step's Ref/SignalRef args cannot be resolved
-        └── PlacementError                         a step's execution target cannot be resolved
+        ├── PlacementError                         a step's execution target cannot be resolved
+        ├── RecordCorrupt                          a stored record does not decode or names
+        │                                          another key
+        └── RetryRefused                           nothing a retry could restart
+
+``ebind.sync.SyncCallInEventLoop`` (a blocking call made inside a running event loop) is
+defined with the blocking API.
 """
 
 from __future__ import annotations

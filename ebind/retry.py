@@ -1,4 +1,4 @@
-"""RetryPolicy: pure backoff math and the retry decision, as the seed's task layer has them."""
+"""RetryPolicy: pure backoff math and the retry decision."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Wire types: the task envelope, responses, errors and dead letters, as msgspec Structs.
 
-JSON field names are the seed's. Times are RFC 3339 UTC; an unset time is omitted.
+JSON field names are part of the wire format. Times are RFC 3339 UTC; an unset time is
+omitted.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class TaskError(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class TaskEnvelope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """The message a producer publishes on the TASKS stream (the seed's ``task.Task``).
+    """The message a producer publishes on the TASKS stream: one task to run.
 
     ``attempt`` and ``worker_id`` are filled in memory by the worker on each delivery;
     the published values are never trusted. ``reply_token`` is a secret of the producer

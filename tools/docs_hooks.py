@@ -18,8 +18,8 @@ from tools.cli_reference import MARKER, render  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.ebind")
 
-# Pages the nav lists that land from a parallel branch; until they do, they are left out
-# of the nav with a note instead of failing the strict build.
+# Pages the nav lists that a checkout may lack; a missing one is left out of the nav with
+# a note instead of failing the strict build.
 PENDING_PAGES = frozenset({"celery.md"})
 
 

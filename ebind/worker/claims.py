@@ -1,6 +1,6 @@
 """Claims: the targets a worker executes, static or re-read at runtime.
 
-A worker always claims its own ``worker_id`` and the seed's concrete target
+A worker always claims its own ``worker_id`` and its concrete target
 ``worker:<worker_id>``. ``claims`` given to the worker may be an iterable of strings or a
 callable (sync or async) returning one; a callable is re-read every few seconds so claims
 can move between workers while they run.
@@ -24,7 +24,7 @@ log = get_logger("ebind.worker")
 
 
 def concrete_target(worker_id: str) -> str:
-    """The seed's per-worker target, ``worker:<worker_id>``."""
+    """The per-worker target, ``worker:<worker_id>``."""
     return f"worker:{worker_id}"
 
 

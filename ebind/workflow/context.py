@@ -3,7 +3,7 @@
 ``context_middleware`` puts a ContextDAG under ``ctx.extras["dag"]`` for tasks that carry a
 ``dag_id``. A dynamic step depends implicitly on the running (parent) step, so it cannot
 run before the parent's handler returned successfully, and the parent's failure skips it.
-Unlike the Go code, a dynamic step is checked like a static one: its arguments against the
+A dynamic step is checked like a static one: its arguments against the
 handler, its dependencies must exist, and it may not close a cycle.
 """
 

@@ -5,7 +5,7 @@ A step's arguments are stored as one JSON array. Placeholders are marker objects
 ``{"__ebind_signal__": "__ebind_signal__", "name": ...}``) that may stand anywhere inside
 it, at any depth of lists and dicts. No IO happens here.
 
-Unlike the Go code, an object counts as a placeholder only when its own marker key holds
+An object counts as a placeholder only when its own marker key holds
 the marker string; a literal that merely contains the marker somewhere deeper is walked
 into, not mistaken for a Ref.
 """
@@ -103,7 +103,7 @@ def _marker_of(raw: bytes) -> str | None:
         obj = _raw_dict_decoder.decode(raw)
     except msgspec.DecodeError:
         return None
-    # Signal first, as the Go code checks it first.
+    # Signal first: an object carrying both markers is a signal placeholder.
     sig = obj.get(SIGNAL_MARKER)
     if sig is not None and _bytes(sig) == _SIGNAL_NEEDLE:
         return SIGNAL_MARKER

@@ -1,8 +1,8 @@
 """Workflow wire types: step and DAG records, events, refs and placement; status enums.
 
-JSON names follow the seed (``dag_id``, ``args_json``, ``optional_deps``, ``error_kind``,
-the ref marker key ``__ebind_ref__``). Unset times are omitted rather than written as
-Go's zero time.
+JSON names are part of the wire format (``dag_id``, ``args_json``, ``optional_deps``,
+``error_kind``, the ref marker key ``__ebind_ref__``). Unset times are omitted rather than
+written as a zero-date placeholder.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from ebind.errors import (
     StepNotFound,
     StepSkipped,
 )
+from ebind.future import check_timeout
 from ebind.logging import get_logger
 from ebind.workflow import control, rerun
 from ebind.workflow._transient import is_transient
@@ -244,9 +245,10 @@ class Workflow:
             StepFailed / StepSkipped / StepCanceled: the step ended without a result.
             DAGNotFound: no such DAG.  StepNotFound: no such step in a finished DAG.
             TimeoutError: ``timeout`` seconds passed first.
+            InvalidArguments: ``timeout`` is not None or a finite number >= 0.
         """
         step_id = step.id if isinstance(step, Step) else step
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(check_timeout(timeout)):
             meta, _ = await self.store.get_meta(dag_id)
             run = meta.run_id
             watch = asyncio.ensure_future(_first(self.store.watch_result(dag_id, step_id, run)))
@@ -333,7 +335,7 @@ class Workflow:
         """
         want = frozenset(until)
         delay = 0.01
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(check_timeout(timeout)):
             while True:
                 meta, _ = await self.store.get_meta(dag_id)
                 if meta.status in want:

@@ -95,3 +95,20 @@ def test_a_blocking_wait_returns_the_result_and_the_calls_own_timeout(
     with pytest.raises(TimeoutError) as info:
         sync._wait(loop_thread, too_slow(), timeout=0.05)
     assert not isinstance(info.value, TaskTimeout)  # the coroutine's own, passed on
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, True, "5"])
+async def test_dag_waits_validate_their_timeout(bad: object) -> None:
+    from ebind.workflow.store_mem import MemStore
+    from ebind.workflow.workflow import Workflow
+
+    class _Store(MemStore):
+        async def get_meta(self, dag_id: str):  # type: ignore[no-untyped-def]
+            raise AssertionError("validated before any read")
+
+    wf = Workflow.__new__(Workflow)
+    wf.store = _Store()
+    with pytest.raises(InvalidArguments, match="timeout"):
+        await wf.result("d", "s", timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArguments, match="timeout"):
+        await wf.wait("d", timeout=bad)  # type: ignore[arg-type]
