@@ -120,7 +120,8 @@ def tree_lines(meta: DAGMeta, recs: Sequence[StepRecord], blocked: Iterable[str]
     # Only a dependency cycle could leave steps unreached; show them rather than hide them.
     for sid in sorted(set(by_id) - set(first_parent)):
         walk(sid, "", "", "")
-    return lines
+    # Step ids come from keys a DAG producer may write: no escape sequence passes.
+    return [printable(line) for line in lines]
 
 
 def _bp_suffix(rec: StepRecord, state: BPState, now: datetime) -> str:

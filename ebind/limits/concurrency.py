@@ -400,7 +400,8 @@ class ConcurrencyGate:
             if notice is not None:  # asked before it was registered here
                 self._stop(held, ctx, current, notice)
             result = await run
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            lingering = _still_running(exc)  # a thread a shutdown's cancel cannot stop
             if held.superseded_by and current is not None and current.cancelling() == 1:
                 current.uncancel()
                 raise AttemptError(self._error(held)) from None

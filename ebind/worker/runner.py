@@ -1284,11 +1284,18 @@ async def _invoke(
     loop = asyncio.get_running_loop()
     # copy_context() after set_current(): the thread sees current_context() and contextvars.
     fut = loop.run_in_executor(executor, contextvars.copy_context().run, spec.fn, *args)
-    if limit is None:
-        return await fut
     try:
-        # shield: a timeout must not cancel the future, whose completion frees the thread's slot
+        # shield: neither a timeout nor a cancel (a shutdown past its grace) may cancel the
+        # future: it completes when the thread returns, which is what frees what it holds.
+        if limit is None:
+            return await asyncio.shield(fut)
         return await asyncio.wait_for(asyncio.shield(fut), limit)
+    except asyncio.CancelledError as exc:
+        if not fut.done():
+            exc.ebind_still_running = fut  # type: ignore[attr-defined]
+            # Nobody awaits its outcome any more: read it so asyncio does not report it.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise
     except TimeoutError as exc:
         if fut.done() and not fut.cancelled() and fut.exception() is not None:
             raise  # the handler itself raised TimeoutError
