@@ -38,9 +38,13 @@ def fits(parser: Any) -> bool:
 
 
 # Stricter than nats-py's patterns (single spaces, a numeric sid): a line they do not
-# match goes to nats-py's parser, which reads (or refuses) it as it always did.
-_MSG = re.compile(rb"MSG ([^\s]+) (\d+) (?:([^\s]+) )?(\d+)\r\n")
-_HMSG = re.compile(rb"HMSG ([^\s]+) (\d+) (?:([^\s]+) )?(\d+) (\d+)\r\n")
+# match goes to nats-py's parser, which reads (or refuses) it as it always did. A subject
+# or reply ends only where the server splits arguments (space, tab, CR, LF): the server
+# accepts and relays a subject holding another control byte (a vertical tab, a form feed),
+# on which nats-py's own parser raises and ends the connection's read loop, so one such
+# message from a producer would reset every subscriber.
+_MSG = re.compile(rb"MSG ([^ \t\r\n]+) (\d+) (?:([^ \t\r\n]+) )?(\d+)\r\n")
+_HMSG = re.compile(rb"HMSG ([^ \t\r\n]+) (\d+) (?:([^ \t\r\n]+) )?(\d+) (\d+)\r\n")
 _H = ord("H")
 
 

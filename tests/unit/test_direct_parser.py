@@ -128,3 +128,27 @@ async def test_what_nats_py_refuses_is_still_refused(line: bytes) -> None:
 def test_the_installed_nats_py_parser_keeps_the_shared_state() -> None:
     assert fits(Parser(None))
     assert not fits(object())
+
+
+@pytest.mark.parametrize("byte", [b"\x0b", b"\x0c", b"\x1c", b"\x85"])
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_subject_holding_a_control_byte_is_read_not_refused(
+    byte: bytes, direct: bool
+) -> None:
+    # The server splits protocol arguments only on space, tab, CR and LF, and relays a
+    # subject holding any other byte; nats-py's parser would refuse the line and end the
+    # read loop, so one producer's publish would reset every subscriber.
+    conn = _Conn(direct)
+    parser = DirectParser(conn)
+    subject, reply = b"TASKS.a" + byte + b"b", b"r" + byte
+    hdr = b"NATS/1.0\r\n\r\n"
+    await parser.parse(
+        b"MSG %s 6 2\r\nhi\r\n" % subject
+        + b"HMSG %s 8 %s %d %d\r\n" % (subject, reply, len(hdr), len(hdr) + 2)
+        + hdr
+        + b"ho\r\n"
+    )
+    assert conn.got == [
+        ("msg", 6, subject, b"", b"hi", None),
+        ("msg", 8, subject, reply, b"ho", hdr),
+    ]
