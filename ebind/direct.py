@@ -98,12 +98,18 @@ class DirectMsg(Msg):
         self._metadata = None
         self._ackd = False
         self._raw: bytes | None = raw
+        self._block = raw
         self._parsed: dict[str, str] | None = None
 
     @property
     def raw_headers(self) -> bytes | None:
         """The header block as received (empty when none), None once ``headers`` was read."""
         return self._raw
+
+    @property
+    def header_block(self) -> bytes:
+        """The header block as received (empty when none), kept after ``headers`` was read."""
+        return self._block
 
     @property
     def headers(self) -> dict[str, str] | None:

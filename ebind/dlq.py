@@ -63,7 +63,8 @@ def fit_dead_letter(entry: DLQEntry, room: int) -> bytes:
 
     A dead letter the server refuses is no record at all (and a refused publish can close
     the connection), so an entry too large for ``max_payload`` keeps its error, attempt,
-    time and subject and loses, in this order until it fits: the raw bytes, the task
+    time and subject and loses, in this order until it fits: the raw header block and
+    bytes, the task
     envelope, the error message past its first characters. ``left_out`` names each part
     cut with its size and SHA-256, so the original can still be matched.
     """
@@ -71,6 +72,12 @@ def fit_dead_letter(entry: DLQEntry, room: int) -> bytes:
     if len(data) <= room:
         return data
     left = list(entry.left_out)
+    if entry.raw_headers:
+        left.append(_described("raw_headers", entry.raw_headers))
+        entry = msgspec.structs.replace(entry, raw_headers=b"", left_out=tuple(left))
+        data = encoder.encode(entry)
+        if len(data) <= room:
+            return data
     if entry.raw:
         left.append(_described("raw", entry.raw))
         entry = msgspec.structs.replace(entry, raw=b"", left_out=tuple(left))

@@ -19,6 +19,7 @@ record, :func:`record_removal` stores it, answers and deletes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ def removal_record(
     msg_id: str,
     headers: Mapping[str, str] | None = None,
     signer: Signer | None = None,
+    raw_headers: bytes = b"",
 ) -> Removal:
     """The dead letter (and reply) for a message removed unrun from ``subject`` with ``error``.
 
@@ -176,7 +178,14 @@ def removal_record(
             message=f"{error.message}; kept as raw bytes only ({verdict.kind}): {verdict.message}",
         )
     entry = DLQEntry(
-        error=error, final_attempt=0, dead_lettered_at=now, task=env, raw=data, subject=subject
+        error=error,
+        final_attempt=0,
+        dead_lettered_at=now,
+        task=env,
+        raw=data,
+        subject=subject,
+        # A refused message is kept whole: its header block too (a signature, say).
+        raw_headers=raw_headers if env is None else b"",
     )
     reply = reply_subject(env) if env is not None else None
     response = (
@@ -206,6 +215,7 @@ def expiry_for(
     delivered: bool = False,
     headers: Mapping[str, str] | None = None,
     signer: Signer | None = None,
+    raw_headers: bytes = b"",
 ) -> Removal | None:
     """The record for stream message ``seq`` if it is past ``horizon`` at ``now``, else None.
 
@@ -226,7 +236,19 @@ def expiry_for(
         msg_id=f"{subject}:{seq}:dlq",
         headers=headers,
         signer=signer,
+        raw_headers=raw_headers,
     )
+
+
+def stored_header_block(raw: Any) -> bytes:
+    """The header block of a message read with a stream message get (empty without one)."""
+    hdrs = getattr(raw, "hdrs", None)
+    if not hdrs:
+        return b""
+    try:
+        return base64.b64decode(hdrs)
+    except (ValueError, TypeError):
+        return b""
 
 
 async def next_task(js: Any, seq: int, filter_subject: str) -> Any:
@@ -417,6 +439,7 @@ class Expirer:
                         delivered=was_delivered(consumers, raw.subject or "", seq - 1),
                         headers=raw.headers,
                         signer=signer,
+                        raw_headers=stored_header_block(raw),
                     )
                     if plan is not None:  # None: a worker holds it, inside its allowance
                         batch.append((plan, seq - 1))

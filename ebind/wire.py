@@ -122,8 +122,9 @@ class TaskResponse(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
 class DLQEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """A dead letter: the envelope as the worker saw it, the full error, attempts and time.
 
-    ``task`` is None when the message could not be decoded; ``raw`` then holds its bytes.
-    An entry too large for the server loses ``raw``, then ``task``, then most of the error
+    ``task`` is None when the message could not be decoded or may not run; ``raw`` then
+    holds its bytes and ``raw_headers`` its header block. An entry too large for the server
+    loses ``raw_headers`` and ``raw``, then ``task``, then most of the error
     message, and ``left_out`` says what went (see :func:`ebind.dlq.fit_dead_letter`).
     """
 
@@ -133,6 +134,8 @@ class DLQEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     task: TaskEnvelope | None = None
     raw: bytes = b""
     subject: str = ""
+    raw_headers: bytes = b""
+    """A refused message's NATS header block as received (its signature header, say)."""
     left_out: tuple[str, ...] = ()
     """Parts cut so the entry fits the server's max_payload, each with its size and digest."""
 

@@ -123,6 +123,8 @@ def _show(letter: DeadLetter) -> None:
         ("retryable", str(e.error.retryable).lower()),
         ("payload", bytes(t.payload).decode(errors="replace") if t else repr(e.raw)),
     ]
+    if e.raw_headers:  # a refused message's header block, as received
+        lines.append(("raw_headers", repr(e.raw_headers)))
     # Parts cut so the entry fit the server's max_payload (size and digest of each).
     lines += [("left_out", part) for part in e.left_out]
     click.echo(f"DLQ seq {letter.seq}")

@@ -26,6 +26,7 @@ from ebind.expirer import (
     next_task,
     record_removal,
     removal_record,
+    stored_header_block,
     was_delivered,
 )
 from ebind.schedule import HEADER_SCHEDULE_TARGET, SCHEDULED_PREFIX
@@ -151,6 +152,7 @@ def purge_record(msg: RawStreamMsg, now: datetime, signer: Signer | None = None)
         msg_id=f"{subject}:{msg.seq}:purged",
         headers=msg.headers,
         signer=signer,
+        raw_headers=stored_header_block(msg),
     )
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ebind.dlq import publish_dead_letter
+from ebind.expirer import stored_header_block
 from ebind.logging import get_logger
 from ebind.queues import LANE_DURABLE_PREFIX
 from ebind.streams import (
@@ -125,6 +126,7 @@ def exhausted_entry(
     *,
     headers: Mapping[str, str] | None = None,
     signer: Signer | None = None,
+    raw_headers: bytes = b"",
 ) -> tuple[str, DLQEntry, TaskEnvelope | None]:
     """The DLQ subject name, the entry, and the envelope to answer (None: nobody to answer).
 
@@ -156,6 +158,7 @@ def exhausted_entry(
         task=env,
         raw=data,
         subject=subject,
+        raw_headers=raw_headers if env is None else b"",
     )
     return name, entry, env
 
@@ -229,6 +232,7 @@ class MaxDeliveriesWatcher:
             datetime.now(UTC),
             headers=raw.headers,
             signer=getattr(self._app, "signer", None),
+            raw_headers=stored_header_block(raw),
         )
         try:
             # The message id every delivery of this message uses for its dead letter.

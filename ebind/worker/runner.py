@@ -1142,6 +1142,7 @@ class AttemptRunner:
             dead_lettered_at=_now(),
             raw=bytes(msg.data),
             subject=msg.subject,
+            raw_headers=bytes(getattr(msg, "header_block", None) or b""),
         )
         name = _raw_subject_name(msg.subject)
         if not await self._publish_dlq(name, entry, None, outcome_msg_id(msg, "dlq")):

@@ -130,6 +130,7 @@ async def test_unsigned_message_cannot_preempt_a_signed_task_by_msg_id(nats_url:
         )
         (junk_letter,) = await dlq_entries(app, "rev.invoice")
         assert junk_letter.error.kind == "unsigned"
+        assert b"Nats-Msg-Id: invoice-42" in junk_letter.raw_headers  # kept whole
 
 
 def test_keyed_msg_ids_are_stable_per_key_and_unguessable_without_it() -> None:

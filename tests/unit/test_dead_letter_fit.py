@@ -43,6 +43,16 @@ def test_raw_bytes_go_first_with_size_and_digest() -> None:
     assert got.left_out == (f"raw: 5000 bytes, sha256 {hashlib.sha256(raw).hexdigest()}",)
 
 
+def test_a_header_block_goes_before_the_raw_bytes() -> None:
+    hdrs = b"NATS/1.0\r\nX-Pad: " + b"h" * 3_000 + b"\r\n\r\n"
+    entry = msgspec.structs.replace(_entry(raw=b"r" * 500), raw_headers=hdrs)
+    got = _decode(fit_dead_letter(entry, 2_500))
+    assert got.raw_headers == b"" and got.raw == entry.raw
+    assert got.left_out == (
+        f"raw_headers: {len(hdrs)} bytes, sha256 {hashlib.sha256(hdrs).hexdigest()}",
+    )
+
+
 def test_then_the_task_named_by_name_and_id() -> None:
     payload = b'["' + b"p" * 5_000 + b'"]'
     entry = _entry(raw=b"r" * 100, payload=payload)
