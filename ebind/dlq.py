@@ -72,18 +72,14 @@ def fit_dead_letter(entry: DLQEntry, room: int) -> bytes:
     if len(data) <= room:
         return data
     left = list(entry.left_out)
-    if entry.raw_headers:
-        left.append(_described("raw_headers", entry.raw_headers))
-        entry = msgspec.structs.replace(entry, raw_headers=b"", left_out=tuple(left))
-        data = encoder.encode(entry)
-        if len(data) <= room:
-            return data
-    if entry.raw:
-        left.append(_described("raw", entry.raw))
-        entry = msgspec.structs.replace(entry, raw=b"", left_out=tuple(left))
-        data = encoder.encode(entry)
-        if len(data) <= room:
-            return data
+    for part in ("raw_headers", "raw"):
+        value: bytes = getattr(entry, part)
+        if value:
+            left.append(_described(part, value))
+            entry = msgspec.structs.replace(entry, **{part: b""}, left_out=tuple(left))
+            data = encoder.encode(entry)
+            if len(data) <= room:
+                return data
     if entry.task is not None:
         task = entry.task
         left.append(_described("task", encoder.encode(task), f" {task.name[:200]} {task.id[:200]}"))
