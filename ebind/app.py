@@ -645,10 +645,22 @@ class App:
             if isinstance(first, PublishFailed):
                 refused = {i for i, _ in failures}
                 first.accepted = [f for i, f in enumerate(futures) if i not in refused]
+                first.unconfirmed = [
+                    futures[i]
+                    for i, exc in failures
+                    if isinstance(exc, PublishFailed) and exc.maybe_stored
+                ]
                 first.add_note(
                     f"{len(first.accepted)} of {len(futures)} tasks were accepted and will run; "
                     "their Futures are on this error's .accepted"
                 )
+                if first.unconfirmed:
+                    first.add_note(
+                        f"{len(first.unconfirmed)} were not confirmed and may or may not be "
+                        "stored (they may run); their Futures (ids, tokens) are on "
+                        ".unconfirmed: wait on them, or send them again under the same "
+                        "task_id (the server drops a duplicate)"
+                    )
             raise first
         return futures
 
@@ -700,6 +712,7 @@ class App:
             result_type=spec.return_type if spec else Any,
             revoker=self.revoke,
             token=token,
+            ignored=options.ignore_result,
         )
         for hook in self.publish_hooks:  # envelope hooks (see __init__)
             env = hook(env)
@@ -900,7 +913,13 @@ def _deadline(deadline: datetime | float | None) -> datetime | None:
         raise InvalidArguments(
             f"deadline must be > 0 seconds from now, got {deadline!r}", parameter="deadline"
         )
-    return datetime.now(UTC) + timedelta(seconds=deadline)
+    try:
+        return datetime.now(UTC) + timedelta(seconds=deadline)
+    except OverflowError:
+        raise InvalidArguments(
+            f"deadline {deadline!r} seconds from now is past the largest date there is",
+            parameter="deadline",
+        ) from None
 
 
 def _rate_key(

@@ -245,10 +245,21 @@ class Publisher:
             while waiting:
                 await settle_oldest()
         finally:
-            for _, token, _ in waiting:  # cancelled: no one awaits these any more
-                self._settled(token)
+            self._abandon(envs, waiting)
         failures.sort(key=lambda f: f[0])
         return failures
+
+    def _abandon(
+        self,
+        envs: list[TaskEnvelope],
+        waiting: collections.deque[tuple[int, str, asyncio.Future[PubAck]]],
+    ) -> None:
+        """Forget the PubAcks a batch no longer awaits (it was cancelled), and say which."""
+        if not waiting:
+            return
+        for _, token, _ in waiting:
+            self._settled(token)
+        _log_cancelled([envs[i].id for i, _, _ in waiting])
 
     async def publish_stored(
         self,
@@ -412,6 +423,13 @@ def _task_failure(env: TaskEnvelope, subject: str, exc: Exception, timeout: floa
             subject=subject,
             stream=TASKS_STREAM,
         )
+    if _refused(exc):
+        return PublishFailed(
+            f"task {env.name!r} ({env.id}) was refused by the server: {_describe(exc)}; "
+            "nothing was stored",
+            task_id=env.id,
+            subject=subject,
+        )
     reason = "no confirmation" if isinstance(exc, TimeoutError) else repr(exc)
     return PublishFailed(
         f"publishing task {env.name!r} ({env.id}) was not confirmed within "
@@ -419,7 +437,35 @@ def _task_failure(env: TaskEnvelope, subject: str, exc: Exception, timeout: floa
         "task_id within 5 minutes and the server drops the duplicate",
         task_id=env.id,
         subject=subject,
+        maybe_stored=True,
     )
+
+
+_IDS_LOGGED = 50  # task ids a log line names; the rest are counted
+
+
+def _log_cancelled(sent: list[str]) -> None:
+    """A batch's caller that was cancelled gets no Futures, but what went out may run."""
+    log.warning(
+        "task.batch_cancelled",
+        published_unconfirmed=len(sent),
+        task_ids=sent[:_IDS_LOGGED],
+        more=max(len(sent) - _IDS_LOGGED, 0),
+        note="the batch's caller was cancelled: these tasks were published and may run "
+        "(earlier ones in the batch were confirmed); look them up by id",
+    )
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether the server answered the publish with an error: a definite "not stored".
+
+    A 400 (a bad request: an invalid schedule, a failed expectation) is the server's
+    answer to this very publish; a timeout, a 503 (no stream leader) or a lost connection
+    leaves the outcome unknown.
+    """
+    from nats.js.errors import APIError
+
+    return isinstance(exc, APIError) and getattr(exc, "code", None) == 400
 
 
 def _checked(env: TaskEnvelope, subject: str, msg_id: str, ack: PubAck) -> PubAck:

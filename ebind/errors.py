@@ -172,12 +172,18 @@ class PermissionDenied(EbindError):
 class PublishFailed(EbindError):
     """The server did not confirm a publish; retry with the same task_id to stay idempotent."""
 
-    def __init__(self, message: str, *, task_id: str = "", subject: str = "") -> None:
+    def __init__(
+        self, message: str, *, task_id: str = "", subject: str = "", maybe_stored: bool = False
+    ) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.subject = subject
+        self.maybe_stored = maybe_stored
+        """True when the outcome is unknown (no answer in time): the message may be stored."""
         self.accepted: list[Any] = []
         """From a batch publish (``Task.map``): Futures of the tasks the server did store."""
+        self.unconfirmed: list[Any] = []
+        """From a batch publish: Futures of the tasks whose outcome is unknown (they may run)."""
 
 
 class StreamFull(PublishFailed):

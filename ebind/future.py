@@ -68,6 +68,7 @@ class Future(Generic[R]):
         "_check_first",
         "_client_id",
         "_id",
+        "_ignored",
         "_name",
         "_result_type",
         "_revoker",
@@ -87,8 +88,10 @@ class Future(Generic[R]):
         check_stream_first: bool = False,
         revoker: Callable[[str], Awaitable[Revocation]] | None = None,
         token: str = "",
+        ignored: bool = False,
     ) -> None:
         self._router = router
+        self._ignored = ignored  # sent with ignore_result=True: no response will come
         self._id = task_id
         self._token = token
         self._name = name
@@ -161,10 +164,16 @@ class Future(Generic[R]):
         Raises NotConnected when the App's connection this Future waits on was closed (ask
         again with ``app.future(task_id, token=fut.token)``), WrongEventLoop when awaited on
         another event loop than that connection's, and InvalidArguments for a ``timeout``
-        that is not None or a finite number >= 0.
+        that is not None or a finite number >= 0, or for a task sent with
+        ``ignore_result=True`` (no result is stored for it).
         """
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._ignored:
+            raise InvalidArguments(
+                f"task {self._name or ''} {self._id} was sent with ignore_result=True: no "
+                "result is stored for it, so there is none to wait for"
+            )
         if self._waiter.done():  # the common case once tasks run: nothing to wait for
             return self._decode(self._waiter.result())
         router = self._router

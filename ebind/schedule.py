@@ -40,7 +40,10 @@ HEADER_TTL = "Nats-TTL"
 
 def rfc3339(at: datetime) -> str:
     """``2026-01-02T03:04:05.123456Z`` for an aware datetime (converted to UTC)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = at.astimezone(UTC)
+    # The year always in four digits: strftime writes year 999 as "999", which the server
+    # refuses as an invalid schedule.
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def scheduled_subject(task_id: str) -> str:
@@ -86,6 +89,13 @@ def resolve_at(
         if not math.isfinite(seconds) or seconds < 0:
             raise InvalidArguments(
                 f"countdown must be a finite number of seconds >= 0, got {countdown!r}",
+                parameter="countdown",
+            )
+        if seconds > max_ahead.total_seconds():
+            raise InvalidArguments(
+                f"cannot schedule a task {seconds:g}s ahead: the limit is the tasks retention "
+                f"horizon of {max_ahead} (Retention.tasks / EBIND_RETENTION_TASKS); raise it, "
+                "or use a periodic schedule or a workflow",
                 parameter="countdown",
             )
         at = now + timedelta(seconds=seconds)

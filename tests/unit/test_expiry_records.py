@@ -191,3 +191,17 @@ def test_a_message_a_worker_holds_gets_half_the_grace_more() -> None:
     at_68 = T0 + timedelta(seconds=67.5)
     held = expiry_for("TASKS.mail.send", 5, data, T0, 60.0, at_68, delivered=True)
     assert held is not None and "horizon of 60s" in held.entry.error.message
+
+
+def test_a_server_refusal_is_reported_as_not_stored_a_timeout_as_unknown() -> None:
+    from ebind.client import _task_failure
+    from ebind.wire import TaskEnvelope as Env
+
+    env = Env(id="t1", name="mail.send")
+    refused = _task_failure(env, "TASKS.mail.send", APIError(code=400, description="bad"), 5.0)
+    assert "refused by the server: bad; nothing was stored" in str(refused)
+    assert not refused.maybe_stored
+    unknown = _task_failure(env, "TASKS.mail.send", TimeoutError(), 5.0)
+    assert "may or may not be stored" in str(unknown) and unknown.maybe_stored
+    no_leader = _task_failure(env, "TASKS.mail.send", APIError(code=503, description="x"), 5.0)
+    assert no_leader.maybe_stored
