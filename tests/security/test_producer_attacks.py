@@ -5,11 +5,14 @@ result to wait for, and out-of-range times are refused by name."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -40,6 +43,25 @@ async def _stored_ids(app: App) -> set[str]:
     return ids
 
 
+def _echo(app: App, name: str) -> Any:
+    @app.task(name=name)
+    async def echo(x: int) -> int:
+        return x
+
+    return echo
+
+
+@contextlib.asynccontextmanager
+async def _stalled(node: Node) -> AsyncIterator[None]:
+    """The server stopped (SIGSTOP) for the block, then resumed."""
+    assert node.pid is not None
+    os.kill(node.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+
+
 async def test_a_map_through_a_server_stall_names_every_task_that_may_run(
     nats_node: Node,
 ) -> None:
@@ -49,19 +71,9 @@ async def test_a_map_through_a_server_stall_names_every_task_that_may_run(
     ``.accepted``), so the caller can wait on each or send it again under its id.
     """
     async with App("rev11", nats_url=nats_node.client_url, publish_timeout=1.0) as app:
-
-        @app.task(name="rev.stall")
-        async def echo(x: int) -> int:
-            return x
-
-        pid = nats_node.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # a stall: disk, GC, a paused VM
-        try:
-            batch = asyncio.create_task(echo.map(range(50)))
+        async with _stalled(nats_node):  # a stall: disk, GC, a paused VM
+            batch = asyncio.create_task(_echo(app, "rev.stall").map(range(50)))
             await asyncio.sleep(1.5)  # past publish_timeout: the PubAcks are overdue
-        finally:
-            os.kill(pid, signal.SIGCONT)
         with pytest.raises(PublishFailed) as caught:
             await batch
         err = caught.value
@@ -84,23 +96,13 @@ async def test_cancelling_a_map_leaves_a_record_of_what_it_published(nats_node: 
     the tasks published without a confirmation (``task.batch_cancelled``).
     """
     async with App("rev11", nats_url=nats_node.client_url, publish_timeout=5.0) as app:
-
-        @app.task(name="rev.cancel")
-        async def echo(x: int) -> int:
-            return x
-
-        pid = nats_node.pid
-        assert pid is not None
         with structlog.testing.capture_logs() as logs:
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                batch = asyncio.create_task(echo.map(range(50)))
+            async with _stalled(nats_node):
+                batch = asyncio.create_task(_echo(app, "rev.cancel").map(range(50)))
                 await asyncio.sleep(0.3)  # every publish written, no PubAck yet
                 batch.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await batch
-            finally:
-                os.kill(pid, signal.SIGCONT)
             await asyncio.sleep(0.5)
             stored = await _stored_ids(app)
         assert len(stored) == 50  # all of them will run
