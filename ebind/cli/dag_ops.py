@@ -62,6 +62,10 @@ def _payload(text: str | None) -> Any:
             f"payload is not valid JSON: {text!r} (quote strings: '\"text\"')",
             param_hint="PAYLOAD",
         ) from None
+    except RecursionError:
+        raise click.BadParameter(
+            "the JSON nests too deeply to read", param_hint="PAYLOAD"
+        ) from None
 
 
 @signal.command("send")

@@ -378,9 +378,11 @@ def run_async(ctx: click.Context, fn: Callable[[App], Awaitable[T]]) -> T | None
     except KeyboardInterrupt:
         return None
     except click.ClickException as exc:
-        safe = redact(exc.message)  # no error line ever shows a password or token
+        # No error line ever shows a password or token, nor an escape sequence: a task's
+        # error text quotes whatever its producer passed.
+        safe = printable(redact(exc.message))
         if safe == exc.message:
             raise
         raise click.ClickException(safe) from None
     except EbindError as exc:  # raised while connecting (e.g. server too old, bad settings)
-        raise click.ClickException(redact(_message(exc))) from None
+        raise click.ClickException(printable(redact(_message(exc)))) from None

@@ -13,6 +13,7 @@ import click
 
 from ebind.cli.output import (
     age,
+    confirm,
     echo_json,
     echo_table,
     human_duration,
@@ -20,6 +21,7 @@ from ebind.cli.output import (
     json_option,
     run_async,
     to_builtins,
+    yes_option,
 )
 
 if TYPE_CHECKING:
@@ -84,9 +86,11 @@ def ls(ctx: click.Context) -> None:
 
 @schedule.command("rm")
 @click.argument("name")
+@yes_option
 @click.pass_context
-def rm(ctx: click.Context, name: str) -> None:
+def rm(ctx: click.Context, name: str, yes: bool) -> None:
     """Remove the schedule NAME (a firing already produced still runs)."""
+    confirm(f"Remove schedule {name!r}? It exists only on the server", yes)
     removed = run_async(ctx, lambda app: app.unschedule(name))
     if removed is None:
         return

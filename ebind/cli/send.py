@@ -36,6 +36,11 @@ def parse_args(text: str | None) -> list[Any]:
             "positional arguments, e.g. '[1, 2]', or one JSON value such as '\"hello\"'",
             param_hint="ARGS",
         ) from None
+    except RecursionError:
+        raise click.BadParameter(
+            "the JSON nests too deeply to read; a worker takes at most 100 levels",
+            param_hint="ARGS",
+        ) from None
     return value if isinstance(value, list) else [value]
 
 

@@ -188,3 +188,9 @@ def _start(
         raise click.BadParameter(str(err), param_hint="--token") from None
     except EmbedError as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:  # the store directory cannot be made (a file in the way, say)
+        where = f" {err.filename}" if err.filename else ""
+        raise click.BadParameter(
+            f"cannot use{where} as the store directory: {err.strerror or err}",
+            param_hint="--store-dir",
+        ) from None

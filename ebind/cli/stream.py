@@ -18,6 +18,7 @@ from ebind.cli.output import (
     echo_table,
     emit,
     json_option,
+    printable,
     progress,
     run_async,
     truncate,
@@ -166,7 +167,8 @@ def _info(row: dict[str, Any]) -> None:
     for key in ("messages", "bytes", "first_seq", "last_seq", "retention", "storage", "replicas"):
         value = human_bytes(row[key]) if key == "bytes" else row[key]
         click.echo(f"  {(key + ':').ljust(11)} {value}")
-    click.echo(f"  {'subjects:'.ljust(11)} {', '.join(row['subjects']) or '-'}")
+    subjects = printable(", ".join(row["subjects"]) or "-")  # the server takes any bytes
+    click.echo(f"  {'subjects:'.ljust(11)} {subjects}")
     click.echo("")
     if not row["consumer_info"]:
         click.echo("  no consumers")
@@ -218,7 +220,8 @@ def _message(msg: Any) -> dict[str, Any]:
         "subject": msg.subject,
         "time": msg.time.astimezone(UTC).isoformat() if msg.time else None,
         "size": len(data),
-        "headers": dict(msg.headers or {}),
+        # nats-py reads a non-ASCII value as an email Header object: plain text for JSON.
+        "headers": {str(k): str(v) for k, v in (msg.headers or {}).items()},
         "data": data.decode(errors="replace"),
     }
 

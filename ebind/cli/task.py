@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ebind.cli.output import echo_json, is_json, json_option, run_async
+from ebind.cli.output import confirm, echo_json, is_json, json_option, run_async, yes_option
 from ebind.cli.task_get import get
 
 if TYPE_CHECKING:
@@ -25,15 +25,17 @@ task.add_command(get)
 
 @task.command("revoke")
 @click.argument("task_id")
+@yes_option
 @json_option
 @click.pass_context
-def revoke(ctx: click.Context, task_id: str) -> None:
+def revoke(ctx: click.Context, task_id: str, yes: bool) -> None:
     """Revoke TASK_ID: a queued or delayed task never runs, a running one is cancelled.
 
     The revocation lasts the tasks horizon and survives worker restarts. An unknown or
     finished id is recorded all the same and changes nothing. A periodic schedule is
     removed with `ebind schedule rm`, not revoked.
     """
+    confirm(f"Revoke task {task_id!r}? It cannot be undone", yes)
     done: Revocation | None = run_async(ctx, lambda app: app.revoke(task_id))
     if done is None:
         return

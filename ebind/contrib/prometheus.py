@@ -101,6 +101,33 @@ class _DLQCollector(Collector):
 
 
 _QUEUE_DOC = "Untargeted tasks waiting, by queue and priority band."
+MAX_OTHER_QUEUES = 16
+"""Queues no registered task names that get a series of their own (the deepest first)."""
+OTHER_QUEUES = "_other"
+"""The ``queue`` label of every queue past :data:`MAX_OTHER_QUEUES`, summed."""
+
+
+def bounded_queues(
+    depths: dict[tuple[str, str], int], known: set[str]
+) -> dict[tuple[str, str], int]:
+    """``depths`` with a bounded set of queue labels: producers choose queue names freely.
+
+    Queues the code names (``known``, and ``default``) keep their own series, so do the
+    :data:`MAX_OTHER_QUEUES` deepest of the rest; the others are summed under ``_other``,
+    so a producer inventing queues cannot grow every worker's scrape without bound.
+    """
+    totals: dict[str, int] = {}
+    for (queue, _), depth in depths.items():
+        totals[queue] = totals.get(queue, 0) + depth
+    others = sorted(
+        (q for q in totals if q not in known and q != "default"), key=lambda q: -totals[q]
+    )
+    named = set(totals) - set(others[MAX_OTHER_QUEUES:])
+    out: dict[tuple[str, str], int] = {}
+    for (queue, band), depth in depths.items():
+        key = (queue if queue in named else OTHER_QUEUES, band)
+        out[key] = out.get(key, 0) + depth
+    return out
 
 
 class _QueueCollector(Collector):
@@ -317,8 +344,17 @@ class PrometheusMetrics:
             return None
         from ebind.inspection import queue_depths
 
-        self._queues = await queue_depths(self.app.js)
+        self._queues = bounded_queues(await queue_depths(self.app.js), self._known_queues())
         return self._queues
+
+    def _known_queues(self) -> set[str]:
+        """Queues this process's code names (its registered tasks'), always shown by name."""
+        registry = getattr(self.app, "registry", None)
+        if registry is None:
+            return set()
+        return {
+            spec.queue for name in registry.names() if (spec := registry.get(name)) and spec.queue
+        }
 
     def dlq_for_scrape(self) -> int | None:
         """The DLQ size for a scrape: fresh when reachable in time, else the last value."""

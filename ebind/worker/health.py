@@ -59,7 +59,7 @@ _REQUEST_TIMEOUT = 5.0
 """Seconds a client gets to send its request line and headers."""
 _MAX_REQUEST_LINE = 8192
 MAX_CONNECTIONS = 64
-"""Health requests served at once; more are closed on arrival."""
+"""Connections still sending their request at once; a newcomer past it evicts the oldest."""
 
 
 class HealthServeError(OSError):
@@ -224,7 +224,8 @@ class HealthEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._open = 0
+        # Connections still sending their request, oldest first (dicts keep insertion order).
+        self._reading: dict[asyncio.StreamWriter, None] = {}
         """Connections being served (only the endpoint's own loop touches it)."""
 
     @property
@@ -267,16 +268,18 @@ class HealthEndpoint:
         return 404, {"error": f"no such path {path!r}; use /livez or /readyz"}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            # Probes are short; more open at once is someone holding connections (each is a
-            # file descriptor of the worker process): close at once rather than queue.
-            writer.close()
-            return
-        self._open += 1
+        if len(self._reading) >= MAX_CONNECTIONS:
+            # Probes are short; this many still sending is someone holding connections (each
+            # a file descriptor of the worker process). The oldest goes, not the newcomer: a
+            # client holding connections open must not lock the orchestrator's probe out.
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            oldest.transport.abort()
+        self._reading[writer] = None
         try:
             await self._serve(reader, writer)
         finally:
-            self._open -= 1
+            self._reading.pop(writer, None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -284,6 +287,7 @@ class HealthEndpoint:
                 request = await reader.readline()
                 while (await reader.readline()).strip():
                     pass  # headers are not needed
+            self._reading.pop(writer, None)  # read whole: no longer a candidate to evict
             parts = request.decode("latin-1").split()
             if len(parts) != 3 or not parts[2].startswith("HTTP/"):
                 status, body = 400, {"error": "malformed HTTP request line"}

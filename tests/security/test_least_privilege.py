@@ -270,7 +270,7 @@ OPERATOR_COMMANDS = [
     ["dlq", "requeue", "1", "--yes"],
     ["dlq", "purge", "--yes"],
     ["schedule", "ls"],
-    ["schedule", "rm", "perm-tick"],
+    ["schedule", "rm", "perm-tick", "--yes"],
     ["stream", "purge", DLQ_STREAM, "--yes"],
 ]
 

@@ -22,17 +22,17 @@ async def _recorded(url: str, task_id: str) -> bool:
 
 def test_revoke_records_the_id_and_says_until_when(nats_url: str) -> None:
     runner = CliRunner()
-    out = runner.invoke(main, ["--nats", nats_url, "task", "revoke", "job-1"])
+    out = runner.invoke(main, ["--nats", nats_url, "task", "revoke", "job-1", "--yes"])
     assert out.exit_code == 0, out.output
     assert out.output.startswith("revoked job-1 (recorded until ")
     assert asyncio.run(_recorded(nats_url, "job-1"))
-    as_json = runner.invoke(main, ["--nats", nats_url, "--json", "task", "revoke", "job-2"])
+    as_json = runner.invoke(main, ["--nats", nats_url, "--json", "task", "revoke", "job-2", "--yes"])
     assert as_json.exit_code == 0, as_json.output
     doc = json.loads(as_json.output)
     assert doc["task_id"] == "job-2" and doc["until"]
 
 
 def test_a_malformed_id_is_one_error_line_naming_it(nats_url: str) -> None:
-    out = CliRunner().invoke(main, ["--nats", nats_url, "task", "revoke", "a.b"])
+    out = CliRunner().invoke(main, ["--nats", nats_url, "task", "revoke", "a.b", "--yes"])
     assert out.exit_code == 1
     assert "invalid task id 'a.b'" in out.output

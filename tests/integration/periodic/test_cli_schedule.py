@@ -32,9 +32,9 @@ def test_ls_json_lists_schedules_and_rm_removes_one(nats_url: str) -> None:
     assert table.exit_code == 0, table.output
     assert "every 1h" in table.output and "cron 0 9 * * mon-fri (Europe/Paris)" in table.output
 
-    rm = runner.invoke(main, ["--nats", nats_url, "schedule", "rm", "hourly"])
+    rm = runner.invoke(main, ["--nats", nats_url, "schedule", "rm", "hourly", "--yes"])
     assert rm.exit_code == 0 and "removed schedule hourly" in rm.output
-    again = runner.invoke(main, ["--nats", nats_url, "schedule", "rm", "hourly"])
+    again = runner.invoke(main, ["--nats", nats_url, "schedule", "rm", "hourly", "--yes"])
     assert again.exit_code == 1 and "no schedule named 'hourly'" in again.output
     left = runner.invoke(main, ["--nats", nats_url, "--json", "schedule", "ls"])
     assert [r["name"] for r in json.loads(left.output)] == ["nine"]
