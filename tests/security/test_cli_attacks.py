@@ -173,22 +173,15 @@ def test_task_revoke_needs_yes_without_a_terminal(nats_node: Any) -> None:
 
 # ------------------------------------------------------------------ health endpoint
 async def test_idle_connections_do_not_starve_the_health_probe() -> None:
-    # The endpoint serves at most 64 connections and closes the 65th on arrival. A client
-    # that keeps 64 half-open requests (renewed every 5 s) therefore makes every real probe
-    # fail: the orchestrator's liveness probe gets no answer and restarts a healthy worker.
+    # A client keeps 64 half-open requests (renewed every 5 s). A newcomer evicts the
+    # oldest of them, so the orchestrator's liveness probe is still answered.
     from ebind.worker.health import MAX_CONNECTIONS, StallTracker, serve_health
 
-    worker: Any = SimpleNamespace(
-        is_running=True,
-        is_stopping=False,
-        is_consuming=True,
-        app=None,
-        unavailable_consumers=(),
-        stuck_threads=0,
-        concurrency=1,
-        loop_stalls=StallTracker(),
-        worker_id="w-health",
-    )
+    # A worker that is up and consuming, as the endpoint reads it.
+    state: dict[str, Any] = dict.fromkeys(("is_running", "is_consuming"), True)
+    state |= {"is_stopping": False, "app": None, "unavailable_consumers": ()}
+    state |= {"stuck_threads": 0, "concurrency": 1, "worker_id": "w-health"}
+    worker: Any = SimpleNamespace(**state, loop_stalls=StallTracker())
     endpoint = await serve_health(worker, port=0)
     idle: list[asyncio.StreamWriter] = []
     try:

@@ -26,7 +26,9 @@ def test_revoke_records_the_id_and_says_until_when(nats_url: str) -> None:
     assert out.exit_code == 0, out.output
     assert out.output.startswith("revoked job-1 (recorded until ")
     assert asyncio.run(_recorded(nats_url, "job-1"))
-    as_json = runner.invoke(main, ["--nats", nats_url, "--json", "task", "revoke", "job-2", "--yes"])
+    as_json = runner.invoke(
+        main, ["--nats", nats_url, "--json", "task", "revoke", "job-2", "--yes"]
+    )
     assert as_json.exit_code == 0, as_json.output
     doc = json.loads(as_json.output)
     assert doc["task_id"] == "job-2" and doc["until"]

@@ -1,6 +1,6 @@
-"""The health endpoint serves a bounded number of connections at once and closes the rest
-on arrival, so a client holding half-open requests cannot take the worker's file
-descriptors."""
+"""The health endpoint holds a bounded number of connections at once (a newcomer past the
+bound evicts the oldest half-open one), so a client holding half-open requests cannot take
+the worker's file descriptors."""
 
 from __future__ import annotations
 
