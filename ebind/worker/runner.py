@@ -879,6 +879,8 @@ class AttemptRunner:
         if not await self._store_dead_letter(msg, env, ctx, policy, error, env.attempt):
             return
         crashpoint("worker.after_dlq")
+        # Recorded before the answer: a waiter that sees the failure finds it counted.
+        self._outcome(ctx, "dead_lettered", error)
         if env.reply_to and not (
             await self._respond(env, result=None, error=error)
             or await self._respond_again(env, None, error)
@@ -893,7 +895,6 @@ class AttemptRunner:
                 note="the results stream refused the failure response; the dead letter "
                 "records the failure",
             )
-        self._outcome(ctx, "dead_lettered", error)
         await msg.term()
 
     async def _fail_before_run(
