@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["printable"]
+__all__ = ["Styled", "printable"]
 
-# The colour codes ebind's own styling writes (click.style: reset, bold, dim, underline,
-# a foreground colour); a table cell holds them around text it styled. Any other escape
-# (conceal, which hides the rest of the screen, or a cursor move) is shown as "?".
-_CONTROL = re.compile(r"\x1b\[(?:0|1|2|4|22|24|39|3[0-7]|9[0-7])m|[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Styled(str):
+    """Text ebind styled itself, from parts already made printable: its escapes are ebind's."""
+
+    __slots__ = ()
 
 
 def printable(text: str) -> str:
-    """``text`` with every control character shown as ``?``, ebind's own colour codes kept.
+    """``text`` with every control character shown as ``?``; :class:`Styled` text as it is.
 
     Cells hold strings read from records another program may have written; an escape
-    sequence in one could move the cursor, rewrite the screen, hide what follows or set
-    the terminal title.
+    sequence in one could move the cursor, rewrite the screen, hide what follows (a colour
+    code too: black on black) or set the terminal title. Only text ebind styled itself
+    keeps its colour codes.
     """
-    return _CONTROL.sub(lambda m: m.group() if len(m.group()) > 1 else "?", text)
+    if isinstance(text, Styled):
+        return text
+    return _CONTROL.sub("?", text)

@@ -205,17 +205,22 @@ class Publisher:
         waiting: collections.deque[tuple[int, str, asyncio.Future[PubAck]]] = collections.deque()
 
         async def settle_oldest() -> None:
-            i, token, fut = waiting.popleft()
+            # Taken off ``waiting`` only once settled: a cancel while its PubAck is awaited
+            # leaves it there, for the cleanup to forget and name with the rest.
+            i, token, fut = waiting[0]
+            outcome: PubAck | Exception
             try:
-                ack = await fut
+                outcome = await fut
             except PermissionDenied as exc:
-                failures.append((i, exc))
-                return
+                outcome = exc
             except Exception as exc:
-                failures.append((i, _task_failure(envs[i], framed[i][0], exc, self._timeout)))
+                outcome = _task_failure(envs[i], framed[i][0], exc, self._timeout)
+            waiting.popleft()
+            self._settled(token)
+            if isinstance(outcome, Exception):
+                failures.append((i, outcome))
                 return
-            finally:
-                self._settled(token)
+            ack = outcome
             try:
                 _checked(envs[i], framed[i][0], envs[i].id, ack)
             except PublishFailed as exc:

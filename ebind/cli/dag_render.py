@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from ebind._printable import Styled
 from ebind.cli.output import age, printable, status_style, style, truncate
 from ebind.workflow.debug import STEP_GLYPHS
 from ebind.workflow.types import BPState, DAGMeta, Event, EventKind, StepRecord, StepStatus
@@ -87,7 +88,7 @@ def _edges(recs: Sequence[StepRecord]) -> tuple[dict[str, list[str]], list[str]]
 
 
 def _node(rec: StepRecord) -> str:
-    return f"{glyph(rec.status)} {rec.step_id} [{status_style(rec.status.value)}]"
+    return f"{glyph(rec.status)} {printable(rec.step_id)} [{status_style(rec.status.value)}]"
 
 
 def tree_lines(meta: DAGMeta, recs: Sequence[StepRecord], blocked: Iterable[str] = ()) -> list[str]:
@@ -101,7 +102,7 @@ def tree_lines(meta: DAGMeta, recs: Sequence[StepRecord], blocked: Iterable[str]
     children, roots = _edges(recs)
     stopped = set(blocked)
     first_parent: dict[str, str] = {}
-    lines = [f"DAG {meta.id} [{status_style(meta.status.value)}]"]
+    lines = [f"DAG {printable(meta.id)} [{status_style(meta.status.value)}]"]
 
     def walk(sid: str, prefix: str, connector: str, parent: str) -> None:
         line = prefix + connector + _node(by_id[sid])
@@ -120,8 +121,9 @@ def tree_lines(meta: DAGMeta, recs: Sequence[StepRecord], blocked: Iterable[str]
     # Only a dependency cycle could leave steps unreached; show them rather than hide them.
     for sid in sorted(set(by_id) - set(first_parent)):
         walk(sid, "", "", "")
-    # Step ids come from keys a DAG producer may write: no escape sequence passes.
-    return [printable(line) for line in lines]
+    # Every part read from a record was made printable above (step ids come from keys a
+    # DAG producer may write); the escapes left are ebind's own colours.
+    return [Styled(line) for line in lines]
 
 
 def _bp_suffix(rec: StepRecord, state: BPState, now: datetime) -> str:
@@ -161,34 +163,34 @@ def step_detail_lines(rec: StepRecord, rev: int, now: datetime) -> list[str]:
     rows.append(("args", bytes(rec.args_json).decode(errors="replace")))
     width = max(len(k) for k, _ in rows) + 1
     head = (
-        f"Step {rec.dag_id}/{rec.step_id}  [{status_style(rec.status.value)}]"
-        f"  attempt={rec.attempt}  rev={rev}"
+        f"Step {printable(rec.dag_id)}/{printable(rec.step_id)}"
+        f"  [{status_style(rec.status.value)}]  attempt={rec.attempt}  rev={rev}"
     )
     flags = "  optional" if rec.optional else ""
     flags += "  held" if rec.held else ""
     # Every value was read from a record others may write: no escape sequence passes.
-    return [printable(head + flags)] + [
-        f"  {(k + ':').ljust(width)} {printable(v)}" for k, v in rows
-    ]
+    return [Styled(head + flags)] + [f"  {(k + ':').ljust(width)} {printable(v)}" for k, v in rows]
 
 
 def event_line(ev: Event, at: datetime) -> str:
     """One ``dag watch`` line: time, DAG, step, event kind and what the kind carries."""
+    # An event's strings are whatever its publisher wrote: each is made printable here.
+    p = printable
     stamp = fmt_time(at)
-    line = f"{stamp}  DAG {ev.dag_id}"
+    line = f"{stamp}  DAG {p(ev.dag_id)}"
     if ev.step_id and ev.step_id != ev.dag_id:
-        line += f"  step {ev.step_id}"
+        line += f"  step {p(ev.step_id)}"
     line += f"  {style(ev.kind.value, bold=True)}"
     if ev.kind is EventKind.COMPLETED and ev.status is not None:
         line += f"  status={status_style(ev.status.value)}"
         if ev.error_kind:
-            line += f"  err={ev.error_kind}"
+            line += f"  err={p(ev.error_kind)}"
             if ev.error_message:
-                line += f": {truncate(ev.error_message, 80)}"
+                line += f": {p(truncate(ev.error_message, 80))}"
     elif ev.kind is EventKind.BP_HIT:
-        line += f"  ⦿ position={ev.bp_position} labels={','.join(ev.bp_labels)}"
+        line += f"  ⦿ position={p(ev.bp_position)} labels={p(','.join(ev.bp_labels))}"
     elif ev.kind is EventKind.BP_RESUMED:
-        line += f"  position={ev.bp_position} label={','.join(ev.bp_labels)}"
+        line += f"  position={p(ev.bp_position)} label={p(','.join(ev.bp_labels))}"
     elif ev.kind is EventKind.SIGNAL:
-        line += f"  ⚑ name={ev.signal_name}"
-    return printable(line)  # an event's strings are whatever its publisher wrote
+        line += f"  ⚑ name={p(ev.signal_name)}"
+    return Styled(line)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from ebind._printable import printable
+from ebind._printable import Styled, printable
 from ebind.errors import DAGNotFound, EbindError, StepNotFound
 
 if TYPE_CHECKING:
@@ -125,8 +125,13 @@ def _colour_on() -> bool:
 
 
 def style(text: str, **styles: Any) -> str:
-    """``click.style`` only on a terminal and without ``NO_COLOR`` (pipes and files stay plain)."""
-    return click.style(text, **styles) if _colour_on() else text
+    """``click.style`` only on a terminal and without ``NO_COLOR`` (pipes and files stay plain).
+
+    ``text`` is made printable first, so the result is :class:`Styled`: its only escapes
+    are the ones added here.
+    """
+    text = printable(text)
+    return Styled(click.style(text, **styles)) if _colour_on() else Styled(text)
 
 
 def status_style(status: str) -> str:
@@ -141,7 +146,8 @@ def _visible_len(text: str) -> int:
 
 def echo_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Print an aligned table (two spaces between columns), header first."""
-    body = [[printable(str(c)) for c in r] for r in rows]
+    # A Styled cell keeps ebind's own colours; any other becomes plain printable text.
+    body = [[c if isinstance(c, Styled) else printable(str(c)) for c in r] for r in rows]
     cols = len(headers)
     widths = [
         max([_visible_len(h) for h in headers[i : i + 1]] + [_visible_len(r[i]) for r in body])

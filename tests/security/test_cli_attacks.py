@@ -82,14 +82,15 @@ def test_stream_info_prints_no_escape_sequences_from_stream_subjects(nats_node: 
     assert "\x1b" not in result.output and "\x07" not in result.output, repr(result.output)
 
 
-# ------------------------------------------------------------------ printable() keeps SGR
-def test_worker_ls_prints_no_colour_codes_from_a_worker_record(nats_node: Any) -> None:
-    # printable() keeps "\x1b[...m" (so echo_table can pass its own styled cells), which
-    # lets a record's text carry SGR codes to the terminal: SGR 8 (conceal) in a worker's
-    # host hides the rest of the table, every later worker row, and the shell prompt.
+# ------------------------------------------------------------------ colour codes in records
+@pytest.mark.parametrize("code", [CONCEAL, "\x1b[30m", "\x1b[2m"], ids=["conceal", "black", "dim"])
+def test_worker_ls_prints_no_colour_codes_from_a_worker_record(nats_node: Any, code: str) -> None:
+    # A record's colour code would reach the terminal: SGR 8 (conceal), or black text on a
+    # dark terminal, in a worker's host hides the rest of the table, every later worker row
+    # and the shell prompt. Only text ebind styled itself keeps its codes.
     url = nats_node.client_url
     now = time.time()
-    record = {"worker_id": "w-sgr", "host": f"h{CONCEAL}", "pid": 1, "at": now, "started_at": now}
+    record = {"worker_id": "w-sgr", "host": f"h{code}", "pid": 1, "at": now, "started_at": now}
     subject = f"$KV.{KV_LEASES}.{worker_key('w-sgr')}"
     publish_raw(url, subject, json.dumps(record).encode(), {"Nats-TTL": "60s"})
     result = on_terminal(url, "worker", "ls")

@@ -59,11 +59,14 @@ def test_digits_int_refuses_are_a_bad_parameter(value: str) -> None:
         parse_since(value)
 
 
-def test_printable_shows_control_characters_and_keeps_colours() -> None:
+def test_printable_shows_control_characters_and_keeps_only_its_own_colours() -> None:
+    from ebind._printable import Styled
     from ebind.cli.output import printable
 
     hostile = "host\x1b]0;owned\x07\x1b[2J\r\n\x9b1m"
     assert printable(hostile) == "host?]0;owned??[2J???1m"
+    # A colour code in a record's text is shown as "?"; text ebind styled keeps its codes.
     coloured = click.style("failed", fg="red")
-    assert printable(coloured) == coloured
+    assert printable(coloured) == "?[31mfailed?[0m"
+    assert printable(Styled(coloured)) == coloured
     assert printable("plain – ünicode") == "plain – ünicode"
