@@ -29,6 +29,7 @@ from ebind.errors import (
     StepSkipped,
 )
 from ebind.wire import TaskError
+from ebind.worker.hook import StepUnproven
 from ebind.workflow import DAG, CaptureEnqueuer, DAGStatus, StepStatus, Workflow, truncate_error
 from ebind.workflow.store_mem import MemStore
 from ebind.workflow.types import DAGMeta, StepRecord
@@ -576,6 +577,11 @@ async def _simulate(
                 await w.deliver(env, run=run)
             except StaleRevision:
                 queue.append(env)  # the worker naks; JetStream redelivers
+            except StepUnproven:
+                # A message whose dispatch never showed in the record (its CAS lost to an
+                # injected fault, or had not landed by the third delivery on a loaded
+                # host): the worker dead-letters it and the sweep dispatches the step again.
+                pass
             else:
                 if not run or rng.random() < 0.05:
                     queue.append(env)  # died mid-step (redelivered) or a late duplicate
