@@ -1,6 +1,5 @@
 """Second-order defenses: keyed msg-ids do not confuse the workflow's presence check, a
-repeating schedule is refused wherever it is stored outside TASKS_SCHEDULES, a requeue's
-duplicate check looks at the subject, the expirer never spins on work it cannot record,
+requeue's duplicate check looks at the subject, the expirer never spins on work it cannot record,
 and a NonRetryable task whose failure response is refused is not run again."""
 
 from __future__ import annotations
@@ -74,48 +73,6 @@ async def test_signing_app_dag_steps_queued_behind_a_backlog_are_not_redispatche
             await asyncio.wait_for(task, 5)
         await app.workflow.close()
         await app.close()
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("home", ["TASKS.rev.nobody", "TASKQ.q.normal.rev.nobody"])
-async def test_a_repeating_schedule_planted_on_a_task_subject_runs_nothing(
-    nats_url: str, home: str
-) -> None:
-    """A repeating schedule stored on a task subject is refused like one on the countdowns.
-
-    A producer (even one without countdown rights) may publish on ``TASKS.>``/``TASKQ.>``,
-    and the server stores a ``Nats-Schedule`` message on any subject of EBIND_TASKS. Only
-    ``TASKS_SCHEDULES.<name>`` may hold a repeating schedule, so a firing of one stored
-    anywhere else is dead-lettered unrun.
-    """
-    import nats
-    from worker_helpers import running
-
-    ran: list[int] = []
-    app = App("planted", nats_url=nats_url)
-
-    @app.task(name="rev.tick")
-    async def tick(x: int) -> int:
-        ran.append(x)
-        return x
-
-    async with app:
-        nc = await nats.connect(nats_url)  # a producer's rights suffice
-        try:
-            await nc.jetstream().publish(
-                home,
-                b'{"id":"hidden-1","name":"rev.tick","payload":[7]}',
-                headers={
-                    "Nats-Schedule": "@every 1s",
-                    "Nats-Schedule-Target": "TASKS.rev.tick",
-                    "Nats-TTL": "never",
-                },
-            )
-        finally:
-            await nc.close()
-        async with running(app):
-            await asyncio.sleep(3.5)
-        assert ran == [], f"a repeating schedule planted on {home} ran its task {len(ran)} times"
 
 
 async def test_requeue_swallowed_by_a_copy_on_another_subject_keeps_the_dead_letter(
