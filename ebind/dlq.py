@@ -18,7 +18,6 @@ from ebind.client import HEADER_MSG_ID, message_size
 from ebind.errors import (
     DLQEntryNotFound,
     InvalidArguments,
-    InvalidName,
     PayloadTooLarge,
     PublishFailed,
     WorkflowError,
@@ -130,7 +129,7 @@ def _check_requeue(env: TaskEnvelope, seq: int) -> None:
     try:
         subject = task_subject(env.name, env.target, env.queue, env.priority)
         problem = envelope_problem(env, subject)
-    except (InvalidName, InvalidArguments, ValueError) as exc:
+    except ValueError as exc:  # InvalidName and InvalidArguments are ValueErrors too
         problem = str(exc)
     if problem is not None:
         raise InvalidArguments(
