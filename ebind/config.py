@@ -169,6 +169,7 @@ SETTINGS: dict[str, tuple[str, str, _Parser]] = {
     },
     **{f"retention_{f}": ("retention", f, _duration) for f in Retention.__struct_fields__},
     "worker_concurrency": ("worker", "concurrency", _count),
+    "worker_prefetch": ("worker", "prefetch", _count),
     "worker_ack_wait": ("worker", "ack_wait", _duration),
     "worker_shutdown_grace": ("worker", "shutdown_grace", _duration),
     "worker_claims": ("worker", "claims", _names),

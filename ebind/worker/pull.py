@@ -73,10 +73,13 @@ class _Request:
 
 
 class Budget:
-    """Concurrency shared by all pullers of one worker: ``free = capacity - held - requested``."""
+    """Intake shared by all pullers of one worker: ``capacity + ahead - held - requested``."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        """The worker's execution slots."""
+        self.ahead = 0
+        """Deliveries held beyond the slots (see :mod:`ebind.worker.prefetch`)."""
         self.held = 0  # messages received and not yet finished (running or waiting for a slot)
         self.requested = 0  # messages asked for by open pull requests, not yet delivered
         # Backlog reported by claim pullers: slots the shared puller leaves to targeted work.
@@ -110,8 +113,15 @@ class Budget:
         return False
 
     def free(self) -> int:
-        """Slots neither running a message nor promised to an open pull request."""
-        return self.capacity - self.held - self.requested
+        """Room for deliveries: neither held nor promised to an open pull request."""
+        return self.capacity + self.ahead - self.held - self.requested
+
+    def hold_ahead(self, n: int) -> None:
+        """Hold ``n`` deliveries beyond the slots from now on; more room wakes the pullers."""
+        more = n > self.ahead
+        self.ahead = n
+        if more and self._waiters:
+            self.wake(self.free())
 
     def release(self) -> None:
         """A received message is finished; wake pullers whose threshold is now met."""

@@ -257,6 +257,8 @@ class AttemptRunner:
         """The handler :meth:`base_handler` built (a plain chain must wrap this one)."""
         self._plain_of: Handler | None = None
         self._plain_cache: PlainChain | None = None
+        self.on_answering: Callable[[Any], None] | None = None
+        """Called with a delivery whose task finished, before its response is stored."""
 
     # ------------------------------------------------------------------ the delivery
     async def process(self, msg: Any) -> None:
@@ -370,6 +372,8 @@ class AttemptRunner:
             return
         # Outcome listeners (log line, metrics) run before the reply, as on the full path.
         _plain_succeeded(ctx, plain.logs, start)
+        if self.on_answering is not None:
+            self.on_answering(msg)
         if env.reply_to and not (
             await self._respond(env, result=wire, error=None)
             or await self._respond_again(env, wire)
@@ -764,6 +768,8 @@ class AttemptRunner:
         # Outcome listeners (log line, metrics) run before the reply, so whoever sees the
         # result also sees the attempt recorded.
         self._outcome(ctx, "succeeded", None)
+        if self.on_answering is not None:
+            self.on_answering(msg)
         if env.reply_to and not await self._respond_stored(env, wire):
             # Acking now would lose the result: give the message back so the task runs
             # again (the crash-loop guard bounds how often).

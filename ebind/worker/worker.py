@@ -49,6 +49,7 @@ from ebind.worker.health import (
     serve_health,
 )
 from ebind.worker.middleware import Middleware, chain
+from ebind.worker.prefetch import DEFAULT_PREFETCH, SlotPace, check_prefetch, held_ahead
 from ebind.worker.procpool import ProcessPool, pool_for
 from ebind.worker.pull import Budget, Puller
 from ebind.worker.revoked import Revocations
@@ -108,6 +109,10 @@ class Worker:
             in a child (``ebind worker -A`` passes its own).
         queues: queues to take tasks from (every handler of the app, in each of them);
             None serves the default queue plus every queue a handler names.
+        prefetch: deliveries held per slot at most (4 by default); short tasks are held
+            ahead of free slots, up to what the slots start within about 10 ms, and a
+            finished task waiting for its result to be stored no longer takes a slot.
+            1 holds only what runs.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class Worker:
         max_tasks_per_child: int | None = None,
         app_path: str | None = None,
         queues: Sequence[str] | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         self.queues: tuple[str, ...] | None = (
             tuple(dict.fromkeys(check_queue(q) for q in queues)) if queues else None
@@ -159,6 +165,8 @@ class Worker:
         self.app = app
         self.worker_id = check_target(worker_id) if worker_id else uuid.uuid4().hex
         self.concurrency = concurrency
+        self.prefetch = check_prefetch(prefetch)
+        """Deliveries held per slot at most (1: only what runs)."""
         self.ack_wait = float(ack_wait)
         self.shutdown_grace = float(shutdown_grace)
         self.scheduler = scheduler
@@ -171,6 +179,12 @@ class Worker:
         self._hook = hook
         # id(message) -> (message, monotonic arrival); nats-py's Msg is an unhashable dataclass
         self._held: dict[int, tuple[Any, float]] = {}
+        self._slot_since: dict[int, float] = {}  # id(message) -> monotonic time its slot was taken
+        # id(message) of finished tasks whose response is being stored: slot and intake given
+        # back early (a slot is for running handlers), at most concurrency * prefetch of them.
+        self._answering: set[int] = set()
+        self._queued: dict[int, asyncio.Task[None]] = {}  # id(message) -> its task, slot awaited
+        self._pace = SlotPace()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pullers: dict[str, Puller] = {}  # claim -> puller
         self._lanes: dict[str, Puller] = {}  # lane durable -> puller
@@ -277,7 +291,8 @@ class Worker:
     def in_flight(self) -> int:
         """Handlers running now."""
         slots = getattr(self, "_slots", None)
-        return len(self._held) - (slots.waiting if slots is not None else 0)
+        waiting = slots.waiting if slots is not None else 0
+        return len(self._held) - waiting - len(self._answering)
 
     @property
     def is_leader(self) -> bool:
@@ -287,6 +302,12 @@ class Worker:
         wf = _workflow(self.app)
         elector = getattr(wf, "elector", None)
         return bool(elector is not None and elector.is_leader())
+
+    @property
+    def queued(self) -> int:
+        """Deliveries held for a free slot (held ahead, see ``prefetch``)."""
+        slots = getattr(self, "_slots", None)
+        return slots.waiting if slots is not None else 0
 
     @property
     def held_count(self) -> int:
@@ -408,6 +429,8 @@ class Worker:
         runner.chain = chain(middleware, runner.base_handler())
         self._runner = runner
         self._budget = Budget(self.concurrency)
+        if self.prefetch > 1:
+            runner.on_answering = self._answering_started
         runner.on_stuck = self._thread_stuck
         runner.procpool = self.procpool
         # Before any consumer: a revocation written from now on is in the local set (until
@@ -728,18 +751,22 @@ class Worker:
         if self._slots.try_acquire():
             # The common case, a free slot: the task runs the delivery itself and a done
             # callback does what _run_one's finally does (one coroutine fewer per task).
+            self._slot_since[id(msg)] = time.monotonic()
             puller.started()
             task = self._loop.create_task(self._runner.process(msg))
             task.add_done_callback(functools.partial(self._ran, msg, puller))
         else:
             task = self._loop.create_task(self._run_one(msg, puller))
             task.add_done_callback(self._tasks.discard)
+            self._queued[id(msg)] = task
         self._tasks.add(task)
 
     def _ran(self, msg: Any, puller: Puller, task: asyncio.Task[None]) -> None:
         """A delivery that started at once is done: :meth:`_run_one`'s ending, as a callback."""
         self._tasks.discard(task)
-        self._slots.release()
+        answered = id(msg) in self._answering
+        if not answered:
+            self._free_slot(msg)
         if not task.cancelled():  # cancelled: shutdown past its grace nak'd it first
             exc = task.exception()
             if exc is not None:
@@ -751,8 +778,11 @@ class Worker:
                 )
                 self._nak_now(msg, 1.0)
         self._held.pop(id(msg), None)
-        assert self._budget is not None
-        self._budget.release()
+        if answered:
+            self._answering.discard(id(msg))
+        else:
+            assert self._budget is not None
+            self._budget.release()
         puller.finished(started=True)
 
     async def _run_one(self, msg: Any, puller: Puller) -> None:
@@ -760,22 +790,68 @@ class Worker:
         started = False
         try:
             await self._slots.acquire(puller.rank)
+            del self._queued[id(msg)]
+            if self._stopping:
+                # Held ahead and not started when the worker began to stop: hand it back
+                # at once so another worker runs it, instead of running it in the grace.
+                self._slots.release()
+                self._nak_now(msg)
+                return
             started = True
+            self._slot_since[id(msg)] = time.monotonic()
             puller.started()
             try:
                 await self._runner.process(msg)
             finally:
-                self._slots.release()
+                if id(msg) not in self._answering:
+                    self._free_slot(msg)
         except asyncio.CancelledError:
-            pass  # shutdown past its grace: the message was nak'd before cancelling
+            if not started:  # cancelled while waiting for a slot (stop): give it back now
+                self._queued.pop(id(msg), None)
+                self._nak_now(msg)
+            # else shutdown past its grace: the message was nak'd before cancelling
         except Exception:
             log.exception("worker.delivery_crashed", worker_id=self.worker_id, subject=msg.subject)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1.0)
         finally:
             self._held.pop(id(msg), None)
-            self._budget.release()
+            if id(msg) in self._answering:
+                self._answering.discard(id(msg))
+            else:
+                self._budget.release()
             puller.finished(started=started)
+
+    def _free_slot(self, msg: Any) -> None:
+        """Give the slot of ``msg`` back, and hold as many deliveries ahead as its pace allows."""
+        self._slots.release()
+        since = self._slot_since.pop(id(msg), None)
+        if since is None or self.prefetch == 1:
+            return
+        pace = self._pace.record(time.monotonic() - since)
+        budget = self._budget
+        if budget is not None:
+            ahead = held_ahead(self.concurrency, pace, self.prefetch)
+            if ahead != budget.ahead:
+                budget.hold_ahead(ahead)
+
+    def _answering_started(self, msg: Any) -> None:
+        """The task of ``msg`` finished and only storing its response and the ack remain.
+
+        Its slot goes to the next delivery at once, and its place in the intake too, so a
+        worker waiting on the server's confirmations keeps running tasks meanwhile.
+        """
+        key = id(msg)
+        if (
+            key in self._answering
+            or key not in self._slot_since
+            or len(self._answering) >= self.concurrency * self.prefetch
+        ):
+            return  # bounded: past that, a task keeps its slot until it is answered
+        self._answering.add(key)
+        self._free_slot(msg)
+        assert self._budget is not None
+        self._budget.release()
 
     def _nak_now(self, msg: Any, delay: float | None = None) -> None:
         async def nak() -> None:
@@ -820,16 +896,22 @@ class Worker:
         if gate is not None:
             await gate.stop()
 
+    async def _stop_intake(self, background: list[asyncio.Task[Any]]) -> None:
+        """No more deliveries; held ones not started go back; background work but keepalive ends."""
+        for puller in self._all_pullers():
+            await puller.stop()
+        for task in list(self._queued.values()):
+            task.cancel()  # held, not started: handed back at once (see _run_one)
+        for task in background:
+            if task.get_name() != "ebind-keepalive":
+                task.cancel()
+
     async def _shutdown(self, grace: float, background: list[asyncio.Task[Any]]) -> None:
         self._stopping = True
         await self._stop_revocations()
         for task in self._recovering.values():
             task.cancel()
-        for puller in self._all_pullers():
-            await puller.stop()
-        for task in background:
-            if task.get_name() != "ebind-keepalive":
-                task.cancel()
+        await self._stop_intake(background)
         pending = {t for t in self._tasks if not t.done()}
         if pending and grace > 0:
             log.info(

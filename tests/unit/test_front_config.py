@@ -33,6 +33,7 @@ def test_parse_accepts_any_case_and_the_prefix_or_none() -> None:
         {
             "EBIND_NATS_URL": "nats://h:4222",
             "worker_concurrency": "8",
+            "EBIND_WORKER_PREFETCH": "2",
             "Worker_Ack_Wait": "1m",
             "retention_results": "2d",
             "EBIND_WORKER_CLAIMS": "gpu, eu-1",
@@ -45,6 +46,7 @@ def test_parse_accepts_any_case_and_the_prefix_or_none() -> None:
     assert s.app == {"nats_url": "nats://h:4222", "connect_wait": 0.0}
     assert s.worker == {
         "concurrency": 8,
+        "prefetch": 2,
         "ack_wait": 60.0,
         "claims": ["gpu", "eu-1"],
         "scheduler": False,
@@ -59,6 +61,7 @@ def test_parse_accepts_any_case_and_the_prefix_or_none() -> None:
         ({"EBIND_WORKER_CONCURENCY": 4}, "unknown ebind setting(s) ['EBIND_WORKER_CONCURENCY']"),
         ({"worker_concurrency": 0}, "EBIND_WORKER_CONCURRENCY must be a whole number >= 1"),
         ({"worker_concurrency": True}, "EBIND_WORKER_CONCURRENCY must be a whole number"),
+        ({"worker_prefetch": "0"}, "EBIND_WORKER_PREFETCH must be a whole number >= 1"),
         ({"worker_ack_wait": "soon"}, "EBIND_WORKER_ACK_WAIT"),
         ({"worker_ack_wait": -1}, "EBIND_WORKER_ACK_WAIT must be a finite duration >= 0"),
         ({"worker_scheduler": "maybe"}, "EBIND_WORKER_SCHEDULER must be true or false"),

@@ -1,0 +1,152 @@
+"""Deliveries held ahead of free slots: short tasks only, bounded, handed back at stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from click.testing import CliRunner
+from worker_helpers import running, wait_for
+
+from ebind.app import App
+from ebind.cli import main
+from ebind.context import Context
+from ebind.worker import Worker
+
+
+class _Watch:
+    """Most handlers running at once, and most deliveries waiting for a slot, as seen."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_running = 0
+        self.most_queued = 0
+
+    def enter(self, w: Worker | None) -> None:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        if w is not None:
+            self.most_queued = max(self.most_queued, w.queued)
+
+    def leave(self) -> None:
+        self.running -= 1
+
+
+async def _sample(w: Worker, watch: _Watch, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        watch.most_queued = max(watch.most_queued, w.queued)
+        await asyncio.sleep(0.001)
+
+
+async def _run_batch(app: App, watch: _Watch, n: int, seconds: float, **options: Any) -> Worker:
+    worker: list[Worker] = []
+
+    @app.task(name="pf.work")
+    async def work(i: int) -> int:
+        watch.enter(worker[0] if worker else None)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            watch.leave()
+        return i
+
+    async with running(app, **options) as w:
+        worker.append(w)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sample(w, watch, stop))
+        try:
+            futs = await work.map(range(n))
+            assert [await f.result(60) for f in futs] == list(range(n))
+        finally:
+            stop.set()
+            await sampler
+    return w
+
+
+async def test_short_tasks_are_held_ahead_and_no_more_run_than_the_concurrency(app: App) -> None:
+    watch = _Watch()
+    await _run_batch(app, watch, 600, 0.001, concurrency=4, prefetch=4)
+    assert watch.most_running <= 4
+    assert watch.most_queued > 0, "short tasks were never held ahead of a free slot"
+    assert watch.most_queued <= 4 * 3  # (prefetch - 1) rounds of the slots at most
+
+
+async def test_long_tasks_are_not_held_ahead(app: App) -> None:
+    # A slot time of 0.25 s starts less than one delivery per 10 ms: none is held ahead,
+    # so an idle neighbour would get every message this worker is not running.
+    watch = _Watch()
+    await _run_batch(app, watch, 12, 0.25, concurrency=2, prefetch=8)
+    assert watch.most_running <= 2
+    assert watch.most_queued == 0
+
+
+async def test_prefetch_one_holds_only_what_runs(app: App) -> None:
+    watch = _Watch()
+    await _run_batch(app, watch, 400, 0.001, concurrency=4, prefetch=1)
+    assert watch.most_running <= 4
+    assert watch.most_queued == 0
+
+
+async def test_held_deliveries_go_back_at_stop_and_run_elsewhere_once(
+    app: App, other_app: App
+) -> None:
+    ran: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    def register(a: App) -> Any:
+        @a.task(name="pf.quick")
+        async def quick() -> None:
+            return None
+
+        @a.task(name="pf.slow")
+        async def slow(ctx: Context, i: int) -> int:
+            ran.append((ctx.worker_id, i))
+            if ctx.worker_id == "A":
+                await gate.wait()
+            return i
+
+        return quick, slow
+
+    quick, slow = register(app)
+    register(other_app)
+    a = Worker(app, worker_id="A", concurrency=1, prefetch=4, scheduler=False, ack_wait=5.0)
+    a_run = asyncio.create_task(a.run())
+    try:
+        await wait_for(lambda: a.is_consuming, 10)
+        for f in await quick.starmap([()] * 30):  # a short slot time: three held ahead
+            await f.result(20)
+        futs = await slow.map(range(4))
+        await wait_for(lambda: a.queued == 3 and len(ran) == 1, 10)
+        await a.stop()  # returns at once; a.run() drains and returns
+        async with running(other_app, worker_id="B"):
+            # Handed back at once: B runs them while A's first task still runs.
+            await wait_for(lambda: [w for w, _ in ran].count("B") == 3, 10)
+            assert not a_run.done()
+            gate.set()
+            await a_run
+            assert sorted([await f.result(20) for f in futs]) == [0, 1, 2, 3]
+    finally:
+        gate.set()
+        if not a_run.done():
+            a_run.cancel()
+    assert sorted(i for _, i in ran) == [0, 1, 2, 3], ran  # each ran once
+    assert [w for w, _ in ran].count("A") == 1
+
+
+def test_worker_help_shows_prefetch_and_refuses_zero() -> None:
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--prefetch" in result.output
+    result = CliRunner().invoke(main, ["worker", "-A", "cli_app:app", "--prefetch", "0"])
+    assert result.exit_code != 0
+    assert "--prefetch" in result.output and "0" in result.output
+
+
+def test_worker_refuses_a_prefetch_below_one(app: App) -> None:
+    for bad in (0, -2):
+        try:
+            Worker(app, prefetch=bad)
+        except ValueError as exc:
+            assert "prefetch must be a whole number >= 1" in str(exc)
+        else:
+            raise AssertionError(f"prefetch={bad} was accepted")
