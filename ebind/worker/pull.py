@@ -58,6 +58,9 @@ _UNAVAILABLE_BACKOFF = (0.1, 2.0)
 # (a deleted consumer answers every request with "no responders", like a leaderless one).
 _CHECK_AFTER_BACKOFF = 0.4
 _request_encoder = msgspec.json.Encoder()
+# A threshold no free count reaches (the room grows past the slots while deliveries are
+# held ahead, so the slots plus one would be met by every release).
+_NEVER = 1 << 62
 
 
 class _Request:
@@ -374,7 +377,7 @@ class Puller:
             return
         # Deliveries and finished messages kick this wait; the budget wakes it for free
         # slots (when there is a backlog) or an idle slot (when it may overdraft).
-        threshold = 1 if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
+        threshold = 1 if backlog > 0 else _NEVER  # no backlog seen: a kick ends the wait
         self._waiting = budget.waiter(threshold, overdraft=overdraft)
         await budget.wait(self._waiting, self._next_expiry_in())
 
@@ -395,7 +398,7 @@ class Puller:
         if mine == 0 and backlog <= 0 and (budget.held < budget.capacity or not self._unstarted):
             await self._request(1, counted=False, expires=self._idle_expires)
             return
-        threshold = need if backlog > 0 else budget.capacity + 1  # never met: no backlog seen
+        threshold = need if backlog > 0 else _NEVER  # no backlog seen: a kick ends the wait
         self._waiting = budget.waiter(threshold, overdraft=mine == 0, rank=self.rank)
         await budget.wait(self._waiting, self._next_expiry_in())
 

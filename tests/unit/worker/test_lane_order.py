@@ -179,3 +179,25 @@ async def test_a_taken_slot_is_repaid_before_any_waiter_runs() -> None:
     assert not waiter.done()
     slots.release()  # the thread returns
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_an_idle_lane_is_not_woken_by_releases_while_deliveries_are_held_ahead() -> None:
+    # With room for deliveries held ahead, every release leaves more free than the slots:
+    # a lane that has seen no backlog must still sleep until a delivery or a kick.
+    nc, budget = _Conn(), Budget(16)
+    lane = _lane(nc, budget, "d0", 1)
+    await _step(lane)  # its probe
+    step = asyncio.create_task(lane._step_lane())  # parks: nothing seen waiting
+    await asyncio.sleep(0)
+    budget.hold_ahead(48)
+    budget.held = 3
+    for _ in range(3):
+        budget.release()
+    await asyncio.sleep(0.01)
+    try:
+        assert not step.done(), "an idle lane woke up for a release"
+        assert len(nc.sent) == 1
+    finally:
+        step.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await step
