@@ -119,6 +119,19 @@ class Budget:
         """Room for deliveries: neither held nor promised to an open pull request."""
         return self.capacity + self.ahead - self.held - self.requested
 
+    def busy_above(self, rank: int) -> bool:
+        """Whether a higher-ranked puller holds messages or has seen a backlog.
+
+        Only the highest band with work may fill the room held ahead of the slots: a lower
+        band's message held there could start before a higher band's message that is
+        still on its way, and bands are strict.
+        """
+        reserved = self.reserved
+        for puller in self.pullers.values():
+            if puller.rank < rank and (puller.holding or reserved.get(puller.durable, 0) > 0):
+                return True
+        return False
+
     def hold_ahead(self, n: int) -> None:
         """Hold ``n`` deliveries beyond the slots from now on; more room wakes the pullers."""
         more = n > self.ahead
@@ -284,6 +297,11 @@ class Puller:
         if self._budget.pullers.get(self.durable) is self:
             del self._budget.pullers[self.durable]
 
+    @property
+    def holding(self) -> bool:
+        """Whether messages this puller delivered are not finished yet."""
+        return self._inflight > 0
+
     def started(self) -> None:
         """A message this puller delivered got an execution slot (a lane may probe again)."""
         self._unstarted -= 1
@@ -389,6 +407,8 @@ class Puller:
         # sends one request per few messages instead of one per message.
         need = min(backlog, 1 if mine == 0 else max(1, budget.capacity // 4))
         free = budget.free()
+        if budget.ahead and budget.busy_above(self.rank):
+            free -= budget.ahead  # a lower band gets the slots' room only
         if backlog > 0 and free >= need and not budget.backlog_above(self.rank):
             await self._request(min(free, backlog))
             return

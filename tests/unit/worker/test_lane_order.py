@@ -201,3 +201,29 @@ async def test_an_idle_lane_is_not_woken_by_releases_while_deliveries_are_held_a
         step.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await step
+
+
+async def test_only_the_highest_band_with_work_fills_the_room_held_ahead() -> None:
+    # A low message held ahead of the slots could start before a high message still on
+    # its way: while a higher band holds messages, a lower one gets the slots' room only.
+    nc, budget = _Conn(), Budget(4)
+    budget.hold_ahead(12)
+    high, low = _lane(nc, budget, "high", 0), _lane(nc, budget, "low", 2)
+    budget.reserved["low"] = 20
+    high._inflight = 1  # a high message runs
+    budget.held = 1
+    await _step(low)
+    assert nc.sent == [("low", {"batch": 3, "expires": 1_000_000_000})]  # 4 slots - 1 held
+    high._inflight = 0  # the high band is idle: the low band may hold ahead too
+    await _step(low)
+    assert nc.sent[-1] == ("low", {"batch": 12, "expires": 1_000_000_000})
+
+
+def test_a_higher_band_with_a_backlog_counts_as_busy() -> None:
+    budget = Budget(4)
+    high = _lane(_Conn(), budget, "high", 0)
+    assert not budget.busy_above(2)
+    budget.reserved["high"] = 3
+    assert budget.busy_above(2)
+    assert not budget.busy_above(0)  # its own band, not a higher one
+    assert high.holding is False
