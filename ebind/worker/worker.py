@@ -183,7 +183,6 @@ class Worker:
         # id(message) of finished tasks whose response is being stored: slot and intake given
         # back early (a slot is for running handlers), at most concurrency * prefetch of them.
         self._answering: set[int] = set()
-        self._queued: dict[int, asyncio.Task[None]] = {}  # id(message) -> its task, slot awaited
         self._pace = SlotPace()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pullers: dict[str, Puller] = {}  # claim -> puller
@@ -758,7 +757,6 @@ class Worker:
         else:
             task = self._loop.create_task(self._run_one(msg, puller))
             task.add_done_callback(self._tasks.discard)
-            self._queued[id(msg)] = task
         self._tasks.add(task)
 
     def _ran(self, msg: Any, puller: Puller, task: asyncio.Task[None]) -> None:
@@ -790,13 +788,6 @@ class Worker:
         started = False
         try:
             await self._slots.acquire(puller.rank)
-            del self._queued[id(msg)]
-            if self._stopping:
-                # Held ahead and not started when the worker began to stop: hand it back
-                # at once so another worker runs it, instead of running it in the grace.
-                self._slots.release()
-                self._nak_now(msg)
-                return
             started = True
             self._slot_since[id(msg)] = time.monotonic()
             puller.started()
@@ -806,10 +797,7 @@ class Worker:
                 if id(msg) not in self._answering:
                     self._free_slot(msg)
         except asyncio.CancelledError:
-            if not started:  # cancelled while waiting for a slot (stop): give it back now
-                self._queued.pop(id(msg), None)
-                self._nak_now(msg)
-            # else shutdown past its grace: the message was nak'd before cancelling
+            pass  # shutdown past its grace: the message was nak'd before cancelling
         except Exception:
             log.exception("worker.delivery_crashed", worker_id=self.worker_id, subject=msg.subject)
             with contextlib.suppress(Exception):
@@ -897,11 +885,9 @@ class Worker:
             await gate.stop()
 
     async def _stop_intake(self, background: list[asyncio.Task[Any]]) -> None:
-        """No more deliveries; held ones not started go back; background work but keepalive ends."""
+        """No more deliveries; background work but the keepalive ends (held ones still run)."""
         for puller in self._all_pullers():
             await puller.stop()
-        for task in list(self._queued.values()):
-            task.cancel()  # held, not started: handed back at once (see _run_one)
         for task in background:
             if task.get_name() != "ebind-keepalive":
                 task.cancel()
