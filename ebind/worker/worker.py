@@ -180,8 +180,8 @@ class Worker:
         # id(message) -> (message, monotonic arrival); nats-py's Msg is an unhashable dataclass
         self._held: dict[int, tuple[Any, float]] = {}
         self._slot_since: dict[int, float] = {}  # id(message) -> monotonic time its slot was taken
-        # id(message) of finished tasks whose response is being stored: slot and intake given
-        # back early (a slot is for running handlers), at most concurrency * prefetch of them.
+        # id(message) of finished tasks whose response is being stored: their slot is given
+        # back early (a slot is for running handlers); they stay in the intake until acked.
         self._answering: set[int] = set()
         self._pace = SlotPace()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -778,9 +778,8 @@ class Worker:
         self._held.pop(id(msg), None)
         if answered:
             self._answering.discard(id(msg))
-        else:
-            assert self._budget is not None
-            self._budget.release()
+        assert self._budget is not None
+        self._budget.release()
         puller.finished(started=True)
 
     async def _run_one(self, msg: Any, puller: Puller) -> None:
@@ -804,10 +803,8 @@ class Worker:
                 await msg.nak(delay=1.0)
         finally:
             self._held.pop(id(msg), None)
-            if id(msg) in self._answering:
-                self._answering.discard(id(msg))
-            else:
-                self._budget.release()
+            self._answering.discard(id(msg))
+            self._budget.release()
             puller.finished(started=started)
 
     def _free_slot(self, msg: Any) -> None:
@@ -826,20 +823,16 @@ class Worker:
     def _answering_started(self, msg: Any) -> None:
         """The task of ``msg`` finished and only storing its response and the ack remain.
 
-        Its slot goes to the next delivery at once, and its place in the intake too, so a
-        worker waiting on the server's confirmations keeps running tasks meanwhile.
+        Its slot goes to a held delivery at once, so a worker waiting on the server's
+        confirmations keeps running tasks meanwhile. The delivery stays in the intake until
+        it is acked: what a worker holds (running, waiting or being answered) stays within
+        ``prefetch`` per slot, also while responses are slow to store.
         """
         key = id(msg)
-        if (
-            key in self._answering
-            or key not in self._slot_since
-            or len(self._answering) >= self.concurrency * self.prefetch
-        ):
-            return  # bounded: past that, a task keeps its slot until it is answered
+        if key in self._answering or key not in self._slot_since:
+            return
         self._answering.add(key)
         self._free_slot(msg)
-        assert self._budget is not None
-        self._budget.release()
 
     def _nak_now(self, msg: Any, delay: float | None = None) -> None:
         async def nak() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from worker_helpers import running, wait_for
 
@@ -143,3 +144,43 @@ def test_worker_refuses_a_prefetch_below_one(app: App) -> None:
             assert "prefetch must be a whole number >= 1" in str(exc)
         else:
             raise AssertionError(f"prefetch={bad} was accepted")
+
+
+async def test_held_deliveries_stay_within_prefetch_per_slot_while_responses_are_slow(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "At most --prefetch per slot in all (running, waiting or being answered)": with the
+    # results stream slow to confirm, finished tasks waiting for their store are still held
+    # deliveries (a neighbour cannot take them), so the total stays within c * prefetch.
+    from ebind.worker.runner import AttemptRunner
+
+    original = AttemptRunner._respond
+
+    async def slow_respond(self: Any, env: Any, **kw: Any) -> bool:
+        await asyncio.sleep(0.3)  # EBIND_RESP slow to confirm (a leader election, a far node)
+        return await original(self, env, **kw)
+
+    monkeypatch.setattr(AttemptRunner, "_respond", slow_respond)
+    most_held = 0
+
+    @app.task(name="pf.fast")
+    async def fast(i: int) -> int:
+        return i
+
+    async with running(app, concurrency=2, prefetch=2) as w:
+        stop = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal most_held
+            while not stop.is_set():
+                most_held = max(most_held, w.held_count)
+                await asyncio.sleep(0.001)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            futs = await fast.map(range(60))
+            assert [await f.result(30) for f in futs] == list(range(60))
+        finally:
+            stop.set()
+            await sampler
+    assert most_held <= 2 * 2, f"held {most_held} deliveries with concurrency 2, prefetch 2"
